@@ -1,0 +1,75 @@
+// Command ringkv is the single ringkv binary: a server (serve), a local
+// three-node cluster in one process (dev), and client subcommands.
+//
+//	ringkv serve --id n1 --data ./data/n1 --http 127.0.0.1:8081 --rpc 127.0.0.1:9001 --gossip 127.0.0.1:7001
+//	ringkv dev
+//	ringkv set user:1001 "John Doe"
+//	ringkv get user:1001
+//	ringkv list user:
+//	ringkv del user:1001
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `ringkv: a distributed key-value store
+
+Usage:
+  ringkv serve [flags]              run one node
+  ringkv dev [flags]                run a local 3-node cluster in this process
+  ringkv get KEY [flags]            read a key
+  ringkv set KEY VALUE [flags]      write a key
+  ringkv del KEY [flags]            delete a key
+  ringkv list [PREFIX] [flags]      list keys with a prefix
+
+Run 'ringkv COMMAND -h' for a command's flags.
+`
+
+// errUsage marks command-line mistakes (exit status 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(os.Stderr, "ringkv:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "ringkv:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, rest, stderr)
+	case "dev":
+		return dev(ctx, rest, stdout, stderr)
+	case "get", "set", "del", "delete", "list":
+		return clientCommand(ctx, cmd, rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprint(stderr, usage)
+		return fmt.Errorf("%w: unknown command %q", errUsage, cmd)
+	}
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ringkv/ringkv/node"
+)
+
+// envDefault returns the environment variable name's value, or def.
+func envDefault(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := node.DefaultConfig()
+	id := fs.String("id", envDefault("RINGKV_ID", ""), "unique node id (env RINGKV_ID)")
+	data := fs.String("data", envDefault("RINGKV_DATA", ""), "data directory (env RINGKV_DATA)")
+	httpAddr := fs.String("http", envDefault("RINGKV_HTTP", "127.0.0.1:8081"), "HTTP listen address (env RINGKV_HTTP)")
+	rpcAddr := fs.String("rpc", envDefault("RINGKV_RPC", "127.0.0.1:9001"), "drpc listen address (env RINGKV_RPC)")
+	gossipAddr := fs.String("gossip", envDefault("RINGKV_GOSSIP", "127.0.0.1:7001"), "gossip listen address (env RINGKV_GOSSIP)")
+	join := fs.String("join", envDefault("RINGKV_JOIN", ""), "comma-separated gossip addresses of members to join; empty founds a new cluster (env RINGKV_JOIN)")
+	zone := fs.String("zone", envDefault("RINGKV_ZONE", ""), "failure zone of this node (env RINGKV_ZONE)")
+	fs.IntVar(&cfg.Ring.Partitions, "partitions", cfg.Ring.Partitions, "partitions of a new cluster (power of two)")
+	fs.IntVar(&cfg.Ring.ReplicationFactor, "replicas", cfg.Ring.ReplicationFactor, "replication factor N of a new cluster")
+	fast := fs.Bool("fast-gossip", false, "use loopback gossip timers (tests)")
+	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, fs.Args())
+	}
+	log, err := newLogger(stderr, *logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.ID, cfg.DataDir, cfg.Zone = *id, *data, *zone
+	cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr = *httpAddr, *rpcAddr, *gossipAddr
+	cfg.Join = splitList(*join)
+	if *fast {
+		cfg.GossipProfile = localProfile
+	}
+	cfg.Logger = log
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	reg := newRegistry()
+	n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg})
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	<-ctx.Done()
+	log.Info("shutting down")
+	if err := n.Close(); err != nil {
+		return fmt.Errorf("serve: close: %w", err)
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}

@@ -1,0 +1,134 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+)
+
+// Config tunes a Coordinator. Build it with DefaultConfig and change fields;
+// New validates it and does not change it afterwards.
+type Config struct {
+	// NodeID is this node's id in the ring. Required.
+	NodeID string
+	// MaxKeyBytes bounds key length. Default 4096.
+	MaxKeyBytes int
+	// MaxValueBytes bounds value length. Default 1 MiB.
+	MaxValueBytes int
+	// RequestTimeout is the deadline given to requests that carry none.
+	// Default 5s.
+	RequestTimeout time.Duration
+	// ReplicaWriteTimeout bounds how long a write keeps trying to reach the
+	// replicas beyond the W it waited for. Default 5s.
+	ReplicaWriteTimeout time.Duration
+	// SpeculativeDelay is how long a read waits on the replicas it asked
+	// before also asking the next one. Lower cuts tail latency when a
+	// replica stalls, at the cost of extra reads. Default 50ms.
+	SpeculativeDelay time.Duration
+	// ListPageSize is how many records per partition one list round asks
+	// each replica for. Default 256.
+	ListPageSize int
+	// MaxListLimit caps the limit a list request may ask for. Default 100000.
+	MaxListLimit int
+	// DefaultListLimit is the limit of list requests that give none.
+	// Default 1000.
+	DefaultListLimit int
+	// Logger receives debug and warning logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a fresh Config with every default filled in except
+// NodeID.
+func DefaultConfig() Config {
+	return Config{
+		MaxKeyBytes:         4096,
+		MaxValueBytes:       1 << 20,
+		RequestTimeout:      5 * time.Second,
+		ReplicaWriteTimeout: 5 * time.Second,
+		SpeculativeDelay:    50 * time.Millisecond,
+		ListPageSize:        256,
+		MaxListLimit:        100000,
+		DefaultListLimit:    1000,
+	}
+}
+
+// Validate reports every problem with c, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("coordinator: NodeID is required"))
+	}
+	positive := []struct {
+		name string
+		v    int64
+	}{
+		{"MaxKeyBytes", int64(c.MaxKeyBytes)},
+		{"MaxValueBytes", int64(c.MaxValueBytes)},
+		{"RequestTimeout", int64(c.RequestTimeout)},
+		{"ReplicaWriteTimeout", int64(c.ReplicaWriteTimeout)},
+		{"SpeculativeDelay", int64(c.SpeculativeDelay)},
+		{"ListPageSize", int64(c.ListPageSize)},
+		{"MaxListLimit", int64(c.MaxListLimit)},
+		{"DefaultListLimit", int64(c.DefaultListLimit)},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			errs = append(errs, fmt.Errorf("coordinator: %s must be positive, got %d", p.name, p.v))
+		}
+	}
+	if c.DefaultListLimit > c.MaxListLimit {
+		errs = append(errs, fmt.Errorf("coordinator: DefaultListLimit %d exceeds MaxListLimit %d", c.DefaultListLimit, c.MaxListLimit))
+	}
+	return errors.Join(errs...)
+}
+
+// RingSource gives the current ring snapshot. gossip.Gossip implements it.
+type RingSource interface {
+	Ring() *ring.Ring
+}
+
+// Liveness tells whether a member is believed alive. Reads ask live
+// replicas first; writes are still sent to every replica.
+type Liveness interface {
+	Alive(nodeID string) bool
+}
+
+// Deps are the components a Coordinator uses. Store, Clock, Ring and
+// Transport are required.
+type Deps struct {
+	// Store is this node's replica store.
+	Store *replica.Store
+	// Clock stamps writes.
+	Clock *replica.Clock
+	// Ring gives placement.
+	Ring RingSource
+	// Transport reaches other nodes' replicas.
+	Transport Transport
+	// Liveness orders read replicas; nil treats every member as alive.
+	Liveness Liveness
+	// Registerer receives the coordinator's metrics; nil keeps them private.
+	Registerer prometheus.Registerer
+}
+
+func (d Deps) validate() error {
+	var errs []error
+	if d.Store == nil {
+		errs = append(errs, errors.New("coordinator: Deps.Store is required"))
+	}
+	if d.Clock == nil {
+		errs = append(errs, errors.New("coordinator: Deps.Clock is required"))
+	}
+	if d.Ring == nil {
+		errs = append(errs, errors.New("coordinator: Deps.Ring is required"))
+	}
+	if d.Transport == nil {
+		errs = append(errs, errors.New("coordinator: Deps.Transport is required"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,546 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+)
+
+// Coordinator serves client requests on one node: it places each key with
+// the ring, fans the request out to the key's replicas and answers once the
+// consistency level is met. It is safe for concurrent use.
+type Coordinator struct {
+	cfg     Config
+	deps    Deps
+	log     *slog.Logger
+	metrics *metrics
+
+	// lifetime bounds background work (replica writes beyond W, read
+	// repair); cancelled by Close.
+	lifetime context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closed   atomic.Bool
+}
+
+// New returns a Coordinator. It returns an error if cfg or deps is invalid.
+func New(cfg Config, deps Deps) (*Coordinator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := deps.validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Coordinator{
+		cfg:      cfg,
+		deps:     deps,
+		log:      log.With("node_id", cfg.NodeID),
+		metrics:  m,
+		lifetime: ctx,
+		cancel:   cancel,
+	}, nil
+}
+
+// Close cancels background replica writes and repairs and waits for them.
+// Requests made after Close return ErrClosed.
+func (c *Coordinator) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}
+
+// Pair is one live key and its value, as returned by List.
+type Pair struct {
+	Key   []byte
+	Value []byte
+}
+
+// Set stores value under key at level. It returns an error wrapping
+// ErrInvalidArgument for bad input and an *UnavailableError when fewer than
+// the level's replicas acknowledged before ctx ended; in that case the write
+// may still have reached some replicas.
+func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) error {
+	start := time.Now()
+	err := c.checkKey(key)
+	if err == nil && len(value) > c.cfg.MaxValueBytes {
+		err = fmt.Errorf("%w: value is %d bytes, limit %d", ErrInvalidArgument, len(value), c.cfg.MaxValueBytes)
+	}
+	if err == nil {
+		err = c.write(ctx, "set", key, replica.Record{Value: value}, level)
+	}
+	c.metrics.observe("set", level, start, err)
+	return err
+}
+
+// Delete removes key at level by writing a tombstone. Errors are as for Set.
+// Deleting an absent key succeeds.
+func (c *Coordinator) Delete(ctx context.Context, key []byte, level Level) error {
+	start := time.Now()
+	err := c.checkKey(key)
+	if err == nil {
+		err = c.write(ctx, "delete", key, replica.Record{Tombstone: true}, level)
+	}
+	c.metrics.observe("delete", level, start, err)
+	return err
+}
+
+// Get returns key's value at level and whether it exists. Replicas that
+// answered with an older record are repaired before Get returns. Errors:
+// ErrInvalidArgument, *UnavailableError, ErrCorrupt.
+func (c *Coordinator) Get(ctx context.Context, key []byte, level Level) (value []byte, found bool, err error) {
+	start := time.Now()
+	defer func() { c.metrics.observe("get", level, start, err) }()
+	if err := c.checkKey(key); err != nil {
+		return nil, false, err
+	}
+	rec, found, err := c.read(ctx, key, level)
+	if err != nil || !found {
+		return nil, false, err
+	}
+	return rec.Value, true, nil
+}
+
+func (c *Coordinator) checkKey(key []byte) error {
+	switch {
+	case c.closed.Load():
+		return ErrClosed
+	case len(key) == 0:
+		return fmt.Errorf("%w: key is empty", ErrInvalidArgument)
+	case len(key) > c.cfg.MaxKeyBytes:
+		return fmt.Errorf("%w: key is %d bytes, limit %d", ErrInvalidArgument, len(key), c.cfg.MaxKeyBytes)
+	}
+	return nil
+}
+
+func (c *Coordinator) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
+}
+
+// placement returns the partition and preference list of key.
+func (c *Coordinator) placement(op string, key []byte, level Level) (uint32, []string, error) {
+	r := c.deps.Ring.Ring()
+	if r == nil || len(r.Active()) == 0 {
+		return 0, nil, &UnavailableError{Op: op, Level: level, Required: 1, Cause: errors.New("node has not joined a ring yet")}
+	}
+	p := r.PartitionOf(key)
+	return p, r.Replicas(p), nil
+}
+
+// write stamps rec with a fresh HLC timestamp and merges it into every
+// replica of key's partition, answering after level's count of acks. The
+// replicas beyond that count keep receiving the write in the background,
+// bounded by ReplicaWriteTimeout.
+func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec replica.Record, level Level) error {
+	p, replicas, err := c.placement(op, key, level)
+	if err != nil {
+		return err
+	}
+	rec.Timestamp = c.deps.Clock.Now()
+	rec.NodeID = c.cfg.NodeID
+	entry := []replica.Entry{{Partition: p, Key: key, Record: rec}}
+	need := level.required(len(replicas))
+
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	// The replica writes outlive the request: a slow replica still gets the
+	// write after W acks have answered the client.
+	bg, bgCancel := context.WithTimeout(c.lifetime, c.cfg.ReplicaWriteTimeout)
+	results := make(chan error, len(replicas)) // one send per replica, never blocks
+	var pending sync.WaitGroup
+	for _, node := range replicas {
+		pending.Add(1)
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer pending.Done()
+			results <- c.mergeInto(bg, node, entry)
+		}()
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		pending.Wait()
+		bgCancel()
+	}()
+
+	// Collect until W acks, or every replica answered (so the error can say
+	// how many acked), or the deadline.
+	acked, failed := 0, 0
+	var last error
+	for acked < need && acked+failed < len(replicas) {
+		select {
+		case err := <-results:
+			if err != nil {
+				failed++
+				last = err
+				c.log.Debug("replica write failed", "op", op, "err", err)
+				continue
+			}
+			acked++
+		case <-ctx.Done():
+			last = ctx.Err()
+			return &UnavailableError{Op: op, Level: level, Required: need, Answered: acked, Replicas: len(replicas), Cause: last}
+		}
+	}
+	if acked < need {
+		return &UnavailableError{Op: op, Level: level, Required: need, Answered: acked, Replicas: len(replicas), Cause: last}
+	}
+	return nil
+}
+
+func (c *Coordinator) mergeInto(ctx context.Context, node string, entries []replica.Entry) error {
+	if node == c.cfg.NodeID {
+		if err := c.deps.Store.Merge(ctx, entries); err != nil {
+			return fmt.Errorf("local merge: %w", err)
+		}
+		return nil
+	}
+	if err := c.deps.Transport.Merge(ctx, node, entries); err != nil {
+		return fmt.Errorf("merge on %s: %w", node, err)
+	}
+	return nil
+}
+
+func (c *Coordinator) readFrom(ctx context.Context, node string, p uint32, key []byte) (replica.Record, error) {
+	if node == c.cfg.NodeID {
+		rec, err := c.deps.Store.Get(p, key)
+		if err != nil {
+			return rec, fmt.Errorf("local read: %w", err)
+		}
+		return rec, nil
+	}
+	rec, err := c.deps.Transport.Read(ctx, node, p, key)
+	if err != nil {
+		return rec, fmt.Errorf("read on %s: %w", node, err)
+	}
+	return rec, nil
+}
+
+// readOrder orders a preference list for reads: this node first (no network
+// hop), then members believed alive, then the rest, each in preference
+// order.
+func (c *Coordinator) readOrder(replicas []string) []string {
+	out := make([]string, 0, len(replicas))
+	var dead []string
+	for _, n := range replicas {
+		if n == c.cfg.NodeID {
+			out = append(out, n)
+		}
+	}
+	for _, n := range replicas {
+		switch {
+		case n == c.cfg.NodeID:
+		case c.deps.Liveness == nil || c.deps.Liveness.Alive(n):
+			out = append(out, n)
+		default:
+			dead = append(dead, n)
+		}
+	}
+	return append(out, dead...)
+}
+
+type readReply struct {
+	node  string
+	rec   replica.Record
+	found bool
+	err   error
+}
+
+// read asks replicas for key until level's count have answered, asking one
+// more replica whenever one fails or SpeculativeDelay passes without enough
+// answers. It returns the newest record among the answers (found is false
+// when there is none, or it is a tombstone or expired) after repairing the
+// answering replicas that were behind.
+func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replica.Record, bool, error) {
+	p, replicas, err := c.placement("get", key, level)
+	if err != nil {
+		return replica.Record{}, false, err
+	}
+	need := level.required(len(replicas))
+	order := c.readOrder(replicas)
+
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	replies := make(chan readReply, len(order)) // one send per asked replica, never blocks
+	next, inflight := 0, 0
+	ask := func() {
+		node := order[next]
+		next++
+		inflight++
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			rec, err := c.readFrom(ctx, node, p, key)
+			if errors.Is(err, replica.ErrNotFound) {
+				replies <- readReply{node: node}
+				return
+			}
+			replies <- readReply{node: node, rec: rec, found: err == nil, err: err}
+		}()
+	}
+	for next < need {
+		ask()
+	}
+	timer := time.NewTimer(c.cfg.SpeculativeDelay)
+	defer timer.Stop()
+
+	var answers []readReply
+	corrupt := 0
+	var last error
+	for len(answers) < need {
+		if inflight == 0 && next == len(order) {
+			break
+		}
+		select {
+		case r := <-replies:
+			inflight--
+			if r.err != nil {
+				last = r.err
+				if errors.Is(r.err, replica.ErrCorrupt) {
+					corrupt++
+				}
+				if next < len(order) {
+					ask()
+				}
+				continue
+			}
+			answers = append(answers, r)
+		case <-timer.C:
+			if next < len(order) {
+				ask()
+				timer.Reset(c.cfg.SpeculativeDelay)
+			}
+		case <-ctx.Done():
+			last = ctx.Err()
+			next = len(order)
+			inflight = 0
+		}
+	}
+	if len(answers) < need {
+		if corrupt > 0 && corrupt+len(answers) == len(order) && len(answers) == 0 {
+			return replica.Record{}, false, fmt.Errorf("get: %w", ErrCorrupt)
+		}
+		return replica.Record{}, false, &UnavailableError{Op: "get", Level: level, Required: need, Answered: len(answers), Replicas: len(replicas), Cause: last}
+	}
+
+	var newest replica.Record
+	have := false
+	for _, a := range answers {
+		if a.found && (!have || a.rec.Newer(newest)) {
+			newest, have = a.rec, true
+		}
+	}
+	if !have {
+		return replica.Record{}, false, nil
+	}
+	c.repair(ctx, p, key, newest, answers)
+	return newest, newest.Live(time.Now()), nil
+}
+
+// repair merges newest into every answering replica that was behind and
+// waits for those merges (bounded by ctx), so that a read at this level
+// followed by another never goes backwards. Repair failures are logged, not
+// returned: the read itself succeeded.
+func (c *Coordinator) repair(ctx context.Context, p uint32, key []byte, newest replica.Record, answers []readReply) {
+	var stale []string
+	for _, a := range answers {
+		if !a.found || newest.Newer(a.rec) {
+			stale = append(stale, a.node)
+		}
+	}
+	if len(stale) == 0 {
+		return
+	}
+	entry := []replica.Entry{{Partition: p, Key: key, Record: newest}}
+	var wg sync.WaitGroup
+	for _, node := range stale {
+		wg.Add(1)
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer wg.Done()
+			if err := c.mergeInto(ctx, node, entry); err != nil {
+				c.metrics.readRepairs.WithLabelValues("failed").Inc()
+				c.log.Debug("read repair failed", "peer", node, "partition", p, "err", err)
+				return
+			}
+			c.metrics.readRepairs.WithLabelValues("repaired").Inc()
+		}()
+	}
+	wg.Wait()
+}
+
+// List returns up to limit live pairs whose keys have prefix, sorted by key,
+// gathered from every partition at level (each partition read from level's
+// count of its replicas, newest record per key winning). limit 0 means
+// DefaultListLimit. Errors: ErrInvalidArgument, *UnavailableError.
+func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level Level) (pairs []Pair, err error) {
+	start := time.Now()
+	defer func() { c.metrics.observe("list", level, start, err) }()
+	switch {
+	case c.closed.Load():
+		return nil, ErrClosed
+	case limit < 0 || limit > c.cfg.MaxListLimit:
+		return nil, fmt.Errorf("%w: limit %d outside 0..%d", ErrInvalidArgument, limit, c.cfg.MaxListLimit)
+	case len(prefix) > c.cfg.MaxKeyBytes:
+		return nil, fmt.Errorf("%w: prefix is %d bytes, limit %d", ErrInvalidArgument, len(prefix), c.cfg.MaxKeyBytes)
+	case limit == 0:
+		limit = c.cfg.DefaultListLimit
+	}
+	r := c.deps.Ring.Ring()
+	if r == nil || len(r.Active()) == 0 {
+		return nil, &UnavailableError{Op: "list", Level: level, Required: 1, Cause: errors.New("node has not joined a ring yet")}
+	}
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+
+	from := prefix
+	now := time.Now()
+	for len(pairs) < limit {
+		page, cutoff, err := c.listPage(ctx, r, prefix, from, level)
+		if err != nil {
+			return nil, err
+		}
+		for _, kr := range page {
+			if kr.rec.Live(now) {
+				pairs = append(pairs, Pair{Key: kr.key, Value: kr.rec.Value})
+				if len(pairs) == limit {
+					break
+				}
+			}
+		}
+		if cutoff == nil {
+			break
+		}
+		from = append(bytes.Clone(cutoff), 0) // the smallest key after cutoff
+	}
+	return pairs, nil
+}
+
+type keyedRecord struct {
+	key []byte
+	rec replica.Record
+}
+
+// listPage runs one round of List: every partition is scanned from `from` on
+// level's count of replicas. It returns the merged records up to cutoff in
+// key order, and cutoff: the largest key every replica's answer is complete
+// up to (nil when no answer was truncated, i.e. the scan is done).
+func (c *Coordinator) listPage(ctx context.Context, r *ring.Ring, prefix, from []byte, level Level) ([]keyedRecord, []byte, error) {
+	parts := r.Partitions()
+	// per partition: replicas in read order, how many answered, how far we got
+	type partState struct {
+		order    []string
+		next     int // next replica in order to ask
+		answered int // replicas that answered
+		asked    int // replicas asked in the current round
+		need     int
+	}
+	states := make([]partState, parts)
+	for p := range parts {
+		reps := r.Replicas(uint32(p))
+		states[p] = partState{order: c.readOrder(reps), need: level.required(len(reps))}
+	}
+	merged := make(map[string]replica.Record)
+	var cutoff []byte
+	var last error
+	for {
+		// Assign each partition still short of answers to its next replicas.
+		byNode := make(map[string][]uint32)
+		for p := range states {
+			s := &states[p]
+			for s.asked = 0; s.answered+s.asked < s.need && s.next < len(s.order); s.next++ {
+				byNode[s.order[s.next]] = append(byNode[s.order[s.next]], uint32(p))
+				s.asked++
+			}
+		}
+		if len(byNode) == 0 {
+			break
+		}
+		type scanReply struct {
+			node    string
+			results []ScanResult
+			err     error
+		}
+		replies := make(chan scanReply, len(byNode)) // one send per node, never blocks
+		for node, ps := range byNode {
+			req := ScanRequest{Partitions: ps, Prefix: prefix, Start: from, Limit: c.cfg.ListPageSize}
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				res, err := c.scanOn(ctx, node, req)
+				replies <- scanReply{node: node, results: res, err: err}
+			}()
+		}
+		for range byNode {
+			rep := <-replies
+			if rep.err != nil {
+				last = rep.err
+				continue
+			}
+			for _, res := range rep.results {
+				states[res.Partition].answered++
+				for i, k := range res.Keys {
+					if old, ok := merged[string(k)]; !ok || res.Records[i].Newer(old) {
+						merged[string(k)] = res.Records[i]
+					}
+				}
+				if res.Truncated && len(res.Keys) > 0 {
+					lastKey := res.Keys[len(res.Keys)-1]
+					if cutoff == nil || bytes.Compare(lastKey, cutoff) < 0 {
+						cutoff = lastKey
+					}
+				}
+			}
+		}
+	}
+	for p := range states {
+		if s := states[p]; s.answered < s.need {
+			return nil, nil, &UnavailableError{Op: "list", Level: level, Required: s.need, Answered: s.answered, Replicas: len(s.order), Cause: last}
+		}
+	}
+	out := make([]keyedRecord, 0, len(merged))
+	for k, rec := range merged {
+		if cutoff != nil && k > string(cutoff) {
+			continue
+		}
+		out = append(out, keyedRecord{key: []byte(k), rec: rec})
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].key, out[j].key) < 0 })
+	return out, cutoff, nil
+}
+
+func (c *Coordinator) scanOn(ctx context.Context, node string, req ScanRequest) ([]ScanResult, error) {
+	if node == c.cfg.NodeID {
+		return scanLocal(c.deps.Store, req)
+	}
+	res, err := c.deps.Transport.Scan(ctx, node, req)
+	if err != nil {
+		return nil, fmt.Errorf("scan on %s: %w", node, err)
+	}
+	return res, nil
+}

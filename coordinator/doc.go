@@ -1,0 +1,54 @@
+// Package coordinator owns the client-facing request path of a ringkv node:
+// any node coordinates any request. It places the key with the ring, fans
+// the request out to the key's replicas and answers once the request's
+// consistency level is met.
+//
+// # Guarantees
+//
+//   - Writes (Set, Delete) are stamped once, by the coordinator, with a fresh
+//     HLC timestamp and its node id, then merged into all N replicas of the
+//     key's partition (replica.Store.Merge: newest record wins). The client
+//     is answered after W acknowledgements, each of which means the record is
+//     fsynced on that replica: W = 1 (One), floor(N/2)+1 (Quorum), N (All).
+//     Replicas beyond W keep receiving the write in the background.
+//   - Reads (Get) ask R replicas, preferring this node (no network hop), then
+//     live members; a replica that fails or stays silent for
+//     SpeculativeDelay makes the coordinator ask the next one. The newest
+//     record among the answers wins. Read repair: answering replicas that
+//     held an older record (or none) are merged the newest one before Get
+//     returns, so a read at R followed by a read at R never goes backwards.
+//   - R + W > N at Quorum, so a Quorum read sees every Quorum write that
+//     completed before it started.
+//   - A record that fails its checksum on a replica counts as that replica
+//     failing: the read falls back to another replica. If every replica that
+//     answered was corrupt, Get returns ErrCorrupt, never the bad bytes.
+//   - List scans every partition at the requested level, merging the
+//     replicas' answers per key, in pages of ListPageSize per partition: a
+//     page is trusted only up to the smallest last key of any truncated
+//     partition answer (the cutoff), and the next page starts after it.
+//   - Too few replicas within the deadline: *UnavailableError saying how
+//     many answered. No request waits past its deadline (RequestTimeout when
+//     the caller's context has none).
+//
+// # Replica RPCs
+//
+// ReplicaServer serves the node's store to peers (kvpb.DRPCReplicaServer).
+// RPCTransport is the client side: a bounded pool of drpc connections per
+// peer, each with one sender goroutine that coalesces every operation
+// waiting for that peer into one Merge and one Read RPC. The mapping between
+// errors and drpc codes is the one table in wire.go.
+//
+// # Goroutines
+//
+//   - One per replica per request (bounded by N), tracked by the
+//     Coordinator's WaitGroup; writes' goroutines outlive the request until
+//     every replica answered or ReplicaWriteTimeout. Close cancels and waits.
+//   - RPCTransport: ConnsPerPeer senders per peer, fed by the peer's queue,
+//     stopped by RPCTransport.Close.
+//
+// # Not yet here
+//
+// Sloppy quorum with hinted handoff and the linearizable level arrive with
+// the anti-entropy and Raft work; until then a write's W counts only the
+// partition's own replicas.
+package coordinator

@@ -1,0 +1,47 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrInvalidArgument is returned when a request is malformed: an empty or
+	// oversized key, an oversized value, an unknown consistency level.
+	ErrInvalidArgument = errors.New("coordinator: invalid argument")
+	// ErrUnavailable marks requests that could not reach enough replicas
+	// before their deadline. The concrete error is an *UnavailableError.
+	ErrUnavailable = errors.New("coordinator: unavailable")
+	// ErrCorrupt is returned when every replica that answered a read held a
+	// record that failed its checksum: no value is returned rather than a
+	// wrong one.
+	ErrCorrupt = errors.New("coordinator: all answering replicas corrupt")
+	// ErrClosed is returned by calls made after Close.
+	ErrClosed = errors.New("coordinator: closed")
+)
+
+// UnavailableError says how many replicas answered a request that needed
+// more. It matches ErrUnavailable with errors.Is.
+type UnavailableError struct {
+	Op       string // "set", "get", "delete", "list"
+	Level    Level
+	Required int // replicas the level needs
+	Answered int // replicas that answered successfully in time
+	Replicas int // replicas of the partition (N, or fewer in a small ring)
+	Cause    error
+}
+
+func (e *UnavailableError) Error() string {
+	msg := fmt.Sprintf("%s: %d of %d required replicas answered at %s (%d replicas)",
+		e.Op, e.Answered, e.Required, e.Level, e.Replicas)
+	if e.Cause != nil {
+		msg += ": " + e.Cause.Error()
+	}
+	return "coordinator: unavailable: " + msg
+}
+
+// Is reports whether target is ErrUnavailable.
+func (e *UnavailableError) Is(target error) bool { return target == ErrUnavailable }
+
+// Unwrap returns the last replica error seen, if any.
+func (e *UnavailableError) Unwrap() error { return e.Cause }

@@ -1,0 +1,198 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+// HTTPHandler serves the client HTTP API of the original spec on top of c:
+//
+//	POST   /api/set     {"key":"k","value":"v"}  -> {"success":true}
+//	GET    /api/get?key=k                        -> {"value":"v","found":true} | 404 {"found":false}
+//	GET    /api/list?prefix=p&limit=N            -> {"pairs":[{"key":"k","value":"v"}]}
+//	DELETE /api/delete?key=k                     -> {"success":true}
+//
+// Every call takes ?consistency=one|quorum|all (default quorum); /api/set
+// also accepts it in the JSON body. Bad input answers 400, too few replicas
+// 503, a corrupt key on every replica 500, each with {"error":"..."}.
+func HTTPHandler(c *Coordinator) http.Handler {
+	h := &httpAPI{c: c}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/api/set", h.set)
+	mux.HandleFunc("/api/get", h.get)
+	mux.HandleFunc("/api/list", h.list)
+	mux.HandleFunc("/api/delete", h.delete)
+	return mux
+}
+
+type httpAPI struct {
+	c *Coordinator
+}
+
+type setRequest struct {
+	Key         *string `json:"key"`
+	Value       *string `json:"value"`
+	Consistency string  `json:"consistency,omitempty"`
+}
+
+type pairJSON struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+func (h *httpAPI) set(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodPost, http.MethodPut) {
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, int64(h.c.cfg.MaxValueBytes)+int64(h.c.cfg.MaxKeyBytes)*6+4096)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	var req setRequest
+	if err := dec.Decode(&req); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, fmt.Errorf("%w: request body over %d bytes", ErrInvalidArgument, tooBig.Limit))
+			return
+		}
+		writeError(w, fmt.Errorf("%w: malformed JSON body: %w", ErrInvalidArgument, err))
+		return
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(w, fmt.Errorf("%w: malformed JSON body: trailing data after the object", ErrInvalidArgument))
+		return
+	}
+	if req.Key == nil || req.Value == nil {
+		writeError(w, fmt.Errorf("%w: body needs \"key\" and \"value\" strings", ErrInvalidArgument))
+		return
+	}
+	levelName := r.URL.Query().Get("consistency")
+	if levelName == "" {
+		levelName = req.Consistency
+	}
+	level, err := ParseLevel(levelName)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := h.c.Set(r.Context(), []byte(*req.Key), []byte(*req.Value), level); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"success": true})
+}
+
+func (h *httpAPI) get(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet) {
+		return
+	}
+	level, ok := queryLevel(w, r)
+	if !ok {
+		return
+	}
+	value, found, err := h.c.Get(r.Context(), []byte(r.URL.Query().Get("key")), level)
+	switch {
+	case err != nil:
+		writeError(w, err)
+	case !found:
+		writeJSON(w, http.StatusNotFound, map[string]bool{"found": false})
+	default:
+		writeJSON(w, http.StatusOK, struct {
+			Value string `json:"value"`
+			Found bool   `json:"found"`
+		}{string(value), true})
+	}
+}
+
+func (h *httpAPI) list(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet) {
+		return
+	}
+	level, ok := queryLevel(w, r)
+	if !ok {
+		return
+	}
+	limit := 0
+	if s := r.URL.Query().Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			writeError(w, fmt.Errorf("%w: limit %q is not a number", ErrInvalidArgument, s))
+			return
+		}
+		limit = n
+	}
+	pairs, err := h.c.List(r.Context(), []byte(r.URL.Query().Get("prefix")), limit, level)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	out := make([]pairJSON, len(pairs))
+	for i, p := range pairs {
+		out[i] = pairJSON{Key: string(p.Key), Value: string(p.Value)}
+	}
+	writeJSON(w, http.StatusOK, map[string][]pairJSON{"pairs": out})
+}
+
+func (h *httpAPI) delete(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodDelete, http.MethodPost) {
+		return
+	}
+	level, ok := queryLevel(w, r)
+	if !ok {
+		return
+	}
+	if err := h.c.Delete(r.Context(), []byte(r.URL.Query().Get("key")), level); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"success": true})
+}
+
+func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", fmt.Sprint(methods))
+	writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": fmt.Sprintf("method %s not allowed", r.Method)})
+	return false
+}
+
+func queryLevel(w http.ResponseWriter, r *http.Request) (Level, bool) {
+	level, err := ParseLevel(r.URL.Query().Get("consistency"))
+	if err != nil {
+		writeError(w, err)
+		return 0, false
+	}
+	return level, true
+}
+
+// StatusFor maps an error from the Coordinator to an HTTP status code.
+func StatusFor(err error) int {
+	switch {
+	case errors.Is(err, ErrInvalidArgument):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	writeJSON(w, StatusFor(err), map[string]string{"error": err.Error()})
+}
+
+// writeJSON writes v as a JSON response with status code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client may have gone; nothing to do
+}

@@ -1,0 +1,63 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	readRepairs *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "requests_total",
+			Help: "Client requests by operation, consistency level and outcome.",
+		}, []string{"op", "level", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "request_duration_seconds",
+			Help:    "Client request latency by operation and consistency level.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17), // 100µs .. 6.5s
+		}, []string{"op", "level"}),
+		readRepairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "read_repairs_total",
+			Help: "Stale replicas found by reads, by whether the repair merge succeeded.",
+		}, []string{"outcome"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.readRepairs} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register coordinator metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// observe records one finished request.
+func (m *metrics) observe(op string, level Level, start time.Time, err error) {
+	m.requests.WithLabelValues(op, level.String(), outcome(err)).Inc()
+	m.duration.WithLabelValues(op, level.String()).Observe(time.Since(start).Seconds())
+}
+
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, ErrInvalidArgument):
+		return "invalid"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, ErrCorrupt):
+		return "corrupt"
+	default:
+		return "error"
+	}
+}

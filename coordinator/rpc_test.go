@@ -1,0 +1,165 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"storj.io/drpc/drpcmux"
+	"storj.io/drpc/drpcserver"
+
+	"github.com/ringkv/ringkv/proto/kvpb"
+	"github.com/ringkv/ringkv/replica"
+)
+
+type mapResolver map[string]string
+
+func (m mapResolver) RPCAddr(id string) (string, bool) {
+	a, ok := m[id]
+	return a, ok
+}
+
+// serveReplica serves a fresh in-memory store over drpc on a loopback port.
+func serveReplica(t *testing.T) (string, *replica.Store) {
+	t.Helper()
+	cfg := replica.DefaultConfig()
+	cfg.InMemory = true
+	store, err := replica.Open(cfg, replica.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := drpcmux.New()
+	if err := kvpb.DRPCRegisterReplica(mux, NewReplicaServer(store, replica.NewClock(nil, 0), nil)); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = drpcserver.New(mux).Serve(ctx, lis) // returns when ctx ends
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		if err := store.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return lis.Addr().String(), store
+}
+
+func TestRPCTransportRoundTrip(t *testing.T) {
+	addr, store := serveReplica(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	_ = dead.Close()
+	tr, err := NewRPCTransport(RPCConfig{ConnsPerPeer: 2}, mapResolver{"a": addr, "dead": deadAddr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	clock := replica.NewClock(nil, 0)
+
+	// Many concurrent merges share RPCs and all land.
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := replica.Record{Value: fmt.Appendf(nil, "v%d", i), Timestamp: clock.Now(), NodeID: "c",
+				ExpiresAt: time.Now().Add(time.Hour)}
+			errs <- tr.Merge(ctx, "a", []replica.Entry{{Partition: uint32(i % 4), Key: fmt.Appendf(nil, "k%03d", i), Record: rec}})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 200 {
+		rec, err := tr.Read(ctx, "a", uint32(i%4), fmt.Appendf(nil, "k%03d", i))
+		if err != nil || string(rec.Value) != fmt.Sprintf("v%d", i) || rec.NodeID != "c" || rec.ExpiresAt.IsZero() {
+			t.Fatalf("read k%03d: %+v %v", i, rec, err)
+		}
+	}
+	if _, err := tr.Read(ctx, "a", 0, []byte("absent")); !errors.Is(err, replica.ErrNotFound) {
+		t.Fatalf("absent: got %v", err)
+	}
+	res, err := tr.Scan(ctx, "a", ScanRequest{Partitions: []uint32{0, 1}, Prefix: []byte("k"), Limit: 10})
+	if err != nil || len(res) != 2 || len(res[0].Keys) != 10 || !res[0].Truncated {
+		t.Fatalf("scan: %+v %v", res, err)
+	}
+	// Direct store check that the server stored what was sent.
+	if rec, err := store.Get(0, []byte("k000")); err != nil || string(rec.Value) != "v0" {
+		t.Fatalf("store: %+v %v", rec, err)
+	}
+	// Bad input travels back as invalid argument.
+	err = tr.Merge(ctx, "a", []replica.Entry{{Partition: 0, Key: nil, Record: replica.Record{Value: []byte("x")}}})
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("empty key merge: got %v, want ErrInvalidArgument", err)
+	}
+	// A record from far in the future is refused.
+	future := replica.MakeTimestamp(time.Now().Add(time.Hour), 0)
+	err = tr.Merge(ctx, "a", []replica.Entry{{Partition: 0, Key: []byte("f"), Record: replica.Record{Timestamp: future}}})
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("future merge: got %v, want ErrInvalidArgument", err)
+	}
+	// Unknown and dead peers fail fast with clear errors.
+	if err := tr.Merge(ctx, "nobody", nil); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("unknown peer: got %v", err)
+	}
+	if _, err := tr.Read(ctx, "dead", 0, []byte("k")); !errors.Is(err, errPeer) {
+		t.Fatalf("dead peer: got %v", err)
+	}
+	// A caller whose context ended gets its error.
+	done, cancelDone := context.WithCancel(ctx)
+	cancelDone()
+	if _, err := tr.Read(done, "a", 0, []byte("k")); !errors.Is(err, context.Canceled) {
+		t.Fatalf("canceled: got %v", err)
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Merge(ctx, "a", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after close: got %v", err)
+	}
+}
+
+func TestErrorCodeTable(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		code uint64
+	}{
+		{replica.ErrClosed, codeUnavailable},
+		{fmt.Errorf("x: %w", ErrInvalidArgument), codeInvalid},
+		{replica.ErrClockOffset, codeInvalid},
+		{errors.New("boom"), codeInternal},
+	} {
+		if got := codeFor(tt.err); got != tt.code {
+			t.Errorf("codeFor(%v): got %d, want %d", tt.err, got, tt.code)
+		}
+		back := errorFor(rpcError(tt.err))
+		if tt.code == codeInvalid && !errors.Is(back, ErrInvalidArgument) {
+			t.Errorf("errorFor(rpcError(%v)) = %v, want ErrInvalidArgument", tt.err, back)
+		}
+		if tt.code != codeInvalid && !errors.Is(back, errPeer) {
+			t.Errorf("errorFor(rpcError(%v)) = %v, want errPeer", tt.err, back)
+		}
+	}
+}

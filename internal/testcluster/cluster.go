@@ -1,0 +1,358 @@
+package testcluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildBin  string
+	buildErr  error
+)
+
+// Binary builds ./cmd/ringkv once per test process and returns its path.
+// The binary lives in a temporary directory removed by Cleanup.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			buildErr = err
+			return
+		}
+		dir, err := os.MkdirTemp("", "ringkv-bin-")
+		if err != nil {
+			buildErr = fmt.Errorf("temp dir: %w", err)
+			return
+		}
+		buildBin = filepath.Join(dir, "ringkv")
+		args := []string{"build", "-o", buildBin}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/ringkv")...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatalf("build ringkv: %v", buildErr)
+	}
+	return buildBin
+}
+
+// Cleanup removes the built binary; call it from TestMain after m.Run.
+func Cleanup() {
+	if buildBin != "" {
+		_ = os.RemoveAll(filepath.Dir(buildBin)) // best effort: a temp dir
+	}
+}
+
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the ringkv module")
+	}
+	return filepath.Dir(mod), nil
+}
+
+// Node is one ringkv serve process.
+type Node struct {
+	ID         string
+	HTTPAddr   string
+	RPCAddr    string
+	GossipAddr string
+	DataDir    string
+	LogPath    string
+
+	t    testing.TB
+	bin  string
+	join []string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has been waited for
+}
+
+// Cluster is a set of nodes started by Start.
+type Cluster struct {
+	t     testing.TB
+	Nodes []*Node
+}
+
+// Start launches n nodes (n1 founds the cluster, the others join it) and
+// waits until every node sees every node joined and alive. Every process
+// is killed when the test ends.
+func Start(t testing.TB, n int) *Cluster {
+	t.Helper()
+	bin := Binary(t)
+	root := t.TempDir()
+	c := &Cluster{t: t}
+	for i := 1; i <= n; i++ {
+		nd := &Node{
+			ID:         fmt.Sprintf("n%d", i),
+			HTTPAddr:   freeAddr(t),
+			RPCAddr:    freeAddr(t),
+			GossipAddr: freeAddr(t),
+			t:          t,
+			bin:        bin,
+		}
+		nd.DataDir = filepath.Join(root, nd.ID)
+		nd.LogPath = filepath.Join(root, nd.ID+".log")
+		if i > 1 {
+			nd.join = []string{c.Nodes[0].GossipAddr}
+		}
+		c.Nodes = append(c.Nodes, nd)
+	}
+	t.Cleanup(func() {
+		for _, nd := range c.Nodes {
+			nd.Kill()
+		}
+		if t.Failed() {
+			for _, nd := range c.Nodes {
+				b, _ := os.ReadFile(nd.LogPath) // best effort diagnostics
+				t.Logf("---- log of %s ----\n%s", nd.ID, b)
+			}
+		}
+	})
+	for _, nd := range c.Nodes {
+		nd.Start()
+	}
+	c.WaitConverged(60 * time.Second)
+	return c
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close() // we only wanted the number
+	return addr
+}
+
+// Start (re)starts the node's process with its data directory.
+func (nd *Node) Start() {
+	nd.t.Helper()
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd != nil {
+		nd.t.Fatalf("%s already running", nd.ID)
+	}
+	logf, err := os.OpenFile(nd.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		nd.t.Fatalf("open log: %v", err)
+	}
+	args := []string{"serve", "--id", nd.ID, "--data", nd.DataDir,
+		"--http", nd.HTTPAddr, "--rpc", nd.RPCAddr, "--gossip", nd.GossipAddr,
+		"--fast-gossip", "--log-level", "debug"}
+	if len(nd.join) > 0 {
+		args = append(args, "--join", strings.Join(nd.join, ","))
+	}
+	cmd := exec.Command(nd.bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		_ = logf.Close()
+		nd.t.Fatalf("start %s: %v", nd.ID, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait() // exit status is expected to be non-zero after Kill
+		_ = logf.Close()
+		close(done)
+	}()
+	nd.cmd, nd.done = cmd, done
+}
+
+// Kill sends SIGKILL and waits for the process to exit. No-op if stopped.
+func (nd *Node) Kill() { nd.signalAndWait(syscall.SIGKILL) }
+
+// Stop sends SIGTERM (a clean shutdown) and waits for the process to exit.
+func (nd *Node) Stop() { nd.signalAndWait(syscall.SIGTERM) }
+
+// Restart stops the node with SIGTERM and starts it again.
+func (nd *Node) Restart() {
+	nd.Stop()
+	nd.Start()
+}
+
+func (nd *Node) signalAndWait(sig syscall.Signal) {
+	nd.mu.Lock()
+	cmd, done := nd.cmd, nd.done
+	nd.cmd = nil
+	nd.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig) // it may have exited already
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill() // did not stop in time
+		<-done
+	}
+}
+
+// Running reports whether the process is running.
+func (nd *Node) Running() bool {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.cmd != nil
+}
+
+// Stats is the subset of GET /api/stats the tests use.
+type Stats struct {
+	NodeID      string   `json:"node_id"`
+	RingVersion uint64   `json:"ring_version"`
+	Partitions  []uint32 `json:"partitions"`
+	Members     []struct {
+		ID       string `json:"id"`
+		Liveness string `json:"liveness"`
+		Status   string `json:"status"`
+	} `json:"members"`
+}
+
+// Stats fetches the node's /api/stats.
+func (nd *Node) Stats(ctx context.Context) (Stats, error) {
+	var s Stats
+	code, body, err := nd.Do(ctx, http.MethodGet, "/api/stats", nil, nil)
+	if err != nil {
+		return s, err
+	}
+	if code != http.StatusOK {
+		return s, fmt.Errorf("stats: HTTP %d: %s", code, body)
+	}
+	if err := json.Unmarshal(body, &s); err != nil {
+		return s, fmt.Errorf("stats: %w", err)
+	}
+	return s, nil
+}
+
+// WaitConverged polls until every running node sees every running node as
+// joined and alive, or fails the test after timeout.
+func (c *Cluster) WaitConverged(timeout time.Duration) {
+	c.t.Helper()
+	c.WaitFor(timeout, "cluster membership to converge", func(ctx context.Context) error {
+		for _, nd := range c.Nodes {
+			if !nd.Running() {
+				continue
+			}
+			s, err := nd.Stats(ctx)
+			if err != nil {
+				return err
+			}
+			for _, other := range c.Nodes {
+				if !other.Running() {
+					continue
+				}
+				ok := false
+				for _, m := range s.Members {
+					if m.ID == other.ID && m.Status == "joined" && m.Liveness == "alive" {
+						ok = true
+					}
+				}
+				if !ok {
+					return fmt.Errorf("%s does not see %s joined and alive", nd.ID, other.ID)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// WaitFor polls cond every 50ms until it returns nil, failing the test
+// with cond's last error after timeout.
+func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func(ctx context.Context) error) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		last = cond(ctx)
+		cancel()
+		if last == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("waiting for %s: %v", what, last)
+		}
+		timer := time.NewTimer(50 * time.Millisecond)
+		<-timer.C
+	}
+}
+
+// Do sends an HTTP request to the node and returns status and body.
+func (nd *Node) Do(ctx context.Context, method, path string, query url.Values, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, fmt.Errorf("encode: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	u := "http://" + nd.HTTPAddr + path
+	if len(query) > 0 {
+		u += "?" + query.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return 0, nil, fmt.Errorf("request: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s on %s: %w", method, path, nd.ID, err)
+	}
+	defer func() { _ = resp.Body.Close() }() // read fully below
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("read body: %w", err)
+	}
+	return resp.StatusCode, b, nil
+}
+
+// Set writes key=value through the node at level; it returns the HTTP status.
+func (nd *Node) Set(ctx context.Context, key, value, level string) (int, error) {
+	code, _, err := nd.Do(ctx, http.MethodPost, "/api/set", url.Values{"consistency": {level}}, map[string]string{"key": key, "value": value})
+	return code, err
+}
+
+// Get reads key through the node at level: value, HTTP status, error.
+func (nd *Node) Get(ctx context.Context, key, level string) (string, int, error) {
+	code, body, err := nd.Do(ctx, http.MethodGet, "/api/get", url.Values{"key": {key}, "consistency": {level}}, nil)
+	if err != nil {
+		return "", code, err
+	}
+	var out struct {
+		Value string `json:"value"`
+	}
+	if code == http.StatusOK {
+		if err := json.Unmarshal(body, &out); err != nil {
+			return "", code, fmt.Errorf("decode get: %w", err)
+		}
+	}
+	return out.Value, code, nil
+}

@@ -1,0 +1,76 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/ring/gossip"
+)
+
+// Config describes one node. Build it with DefaultConfig.
+type Config struct {
+	// ID is the node's unique, stable name in the cluster. Required.
+	ID string
+	// Zone is the failure domain (rack, availability zone); replicas of a
+	// partition prefer distinct zones. Optional.
+	Zone string
+	// DataDir holds the replica store and the persisted ring. Required.
+	DataDir string
+	// HTTPAddr, RPCAddr and GossipAddr are listen addresses (host:port; port
+	// 0 picks a free port). They are also the addresses advertised to peers,
+	// so the host must be reachable by them (127.0.0.1 for loopback).
+	HTTPAddr   string
+	RPCAddr    string
+	GossipAddr string
+	// Join lists gossip addresses of existing members. Empty means this node
+	// founds a new cluster (unless DataDir already holds a ring).
+	Join []string
+	// Ring is the partition count and replication factor of a new cluster;
+	// ignored when joining one.
+	Ring ring.Config
+	// GossipProfile selects memberlist timers: gossip.LAN, or gossip.Local
+	// for fast loopback tests.
+	GossipProfile gossip.Profile
+	// Replica, Coordinator and RPC tune those components; their Dir, NodeID
+	// and Logger fields are filled in by the node.
+	Replica     replica.Config
+	Coordinator coordinator.Config
+	RPC         coordinator.RPCConfig
+	// Logger receives every component's logs; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a fresh Config with defaults for everything but ID,
+// DataDir and the addresses.
+func DefaultConfig() Config {
+	return Config{
+		Ring:        ring.DefaultConfig(),
+		Replica:     replica.DefaultConfig(),
+		Coordinator: coordinator.DefaultConfig(),
+		RPC:         coordinator.DefaultRPCConfig(),
+	}
+}
+
+// Validate reports every problem with c, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if c.ID == "" {
+		errs = append(errs, errors.New("node: ID is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("node: DataDir is required"))
+	}
+	for name, addr := range map[string]string{"HTTPAddr": c.HTTPAddr, "RPCAddr": c.RPCAddr, "GossipAddr": c.GossipAddr} {
+		if addr == "" {
+			errs = append(errs, fmt.Errorf("node: %s is required", name))
+		}
+	}
+	if err := c.Ring.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

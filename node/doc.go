@@ -1,0 +1,21 @@
+// Package node assembles one ringkv node from its Config and owns the
+// lifecycle of its components; it holds no request logic.
+//
+// A node is, bottom to top:
+//
+//	replica.Store        Badger under DataDir/replica, group-committed, fsync before ack
+//	gossip.Gossip        memberlist on GossipAddr; the ring, persisted in DataDir/ring.state
+//	coordinator          request path; RPCTransport to peers
+//	drpc server          RPCAddr: the Replica service (coordinator.ReplicaServer)
+//	HTTP server          HTTPAddr: /api/* (coordinator.HTTPHandler), /health, /api/stats, /metrics
+//
+// Open binds every listener before it returns (so a port of 0 is resolved
+// and reported by the address methods) and starts serving. Close stops the
+// servers first, then the coordinator, the transport, gossip and last the
+// store, so that no acknowledged write is in flight when Badger closes.
+//
+// # Goroutines
+//
+// One serving drpc and one serving HTTP, both stopped by Close; the
+// components' own goroutines are documented in their packages.
+package node

@@ -1,0 +1,232 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"storj.io/drpc/drpcmux"
+	"storj.io/drpc/drpcserver"
+
+	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/proto/kvpb"
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring/gossip"
+)
+
+// Deps are what the embedding program provides.
+type Deps struct {
+	// Registerer receives every component's metrics and Gatherer serves
+	// them on /metrics. Both nil: a private registry.
+	Registerer prometheus.Registerer
+	Gatherer   prometheus.Gatherer
+}
+
+// Node is one running ringkv node.
+type Node struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *replica.Store
+	clock  *replica.Clock
+	gossip *gossip.Gossip
+	trans  *coordinator.RPCTransport
+	coord  *coordinator.Coordinator
+
+	rpcLis  net.Listener
+	httpLis net.Listener
+	httpSrv *http.Server
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts a node: it opens the store, binds the listeners, joins gossip
+// and starts serving. On error everything opened so far is closed again.
+func Open(cfg Config, deps Deps) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Registerer == nil && deps.Gatherer == nil {
+		reg := prometheus.NewRegistry()
+		deps.Registerer, deps.Gatherer = reg, reg
+	}
+	if deps.Registerer == nil || deps.Gatherer == nil {
+		return nil, errors.New("node: Deps.Registerer and Deps.Gatherer go together")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node_id", cfg.ID)
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("node: create data dir: %w", err)
+	}
+	n = &Node{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			_ = n.Close() // report the Open error, not a secondary one
+			n = nil
+		}
+	}()
+
+	rcfg := cfg.Replica
+	rcfg.Dir = filepath.Join(cfg.DataDir, "replica")
+	rcfg.Logger = log.With("component", "replica")
+	if n.store, err = replica.Open(rcfg, replica.Deps{Registerer: deps.Registerer}); err != nil {
+		return nil, fmt.Errorf("node: open replica store: %w", err)
+	}
+	n.clock = replica.NewClock(nil, 0)
+
+	if n.rpcLis, err = net.Listen("tcp", cfg.RPCAddr); err != nil {
+		return nil, fmt.Errorf("node: listen rpc: %w", err)
+	}
+	if n.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("node: listen http: %w", err)
+	}
+
+	gcfg := gossip.DefaultConfig()
+	gcfg.NodeID = cfg.ID
+	gcfg.Zone = cfg.Zone
+	gcfg.BindAddr = cfg.GossipAddr
+	gcfg.RPCAddr = n.rpcLis.Addr().String()
+	gcfg.HTTPAddr = n.httpLis.Addr().String()
+	gcfg.Seeds = cfg.Join
+	gcfg.DataDir = cfg.DataDir
+	gcfg.Ring = cfg.Ring
+	gcfg.Profile = cfg.GossipProfile
+	gcfg.Logger = log.With("component", "gossip")
+	if n.gossip, err = gossip.Open(gcfg, gossip.Deps{Registerer: deps.Registerer}); err != nil {
+		return nil, fmt.Errorf("node: open gossip: %w", err)
+	}
+
+	members := membership{n.gossip}
+	tcfg := cfg.RPC
+	tcfg.Logger = log.With("component", "transport")
+	if n.trans, err = coordinator.NewRPCTransport(tcfg, members, deps.Registerer); err != nil {
+		return nil, fmt.Errorf("node: transport: %w", err)
+	}
+	ccfg := cfg.Coordinator
+	ccfg.NodeID = cfg.ID
+	ccfg.Logger = log.With("component", "coordinator")
+	n.coord, err = coordinator.New(ccfg, coordinator.Deps{
+		Store:      n.store,
+		Clock:      n.clock,
+		Ring:       n.gossip,
+		Transport:  n.trans,
+		Liveness:   members,
+		Registerer: deps.Registerer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: coordinator: %w", err)
+	}
+
+	mux := drpcmux.New()
+	if err := kvpb.DRPCRegisterReplica(mux, coordinator.NewReplicaServer(n.store, n.clock, log.With("component", "replica_server"))); err != nil {
+		return nil, fmt.Errorf("node: register replica service: %w", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	rpcSrv := drpcserver.New(mux)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := rpcSrv.Serve(ctx, n.rpcLis); err != nil && ctx.Err() == nil {
+			log.Error("drpc server stopped", "err", err)
+		}
+	}()
+
+	n.httpSrv = &http.Server{Handler: n.httpHandler(deps.Gatherer), ReadHeaderTimeout: 10 * time.Second}
+	httpLis := n.httpLis
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.httpSrv.Serve(httpLis); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http server stopped", "err", err)
+		}
+	}()
+	log.Info("node started", "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "data", cfg.DataDir)
+	return n, nil
+}
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// HTTPAddr returns the bound HTTP address.
+func (n *Node) HTTPAddr() string { return n.httpLis.Addr().String() }
+
+// RPCAddr returns the bound drpc address.
+func (n *Node) RPCAddr() string { return n.rpcLis.Addr().String() }
+
+// GossipAddr returns the bound gossip address.
+func (n *Node) GossipAddr() string { return n.gossip.Addr() }
+
+// Coordinator returns the node's coordinator, for embedding programs and
+// tests that bypass HTTP.
+func (n *Node) Coordinator() *coordinator.Coordinator { return n.coord }
+
+// Gossip returns the node's membership, for status reporting.
+func (n *Node) Gossip() *gossip.Gossip { return n.gossip }
+
+// Close stops serving and closes every component, waiting for their
+// goroutines. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := n.httpSrv.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("node: http shutdown: %w", err))
+			}
+			cancel()
+		} else if n.httpLis != nil {
+			_ = n.httpLis.Close() // never served; nothing else holds it
+		}
+		if n.cancel != nil {
+			n.cancel()
+		} else if n.rpcLis != nil {
+			_ = n.rpcLis.Close() // never served; nothing else holds it
+		}
+		n.wg.Wait()
+		if n.coord != nil {
+			errs = append(errs, n.coord.Close())
+		}
+		if n.trans != nil {
+			errs = append(errs, n.trans.Close())
+		}
+		if n.gossip != nil {
+			errs = append(errs, n.gossip.Close())
+		}
+		if n.store != nil {
+			errs = append(errs, n.store.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+		n.log.Info("node stopped")
+	})
+	return n.closeErr
+}
+
+// membership adapts gossip to the coordinator's Resolver and Liveness.
+type membership struct{ g *gossip.Gossip }
+
+func (m membership) RPCAddr(id string) (string, bool) {
+	info, ok := m.g.Member(id)
+	if !ok || info.RPCAddr == "" {
+		return "", false
+	}
+	return info.RPCAddr, true
+}
+
+func (m membership) Alive(id string) bool {
+	info, ok := m.g.Member(id)
+	return ok && info.Liveness == gossip.Alive
+}

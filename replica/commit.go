@@ -1,0 +1,242 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// op is one caller's unit of work for the committer. Every write to Badger
+// goes through an op, so the committer is the only writer and may
+// read-compare-write without races. Today the only op is mergeOp; a raw
+// key/value op (for the Raft log and stable store) plugs in the same way.
+type op interface {
+	// writes is the number of writes the op contributes to a group commit,
+	// counted against Config.MaxBatchEntries.
+	writes() int
+	// apply stages the op's writes through w. It runs on the committer
+	// goroutine only. An error fails this op alone (writes already staged
+	// still commit); a commit failure reported by w fails the whole batch.
+	apply(w *batchWriter) error
+}
+
+// request carries an op to the committer and its answer back.
+type request struct {
+	op op
+	// done receives exactly one answer from the committer. Buffered (1) so
+	// the committer never blocks on a caller that left on ctx.Done.
+	done chan error
+}
+
+// runCommitter is the committer goroutine: the only writer to Badger. It
+// takes every request waiting at that moment (up to MaxBatchEntries writes;
+// a single larger request is taken whole), commits them in as few Badger
+// transactions as fit, and answers each request. It exits when closing is
+// closed, after finishing the batch in hand.
+func (s *Store) runCommitter() {
+	defer s.committer.Done()
+	var batch []*request
+	var errs []error
+	for {
+		var first *request
+		select {
+		case <-s.closing:
+			return
+		case first = <-s.reqs:
+		}
+		batch = append(batch[:0], first)
+		n := first.op.writes()
+	gather:
+		for n < s.cfg.MaxBatchEntries {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+				n += r.op.writes()
+			default:
+				break gather
+			}
+		}
+		if s.hooks.beforeBatch != nil {
+			s.hooks.beforeBatch(len(batch))
+		}
+		errs = s.commitBatch(batch, errs[:0])
+		for i, r := range batch {
+			r.done <- errs[i]
+			batch[i] = nil // let the request be collected
+		}
+	}
+}
+
+// commitBatch applies and commits batch, appending one answer per request to
+// errs.
+func (s *Store) commitBatch(batch []*request, errs []error) []error {
+	w := &batchWriter{s: s}
+	w.begin()
+	for _, r := range batch {
+		err := w.failed
+		if err == nil {
+			err = r.op.apply(w)
+		}
+		errs = append(errs, err)
+	}
+	if w.failed == nil {
+		w.commit()
+	} else {
+		w.txn.Discard()
+	}
+	if w.failed != nil {
+		s.log.Error("group commit failed", "requests", len(batch), "err", w.failed)
+		for i := range errs {
+			errs[i] = w.failed
+		}
+		return errs
+	}
+	s.metrics.mergesApplied.Add(float64(w.applied))
+	s.metrics.mergesStale.Add(float64(w.stale))
+	return errs
+}
+
+// batchWriter stages one group commit. When the Badger transaction is full it
+// commits it and starts another, transparently to ops. Used only on the
+// committer goroutine.
+type batchWriter struct {
+	s      *Store
+	txn    *badger.Txn
+	staged int   // writes staged in txn
+	failed error // first commit failure; once set the batch is lost
+
+	applied, stale int // merge outcomes, reported once the batch commits
+}
+
+func (w *batchWriter) begin() {
+	w.txn = w.s.db.NewTransaction(true)
+	w.staged = 0
+}
+
+// commit commits the current transaction (fsynced: SyncWrites is on),
+// recording a failure in w.failed.
+func (w *batchWriter) commit() {
+	if w.staged == 0 {
+		w.txn.Discard()
+		return
+	}
+	start := time.Now()
+	if err := w.txn.Commit(); err != nil {
+		w.failed = fmt.Errorf("commit: %w", err)
+		return
+	}
+	w.s.metrics.commitDuration.Observe(time.Since(start).Seconds())
+	w.s.metrics.batchEntries.Observe(float64(w.staged))
+	w.s.txnsCommitted.Add(1)
+}
+
+// get calls fn with the value stored (or staged earlier in this batch) under
+// key, valid only during fn. found is false if there is none.
+func (w *batchWriter) get(key []byte, fn func(val []byte) error) (found bool, err error) {
+	item, err := w.txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read: %w", err)
+	}
+	return true, item.Value(fn)
+}
+
+// set stages key=val; both must stay unmodified until the batch commits. If
+// the transaction is full it is committed first.
+func (w *batchWriter) set(key, val []byte) error {
+	err := w.txn.Set(key, val)
+	if errors.Is(err, badger.ErrTxnTooBig) && w.staged > 0 {
+		w.commit()
+		if w.failed != nil {
+			return w.failed
+		}
+		w.begin()
+		err = w.txn.Set(key, val)
+	}
+	if err != nil {
+		return fmt.Errorf("stage write: %w", err)
+	}
+	w.staged++
+	return nil
+}
+
+// mergeOp merges records. Keys and encodings are built by the caller's
+// goroutine into one private buffer, so the committer only reads, compares
+// and writes, and nothing aliases the caller's slices.
+type mergeOp struct {
+	items []mergeItem
+}
+
+type mergeItem struct {
+	partition uint32
+	key       []byte // the Badger key
+	enc       []byte // the encoded record
+	rec       Record // decoded view of enc (Value aliases enc)
+}
+
+func (s *Store) newMergeOp(entries []Entry) (*mergeOp, error) {
+	size := 0
+	for i, e := range entries {
+		if len(e.Key) > MaxKeyBytes {
+			return nil, fmt.Errorf("%w: entry %d: key of %d bytes exceeds %d", ErrInvalidEntry, i, len(e.Key), MaxKeyBytes)
+		}
+		n := e.Record.encodedLen()
+		if n > s.maxRecordBytes {
+			return nil, fmt.Errorf("%w: entry %d: record of %d bytes exceeds %d", ErrInvalidEntry, i, n, s.maxRecordBytes)
+		}
+		size += recordKeyPrefixLen + len(e.Key) + n
+	}
+	buf := make([]byte, 0, size)
+	op := &mergeOp{items: make([]mergeItem, len(entries))}
+	for i, e := range entries {
+		start := len(buf)
+		buf = recordKey(buf, e.Partition, e.Key)
+		key := buf[start:len(buf):len(buf)]
+		start = len(buf)
+		buf = e.Record.AppendBinary(buf)
+		enc := buf[start:len(buf):len(buf)]
+		rec := e.Record
+		rec.Value = nil
+		if len(e.Record.Value) > 0 {
+			end := len(enc) - recordCRCLen
+			rec.Value = enc[end-len(e.Record.Value) : end : end]
+		}
+		op.items[i] = mergeItem{partition: e.Partition, key: key, enc: enc, rec: rec}
+	}
+	return op, nil
+}
+
+func (m *mergeOp) writes() int { return len(m.items) }
+
+func (m *mergeOp) apply(w *batchWriter) error {
+	for i := range m.items {
+		it := &m.items[i]
+		newer := true
+		found, err := w.get(it.key, func(val []byte) error {
+			old, derr := decodeRecord(val, false)
+			if derr != nil {
+				// Treated as absent: the incoming record repairs it.
+				w.s.corruptFound("merge", it.partition, it.key[recordKeyPrefixLen:], derr)
+				return nil
+			}
+			newer = it.rec.Newer(old)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if found && !newer {
+			w.stale++
+			continue
+		}
+		if err := w.set(it.key, it.enc); err != nil {
+			return err
+		}
+		w.applied++
+	}
+	return nil
+}

@@ -1,0 +1,456 @@
+package replica
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/dgraph-io/badger/v4"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Store. The zero value of every field but Dir means its
+// default; DefaultConfig returns the defaults spelled out.
+type Config struct {
+	// Dir is the data directory, created if missing. Required unless InMemory.
+	Dir string
+	// InMemory keeps everything in memory: no disk, no durability. Tests only.
+	// Dir must be empty.
+	InMemory bool
+	// BlockCacheBytes is Badger's block cache. Default 16 MiB; Badger's own
+	// default (256 MiB) trades a lot of memory for fewer SST reads.
+	BlockCacheBytes int64
+	// IndexCacheBytes bounds memory for SST indexes and bloom filters.
+	// Default 8 MiB; lower means more index reads from disk.
+	IndexCacheBytes int64
+	// MemTableBytes is the size of one memtable (at most two are held).
+	// Default 16 MiB, minimum 1 MiB. One Badger transaction holds at most 15%
+	// of it, so it also bounds how much one group commit can carry.
+	MemTableBytes int64
+	// MaxBatchEntries caps the entries the committer gathers into one group
+	// commit. Default 1024. Larger batches mean fewer fsyncs under load and a
+	// longer wait for the callers in the batch.
+	MaxBatchEntries int
+	// Logger receives Info (lifecycle), Warn (corruption found) and Error
+	// logs, and Badger's own logs. Nil discards.
+	Logger *slog.Logger
+	// Now returns the current time, for expiry decisions. Nil means time.Now.
+	Now func() time.Time
+}
+
+// Defaults used for zero Config fields.
+const (
+	DefaultBlockCacheBytes = 16 << 20
+	DefaultIndexCacheBytes = 8 << 20
+	DefaultMemTableBytes   = 16 << 20
+	DefaultMaxBatchEntries = 1024
+
+	minMemTableBytes = 1 << 20
+)
+
+// Limits on what Merge accepts; larger entries return ErrInvalidEntry.
+const (
+	// MaxKeyBytes is the longest user key a Store holds.
+	MaxKeyBytes = 60 << 10
+	// MaxRecordBytes is the longest encoded record an on-disk Store holds.
+	// An InMemory store holds values up to Badger's value threshold only
+	// (1 MiB at the default MemTableBytes).
+	MaxRecordBytes = 256 << 20
+)
+
+// DefaultConfig returns a fresh Config with every default filled in. Dir is
+// left empty: callers must set it (or InMemory).
+func DefaultConfig() Config {
+	return Config{
+		BlockCacheBytes: DefaultBlockCacheBytes,
+		IndexCacheBytes: DefaultIndexCacheBytes,
+		MemTableBytes:   DefaultMemTableBytes,
+		MaxBatchEntries: DefaultMaxBatchEntries,
+	}
+}
+
+// withDefaults returns c with zero fields filled.
+func (c Config) withDefaults() Config {
+	if c.BlockCacheBytes == 0 {
+		c.BlockCacheBytes = DefaultBlockCacheBytes
+	}
+	if c.IndexCacheBytes == 0 {
+		c.IndexCacheBytes = DefaultIndexCacheBytes
+	}
+	if c.MemTableBytes == 0 {
+		c.MemTableBytes = DefaultMemTableBytes
+	}
+	if c.MaxBatchEntries == 0 {
+		c.MaxBatchEntries = DefaultMaxBatchEntries
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports every problem with c, joined with errors.Join; nil if c
+// is usable. Zero fields are valid (they mean the default).
+func (c Config) Validate() error {
+	var errs []error
+	switch {
+	case !c.InMemory && c.Dir == "":
+		errs = append(errs, errors.New("replica: Dir is required unless InMemory"))
+	case c.InMemory && c.Dir != "":
+		errs = append(errs, errors.New("replica: Dir must be empty when InMemory"))
+	}
+	if c.BlockCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("replica: BlockCacheBytes %d is negative", c.BlockCacheBytes))
+	}
+	if c.IndexCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("replica: IndexCacheBytes %d is negative", c.IndexCacheBytes))
+	}
+	if c.MemTableBytes != 0 && c.MemTableBytes < minMemTableBytes {
+		errs = append(errs, fmt.Errorf("replica: MemTableBytes %d is below the minimum %d", c.MemTableBytes, minMemTableBytes))
+	}
+	if c.MaxBatchEntries < 0 {
+		errs = append(errs, fmt.Errorf("replica: MaxBatchEntries %d is negative", c.MaxBatchEntries))
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the Store's injected dependencies.
+type Deps struct {
+	// Registerer receives the store's metrics; nil keeps them in a private
+	// registry. Close unregisters them.
+	Registerer prometheus.Registerer
+}
+
+// Entry is one record to merge under a partition and key.
+type Entry struct {
+	Partition uint32
+	Key       []byte
+	Record    Record
+}
+
+// Store is one node's replica storage: a Badger database holding one record
+// per (partition, key). It is safe for concurrent use. See the package
+// documentation for its goroutine and durability discipline.
+type Store struct {
+	cfg     Config
+	log     *slog.Logger
+	db      *badger.DB
+	metrics *metrics
+
+	maxRecordBytes int
+
+	// reqs carries requests to the committer. Unbuffered: a request is either
+	// received by the committer (and then always answered) or still with its
+	// sender, who gives up with ErrClosed once closing is closed. Never closed.
+	reqs chan *request
+	// closing is closed by Close (once) to stop the committer and turn away senders.
+	closing   chan struct{}
+	closeOnce sync.Once
+	committer sync.WaitGroup // the committer goroutine
+
+	// life guards the Badger handle for readers: Get and Scan register in
+	// readers while open; Close marks closed, then waits for readers before
+	// closing Badger. No I/O happens while the mutex is held.
+	life struct {
+		sync.Mutex
+		closed  bool
+		readers sync.WaitGroup
+	}
+
+	// txnsCommitted counts Badger transactions committed by the committer.
+	txnsCommitted atomic.Int64
+	// queued counts Merge calls waiting to hand their request to the committer.
+	queued atomic.Int64
+
+	// hooks are fault-injection and observation seams for tests; nil in production.
+	hooks struct {
+		// beforeBatch runs on the committer with each gathered batch's size
+		// (in requests) before it is applied.
+		beforeBatch func(requests int)
+	}
+}
+
+// Open opens (creating if needed) the store described by cfg and starts its
+// committer. The config is copied; zero fields take their defaults. It returns
+// the joined Validate errors for a bad config, or the Badger or metrics
+// registration error.
+func Open(cfg Config, deps Deps) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+
+	// Values up to the threshold live in the LSM tree next to their keys;
+	// larger ones go to the value log. Badger requires the threshold to fit
+	// in one transaction (15% of a memtable).
+	valueThreshold := min(int64(1<<20), cfg.MemTableBytes*15/100/2)
+	var opts badger.Options
+	if cfg.InMemory {
+		opts = badger.DefaultOptions("").WithInMemory(true)
+	} else {
+		opts = badger.DefaultOptions(cfg.Dir)
+	}
+	opts = opts.
+		WithSyncWrites(true). // the durability point: see doc.go, never SyncWrites=false + db.Sync()
+		WithLogger(badgerLogger{cfg.Logger}).
+		WithBlockCacheSize(cfg.BlockCacheBytes).
+		WithIndexCacheSize(cfg.IndexCacheBytes).
+		WithMemTableSize(cfg.MemTableBytes).
+		WithNumMemtables(2).
+		WithNumCompactors(2).
+		WithValueThreshold(valueThreshold).
+		WithDetectConflicts(false) // only the committer writes
+	db, err := badger.Open(opts)
+	if err != nil {
+		if cfg.InMemory {
+			return nil, fmt.Errorf("open in-memory badger: %w", err)
+		}
+		return nil, fmt.Errorf("open badger in %s: %w", cfg.Dir, err)
+	}
+	s := &Store{
+		cfg:            cfg,
+		log:            cfg.Logger,
+		db:             db,
+		maxRecordBytes: MaxRecordBytes,
+		reqs:           make(chan *request),
+		closing:        make(chan struct{}),
+	}
+	if cfg.InMemory {
+		s.maxRecordBytes = int(valueThreshold)
+	}
+	s.metrics = newMetrics(func() float64 {
+		lsm, vlog := db.Size()
+		return float64(lsm + vlog)
+	})
+	if err := s.metrics.register(deps.Registerer); err != nil {
+		return nil, errors.Join(err, db.Close())
+	}
+	s.committer.Add(1)
+	go s.runCommitter()
+	s.log.Info("replica store opened", "dir", cfg.Dir, "in_memory", cfg.InMemory)
+	return s, nil
+}
+
+// Close stops the committer, waits for in-flight Get and Scan calls and
+// closes Badger. Merge calls whose entries are being committed finish
+// normally; Merge calls still waiting for the committer return ErrClosed.
+// Close is idempotent: later calls return nil. It must not be called from a
+// Scan callback.
+func (s *Store) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.life.Lock()
+		s.life.closed = true
+		s.life.Unlock()
+
+		close(s.closing)
+		s.committer.Wait()
+		s.life.readers.Wait()
+
+		s.metrics.unregister()
+		if cerr := s.db.Close(); cerr != nil {
+			err = fmt.Errorf("close badger: %w", cerr)
+		}
+		s.log.Info("replica store closed", "dir", s.cfg.Dir)
+	})
+	return err
+}
+
+// acquire registers a reader; false means the store is closed.
+func (s *Store) acquire() bool {
+	s.life.Lock()
+	defer s.life.Unlock()
+	if s.life.closed {
+		return false
+	}
+	s.life.readers.Add(1)
+	return true
+}
+
+func (s *Store) release() { s.life.readers.Done() }
+
+// Merge durably merges every entry: for each, the stored record becomes the
+// greater (Compare) of itself and the entry's record. A stored record that
+// fails its checksum counts as absent, so the entry repairs it.
+//
+// Merge returns nil only once all entries are committed and fsynced. Entries
+// are merged independently, not atomically: after an error some may have
+// been applied (merging again is harmless). Concurrent calls share Badger
+// transactions (group commit).
+//
+// Errors: ErrInvalidEntry (wrapped) if an entry is too large (nothing is
+// applied); ErrClosed if the store is closed before the committer took the
+// entries; ctx.Err() if ctx is done first (if it ends after the hand-off the
+// entries may still be applied); otherwise a Badger error.
+//
+// Merge does not retain entries or their slices after it returns.
+func (s *Store) Merge(ctx context.Context, entries []Entry) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-s.closing:
+		return ErrClosed
+	default:
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	op, err := s.newMergeOp(entries)
+	if err != nil {
+		return err
+	}
+	r := &request{op: op, done: make(chan error, 1)}
+	s.queued.Add(1)
+	select {
+	case s.reqs <- r:
+		s.queued.Add(-1)
+	case <-s.closing:
+		s.queued.Add(-1)
+		return ErrClosed
+	case <-ctx.Done():
+		s.queued.Add(-1)
+		return ctx.Err()
+	}
+	// The committer answers every request it received, even while closing.
+	select {
+	case err := <-r.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Get returns the record stored for key in partition, including tombstones
+// and expired records (decide with Record.Live). The record is the caller's.
+//
+// Errors: ErrNotFound if there is none; a *CorruptError (matching ErrCorrupt)
+// if the stored record fails verification; ErrClosed after Close; otherwise a
+// Badger error. Safe for concurrent use.
+func (s *Store) Get(partition uint32, key []byte) (Record, error) {
+	if !s.acquire() {
+		return Record{}, ErrClosed
+	}
+	defer s.release()
+	var rec Record
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(nil, partition, key))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			var derr error
+			rec, derr = DecodeRecord(v)
+			return derr
+		})
+	})
+	switch {
+	case err == nil:
+		return rec, nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return Record{}, ErrNotFound
+	case errors.Is(err, ErrCorrupt):
+		s.corruptFound("get", partition, key, err)
+		return Record{}, &CorruptError{Partition: partition, Key: bytes.Clone(key), cause: err}
+	default:
+		return Record{}, fmt.Errorf("get: %w", err)
+	}
+}
+
+// Scan calls fn, in key order, with every record in partition whose key has
+// prefix and is >= start (nil start means from the beginning of prefix),
+// until fn returns false. Tombstones and expired records are included.
+// Records failing verification are skipped, counted and logged. fn owns the
+// key and record it is given. fn may call Get and Merge but not Close.
+//
+// Errors: ErrClosed after Close; otherwise a Badger error.
+func (s *Store) Scan(partition uint32, prefix, start []byte, fn func(key []byte, rec Record) bool) error {
+	if !s.acquire() {
+		return ErrClosed
+	}
+	defer s.release()
+	seekPrefix := recordKey(nil, partition, prefix)
+	seek := seekPrefix
+	if bytes.Compare(start, prefix) > 0 {
+		seek = recordKey(nil, partition, start)
+	}
+	err := s.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.Prefix = seekPrefix
+		opts.PrefetchValues = false // values are mostly inline in the LSM tree
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(seek); it.ValidForPrefix(seekPrefix); it.Next() {
+			item := it.Item()
+			var rec Record
+			err := item.Value(func(v []byte) error {
+				var derr error
+				rec, derr = DecodeRecord(v)
+				return derr
+			})
+			userKey := item.KeyCopy(nil)[recordKeyPrefixLen:]
+			if errors.Is(err, ErrCorrupt) {
+				s.corruptFound("scan", partition, userKey, err)
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if !fn(userKey, rec) {
+				return nil
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("scan partition %d: %w", partition, err)
+	}
+	return nil
+}
+
+func (s *Store) corruptFound(where string, partition uint32, key []byte, err error) {
+	s.metrics.corrupt.Inc()
+	s.log.Warn("corrupt record", "op", where, "partition", partition, "key_hash", xxhash.Sum64(key), "err", err)
+}
+
+// On-disk keys: a namespace byte, then (for records) the partition as a
+// big-endian uint32, then the user key. See doc.go.
+const (
+	nsRecord           = 'r'
+	recordKeyPrefixLen = 1 + 4
+)
+
+// recordKey appends the Badger key of (partition, key) to dst.
+func recordKey(dst []byte, partition uint32, key []byte) []byte {
+	dst = append(dst, nsRecord)
+	dst = binary.BigEndian.AppendUint32(dst, partition)
+	return append(dst, key...)
+}
+
+// badgerLogger adapts slog to badger.Logger.
+type badgerLogger struct{ l *slog.Logger }
+
+func (b badgerLogger) logf(level slog.Level, format string, args ...any) {
+	ctx := context.Background()
+	if !b.l.Enabled(ctx, level) {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	b.l.Log(ctx, level, "badger", "detail", strings.TrimSpace(msg))
+}
+
+func (b badgerLogger) Errorf(f string, v ...any)   { b.logf(slog.LevelError, f, v...) }
+func (b badgerLogger) Warningf(f string, v ...any) { b.logf(slog.LevelWarn, f, v...) }
+func (b badgerLogger) Infof(f string, v ...any)    { b.logf(slog.LevelInfo, f, v...) }
+func (b badgerLogger) Debugf(f string, v ...any)   { b.logf(slog.LevelDebug, f, v...) }

@@ -1,0 +1,75 @@
+// Package gossip owns cluster membership for ringkv: it runs
+// hashicorp/memberlist, keeps the durable ring (joined / leaving / removed)
+// on disk, spreads it by gossip and publishes immutable *ring.Ring
+// snapshots.
+//
+// # Ownership and invariants
+//
+//   - Ring membership is explicit and durable. The current ring is written
+//     to DataDir/ring.state (temp file, fsync, rename, fsync dir) before it
+//     becomes visible through Ring or Subscribe.
+//   - Liveness (alive / suspect / dead) comes from memberlist and never
+//     changes the ring by itself: a dead member stays Joined until an
+//     operator calls Remove.
+//   - A node adopts a received ring iff received.Newer(current). Versions
+//     only grow; equal versions resolve by ring hash, so every node ends on
+//     the same ring.
+//   - Each member's zone, RPC address and HTTP address travel in its
+//     memberlist node metadata (JSON, at most 512 bytes).
+//
+// # Claimant
+//
+// Ring changes are made Riak-claimant style by one member at a time. The
+// claimant is the lowest-ID member that is Joined in the current ring and
+// alive in memberlist. Every ClaimInterval, and after every membership event
+// or adopted ring, the claimant looks for nodes that are alive in memberlist
+// (with valid metadata) but absent from the ring and joins them one by one,
+// sorted by ID. Members that are Leaving or Removed are never re-joined by
+// the claimant: an operator re-admits them with Admit. The claimant persists
+// and adopts the new ring, then pushes it to every alive member with
+// memberlist SendReliable. Push-pull anti-entropy (LocalState /
+// MergeRemoteState) carries the ring too, so a node that missed a push
+// catches up within one PushPullInterval. The claim decision itself is the
+// pure function claim in claim.go.
+//
+// Operator calls (Leave, Remove, Admit) are applied by whichever node the
+// operator talks to: it computes the change from its current ring, persists,
+// adopts and broadcasts. They are rare; concurrent changes resolve through
+// the version tie-break (the losing change must be retried).
+//
+// # Bootstrap
+//
+//   - A persisted ring is always used (and newer ones are still gossiped in).
+//   - Otherwise, a node with no Seeds creates the ring with itself as the
+//     only Joined member (version 1).
+//   - Otherwise it starts with an empty ring (version 0) and waits for the
+//     claimant to add it. A node with seeds never bootstraps itself.
+//   - A node with seeds does not act as claimant until its first successful
+//     join, so a restarted node with a stale ring does not race the cluster.
+//
+// # Goroutines
+//
+// All are started by Open through Gossip.goFunc and stopped by Close, which
+// cancels the lifetime context and waits for them before memberlist's Leave
+// and Shutdown.
+//
+//   - run: the only writer of the ring. Fed by the wake channel (memberlist
+//     events, received rings), the ClaimInterval ticker and the ops channel
+//     (Leave/Remove/Admit). It adopts received rings, runs the claim,
+//     persists, publishes to subscribers and updates metrics.
+//   - send: pushes the newest locally made ring to every alive member. Fed by
+//     the sendKick channel; SendReliable may block up to memberlist's
+//     TCPTimeout per member, so it is kept off run.
+//   - join: only when Seeds is set; retries memberlist Join with backoff
+//     until one seed answers.
+//
+// Memberlist's own goroutines call the delegate (delegate.go). Those calls
+// never block: they copy their input, record it under a small mutex and do
+// a non-blocking send on wake.
+//
+// # Departures
+//
+// memberlist v0.7.0 has no event for suspicion and its Node.State may only
+// be read under its internal lock, so Members reports Alive for suspect
+// nodes until memberlist declares them dead or left; Suspect is reserved.
+package gossip

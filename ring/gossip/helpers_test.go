@@ -1,0 +1,152 @@
+package gossip
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// convergeTimeout bounds every wait on the cluster. Push-pull runs every 15s
+// under the Local profile, so anything that depends on it needs more.
+const convergeTimeout = 40 * time.Second
+
+// testLogger returns a logger that writes to t.Log until the test's cleanups
+// have closed every node (its own cleanup is registered first, so it runs
+// last).
+func testLogger(t testing.TB) *slog.Logger {
+	w := &tWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type tWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func (w *tWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
+	return len(p), nil
+}
+
+// testConfig returns a Local config for node id with its data under base.
+func testConfig(t testing.TB, log *slog.Logger, base, id string, seeds ...string) Config {
+	cfg := LocalConfig()
+	cfg.NodeID = id
+	cfg.Zone = "zone-" + id
+	cfg.RPCAddr = "127.0.0.1:1" + id[len(id)-1:]
+	cfg.HTTPAddr = "127.0.0.1:2" + id[len(id)-1:]
+	cfg.DataDir = filepath.Join(base, id)
+	cfg.Seeds = seeds
+	cfg.Logger = log
+	return cfg
+}
+
+// open opens a node and closes it in t.Cleanup.
+func open(t testing.TB, cfg Config) *Gossip {
+	t.Helper()
+	g, err := Open(cfg, Deps{})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", cfg.NodeID, err)
+	}
+	t.Cleanup(func() {
+		if err := g.Close(); err != nil {
+			t.Errorf("Close(%s): %v", cfg.NodeID, err)
+		}
+	})
+	return g
+}
+
+// waitFor polls cond every 20ms until it returns "" or the deadline passes;
+// cond returns why the condition does not hold yet.
+func waitFor(t testing.TB, what string, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(convergeTimeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		why := cond()
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not reached within %s: %s", what, convergeTimeout, why)
+		}
+		<-tick.C
+	}
+}
+
+// converged reports why the nodes do not yet share one ring with exactly
+// the ids Joined, or "" if they do.
+func converged(nodes []*Gossip, ids ...string) string {
+	first := nodes[0].Ring()
+	for _, g := range nodes {
+		r := g.Ring()
+		if r.Version() != first.Version() || r.Hash() != first.Hash() {
+			return fmt.Sprintf("%s at version %d, %s at version %d", nodes[0].cfg.NodeID, first.Version(), g.cfg.NodeID, r.Version())
+		}
+		var active []string
+		for _, m := range r.Active() {
+			active = append(active, m.ID)
+		}
+		if strings.Join(active, ",") != strings.Join(ids, ",") {
+			return fmt.Sprintf("%s has active %v, want %v", g.cfg.NodeID, active, ids)
+		}
+	}
+	return ""
+}
+
+// seesAlive reports why g does not see every id Alive, or "".
+func seesAlive(g *Gossip, ids ...string) string {
+	for _, id := range ids {
+		mi, ok := g.Member(id)
+		if !ok || mi.Liveness != Alive {
+			return fmt.Sprintf("%s sees %s as %+v", g.cfg.NodeID, id, mi)
+		}
+	}
+	return ""
+}
+
+// startCluster opens n1 (bootstrap) and n2..nN seeded with n1, and waits
+// until they all share a ring with every node Joined.
+func startCluster(t *testing.T, n int) (nodes []*Gossip, base string, log *slog.Logger) {
+	t.Helper()
+	log = testLogger(t)
+	base = t.TempDir()
+	first := open(t, testConfig(t, log, base, "n1"))
+	nodes = append(nodes, first)
+	ids := []string{"n1"}
+	for i := 2; i <= n; i++ {
+		id := fmt.Sprintf("n%d", i)
+		nodes = append(nodes, open(t, testConfig(t, log, base, id, first.Addr())))
+		ids = append(ids, id)
+	}
+	waitFor(t, "cluster converges", func() string { return converged(nodes, ids...) })
+	return nodes, base, log
+}
+
+// waitSteps waits until g's run loop has gone around k more times, so that
+// the claimant has had k chances to act.
+func waitSteps(t *testing.T, g *Gossip, k uint64) {
+	t.Helper()
+	target := g.steps.Load() + k
+	waitFor(t, "run loop steps", func() string {
+		if s := g.steps.Load(); s < target {
+			return fmt.Sprintf("at step %d, want %d", s, target)
+		}
+		return ""
+	})
+}

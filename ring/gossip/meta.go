@@ -1,0 +1,34 @@
+package gossip
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// metaVersion is the version of the node metadata encoding.
+const metaVersion = 1
+
+// meta is what each node advertises in its memberlist node metadata.
+type meta struct {
+	Version  int    `json:"v"`
+	Zone     string `json:"zone,omitempty"`
+	RPCAddr  string `json:"rpc,omitempty"`
+	HTTPAddr string `json:"http,omitempty"`
+}
+
+func encodeMeta(m meta) ([]byte, error) {
+	return json.Marshal(m)
+}
+
+// decodeMeta parses node metadata; nodes that are not ringkv nodes (or speak
+// a newer encoding) fail and are never joined by the claimant.
+func decodeMeta(b []byte) (meta, error) {
+	var m meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return meta{}, fmt.Errorf("decode node metadata: %w", err)
+	}
+	if m.Version != metaVersion {
+		return meta{}, fmt.Errorf("decode node metadata: unknown version %d", m.Version)
+	}
+	return m, nil
+}

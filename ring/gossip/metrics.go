@@ -1,0 +1,50 @@
+package gossip
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are this package's Prometheus metrics (namespace ringkv,
+// subsystem gossip).
+type metrics struct {
+	members     *prometheus.GaugeVec // by liveness, over Gossip.Members
+	ringVersion prometheus.Gauge
+	ringChanges prometheus.Counter // rings adopted after Open
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		members: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "ringkv", Subsystem: "gossip", Name: "members",
+			Help: "Members known to this node (ring members and memberlist nodes) by liveness.",
+		}, []string{"liveness"}),
+		ringVersion: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ringkv", Subsystem: "gossip", Name: "ring_version",
+			Help: "Version of the ring this node has adopted.",
+		}),
+		ringChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "gossip", Name: "ring_changes_total",
+			Help: "Rings adopted by this node, made locally or received.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.members, m.ringVersion, m.ringChanges} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) setMembers(ms []MemberInfo) {
+	counts := map[Liveness]int{Alive: 0, Suspect: 0, Dead: 0}
+	for _, mi := range ms {
+		counts[mi.Liveness]++
+	}
+	for l, n := range counts {
+		m.members.WithLabelValues(l.String()).Set(float64(n))
+	}
+}
+
+func (m *metrics) unregister(reg prometheus.Registerer) {
+	reg.Unregister(m.members)
+	reg.Unregister(m.ringVersion)
+	reg.Unregister(m.ringChanges)
+}
