@@ -52,7 +52,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	return &Coordinator{
 		cfg:      cfg,
 		deps:     deps,
-		log:      log.With("node_id", cfg.NodeID),
+		log:      log, // the embedding node adds node_id
 		metrics:  m,
 		lifetime: ctx,
 		cancel:   cancel,

@@ -347,7 +347,7 @@ func TestReadFallsBackOnCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() }) // Close always returns nil
 	// n2 answers corrupt; ALL needs n2 and so fails, QUORUM falls back to n3.
 	if got, found, err := c.Get(ctx, key, Quorum); err != nil || !found || string(got) != "good" {
 		t.Fatalf("quorum with n2 corrupt: %q %v %v", got, found, err)
@@ -364,7 +364,7 @@ func TestReadFallsBackOnCorruption(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c2.Close()
+	t.Cleanup(func() { _ = c2.Close() }) // Close always returns nil
 	if got, _, err := c2.Get(ctx, key, One); !errors.Is(err, ErrCorrupt) || got != nil {
 		t.Fatalf("all corrupt: got %q %v, want ErrCorrupt", got, err)
 	}
@@ -451,7 +451,11 @@ func TestNotJoinedIsUnavailable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Error(err)
+		}
+	})
 	ccfg := DefaultConfig()
 	ccfg.NodeID = "n1"
 	c, err := New(ccfg, Deps{Store: s, Clock: replica.NewClock(nil, 0), Ring: src, Transport: &memTransport{}})

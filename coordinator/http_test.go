@@ -24,7 +24,7 @@ func TestHTTPAPI(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer func() { _ = resp.Body.Close() }() // read fully below
 		b, err := io.ReadAll(resp.Body)
 		if err != nil {
 			t.Fatal(err)
@@ -122,7 +122,7 @@ func TestHTTPAPI(t *testing.T) {
 			{"DELETE", "/api/delete?key=k&consistency=all", ""},
 		} {
 			code, out := do(t, s.method, s.path, s.body)
-			if code != 503 || !strings.Contains(out["error"].(string), "required replicas answered") {
+			if msg, _ := out["error"].(string); code != 503 || !strings.Contains(msg, "required replicas answered") {
 				t.Fatalf("%s %s: got %d %v, want 503 with counts", s.method, s.path, code, out)
 			}
 		}

@@ -52,7 +52,7 @@ type Node struct {
 
 // Open starts a node: it opens the store, binds the listeners, joins gossip
 // and starts serving. On error everything opened so far is closed again.
-func Open(cfg Config, deps Deps) (n *Node, err error) {
+func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -67,15 +67,15 @@ func Open(cfg Config, deps Deps) (n *Node, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	base := log // gossip adds node_id itself
 	log = log.With("node_id", cfg.ID)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: create data dir: %w", err)
 	}
-	n = &Node{cfg: cfg, log: log}
+	n := &Node{cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
 			_ = n.Close() // report the Open error, not a secondary one
-			n = nil
 		}
 	}()
 
@@ -104,7 +104,7 @@ func Open(cfg Config, deps Deps) (n *Node, err error) {
 	gcfg.DataDir = cfg.DataDir
 	gcfg.Ring = cfg.Ring
 	gcfg.Profile = cfg.GossipProfile
-	gcfg.Logger = log.With("component", "gossip")
+	gcfg.Logger = base.With("component", "gossip")
 	if n.gossip, err = gossip.Open(gcfg, gossip.Deps{Registerer: deps.Registerer}); err != nil {
 		return nil, fmt.Errorf("node: open gossip: %w", err)
 	}

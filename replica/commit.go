@@ -122,6 +122,13 @@ func (w *batchWriter) commit() {
 		w.txn.Discard()
 		return
 	}
+	if hook := w.s.hooks.commitErr; hook != nil {
+		if err := hook(); err != nil {
+			w.txn.Discard()
+			w.failed = fmt.Errorf("commit: %w", err)
+			return
+		}
+	}
 	start := time.Now()
 	if err := w.txn.Commit(); err != nil {
 		w.failed = fmt.Errorf("commit: %w", err)
@@ -142,7 +149,10 @@ func (w *batchWriter) get(key []byte, fn func(val []byte) error) (found bool, er
 	if err != nil {
 		return false, fmt.Errorf("read: %w", err)
 	}
-	return true, item.Value(fn)
+	if err := item.Value(fn); err != nil {
+		return true, fmt.Errorf("read value: %w", err)
+	}
+	return true, nil
 }
 
 // set stages key=val; both must stay unmodified until the batch commits. If

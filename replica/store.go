@@ -43,6 +43,8 @@ type Config struct {
 	// logs, and Badger's own logs. Nil discards.
 	Logger *slog.Logger
 	// Now returns the current time, for expiry decisions. Nil means time.Now.
+	// Reserved for expiry and tombstone collection: Get and Scan return
+	// expired records and leave Live to the caller.
 	Now func() time.Time
 }
 
@@ -178,6 +180,9 @@ type Store struct {
 		// beforeBatch runs on the committer with each gathered batch's size
 		// (in requests) before it is applied.
 		beforeBatch func(requests int)
+		// commitErr, if it returns an error, fails the commit of the
+		// transaction in hand as if Badger had.
+		commitErr func() error
 	}
 }
 
@@ -297,7 +302,7 @@ func (s *Store) release() { s.life.readers.Done() }
 // Merge does not retain entries or their slices after it returns.
 func (s *Store) Merge(ctx context.Context, entries []Entry) error {
 	if err := ctx.Err(); err != nil {
-		return err
+		return err //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
 	}
 	select {
 	case <-s.closing:
@@ -321,14 +326,14 @@ func (s *Store) Merge(ctx context.Context, entries []Entry) error {
 		return ErrClosed
 	case <-ctx.Done():
 		s.queued.Add(-1)
-		return ctx.Err()
+		return ctx.Err() //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
 	}
 	// The committer answers every request it received, even while closing.
 	select {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
-		return ctx.Err()
+		return ctx.Err() //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
 	}
 }
 
@@ -347,7 +352,7 @@ func (s *Store) Get(partition uint32, key []byte) (Record, error) {
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(recordKey(nil, partition, key))
 		if err != nil {
-			return err
+			return fmt.Errorf("read: %w", err)
 		}
 		return item.Value(func(v []byte) error {
 			var derr error
@@ -405,7 +410,7 @@ func (s *Store) Scan(partition uint32, prefix, start []byte, fn func(key []byte,
 				continue
 			}
 			if err != nil {
-				return err
+				return fmt.Errorf("read value: %w", err)
 			}
 			if !fn(userKey, rec) {
 				return nil

@@ -337,11 +337,13 @@ func blockCommitter(s *Store) (entered <-chan struct{}, release func()) {
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(time.Millisecond)
+		<-tick.C
 	}
 }
 
@@ -435,6 +437,71 @@ func TestMergeSpanningTransactions(t *testing.T) {
 	if count != n {
 		t.Errorf("records: got %d, want %d", count, n)
 	}
+}
+
+// failCommits makes the commits numbered in fail (1-based) return errInjected.
+func failCommits(s *Store, fail ...int) {
+	n := 0
+	s.hooks.commitErr = func() error {
+		n++
+		if slices.Contains(fail, n) {
+			return errInjected
+		}
+		return nil
+	}
+}
+
+var errInjected = errors.New("injected commit failure")
+
+func TestCommitFailure(t *testing.T) {
+	t.Run("the whole batch fails", func(t *testing.T) {
+		s := openTest(t, nil)
+		failCommits(s, 1)
+		entered, release := blockCommitter(s)
+		defer release()
+		errs := make(chan error, 3)
+		go func() { errs <- s.Merge(t.Context(), []Entry{{Key: []byte("a"), Record: rec(1, "n", "v")}}) }()
+		<-entered
+		for _, k := range []string{"b", "c"} {
+			go func() { errs <- s.Merge(t.Context(), []Entry{{Key: []byte(k), Record: rec(1, "n", "v")}}) }()
+		}
+		waitFor(t, "callers to queue", func() bool { return s.queued.Load() == 2 })
+		release()
+		// The first batch (a) fails alone; b and c share the second, which succeeds.
+		var failed int
+		for range 3 {
+			if err := <-errs; errors.Is(err, errInjected) {
+				failed++
+			} else if err != nil {
+				t.Errorf("Merge: got %v, want nil or the injected error", err)
+			}
+		}
+		if failed != 1 {
+			t.Errorf("failed Merges: got %d, want 1", failed)
+		}
+		if _, err := s.Get(0, []byte("a")); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Get(a): got %v, want ErrNotFound", err)
+		}
+		mustGet(t, s, 0, "b")
+		if got, want := counterValue(s.metrics.mergesApplied), 2.0; got != want {
+			t.Errorf("merges applied: got %v, want %v", got, want)
+		}
+	})
+	t.Run("a later transaction of a spanning merge fails", func(t *testing.T) {
+		s := openTest(t, func(c *Config) { c.MemTableBytes = 1 << 20; c.MaxBatchEntries = 1 << 20 })
+		failCommits(s, 2)
+		entries := make([]Entry, 3000)
+		for i := range entries {
+			entries[i] = Entry{Key: fmt.Appendf(nil, "key-%05d", i), Record: rec(1, "n", string(bytes.Repeat([]byte{'v'}, 200)))}
+		}
+		if err := s.Merge(t.Context(), entries); !errors.Is(err, errInjected) {
+			t.Fatalf("Merge: got %v, want the injected error", err)
+		}
+		// The first transaction is durable; merging again completes the rest.
+		mustGet(t, s, 0, "key-00000")
+		mustMerge(t, s, entries...)
+		mustGet(t, s, 0, "key-02999")
+	})
 }
 
 func TestDataSurvivesReopen(t *testing.T) {
@@ -612,8 +679,10 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
 			got := 0
-			if err != nil {
-				got = len(err.(interface{ Unwrap() []error }).Unwrap())
+			if joined, ok := err.(interface{ Unwrap() []error }); ok {
+				got = len(joined.Unwrap())
+			} else if err != nil {
+				got = 1
 			}
 			if got != tc.wantErrs {
 				t.Errorf("Validate: got %d problems (%v), want %d", got, err, tc.wantErrs)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"math/bits"
 	"slices"
 )
@@ -17,6 +18,7 @@ import (
 //	#members, then per member (sorted by ID, IDs distinct and non-empty):
 //	  len(ID) ID len(Zone) Zone status(1 byte)
 //	table: P rows of min(N, #Joined) member indices (into the member list)
+//	CRC-32C of all the above, 4 bytes little-endian
 //
 // The encoding is canonical: Decode accepts only what MarshalBinary of the
 // decoded ring would produce, byte for byte.
@@ -42,8 +44,10 @@ func (r *Ring) encode() []byte {
 			b = binary.AppendUvarint(b, uint64(index[id]))
 		}
 	}
-	return b
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // MarshalBinary returns the canonical encoding of r: compact (about 0.5 KB
 // for 7 members and 64 partitions) and deterministic. It never fails. The
@@ -109,10 +113,14 @@ func (d *decoder) string() string {
 // of min(N, #Joined) distinct Joined members per partition. Every error
 // wraps ErrInvalid. It never panics. The ring does not retain b.
 func Decode(b []byte) (*Ring, error) {
-	if !bytes.HasPrefix(b, magic) {
+	if !bytes.HasPrefix(b, magic) || len(b) < len(magic)+4 {
 		return nil, fmt.Errorf("%w: bad magic or format", ErrInvalid)
 	}
-	d := &decoder{b: b[len(magic):]}
+	body := b[:len(b)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(body):]) {
+		return nil, fmt.Errorf("%w: checksum mismatch", ErrInvalid)
+	}
+	d := &decoder{b: body[len(magic):]}
 	logP := d.byte()
 	n := d.byte()
 	if d.err == nil && logP > 16 {

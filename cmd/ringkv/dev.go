@@ -23,6 +23,9 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	data := fs.String("data", "./ringkv-data", "data directory; node i uses DATA/n<i>")
 	nodes := fs.Int("nodes", 3, "number of nodes (HTTP 8081.., drpc 9001.., gossip 7001..)")
+	httpPort := fs.Int("http-port", 8081, "HTTP port of n1; node i uses this+i-1 (0: any free port)")
+	rpcPort := fs.Int("rpc-port", 9001, "drpc port of n1; node i uses this+i-1 (0: any free port)")
+	gossipPort := fs.Int("gossip-port", 7001, "gossip port of n1; node i uses this+i-1 (0: any free port)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -46,11 +49,11 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg := node.DefaultConfig()
 		cfg.ID = fmt.Sprintf("n%d", i)
 		cfg.DataDir = filepath.Join(*data, cfg.ID)
-		cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", 8080+i)
-		cfg.RPCAddr = fmt.Sprintf("127.0.0.1:%d", 9000+i)
-		cfg.GossipAddr = fmt.Sprintf("127.0.0.1:%d", 7000+i)
+		cfg.HTTPAddr = loopback(*httpPort, i)
+		cfg.RPCAddr = loopback(*rpcPort, i)
+		cfg.GossipAddr = loopback(*gossipPort, i)
 		if i > 1 {
-			cfg.Join = []string{"127.0.0.1:7001"}
+			cfg.Join = []string{running[0].GossipAddr()}
 		}
 		cfg.GossipProfile = gossip.Local
 		cfg.Logger = log
@@ -106,4 +109,12 @@ func allJoined(nodes []*node.Node) bool {
 		}
 	}
 	return true
+}
+
+// loopback returns 127.0.0.1 with node i's port: base+i-1, or 0 if base is 0.
+func loopback(base, i int) string {
+	if base == 0 {
+		return "127.0.0.1:0"
+	}
+	return fmt.Sprintf("127.0.0.1:%d", base+i-1)
 }

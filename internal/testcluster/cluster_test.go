@@ -65,7 +65,7 @@ func TestReplicatedRing(t *testing.T) {
 	if err := parallel(writes, func(i int) error {
 		code, err := c.Nodes[i%3].Set(ctx, key(i), value(i), "quorum")
 		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("set %s via %s: code %d err %v", key(i), c.Nodes[i%3].ID, code, err)
+			return fmt.Errorf("set %s via %s: code %d err %w", key(i), c.Nodes[i%3].ID, code, err)
 		}
 		return nil
 	}); err != nil {
@@ -76,7 +76,7 @@ func TestReplicatedRing(t *testing.T) {
 		if err := parallel(writes, func(i int) error {
 			got, code, err := nd.Get(ctx, key(i), "quorum")
 			if err != nil || code != http.StatusOK || got != value(i) {
-				return fmt.Errorf("get %s via %s: got %q code %d err %v, want %q", key(i), nd.ID, got, code, err, value(i))
+				return fmt.Errorf("get %s via %s: got %q code %d err %w, want %q", key(i), nd.ID, got, code, err, value(i))
 			}
 			return nil
 		}); err != nil {
@@ -91,12 +91,12 @@ func TestReplicatedRing(t *testing.T) {
 		nd := c.Nodes[i%2]
 		code, err := nd.Set(ctx, key(writes+i), value(writes+i), "quorum")
 		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("set %s via %s with n3 down: code %d err %v", key(writes+i), nd.ID, code, err)
+			return fmt.Errorf("set %s via %s with n3 down: code %d err %w", key(writes+i), nd.ID, code, err)
 		}
 		// overwrite an old key too, so n3 holds a stale value when it returns
 		code, err = nd.Set(ctx, key(i), value(i)+"-v2", "quorum")
 		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("overwrite %s via %s with n3 down: code %d err %v", key(i), nd.ID, code, err)
+			return fmt.Errorf("overwrite %s via %s with n3 down: code %d err %w", key(i), nd.ID, code, err)
 		}
 		return nil
 	}); err != nil {
@@ -125,7 +125,7 @@ func TestReplicatedRing(t *testing.T) {
 	if err := parallel(writes+more, func(i int) error {
 		got, code, err := n3.Get(ctx, key(i), "quorum")
 		if err != nil || code != http.StatusOK || got != want(i) {
-			return fmt.Errorf("get %s via restarted n3: got %q code %d err %v, want %q", key(i), got, code, err, want(i))
+			return fmt.Errorf("get %s via restarted n3: got %q code %d err %w, want %q", key(i), got, code, err, want(i))
 		}
 		return nil
 	}); err != nil {
@@ -136,7 +136,7 @@ func TestReplicatedRing(t *testing.T) {
 	if err := parallel(writes+more, func(i int) error {
 		got, code, err := n3.Get(ctx, key(i), "one")
 		if err != nil || code != http.StatusOK || got != want(i) {
-			return fmt.Errorf("get %s at ONE via n3 after repair: got %q code %d err %v, want %q", key(i), got, code, err, want(i))
+			return fmt.Errorf("get %s at ONE via n3 after repair: got %q code %d err %w, want %q", key(i), got, code, err, want(i))
 		}
 		return nil
 	}); err != nil {
@@ -157,7 +157,7 @@ func TestReplicatedRing(t *testing.T) {
 		if err := parallel(writes+more, func(i int) error {
 			got, code, err := nd.Get(ctx, key(i), "all")
 			if err != nil || code != http.StatusOK || got != want(i) {
-				return fmt.Errorf("get %s at ALL via %s after full restart: got %q code %d err %v, want %q", key(i), nd.ID, got, code, err, want(i))
+				return fmt.Errorf("get %s at ALL via %s after full restart: got %q code %d err %w, want %q", key(i), nd.ID, got, code, err, want(i))
 			}
 			return nil
 		}); err != nil {

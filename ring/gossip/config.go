@@ -179,7 +179,7 @@ func (c Config) memberlistConfig(d *delegate, logger *slog.Logger) (*memberlist.
 func splitBindAddr(addr string) (host string, port int, err error) {
 	h, p, err := net.SplitHostPort(addr)
 	if err != nil {
-		return "", 0, err
+		return "", 0, fmt.Errorf("bind address %q: %w", addr, err)
 	}
 	if h == "" {
 		h = "0.0.0.0"

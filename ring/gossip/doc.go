@@ -49,9 +49,9 @@
 //
 // # Goroutines
 //
-// All are started by Open through Gossip.goFunc and stopped by Close, which
-// cancels the lifetime context and waits for them before memberlist's Leave
-// and Shutdown.
+// All are started by Open through the Gossip's WaitGroup and stopped by
+// Close, which cancels the lifetime context and waits for them before
+// memberlist's Leave and Shutdown.
 //
 //   - run: the only writer of the ring. Fed by the wake channel (memberlist
 //     events, received rings), the ClaimInterval ticker and the ops channel

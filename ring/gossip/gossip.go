@@ -383,7 +383,9 @@ func (g *Gossip) shutdown(leave bool) error {
 				g.log.Warn("leave memberlist", "err", lerr)
 			}
 		}
-		err = g.ml.Shutdown()
+		if serr := g.ml.Shutdown(); serr != nil {
+			err = fmt.Errorf("gossip: shutdown memberlist: %w", serr)
+		}
 		g.subs.Lock()
 		g.subs.closed = true
 		for id, c := range g.subs.m {

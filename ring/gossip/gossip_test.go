@@ -84,11 +84,11 @@ func TestRestartKeepsRing(t *testing.T) {
 		}
 	}
 
-	first := open(t, testConfig(t, log, base, "n1"))
-	reopened := []*Gossip{first,
-		open(t, testConfig(t, log, base, "n2", first.Addr())),
-		open(t, testConfig(t, log, base, "n3", first.Addr())),
+	var reopened []*Gossip
+	for _, id := range []string{"n1", "n2", "n3"} {
+		reopened = append(reopened, open(t, testConfig(t, log, base, id, addrs(reopened)...)))
 	}
+	first := reopened[0]
 	check := func() {
 		t.Helper()
 		for i, g := range reopened {
@@ -250,8 +250,8 @@ func TestAdmitNotAlive(t *testing.T) {
 
 func TestLateJoiner(t *testing.T) {
 	nodes, base, log := startCluster(t, 3)
-	// Seeded through a node that is not the claimant.
-	n4 := open(t, testConfig(t, log, base, "n4", nodes[1].Addr()))
+	// Seeded with every node, the claimant last.
+	n4 := open(t, testConfig(t, log, base, "n4", nodes[2].Addr(), nodes[1].Addr(), nodes[0].Addr()))
 	all := append(nodes, n4)
 	waitFor(t, "n4 joined everywhere", func() string { return converged(all, "n1", "n2", "n3", "n4") })
 	for _, g := range all {

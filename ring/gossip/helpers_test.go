@@ -74,13 +74,19 @@ func open(t testing.TB, cfg Config) *Gossip {
 // cond returns why the condition does not hold yet.
 func waitFor(t testing.TB, what string, cond func() string) {
 	t.Helper()
-	deadline := time.Now().Add(convergeTimeout)
+	start := time.Now()
+	deadline := start.Add(convergeTimeout)
+	warned := false
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		why := cond()
 		if why == "" {
 			return
+		}
+		if time.Since(start) > 3*time.Second && !warned {
+			warned = true
+			t.Logf("%s: still waiting: %s", what, why)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not reached within %s: %s", what, convergeTimeout, why)
@@ -120,22 +126,34 @@ func seesAlive(g *Gossip, ids ...string) string {
 	return ""
 }
 
-// startCluster opens n1 (bootstrap) and n2..nN seeded with n1, and waits
-// until they all share a ring with every node Joined.
+// startCluster opens n1 (bootstrap) and n2..nN, each seeded with every node
+// opened before it, and waits until they all share a ring with every node
+// Joined and see each other alive. Seeding with every earlier node makes
+// each pair meet through a join push-pull instead of memberlist's gossip,
+// which under the Local profile may need a whole PushPullInterval (15s).
 func startCluster(t *testing.T, n int) (nodes []*Gossip, base string, log *slog.Logger) {
 	t.Helper()
 	log = testLogger(t)
 	base = t.TempDir()
-	first := open(t, testConfig(t, log, base, "n1"))
-	nodes = append(nodes, first)
-	ids := []string{"n1"}
-	for i := 2; i <= n; i++ {
+	var ids []string
+	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
-		nodes = append(nodes, open(t, testConfig(t, log, base, id, first.Addr())))
+		nodes = append(nodes, open(t, testConfig(t, log, base, id, addrs(nodes)...)))
 		ids = append(ids, id)
 	}
 	waitFor(t, "cluster converges", func() string { return converged(nodes, ids...) })
+	for _, g := range nodes {
+		waitFor(t, "everyone alive", func() string { return seesAlive(g, ids...) })
+	}
 	return nodes, base, log
+}
+
+func addrs(nodes []*Gossip) []string {
+	var out []string
+	for _, g := range nodes {
+		out = append(out, g.Addr())
+	}
+	return out
 }
 
 // waitSteps waits until g's run loop has gone around k more times, so that

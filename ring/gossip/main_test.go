@@ -20,6 +20,8 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
 		deadline := time.Now().Add(leakGrace)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
 		for {
 			err := goleak.Find()
 			if err == nil {
@@ -30,7 +32,7 @@ func TestMain(m *testing.M) {
 				code = 1
 				break
 			}
-			time.Sleep(100 * time.Millisecond) // polling with a deadline: nothing to wait on
+			<-tick.C // polling with a deadline: nothing to wait on
 		}
 	}
 	os.Exit(code)

@@ -17,7 +17,11 @@ type meta struct {
 }
 
 func encodeMeta(m meta) ([]byte, error) {
-	return json.Marshal(m)
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode metadata: %w", err)
+	}
+	return b, nil
 }
 
 // decodeMeta parses node metadata; nodes that are not ringkv nodes (or speak

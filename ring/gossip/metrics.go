@@ -1,6 +1,10 @@
 package gossip
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics are this package's Prometheus metrics (namespace ringkv,
 // subsystem gossip).
@@ -27,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.members, m.ringVersion, m.ringChanges} {
 		if err := reg.Register(c); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("register gossip metrics: %w", err)
 		}
 	}
 	return m, nil

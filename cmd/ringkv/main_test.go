@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and a polling reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"no command", nil},
+		{"unknown command", []string{"frobnicate"}},
+		{"serve without id", []string{"serve", "--data", t.TempDir()}},
+		{"serve with args", []string{"serve", "extra"}},
+		{"serve bad flag", []string{"serve", "--nope"}},
+		{"serve bad log level", []string{"serve", "--log-level", "loud"}},
+		{"dev bad nodes", []string{"dev", "--nodes", "0"}},
+		{"get without key", []string{"get"}},
+		{"set with one arg", []string{"set", "k"}},
+		{"list with two args", []string{"list", "a", "b"}},
+		{"client bad flag", []string{"get", "k", "--nope"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := run(t.Context(), tc.args, &out, &errOut)
+			if !errors.Is(err, errUsage) {
+				t.Fatalf("got %v, want a usage error", err)
+			}
+		})
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"help"}, &out, &out); err != nil || !strings.Contains(out.String(), "Usage:") {
+		t.Fatalf("help: %v %q", err, out.String())
+	}
+}
+
+// TestDevAndClientCommands runs `ringkv dev` on free ports in-process and
+// drives it with the client subcommands, as a user would.
+func TestDevAndClientCommands(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var devOut, devErr syncBuffer
+	done := make(chan error, 1)
+	data := t.TempDir()
+	go func() {
+		done <- run(ctx, []string{"dev", "--data", data, "--http-port", "0", "--rpc-port", "0", "--gossip-port", "0"}, &devOut, &devErr)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(devOut.String(), "Ctrl-C") {
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("dev never became ready: %s %s", devOut.String(), devErr.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("dev exited early: %v\n%s", err, devErr.String())
+		case <-tick.C:
+		}
+	}
+	addrs := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)`).FindAllStringSubmatch(devOut.String(), -1)
+	if len(addrs) != 3 {
+		t.Fatalf("dev printed %d HTTP addresses: %s", len(addrs), devOut.String())
+	}
+	cli := func(args ...string) (string, error) {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), args, &out, &errOut)
+		return out.String(), err
+	}
+	steps := []struct {
+		args []string
+		want string
+		err  string
+	}{
+		{[]string{"set", "user:1001", "John Doe", "--addr", addrs[0][1]}, "OK\n", ""},
+		{[]string{"get", "user:1001", "--addr", addrs[1][1]}, "John Doe\n", ""},
+		{[]string{"list", "user:", "--addr", addrs[2][1], "--consistency", "all"}, "user:1001\tJohn Doe\n", ""},
+		{[]string{"list", "--limit", "5", "--addr", addrs[2][1]}, "user:1001\tJohn Doe\n", ""},
+		{[]string{"del", "user:1001", "--addr", addrs[2][1]}, "OK\n", ""},
+		{[]string{"get", "user:1001", "--addr", addrs[0][1]}, "", "not found"},
+		{[]string{"get", "k", "--consistency", "most", "--addr", addrs[0][1]}, "", "HTTP 400"},
+	}
+	for _, s := range steps {
+		args := s.args
+		got, err := cli(args...)
+		if s.err != "" {
+			if err == nil || !strings.Contains(err.Error(), s.err) {
+				t.Fatalf("%v: got %v, want error with %q", args, err, s.err)
+			}
+			continue
+		}
+		if err != nil || got != s.want {
+			t.Fatalf("%v: got %q %v, want %q", args, got, err, s.want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("dev: %v", err)
+	}
+	if !strings.Contains(devOut.String(), "stopping") {
+		t.Fatalf("dev did not say it stopped: %s", devOut.String())
+	}
+	// Nothing listens now: the client reports the connection error.
+	if _, err := cli("get", "k", "--addr", addrs[0][1], "--timeout", "2s"); err == nil {
+		t.Fatal("get against a stopped cluster succeeded")
+	}
+}
+
+func TestServeStartsAndStops(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var errOut syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--id", "s1", "--data", t.TempDir(), "--http", "127.0.0.1:0",
+			"--rpc", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--fast-gossip"}, &errOut, &errOut)
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(errOut.String(), "node started") {
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not start: %s", errOut.String())
+		}
+		<-tick.C
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v\n%s", err, errOut.String())
+	}
+}

@@ -1,0 +1,126 @@
+package lint
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/ringkv/ringkv"
+
+// allowed lists, for each package, the ringkv packages it may import
+// directly (non-test code). A package missing here may not exist.
+var allowed = map[string][]string{
+	"ring":                 {},
+	"ring/gossip":          {"ring"},
+	"replica":              {},
+	"proto":                {},
+	"proto/kvpb":           {},
+	"coordinator":          {"ring", "replica", "proto/kvpb", "consensus"},
+	"consensus":            {"ring", "replica", "proto/kvpb"},
+	"antientropy":          {"ring", "proto/kvpb"},
+	"client":               {"proto/kvpb"},
+	"bench":                {"client"},
+	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb"},
+	"cmd/ringkv":           {"*"},
+	"internal/testcluster": {},
+	"internal/fault":       {},
+	"internal/lint":        {},
+}
+
+func listPackages(t *testing.T) map[string][]string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-f", `{{.ImportPath}} {{join .Imports " "}}`, module+"/...")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	pkgs := map[string][]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		pkg := strings.TrimPrefix(strings.TrimPrefix(fields[0], module), "/")
+		var ours []string
+		for _, imp := range fields[1:] {
+			if rest, ok := strings.CutPrefix(imp, module+"/"); ok {
+				ours = append(ours, rest)
+			}
+		}
+		pkgs[pkg] = ours
+	}
+	return pkgs
+}
+
+func TestImportGraph(t *testing.T) {
+	for pkg, imports := range listPackages(t) {
+		allow, known := allowed[pkg]
+		if !known {
+			t.Errorf("package %s is not in the import table of internal/lint: add it (and to docs/ARCHITECTURE.md)", pkg)
+			continue
+		}
+		if slices.Contains(allow, "*") {
+			continue
+		}
+		for _, imp := range imports {
+			if !slices.Contains(allow, imp) {
+				t.Errorf("%s imports %s: not allowed (may import %v)", pkg, imp, allow)
+			}
+		}
+	}
+}
+
+var banned = []struct {
+	re   *regexp.Regexp
+	why  string
+	test bool // also banned in tests
+}{
+	{regexp.MustCompile(`prometheus\.DefaultRegisterer|prometheus\.MustRegister\(`), "pass a Registerer in Deps", false},
+	{regexp.MustCompile(`slog\.SetDefault\(`), "only cmd configures logging", false},
+	{regexp.MustCompile(`^func init\(\)`), "no init registration", false},
+	{regexp.MustCompile(`\btime\.Sleep\(`), "poll a condition against a deadline instead", true},
+}
+
+// TestBannedCalls keeps global state and sleeps out of the code.
+func TestBannedCalls(t *testing.T) {
+	root := filepath.Join("..", "..")
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (d.Name() == ".git" || d.Name() == "ringkv-data") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, ".pb.go") {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		if strings.HasPrefix(rel, "cmd"+string(filepath.Separator)) || strings.HasPrefix(rel, filepath.Join("internal", "lint")) {
+			return nil
+		}
+		isTest := strings.HasSuffix(path, "_test.go")
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "//") {
+				continue
+			}
+			for _, ban := range banned {
+				if (ban.test || !isTest) && ban.re.MatchString(line) {
+					t.Errorf("%s:%d: %s", rel, i+1, ban.why)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
