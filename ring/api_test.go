@@ -421,7 +421,11 @@ func TestLargeRing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow")
 	}
-	rings := grow(t, Config{Partitions: 65536, ReplicationFactor: 3}, 5, noZone)
+	parts := 65536
+	if raceEnabled {
+		parts = 4096
+	}
+	rings := grow(t, Config{Partitions: parts, ReplicationFactor: 3}, 5, noZone)
 	r, err := rings[5].Leave("n1")
 	if err != nil {
 		t.Fatal(err)

@@ -254,7 +254,7 @@ func (sr *searcher) hold(k int) {
 }
 
 // chain looks for a second change that, with s1 already changed to v1,
-// lowers the cost below base: a slot v1 holds, or one in the same row. It
+// lowers the cost below base: in the same row, or taking a slot from v1. It
 // leaves that change applied and returns true if it finds one.
 func (sr *searcher) chain(s1 slot, v1 int, base cost) bool {
 	pl := sr.pl
@@ -284,14 +284,15 @@ func (sr *searcher) chain(s1 slot, v1 int, base cost) bool {
 			return true
 		}
 	}
-	if v1 < 0 {
-		return false
-	}
-	for _, k2 := range sr.held[v1] {
-		if pl.at(sr.movable[k2]) == v1 && sr.movable[k2].p != s1.p && try(k2) {
-			return true
+	if v1 >= 0 {
+		for _, k2 := range sr.held[v1] {
+			if pl.at(sr.movable[k2]) == v1 && sr.movable[k2].p != s1.p && try(k2) {
+				return true
+			}
 		}
 	}
+	// A pair that gives a slot elsewhere to u1 is found from that slot's
+	// side: its change is the first one, and s1 is then held by its v1.
 	return false
 }
 

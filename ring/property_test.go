@@ -222,12 +222,15 @@ var claimCases = []claimCase{
 func TestClaimProperties(t *testing.T) {
 	var stats balanceStats
 	for _, cc := range claimCases {
-		n := cc.seeds
-		if testing.Short() {
+		n, zoneCounts := cc.seeds, []int{0, 2, 3, 4}
+		if testing.Short() || raceEnabled {
 			n = 1
+			if cc.cfg != DefaultConfig() {
+				zoneCounts = []int{0, 3}
+			}
 		}
 		for _, seed := range seeds(t, n) {
-			for _, zones := range []int{0, 2, 3, 4} {
+			for _, zones := range zoneCounts {
 				name := fmt.Sprintf("P=%d/N=%d/zones=%d/seed=%d", cc.cfg.Partitions, cc.cfg.ReplicationFactor, zones, seed)
 				t.Run(name, func(t *testing.T) {
 					t.Logf("reproduce with: go test ./ring -run 'TestClaimProperties' -seed %d", seed)

@@ -1,0 +1,55 @@
+// Package consensus runs one Raft group (hashicorp/raft) per partition on
+// each of the partition's replicas, giving linearizable Get, Put, Delete and
+// compare-and-set on top of the replica store.
+//
+// # How a linearizable write works
+//
+// The group's leader takes the key's latch, makes its applied state current
+// (ReadIndex: capture the commit index, confirm leadership, wait for apply),
+// evaluates the condition (CAS, put-if-absent) against the stored record,
+// stamps the new record with an HLC timestamp above the stored one, and
+// proposes it as a plain merge. Every replica applies the same merge in log
+// order (fsm, a raft.BatchingFSM: one store Merge, one fsync, per batch).
+// The latch is released after the entry is applied on the leader, so the
+// next update of the key sees it.
+//
+// # Reads
+//
+// Linearizable reads use read-index: no log entry. VerifyLeader rounds are
+// shared: at most one is in flight per group, and every read arriving
+// meanwhile joins the next one (readBatcher). A new leader first commits
+// and applies a Barrier so entries from earlier terms are visible.
+//
+// # Errors
+//
+// *NotLeaderError (ErrNotLeader) names the leader when known; nothing was
+// applied. ErrAmbiguous: the entry was handed to Raft but the deadline
+// passed or leadership was lost; it may still commit.
+//
+// # Snapshots
+//
+// A snapshot is a stream of the partition's records read from the store.
+// Restore merges them (never replaces), so a follower keeps newer eventual
+// writes it holds. Replaying log entries after a restart is harmless for
+// the same reason.
+//
+// # Membership
+//
+// Manager creates a group for every partition the ring assigns this node.
+// A node that is the only member of its ring when it starts (the founder)
+// bootstraps every group with itself alone; afterwards each group's leader
+// moves the configuration toward the ring's preference list one change at
+// a time: add a missing replica as non-voter, promote it once its applied
+// index is within CatchUpEntries of the commit index (asked via Progress),
+// remove servers the ring no longer lists (transferring leadership first
+// when that is the leader itself).
+//
+// # Goroutines
+//
+//   - Manager: one reconcile loop (ReconcileInterval), stopped by Close.
+//   - Group: raft's own goroutines (about 25 per group); a verify goroutine
+//     while read-index rounds are pending and a barrier goroutine after
+//     each election won, both ending when their raft call returns.
+//   - Per linearizable write, one goroutine waits on raft's future so the
+//     caller can leave on its context (the future still completes).
+package consensus

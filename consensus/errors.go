@@ -1,0 +1,38 @@
+package consensus
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrAmbiguous is returned when a write was handed to Raft but its
+	// outcome is unknown: the deadline passed or leadership was lost while
+	// it was being committed. It may still commit. Never retry it blindly.
+	ErrAmbiguous = errors.New("consensus: outcome unknown, the write may still commit")
+	// ErrNoGroup is returned for a partition this node hosts no group for.
+	ErrNoGroup = errors.New("consensus: no raft group for partition on this node")
+	// ErrClosed is returned after Close.
+	ErrClosed = errors.New("consensus: closed")
+	// ErrNotLeader marks requests made to a replica that does not lead the
+	// group; the concrete error is a *NotLeaderError naming the leader.
+	ErrNotLeader = errors.New("consensus: not the leader")
+	// ErrCorruptCommand is returned when a log entry cannot be decoded.
+	ErrCorruptCommand = errors.New("consensus: corrupt command")
+)
+
+// NotLeaderError says which node leads the group, if this node knows.
+type NotLeaderError struct {
+	Group  uint32
+	Leader string // "" when unknown (an election is under way)
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == "" {
+		return fmt.Sprintf("consensus: not the leader of group %d; leader unknown", e.Group)
+	}
+	return fmt.Sprintf("consensus: not the leader of group %d; leader is %s", e.Group, e.Leader)
+}
+
+// Is reports whether target is ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }

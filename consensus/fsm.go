@@ -1,0 +1,252 @@
+package consensus
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/replica"
+)
+
+// Store is what a group's state machine needs from the node's replica
+// store (replica.Store implements it).
+type Store interface {
+	Merge(ctx context.Context, entries []replica.Entry) error
+	Get(partition uint32, key []byte) (replica.Record, error)
+	Scan(partition uint32, prefix, start []byte, fn func(key []byte, rec replica.Record) bool) error
+}
+
+// Command encoding (the data of a raft.LogCommand entry):
+//
+//	version byte (1) | op byte (opMerge) | uvarint len(key) | key | record (replica encoding, checksummed)
+const (
+	commandVersion byte = 1
+	opMerge        byte = 1
+)
+
+func encodeMerge(key []byte, rec replica.Record) []byte {
+	b := make([]byte, 0, 2+binary.MaxVarintLen32+len(key)+len(rec.Value)+48)
+	b = append(b, commandVersion, opMerge)
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	return rec.AppendBinary(b)
+}
+
+func decodeMerge(b []byte) ([]byte, replica.Record, error) {
+	if len(b) < 3 || b[0] != commandVersion || b[1] != opMerge {
+		return nil, replica.Record{}, fmt.Errorf("%w: bad header", ErrCorruptCommand)
+	}
+	n, w := binary.Uvarint(b[2:])
+	if w <= 0 || n > uint64(len(b)-2-w) {
+		return nil, replica.Record{}, fmt.Errorf("%w: bad key length", ErrCorruptCommand)
+	}
+	key := b[2+w : 2+w+int(n)]
+	rec, err := replica.DecodeRecord(b[2+w+int(n):])
+	if err != nil {
+		return nil, replica.Record{}, fmt.Errorf("%w: %w", ErrCorruptCommand, err)
+	}
+	return append([]byte(nil), key...), rec, nil
+}
+
+// fsm applies a group's committed merges to the partition in the node's
+// store. Applying is a merge, so replaying entries after a restart is
+// harmless, and a snapshot restore merges rather than replaces: a follower
+// keeps newer eventual writes it already holds.
+type fsm struct {
+	group uint32
+	store Store
+
+	mu struct {
+		sync.Mutex
+		changed chan struct{} // closed and replaced after every applied batch
+	}
+}
+
+var _ raft.BatchingFSM = (*fsm)(nil)
+
+// Apply implements raft.FSM.
+func (f *fsm) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch implements raft.BatchingFSM: every command of the batch is
+// merged in one store call, so one fsync covers the batch.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
+	entries := make([]replica.Entry, 0, len(logs))
+	var slots []int
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		key, rec, err := decodeMerge(l.Data)
+		if err != nil {
+			out[i] = err
+			continue
+		}
+		entries = append(entries, replica.Entry{Partition: f.group, Key: key, Record: rec})
+		slots = append(slots, i)
+	}
+	if len(entries) > 0 {
+		// Raft gives the FSM no context; applying must finish.
+		if err := f.store.Merge(context.Background(), entries); err != nil {
+			err = fmt.Errorf("consensus: apply to store: %w", err)
+			for _, i := range slots {
+				out[i] = err
+			}
+		}
+	}
+	if len(logs) > 0 {
+		f.mu.Lock()
+		if f.mu.changed != nil {
+			close(f.mu.changed)
+			f.mu.changed = nil
+		}
+		f.mu.Unlock()
+	}
+	return out
+}
+
+// changes returns a channel closed at the next applied batch.
+func (f *fsm) changes() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mu.changed == nil {
+		f.mu.changed = make(chan struct{})
+	}
+	return f.mu.changed
+}
+
+// waitApplied blocks until raft's applied index reaches index or ctx ends.
+// Raft does not hand Noop and Barrier entries to the FSM, so the index is
+// raft's own; the FSM's batches wake the wait early, and a short tick
+// covers entries that never reach the FSM.
+func (f *fsm) waitApplied(ctx context.Context, r *raft.Raft, index uint64) error {
+	var tick *time.Ticker
+	for {
+		ch := f.changes()
+		if r.AppliedIndex() >= index {
+			if tick != nil {
+				tick.Stop()
+			}
+			return nil
+		}
+		if tick == nil {
+			tick = time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Snapshot implements raft.FSM. The records are read when raft persists
+// the snapshot, from a point-in-time read of the partition; entries
+// applied in between are in the snapshot too, which is harmless because
+// restoring merges.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	return &snapshot{group: f.group, store: f.store}, nil
+}
+
+// Snapshot stream format: repeated (uvarint len(key) | key | uvarint
+// len(record) | record), then a zero-length key as terminator.
+type snapshot struct {
+	group uint32
+	store Store
+}
+
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	w := bufio.NewWriterSize(sink, 256<<10)
+	var werr error
+	buf := make([]byte, 0, 1024)
+	err := s.store.Scan(s.group, nil, nil, func(key []byte, rec replica.Record) bool {
+		buf = binary.AppendUvarint(buf[:0], uint64(len(key)))
+		buf = append(buf, key...)
+		enc := rec.AppendBinary(nil)
+		buf = binary.AppendUvarint(buf, uint64(len(enc)))
+		buf = append(buf, enc...)
+		_, werr = w.Write(buf)
+		return werr == nil
+	})
+	if err == nil {
+		err = werr
+	}
+	if err == nil {
+		_, err = w.Write([]byte{0})
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if err != nil {
+		_ = sink.Cancel() // the snapshot is abandoned; report the cause
+		return fmt.Errorf("consensus: persist snapshot of group %d: %w", s.group, err)
+	}
+	if err := sink.Close(); err != nil {
+		return fmt.Errorf("consensus: close snapshot sink: %w", err)
+	}
+	return nil
+}
+
+func (s *snapshot) Release() {}
+
+// Restore implements raft.FSM: it merges the snapshot's records into the
+// partition, in batches.
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer func() { _ = rc.Close() }() // read to the end below
+	r := bufio.NewReaderSize(rc, 256<<10)
+	const batch = 512
+	entries := make([]replica.Entry, 0, batch)
+	flush := func() error {
+		if len(entries) == 0 {
+			return nil
+		}
+		err := f.store.Merge(context.Background(), entries)
+		entries = entries[:0]
+		if err != nil {
+			return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
+		}
+		return nil
+	}
+	for {
+		klen, err := binary.ReadUvarint(r)
+		if err != nil {
+			return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
+		}
+		if klen == 0 {
+			return flush()
+		}
+		key := make([]byte, klen)
+		if _, err := io.ReadFull(r, key); err != nil {
+			return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
+		}
+		rlen, err := binary.ReadUvarint(r)
+		if err != nil || rlen > 1<<30 {
+			return fmt.Errorf("consensus: restore group %d: bad record length: %w", f.group, errors.Join(err, ErrCorruptCommand))
+		}
+		enc := make([]byte, rlen)
+		if _, err := io.ReadFull(r, enc); err != nil {
+			return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
+		}
+		rec, err := replica.DecodeRecord(enc)
+		if err != nil {
+			return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
+		}
+		entries = append(entries, replica.Entry{Partition: f.group, Key: key, Record: rec})
+		if len(entries) == batch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -1,0 +1,327 @@
+package consensus
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/replica"
+)
+
+// Group is one partition's Raft group on this node. Its methods that
+// change or read data at the linearizable level must run on the leader;
+// elsewhere they return a *NotLeaderError naming the leader when known.
+// Safe for concurrent use.
+type Group struct {
+	id     uint32
+	nodeID string
+	raft   *raft.Raft
+	fsm    *fsm
+	store  Store
+	clock  *replica.Clock
+	log    *slog.Logger
+	m      *metrics
+
+	latches latchSet
+	reads   readBatcher
+
+	// ready is closed once this node, as leader in its current term, has
+	// applied every entry committed before the term began (a Barrier).
+	mu struct {
+		sync.Mutex
+		readyTerm uint64
+		ready     chan struct{}
+	}
+}
+
+// ID returns the group id (the partition).
+func (g *Group) ID() uint32 { return g.id }
+
+// Raft returns the underlying raft instance, for status and membership.
+func (g *Group) Raft() *raft.Raft { return g.raft }
+
+// Leader returns the id of the group's current leader, "" if unknown.
+func (g *Group) Leader() string {
+	_, id := g.raft.LeaderWithID()
+	return string(id)
+}
+
+func (g *Group) notLeader() error {
+	return &NotLeaderError{Group: g.id, Leader: g.Leader()}
+}
+
+// timeout turns ctx's deadline into the timeout raft takes (the one place
+// this translation happens). No deadline: 10s.
+func timeout(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Millisecond
+	}
+	return 10 * time.Second
+}
+
+// leaderReady waits until this node leads the group and has applied
+// everything committed before its term (so its applied state is current).
+func (g *Group) leaderReady(ctx context.Context) error {
+	if g.raft.State() != raft.Leader {
+		return g.notLeader()
+	}
+	term := g.raft.CurrentTerm()
+	g.mu.Lock()
+	if g.mu.readyTerm != term {
+		g.mu.readyTerm = term
+		g.mu.ready = make(chan struct{})
+		ready := g.mu.ready
+		go func() {
+			// A barrier commits this term's entries and waits for them to
+			// be applied. On failure the next caller retries.
+			if err := g.raft.Barrier(10 * time.Second).Error(); err != nil {
+				g.mu.Lock()
+				if g.mu.ready == ready {
+					g.mu.readyTerm = 0
+				}
+				g.mu.Unlock()
+				return
+			}
+			close(ready)
+		}()
+	}
+	ready := g.mu.ready
+	g.mu.Unlock()
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("consensus: group %d leader not ready: %w", g.id, ctx.Err())
+	}
+}
+
+// ReadIndex returns once this node's applied state reflects every write
+// committed before the call: it captures the commit index, confirms
+// leadership with one heartbeat round (shared by every read waiting at that
+// moment) and waits until that index is applied. No log entry is written.
+func (g *Group) ReadIndex(ctx context.Context) error {
+	if err := g.leaderReady(ctx); err != nil {
+		return err
+	}
+	index := g.raft.CommitIndex()
+	if err := g.reads.verify(ctx, g); err != nil {
+		return err
+	}
+	if err := g.fsm.waitApplied(ctx, g.raft, index); err != nil {
+		return fmt.Errorf("consensus: group %d wait for apply: %w", g.id, err)
+	}
+	return nil
+}
+
+// Get returns the key's record at the linearizable level: ErrNotFound when
+// absent (the caller checks Live for tombstones and expiry).
+func (g *Group) Get(ctx context.Context, key []byte) (replica.Record, error) {
+	start := time.Now()
+	defer g.m.observe("get", start)
+	if err := g.ReadIndex(ctx); err != nil {
+		return replica.Record{}, err
+	}
+	rec, err := g.store.Get(g.id, key)
+	if err != nil {
+		return rec, fmt.Errorf("consensus: read: %w", err)
+	}
+	return rec, nil
+}
+
+// Put writes value (Tombstone: a delete) linearizably. The record's
+// timestamp is above any this node has seen for the key, so it also wins
+// over older eventual writes. Errors: *NotLeaderError (not applied),
+// ErrAmbiguous (may have applied).
+func (g *Group) Put(ctx context.Context, key, value []byte, tombstone bool) error {
+	start := time.Now()
+	defer g.m.observe("put", start)
+	_, _, _, err := g.update(ctx, key, func(replica.Record, bool) (replica.Record, bool) {
+		return replica.Record{Value: value, Tombstone: tombstone}, true
+	})
+	return err
+}
+
+// CompareAndSet sets key to value if its current live value equals
+// *expected, or, with expected nil, if the key is absent (put-if-absent).
+// It returns whether it swapped, and the current value when it did not
+// (found false when the key is absent). Errors as for Put.
+func (g *Group) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte) (swapped bool, current []byte, found bool, err error) {
+	start := time.Now()
+	defer g.m.observe("cas", start)
+	return g.update(ctx, key, func(cur replica.Record, live bool) (replica.Record, bool) {
+		switch {
+		case expected == nil && !live:
+		case expected != nil && live && bytes.Equal(cur.Value, *expected):
+		default:
+			return replica.Record{}, false
+		}
+		return replica.Record{Value: value}, true
+	})
+}
+
+// update runs decide under the key's latch against the current applied
+// record and, if it says so, proposes the record it returns.
+func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.Record, live bool) (replica.Record, bool)) (bool, []byte, bool, error) {
+	release, err := g.latches.acquire(ctx, string(key))
+	if err != nil {
+		return false, nil, false, fmt.Errorf("consensus: key latch: %w", err)
+	}
+	defer release()
+	if err := g.ReadIndex(ctx); err != nil {
+		return false, nil, false, err
+	}
+	cur, err := g.store.Get(g.id, key)
+	found := err == nil
+	if err != nil && !errors.Is(err, replica.ErrNotFound) && !errors.Is(err, replica.ErrCorrupt) {
+		return false, nil, false, fmt.Errorf("consensus: read current: %w", err)
+	}
+	live := found && cur.Live(time.Now())
+	next, ok := decide(cur, live)
+	if !ok {
+		if !live {
+			return false, nil, false, nil
+		}
+		return false, cur.Value, true, nil
+	}
+	if found {
+		// Stamp above every timestamp seen for the key.
+		if err := g.clock.Update(cur.Timestamp); err != nil {
+			g.log.Warn("record timestamp ahead of clock", "group_id", g.id, "err", err)
+		}
+	}
+	next.Timestamp = g.clock.Now()
+	next.NodeID = g.nodeID
+	if found && !next.Newer(cur) {
+		// The clock could not pass a far-future record: step past it.
+		next.Timestamp = cur.Timestamp + 1
+	}
+	if err := g.propose(ctx, key, next); err != nil {
+		return false, nil, false, err
+	}
+	return true, nil, false, nil
+}
+
+// propose replicates a merge of rec and waits until it is applied here.
+func (g *Group) propose(ctx context.Context, key []byte, rec replica.Record) error {
+	f := g.raft.Apply(encodeMerge(key, rec), timeout(ctx))
+	done := make(chan error, 1) // buffered: the waiter may leave on ctx
+	go func() { done <- f.Error() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", ErrAmbiguous, ctx.Err())
+	}
+	switch {
+	case err == nil:
+	case errors.Is(err, raft.ErrNotLeader):
+		return g.notLeader()
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("consensus: group %d busy: %w", g.id, context.DeadlineExceeded)
+	default: // ErrLeadershipLost, shutdown, restore: it may have committed
+		return fmt.Errorf("%w: %w", ErrAmbiguous, err)
+	}
+	if resp, ok := f.Response().(error); ok && resp != nil {
+		return resp
+	}
+	return nil
+}
+
+// latchSet serializes updates per key on the leader.
+type latchSet struct {
+	mu      sync.Mutex
+	latches map[string]chan struct{} // a held latch; closed on release
+}
+
+func (l *latchSet) acquire(ctx context.Context, key string) (func(), error) {
+	for {
+		l.mu.Lock()
+		if l.latches == nil {
+			l.latches = make(map[string]chan struct{})
+		}
+		held, busy := l.latches[key]
+		if !busy {
+			ch := make(chan struct{})
+			l.latches[key] = ch
+			l.mu.Unlock()
+			return func() {
+				l.mu.Lock()
+				delete(l.latches, key)
+				l.mu.Unlock()
+				close(ch)
+			}, nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-held:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// readBatcher shares VerifyLeader rounds among concurrent reads: at most
+// one round is in flight; every read arriving meanwhile joins the next
+// round, which starts when the current one ends.
+type readBatcher struct {
+	mu       sync.Mutex
+	inflight bool
+	next     *verifyRound // the round waiting to start; nil if none
+}
+
+type verifyRound struct {
+	done chan struct{} // closed when err is set
+	err  error
+}
+
+func (b *readBatcher) verify(ctx context.Context, g *Group) error {
+	b.mu.Lock()
+	if b.next == nil {
+		b.next = &verifyRound{done: make(chan struct{})}
+	}
+	r := b.next
+	if !b.inflight {
+		b.inflight = true
+		b.next = nil
+		// The goroutine runs rounds until none is waiting; VerifyLeader
+		// returns once raft shuts down, so it always exits.
+		go b.run(g, r)
+	}
+	b.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return fmt.Errorf("consensus: verify leadership: %w", ctx.Err())
+	}
+}
+
+func (b *readBatcher) run(g *Group, r *verifyRound) {
+	for r != nil {
+		err := g.raft.VerifyLeader().Error()
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			err = g.notLeader()
+		} else if err != nil {
+			err = fmt.Errorf("consensus: verify leadership of group %d: %w", g.id, err)
+		}
+		g.m.readRounds.Inc()
+		r.err = err
+		close(r.done)
+		b.mu.Lock()
+		r = b.next
+		b.next = nil
+		if r == nil {
+			b.inflight = false
+		}
+		b.mu.Unlock()
+	}
+}

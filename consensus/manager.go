@@ -1,0 +1,475 @@
+package consensus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+)
+
+// Config tunes the node's Raft groups. Build it with DefaultConfig.
+type Config struct {
+	// NodeID is this node's id: the raft ServerID and ServerAddress of
+	// every group on it. Required.
+	NodeID string
+	// DataDir holds snapshots under DataDir/<group>. Required.
+	DataDir string
+	// HeartbeatTimeout and ElectionTimeout: raft's failure detection. 1s
+	// each by default; failover takes about 2x.
+	HeartbeatTimeout time.Duration
+	ElectionTimeout  time.Duration
+	// LeaderLeaseTimeout: default 500ms.
+	LeaderLeaseTimeout time.Duration
+	// CommitTimeout is raft's idle tick. DESIGN.md measured that 50ms
+	// makes two thirds of idle traffic over 64 groups; default 500ms.
+	CommitTimeout time.Duration
+	// SnapshotThreshold is how many entries a group logs between
+	// snapshots; TrailingLogs how many it keeps behind a snapshot.
+	// Defaults 8192 and 1024.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+	// SnapshotInterval is how often a group checks whether to snapshot.
+	// Default 10s.
+	SnapshotInterval time.Duration
+	// ReconcileInterval is how often leaders compare their group's
+	// configuration with the ring. Default 1s.
+	ReconcileInterval time.Duration
+	// CatchUpEntries: a non-voter within this many entries of the leader's
+	// commit index is promoted to voter. Default 64.
+	CatchUpEntries uint64
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns fresh defaults; NodeID and DataDir are left empty.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   time.Second,
+		ElectionTimeout:    time.Second,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      500 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		TrailingLogs:       1024,
+		SnapshotInterval:   10 * time.Second,
+		ReconcileInterval:  time.Second,
+		CatchUpEntries:     64,
+	}
+}
+
+// Validate reports every problem with c, joined.
+func (c Config) Validate() error {
+	var errs []error
+	if c.NodeID == "" {
+		errs = append(errs, errors.New("consensus: NodeID is required"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("consensus: DataDir is required"))
+	}
+	for name, d := range map[string]time.Duration{
+		"HeartbeatTimeout": c.HeartbeatTimeout, "ElectionTimeout": c.ElectionTimeout,
+		"LeaderLeaseTimeout": c.LeaderLeaseTimeout, "CommitTimeout": c.CommitTimeout,
+		"SnapshotInterval": c.SnapshotInterval, "ReconcileInterval": c.ReconcileInterval,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("consensus: %s must be positive", name))
+		}
+	}
+	if c.SnapshotThreshold == 0 {
+		errs = append(errs, errors.New("consensus: SnapshotThreshold must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// RingSource gives the current ring.
+type RingSource interface{ Ring() *ring.Ring }
+
+// Transports hands out each group's raft transport (Transport implements
+// it over drpc).
+type Transports interface {
+	Group(group uint32) raft.Transport
+	RemoveGroup(group uint32)
+}
+
+// Progress asks another node how far a group has applied; the leader uses
+// it to promote a non-voter once it has caught up.
+type Progress interface {
+	AppliedIndex(ctx context.Context, node string, group uint32) (uint64, error)
+}
+
+// LogFactory opens a group's log and stable store.
+type LogFactory func(group uint32) (raft.LogStore, raft.StableStore, error)
+
+// Deps are the Manager's collaborators. All but Registerer are required.
+type Deps struct {
+	Store      Store
+	Clock      *replica.Clock
+	Ring       RingSource
+	Transports Transports
+	Logs       LogFactory
+	Progress   Progress
+	Registerer prometheus.Registerer
+}
+
+// Manager runs one Raft group per partition this node replicates. It
+// creates groups as the ring assigns partitions to this node and, where it
+// leads a group, changes the group's configuration toward the ring's
+// preference list one server at a time.
+//
+// Bootstrap: a node that is the only member of its ring when it starts
+// (the founder of a new cluster) bootstraps every group with itself as sole
+// voter; every other member joins groups when their leaders add it.
+type Manager struct {
+	cfg  Config
+	deps Deps
+	log  *slog.Logger
+	m    *metrics
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu struct {
+		sync.Mutex
+		groups  map[uint32]*Group
+		leaders map[uint32]string
+		closed  bool
+	}
+}
+
+// NewManager returns a Manager; Start creates its groups.
+func NewManager(cfg Config, deps Deps) (*Manager, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if deps.Store == nil || deps.Clock == nil || deps.Ring == nil || deps.Transports == nil || deps.Logs == nil || deps.Progress == nil {
+		return nil, errors.New("consensus: Deps.Store, Clock, Ring, Transports, Logs and Progress are required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mg := &Manager{cfg: cfg, deps: deps, log: log}
+	mg.mu.groups = make(map[uint32]*Group)
+	mg.mu.leaders = make(map[uint32]string)
+	m, err := newMetrics(deps.Registerer, mg.Groups)
+	if err != nil {
+		return nil, err
+	}
+	mg.m = m
+	return mg, nil
+}
+
+// Start creates the groups of every partition the ring gives this node
+// (bootstrapping them if this node founds the cluster) and starts the
+// reconcile loop. Goroutine: one loop, stopped by Close.
+func (mg *Manager) Start() error {
+	r := mg.deps.Ring.Ring()
+	founder := len(r.Active()) == 1 && r.Active()[0].ID == mg.cfg.NodeID
+	if err := mg.ensureGroups(r, founder); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	mg.cancel = cancel
+	mg.wg.Add(1)
+	go func() {
+		defer mg.wg.Done()
+		mg.loop(ctx)
+	}()
+	return nil
+}
+
+// Close shuts every group down and waits for the loop.
+func (mg *Manager) Close() error {
+	mg.mu.Lock()
+	if mg.mu.closed {
+		mg.mu.Unlock()
+		return nil
+	}
+	mg.mu.closed = true
+	groups := make([]*Group, 0, len(mg.mu.groups))
+	for _, g := range mg.mu.groups {
+		groups = append(groups, g)
+	}
+	mg.mu.Unlock()
+	if mg.cancel != nil {
+		mg.cancel()
+	}
+	mg.wg.Wait()
+	var errs []error
+	var wg sync.WaitGroup
+	var emu sync.Mutex
+	for _, g := range groups {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.raft.Shutdown().Error(); err != nil {
+				emu.Lock()
+				errs = append(errs, fmt.Errorf("consensus: shutdown group %d: %w", g.id, err))
+				emu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Group returns the group of partition p, if this node hosts it.
+func (mg *Manager) Group(p uint32) (*Group, bool) {
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	g, ok := mg.mu.groups[p]
+	return g, ok
+}
+
+// Groups returns every group on this node, by id.
+func (mg *Manager) Groups() []*Group {
+	mg.mu.Lock()
+	out := make([]*Group, 0, len(mg.mu.groups))
+	for _, g := range mg.mu.groups {
+		out = append(out, g)
+	}
+	mg.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].id < out[j].id })
+	return out
+}
+
+// AppliedIndex returns how far this node's group of partition p applied.
+func (mg *Manager) AppliedIndex(p uint32) (uint64, error) {
+	g, ok := mg.Group(p)
+	if !ok {
+		return 0, fmt.Errorf("%w: %d", ErrNoGroup, p)
+	}
+	return g.raft.AppliedIndex(), nil
+}
+
+func (mg *Manager) loop(ctx context.Context) {
+	tick := time.NewTicker(mg.cfg.ReconcileInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		r := mg.deps.Ring.Ring()
+		if err := mg.ensureGroups(r, false); err != nil {
+			mg.log.Warn("create raft groups", "err", err)
+		}
+		for _, g := range mg.Groups() {
+			mg.noteLeader(g)
+			if g.raft.State() == raft.Leader {
+				if err := mg.reconcile(ctx, g, r); err != nil {
+					mg.log.Warn("reconcile raft group", "group_id", g.id, "err", err)
+				}
+			}
+		}
+	}
+}
+
+func (mg *Manager) noteLeader(g *Group) {
+	leader := g.Leader()
+	mg.mu.Lock()
+	prev, seen := mg.mu.leaders[g.id]
+	mg.mu.leaders[g.id] = leader
+	mg.mu.Unlock()
+	if leader != "" && (!seen || prev != leader) {
+		mg.m.leaderChanges.WithLabelValues(strconv.FormatUint(uint64(g.id), 10)).Inc()
+	}
+}
+
+// ensureGroups creates the group of every partition r assigns this node.
+func (mg *Manager) ensureGroups(r *ring.Ring, bootstrap bool) error {
+	if r == nil {
+		return nil
+	}
+	for _, p := range r.PartitionsOf(mg.cfg.NodeID) {
+		if _, ok := mg.Group(p); ok {
+			continue
+		}
+		if err := mg.createGroup(p, bootstrap); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
+	mg.mu.Lock()
+	closed := mg.mu.closed
+	mg.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	logs, stable, err := mg.deps.Logs(p)
+	if err != nil {
+		return fmt.Errorf("consensus: open log of group %d: %w", p, err)
+	}
+	snapDir := filepath.Join(mg.cfg.DataDir, strconv.FormatUint(uint64(p), 10))
+	if err := os.MkdirAll(snapDir, 0o755); err != nil {
+		return fmt.Errorf("consensus: snapshot dir: %w", err)
+	}
+	hlog := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("raft-%d", p), Output: io.Discard, Level: hclog.Off})
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 2, hlog)
+	if err != nil {
+		return fmt.Errorf("consensus: snapshot store of group %d: %w", p, err)
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(mg.cfg.NodeID)
+	rc.HeartbeatTimeout = mg.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = mg.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = mg.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = mg.cfg.CommitTimeout
+	rc.SnapshotThreshold = mg.cfg.SnapshotThreshold
+	rc.TrailingLogs = mg.cfg.TrailingLogs
+	rc.SnapshotInterval = mg.cfg.SnapshotInterval
+	rc.BatchApplyCh = true
+	rc.Logger = newHCLogger(mg.log.With("group_id", p))
+	f := &fsm{group: p, store: mg.deps.Store}
+	trans := mg.deps.Transports.Group(p)
+	if bootstrap {
+		has, err := raft.HasExistingState(logs, stable, snaps)
+		if err != nil {
+			return fmt.Errorf("consensus: inspect group %d: %w", p, err)
+		}
+		if !has {
+			cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(mg.cfg.NodeID)}}}
+			if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, cfg); err != nil {
+				return fmt.Errorf("consensus: bootstrap group %d: %w", p, err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, &countingFSM{fsm: f, m: mg.m}, logs, stable, snaps, trans)
+	if err != nil {
+		return fmt.Errorf("consensus: start group %d: %w", p, err)
+	}
+	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, fsm: f, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m}
+	mg.mu.Lock()
+	mg.mu.groups[p] = g
+	mg.mu.Unlock()
+	return nil
+}
+
+// reconcile makes at most one configuration change that moves the group
+// toward the ring's preference list: add a missing replica as non-voter,
+// promote a caught-up non-voter, remove a server the ring no longer lists
+// (handing leadership away first if it is this node).
+func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) error {
+	want := r.Replicas(g.id)
+	if len(want) == 0 {
+		return nil
+	}
+	cf := g.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return fmt.Errorf("get configuration: %w", err)
+	}
+	servers := cf.Configuration().Servers
+	has := func(id string) (raft.Server, bool) {
+		for _, s := range servers {
+			if string(s.ID) == id {
+				return s, true
+			}
+		}
+		return raft.Server{}, false
+	}
+	const changeTimeout = 5 * time.Second
+	for _, id := range want {
+		if _, ok := has(id); !ok {
+			mg.log.Info("adding raft non-voter", "group_id", g.id, "peer", id)
+			return wrapFuture(g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "add non-voter")
+		}
+	}
+	for _, id := range want {
+		s, _ := has(id)
+		if s.Suffrage == raft.Voter {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		applied, err := mg.deps.Progress.AppliedIndex(cctx, id, g.id)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("progress of %s: %w", id, err)
+		}
+		if applied+mg.cfg.CatchUpEntries >= g.raft.CommitIndex() {
+			mg.log.Info("promoting raft voter", "group_id", g.id, "peer", id, "applied", applied)
+			return wrapFuture(g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "promote voter")
+		}
+		return nil // still catching up
+	}
+	for _, s := range servers {
+		if slices.Contains(want, string(s.ID)) {
+			continue
+		}
+		if string(s.ID) == mg.cfg.NodeID {
+			mg.log.Info("handing over leadership before leaving group", "group_id", g.id)
+			return wrapFuture(g.raft.LeadershipTransfer(), "leadership transfer")
+		}
+		mg.log.Info("removing raft server", "group_id", g.id, "peer", s.ID)
+		return wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server")
+	}
+	return nil
+}
+
+func wrapFuture(f raft.Future, what string) error {
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// countingFSM counts snapshot persists and restores.
+type countingFSM struct {
+	*fsm
+	m *metrics
+}
+
+func (c *countingFSM) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := c.fsm.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &timedSnapshot{FSMSnapshot: s, m: c.m}, nil
+}
+
+func (c *countingFSM) Restore(rc io.ReadCloser) error {
+	c.m.snapshotInstalls.Inc()
+	return c.fsm.Restore(rc)
+}
+
+type timedSnapshot struct {
+	raft.FSMSnapshot
+	m *metrics
+}
+
+func (t *timedSnapshot) Persist(sink raft.SnapshotSink) error {
+	start := time.Now()
+	cs := &countingSink{SnapshotSink: sink}
+	err := t.FSMSnapshot.Persist(cs)
+	t.m.snapshotDuration.Observe(time.Since(start).Seconds())
+	t.m.snapshotBytes.Observe(float64(cs.n))
+	return err //nolint:wrapcheck // fsm's Persist wraps its own errors
+}
+
+type countingSink struct {
+	raft.SnapshotSink
+	n int64
+}
+
+func (c *countingSink) Write(p []byte) (int, error) {
+	n, err := c.SnapshotSink.Write(p)
+	c.n += int64(n)
+	return n, err //nolint:wrapcheck // an io.Writer passes errors through
+}
