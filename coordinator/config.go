@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 )
@@ -114,6 +115,12 @@ type Deps struct {
 	Liveness Liveness
 	// Registerer receives the coordinator's metrics; nil keeps them private.
 	Registerer prometheus.Registerer
+	// Groups are this node's Raft groups; nil disables the linearizable
+	// level (requests at it fail as unavailable).
+	Groups *consensus.Manager
+	// Lin forwards linearizable operations to other nodes' group leaders;
+	// required with Groups. RPCTransport implements it.
+	Lin LinTransport
 }
 
 func (d Deps) validate() error {
@@ -129,6 +136,9 @@ func (d Deps) validate() error {
 	}
 	if d.Transport == nil {
 		errs = append(errs, errors.New("coordinator: Deps.Transport is required"))
+	}
+	if d.Groups != nil && d.Lin == nil {
+		errs = append(errs, errors.New("coordinator: Deps.Lin is required with Deps.Groups"))
 	}
 	return errors.Join(errs...)
 }

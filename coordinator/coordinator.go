@@ -86,7 +86,11 @@ func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) e
 	if err == nil && len(value) > c.cfg.MaxValueBytes {
 		err = fmt.Errorf("%w: value is %d bytes, limit %d", ErrInvalidArgument, len(value), c.cfg.MaxValueBytes)
 	}
-	if err == nil {
+	switch {
+	case err != nil:
+	case level == Linearizable:
+		err = c.linPut(ctx, key, value, false)
+	default:
 		err = c.write(ctx, "set", key, replica.Record{Value: value}, level)
 	}
 	c.metrics.observe("set", level, start, err)
@@ -98,7 +102,11 @@ func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) e
 func (c *Coordinator) Delete(ctx context.Context, key []byte, level Level) error {
 	start := time.Now()
 	err := c.checkKey(key)
-	if err == nil {
+	switch {
+	case err != nil:
+	case level == Linearizable:
+		err = c.linPut(ctx, key, nil, true)
+	default:
 		err = c.write(ctx, "delete", key, replica.Record{Tombstone: true}, level)
 	}
 	c.metrics.observe("delete", level, start, err)
@@ -114,7 +122,12 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, level Level) (value [
 	if err := c.checkKey(key); err != nil {
 		return nil, false, err
 	}
-	rec, found, err := c.read(ctx, key, level)
+	var rec replica.Record
+	if level == Linearizable {
+		rec, found, err = c.linGet(ctx, key)
+	} else {
+		rec, found, err = c.read(ctx, key, level)
+	}
 	if err != nil || !found {
 		return nil, false, err
 	}
@@ -408,6 +421,8 @@ func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level 
 		return nil, fmt.Errorf("%w: limit %d outside 0..%d", ErrInvalidArgument, limit, c.cfg.MaxListLimit)
 	case len(prefix) > c.cfg.MaxKeyBytes:
 		return nil, fmt.Errorf("%w: prefix is %d bytes, limit %d", ErrInvalidArgument, len(prefix), c.cfg.MaxKeyBytes)
+	case level == Linearizable:
+		return nil, fmt.Errorf("%w: list at linearizable is not supported yet", ErrInvalidArgument)
 	case limit == 0:
 		limit = c.cfg.DefaultListLimit
 	}

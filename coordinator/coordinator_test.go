@@ -158,7 +158,7 @@ func TestParseLevel(t *testing.T) {
 		err  bool
 	}{
 		{"", Quorum, false}, {"quorum", Quorum, false}, {"ONE", One, false}, {"all", All, false},
-		{" All ", All, false}, {"linearizable", 0, true}, {"two", 0, true},
+		{" All ", All, false}, {"linearizable", Linearizable, false}, {"two", 0, true},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := ParseLevel(tc.in)

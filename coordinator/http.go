@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/ringkv/ringkv/consensus"
 )
 
 // HTTPHandler serves the client HTTP API of the original spec on top of c:
@@ -16,6 +18,11 @@ import (
 //	GET    /api/get?key=k                        -> {"value":"v","found":true} | 404 {"found":false}
 //	GET    /api/list?prefix=p&limit=N            -> {"pairs":[{"key":"k","value":"v"}]}
 //	DELETE /api/delete?key=k                     -> {"success":true}
+//	POST   /api/cas  {"key":"k","expected":"old","value":"new"}
+//	                 -> {"success":true} | {"success":false,"current":"..."}
+//
+// /api/cas is linearizable; "expected" omitted or null means put-if-absent,
+// and "current" is absent when the key is absent.
 //
 // Every call takes ?consistency=one|quorum|all (default quorum); /api/set
 // also accepts it in the JSON body. Bad input answers 400, too few replicas
@@ -27,6 +34,7 @@ func HTTPHandler(c *Coordinator) http.Handler {
 	mux.HandleFunc("/api/get", h.get)
 	mux.HandleFunc("/api/list", h.list)
 	mux.HandleFunc("/api/delete", h.delete)
+	mux.HandleFunc("/api/cas", h.cas)
 	return mux
 }
 
@@ -49,21 +57,8 @@ func (h *httpAPI) set(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodPost, http.MethodPut) {
 		return
 	}
-	body := http.MaxBytesReader(w, r.Body, int64(h.c.cfg.MaxValueBytes)+int64(h.c.cfg.MaxKeyBytes)*6+4096)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
 	var req setRequest
-	if err := dec.Decode(&req); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, fmt.Errorf("%w: request body over %d bytes", ErrInvalidArgument, tooBig.Limit))
-			return
-		}
-		writeError(w, fmt.Errorf("%w: malformed JSON body: %w", ErrInvalidArgument, err))
-		return
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeError(w, fmt.Errorf("%w: malformed JSON body: trailing data after the object", ErrInvalidArgument))
+	if !h.decodeBody(w, r, &req) {
 		return
 	}
 	if req.Key == nil || req.Value == nil {
@@ -152,6 +147,78 @@ func (h *httpAPI) delete(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]bool{"success": true})
 }
 
+type casRequest struct {
+	Key         *string `json:"key"`
+	Expected    *string `json:"expected"`
+	Value       *string `json:"value"`
+	Consistency string  `json:"consistency,omitempty"`
+}
+
+func (h *httpAPI) cas(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	var req casRequest
+	if !h.decodeBody(w, r, &req) {
+		return
+	}
+	if req.Key == nil || req.Value == nil {
+		writeError(w, fmt.Errorf("%w: body needs \"key\" and \"value\" strings", ErrInvalidArgument))
+		return
+	}
+	levelName := r.URL.Query().Get("consistency")
+	if levelName == "" {
+		levelName = req.Consistency
+	}
+	if levelName != "" {
+		if level, err := ParseLevel(levelName); err != nil || level != Linearizable {
+			writeError(w, fmt.Errorf("%w: compare-and-set is only linearizable, got consistency %q", ErrInvalidArgument, levelName))
+			return
+		}
+	}
+	var expected *[]byte
+	if req.Expected != nil {
+		e := []byte(*req.Expected)
+		expected = &e
+	}
+	res, err := h.c.CompareAndSet(r.Context(), []byte(*req.Key), expected, []byte(*req.Value))
+	switch {
+	case err != nil:
+		writeError(w, err)
+	case res.Swapped:
+		writeJSON(w, http.StatusOK, map[string]bool{"success": true})
+	case res.Found:
+		writeJSON(w, http.StatusOK, struct {
+			Success bool   `json:"success"`
+			Current string `json:"current"`
+		}{false, string(res.Current)})
+	default:
+		writeJSON(w, http.StatusOK, map[string]bool{"success": false})
+	}
+}
+
+// decodeBody decodes one JSON object into v, answering 400 itself when it
+// cannot.
+func (h *httpAPI) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	body := http.MaxBytesReader(w, r.Body, 2*int64(h.c.cfg.MaxValueBytes)+int64(h.c.cfg.MaxKeyBytes)*6+4096)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, fmt.Errorf("%w: request body over %d bytes", ErrInvalidArgument, tooBig.Limit))
+			return false
+		}
+		writeError(w, fmt.Errorf("%w: malformed JSON body: %w", ErrInvalidArgument, err))
+		return false
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		writeError(w, fmt.Errorf("%w: malformed JSON body: trailing data after the object", ErrInvalidArgument))
+		return false
+	}
+	return true
+}
+
 func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
 	for _, m := range methods {
 		if r.Method == m {
@@ -177,6 +244,9 @@ func StatusFor(err error) int {
 	switch {
 	case errors.Is(err, ErrInvalidArgument):
 		return http.StatusBadRequest
+	case errors.Is(err, consensus.ErrAmbiguous):
+		// The write may or may not have been applied.
+		return http.StatusGatewayTimeout
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

@@ -18,6 +18,9 @@ const (
 	Quorum
 	// All waits for every replica; fails while any replica is down.
 	All
+	// Linearizable goes through the partition's Raft leader: operations at
+	// this level on a key are linearizable with respect to each other.
+	Linearizable
 )
 
 // String returns the level's name as used on the wire: "one", "quorum", "all".
@@ -29,6 +32,8 @@ func (l Level) String() string {
 		return "quorum"
 	case All:
 		return "all"
+	case Linearizable:
+		return "linearizable"
 	default:
 		return fmt.Sprintf("Level(%d)", int(l))
 	}
@@ -44,8 +49,10 @@ func ParseLevel(s string) (Level, error) {
 		return One, nil
 	case "all":
 		return All, nil
+	case "linearizable":
+		return Linearizable, nil
 	default:
-		return 0, fmt.Errorf("%w: unknown consistency level %q (want one, quorum or all)", ErrInvalidArgument, s)
+		return 0, fmt.Errorf("%w: unknown consistency level %q (want one, quorum, all or linearizable)", ErrInvalidArgument, s)
 	}
 }
 

@@ -85,6 +85,7 @@ const (
 	callMerge callKind = iota
 	callRead
 	callScan
+	callInvoke
 )
 
 type call struct {
@@ -94,6 +95,7 @@ type call struct {
 	partition uint32
 	key       []byte
 	scan      ScanRequest
+	invoke    func(ctx context.Context, conn *drpcconn.Conn) error
 	done      chan callResult // buffered 1: the sender never blocks
 }
 
@@ -334,6 +336,14 @@ func (t *RPCTransport) send(conn *drpcconn.Conn, batch []*call) error {
 		case callScan:
 			if err := t.sendScan(client, c); err != nil && firstErr == nil {
 				firstErr = err
+			}
+		case callInvoke:
+			ctx, cancel := t.batchContext([]*call{c})
+			err := c.invoke(ctx, conn)
+			cancel()
+			c.done <- callResult{err: err}
+			if err != nil && drpcerrCode(err) == 0 && firstErr == nil {
+				firstErr = err // a transport failure, not an answer
 			}
 		}
 	}

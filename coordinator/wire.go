@@ -7,6 +7,7 @@ import (
 
 	"storj.io/drpc/drpcerr"
 
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 )
@@ -17,6 +18,8 @@ const (
 	codeInternal    uint64 = 1
 	codeUnavailable uint64 = 2
 	codeInvalid     uint64 = 3
+	codeAmbiguous   uint64 = 4
+	codeNoGroup     uint64 = 5
 )
 
 // errPeer marks errors that came back from a peer's Replica service.
@@ -28,6 +31,10 @@ func codeFor(err error) uint64 {
 		return codeUnavailable
 	case errors.Is(err, ErrInvalidArgument), errors.Is(err, replica.ErrClockOffset):
 		return codeInvalid
+	case errors.Is(err, consensus.ErrAmbiguous):
+		return codeAmbiguous
+	case errors.Is(err, consensus.ErrNoGroup):
+		return codeNoGroup
 	default:
 		return codeInternal
 	}
@@ -43,6 +50,10 @@ func errorFor(err error) error {
 	switch drpcerr.Code(err) {
 	case codeInvalid:
 		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	case codeAmbiguous:
+		return fmt.Errorf("%w: %w", consensus.ErrAmbiguous, err)
+	case codeNoGroup:
+		return fmt.Errorf("%w: %w", consensus.ErrNoGroup, err)
 	default:
 		return fmt.Errorf("%w: %w", errPeer, err)
 	}

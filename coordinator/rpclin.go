@@ -1,0 +1,120 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+
+	"storj.io/drpc/drpcconn"
+	"storj.io/drpc/drpcerr"
+
+	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/proto/kvpb"
+	"github.com/ringkv/ringkv/replica"
+)
+
+func drpcerrCode(err error) uint64 { return drpcerr.Code(err) }
+
+// invoke runs fn on one of node's pooled connections.
+func (t *RPCTransport) invoke(ctx context.Context, node string, fn func(ctx context.Context, c kvpb.DRPCLinearizableClient) error) error {
+	res := t.do(ctx, node, &call{kind: callInvoke, invoke: func(ctx context.Context, conn *drpcconn.Conn) error {
+		return fn(ctx, kvpb.NewDRPCLinearizableClient(conn))
+	}})
+	return res.err
+}
+
+// sentWriteError classifies the error of a write RPC: answers from the
+// server keep their meaning; anything else happened after the request may
+// have been delivered, so the outcome is unknown.
+func sentWriteError(err error) error {
+	if drpcerr.Code(err) != 0 {
+		return errorFor(err)
+	}
+	return fmt.Errorf("%w: %w", consensus.ErrAmbiguous, err)
+}
+
+func redirectError(p uint32, r *kvpb.Redirect) error {
+	if r.GetNotLeader() {
+		return &consensus.NotLeaderError{Group: p, Leader: r.GetLeader()}
+	}
+	return nil
+}
+
+// LinGet implements LinTransport.
+func (t *RPCTransport) LinGet(ctx context.Context, node string, p uint32, key []byte) (replica.Record, bool, error) {
+	var resp *kvpb.LinGetResponse
+	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
+		var err error
+		resp, err = c.Get(ctx, &kvpb.LinGetRequest{Partition: p, Key: key})
+		if err != nil {
+			return errorFor(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return replica.Record{}, false, err
+	}
+	if err := redirectError(p, resp.GetRedirect()); err != nil {
+		return replica.Record{}, false, err
+	}
+	if !resp.GetFound() {
+		return replica.Record{}, false, nil
+	}
+	return recordFromWire(resp.GetRecord()), true, nil
+}
+
+// LinPut implements LinTransport.
+func (t *RPCTransport) LinPut(ctx context.Context, node string, p uint32, key, value []byte, tombstone bool) error {
+	var resp *kvpb.LinPutResponse
+	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
+		var err error
+		resp, err = c.Put(ctx, &kvpb.LinPutRequest{Partition: p, Key: key, Value: value, Tombstone: tombstone})
+		if err != nil {
+			return sentWriteError(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return redirectError(p, resp.GetRedirect())
+}
+
+// LinCAS implements LinTransport.
+func (t *RPCTransport) LinCAS(ctx context.Context, node string, p uint32, key []byte, expected *[]byte, value []byte) (CASResult, error) {
+	req := &kvpb.LinCASRequest{Partition: p, Key: key, Value: value}
+	if expected != nil {
+		req.HasExpected, req.Expected = true, *expected
+	}
+	var resp *kvpb.LinCASResponse
+	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
+		var err error
+		resp, err = c.CompareAndSet(ctx, req)
+		if err != nil {
+			return sentWriteError(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return CASResult{}, err
+	}
+	if err := redirectError(p, resp.GetRedirect()); err != nil {
+		return CASResult{}, err
+	}
+	return CASResult{Swapped: resp.GetSwapped(), Found: resp.GetFound(), Current: resp.GetCurrent()}, nil
+}
+
+// AppliedIndex asks node how far its group of partition p has applied
+// (consensus.Progress).
+func (t *RPCTransport) AppliedIndex(ctx context.Context, node string, p uint32) (uint64, error) {
+	var idx uint64
+	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
+		resp, err := c.Applied(ctx, &kvpb.AppliedRequest{Partition: p})
+		if err != nil {
+			return errorFor(err)
+		}
+		idx = resp.GetAppliedIndex()
+		return nil
+	})
+	return idx, err
+}
+
