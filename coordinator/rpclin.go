@@ -117,4 +117,3 @@ func (t *RPCTransport) AppliedIndex(ctx context.Context, node string, p uint32) 
 	})
 	return idx, err
 }
-
