@@ -287,7 +287,8 @@ type readReply struct {
 // more replica whenever one fails or SpeculativeDelay passes without enough
 // answers. It returns the newest record among the answers (found is false
 // when there is none, or it is a tombstone or expired) after repairing the
-// answering replicas that were behind.
+// answering replicas that were behind; replicas that answer after that are
+// repaired in the background.
 func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replica.Record, bool, error) {
 	p, replicas, err := c.placement("get", key, level)
 	if err != nil {
@@ -298,6 +299,15 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
+	// Replica reads outlive the request (bounded by ReplicaWriteTimeout) so
+	// that replicas answering after the level is met are still repaired.
+	bg, bgCancel := context.WithTimeout(c.lifetime, c.cfg.ReplicaWriteTimeout)
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			bgCancel()
+		}
+	}()
 	replies := make(chan readReply, len(order)) // one send per asked replica, never blocks
 	next, inflight := 0, 0
 	ask := func() {
@@ -307,7 +317,7 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			rec, err := c.readFrom(ctx, node, p, key)
+			rec, err := c.readFrom(bg, node, p, key)
 			if errors.Is(err, replica.ErrNotFound) {
 				replies <- readReply{node: node}
 				return
@@ -353,6 +363,7 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 			inflight = 0
 		}
 	}
+	late := inflight // replies still to come
 	if len(answers) < need {
 		if corrupt > 0 && corrupt+len(answers) == len(order) && len(answers) == 0 {
 			return replica.Record{}, false, fmt.Errorf("get: %w", ErrCorrupt)
@@ -371,6 +382,20 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 		return replica.Record{}, false, nil
 	}
 	c.repair(ctx, p, key, newest, answers)
+	if late > 0 {
+		handedOff = true
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			defer bgCancel()
+			for range late {
+				r := <-replies
+				if r.err == nil {
+					c.repair(bg, p, key, newest, []readReply{r})
+				}
+			}
+		}()
+	}
 	return newest, newest.Live(time.Now()), nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
@@ -40,6 +41,9 @@ type Config struct {
 	Replica     replica.Config
 	Coordinator coordinator.Config
 	RPC         coordinator.RPCConfig
+	// Consensus tunes the Raft groups; NodeID, DataDir and Logger are
+	// filled in by the node.
+	Consensus consensus.Config
 	// Logger receives every component's logs; nil discards.
 	Logger *slog.Logger
 }
@@ -52,6 +56,7 @@ func DefaultConfig() Config {
 		Replica:     replica.DefaultConfig(),
 		Coordinator: coordinator.DefaultConfig(),
 		RPC:         coordinator.DefaultRPCConfig(),
+		Consensus:   consensus.DefaultConfig(),
 	}
 }
 

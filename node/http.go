@@ -3,6 +3,9 @@ package node
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -16,6 +19,7 @@ func (n *Node) httpHandler(g prometheus.Gatherer) http.Handler {
 	mux.Handle("/api/", coordinator.HTTPHandler(n.coord))
 	mux.HandleFunc("GET /health", n.health)
 	mux.HandleFunc("GET /api/stats", n.stats)
+	mux.HandleFunc("GET /ready", n.ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path})
@@ -50,6 +54,68 @@ type Stats struct {
 	Members           []MemberStats `json:"members"`
 	// Partitions lists the partitions this node replicates.
 	Partitions []uint32 `json:"partitions"`
+	// Groups lists this node's Raft groups.
+	Groups []GroupStats `json:"groups"`
+}
+
+// GroupStats is one Raft group as this node sees it.
+type GroupStats struct {
+	Partition         uint32   `json:"partition"`
+	State             string   `json:"state"`
+	Leader            string   `json:"leader"`
+	Term              uint64   `json:"term"`
+	CommitIndex       uint64   `json:"commit_index"`
+	AppliedIndex      uint64   `json:"applied_index"`
+	LastSnapshotIndex uint64   `json:"last_snapshot_index"`
+	Voters            []string `json:"voters"`
+	NonVoters         []string `json:"non_voters,omitempty"`
+}
+
+func (n *Node) groupStats() []GroupStats {
+	out := []GroupStats{}
+	for _, g := range n.groups.Groups() {
+		r := g.Raft()
+		gs := GroupStats{
+			Partition: g.ID(), State: r.State().String(), Leader: g.Leader(), Term: r.CurrentTerm(),
+			CommitIndex: r.CommitIndex(), AppliedIndex: r.AppliedIndex(), Voters: []string{},
+		}
+		if v, err := strconv.ParseUint(r.Stats()["last_snapshot_index"], 10, 64); err == nil {
+			gs.LastSnapshotIndex = v
+		}
+		if f := r.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				if s.Suffrage == raft.Voter {
+					gs.Voters = append(gs.Voters, string(s.ID))
+				} else {
+					gs.NonVoters = append(gs.NonVoters, string(s.ID))
+				}
+			}
+		}
+		out = append(out, gs)
+	}
+	return out
+}
+
+// ready answers 200 when every local Raft group has a known leader, 503
+// with the groups still waiting otherwise.
+func (n *Node) ready(w http.ResponseWriter, _ *http.Request) {
+	waiting := []uint32{}
+	groups := n.groups.Groups()
+	for _, g := range groups {
+		if g.Leader() == "" {
+			waiting = append(waiting, g.ID())
+		}
+	}
+	r := n.gossip.Ring()
+	joined := false
+	if m, ok := r.Member(n.cfg.ID); ok && m.Status == ring.Joined {
+		joined = true
+	}
+	code := http.StatusOK
+	if len(waiting) > 0 || !joined || len(groups) < len(r.PartitionsOf(n.cfg.ID)) {
+		code = http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{"ready": code == http.StatusOK, "joined": joined, "groups": len(groups), "groups_without_leader": waiting})
 }
 
 // MemberStats is one member as this node sees it.
@@ -71,6 +137,7 @@ func (n *Node) stats(w http.ResponseWriter, _ *http.Request) {
 		ReplicationFactor: r.ReplicationFactor(),
 		Partitions:        r.PartitionsOf(n.cfg.ID),
 		Members:           []MemberStats{},
+		Groups:            n.groupStats(),
 	}
 	if s.Partitions == nil {
 		s.Partitions = []uint32{}

@@ -16,6 +16,9 @@ import (
 	"storj.io/drpc/drpcmux"
 	"storj.io/drpc/drpcserver"
 
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
@@ -38,6 +41,8 @@ type Node struct {
 	clock  *replica.Clock
 	gossip *gossip.Gossip
 	trans  *coordinator.RPCTransport
+	raftTr *consensus.Transport
+	groups *consensus.Manager
 	coord  *coordinator.Coordinator
 
 	rpcLis  net.Listener
@@ -115,6 +120,33 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if n.trans, err = coordinator.NewRPCTransport(tcfg, members, deps.Registerer); err != nil {
 		return nil, fmt.Errorf("node: transport: %w", err)
 	}
+	rtcfg := consensus.TransportConfig{NodeID: cfg.ID, Logger: log.With("component", "raft_transport")}
+	if n.raftTr, err = consensus.NewTransport(rtcfg, members, deps.Registerer); err != nil {
+		return nil, fmt.Errorf("node: raft transport: %w", err)
+	}
+	gcfgRaft := cfg.Consensus
+	gcfgRaft.NodeID = cfg.ID
+	gcfgRaft.DataDir = filepath.Join(cfg.DataDir, "raft")
+	gcfgRaft.Logger = log.With("component", "consensus")
+	store := n.store
+	n.groups, err = consensus.NewManager(gcfgRaft, consensus.Deps{
+		Store:      store,
+		Clock:      n.clock,
+		Ring:       n.gossip,
+		Transports: n.raftTr,
+		Logs: func(group uint32) (raft.LogStore, raft.StableStore, error) {
+			ls, err := consensus.NewLogStore(store, group)
+			if err != nil {
+				return nil, nil, fmt.Errorf("log store: %w", err)
+			}
+			return ls, ls, nil
+		},
+		Progress:   n.trans,
+		Registerer: deps.Registerer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: consensus: %w", err)
+	}
 	ccfg := cfg.Coordinator
 	ccfg.NodeID = cfg.ID
 	ccfg.Logger = log.With("component", "coordinator")
@@ -125,6 +157,8 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		Transport:  n.trans,
 		Liveness:   members,
 		Registerer: deps.Registerer,
+		Groups:     n.groups,
+		Lin:        n.trans,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: coordinator: %w", err)
@@ -133,6 +167,12 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	mux := drpcmux.New()
 	if err := kvpb.DRPCRegisterReplica(mux, coordinator.NewReplicaServer(n.store, n.clock, log.With("component", "replica_server"))); err != nil {
 		return nil, fmt.Errorf("node: register replica service: %w", err)
+	}
+	if err := kvpb.DRPCRegisterLinearizable(mux, coordinator.NewLinearizableServer(n.groups)); err != nil {
+		return nil, fmt.Errorf("node: register linearizable service: %w", err)
+	}
+	if err := n.raftTr.Register(mux); err != nil {
+		return nil, fmt.Errorf("node: register raft service: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
@@ -154,6 +194,10 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
+	// Groups start once peers can reach this node's raft service.
+	if err := n.groups.Start(); err != nil {
+		return nil, fmt.Errorf("node: start raft groups: %w", err)
+	}
 	log.Info("node started", "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "data", cfg.DataDir)
 	return n, nil
 }
@@ -199,6 +243,12 @@ func (n *Node) Close() error {
 		n.wg.Wait()
 		if n.coord != nil {
 			errs = append(errs, n.coord.Close())
+		}
+		if n.groups != nil {
+			errs = append(errs, n.groups.Close())
+		}
+		if n.raftTr != nil {
+			errs = append(errs, n.raftTr.Close())
 		}
 		if n.trans != nil {
 			errs = append(errs, n.trans.Close())

@@ -81,6 +81,9 @@ func startCluster(t testing.TB, n int) []*Node {
 				if m, ok := r.Member(other.ID()); !ok || m.Status != ring.Joined {
 					done = false
 				}
+				if info, ok := nd.Gossip().Member(other.ID()); !ok || info.Liveness != gossip.Alive {
+					done = false
+				}
 			}
 		}
 		if done {
@@ -152,6 +155,34 @@ func TestClusterServesAndReports(t *testing.T) {
 		if m.Liveness != "alive" || m.Status != "joined" || m.RPCAddr == "" || m.HTTPAddr == "" {
 			t.Fatalf("member %+v", m)
 		}
+	}
+	// Every group gets a leader and, once reconfigured, three voters.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var rd map[string]any
+		code := getJSON(t, "http://"+nodes[2].HTTPAddr()+"/ready", &rd)
+		var st Stats
+		getJSON(t, "http://"+nodes[1].HTTPAddr()+"/api/stats", &st)
+		full := 0
+		for _, g := range st.Groups {
+			if len(g.Voters) == 3 {
+				full++
+			}
+		}
+		if code == 200 && full == 64 && len(st.Groups) == 64 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %d %v; %d of 64 groups have 3 voters", code, rd, full)
+		}
+		tick := time.NewTimer(50 * time.Millisecond)
+		<-tick.C
+	}
+	if err := nodes[1].Coordinator().Set(ctx, []byte("lin"), []byte("x"), coordinator.Linearizable); err != nil {
+		t.Fatal(err)
+	}
+	if got, found, err := nodes[2].Coordinator().Get(ctx, []byte("lin"), coordinator.Linearizable); err != nil || !found || string(got) != "x" {
+		t.Fatalf("linearizable get: %q %v %v", got, found, err)
 	}
 	if code := getJSON(t, "http://"+nodes[0].HTTPAddr()+"/nope", nil); code != 404 {
 		t.Fatalf("unknown path: %d", code)
