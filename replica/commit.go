@@ -10,8 +10,8 @@ import (
 
 // op is one caller's unit of work for the committer. Every write to Badger
 // goes through an op, so the committer is the only writer and may
-// read-compare-write without races. Today the only op is mergeOp; a raw
-// key/value op (for the Raft log and stable store) plugs in the same way.
+// read-compare-write without races. There are two: mergeOp (records) and
+// rawOp (raw.go: the Raft log and stable store), and one batch may mix them.
 type op interface {
 	// writes is the number of writes the op contributes to a group commit,
 	// counted against Config.MaxBatchEntries.
@@ -158,14 +158,26 @@ func (w *batchWriter) get(key []byte, fn func(val []byte) error) (found bool, er
 // set stages key=val; both must stay unmodified until the batch commits. If
 // the transaction is full it is committed first.
 func (w *batchWriter) set(key, val []byte) error {
-	err := w.txn.Set(key, val)
+	return w.stage(func(txn *badger.Txn) error { return txn.Set(key, val) })
+}
+
+// delete stages the deletion of key, which must stay unmodified until the
+// batch commits. If the transaction is full it is committed first.
+func (w *batchWriter) delete(key []byte) error {
+	return w.stage(func(txn *badger.Txn) error { return txn.Delete(key) })
+}
+
+// stage runs write on the transaction in hand; if Badger says the
+// transaction is full, it commits it, begins another and runs write again.
+func (w *batchWriter) stage(write func(*badger.Txn) error) error {
+	err := write(w.txn)
 	if errors.Is(err, badger.ErrTxnTooBig) && w.staged > 0 {
 		w.commit()
 		if w.failed != nil {
 			return w.failed
 		}
 		w.begin()
-		err = w.txn.Set(key, val)
+		err = write(w.txn)
 	}
 	if err != nil {
 		return fmt.Errorf("stage write: %w", err)

@@ -36,46 +36,57 @@
 // One Badger instance per node holds every namespace; the first key byte
 // names it:
 //
-//	'r' | partition uint32 BE | user key   -> encoded Record   (this package, today)
-//	'l' | ...                                 Raft log           (later)
-//	's' | ...                                 Raft stable store  (later)
-//	'h' | ...                                 hints              (later)
+//	'r' | partition uint32 BE | user key   -> encoded Record           (Merge, Get, Scan)
+//	'l' | group uint32 BE | index uint64 BE -> encoded Raft log entry  (consensus.LogStore, via the raw API)
+//	's' | group uint32 BE | name            -> Raft stable-store value (consensus.LogStore, via the raw API)
+//	'h' | ...                                  hints                   (later)
 //
 // Keys of one partition are contiguous and sorted by user key, which is what
 // Scan and per-partition anti-entropy iterate. The record encoding is
 // documented beside AppendBinary in record.go.
+//
+// The raw API (WriteRaw, GetRaw, ScanRaw, LastRaw) reads and writes whole
+// keys of any namespace but records: this package checks only that a raw key
+// or range stays out of 'r' (and Badger's "!badger!"); the layout of the
+// other namespaces belongs to the packages that use them, and is listed here
+// so that namespaces are allocated in one place. Raw writes share the
+// committer, and so the group commit and its fsync, with merges.
 //
 // # Goroutines
 //
 // The store runs one goroutine of its own, the committer
 // (Store.runCommitter), besides Badger's internal ones.
 //
-//   - Fed by Merge through the unbuffered channel Store.reqs: each Merge
-//     call builds its keys and encodings on its own goroutine, then hands
-//     one request over.
+//   - Fed by Merge and WriteRaw through the unbuffered channel Store.reqs:
+//     each call builds its keys and encodings (or copies) on its own
+//     goroutine, then hands one request over.
 //   - It takes every request waiting at that moment (up to
-//     Config.MaxBatchEntries writes), and for each entry reads the stored
-//     record and stages the new one if it is newer, all in one Badger
-//     transaction (committing and starting another if Badger says it is
-//     full), commits, and answers each request on its buffered done channel.
+//     Config.MaxBatchEntries writes; a raw delete range counts as one), and
+//     in one Badger transaction (committing and starting another if Badger
+//     says it is full) stages each merge entry whose record is newer than the
+//     stored one, each raw set, and a delete of every key in each raw delete
+//     range; then it commits and answers each request on its buffered done
+//     channel.
 //   - Because it is the only goroutine that writes, read-compare-write needs
 //     no locks and Badger conflict detection is off.
 //   - Stopped by Close, which closes Store.closing: the committer finishes
-//     the batch in hand and exits; Merge calls not yet handed over return
-//     ErrClosed. Close waits for it (and for in-flight Get and Scan calls)
-//     before closing Badger.
+//     the batch in hand and exits; Merge and WriteRaw calls not yet handed
+//     over return ErrClosed. Close waits for it (and for in-flight reads:
+//     Get, Scan, GetRaw, ScanRaw, LastRaw) before closing Badger.
 //
-// Every write to Badger goes through the committer as an op (commit.go), so
-// the Raft log and stable store can later share its fsyncs by adding an op
-// type for raw key/value writes.
+// Every write to Badger goes through the committer as an op (commit.go):
+// mergeOp for Merge, rawOp for WriteRaw (the Raft log and stable store of
+// every group), so they all share its fsyncs.
 //
 // # Durability discipline
 //
 // Badger is opened with SyncWrites=true, so a transaction's Commit returns
 // only after its write-ahead log (and value log, for large values) is
-// fsynced; Merge acknowledges after that Commit. Group commit is what makes
-// this affordable: one fsync per batch, not per caller. The store never runs
-// with SyncWrites=false and db.Sync() as the durability point, because
-// db.Sync() does not sync the WAL of a memtable that was just rotated out.
+// fsynced; Merge and WriteRaw acknowledge after that Commit. Group commit is
+// what makes this affordable: one fsync per batch, not per caller, whether
+// the batch holds records, Raft log entries of many groups, or both. The
+// store never runs with SyncWrites=false and db.Sync() as the durability
+// point, because db.Sync() does not sync the WAL of a memtable that was just
+// rotated out.
 // Config.InMemory is for tests and gives no durability.
 package replica

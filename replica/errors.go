@@ -6,7 +6,9 @@ import (
 )
 
 var (
-	// ErrNotFound is returned by Store.Get when the key has no record.
+	// ErrNotFound is returned by Store.Get when the key has no record, by
+	// Store.GetRaw when the raw key is absent and by Store.LastRaw when no
+	// raw key has the prefix.
 	ErrNotFound = errors.New("replica: not found")
 	// ErrCorrupt marks every kind of corruption: returned (wrapped) by
 	// DecodeRecord for a malformed encoding and by Store.Get, as a
@@ -18,8 +20,10 @@ var (
 	// timestamp is further ahead of the local wall clock than the allowed offset.
 	ErrClockOffset = errors.New("replica: remote clock too far ahead")
 	// ErrInvalidEntry is returned (wrapped) by Store.Merge for an entry the
-	// store cannot hold, such as a key longer than MaxKeyBytes. Nothing of that
-	// Merge call is applied.
+	// store cannot hold, such as a key longer than MaxKeyBytes, and by
+	// Store.WriteRaw for such a raw write or for a raw key or range in the
+	// record namespace; nothing of that call is applied. GetRaw, ScanRaw and
+	// LastRaw return it for a key or prefix in the record namespace.
 	ErrInvalidEntry = errors.New("replica: invalid entry")
 )
 

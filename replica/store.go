@@ -247,9 +247,10 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 	return s, nil
 }
 
-// Close stops the committer, waits for in-flight Get and Scan calls and
-// closes Badger. Merge calls whose entries are being committed finish
-// normally; Merge calls still waiting for the committer return ErrClosed.
+// Close stops the committer, waits for in-flight reads (Get, Scan, GetRaw,
+// ScanRaw, LastRaw) and closes Badger. Merge and WriteRaw calls being
+// committed finish normally; those still waiting for the committer return
+// ErrClosed.
 // Close is idempotent: later calls return nil. It must not be called from a
 // Scan callback.
 func (s *Store) Close() error {
@@ -316,6 +317,13 @@ func (s *Store) Merge(ctx context.Context, entries []Entry) error {
 	if err != nil {
 		return err
 	}
+	return s.submit(ctx, op)
+}
+
+// submit hands op to the committer and waits for its answer. It returns
+// ErrClosed if the store closes before the committer takes op, and ctx.Err()
+// if ctx ends first (after the hand-off, op may still be applied).
+func (s *Store) submit(ctx context.Context, op op) error {
 	r := &request{op: op, done: make(chan error, 1)}
 	s.queued.Add(1)
 	select {
@@ -326,14 +334,14 @@ func (s *Store) Merge(ctx context.Context, entries []Entry) error {
 		return ErrClosed
 	case <-ctx.Done():
 		s.queued.Add(-1)
-		return ctx.Err() //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
+		return ctx.Err() //nolint:wrapcheck // documented: Merge and WriteRaw return ctx.Err() itself
 	}
 	// The committer answers every request it received, even while closing.
 	select {
 	case err := <-r.done:
 		return err
 	case <-ctx.Done():
-		return ctx.Err() //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
+		return ctx.Err() //nolint:wrapcheck // documented: Merge and WriteRaw return ctx.Err() itself
 	}
 }
 

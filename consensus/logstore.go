@@ -1,0 +1,486 @@
+package consensus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/replica"
+)
+
+// Sentinels of LogStore. They live here, with the one type that returns
+// them, rather than in errors.go.
+var (
+	// ErrKeyNotFound is returned, never wrapped, by LogStore.Get and
+	// LogStore.GetUint64 for a stable-store key that was never set. Its text
+	// is exactly "not found", without the package prefix: hashicorp/raft
+	// tells a missing key from a failure by err.Error() == "not found" (the
+	// contract of raft-boltdb, which raft's own code follows), for example
+	// for CurrentTerm on first boot.
+	ErrKeyNotFound = errors.New("not found")
+	// ErrLogStoreBroken is returned (joined with the original failure) by
+	// StoreLog, StoreLogs, DeleteRange, FirstIndex and LastIndex after a log
+	// write failed in a way that may have applied part of it: the cached
+	// first and last index may no longer match the store. A new LogStore on
+	// the same store (NewLogStore reloads the indexes) recovers.
+	ErrLogStoreBroken = errors.New("consensus: log store broken by a failed write; reopen it")
+	// ErrCorruptLog marks a stored log entry, log key or stable-store value
+	// that fails to decode (returned wrapped).
+	ErrCorruptLog = errors.New("consensus: corrupt raft log or stable store")
+)
+
+// RawStore is what LogStore needs from the node's store; replica.Store
+// implements it. Writes must be durable when WriteRaw returns nil.
+type RawStore interface {
+	WriteRaw(ctx context.Context, sets []replica.KV, deleteRanges []replica.KeyRange) error
+	GetRaw(key []byte) ([]byte, error)
+	ScanRaw(prefix, start []byte, fn func(key, value []byte) bool) error
+	LastRaw(prefix []byte) (key, value []byte, err error)
+}
+
+var (
+	_ RawStore         = (*replica.Store)(nil)
+	_ raft.LogStore    = (*LogStore)(nil)
+	_ raft.StableStore = (*LogStore)(nil)
+)
+
+// LogStore is one Raft group's log and stable store, kept in the node's
+// shared store (the replica.Store, whose key layout lists these namespaces):
+//
+//	'l' | group uint32 BE | index uint64 BE -> log entry (encoding below)
+//	's' | group uint32 BE | name            -> stable-store value
+//
+// It implements raft.LogStore and raft.StableStore (hashicorp/raft v1.8.0).
+// Every write is durable before it returns: it goes through the store's
+// committer, whose fsync it shares with the writes of every other group and
+// with replica merges (group commit). The log may have gaps (it does not
+// implement raft.MonotonicLogStore); FirstIndex and LastIndex are the
+// smallest and largest stored index, as in raft-boltdb.
+//
+// hashicorp/raft has no context, so LogStore writes with
+// context.Background(): raft calls its stores synchronously and waits for
+// them by contract, and a write cannot hang past the store's Close (the
+// committer answers every request it took; the rest get replica.ErrClosed).
+// This is the one place a ctx is made up.
+//
+// LogStore is safe for concurrent use (raft calls it from its main loop and
+// its snapshot goroutine). Log writes (StoreLogs, DeleteRange) are
+// serialized; reads and stable-store calls are not.
+type LogStore struct {
+	store      RawStore
+	group      uint32
+	logPrefix  []byte // 'l' | group
+	stablePref []byte // 's' | group
+
+	// writeMu serializes log writes, held across the store write so that
+	// the cached indexes change in the order the writes commit. It guards
+	// first, last and broken against other writers; readers load them
+	// without it. It is the one lock here held across I/O: the order is the
+	// point, and only this group's log writers wait on it.
+	writeMu sync.Mutex
+	first   atomic.Uint64         // smallest stored index; 0 if the log is empty
+	last    atomic.Uint64         // largest stored index; 0 if the log is empty
+	broken  atomic.Pointer[error] // set by a write that may have partly applied
+}
+
+// NewLogStore returns the log and stable store of group in store, loading
+// its first and last log index. It returns a wrapped ErrCorruptLog for a
+// malformed log key, or the store's error.
+func NewLogStore(store RawStore, group uint32) (*LogStore, error) {
+	s := &LogStore{
+		store:      store,
+		group:      group,
+		logPrefix:  binary.BigEndian.AppendUint32([]byte{nsRaftLog}, group),
+		stablePref: binary.BigEndian.AppendUint32([]byte{nsRaftStable}, group),
+	}
+	if err := s.loadIndexesLocked(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// FirstIndex implements raft.LogStore: the smallest stored index, 0 if the
+// log is empty. Errors: ErrLogStoreBroken.
+func (s *LogStore) FirstIndex() (uint64, error) {
+	if err := s.brokenErr(); err != nil {
+		return 0, err
+	}
+	return s.first.Load(), nil
+}
+
+// LastIndex implements raft.LogStore: the largest stored index, 0 if the log
+// is empty. Errors: ErrLogStoreBroken.
+func (s *LogStore) LastIndex() (uint64, error) {
+	if err := s.brokenErr(); err != nil {
+		return 0, err
+	}
+	return s.last.Load(), nil
+}
+
+// GetLog implements raft.LogStore: it fills log with the entry at index.
+// log.Data and log.Extensions are the caller's (a private copy).
+//
+// Errors: raft.ErrLogNotFound (unwrapped: raft compares with ==) if there is
+// no entry at index; a wrapped ErrCorruptLog if the stored entry fails to
+// decode or carries another index; otherwise the store's error.
+func (s *LogStore) GetLog(index uint64, log *raft.Log) error {
+	val, err := s.store.GetRaw(s.logKey(index))
+	if errors.Is(err, replica.ErrNotFound) {
+		return raft.ErrLogNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("get log %d of group %d: %w", index, s.group, err)
+	}
+	if err := decodeLog(val, log); err != nil {
+		return fmt.Errorf("log %d of group %d: %w", index, s.group, err)
+	}
+	if log.Index != index {
+		return fmt.Errorf("%w: log %d of group %d holds index %d", ErrCorruptLog, index, s.group, log.Index)
+	}
+	return nil
+}
+
+// StoreLog implements raft.LogStore; see StoreLogs.
+func (s *LogStore) StoreLog(log *raft.Log) error {
+	return s.StoreLogs([]*raft.Log{log})
+}
+
+// StoreLogs implements raft.LogStore: it durably stores logs, replacing any
+// entries at the same indexes. It does not retain logs.
+//
+// Errors: ErrLogStoreBroken; a wrapped replica.ErrInvalidEntry if an entry is
+// too large for the store (nothing is stored); otherwise the store's error,
+// after which the LogStore is broken (part of logs may be stored).
+func (s *LogStore) StoreLogs(logs []*raft.Log) error {
+	if len(logs) == 0 {
+		return nil
+	}
+	size := 0
+	for _, l := range logs {
+		size += logKeyLen + encodedLogLen(l)
+	}
+	buf := make([]byte, 0, size)
+	sets := make([]replica.KV, len(logs))
+	lo, hi := uint64(math.MaxUint64), uint64(0)
+	for i, l := range logs {
+		start := len(buf)
+		buf = s.appendLogKey(buf, l.Index)
+		key := buf[start:len(buf):len(buf)]
+		start = len(buf)
+		buf = appendLog(buf, l)
+		sets[i] = replica.KV{Key: key, Value: buf[start:len(buf):len(buf)]}
+		lo, hi = min(lo, l.Index), max(hi, l.Index)
+	}
+
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.brokenErr(); err != nil {
+		return err
+	}
+	if err := s.store.WriteRaw(context.Background(), sets, nil); err != nil {
+		return s.failLocked(fmt.Errorf("store logs %d-%d of group %d: %w", lo, hi, s.group, err))
+	}
+	if f := s.first.Load(); f == 0 || lo < f {
+		s.first.Store(lo)
+	}
+	if hi > s.last.Load() {
+		s.last.Store(hi)
+	}
+	return nil
+}
+
+// DeleteRange implements raft.LogStore: it durably deletes the entries with
+// index in [lo, hi] (inclusive; nothing if lo > hi).
+//
+// Errors: ErrLogStoreBroken; otherwise the store's error, after which the
+// LogStore is broken (part of the range may be deleted).
+func (s *LogStore) DeleteRange(lo, hi uint64) error {
+	if lo > hi {
+		return nil
+	}
+	// Log keys all have the same length, so logKey(hi)+0x00 is the next
+	// possible key after logKey(hi).
+	r := replica.KeyRange{Start: s.logKey(lo), End: append(s.logKey(hi), 0)}
+
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.brokenErr(); err != nil {
+		return err
+	}
+	if err := s.store.WriteRaw(context.Background(), nil, []replica.KeyRange{r}); err != nil {
+		return s.failLocked(fmt.Errorf("delete logs %d-%d of group %d: %w", lo, hi, s.group, err))
+	}
+	// The range may have had gaps on either side: read the new bounds back.
+	if err := s.loadIndexesLocked(); err != nil {
+		return s.failLocked(err)
+	}
+	return nil
+}
+
+// loadIndexesLocked reads the first and last index from the store. writeMu
+// must be held (or s not yet shared).
+func (s *LogStore) loadIndexesLocked() error {
+	var first, last uint64
+	var ferr error
+	err := s.store.ScanRaw(s.logPrefix, nil, func(key, _ []byte) bool {
+		first, ferr = s.indexOf(key)
+		return false
+	})
+	if err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return fmt.Errorf("load first log index of group %d: %w", s.group, err)
+	}
+	key, _, err := s.store.LastRaw(s.logPrefix)
+	switch {
+	case errors.Is(err, replica.ErrNotFound):
+		last = 0
+	case err != nil:
+		return fmt.Errorf("load last log index of group %d: %w", s.group, err)
+	default:
+		if last, err = s.indexOf(key); err != nil {
+			return fmt.Errorf("load last log index of group %d: %w", s.group, err)
+		}
+	}
+	s.first.Store(first)
+	s.last.Store(last)
+	return nil
+}
+
+// failLocked marks the LogStore broken unless err shows that nothing was
+// applied, and returns err.
+func (s *LogStore) failLocked(err error) error {
+	if errors.Is(err, replica.ErrInvalidEntry) || errors.Is(err, replica.ErrClosed) {
+		return err // nothing applied: the cached indexes still hold
+	}
+	broken := errors.Join(ErrLogStoreBroken, err)
+	s.broken.Store(&broken)
+	return err
+}
+
+func (s *LogStore) brokenErr() error {
+	if p := s.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Set implements raft.StableStore: it durably stores val under key. It does
+// not retain key or val. Errors: a wrapped replica.ErrInvalidEntry if key or
+// val is too large; otherwise the store's error.
+func (s *LogStore) Set(key, val []byte) error {
+	err := s.store.WriteRaw(context.Background(), []replica.KV{{Key: s.stableKey(key), Value: val}}, nil)
+	if err != nil {
+		return fmt.Errorf("set stable key of group %d: %w", s.group, err)
+	}
+	return nil
+}
+
+// Get implements raft.StableStore: it returns a copy of the value stored
+// under key (non-nil, even if empty).
+//
+// Errors: ErrKeyNotFound (unwrapped: raft matches its text) if key was never
+// set; otherwise the store's error.
+func (s *LogStore) Get(key []byte) ([]byte, error) {
+	val, err := s.store.GetRaw(s.stableKey(key))
+	if errors.Is(err, replica.ErrNotFound) {
+		return nil, ErrKeyNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get stable key of group %d: %w", s.group, err)
+	}
+	return val, nil
+}
+
+// SetUint64 implements raft.StableStore: Set of val as 8 big-endian bytes.
+func (s *LogStore) SetUint64(key []byte, val uint64) error {
+	return s.Set(key, binary.BigEndian.AppendUint64(nil, val))
+}
+
+// GetUint64 implements raft.StableStore.
+//
+// Errors: (0, ErrKeyNotFound), unwrapped, if key was never set, as
+// raft-boltdb does (raft treats it as 0); a wrapped ErrCorruptLog if the
+// value is not 8 bytes; otherwise the store's error.
+func (s *LogStore) GetUint64(key []byte) (uint64, error) {
+	val, err := s.Get(key)
+	if err != nil {
+		return 0, err
+	}
+	if len(val) != 8 {
+		return 0, fmt.Errorf("%w: stable uint64 of group %d has %d bytes, want 8", ErrCorruptLog, s.group, len(val))
+	}
+	return binary.BigEndian.Uint64(val), nil
+}
+
+// Namespaces of the node's store used here (see the replica package's key
+// layout).
+const (
+	nsRaftLog    = 'l'
+	nsRaftStable = 's'
+	logKeyLen    = 1 + 4 + 8
+)
+
+func (s *LogStore) appendLogKey(dst []byte, index uint64) []byte {
+	dst = append(dst, s.logPrefix...)
+	return binary.BigEndian.AppendUint64(dst, index)
+}
+
+func (s *LogStore) logKey(index uint64) []byte {
+	return s.appendLogKey(make([]byte, 0, logKeyLen+1), index) // +1: room for DeleteRange's 0x00
+}
+
+func (s *LogStore) stableKey(name []byte) []byte {
+	return append(append(make([]byte, 0, len(s.stablePref)+len(name)), s.stablePref...), name...)
+}
+
+// indexOf returns the index in a log key of this group.
+func (s *LogStore) indexOf(key []byte) (uint64, error) {
+	if len(key) != logKeyLen {
+		return 0, fmt.Errorf("%w: log key of %d bytes, want %d", ErrCorruptLog, len(key), logKeyLen)
+	}
+	return binary.BigEndian.Uint64(key[len(s.logPrefix):]), nil
+}
+
+// Log entry encoding, version 1:
+//
+//	version    byte (1)
+//	type       byte (raft.LogType)
+//	flags      byte (bit 0: AppendedAt is set; other bits 0)
+//	index      uvarint
+//	term       uvarint
+//	appendedAt varint, Unix nanoseconds (only if flag bit 0)
+//	data       uvarint length, bytes
+//	extensions uvarint length, bytes
+//	crc        uint32 BE, CRC-32C (Castagnoli) of everything before it
+//
+// AppendedAt round-trips as an instant (time.Unix(0, n)): its location and
+// monotonic reading are not kept, and a zero AppendedAt stays zero.
+const (
+	logVersion      = 1
+	logFlagAppended = 1 << 0
+	logCRCLen       = 4
+	logFixedLen     = 3 + logCRCLen
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// encodedLogLen is an upper bound of the encoding of l.
+func encodedLogLen(l *raft.Log) int {
+	return logFixedLen + 5*binary.MaxVarintLen64 + len(l.Data) + len(l.Extensions)
+}
+
+// appendLog appends the encoding of l to dst.
+func appendLog(dst []byte, l *raft.Log) []byte {
+	start := len(dst)
+	var flags byte
+	if !l.AppendedAt.IsZero() {
+		flags |= logFlagAppended
+	}
+	dst = append(dst, logVersion, byte(l.Type), flags)
+	dst = binary.AppendUvarint(dst, l.Index)
+	dst = binary.AppendUvarint(dst, l.Term)
+	if flags&logFlagAppended != 0 {
+		dst = binary.AppendVarint(dst, l.AppendedAt.UnixNano())
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(l.Data)))
+	dst = append(dst, l.Data...)
+	dst = binary.AppendUvarint(dst, uint64(len(l.Extensions)))
+	dst = append(dst, l.Extensions...)
+	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// decodeLog decodes b into l, whose Data and Extensions then alias b (nil
+// when empty). It returns a wrapped ErrCorruptLog for anything but a
+// well-formed version-1 encoding with a matching checksum.
+func decodeLog(b []byte, l *raft.Log) error {
+	if len(b) < logFixedLen {
+		return fmt.Errorf("%w: log entry of %d bytes is too short", ErrCorruptLog, len(b))
+	}
+	body := b[:len(b)-logCRCLen]
+	if got, want := crc32.Checksum(body, castagnoli), binary.BigEndian.Uint32(b[len(body):]); got != want {
+		return fmt.Errorf("%w: log entry checksum %08x, want %08x", ErrCorruptLog, got, want)
+	}
+	if body[0] != logVersion {
+		return fmt.Errorf("%w: log entry version %d, want %d", ErrCorruptLog, body[0], logVersion)
+	}
+	typ, flags := body[1], body[2]
+	if flags&^logFlagAppended != 0 {
+		return fmt.Errorf("%w: log entry flags %#x", ErrCorruptLog, flags)
+	}
+	d := logDecoder{b: body[3:]}
+	out := raft.Log{Type: raft.LogType(typ)}
+	out.Index = d.uvarint()
+	out.Term = d.uvarint()
+	if flags&logFlagAppended != 0 {
+		out.AppendedAt = time.Unix(0, d.varint())
+	}
+	out.Data = d.bytes()
+	out.Extensions = d.bytes()
+	if d.err != nil {
+		return d.err
+	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("%w: %d bytes after the log entry", ErrCorruptLog, len(d.b))
+	}
+	*l = out
+	return nil
+}
+
+// logDecoder reads the fields of a log entry; the first error sticks.
+type logDecoder struct {
+	b   []byte
+	err error
+}
+
+func (d *logDecoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad uvarint in log entry", ErrCorruptLog)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *logDecoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad varint in log entry", ErrCorruptLog)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *logDecoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("%w: log entry field of %d bytes, %d left", ErrCorruptLog, n, len(d.b))
+		return nil
+	}
+	if n == 0 {
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
