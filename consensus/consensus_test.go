@@ -128,10 +128,17 @@ func openStore(t *testing.T) *replica.Store {
 
 func (c *cluster) start(node string) *Manager {
 	c.t.Helper()
+	return c.startWith(node, node == "n1")
+}
+
+func (c *cluster) startWith(node string, founder bool) *Manager {
+	c.t.Helper()
 	if c.stores[node] == nil {
 		c.stores[node] = openStore(c.t)
 	}
-	m, err := NewManager(testConfig(c.t, node), Deps{
+	cfg := testConfig(c.t, node)
+	cfg.Founder = founder
+	m, err := NewManager(cfg, Deps{
 		Store: c.stores[node], Clock: replica.NewClock(nil, 0), Ring: c.ring,
 		Transports: nodeTransports{c.f, node}, Logs: c.f.logFactory(node), Progress: c.f,
 	})

@@ -36,8 +36,8 @@
 // # Membership
 //
 // Manager creates a group for every partition the ring assigns this node.
-// A node that is the only member of its ring when it starts (the founder)
-// bootstraps every group with itself alone; afterwards each group's leader
+// The node that created the cluster's ring (Config.Founder) bootstraps
+// every group with itself alone; afterwards each group's leader
 // moves the configuration toward the ring's preference list one change at
 // a time: add a missing replica as non-voter, promote it once its applied
 // index is within CatchUpEntries of the commit index (asked via Progress),

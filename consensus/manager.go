@@ -52,6 +52,11 @@ type Config struct {
 	// CatchUpEntries: a non-voter within this many entries of the leader's
 	// commit index is promoted to voter. Default 64.
 	CatchUpEntries uint64
+	// Founder says this node created the cluster's ring (gossip.Founded):
+	// at Start it bootstraps the group of every partition that has no
+	// state yet, with itself as the only voter. No other node ever
+	// bootstraps a group.
+	Founder bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -130,9 +135,9 @@ type Deps struct {
 // leads a group, changes the group's configuration toward the ring's
 // preference list one server at a time.
 //
-// Bootstrap: a node that is the only member of its ring when it starts
-// (the founder of a new cluster) bootstraps every group with itself as sole
-// voter; every other member joins groups when their leaders add it.
+// Bootstrap: the node that created the cluster's ring (Config.Founder)
+// bootstraps every group with itself as sole voter; every other member
+// joins groups when their leaders add it.
 type Manager struct {
 	cfg  Config
 	deps Deps
@@ -178,8 +183,20 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 // reconcile loop. Goroutine: one loop, stopped by Close.
 func (mg *Manager) Start() error {
 	r := mg.deps.Ring.Ring()
-	founder := len(r.Active()) == 1 && r.Active()[0].ID == mg.cfg.NodeID
-	if err := mg.ensureGroups(r, founder); err != nil {
+	if mg.cfg.Founder && r != nil {
+		// Every partition, not only this node's: members that joined
+		// before this ran may already hold some of them, and leaders move
+		// each group to its preference list.
+		for p := range r.Partitions() {
+			if _, ok := mg.Group(uint32(p)); ok {
+				continue
+			}
+			if err := mg.createGroup(uint32(p), true); err != nil {
+				return err
+			}
+		}
+	}
+	if err := mg.ensureGroups(r, false); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -271,9 +288,19 @@ func (mg *Manager) loop(ctx context.Context) {
 		}
 		for _, g := range mg.Groups() {
 			mg.noteLeader(g)
-			if g.raft.State() == raft.Leader {
-				if err := mg.reconcile(ctx, g, r); err != nil {
+			// Several changes per tick (each waits for the previous to
+			// commit): a new member is added and promoted without waiting
+			// a tick per step.
+			for range 4 {
+				if g.raft.State() != raft.Leader {
+					break
+				}
+				changed, err := mg.reconcile(ctx, g, r)
+				if err != nil {
 					mg.log.Warn("reconcile raft group", "group_id", g.id, "err", err)
+				}
+				if !changed || err != nil {
+					break
 				}
 			}
 		}
@@ -363,18 +390,19 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	return nil
 }
 
-// reconcile makes at most one configuration change that moves the group
+// reconcile makes at most one configuration change (reporting whether it
+// made one) that moves the group
 // toward the ring's preference list: add a missing replica as non-voter,
 // promote a caught-up non-voter, remove a server the ring no longer lists
 // (handing leadership away first if it is this node).
-func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) error {
+func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (bool, error) {
 	want := r.Replicas(g.id)
 	if len(want) == 0 {
-		return nil
+		return false, nil
 	}
 	cf := g.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
-		return fmt.Errorf("get configuration: %w", err)
+		return false, fmt.Errorf("get configuration: %w", err)
 	}
 	servers := cf.Configuration().Servers
 	has := func(id string) (raft.Server, bool) {
@@ -389,7 +417,7 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) error 
 	for _, id := range want {
 		if _, ok := has(id); !ok {
 			mg.log.Info("adding raft non-voter", "group_id", g.id, "peer", id)
-			return wrapFuture(g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "add non-voter")
+			return true, wrapFuture(g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "add non-voter")
 		}
 	}
 	for _, id := range want {
@@ -401,13 +429,13 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) error 
 		applied, err := mg.deps.Progress.AppliedIndex(cctx, id, g.id)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("progress of %s: %w", id, err)
+			return false, fmt.Errorf("progress of %s: %w", id, err)
 		}
 		if applied+mg.cfg.CatchUpEntries >= g.raft.CommitIndex() {
 			mg.log.Info("promoting raft voter", "group_id", g.id, "peer", id, "applied", applied)
-			return wrapFuture(g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "promote voter")
+			return true, wrapFuture(g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "promote voter")
 		}
-		return nil // still catching up
+		return false, nil // still catching up
 	}
 	for _, s := range servers {
 		if slices.Contains(want, string(s.ID)) {
@@ -415,12 +443,12 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) error 
 		}
 		if string(s.ID) == mg.cfg.NodeID {
 			mg.log.Info("handing over leadership before leaving group", "group_id", g.id)
-			return wrapFuture(g.raft.LeadershipTransfer(), "leadership transfer")
+			return false, wrapFuture(g.raft.LeadershipTransfer(), "leadership transfer")
 		}
 		mg.log.Info("removing raft server", "group_id", g.id, "peer", s.ID)
-		return wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server")
+		return true, wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server")
 	}
-	return nil
+	return false, nil
 }
 
 func wrapFuture(f raft.Future, what string) error {

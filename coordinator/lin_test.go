@@ -117,6 +117,7 @@ func newLinNode(t *testing.T) (n1, n9 *Coordinator, lin *serverLin) {
 	ccfg.NodeID, ccfg.DataDir = "n1", t.TempDir()
 	ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
 	ccfg.CommitTimeout = 10 * time.Millisecond
+	ccfg.Founder = true
 	clock := replica.NewClock(nil, 0)
 	logs := map[uint32]*raft.InmemStore{}
 	mgr, err := consensus.NewManager(ccfg, consensus.Deps{
@@ -135,6 +136,7 @@ func newLinNode(t *testing.T) (n1, n9 *Coordinator, lin *serverLin) {
 	// n9's manager hosts no group: n9 is not in the ring.
 	ccfg9 := ccfg
 	ccfg9.NodeID, ccfg9.DataDir = "n9", t.TempDir()
+	ccfg9.Founder = false
 	mgr9, err := consensus.NewManager(ccfg9, consensus.Deps{
 		Store: store, Clock: clock, Ring: src, Transports: inmemTransports{}, Progress: noProgress{},
 		Logs: func(uint32) (raft.LogStore, raft.StableStore, error) { return nil, nil, errors.New("unused") },

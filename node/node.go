@@ -128,6 +128,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	gcfgRaft.NodeID = cfg.ID
 	gcfgRaft.DataDir = filepath.Join(cfg.DataDir, "raft")
 	gcfgRaft.Logger = log.With("component", "consensus")
+	gcfgRaft.Founder = n.gossip.Founded()
 	store := n.store
 	n.groups, err = consensus.NewManager(gcfgRaft, consensus.Deps{
 		Store:      store,

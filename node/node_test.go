@@ -60,6 +60,7 @@ func startCluster(t testing.TB, n int) []*Node {
 		cfg.DataDir = dirs[i-1]
 		cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GossipProfile = gossip.Local
+		cfg.Consensus.ReconcileInterval = 100 * time.Millisecond
 		if i > 1 {
 			cfg.Join = []string{nodes[0].GossipAddr()}
 		}

@@ -14,7 +14,10 @@ import (
 	"github.com/ringkv/ringkv/ring/gossip"
 )
 
-const localProfile = gossip.Local
+const (
+	localProfile   = gossip.Local
+	localReconcile = 100 * time.Millisecond
+)
 
 // dev runs three real nodes in this process on the fixed loopback ports of
 // the README, with data under --data (reused by the next run).
@@ -52,10 +55,11 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.HTTPAddr = loopback(*httpPort, i)
 		cfg.RPCAddr = loopback(*rpcPort, i)
 		cfg.GossipAddr = loopback(*gossipPort, i)
-		if i > 1 {
-			cfg.Join = []string{running[0].GossipAddr()}
+		for _, prev := range running { // seed with every earlier node
+			cfg.Join = append(cfg.Join, prev.GossipAddr())
 		}
-		cfg.GossipProfile = gossip.Local
+		cfg.GossipProfile = localProfile
+		cfg.Consensus.ReconcileInterval = localReconcile
 		cfg.Logger = log
 		reg := newRegistry()
 		n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg})

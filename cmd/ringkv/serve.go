@@ -50,7 +50,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	zone := fs.String("zone", envDefault("RINGKV_ZONE", ""), "failure zone of this node (env RINGKV_ZONE)")
 	fs.IntVar(&cfg.Ring.Partitions, "partitions", cfg.Ring.Partitions, "partitions of a new cluster (power of two)")
 	fs.IntVar(&cfg.Ring.ReplicationFactor, "replicas", cfg.Ring.ReplicationFactor, "replication factor N of a new cluster")
-	fast := fs.Bool("fast-gossip", false, "use loopback gossip timers (tests)")
+	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -67,6 +67,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.Join = splitList(*join)
 	if *fast {
 		cfg.GossipProfile = localProfile
+		cfg.Consensus.ReconcileInterval = localReconcile
 	}
 	cfg.Logger = log
 	if err := cfg.Validate(); err != nil {

@@ -119,8 +119,8 @@ func Start(t testing.TB, n int) *Cluster {
 		}
 		nd.DataDir = filepath.Join(root, nd.ID)
 		nd.LogPath = filepath.Join(root, nd.ID+".log")
-		if i > 1 {
-			nd.join = []string{c.Nodes[0].GossipAddr}
+		for _, prev := range c.Nodes { // seed with every earlier node
+			nd.join = append(nd.join, prev.GossipAddr)
 		}
 		c.Nodes = append(c.Nodes, nd)
 	}
@@ -233,6 +233,19 @@ type Stats struct {
 		Liveness string `json:"liveness"`
 		Status   string `json:"status"`
 	} `json:"members"`
+	Groups []GroupStats `json:"groups"`
+}
+
+// GroupStats is one raft group in /api/stats.
+type GroupStats struct {
+	Partition         uint32   `json:"partition"`
+	State             string   `json:"state"`
+	Leader            string   `json:"leader"`
+	Term              uint64   `json:"term"`
+	CommitIndex       uint64   `json:"commit_index"`
+	AppliedIndex      uint64   `json:"applied_index"`
+	LastSnapshotIndex uint64   `json:"last_snapshot_index"`
+	Voters            []string `json:"voters"`
 }
 
 // Stats fetches the node's /api/stats.
@@ -355,4 +368,84 @@ func (nd *Node) Get(ctx context.Context, key, level string) (string, int, error)
 		}
 	}
 	return out.Value, code, nil
+}
+
+// CAS runs POST /api/cas: expected nil means put-if-absent. It returns
+// whether it swapped, the current value when it did not, and the status.
+func (nd *Node) CAS(ctx context.Context, key string, expected *string, value string) (bool, string, int, error) {
+	body := map[string]any{"key": key, "value": value}
+	if expected != nil {
+		body["expected"] = *expected
+	}
+	code, b, err := nd.Do(ctx, http.MethodPost, "/api/cas", nil, body)
+	if err != nil {
+		return false, "", code, err
+	}
+	var out struct {
+		Success bool   `json:"success"`
+		Current string `json:"current"`
+	}
+	if code == http.StatusOK {
+		if err := json.Unmarshal(b, &out); err != nil {
+			return false, "", code, fmt.Errorf("decode cas: %w", err)
+		}
+	}
+	return out.Success, out.Current, code, nil
+}
+
+// Metric returns the sum of every sample of the named metric on the node's
+// /metrics (0 if absent).
+func (nd *Node) Metric(ctx context.Context, name string) (float64, error) {
+	code, body, err := nd.Do(ctx, http.MethodGet, "/metrics", nil, nil)
+	if err != nil {
+		return 0, err
+	}
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("metrics: HTTP %d", code)
+	}
+	sum := 0.0
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+" ") && !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		fields := strings.Fields(line)
+		var v float64
+		if _, err := fmt.Sscan(fields[len(fields)-1], &v); err == nil {
+			sum += v
+		}
+	}
+	return sum, nil
+}
+
+// WaitRaftReady polls until every running node answers /ready and every
+// group on every running node has voters equal to want (when want > 0).
+func (c *Cluster) WaitRaftReady(timeout time.Duration, want int) {
+	c.t.Helper()
+	c.WaitFor(timeout, "raft groups to be ready", func(ctx context.Context) error {
+		for _, nd := range c.Nodes {
+			if !nd.Running() {
+				continue
+			}
+			code, body, err := nd.Do(ctx, http.MethodGet, "/ready", nil, nil)
+			if err != nil {
+				return err
+			}
+			if code != http.StatusOK {
+				return fmt.Errorf("%s not ready: %s", nd.ID, body)
+			}
+			if want == 0 {
+				continue
+			}
+			s, err := nd.Stats(ctx)
+			if err != nil {
+				return err
+			}
+			for _, g := range s.Groups {
+				if len(g.Voters) != want {
+					return fmt.Errorf("%s: group %d has voters %v", nd.ID, g.Partition, g.Voters)
+				}
+			}
+		}
+		return nil
+	})
 }

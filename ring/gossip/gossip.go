@@ -27,6 +27,9 @@ type Gossip struct {
 	ml      *memberlist.Memberlist
 	addr    string
 
+	// founded is true when this Open created the cluster's ring.
+	founded bool
+
 	// snap is the adopted ring. Written only by the run goroutine (and Open).
 	snap atomic.Pointer[snapshot]
 	// joined is set once a node with Seeds has joined one of them (at Open
@@ -192,6 +195,7 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 		ops:      make(chan op),
 		sendKick: make(chan struct{}, 1),
 		stop:     make(chan struct{}),
+		founded:  bootstrap,
 	}
 	g.snap.Store(snap)
 	g.joined.Store(len(cfg.Seeds) == 0)
@@ -223,6 +227,11 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 	g.log.Info("gossip started", "addr", g.addr, "ring_version", r.Version(), "bootstrap", bootstrap)
 	return g, nil
 }
+
+// Founded reports whether this Open created the cluster's ring: the node
+// had no persisted ring and no seeds. Such a node bootstraps the cluster's
+// Raft groups.
+func (g *Gossip) Founded() bool { return g.founded }
 
 // Addr returns the gossip "host:port" this node advertises.
 func (g *Gossip) Addr() string { return g.addr }
