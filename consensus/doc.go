@@ -4,14 +4,15 @@
 //
 // # How a linearizable write works
 //
-// The group's leader takes the key's latch, makes its applied state current
-// (ReadIndex: capture the commit index, confirm leadership, wait for apply),
-// evaluates the condition (CAS, put-if-absent) against the stored record,
+// The group's leader takes the key's latch, makes sure it has applied every
+// entry of earlier terms (a Barrier once per term), evaluates the condition (CAS, put-if-absent) against the stored record,
 // stamps the new record with an HLC timestamp above the stored one, and
 // proposes it as a plain merge. Every replica applies the same merge in log
 // order (fsm, a raft.BatchingFSM: one store Merge, one fsync, per batch).
 // The latch is released after the entry is applied on the leader, so the
-// next update of the key sees it.
+// next update of the key sees it. Writes skip the leadership confirmation
+// that reads need: a deposed leader's proposal cannot commit, so a decision
+// taken on its stale state is never applied.
 //
 // # Reads
 //
@@ -42,7 +43,10 @@
 // a time: add a missing replica as non-voter, promote it once its applied
 // index is within CatchUpEntries of the commit index (asked via Progress),
 // remove servers the ring no longer lists (transferring leadership first
-// when that is the leader itself).
+// when that is the leader itself). Once the configuration matches, the
+// leader hands leadership to the partition's primary (the first of its
+// preference list) when that replica has caught up, so leaders spread over
+// the members as evenly as the ring spreads primaries.
 //
 // # Goroutines
 //

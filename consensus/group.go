@@ -23,6 +23,7 @@ type Group struct {
 	nodeID string
 	raft   *raft.Raft
 	fsm    *fsm
+	logs   raft.LogStore
 	store  Store
 	clock  *replica.Clock
 	log    *slog.Logger
@@ -31,12 +32,10 @@ type Group struct {
 	latches latchSet
 	reads   readBatcher
 
-	// ready is closed once this node, as leader in its current term, has
-	// applied every entry committed before the term began (a Barrier).
 	mu struct {
 		sync.Mutex
-		readyTerm uint64
-		ready     chan struct{}
+		// barrier is the current term's leader barrier (see leaderReady).
+		barrier *barrier
 	}
 }
 
@@ -45,6 +44,19 @@ func (g *Group) ID() uint32 { return g.id }
 
 // Raft returns the underlying raft instance, for status and membership.
 func (g *Group) Raft() *raft.Raft { return g.raft }
+
+// LogBounds returns the first and last index held in the group's raft log
+// on this node (0, 0 when empty): its length shows that snapshots compact
+// it.
+func (g *Group) LogBounds() (first, last uint64, err error) {
+	if first, err = g.logs.FirstIndex(); err != nil {
+		return 0, 0, fmt.Errorf("consensus: log first index: %w", err)
+	}
+	if last, err = g.logs.LastIndex(); err != nil {
+		return 0, 0, fmt.Errorf("consensus: log last index: %w", err)
+	}
+	return first, last, nil
+}
 
 // Leader returns the id of the group's current leader, "" if unknown.
 func (g *Group) Leader() string {
@@ -70,37 +82,54 @@ func timeout(ctx context.Context) time.Duration {
 
 // leaderReady waits until this node leads the group and has applied
 // everything committed before its term (so its applied state is current).
+// One Barrier per term is shared by every caller; a failed one is
+// reported to those waiting on it and retried by the next caller.
 func (g *Group) leaderReady(ctx context.Context) error {
 	if g.raft.State() != raft.Leader {
 		return g.notLeader()
 	}
 	term := g.raft.CurrentTerm()
 	g.mu.Lock()
-	if g.mu.readyTerm != term {
-		g.mu.readyTerm = term
-		g.mu.ready = make(chan struct{})
-		ready := g.mu.ready
+	b := g.mu.barrier
+	if b == nil || b.term != term || (b.done() && b.err != nil) {
+		b = &barrier{term: term, ch: make(chan struct{})}
+		g.mu.barrier = b
 		go func() {
-			// A barrier commits this term's entries and waits for them to
-			// be applied. On failure the next caller retries.
-			if err := g.raft.Barrier(10 * time.Second).Error(); err != nil {
-				g.mu.Lock()
-				if g.mu.ready == ready {
-					g.mu.readyTerm = 0
-				}
-				g.mu.Unlock()
-				return
+			// A barrier commits an entry of this term and waits until
+			// everything before it is applied.
+			err := g.raft.Barrier(10 * time.Second).Error()
+			if err != nil {
+				err = fmt.Errorf("consensus: group %d leader barrier: %w", g.id, err)
 			}
-			close(ready)
+			b.err = err
+			close(b.ch)
 		}()
 	}
-	ready := g.mu.ready
 	g.mu.Unlock()
 	select {
-	case <-ready:
+	case <-b.ch:
+		if b.err != nil {
+			return g.notLeader() // not applied; the caller retries
+		}
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("consensus: group %d leader not ready: %w", g.id, ctx.Err())
+	}
+}
+
+// barrier is one term's leader barrier: err is set before ch is closed.
+type barrier struct {
+	term uint64
+	ch   chan struct{}
+	err  error
+}
+
+func (b *barrier) done() bool {
+	select {
+	case <-b.ch:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -176,7 +205,12 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 		return false, nil, false, fmt.Errorf("consensus: key latch: %w", err)
 	}
 	defer release()
-	if err := g.ReadIndex(ctx); err != nil {
+	// No leadership round trip: if this node was deposed, its proposal
+	// cannot commit (the majority has seen a newer term), so a decision made
+	// on its state is never applied. The barrier of leaderReady plus the
+	// latch (held until the entry is applied here) make the applied state
+	// current for this key.
+	if err := g.leaderReady(ctx); err != nil {
 		return false, nil, false, err
 	}
 	cur, err := g.store.Get(g.id, key)
@@ -223,7 +257,8 @@ func (g *Group) propose(ctx context.Context, key []byte, rec replica.Record) err
 	}
 	switch {
 	case err == nil:
-	case errors.Is(err, raft.ErrNotLeader):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Not appended: safe to retry on the (new) leader.
 		return g.notLeader()
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("consensus: group %d busy: %w", g.id, context.DeadlineExceeded)

@@ -383,7 +383,7 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	if err != nil {
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
-	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, fsm: f, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m}
+	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, fsm: f, logs: logs, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m}
 	mg.mu.Lock()
 	mg.mu.groups[p] = g
 	mg.mu.Unlock()
@@ -447,6 +447,19 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (bool,
 		}
 		mg.log.Info("removing raft server", "group_id", g.id, "peer", s.ID)
 		return true, wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server")
+	}
+	// The configuration matches the ring: hand leadership to the
+	// partition's primary, so leaders spread as evenly as primaries do
+	// (the ring balances those), if it has caught up.
+	if primary := want[0]; primary != mg.cfg.NodeID {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		applied, err := mg.deps.Progress.AppliedIndex(cctx, primary, g.id)
+		cancel()
+		if err != nil || applied+mg.cfg.CatchUpEntries < g.raft.CommitIndex() {
+			return false, nil //nolint:nilerr // a primary that is down or behind keeps the leader where it is
+		}
+		mg.log.Info("transferring leadership to primary", "group_id", g.id, "peer", primary)
+		return false, wrapFuture(g.raft.LeadershipTransferToServer(raft.ServerID(primary), raft.ServerAddress(primary)), "leadership transfer to primary")
 	}
 	return false, nil
 }

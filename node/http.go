@@ -60,15 +60,17 @@ type Stats struct {
 
 // GroupStats is one Raft group as this node sees it.
 type GroupStats struct {
-	Partition         uint32   `json:"partition"`
-	State             string   `json:"state"`
-	Leader            string   `json:"leader"`
-	Term              uint64   `json:"term"`
-	CommitIndex       uint64   `json:"commit_index"`
-	AppliedIndex      uint64   `json:"applied_index"`
-	LastSnapshotIndex uint64   `json:"last_snapshot_index"`
-	Voters            []string `json:"voters"`
-	NonVoters         []string `json:"non_voters,omitempty"`
+	Partition         uint32 `json:"partition"`
+	State             string `json:"state"`
+	Leader            string `json:"leader"`
+	Term              uint64 `json:"term"`
+	CommitIndex       uint64 `json:"commit_index"`
+	AppliedIndex      uint64 `json:"applied_index"`
+	LastSnapshotIndex uint64 `json:"last_snapshot_index"`
+	// LogEntries is how many entries the group's raft log holds here.
+	LogEntries uint64   `json:"log_entries"`
+	Voters     []string `json:"voters"`
+	NonVoters  []string `json:"non_voters,omitempty"`
 }
 
 func (n *Node) groupStats() []GroupStats {
@@ -81,6 +83,9 @@ func (n *Node) groupStats() []GroupStats {
 		}
 		if v, err := strconv.ParseUint(r.Stats()["last_snapshot_index"], 10, 64); err == nil {
 			gs.LastSnapshotIndex = v
+		}
+		if first, last, err := g.LogBounds(); err == nil && last >= first && last > 0 {
+			gs.LogEntries = last - first + 1
 		}
 		if f := r.GetConfiguration(); f.Error() == nil {
 			for _, s := range f.Configuration().Servers {

@@ -7,7 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -61,6 +63,13 @@ func startCluster(t testing.TB, n int) []*Node {
 		cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 		cfg.GossipProfile = gossip.Local
 		cfg.Consensus.ReconcileInterval = 100 * time.Millisecond
+		if ct := os.Getenv("RINGKV_BENCH_COMMIT_TIMEOUT"); ct != "" {
+			d, err := time.ParseDuration(ct)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Consensus.CommitTimeout = d
+		}
 		if i > 1 {
 			cfg.Join = []string{nodes[0].GossipAddr()}
 		}
@@ -315,5 +324,63 @@ func BenchmarkQuorumWrite(b *testing.B) {
 				return
 			}
 		}
+	})
+}
+
+// benchLinearizable runs op through the three nodes' coordinators in
+// turn, 32 at a time, after the groups have their three voters.
+func benchLinearizable(b *testing.B, op func(c *coordinator.Coordinator, k []byte) error) {
+	nodes := startCluster(b, 3)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		full := 0
+		for _, g := range nodes[0].groups.Groups() {
+			if f := g.Raft().GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) == 3 && g.Leader() != "" {
+				full++
+			}
+		}
+		if full == 64 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("groups never got 3 voters")
+		}
+		tick := time.NewTimer(20 * time.Millisecond)
+		<-tick.C
+	}
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	var n atomic.Int64
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			if err := op(nodes[i%3].Coordinator(), fmt.Appendf(nil, "bench:%d", i%10000)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+func BenchmarkLinearizableWrite(b *testing.B) {
+	value := []byte(strings.Repeat("v", 100))
+	benchLinearizable(b, func(c *coordinator.Coordinator, k []byte) error {
+		return c.Set(context.Background(), k, value, coordinator.Linearizable)
+	})
+}
+
+func BenchmarkLinearizableRead(b *testing.B) {
+	benchLinearizable(b, func(c *coordinator.Coordinator, k []byte) error {
+		_, _, err := c.Get(context.Background(), k, coordinator.Linearizable)
+		return err
+	})
+}
+
+func BenchmarkLinearizableCAS(b *testing.B) {
+	value := []byte(strings.Repeat("v", 100))
+	benchLinearizable(b, func(c *coordinator.Coordinator, k []byte) error {
+		_, err := c.CompareAndSet(context.Background(), k, nil, value)
+		return err
 	})
 }

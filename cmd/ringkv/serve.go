@@ -50,6 +50,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	zone := fs.String("zone", envDefault("RINGKV_ZONE", ""), "failure zone of this node (env RINGKV_ZONE)")
 	fs.IntVar(&cfg.Ring.Partitions, "partitions", cfg.Ring.Partitions, "partitions of a new cluster (power of two)")
 	fs.IntVar(&cfg.Ring.ReplicationFactor, "replicas", cfg.Ring.ReplicationFactor, "replication factor N of a new cluster")
+	fs.Uint64Var(&cfg.Consensus.SnapshotThreshold, "snapshot-threshold", cfg.Consensus.SnapshotThreshold, "raft entries a group logs between snapshots")
+	fs.Uint64Var(&cfg.Consensus.TrailingLogs, "trailing-logs", cfg.Consensus.TrailingLogs, "raft entries a group keeps behind a snapshot")
+	fs.DurationVar(&cfg.Consensus.SnapshotInterval, "snapshot-interval", cfg.Consensus.SnapshotInterval, "how often a group checks whether to snapshot")
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {

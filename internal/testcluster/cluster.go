@@ -86,6 +86,9 @@ type Node struct {
 	DataDir    string
 	LogPath    string
 
+	// Args are extra flags for `ringkv serve`, set before Start.
+	Args []string
+
 	t    testing.TB
 	bin  string
 	join []string
@@ -105,6 +108,12 @@ type Cluster struct {
 // is killed when the test ends.
 func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
+	return StartWith(t, n)
+}
+
+// StartWith is Start with extra `ringkv serve` flags for every node.
+func StartWith(t testing.TB, n int, args ...string) *Cluster {
+	t.Helper()
 	bin := Binary(t)
 	root := t.TempDir()
 	c := &Cluster{t: t}
@@ -117,6 +126,7 @@ func Start(t testing.TB, n int) *Cluster {
 			t:          t,
 			bin:        bin,
 		}
+		nd.Args = args
 		nd.DataDir = filepath.Join(root, nd.ID)
 		nd.LogPath = filepath.Join(root, nd.ID+".log")
 		for _, prev := range c.Nodes { // seed with every earlier node
@@ -172,6 +182,7 @@ func (nd *Node) Start() {
 	if len(nd.join) > 0 {
 		args = append(args, "--join", strings.Join(nd.join, ","))
 	}
+	args = append(args, nd.Args...)
 	cmd := exec.Command(nd.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -245,6 +256,7 @@ type GroupStats struct {
 	CommitIndex       uint64   `json:"commit_index"`
 	AppliedIndex      uint64   `json:"applied_index"`
 	LastSnapshotIndex uint64   `json:"last_snapshot_index"`
+	LogEntries        uint64   `json:"log_entries"`
 	Voters            []string `json:"voters"`
 }
 
@@ -448,4 +460,36 @@ func (c *Cluster) WaitRaftReady(timeout time.Duration, want int) {
 		}
 		return nil
 	})
+}
+
+// ---- Added for membership_test.go: growing a running cluster. ----
+
+// AddNode creates the next node (n<len(Nodes)+1>) with the flags of the
+// first node and every existing node's gossip address as seeds, starts it
+// and returns it. It does not wait for the node to join: use WaitConverged
+// or WaitFor. The process is killed when the test ends, like Start's.
+func (c *Cluster) AddNode() *Node {
+	c.t.Helper()
+	if len(c.Nodes) == 0 {
+		c.t.Fatal("AddNode: the cluster has no nodes")
+	}
+	first := c.Nodes[0]
+	root := filepath.Dir(first.DataDir)
+	nd := &Node{
+		ID:         fmt.Sprintf("n%d", len(c.Nodes)+1),
+		HTTPAddr:   freeAddr(c.t),
+		RPCAddr:    freeAddr(c.t),
+		GossipAddr: freeAddr(c.t),
+		Args:       first.Args,
+		t:          c.t,
+		bin:        first.bin,
+	}
+	nd.DataDir = filepath.Join(root, nd.ID)
+	nd.LogPath = filepath.Join(root, nd.ID+".log")
+	for _, prev := range c.Nodes {
+		nd.join = append(nd.join, prev.GossipAddr)
+	}
+	c.Nodes = append(c.Nodes, nd) // Start's cleanup kills every node in c.Nodes
+	nd.Start()
+	return nd
 }
