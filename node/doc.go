@@ -7,7 +7,9 @@
 //	gossip.Gossip        memberlist on GossipAddr; the ring, persisted in DataDir/ring.state
 //	coordinator          request path; RPCTransport to peers
 //	drpc server          RPCAddr: the Replica service (coordinator.ReplicaServer)
-//	HTTP server          HTTPAddr: /api/* (coordinator.HTTPHandler), /health, /api/stats, /metrics
+//	consensus.Manager    a raft group per partition; its drpc transport and log store
+//	HTTP server          HTTPAddr: /api/* (coordinator.HTTPHandler), /health, /ready,
+//	                     /api/stats, /api/cluster/* (admin.go), /metrics
 //
 // Open binds every listener before it returns (so a port of 0 is resolved
 // and reported by the address methods) and starts serving. Close stops the

@@ -17,6 +17,8 @@ import (
 func (n *Node) httpHandler(g prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/api/", coordinator.HTTPHandler(n.coord))
+	// Cluster administration (admin.go): /api/cluster/...
+	n.registerAdmin(mux)
 	mux.HandleFunc("GET /health", n.health)
 	mux.HandleFunc("GET /api/stats", n.stats)
 	mux.HandleFunc("GET /ready", n.ready)

@@ -7,6 +7,8 @@
 //	ringkv get user:1001
 //	ringkv list user:
 //	ringkv del user:1001
+//	ringkv cluster status
+//	ringkv cluster remove n3
 package main
 
 import (
@@ -29,6 +31,9 @@ Usage:
   ringkv set KEY VALUE [flags]      write a key
   ringkv del KEY [flags]            delete a key
   ringkv list [PREFIX] [flags]      list keys with a prefix
+  ringkv cluster status [flags]     show members and raft convergence
+  ringkv cluster leave|remove|admit ID [flags]
+                                    change a member's ring membership
 
 Run 'ringkv COMMAND -h' for a command's flags.
 `
@@ -65,6 +70,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return dev(ctx, rest, stdout, stderr)
 	case "get", "set", "del", "delete", "list":
 		return clientCommand(ctx, cmd, rest, stdout, stderr)
+	case "cluster":
+		return clusterCommand(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ringkv/ringkv/node"
+)
+
+// clusterCommand runs `ringkv cluster status|leave|remove|admit [ID]`
+// against a node's /api/cluster endpoints.
+func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", envDefault("RINGKV_ADDR", "127.0.0.1:8081"), "HTTP address of any node (env RINGKV_ADDR)")
+	timeout := fs.Duration("timeout", 15*time.Second, "request timeout")
+	// Flags may come before or after the positional arguments.
+	var pos []string
+	rest := args
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return fmt.Errorf("%w: %w", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(pos) == 0 {
+		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove or admit", errUsage)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	switch sub := pos[0]; sub {
+	case "status":
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: cluster status takes no arguments, got %q", errUsage, pos[1:])
+		}
+		return clusterStatus(ctx, *addr, stdout)
+	case "leave", "remove", "admit":
+		if len(pos) != 2 {
+			return fmt.Errorf("%w: cluster %s takes one member id", errUsage, sub)
+		}
+		var out struct {
+			RingVersion uint64 `json:"ring_version"`
+		}
+		u := "http://" + *addr + "/api/cluster/" + sub + "?" + url.Values{"id": {pos[1]}}.Encode()
+		if err := callJSON(ctx, http.MethodPost, u, &out); err != nil {
+			return fmt.Errorf("cluster %s %s: %w", sub, pos[1], err)
+		}
+		fmt.Fprintf(stdout, "OK: %s %s, ring version %d\n", sub, pos[1], out.RingVersion)
+		return nil
+	default:
+		return fmt.Errorf("%w: unknown cluster subcommand %q", errUsage, sub)
+	}
+}
+
+// clusterStatus prints the members as the node at addr sees them and how
+// many partitions have converged: their group's leader reports voters
+// equal to the preference list. Leaders are found by asking every alive
+// member that advertises an HTTP address; a partition whose leader did not
+// answer, or answered with another ring version, counts as not converged.
+func clusterStatus(ctx context.Context, addr string, stdout io.Writer) error {
+	var st node.ClusterStatus
+	if err := callJSON(ctx, http.MethodGet, "http://"+addr+"/api/cluster/status", &st); err != nil {
+		return fmt.Errorf("cluster status: %w", err)
+	}
+	views := map[string]node.ClusterStatus{st.NodeID: st}
+	var unreachable []string
+	for _, m := range st.Members {
+		if _, ok := views[m.ID]; ok || m.Liveness != "alive" || m.HTTPAddr == "" {
+			continue
+		}
+		var v node.ClusterStatus
+		if err := callJSON(ctx, http.MethodGet, "http://"+m.HTTPAddr+"/api/cluster/status", &v); err != nil {
+			unreachable = append(unreachable, m.ID)
+			continue
+		}
+		views[m.ID] = v
+	}
+	replicas := map[string]int{}
+	for _, p := range st.Partitions {
+		for _, id := range p.Preference {
+			replicas[id]++
+		}
+	}
+	leads := map[string]int{}
+	converged := 0
+	for p := range st.Partitions {
+		for id, v := range views {
+			if p >= len(v.Partitions) || v.Partitions[p].Leader != id || !v.Partitions[p].Hosted {
+				continue
+			}
+			leads[id]++
+			if v.RingVersion == st.RingVersion && v.Partitions[p].Converged {
+				converged++
+			}
+			break
+		}
+	}
+	fmt.Fprintf(stdout, "ring version %d, %d partitions, replication factor %d (as seen by %s)\n\n",
+		st.RingVersion, st.PartitionCount, st.ReplicationFactor, st.NodeID)
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tLIVENESS\tZONE\tHTTP\tRPC\tREPLICAS\tLEADS")
+	for _, m := range st.Members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", m.ID, m.Status, m.Liveness,
+			orDash(m.Zone), orDash(m.HTTPAddr), orDash(m.RPCAddr), replicas[m.ID], leads[m.ID])
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("cluster status: %w", err)
+	}
+	if len(unreachable) > 0 {
+		fmt.Fprintf(stdout, "\nno status from: %s\n", strings.Join(unreachable, ", "))
+	}
+	fmt.Fprintf(stdout, "\npartitions converged: %d/%d\n", converged, len(st.Partitions))
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// callJSON sends a bodiless request and decodes a JSON answer into out.
+// A non-2xx answer is an error carrying the server's "error" message.
+func callJSON(ctx context.Context, method, u string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err //nolint:wrapcheck // the url.Error names method and URL
+	}
+	defer func() { _ = resp.Body.Close() }() // read fully below
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, e.Error)
+		}
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("bad answer (HTTP %d): %w", resp.StatusCode, err)
+	}
+	return nil
+}

@@ -1,0 +1,309 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/ring"
+	"github.com/ringkv/ringkv/ring/gossip"
+)
+
+// Cluster administration over HTTP, served by every node:
+//
+//	GET  /api/cluster/status         -> ClusterStatus
+//	POST /api/cluster/leave?id=X     -> {"ok":true,"ring_version":V}  (gossip.Leave)
+//	POST /api/cluster/remove?id=X    -> {"ok":true,"ring_version":V}  (gossip.Remove)
+//	POST /api/cluster/admit?id=X     -> {"ok":true,"ring_version":V}  (gossip.Admit)
+//
+// Leave and remove are refused with 409 when the ring after the change
+// would give some partition a preference list of which fewer than a
+// majority are alive (as this node's gossip sees them), or no members at
+// all. The check and the change are not atomic: a ring change or a failure
+// detected between them is not seen by the check. Errors are JSON
+// {"error": "..."}: 400 for a missing id, 404 for an id neither the ring
+// nor memberlist knows, 405 for a wrong method, 409 for a refused change or
+// one the ring rejects (e.g. removing a member twice), 503 once the node is
+// closing, 504 when the change did not reach the ring in time.
+
+// adminTimeout bounds one leave, remove or admit: it waits only for the
+// gossip goroutine, which persists the ring before answering.
+const adminTimeout = 10 * time.Second
+
+// registerAdmin adds the /api/cluster/ routes to mux. They are more
+// specific than the coordinator's /api/ and so take precedence.
+func (n *Node) registerAdmin(mux *http.ServeMux) {
+	mux.HandleFunc("/api/cluster/status", n.clusterStatus)
+	mux.HandleFunc("/api/cluster/leave", n.clusterChange(opLeave))
+	mux.HandleFunc("/api/cluster/remove", n.clusterChange(opRemove))
+	mux.HandleFunc("/api/cluster/admit", n.clusterChange(opAdmit))
+	mux.HandleFunc("/api/cluster/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path})
+	})
+}
+
+// ClusterStatus is the body of GET /api/cluster/status: the ring and the
+// Raft groups as this node sees them.
+type ClusterStatus struct {
+	NodeID            string        `json:"node_id"`
+	RingVersion       uint64        `json:"ring_version"`
+	PartitionCount    int           `json:"partition_count"`
+	ReplicationFactor int           `json:"replication_factor"`
+	Members           []MemberStats `json:"members"`
+	// Partitions has one entry per partition, in order.
+	Partitions []PartitionStatus `json:"partitions"`
+	// Converged is true when this node runs a group for every partition
+	// the ring assigns it and each of those groups is Converged. Groups
+	// of partitions the ring moved elsewhere are not counted: their
+	// configuration stops being updated once they are removed from it.
+	Converged bool `json:"converged"`
+}
+
+// PartitionStatus is one partition: its preference list and, if this node
+// runs a group for it, the group's configuration as this node knows it
+// (the leader's is authoritative).
+type PartitionStatus struct {
+	Partition  uint32   `json:"partition"`
+	Preference []string `json:"preference"`
+	// Hosted: this node runs a group for the partition. The fields
+	// below are empty otherwise.
+	Hosted    bool     `json:"hosted"`
+	State     string   `json:"state,omitempty"`
+	Leader    string   `json:"leader,omitempty"`
+	Voters    []string `json:"voters,omitempty"`
+	NonVoters []string `json:"non_voters,omitempty"`
+	// Converged: hosted, the voters are the preference list (in any
+	// order) and there are no non-voters.
+	Converged bool `json:"converged"`
+}
+
+func (n *Node) clusterStatus(w http.ResponseWriter, r *http.Request) {
+	if !allowMethod(w, r, http.MethodGet) {
+		return
+	}
+	rg := n.gossip.Ring()
+	st := ClusterStatus{
+		NodeID:            n.cfg.ID,
+		RingVersion:       rg.Version(),
+		PartitionCount:    rg.Partitions(),
+		ReplicationFactor: rg.ReplicationFactor(),
+		Members:           n.memberStats(),
+		Partitions:        make([]PartitionStatus, rg.Partitions()),
+		Converged:         true,
+	}
+	for p := range st.Partitions {
+		ps := PartitionStatus{Partition: uint32(p), Preference: slices.Clone(rg.Replicas(uint32(p)))}
+		if ps.Preference == nil {
+			ps.Preference = []string{}
+		}
+		assigned := slices.Contains(ps.Preference, n.cfg.ID)
+		if g, ok := n.groups.Group(uint32(p)); ok {
+			ps.Hosted = true
+			ps.State = g.Raft().State().String()
+			ps.Leader = g.Leader()
+			if f := g.Raft().GetConfiguration(); f.Error() == nil {
+				ps.Voters, ps.NonVoters = splitSuffrage(f.Configuration().Servers)
+			}
+			ps.Converged = len(ps.NonVoters) == 0 && sameMembers(ps.Voters, ps.Preference)
+		}
+		if assigned && !ps.Converged {
+			st.Converged = false
+		}
+		st.Partitions[p] = ps
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// splitSuffrage returns the ids of the voters and of everyone else.
+func splitSuffrage(servers []raft.Server) (voters, others []string) {
+	voters = []string{}
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		} else {
+			others = append(others, string(s.ID))
+		}
+	}
+	return voters, others
+}
+
+// sameMembers reports whether a and b hold the same ids, in any order;
+// neither has duplicates.
+func sameMembers(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, id := range a {
+		if !slices.Contains(b, id) {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *Node) memberStats() []MemberStats {
+	out := []MemberStats{}
+	for _, m := range n.gossip.Members() {
+		status := "none"
+		if m.Status != 0 {
+			status = m.Status.String()
+		}
+		out = append(out, MemberStats{
+			ID: m.ID, Zone: m.Zone, RPCAddr: m.RPCAddr, HTTPAddr: m.HTTPAddr,
+			Liveness: m.Liveness.String(), Status: status,
+		})
+	}
+	return out
+}
+
+// adminOp is an operator change of the ring.
+type adminOp int
+
+const (
+	opLeave adminOp = iota + 1
+	opRemove
+	opAdmit
+)
+
+func (o adminOp) String() string {
+	switch o {
+	case opLeave:
+		return "leave"
+	case opRemove:
+		return "remove"
+	case opAdmit:
+		return "admit"
+	default:
+		return fmt.Sprintf("adminOp(%d)", int(o))
+	}
+}
+
+func (n *Node) clusterChange(op adminOp) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !allowMethod(w, r, http.MethodPost) {
+			return
+		}
+		id := strings.TrimSpace(r.URL.Query().Get("id"))
+		if id == "" {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "missing ?id=MEMBER"})
+			return
+		}
+		cur := n.gossip.Ring()
+		_, inRing := cur.Member(id)
+		if _, known := n.gossip.Member(id); !inRing && !known {
+			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("unknown member %q", id)})
+			return
+		}
+		if op != opAdmit {
+			var next *ring.Ring
+			var err error
+			if op == opLeave {
+				next, err = cur.Leave(id)
+			} else {
+				next, err = cur.Remove(id)
+			}
+			if err != nil {
+				writeAdminError(w, err)
+				return
+			}
+			if err := n.checkMajorities(id, op, next); err != nil {
+				writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+		defer cancel()
+		var err error
+		switch op {
+		case opLeave:
+			err = n.gossip.Leave(ctx, id)
+		case opRemove:
+			err = n.gossip.Remove(ctx, id)
+		case opAdmit:
+			err = n.gossip.Admit(ctx, id)
+		}
+		if err != nil {
+			writeAdminError(w, err)
+			return
+		}
+		v := n.gossip.Ring().Version()
+		n.log.Info("ring changed by operator", "op", op.String(), "peer", id, "ring_version", v)
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "ring_version": v})
+	}
+}
+
+// checkMajorities returns an error naming the partitions of next whose
+// preference list has fewer than a majority of members alive, or saying
+// that next has no members left.
+func (n *Node) checkMajorities(id string, op adminOp, next *ring.Ring) error {
+	if len(next.Active()) == 0 {
+		return fmt.Errorf("%s %s: it is the last joined member", op, id)
+	}
+	alive := func(m string) bool {
+		if m == n.cfg.ID {
+			return true
+		}
+		info, ok := n.gossip.Member(m)
+		return ok && info.Liveness == gossip.Alive
+	}
+	bad := partitionsWithoutMajority(next, alive)
+	if len(bad) == 0 {
+		return nil
+	}
+	parts := make([]string, len(bad))
+	for i, p := range bad {
+		parts[i] = fmt.Sprint(p)
+	}
+	return fmt.Errorf("%s %s: partitions [%s] would have fewer than a majority of their replicas alive",
+		op, id, strings.Join(parts, " "))
+}
+
+// partitionsWithoutMajority returns, in order, the partitions of r whose
+// preference list has fewer than floor(len/2)+1 members for which alive
+// is true (every partition with an empty list among them).
+func partitionsWithoutMajority(r *ring.Ring, alive func(id string) bool) []uint32 {
+	var bad []uint32
+	for p := range r.Partitions() {
+		pref := r.Replicas(uint32(p))
+		live := 0
+		for _, id := range pref {
+			if alive(id) {
+				live++
+			}
+		}
+		if live < len(pref)/2+1 {
+			bad = append(bad, uint32(p))
+		}
+	}
+	return bad
+}
+
+// writeAdminError maps an error of a ring change to its HTTP status.
+func writeAdminError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, ring.ErrUnknownMember), errors.Is(err, gossip.ErrNotAlive):
+		code = http.StatusConflict
+	case errors.Is(err, gossip.ErrClosed):
+		code = http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		code = http.StatusGatewayTimeout
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// allowMethod answers 405 unless r uses method.
+func allowMethod(w http.ResponseWriter, r *http.Request, method string) bool {
+	if r.Method == method {
+		return true
+	}
+	w.Header().Set("Allow", method)
+	writeJSON(w, http.StatusMethodNotAllowed, map[string]string{"error": fmt.Sprintf("method %s not allowed", r.Method)})
+	return false
+}
