@@ -22,6 +22,7 @@ type Group struct {
 	id     uint32
 	nodeID string
 	raft   *raft.Raft
+	trans  raft.Transport
 	fsm    *fsm
 	logs   raft.LogStore
 	store  Store
@@ -340,9 +341,22 @@ func (b *readBatcher) verify(ctx context.Context, g *Group) error {
 	}
 }
 
+// urgentTransport is a raft.Transport that can send a group's heartbeats
+// without delay while it confirms leadership (Transport's groups can).
+type urgentTransport interface{ BeginUrgent() (end func()) }
+
+func (g *Group) beginUrgent() (end func()) {
+	if u, ok := g.trans.(urgentTransport); ok {
+		return u.BeginUrgent()
+	}
+	return func() {}
+}
+
 func (b *readBatcher) run(g *Group, r *verifyRound) {
 	for r != nil {
+		end := g.beginUrgent()
 		err := g.raft.VerifyLeader().Error()
+		end()
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			err = g.notLeader()
 		} else if err != nil {

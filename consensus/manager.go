@@ -383,7 +383,7 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	if err != nil {
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
-	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, fsm: f, logs: logs, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m}
+	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, trans: trans, fsm: f, logs: logs, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m}
 	mg.mu.Lock()
 	mg.mu.groups[p] = g
 	mg.mu.Unlock()
@@ -459,7 +459,11 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (bool,
 			return false, nil //nolint:nilerr // a primary that is down or behind keeps the leader where it is
 		}
 		mg.log.Info("transferring leadership to primary", "group_id", g.id, "peer", primary)
-		return false, wrapFuture(g.raft.LeadershipTransferToServer(raft.ServerID(primary), raft.ServerAddress(primary)), "leadership transfer to primary")
+		err = wrapFuture(g.raft.LeadershipTransferToServer(raft.ServerID(primary), raft.ServerAddress(primary)), "leadership transfer to primary")
+		if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return false, nil // an earlier transfer is still running; the next tick looks again
+		}
+		return false, err
 	}
 	return false, nil
 }

@@ -126,11 +126,13 @@ type TransportConfig struct {
 	// Timeout), as raft's NetworkTransport does. Default 5s.
 	Timeout time.Duration
 	// HeartbeatWindow is how long a peer's stream writer, when it holds
-	// only heartbeats, waits for more before sending them as one frame; a
-	// pipelined AppendEntries ends the wait at once. It trades heartbeat
-	// (and so VerifyLeader) latency for fewer frames when many groups share
-	// a peer. Default 2ms; negative sends at once (requests still coalesce
-	// while the writer is busy).
+	// only periodic heartbeats, waits for more before sending them as one
+	// frame. A pipelined AppendEntries, or a heartbeat of a group that is
+	// confirming its leadership for a read (see BeginUrgent), ends the wait
+	// at once, so the window costs idle groups a little heartbeat latency
+	// and never delays reads or writes. Default 25ms (heartbeats go out
+	// every HeartbeatTimeout/10, 100ms by default); negative sends at once
+	// (requests still coalesce while the writer is busy).
 	HeartbeatWindow time.Duration
 	// DialTimeout bounds connecting to a peer. Default 1s.
 	DialTimeout time.Duration
@@ -143,7 +145,7 @@ func DefaultTransportConfig() TransportConfig {
 	return TransportConfig{
 		ConnsPerPeer:    4,
 		Timeout:         5 * time.Second,
-		HeartbeatWindow: 2 * time.Millisecond,
+		HeartbeatWindow: 25 * time.Millisecond,
 		DialTimeout:     time.Second,
 	}
 }
@@ -500,7 +502,7 @@ func (t *Transport) heartbeat(g *groupTransport, target raft.ServerAddress, args
 		return err
 	}
 	t.m.sent.WithLabelValues(rpcHeartbeat).Inc()
-	f := &appendFuture{start: time.Now(), args: args, resp: resp, heartbeat: true, done: make(chan struct{})}
+	f := &appendFuture{start: time.Now(), args: args, resp: resp, heartbeat: true, urgent: g.urgent.Load() > 0, done: make(chan struct{})}
 	f.wire = appendToWire(g.group, 0, args)
 	f.size = proto.Size(f.wire)
 	if err := s.enqueue(f); err != nil {
@@ -666,7 +668,7 @@ func (s *appendStream) write() {
 		if f.heartbeat {
 			heartbeats++
 		}
-		if f.heartbeat && window > 0 {
+		if f.heartbeat && !f.urgent && window > 0 {
 			timer.Reset(window)
 		gather:
 			for len(batch.Requests) < maxFrameRequests {
@@ -678,6 +680,9 @@ func (s *appendStream) write() {
 						break gather
 					}
 					heartbeats++
+					if f.urgent {
+						break gather
+					}
 				case <-timer.C:
 					break gather
 				case <-s.ctx.Done():
@@ -735,10 +740,12 @@ func (s *appendStream) read(conn *drpcconn.Conn) {
 	}
 }
 
-// appendFuture is a request on a stream: a heartbeat, or a pipelined
+// appendFuture is a request on a stream: a heartbeat (urgent when its
+// group was confirming leadership as it was sent), or a pipelined
 // AppendEntries (for which it implements raft.AppendFuture).
 type appendFuture struct {
 	heartbeat bool
+	urgent    bool
 	start     time.Time
 	args      *raft.AppendEntriesRequest
 	resp      *raft.AppendEntriesResponse
@@ -852,7 +859,10 @@ type groupTransport struct {
 	// consumer carries incoming RPCs to raft; unbuffered, never closed.
 	consumer  chan raft.RPC
 	heartbeat atomic.Pointer[func(raft.RPC)]
-	closed    chan struct{} // closed by closeLocked
+	// urgent counts the group's VerifyLeader rounds in flight: while it is
+	// above zero its heartbeats skip the HeartbeatWindow.
+	urgent atomic.Int32
+	closed chan struct{} // closed by closeLocked
 
 	mu struct {
 		sync.Mutex
@@ -868,6 +878,14 @@ var (
 )
 
 func (g *groupTransport) Consumer() <-chan raft.RPC { return g.consumer }
+
+// BeginUrgent marks the group's heartbeats as urgent until the returned
+// function is called: the group is confirming its leadership (raft's
+// VerifyLeader sends a heartbeat round) and reads wait for the answers.
+func (g *groupTransport) BeginUrgent() (end func()) {
+	g.urgent.Add(1)
+	return func() { g.urgent.Add(-1) }
+}
 
 func (g *groupTransport) LocalAddr() raft.ServerAddress {
 	return raft.ServerAddress(g.t.cfg.NodeID)

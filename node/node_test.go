@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -308,79 +307,3 @@ func TestConfigErrors(t *testing.T) {
 
 // BenchmarkQuorumWrite measures a QUORUM Set through the coordinator of an
 // in-process 3-node cluster (real drpc on loopback, real fsyncing Badger).
-func BenchmarkQuorumWrite(b *testing.B) {
-	nodes := startCluster(b, 3)
-	ctx := context.Background()
-	value := []byte(strings.Repeat("v", 100))
-	b.ReportAllocs()
-	b.SetParallelism(16) // 32 writers on 2 cores: enough to share fsyncs
-	var i int64
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			k := fmt.Appendf(nil, "bench:%d", time.Now().UnixNano()+i)
-			i++
-			if err := nodes[int(k[len(k)-1])%3].Coordinator().Set(ctx, k, value, coordinator.Quorum); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
-// benchLinearizable runs op through the three nodes' coordinators in
-// turn, 32 at a time, after the groups have their three voters.
-func benchLinearizable(b *testing.B, op func(c *coordinator.Coordinator, k []byte) error) {
-	nodes := startCluster(b, 3)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		full := 0
-		for _, g := range nodes[0].groups.Groups() {
-			if f := g.Raft().GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) == 3 && g.Leader() != "" {
-				full++
-			}
-		}
-		if full == 64 {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("groups never got 3 voters")
-		}
-		tick := time.NewTimer(20 * time.Millisecond)
-		<-tick.C
-	}
-	b.ReportAllocs()
-	b.SetParallelism(16)
-	var n atomic.Int64
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			i := n.Add(1)
-			if err := op(nodes[i%3].Coordinator(), fmt.Appendf(nil, "bench:%d", i%10000)); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
-func BenchmarkLinearizableWrite(b *testing.B) {
-	value := []byte(strings.Repeat("v", 100))
-	benchLinearizable(b, func(c *coordinator.Coordinator, k []byte) error {
-		return c.Set(context.Background(), k, value, coordinator.Linearizable)
-	})
-}
-
-func BenchmarkLinearizableRead(b *testing.B) {
-	benchLinearizable(b, func(c *coordinator.Coordinator, k []byte) error {
-		_, _, err := c.Get(context.Background(), k, coordinator.Linearizable)
-		return err
-	})
-}
-
-func BenchmarkLinearizableCAS(b *testing.B) {
-	value := []byte(strings.Repeat("v", 100))
-	benchLinearizable(b, func(c *coordinator.Coordinator, k []byte) error {
-		_, err := c.CompareAndSet(context.Background(), k, nil, value)
-		return err
-	})
-}

@@ -30,8 +30,12 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rpcPort := fs.Int("rpc-port", 9001, "drpc port of n1; node i uses this+i-1 (0: any free port)")
 	gossipPort := fs.Int("gossip-port", 7001, "gossip port of n1; node i uses this+i-1 (0: any free port)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
+		return err
 	}
 	if *nodes < 1 || *nodes > 9 {
 		return fmt.Errorf("%w: --nodes must be 1..9", errUsage)
