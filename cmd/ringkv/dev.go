@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -44,37 +45,13 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var running []*node.Node
-	defer func() {
-		for i := len(running) - 1; i >= 0; i-- {
-			if err := running[i].Close(); err != nil {
-				fmt.Fprintf(stderr, "close %s: %v\n", running[i].ID(), err)
-			}
-		}
-	}()
-	for i := 1; i <= *nodes; i++ {
-		cfg := node.DefaultConfig()
-		cfg.ID = fmt.Sprintf("n%d", i)
-		cfg.DataDir = filepath.Join(*data, cfg.ID)
-		cfg.HTTPAddr = loopback(*httpPort, i)
-		cfg.RPCAddr = loopback(*rpcPort, i)
-		cfg.GossipAddr = loopback(*gossipPort, i)
-		for _, prev := range running { // seed with every earlier node
-			cfg.Join = append(cfg.Join, prev.GossipAddr())
-		}
-		cfg.GossipProfile = localProfile
-		cfg.Consensus.ReconcileInterval = localReconcile
-		cfg.Logger = log
-		reg := newRegistry()
-		n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg})
-		if err != nil {
-			return fmt.Errorf("dev: start %s: %w", cfg.ID, err)
-		}
-		running = append(running, n)
-	}
-	if err := waitJoined(ctx, running, 30*time.Second); err != nil {
+	running, err := startLocalCluster(ctx, localCluster{
+		nodes: *nodes, dataDir: *data, httpPort: *httpPort, rpcPort: *rpcPort, gossipPort: *gossipPort,
+	}, log)
+	if err != nil {
 		return err
 	}
+	defer closeNodes(running, stderr)
 	fmt.Fprintf(stdout, "ringkv dev: %d nodes ready (data in %s)\n", len(running), *data)
 	for _, n := range running {
 		fmt.Fprintf(stdout, "  %s  http://%s  drpc %s  gossip %s\n", n.ID(), n.HTTPAddr(), n.RPCAddr(), n.GossipAddr())
@@ -84,6 +61,55 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "ringkv dev: stopping")
 	return nil
+}
+
+// localCluster says how to lay out a cluster of nodes in this process.
+type localCluster struct {
+	nodes                         int
+	dataDir                       string // node i uses dataDir/n<i>
+	httpPort, rpcPort, gossipPort int    // of n1; node i uses port+i-1; 0 picks free ports
+}
+
+// startLocalCluster starts lc's nodes on loopback, each seeded with the
+// gossip addresses of the ones before it, and waits until every node's
+// ring lists all of them as joined. On error it closes what it started.
+func startLocalCluster(ctx context.Context, lc localCluster, log *slog.Logger) ([]*node.Node, error) {
+	var running []*node.Node
+	for i := 1; i <= lc.nodes; i++ {
+		cfg := node.DefaultConfig()
+		cfg.ID = fmt.Sprintf("n%d", i)
+		cfg.DataDir = filepath.Join(lc.dataDir, cfg.ID)
+		cfg.HTTPAddr = loopback(lc.httpPort, i)
+		cfg.RPCAddr = loopback(lc.rpcPort, i)
+		cfg.GossipAddr = loopback(lc.gossipPort, i)
+		for _, prev := range running { // seed with every earlier node
+			cfg.Join = append(cfg.Join, prev.GossipAddr())
+		}
+		cfg.GossipProfile = localProfile
+		cfg.Consensus.ReconcileInterval = localReconcile
+		cfg.Logger = log
+		reg := newRegistry()
+		n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg})
+		if err != nil {
+			closeNodes(running, io.Discard)
+			return nil, fmt.Errorf("start %s: %w", cfg.ID, err)
+		}
+		running = append(running, n)
+	}
+	if err := waitJoined(ctx, running, 30*time.Second); err != nil {
+		closeNodes(running, io.Discard)
+		return nil, err
+	}
+	return running, nil
+}
+
+// closeNodes closes nodes in reverse order, reporting failures to w.
+func closeNodes(nodes []*node.Node, w io.Writer) {
+	for i := len(nodes) - 1; i >= 0; i-- {
+		if err := nodes[i].Close(); err != nil {
+			fmt.Fprintf(w, "close %s: %v\n", nodes[i].ID(), err)
+		}
+	}
 }
 
 // waitJoined polls until every node's ring lists every node as joined.
