@@ -113,7 +113,7 @@ func TestRunCountsEveryOperation(t *testing.T) {
 			if err := Preload(context.Background(), d, s); err != nil {
 				t.Fatal(err)
 			}
-			if len(d.m) != s.Keys {
+			if len(d.m) != s.Keys+s.HotKeys {
 				t.Fatalf("preload stored %d keys, want %d", len(d.m), s.Keys)
 			}
 			res, err := Run(context.Background(), d, s, nil)
@@ -170,7 +170,7 @@ func TestCASIncrementsAddUp(t *testing.T) {
 	}
 	sum := 0
 	for i := range s.HotKeys {
-		n, err := strconv.Atoi(string(d.m[Key(i)]))
+		n, err := strconv.Atoi(string(d.m[CASKey(i)]))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +259,7 @@ func TestValidate(t *testing.T) {
 	bad := []func(*Spec){
 		func(s *Spec) { s.Workload = "Z" },
 		func(s *Spec) { s.Keys = 0 },
-		func(s *Spec) { s.Workload, s.HotKeys = WorkloadCAS, 0 },
+		func(s *Spec) { s.HotKeys = 0 },
 		func(s *Spec) { s.ValueSize = 0 },
 		func(s *Spec) { s.Distribution = "pareto" },
 		func(s *Spec) { s.Concurrency = 0 },

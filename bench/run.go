@@ -57,9 +57,10 @@ type Progress struct {
 	Interval float64 // ops/s over the last interval
 }
 
-// Preload writes every key of the spec's key space once (value of
-// ValueSize bytes; the CAS hot set gets "0"), so that reads find values
-// and increments start from a number. It uses Spec.Concurrency callers.
+// Preload writes every key of the spec's key space once (values of
+// ValueSize bytes) and sets every CAS counter to "0", so that reads find
+// values and increments start from a number. It uses Spec.Concurrency
+// callers. One Preload serves every workload of the same key space.
 func Preload(ctx context.Context, d Driver, s Spec) error {
 	if err := s.Validate(); err != nil {
 		return err
@@ -77,19 +78,19 @@ func Preload(ctx context.Context, d Driver, s Spec) error {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= s.Keys || ctx.Err() != nil {
+				if i >= s.Keys+s.HotKeys || ctx.Err() != nil {
 					return
 				}
-				v := value
-				if s.Workload == WorkloadCAS && i < s.HotKeys {
-					v = []byte("0")
+				k, v := Key(i), value
+				if i >= s.Keys {
+					k, v = CASKey(i-s.Keys), []byte("0")
 				}
 				octx, cancel := context.WithTimeout(ctx, s.OpTimeout)
-				err := d.Put(octx, Key(i), v, s.Level)
+				err := d.Put(octx, k, v, s.Level)
 				cancel()
 				if err != nil {
 					mu.Lock()
-					errs = append(errs, fmt.Errorf("bench: preload %s: %w", Key(i), err))
+					errs = append(errs, fmt.Errorf("bench: preload %s: %w", k, err))
 					mu.Unlock()
 					return
 				}
@@ -288,7 +289,7 @@ func (r *runner) worker(ctx context.Context, w int) {
 func (r *runner) op(ctx context.Context, rng *rand.Rand, keys, hot chooser) error {
 	switch r.s.Workload {
 	case WorkloadCAS:
-		k := Key(hot.next())
+		k := CASKey(hot.next())
 		cur, found, err := r.d.Get(ctx, k, r.s.Level)
 		if err != nil {
 			return err

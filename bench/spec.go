@@ -38,8 +38,8 @@ type Spec struct {
 	// "quorum", "all", "linearizable" for ringkv; a driver may accept
 	// others or ignore it).
 	Level string `json:"level"`
-	// Keys is the key space; keys are "bench:%08d". Reads and updates
-	// use all of it; CAS uses the first HotKeys.
+	// Keys is the key space; keys are "bench:%08d" (Key). HotKeys is the
+	// number of CAS counters, "benchcas:%06d" (CASKey).
 	Keys    int `json:"keys"`
 	HotKeys int `json:"hot_keys"`
 	// ValueSize is the size of written values in bytes.
@@ -97,8 +97,8 @@ func (s Spec) Validate() error {
 	if s.Keys < 1 {
 		bad("keys must be positive, got %d", s.Keys)
 	}
-	if s.Workload == WorkloadCAS && (s.HotKeys < 1 || s.HotKeys > s.Keys) {
-		bad("hot keys must be in 1..keys, got %d", s.HotKeys)
+	if s.HotKeys < 1 {
+		bad("hot keys must be positive, got %d", s.HotKeys)
 	}
 	if s.ValueSize < 1 {
 		bad("value size must be positive, got %d", s.ValueSize)
@@ -126,3 +126,7 @@ func (s Spec) Validate() error {
 
 // Key returns the name of key i.
 func Key(i int) string { return fmt.Sprintf("bench:%08d", i) }
+
+// CASKey returns the name of the CAS workload's counter i; counters live
+// apart from the other workloads' keys so that writes never clobber them.
+func CASKey(i int) string { return fmt.Sprintf("benchcas:%06d", i) }

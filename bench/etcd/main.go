@@ -5,7 +5,8 @@
 //
 // It reads a job from standard input as JSON ({"endpoints": [...],
 // "specs": [...], "preload": true}), runs each spec in turn (after
-// preloading its key space when asked), prints progress to standard
+// preloading the first spec's key space when asked: the specs of one job
+// share it), prints progress to standard
 // error and writes the results, a JSON array of bench.Result, to standard
 // output. `ringkv bench` starts it with `go run` in this directory, or
 // runs the binary named by RINGKV_BENCH_ETCD.
@@ -68,12 +69,12 @@ func run(ctx context.Context, in io.Reader, out, progress io.Writer) error {
 	}
 	defer d.Close()
 	var results []bench.Result
-	for _, s := range job.Specs {
-		if job.Preload && s.Workload != bench.WorkloadW {
-			if err := bench.Preload(ctx, d, s); err != nil {
-				return fmt.Errorf("preload for %s: %w", s.Workload, err)
-			}
+	if job.Preload && len(job.Specs) > 0 {
+		if err := bench.Preload(ctx, d, job.Specs[0]); err != nil {
+			return fmt.Errorf("preload: %w", err)
 		}
+	}
+	for _, s := range job.Specs {
 		res, err := bench.Run(ctx, d, s, func(p bench.Progress) {
 			fmt.Fprintf(progress, "\retcd %-3s %-12s %6.1fs %10d ops %9.0f ops/s %6d errors", p.Spec.Workload, p.Spec.Level,
 				p.Elapsed.Seconds(), p.Ops, p.Interval, p.Errors)
