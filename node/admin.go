@@ -87,6 +87,12 @@ func (n *Node) clusterStatus(w http.ResponseWriter, r *http.Request) {
 	if !allowMethod(w, r, http.MethodGet) {
 		return
 	}
+	writeJSON(w, http.StatusOK, n.ClusterStatus())
+}
+
+// ClusterStatus reports the ring and, for every partition, its Raft
+// group as this node knows it (GET /api/cluster/status).
+func (n *Node) ClusterStatus() ClusterStatus {
 	rg := n.gossip.Ring()
 	st := ClusterStatus{
 		NodeID:            n.cfg.ID,
@@ -117,7 +123,7 @@ func (n *Node) clusterStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		st.Partitions[p] = ps
 	}
-	writeJSON(w, http.StatusOK, st)
+	return st
 }
 
 // splitSuffrage returns the ids of the voters and of everyone else.

@@ -103,26 +103,34 @@ func (n *Node) groupStats() []GroupStats {
 	return out
 }
 
-// ready answers 200 when every local Raft group has a known leader, 503
-// with the groups still waiting otherwise.
-func (n *Node) ready(w http.ResponseWriter, _ *http.Request) {
-	waiting := []uint32{}
-	groups := n.groups.Groups()
-	for _, g := range groups {
+// Ready reports whether this node has joined the ring, runs a group for
+// every partition the ring assigns it, and knows every group's leader;
+// waiting lists the groups without a known leader.
+func (n *Node) Ready() (ready, joined bool, groups int, waiting []uint32) {
+	waiting = []uint32{}
+	all := n.groups.Groups()
+	for _, g := range all {
 		if g.Leader() == "" {
 			waiting = append(waiting, g.ID())
 		}
 	}
 	r := n.gossip.Ring()
-	joined := false
 	if m, ok := r.Member(n.cfg.ID); ok && m.Status == ring.Joined {
 		joined = true
 	}
+	ready = len(waiting) == 0 && joined && len(all) >= len(r.PartitionsOf(n.cfg.ID))
+	return ready, joined, len(all), waiting
+}
+
+// ready answers 200 when Ready, 503 with the groups still waiting
+// otherwise.
+func (n *Node) ready(w http.ResponseWriter, _ *http.Request) {
+	ready, joined, groups, waiting := n.Ready()
 	code := http.StatusOK
-	if len(waiting) > 0 || !joined || len(groups) < len(r.PartitionsOf(n.cfg.ID)) {
+	if !ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": code == http.StatusOK, "joined": joined, "groups": len(groups), "groups_without_leader": waiting})
+	writeJSON(w, code, map[string]any{"ready": ready, "joined": joined, "groups": groups, "groups_without_leader": waiting})
 }
 
 // MemberStats is one member as this node sees it.
