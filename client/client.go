@@ -168,63 +168,48 @@ func (c *Client) downLocked(addr string) bool {
 // targets returns the addresses to try for a call on key (all nodes for
 // key ""), best first: for linearizable calls the partition leader, then
 // the key's replicas (live ones first, rotating between them), then every
-// other member; nodes marked down come last. Before the topology is known
-// it returns the seeds.
+// other member; nodes marked down or believed dead come after the others.
+// The seeds come last (first, before the topology is known).
 func (c *Client) targets(key string, level Consistency) []string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	v := c.mu.view
 	var good, bad []string
-	seen := make(map[string]bool)
-	add := func(id string, alive bool) {
-		m, ok := v.members[id]
-		if !ok || m.addr == "" || seen[m.addr] {
+	if v != nil {
+		good = make([]string, 0, len(v.ids)+len(c.seeds))
+	}
+	add := func(addr string, usable bool) {
+		if addr == "" || slices.Contains(good, addr) || slices.Contains(bad, addr) {
 			return
 		}
-		seen[m.addr] = true
-		if alive && m.alive && !c.downLocked(m.addr) {
-			good = append(good, m.addr)
+		if usable && !c.downLocked(addr) {
+			good = append(good, addr)
 		} else {
-			bad = append(bad, m.addr)
+			bad = append(bad, addr)
 		}
 	}
 	if v != nil {
-		var replicas []string
+		rot := c.rr.Add(1)
 		if key != "" {
 			p := partitionOf(key, v.shift)
-			replicas = v.table[p]
-			if level == Linearizable && c.mu.leaders[p] != "" {
-				add(c.mu.leaders[p], true)
+			if l := c.mu.leaders[p]; level == Linearizable && l != "" {
+				m := v.members[l]
+				add(m.addr, m.alive)
 			}
-		}
-		if n := len(replicas); n > 0 {
-			start := int(c.rr.Add(1) % uint64(n))
-			for i := range n {
-				add(replicas[(start+i)%n], true)
+			replicas := v.table[p]
+			for i := range replicas {
+				m := v.members[replicas[(int(rot%uint64(len(replicas)))+i)%len(replicas)]]
+				add(m.addr, m.alive)
 			}
 		}
 		// Any member can coordinate: the rest, in a rotating order.
-		ids := make([]string, 0, len(v.members))
-		for id := range v.members {
-			ids = append(ids, id)
-		}
-		if n := len(ids); n > 0 {
-			slices.Sort(ids)
-			start := int(c.rr.Add(1) % uint64(n))
-			for i := range n {
-				add(ids[(start+i)%n], true)
-			}
+		for i := range v.ids {
+			m := v.members[v.ids[(int(rot%uint64(len(v.ids)))+i)%len(v.ids)]]
+			add(m.addr, m.alive)
 		}
 	}
 	for _, s := range c.seeds {
-		if !seen[s] {
-			seen[s] = true
-			if c.downLocked(s) {
-				bad = append(bad, s)
-			} else {
-				good = append(good, s)
-			}
-		}
+		add(s, true)
 	}
 	return append(good, bad...)
 }
@@ -324,7 +309,7 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 	}
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
-	tried := make(map[string]bool)
+	var tried []string
 	var last error
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
@@ -338,16 +323,16 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 		addrs := c.targets(key, level)
 		addr := ""
 		for _, a := range addrs {
-			if !tried[a] {
+			if !slices.Contains(tried, a) {
 				addr = a
 				break
 			}
 		}
 		if addr == "" { // every node tried: start over
-			clear(tried)
+			tried = tried[:0]
 			addr = addrs[0]
 		}
-		tried[addr] = true
+		tried = append(tried, addr)
 		how, err := c.attempt(ctx, addr, key, fn)
 		if err == nil {
 			return nil

@@ -189,7 +189,8 @@ func TestClientAgainstCluster(t *testing.T) {
 	// Async forms.
 	futs := []*client.Future[struct{}]{
 		c.SetAsync(ctx, "async:1", []byte("1")),
-		c.SetAsync(ctx, "async:2", []byte("2"), client.WithConsistency(client.Linearizable)),
+		c.SetAsync(ctx, "async:2", []byte("2"), client.WithConsistency(client.All)),
+		c.SetAsync(ctx, "lin:async", []byte("2"), client.WithConsistency(client.Linearizable)),
 		c.PutIfAbsentAsync(ctx, "async:3", []byte("3")),
 	}
 	for i, f := range futs {

@@ -19,6 +19,7 @@ type view struct {
 	partitions int
 	shift      uint
 	members    map[string]member // by id
+	ids        []string          // member ids, sorted
 	table      [][]string        // partition -> preference list (ids)
 }
 
@@ -56,8 +57,12 @@ func viewFromWire(resp *kvpb.TopologyResponse) (*view, error) {
 		table:      make([][]string, p),
 	}
 	for _, m := range resp.GetMembers() {
+		if _, dup := v.members[m.GetId()]; !dup {
+			v.ids = append(v.ids, m.GetId())
+		}
 		v.members[m.GetId()] = member{id: m.GetId(), addr: m.GetRpcAddr(), alive: m.GetAlive()}
 	}
+	slices.Sort(v.ids)
 	for i, row := range resp.GetTable() {
 		v.table[i] = slices.Clone(row.GetReplicas())
 	}
@@ -168,12 +173,7 @@ func (c *Client) refreshOrder() []string {
 		}
 	}
 	if v := c.mu.view; v != nil {
-		ids := make([]string, 0, len(v.members))
-		for id := range v.members {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		for _, id := range ids {
+		for _, id := range v.ids {
 			m := v.members[id]
 			add(m.addr, m.alive && !c.downLocked(m.addr))
 		}
