@@ -112,7 +112,7 @@ func (c *Client) refresher() {
 // seeds) for the topology and adopts the first answer that is not older
 // than the view held. It returns the last error when no node answered.
 func (c *Client) refresh(ctx context.Context) error {
-	var last error = ErrUnavailable
+	last := ErrUnavailable
 	for _, addr := range c.refreshOrder() {
 		if ctx.Err() != nil {
 			return timeoutError(ctx, c.isClosed(), last)
