@@ -217,15 +217,19 @@ func (mg *Manager) Close() error {
 		return nil
 	}
 	mg.mu.closed = true
-	groups := make([]*Group, 0, len(mg.mu.groups))
-	for _, g := range mg.mu.groups {
-		groups = append(groups, g)
-	}
 	mg.mu.Unlock()
 	if mg.cancel != nil {
 		mg.cancel()
 	}
 	mg.wg.Wait()
+	// Collect the groups only now: the loop may have been creating one
+	// when closed was set.
+	mg.mu.Lock()
+	groups := make([]*Group, 0, len(mg.mu.groups))
+	for _, g := range mg.mu.groups {
+		groups = append(groups, g)
+	}
+	mg.mu.Unlock()
 	var errs []error
 	var wg sync.WaitGroup
 	var emu sync.Mutex

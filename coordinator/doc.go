@@ -38,11 +38,21 @@
 // waiting for that peer into one Merge and one Read RPC. The mapping between
 // errors and drpc codes is the one table in wire.go.
 //
+// # Client RPCs
+//
+// ClientServer serves the Client drpc service (proto/client.proto) that the
+// Go client library speaks: Topology, and Do/Batch/List running through the
+// Coordinator at the requested level. Data calls report errors in-band as
+// a kvpb.ErrorCode (clientCode is the table), so that every answer carries
+// the node's ring version and the key's partition leader.
+//
 // # Goroutines
 //
 //   - One per replica per request (bounded by N), tracked by the
 //     Coordinator's WaitGroup; writes' goroutines outlive the request until
 //     every replica answered or ReplicaWriteTimeout. Close cancels and waits.
+//   - ClientServer.Batch: one per operation of the batch, at most
+//     batchParallelism at a time, all done before Batch returns.
 //   - RPCTransport: ConnsPerPeer senders per peer, fed by the peer's queue,
 //     stopped by RPCTransport.Close.
 //

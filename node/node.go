@@ -172,6 +172,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if err := kvpb.DRPCRegisterLinearizable(mux, coordinator.NewLinearizableServer(n.groups)); err != nil {
 		return nil, fmt.Errorf("node: register linearizable service: %w", err)
 	}
+	if err := kvpb.DRPCRegisterClient(mux, coordinator.NewClientServer(n.coord, members)); err != nil {
+		return nil, fmt.Errorf("node: register client service: %w", err)
+	}
 	if err := n.raftTr.Register(mux); err != nil {
 		return nil, fmt.Errorf("node: register raft service: %w", err)
 	}
@@ -275,6 +278,23 @@ func (m membership) RPCAddr(id string) (string, bool) {
 		return "", false
 	}
 	return info.RPCAddr, true
+}
+
+// ClientMembers implements coordinator.MemberLister.
+func (m membership) ClientMembers() []coordinator.ClientMember {
+	infos := m.g.Members()
+	out := make([]coordinator.ClientMember, 0, len(infos))
+	for _, mi := range infos {
+		status := ""
+		if mi.Status != 0 {
+			status = mi.Status.String()
+		}
+		out = append(out, coordinator.ClientMember{
+			ID: mi.ID, Zone: mi.Zone, RPCAddr: mi.RPCAddr, HTTPAddr: mi.HTTPAddr,
+			Alive: mi.Liveness == gossip.Alive, Status: status,
+		})
+	}
+	return out
 }
 
 func (m membership) Alive(id string) bool {

@@ -1,25 +1,31 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"strconv"
+	"strings"
 	"time"
+
+	"github.com/ringkv/ringkv/client"
 )
 
-// clientCommand runs get, set, del and list against a node's HTTP API.
+// clientArgs are how many positional arguments each client command takes.
+var clientArgs = map[string][2]int{
+	"get": {1, 1}, "set": {2, 2}, "del": {1, 1}, "delete": {1, 1}, "list": {0, 1}, "cas": {2, 3},
+}
+
+// clientCommand runs get, set, del, list and cas through the Go client
+// library against any node's drpc address.
 func clientCommand(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", envDefault("RINGKV_ADDR", "127.0.0.1:8081"), "HTTP address of any node (env RINGKV_ADDR)")
-	level := fs.String("consistency", "quorum", "one, quorum or all")
+	addr := fs.String("addr", envDefault("RINGKV_ADDR", "127.0.0.1:9001"), "drpc address of any node; a comma-separated list is tried in turn (env RINGKV_ADDR)")
+	levelName := fs.String("consistency", "quorum", "one, quorum, all or linearizable (cas is always linearizable)")
 	limit := fs.Int("limit", 0, "list: at most this many pairs (0: server default)")
+	absent := fs.Bool("absent", false, "cas: set KEY to VALUE only if KEY is absent (cas KEY VALUE --absent)")
 	timeout := fs.Duration("timeout", 10*time.Second, "request timeout")
 	// Flags may come before or after the positional arguments.
 	var pos []string
@@ -34,78 +40,67 @@ func clientCommand(ctx context.Context, cmd string, args []string, stdout, stder
 		pos = append(pos, fs.Arg(0))
 		rest = fs.Args()[1:]
 	}
-	want := map[string][2]int{"get": {1, 1}, "set": {2, 2}, "del": {1, 1}, "delete": {1, 1}, "list": {0, 1}}[cmd]
+	want := clientArgs[cmd]
 	if len(pos) < want[0] || len(pos) > want[1] {
 		return fmt.Errorf("%w: %s takes %d..%d arguments, got %d", errUsage, cmd, want[0], want[1], len(pos))
 	}
-	ctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	q := url.Values{"consistency": {*level}}
-	base := "http://" + *addr
-	var (
-		method = http.MethodGet
-		path   string
-		body   []byte
-	)
-	switch cmd {
-	case "get":
-		q.Set("key", pos[0])
-		path = "/api/get"
-	case "set":
-		method, path = http.MethodPost, "/api/set"
-		b, err := json.Marshal(map[string]string{"key": pos[0], "value": pos[1]})
-		if err != nil {
-			return fmt.Errorf("encode request: %w", err)
-		}
-		body = b
-	case "del", "delete":
-		method, path = http.MethodDelete, "/api/delete"
-		q.Set("key", pos[0])
-	case "list":
-		path = "/api/list"
-		if len(pos) == 1 {
-			q.Set("prefix", pos[0])
-		}
-		if *limit > 0 {
-			q.Set("limit", strconv.Itoa(*limit))
-		}
+	if cmd == "cas" && (len(pos) == 2) != *absent {
+		return fmt.Errorf("%w: cas takes KEY EXPECTED NEW, or KEY VALUE --absent", errUsage)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, base+path+"?"+q.Encode(), bytes.NewReader(body))
+	level, err := client.ParseConsistency(*levelName)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	at := client.WithConsistency(level)
+	c, err := client.New(strings.Split(*addr, ","), client.WithRequestTimeout(*timeout))
 	if err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
 	}
-	defer func() { _ = resp.Body.Close() }() // read fully below
-	var out struct {
-		Error   string `json:"error"`
-		Value   string `json:"value"`
-		Found   bool   `json:"found"`
-		Success bool   `json:"success"`
-		Pairs   []struct {
-			Key   string `json:"key"`
-			Value string `json:"value"`
-		} `json:"pairs"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return fmt.Errorf("%s: bad response (HTTP %d): %w", cmd, resp.StatusCode, err)
-	}
-	switch {
-	case out.Error != "":
-		return fmt.Errorf("%s: HTTP %d: %s", cmd, resp.StatusCode, out.Error)
-	case cmd == "get" && !out.Found:
-		return fmt.Errorf("get %q: not found", pos[0])
-	case cmd == "get":
-		fmt.Fprintln(stdout, out.Value)
-	case cmd == "list":
-		for _, p := range out.Pairs {
-			fmt.Fprintf(stdout, "%s\t%s\n", p.Key, p.Value)
+	defer func() { _ = c.Close() }()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	switch cmd {
+	case "get":
+		v, err := c.Get(ctx, pos[0], at)
+		if err != nil {
+			return err //nolint:wrapcheck // the client's errors name the call and key
 		}
-	default:
-		fmt.Fprintln(stdout, "OK")
+		fmt.Fprintln(stdout, string(v))
+		return nil
+	case "set":
+		err = c.Set(ctx, pos[0], []byte(pos[1]), at)
+	case "del", "delete":
+		err = c.Delete(ctx, pos[0], at)
+	case "list":
+		prefix := ""
+		if len(pos) == 1 {
+			prefix = pos[0]
+		}
+		kvs, err := c.List(ctx, prefix, at, client.WithLimit(*limit))
+		if err != nil {
+			return err //nolint:wrapcheck // the client's errors name the call
+		}
+		for _, kv := range kvs {
+			fmt.Fprintf(stdout, "%s\t%s\n", kv.Key, kv.Value)
+		}
+		return nil
+	case "cas":
+		if *absent {
+			err = c.PutIfAbsent(ctx, pos[0], []byte(pos[1]))
+		} else {
+			err = c.CompareAndSet(ctx, pos[0], []byte(pos[1]), []byte(pos[2]))
+		}
+		var me *client.MismatchError
+		if errors.As(err, &me) {
+			if me.Found {
+				return fmt.Errorf("cas %q: not swapped: current value is %q: %w", pos[0], me.Current, err)
+			}
+			return fmt.Errorf("cas %q: not swapped: key is absent: %w", pos[0], err)
+		}
 	}
+	if err != nil {
+		return err //nolint:wrapcheck // the client's errors name the call and key
+	}
+	fmt.Fprintln(stdout, "OK")
 	return nil
 }

@@ -57,6 +57,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "  %s  http://%s  drpc %s  gossip %s\n", n.ID(), n.HTTPAddr(), n.RPCAddr(), n.GossipAddr())
 	}
 	fmt.Fprintln(stdout, `try: curl -s -XPOST localhost:8081/api/set -d '{"key":"user:1001","value":"John Doe"}'`)
+	fmt.Fprintln(stdout, `  or: ringkv set user:1001 "John Doe"   (drpc to 127.0.0.1:9001 through the Go client)`)
 	fmt.Fprintln(stdout, "Ctrl-C stops the cluster; the next 'ringkv dev' reuses the data.")
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "ringkv dev: stopping")

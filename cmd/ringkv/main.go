@@ -7,6 +7,7 @@
 //	ringkv get user:1001
 //	ringkv list user:
 //	ringkv del user:1001
+//	ringkv cas lock old new
 //	ringkv cluster status
 //	ringkv cluster remove n3
 package main
@@ -31,10 +32,14 @@ Usage:
   ringkv set KEY VALUE [flags]      write a key
   ringkv del KEY [flags]            delete a key
   ringkv list [PREFIX] [flags]      list keys with a prefix
+  ringkv cas KEY EXPECTED NEW       compare-and-set (linearizable)
+  ringkv cas KEY VALUE --absent     put-if-absent (linearizable)
   ringkv cluster status [flags]     show members and raft convergence
   ringkv cluster leave|remove|admit ID [flags]
                                     change a member's ring membership
 
+The data commands talk drpc to any node (--addr, default 127.0.0.1:9001)
+through the Go client library and take --consistency one|quorum|all|linearizable.
 Run 'ringkv COMMAND -h' for a command's flags.
 `
 
@@ -68,7 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, rest, stderr)
 	case "dev":
 		return dev(ctx, rest, stdout, stderr)
-	case "get", "set", "del", "delete", "list":
+	case "get", "set", "del", "delete", "list", "cas":
 		return clientCommand(ctx, cmd, rest, stdout, stderr)
 	case "cluster":
 		return clusterCommand(ctx, rest, stdout, stderr)

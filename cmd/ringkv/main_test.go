@@ -45,6 +45,10 @@ func TestUsageErrors(t *testing.T) {
 		{"set with one arg", []string{"set", "k"}},
 		{"list with two args", []string{"list", "a", "b"}},
 		{"client bad flag", []string{"get", "k", "--nope"}},
+		{"client bad level", []string{"get", "k", "--consistency", "most"}},
+		{"cas with one arg", []string{"cas", "k"}},
+		{"cas with two args", []string{"cas", "k", "v"}},
+		{"cas absent with three args", []string{"cas", "k", "a", "b", "--absent"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -84,9 +88,9 @@ func TestDevAndClientCommands(t *testing.T) {
 		case <-tick.C:
 		}
 	}
-	addrs := regexp.MustCompile(`http://(127\.0\.0\.1:\d+)`).FindAllStringSubmatch(devOut.String(), -1)
+	addrs := regexp.MustCompile(`drpc (127\.0\.0\.1:\d+)`).FindAllStringSubmatch(devOut.String(), -1)
 	if len(addrs) != 3 {
-		t.Fatalf("dev printed %d HTTP addresses: %s", len(addrs), devOut.String())
+		t.Fatalf("dev printed %d drpc addresses: %s", len(addrs), devOut.String())
 	}
 	cli := func(args ...string) (string, error) {
 		var out, errOut bytes.Buffer
@@ -104,7 +108,14 @@ func TestDevAndClientCommands(t *testing.T) {
 		{[]string{"list", "--limit", "5", "--addr", addrs[2][1]}, "user:1001\tJohn Doe\n", ""},
 		{[]string{"del", "user:1001", "--addr", addrs[2][1]}, "OK\n", ""},
 		{[]string{"get", "user:1001", "--addr", addrs[0][1]}, "", "not found"},
-		{[]string{"get", "k", "--consistency", "most", "--addr", addrs[0][1]}, "", "HTTP 400"},
+		{[]string{"set", "", "v", "--addr", addrs[0][1]}, "", "invalid argument"},
+		{[]string{"set", "lock", "a", "--consistency", "linearizable", "--addr", addrs[0][1] + "," + addrs[1][1]}, "OK\n", ""},
+		{[]string{"get", "lock", "--consistency", "linearizable", "--addr", addrs[2][1]}, "a\n", ""},
+		{[]string{"cas", "lock", "a", "b", "--addr", addrs[1][1]}, "OK\n", ""},
+		{[]string{"cas", "lock", "a", "c", "--addr", addrs[2][1]}, "", `current value is "b"`},
+		{[]string{"cas", "new", "1", "--absent", "--addr", addrs[0][1]}, "OK\n", ""},
+		{[]string{"cas", "new", "2", "--absent", "--addr", addrs[0][1]}, "", `current value is "1"`},
+		{[]string{"cas", "gone", "x", "y", "--addr", addrs[0][1]}, "", "key is absent"},
 	}
 	for _, s := range steps {
 		args := s.args

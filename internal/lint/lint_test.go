@@ -27,6 +27,7 @@ var allowed = map[string][]string{
 	"antientropy":          {"ring", "proto/kvpb"},
 	"client":               {"proto/kvpb"},
 	"bench":                {"client"},
+	"examples/quickstart":  {"client"},
 	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb"},
 	"cmd/ringkv":           {"*"},
 	"internal/testcluster": {},

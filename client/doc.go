@@ -1,0 +1,73 @@
+// Package client is the Go client library of ringkv. A Client is given the
+// drpc addresses of one or more nodes (127.0.0.1:9001-9003 under
+// `ringkv dev`), learns the cluster's topology from them (the ring's
+// partitions and preference lists, the members' addresses and liveness, the
+// leader of each partition's Raft group) and sends each call straight to a
+// node that can serve it without a further hop:
+//
+//   - one, quorum, all: a replica of the key (the partition's preference
+//     list, live members first, rotating between them), which coordinates
+//     the request with its own replica as one of the N;
+//   - linearizable (and compare-and-set): the partition's Raft leader.
+//
+// Any node can coordinate any request, so a stale view costs a hop, never
+// correctness. Every answer carries the serving node's ring version and the
+// leader of the key's partition as that node knows it; the client adopts a
+// newer leader at once and refreshes its topology (in the background) when
+// a node holds a newer ring, when a node cannot be reached, and every
+// RefreshInterval.
+//
+// # Calls
+//
+// Get, Set, Delete, List, CompareAndSet and PutIfAbsent take a context and
+// CallOptions (WithConsistency; WithLimit for List). Each has an Async form
+// returning a *Future, and Batch sends many keyed operations in one round
+// trip per node (the node runs them concurrently). Calls whose context has
+// no deadline get RequestTimeout; no call outlives its deadline.
+//
+// # Errors and retries
+//
+// Errors match, with errors.Is: ErrNotFound, ErrCASMismatch (the concrete
+// error is a *MismatchError carrying the current value), ErrUnavailable
+// (too few replicas or no leader), ErrTimeout (also matches
+// context.DeadlineExceeded), ErrOutcomeUnknown, ErrInvalidArgument,
+// ErrClosed.
+//
+// A call is retried, on another node where there is one, with exponential
+// backoff and full jitter (BackoffBase doubling up to BackoffMax, at most
+// MaxAttempts attempts, never past the deadline), only when the failure
+// proves the request was not applied:
+//
+//   - the connection could not be made (the request was never sent);
+//   - the node answered that it is shutting down, or that it could not
+//     reach enough replicas or a leader without applying anything (reads
+//     at any level; linearizable writes and CAS, which the node reports as
+//     not applied unless their outcome is unknown).
+//
+// Reads are also retried after a connection failure mid-call. A write
+// (Set, Delete, CompareAndSet, PutIfAbsent) is never retried once it may
+// have been applied: a connection that breaks after the request was sent,
+// a deadline that passes while it is in flight, or a node reporting that
+// the outcome is unknown all return ErrOutcomeUnknown. Retrying such a
+// write blindly could apply it twice (a CAS that succeeded would then
+// fail, a Set would overwrite a later write). An eventual-level write that
+// reached fewer replicas than its level needs returns ErrUnavailable and
+// is not retried either: it may have reached some replicas.
+//
+// # Connections
+//
+// Each node gets a bounded pool of ConnsPerNode drpc connections, each
+// carrying one call at a time; a call waits (bounded by its context) for a
+// free connection. A connection that fails is closed and redialed on
+// demand. A node that refuses connections is skipped for NodeDownFor.
+//
+// # Goroutines
+//
+//   - One refresher per Client: fed by refresh requests and a ticker,
+//     stopped by Close.
+//   - One per Async call, and one per node per Batch, each ending with its
+//     call (bounded by the call's deadline; Close cancels them).
+//
+// The key's partition is computed here as in package ring:
+// xxhash64(key) >> (64 - log2 P).
+package client

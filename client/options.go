@@ -1,0 +1,215 @@
+package client
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/ringkv/ringkv/proto/kvpb"
+)
+
+// Consistency is a per-call consistency level.
+type Consistency int
+
+// The consistency levels. Default means the Client's default level
+// (Quorum unless set with WithDefaultConsistency).
+const (
+	// Default uses the Client's default level.
+	Default Consistency = iota
+	// One waits for one replica: fastest, reads may be stale.
+	One
+	// Quorum waits for a majority of the key's replicas; a Quorum read sees
+	// every Quorum write that completed before it started.
+	Quorum
+	// All waits for every replica; fails while any replica is down.
+	All
+	// Linearizable goes through the partition's Raft leader: operations at
+	// this level on a key are linearizable with respect to each other.
+	Linearizable
+)
+
+// String returns the level's name: "one", "quorum", "all", "linearizable"
+// or "default".
+func (c Consistency) String() string {
+	switch c {
+	case Default:
+		return "default"
+	case One:
+		return "one"
+	case Quorum:
+		return "quorum"
+	case All:
+		return "all"
+	case Linearizable:
+		return "linearizable"
+	default:
+		return fmt.Sprintf("Consistency(%d)", int(c))
+	}
+}
+
+// ParseConsistency parses a level name, case-insensitively; "" is Default.
+// Other names return an error wrapping ErrInvalidArgument.
+func ParseConsistency(s string) (Consistency, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "":
+		return Default, nil
+	case "one":
+		return One, nil
+	case "quorum":
+		return Quorum, nil
+	case "all":
+		return All, nil
+	case "linearizable":
+		return Linearizable, nil
+	default:
+		return Default, fmt.Errorf("%w: unknown consistency level %q (want one, quorum, all or linearizable)", ErrInvalidArgument, s)
+	}
+}
+
+func (c Consistency) wire() (kvpb.Consistency, error) {
+	switch c {
+	case One:
+		return kvpb.Consistency_CONSISTENCY_ONE, nil
+	case Quorum:
+		return kvpb.Consistency_CONSISTENCY_QUORUM, nil
+	case All:
+		return kvpb.Consistency_CONSISTENCY_ALL, nil
+	case Linearizable:
+		return kvpb.Consistency_CONSISTENCY_LINEARIZABLE, nil
+	default:
+		return 0, fmt.Errorf("%w: unknown consistency level %d", ErrInvalidArgument, int(c))
+	}
+}
+
+// Config tunes a Client. New starts from DefaultConfig and applies the
+// Options; each field is also settable with its Option.
+type Config struct {
+	// Consistency is the level of calls that do not choose one. Default
+	// Quorum.
+	Consistency Consistency
+	// ConnsPerNode bounds the drpc connections to each node; each carries
+	// one call at a time. Default 16.
+	ConnsPerNode int
+	// DialTimeout bounds connecting to a node. Default 1s.
+	DialTimeout time.Duration
+	// RequestTimeout is the deadline of calls whose context has none.
+	// Default 10s.
+	RequestTimeout time.Duration
+	// MaxAttempts bounds the attempts of one call (retries + 1). Default 8.
+	MaxAttempts int
+	// BackoffBase is the first retry's backoff ceiling; it doubles per
+	// retry up to BackoffMax, and each wait is drawn uniformly from
+	// [0, ceiling] (full jitter). Defaults 20ms and 1s.
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// RefreshInterval is how often the topology is refreshed when nothing
+	// prompts it. Default 5s.
+	RefreshInterval time.Duration
+	// NodeDownFor is how long a node that refused a connection is tried
+	// only after every other. Default 1s.
+	NodeDownFor time.Duration
+	// BatchChunk caps the operations one Batch RPC carries. Default 256.
+	BatchChunk int
+	// Logger receives debug logs; nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a fresh Config with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		Consistency:     Quorum,
+		ConnsPerNode:    16,
+		DialTimeout:     time.Second,
+		RequestTimeout:  10 * time.Second,
+		MaxAttempts:     8,
+		BackoffBase:     20 * time.Millisecond,
+		BackoffMax:      time.Second,
+		RefreshInterval: 5 * time.Second,
+		NodeDownFor:     time.Second,
+		BatchChunk:      256,
+	}
+}
+
+// Validate reports the problems of c, joined into one error wrapping
+// ErrInvalidArgument.
+func (c Config) Validate() error {
+	var problems []string
+	if c.Consistency < One || c.Consistency > Linearizable {
+		problems = append(problems, fmt.Sprintf("Consistency %v is not a level", c.Consistency))
+	}
+	for name, v := range map[string]int64{
+		"ConnsPerNode": int64(c.ConnsPerNode), "DialTimeout": int64(c.DialTimeout),
+		"RequestTimeout": int64(c.RequestTimeout), "MaxAttempts": int64(c.MaxAttempts),
+		"BackoffBase": int64(c.BackoffBase), "BackoffMax": int64(c.BackoffMax),
+		"RefreshInterval": int64(c.RefreshInterval), "NodeDownFor": int64(c.NodeDownFor),
+		"BatchChunk": int64(c.BatchChunk),
+	} {
+		if v <= 0 {
+			problems = append(problems, fmt.Sprintf("%s must be positive, got %d", name, v))
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: config: %s", ErrInvalidArgument, strings.Join(problems, "; "))
+}
+
+// Option changes the Config of New.
+type Option func(*Config)
+
+// WithConfig replaces the whole Config (later Options still apply).
+func WithConfig(cfg Config) Option { return func(c *Config) { *c = cfg } }
+
+// WithDefaultConsistency sets the level of calls that do not choose one.
+func WithDefaultConsistency(level Consistency) Option {
+	return func(c *Config) { c.Consistency = level }
+}
+
+// WithConnsPerNode sets the connection pool size per node.
+func WithConnsPerNode(n int) Option { return func(c *Config) { c.ConnsPerNode = n } }
+
+// WithDialTimeout sets the timeout of connecting to a node.
+func WithDialTimeout(d time.Duration) Option { return func(c *Config) { c.DialTimeout = d } }
+
+// WithRequestTimeout sets the deadline of calls whose context has none.
+func WithRequestTimeout(d time.Duration) Option { return func(c *Config) { c.RequestTimeout = d } }
+
+// WithRetry sets the attempts per call and the backoff bounds.
+func WithRetry(maxAttempts int, base, maxBackoff time.Duration) Option {
+	return func(c *Config) { c.MaxAttempts, c.BackoffBase, c.BackoffMax = maxAttempts, base, maxBackoff }
+}
+
+// WithRefreshInterval sets the periodic topology refresh interval.
+func WithRefreshInterval(d time.Duration) Option { return func(c *Config) { c.RefreshInterval = d } }
+
+// WithLogger sets the logger for debug logs.
+func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }
+
+// CallOption changes one call.
+type CallOption func(*callConfig)
+
+type callConfig struct {
+	level Consistency
+	limit int
+}
+
+// WithConsistency sets the call's consistency level.
+func WithConsistency(level Consistency) CallOption {
+	return func(cc *callConfig) { cc.level = level }
+}
+
+// WithLimit caps how many pairs List returns (0: the node's default,
+// 1000).
+func WithLimit(n int) CallOption { return func(cc *callConfig) { cc.limit = n } }
+
+func (c *Client) callConfig(opts []CallOption) callConfig {
+	cc := callConfig{}
+	for _, o := range opts {
+		o(&cc)
+	}
+	if cc.level == Default {
+		cc.level = c.cfg.Consistency
+	}
+	return cc
+}

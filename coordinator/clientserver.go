@@ -1,0 +1,261 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"storj.io/drpc/drpcerr"
+
+	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/proto/kvpb"
+)
+
+// ClientMember is one cluster member as the Client service's Topology call
+// reports it.
+type ClientMember struct {
+	ID       string
+	Zone     string
+	RPCAddr  string
+	HTTPAddr string
+	Alive    bool
+	// Status is the ring membership: "joined", "leaving", "removed" or "".
+	Status string
+}
+
+// MemberLister lists the cluster's members for Topology. The node adapts
+// its gossip membership to it.
+type MemberLister interface {
+	ClientMembers() []ClientMember
+}
+
+const (
+	// maxBatchOps bounds the operations of one Batch call.
+	maxBatchOps = 4096
+	// batchParallelism bounds how many operations of one Batch call run at
+	// once on the coordinator.
+	batchParallelism = 64
+	// maxClientBudget caps the time budget a client may ask for.
+	maxClientBudget = 5 * time.Minute
+)
+
+// ClientServer serves the Client drpc service (kvpb.DRPCClientServer): the
+// protocol of the Go client library. Every data call runs through the
+// node's Coordinator at the requested level, exactly as the HTTP API does;
+// answers carry the node's ring version and the leader of the key's
+// partition as this node knows it, so clients can tell when their view is
+// stale. Errors of data calls travel inside the answer as a kvpb.ErrorCode
+// (clientCode is the one table); drpc errors mean the call itself failed.
+// It is safe for concurrent use.
+type ClientServer struct {
+	c       *Coordinator
+	members MemberLister
+}
+
+// NewClientServer returns a Client service over c. members may be nil: the
+// Topology answer then lists no member addresses.
+func NewClientServer(c *Coordinator, members MemberLister) *ClientServer {
+	return &ClientServer{c: c, members: members}
+}
+
+// clientCode maps a Coordinator error to the Client service's error code.
+// isWrite tells whether the operation changes state: an unavailable write
+// at an eventual level may have reached some replicas, at linearizable it
+// was not applied (the coordinator reports an unknown outcome as
+// consensus.ErrAmbiguous instead).
+func clientCode(err error, level Level, isWrite bool) kvpb.ErrorCode {
+	switch {
+	case err == nil:
+		return kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED
+	case errors.Is(err, ErrInvalidArgument):
+		return kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
+	case errors.Is(err, consensus.ErrAmbiguous):
+		return kvpb.ErrorCode_ERROR_CODE_OUTCOME_UNKNOWN
+	case errors.Is(err, ErrUnavailable):
+		if !isWrite || level == Linearizable {
+			return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED
+		}
+		return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE
+	case errors.Is(err, ErrClosed):
+		return kvpb.ErrorCode_ERROR_CODE_CLOSED
+	case errors.Is(err, ErrCorrupt):
+		return kvpb.ErrorCode_ERROR_CODE_CORRUPT
+	case errors.Is(err, context.DeadlineExceeded):
+		if isWrite {
+			return kvpb.ErrorCode_ERROR_CODE_OUTCOME_UNKNOWN
+		}
+		return kvpb.ErrorCode_ERROR_CODE_TIMEOUT
+	default:
+		return kvpb.ErrorCode_ERROR_CODE_INTERNAL
+	}
+}
+
+func levelFromWire(c kvpb.Consistency) (Level, error) {
+	switch c {
+	case kvpb.Consistency_CONSISTENCY_UNSPECIFIED, kvpb.Consistency_CONSISTENCY_QUORUM:
+		return Quorum, nil
+	case kvpb.Consistency_CONSISTENCY_ONE:
+		return One, nil
+	case kvpb.Consistency_CONSISTENCY_ALL:
+		return All, nil
+	case kvpb.Consistency_CONSISTENCY_LINEARIZABLE:
+		return Linearizable, nil
+	default:
+		return 0, fmt.Errorf("%w: unknown consistency level %d", ErrInvalidArgument, int32(c))
+	}
+}
+
+// budget bounds ctx by the client's time budget (0: the coordinator's
+// RequestTimeout).
+func (s *ClientServer) budget(ctx context.Context, micros uint64) (context.Context, context.CancelFunc) {
+	d := s.c.cfg.RequestTimeout
+	if micros > 0 {
+		d = min(time.Duration(micros)*time.Microsecond, maxClientBudget)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+func (s *ClientServer) header() *kvpb.ClientHeader {
+	h := &kvpb.ClientHeader{NodeId: s.c.cfg.NodeID}
+	if r := s.c.deps.Ring.Ring(); r != nil {
+		h.RingVersion = r.Version()
+	}
+	return h
+}
+
+// leaderOf returns the leader of key's partition as this node knows it.
+func (s *ClientServer) leaderOf(key []byte) string {
+	r := s.c.deps.Ring.Ring()
+	if r == nil || s.c.deps.Groups == nil || len(key) == 0 {
+		return ""
+	}
+	if g, ok := s.c.deps.Groups.Group(r.PartitionOf(key)); ok {
+		return g.Leader()
+	}
+	return ""
+}
+
+// Topology reports the ring, the members and the partition leaders this
+// node knows.
+func (s *ClientServer) Topology(_ context.Context, _ *kvpb.TopologyRequest) (*kvpb.TopologyResponse, error) {
+	resp := &kvpb.TopologyResponse{Header: s.header()}
+	r := s.c.deps.Ring.Ring()
+	if r == nil {
+		return resp, nil
+	}
+	resp.Partitions = uint32(r.Partitions())
+	resp.ReplicationFactor = uint32(r.ReplicationFactor())
+	if s.members != nil {
+		for _, m := range s.members.ClientMembers() {
+			resp.Members = append(resp.Members, &kvpb.TopologyMember{
+				Id: m.ID, Zone: m.Zone, RpcAddr: m.RPCAddr, HttpAddr: m.HTTPAddr, Alive: m.Alive, Status: m.Status,
+			})
+		}
+	}
+	resp.Table = make([]*kvpb.TopologyPartition, r.Partitions())
+	for p := range resp.Table {
+		tp := &kvpb.TopologyPartition{Replicas: append([]string(nil), r.Replicas(uint32(p))...)}
+		if s.c.deps.Groups != nil {
+			if g, ok := s.c.deps.Groups.Group(uint32(p)); ok {
+				tp.Leader = g.Leader()
+			}
+		}
+		resp.Table[p] = tp
+	}
+	return resp, nil
+}
+
+// Do runs one operation.
+func (s *ClientServer) Do(ctx context.Context, req *kvpb.ClientRequest) (*kvpb.ClientResponse, error) {
+	ctx, cancel := s.budget(ctx, req.GetTimeoutMicros())
+	defer cancel()
+	return &kvpb.ClientResponse{Result: s.run(ctx, req.GetOp()), Header: s.header()}, nil
+}
+
+// Batch runs the request's operations concurrently (at most
+// batchParallelism at once) and answers each, in request order. A batch of
+// more than maxBatchOps operations is refused with a drpc error.
+func (s *ClientServer) Batch(ctx context.Context, req *kvpb.ClientBatchRequest) (*kvpb.ClientBatchResponse, error) {
+	ops := req.GetOps()
+	if len(ops) > maxBatchOps {
+		err := fmt.Errorf("%w: batch of %d operations, limit %d", ErrInvalidArgument, len(ops), maxBatchOps)
+		return nil, drpcerr.WithCode(err, uint64(kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT))
+	}
+	ctx, cancel := s.budget(ctx, req.GetTimeoutMicros())
+	defer cancel()
+	results := make([]*kvpb.ClientResult, len(ops))
+	sem := make(chan struct{}, batchParallelism)
+	var wg sync.WaitGroup
+	for i, op := range ops {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			results[i] = s.run(ctx, op)
+		}()
+	}
+	wg.Wait()
+	return &kvpb.ClientBatchResponse{Header: s.header(), Results: results}, nil
+}
+
+// List lists live pairs under a prefix.
+func (s *ClientServer) List(ctx context.Context, req *kvpb.ClientListRequest) (*kvpb.ClientListResponse, error) {
+	ctx, cancel := s.budget(ctx, req.GetTimeoutMicros())
+	defer cancel()
+	resp := &kvpb.ClientListResponse{Header: s.header()}
+	level, err := levelFromWire(req.GetConsistency())
+	var pairs []Pair
+	if err == nil {
+		pairs, err = s.c.List(ctx, req.GetPrefix(), int(req.GetLimit()), level)
+	}
+	if err != nil {
+		resp.Error, resp.Message = clientCode(err, level, false), err.Error()
+		return resp, nil
+	}
+	resp.Pairs = make([]*kvpb.ClientPair, len(pairs))
+	for i, p := range pairs {
+		resp.Pairs[i] = &kvpb.ClientPair{Key: p.Key, Value: p.Value}
+	}
+	return resp, nil
+}
+
+// run executes one operation on the coordinator and describes its outcome.
+func (s *ClientServer) run(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientResult {
+	res := &kvpb.ClientResult{}
+	key := op.GetKey()
+	level, err := levelFromWire(op.GetConsistency())
+	isWrite := op.GetKind() != kvpb.ClientOp_KIND_GET
+	if err == nil {
+		switch op.GetKind() {
+		case kvpb.ClientOp_KIND_GET:
+			res.Value, res.Found, err = s.c.Get(ctx, key, level)
+		case kvpb.ClientOp_KIND_SET:
+			err = s.c.Set(ctx, key, op.GetValue(), level)
+		case kvpb.ClientOp_KIND_DELETE:
+			err = s.c.Delete(ctx, key, level)
+		case kvpb.ClientOp_KIND_CAS:
+			level = Linearizable
+			var expected *[]byte
+			if op.GetHasExpected() {
+				e := op.GetExpected()
+				if e == nil {
+					e = []byte{}
+				}
+				expected = &e
+			}
+			var cas CASResult
+			cas, err = s.c.CompareAndSet(ctx, key, expected, op.GetValue())
+			res.Swapped, res.Found, res.Value = cas.Swapped, cas.Found, cas.Current
+		default:
+			err = fmt.Errorf("%w: unknown operation kind %d", ErrInvalidArgument, int32(op.GetKind()))
+		}
+	}
+	if err != nil {
+		res = &kvpb.ClientResult{Error: clientCode(err, level, isWrite), Message: err.Error()}
+	}
+	res.Leader = s.leaderOf(key)
+	return res
+}
