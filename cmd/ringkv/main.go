@@ -37,6 +37,8 @@ Usage:
   ringkv cluster status [flags]     show members and raft convergence
   ringkv cluster leave|remove|admit ID [flags]
                                     change a member's ring membership
+  ringkv bench [flags]              load a cluster (a local one by default),
+                                    optionally beside etcd (--compare), and report
 
 The data commands talk drpc to any node (--addr, default 127.0.0.1:9001)
 through the Go client library and take --consistency one|quorum|all|linearizable.
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return clientCommand(ctx, cmd, rest, stdout, stderr)
 	case "cluster":
 		return clusterCommand(ctx, rest, stdout, stderr)
+	case "bench":
+		return benchCommand(ctx, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ringkv/ringkv/bench"
+	"github.com/ringkv/ringkv/client"
+	"github.com/ringkv/ringkv/node"
+)
+
+// benchCommand is `ringkv bench`: it runs the harness against an embedded
+// 3-node cluster (or --target), optionally against etcd in the same run
+// (--compare etcd=ADDRS), and reports.
+func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	def := bench.DefaultSpec()
+	workloads := fs.String("workloads", strings.Join(bench.Workloads, ","), "comma-separated workloads: A (50/50), B (95/5), C (reads), W (writes), CAS, L (lists)")
+	levels := fs.String("levels", "one,quorum,all,linearizable", "comma-separated consistency levels, each run in turn")
+	keys := fs.Int("keys", def.Keys, "key space")
+	hotKeys := fs.Int("hot-keys", def.HotKeys, "CAS counters")
+	valueSize := fs.Int("value-size", def.ValueSize, "value size in bytes")
+	dist := fs.String("dist", def.Distribution, "key distribution: uniform or zipfian")
+	concurrency := fs.Int("concurrency", def.Concurrency, "concurrent callers")
+	duration := fs.Duration("duration", def.Duration, "run time of each workload at each level (0: --ops only)")
+	ops := fs.Int64("ops", 0, "operations of each workload at each level (0: --duration only)")
+	rate := fs.Float64("rate", 0, "open loop at this many ops/s (latency from each op's scheduled start); 0: closed loop")
+	listLimit := fs.Int("list-limit", def.ListLimit, "page size of workload L")
+	opTimeout := fs.Duration("op-timeout", def.OpTimeout, "deadline of each operation")
+	seed := fs.Uint64("seed", def.Seed, "random seed of key choices")
+	target := fs.String("target", "", "comma-separated drpc addresses of an existing cluster; empty starts a local 3-node cluster in a temporary directory")
+	compare := fs.String("compare", "", "also run against a peer: etcd=ADDR,ADDR,... (the etcd peer driver lives in bench/etcd)")
+	etcdLevel := fs.String("etcd-level", "linearizable", "etcd's read level: linearizable (its default) or serializable")
+	jsonOut := fs.Bool("json", false, "print the report as JSON instead of a table")
+	report := fs.String("report", "", "also write a self-contained HTML report to this file")
+	short := fs.Bool("short", false, "smoke test: 1,000 keys, 8 callers, 300ms per workload and level")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: bench takes no arguments, got %q", errUsage, fs.Args())
+	}
+	if *short {
+		*keys, *concurrency, *duration, *ops = 1000, 8, 300*time.Millisecond, 0
+	}
+	base := def
+	base.Keys, base.HotKeys, base.ValueSize, base.Distribution = *keys, *hotKeys, *valueSize, *dist
+	base.Concurrency, base.Duration, base.Ops, base.Rate = *concurrency, *duration, *ops, *rate
+	base.ListLimit, base.OpTimeout, base.Seed = *listLimit, *opTimeout, *seed
+	var specs []bench.Spec
+	for _, wl := range splitList(*workloads) {
+		for _, lvl := range splitList(*levels) {
+			if _, err := client.ParseConsistency(lvl); err != nil {
+				return fmt.Errorf("%w: --levels: %w", errUsage, err)
+			}
+			s := base
+			s.Workload, s.Level = strings.ToUpper(wl), lvl
+			if s.Workload == bench.WorkloadCAS && lvl != "linearizable" && slices.Contains(splitList(*levels), "linearizable") {
+				continue // compare-and-set is always linearizable: run it once
+			}
+			if err := s.Validate(); err != nil {
+				return fmt.Errorf("%w: %w", errUsage, err)
+			}
+			specs = append(specs, s)
+		}
+	}
+	if len(specs) == 0 {
+		return fmt.Errorf("%w: no workloads or levels", errUsage)
+	}
+	var peerAddrs []string
+	if *compare != "" {
+		name, addrs, ok := strings.Cut(*compare, "=")
+		if !ok || name != "etcd" || len(splitList(addrs)) == 0 {
+			return fmt.Errorf("%w: --compare wants etcd=ADDR,ADDR,..., got %q", errUsage, *compare)
+		}
+		peerAddrs = splitList(addrs)
+	}
+
+	addrs := splitList(*target)
+	if len(addrs) == 0 {
+		dir, err := os.MkdirTemp("", "ringkv-bench-")
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer os.RemoveAll(dir) //nolint:errcheck // best effort: a temporary directory
+		fmt.Fprintf(stderr, "starting a local 3-node cluster in %s\n", dir)
+		nodes, err := startLocalCluster(ctx, localCluster{nodes: 3, dataDir: dir}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return fmt.Errorf("bench: %w", err)
+		}
+		defer closeNodes(nodes, stderr)
+		for _, n := range nodes {
+			addrs = append(addrs, n.RPCAddr())
+		}
+		if err := waitReady(ctx, nodes, 2*time.Minute); err != nil {
+			return err
+		}
+	}
+	c, err := client.New(addrs)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	defer c.Close() //nolint:errcheck // the run is over
+	d := bench.NewClientDriver(c)
+
+	rep := bench.Report{Command: "ringkv bench " + strings.Join(args, " "), Machine: machine(), Started: time.Now().UTC()}
+	preload := base
+	preload.Level = "quorum"
+	fmt.Fprintf(stderr, "preloading %d keys and %d counters\n", base.Keys, base.HotKeys)
+	if err := bench.Preload(ctx, d, preload); err != nil {
+		return err
+	}
+	for _, s := range specs {
+		res, err := bench.Run(ctx, d, s, progressLine(stderr, "ringkv"))
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "\r%-80s\rringkv %-3s %-12s %9.0f ops/s  p99 %s\n", "", s.Workload, s.Level, res.Throughput, time.Duration(res.Latency.P99)*time.Microsecond)
+		rep.Results = append(rep.Results, res)
+		if ctx.Err() != nil {
+			return fmt.Errorf("bench: %w", ctx.Err())
+		}
+	}
+	if len(peerAddrs) > 0 {
+		var peerSpecs []bench.Spec
+		seen := map[string]bool{}
+		for _, s := range specs {
+			if seen[s.Workload] {
+				continue
+			}
+			seen[s.Workload] = true
+			s.Level = *etcdLevel
+			peerSpecs = append(peerSpecs, s)
+		}
+		rep.Peer, err = runEtcdPeer(ctx, peerAddrs, peerSpecs, stderr)
+		if err != nil {
+			return err
+		}
+	}
+	if *report != "" {
+		var page bytes.Buffer
+		if err := rep.WriteHTML(&page); err != nil {
+			return err
+		}
+		if err := os.WriteFile(*report, page.Bytes(), 0o644); err != nil { //nolint:gosec // a report for people to read
+			return fmt.Errorf("bench: write report: %w", err)
+		}
+		fmt.Fprintf(stderr, "report written to %s\n", *report)
+	}
+	if *jsonOut {
+		return rep.WriteJSON(stdout)
+	}
+	return rep.WriteTable(stdout)
+}
+
+// progressLine returns a progress callback that rewrites one line.
+func progressLine(w io.Writer, target string) func(bench.Progress) {
+	return func(p bench.Progress) {
+		fmt.Fprintf(w, "\r%s %-3s %-12s %5.1fs %10d ops %9.0f ops/s %6d errors", target, p.Spec.Workload, p.Spec.Level,
+			p.Elapsed.Seconds(), p.Ops, p.Interval, p.Errors)
+	}
+}
+
+// waitReady polls until every node's groups have leaders and their full
+// configurations, so linearizable workloads measure the steady state.
+func waitReady(ctx context.Context, nodes []*node.Node, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ready := true
+		for _, n := range nodes {
+			if ok, _, _, _ := n.Ready(); !ok || !n.ClusterStatus().Converged {
+				ready = false
+			}
+		}
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench: cluster not ready: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// runEtcdPeer runs specs against etcd through the peer driver of
+// bench/etcd: the binary named by RINGKV_BENCH_ETCD, or `go run .` in
+// ./bench/etcd.
+func runEtcdPeer(ctx context.Context, endpoints []string, specs []bench.Spec, stderr io.Writer) ([]bench.Result, error) {
+	job, err := json.Marshal(map[string]any{"endpoints": endpoints, "specs": specs, "preload": true, "conns": 4})
+	if err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	var cmd *exec.Cmd
+	if bin := os.Getenv("RINGKV_BENCH_ETCD"); bin != "" {
+		cmd = exec.CommandContext(ctx, bin)
+	} else {
+		dir := filepath.Join("bench", "etcd")
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err != nil {
+			return nil, fmt.Errorf("bench: the etcd peer driver: run from the repository root (for bench/etcd) or set RINGKV_BENCH_ETCD to its binary (cd bench/etcd && go build): %w", err)
+		}
+		cmd = exec.CommandContext(ctx, "go", "run", ".")
+		cmd.Dir = dir
+	}
+	cmd.Stdin = bytes.NewReader(job)
+	cmd.Stderr = stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("bench: etcd peer: %w", err)
+	}
+	var results []bench.Result
+	if err := json.Unmarshal(out, &results); err != nil {
+		return nil, fmt.Errorf("bench: etcd peer output: %w", err)
+	}
+	return results, nil
+}
+
+// machine describes this machine for the report.
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return strings.TrimSpace(fmt.Sprintf("%s/%s, %d CPUs, %s, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), model))
+}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ringkv/ringkv/bench"
+)
+
+// TestMain lets this test binary stand in for the etcd peer driver: with
+// RINGKV_FAKE_PEER=1 it reads a job and answers one result per spec, as
+// bench/etcd does, without etcd.
+func TestMain(m *testing.M) {
+	if os.Getenv("RINGKV_FAKE_PEER") == "1" {
+		var job struct {
+			Endpoints []string     `json:"endpoints"`
+			Specs     []bench.Spec `json:"specs"`
+		}
+		if err := json.NewDecoder(os.Stdin).Decode(&job); err != nil || len(job.Endpoints) == 0 {
+			fmt.Fprintln(os.Stderr, "fake peer: bad job", err)
+			os.Exit(1)
+		}
+		var out []bench.Result
+		for _, s := range job.Specs {
+			out = append(out, bench.Result{Target: "etcd", Spec: s, Ops: 100, Throughput: 100, Latency: bench.Latency{P50: 1000, P99: 5000}})
+		}
+		if err := json.NewEncoder(os.Stdout).Encode(out); err != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// The smoke test CI runs: the short mode against an embedded cluster,
+// every workload at every level, compared with a (fake) peer, with the
+// JSON and HTML outputs.
+func TestBenchShortSmoke(t *testing.T) {
+	t.Setenv("RINGKV_BENCH_ETCD", os.Args[0])
+	t.Setenv("RINGKV_FAKE_PEER", "1")
+	report := filepath.Join(t.TempDir(), "report.html")
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"bench", "--short", "--json", "--report", report, "--compare", "etcd=127.0.0.1:1"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("bench: %v\n%s", err, stderr.String())
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("json: %v\n%s", err, stdout.String())
+	}
+	// 6 workloads x 4 levels, CAS once (it is always linearizable).
+	if len(rep.Results) != 5*4+1 {
+		t.Fatalf("%d results, want 21", len(rep.Results))
+	}
+	for _, r := range rep.Results {
+		if r.Ops == 0 || r.Errors > r.Ops/10 {
+			t.Errorf("%s at %s: %d ops, %d errors %v", r.Spec.Workload, r.Spec.Level, r.Ops, r.Errors, r.ErrorsByKind)
+		}
+	}
+	if len(rep.Peer) != len(bench.Workloads) || rep.Peer[0].Spec.Level != "linearizable" {
+		t.Fatalf("peer results: %+v", rep.Peer)
+	}
+	page, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(page), "<svg") || !strings.Contains(string(page), "etcd") {
+		t.Fatal("report lacks charts or the peer")
+	}
+}
+
+func TestBenchUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "--levels", "strong"},
+		{"bench", "--workloads", "Z"},
+		{"bench", "--compare", "redis=127.0.0.1:6379"},
+		{"bench", "--compare", "etcd="},
+		{"bench", "--keys", "0"},
+		{"bench", "extra"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), args, &stdout, &stderr)
+		if err == nil || !strings.Contains(err.Error(), "usage") {
+			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
