@@ -417,13 +417,16 @@ func (h *handoff) session(ctx context.Context, target string, mode sessionMode) 
 	prefix := hintPrefix(target)
 	start := prefix
 	replayed, dropped := 0, 0
-	if mode != modeSweep {
-		h.log.Info("hint session started", "peer", target, "mode", mode.String(), "pending", h.pending(target))
-	}
+	h.log.Debug("hint session started", "peer", target, "mode", mode.String(), "pending", h.pending(target))
 	defer func() {
-		if mode != modeSweep || dropped > 0 {
-			h.log.Info("hint session ended", "peer", target, "mode", mode.String(), "replayed", replayed, "dropped", dropped, "pending", h.pending(target))
+		// Info only when something changed: a target that gossip calls
+		// alive but that fails every replay would otherwise log each tick.
+		level := slog.LevelDebug
+		if replayed > 0 || dropped > 0 {
+			level = slog.LevelInfo
 		}
+		h.log.Log(context.Background(), level, "hint session ended", "peer", target, "mode", mode.String(),
+			"replayed", replayed, "dropped", dropped, "pending", h.pending(target))
 	}()
 	for ctx.Err() == nil {
 		b, err := h.scan(prefix, start, mode)
@@ -433,14 +436,14 @@ func (h *handoff) session(ctx context.Context, target string, mode sessionMode) 
 		}
 		if len(b.drops) > 0 {
 			if err := h.drop(ctx, target, b.drops); err != nil {
-				h.log.Info("hint drop failed", "peer", target, "err", err)
+				h.log.Debug("hint drop failed", "peer", target, "err", err)
 				return
 			}
 			dropped += len(b.drops)
 		}
 		if len(b.entries) > 0 {
 			if err := h.deliver(ctx, target, b); err != nil {
-				h.log.Info("hint replay stopped", "peer", target, "replayed", replayed, "err", err)
+				h.log.Debug("hint replay stopped", "peer", target, "replayed", replayed, "err", err)
 				return
 			}
 			replayed += len(b.entries)
