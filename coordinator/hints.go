@@ -375,10 +375,11 @@ func (h *handoff) plan() map[string]sessionMode {
 	return out
 }
 
-// modeFor decides what to do with target's hints given the ring r (nil
-// before this node has joined one).
+// modeFor decides what to do with target's hints given the ring r. A ring
+// with no active member (nil or empty: this node has not joined or loaded
+// one yet) says nothing about removals, so nothing is dropped on its word.
 func (h *handoff) modeFor(r *ring.Ring, target string) sessionMode {
-	if r != nil {
+	if r != nil && len(r.Active()) > 0 {
 		if m, ok := r.Member(target); !ok || m.Status == ring.Removed {
 			return modeDrop
 		}

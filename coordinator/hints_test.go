@@ -372,6 +372,10 @@ func TestHintModeFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	rig.live.set("n2", false)
+	empty, err := ring.New(ring.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name   string
 		r      *ring.Ring
@@ -383,6 +387,7 @@ func TestHintModeFor(t *testing.T) {
 		{"removed member", removed, "n3", modeDrop},
 		{"unknown member", r, "n9", modeDrop},
 		{"no ring yet", nil, "n2", modeSweep},
+		{"empty ring", empty, "n9", modeReplay},
 		{"no ring yet, alive", nil, "n3", modeReplay},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
