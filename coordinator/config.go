@@ -40,6 +40,32 @@ type Config struct {
 	// DefaultListLimit is the limit of list requests that give none.
 	// Default 1000.
 	DefaultListLimit int
+	// HintedHandoff makes the coordinator keep a durable hint for each
+	// replica a write did not reach and replay it once gossip sees that
+	// replica alive again (see hints.go). Hints never count toward W.
+	// Default true.
+	HintedHandoff bool
+	// HintWindow is how old a hint may grow before it is dropped and the
+	// difference left to anti-entropy (Cassandra's max_hint_window).
+	// Longer keeps a replica that was down longer repairable by hints
+	// alone, at the cost of disk. Default 3h.
+	HintWindow time.Duration
+	// HintReplayRate bounds the hint records this node replays per second,
+	// all targets together, so that a returning replica is not flooded.
+	// Default 5000.
+	HintReplayRate int
+	// HintReplayBatch is how many hints one replay Merge RPC carries (fewer
+	// if they add up to more than 4 MiB). Default 256.
+	HintReplayBatch int
+	// HintReplayInterval is how often the coordinator looks at the targets
+	// it holds hints for: it starts a replay for each alive one, drops the
+	// hints of removed members and expires old hints. A failed replay is
+	// retried after it. Default 1s.
+	HintReplayInterval time.Duration
+	// MaxHintBytesPerTarget bounds the hints (keys and values) stored for
+	// one target; a hint that would exceed it is dropped and counted.
+	// Default 1 GiB.
+	MaxHintBytesPerTarget int64
 	// Logger receives debug and warning logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -56,6 +82,13 @@ func DefaultConfig() Config {
 		ListPageSize:        256,
 		MaxListLimit:        100000,
 		DefaultListLimit:    1000,
+
+		HintedHandoff:         true,
+		HintWindow:            3 * time.Hour,
+		HintReplayRate:        5000,
+		HintReplayBatch:       256,
+		HintReplayInterval:    time.Second,
+		MaxHintBytesPerTarget: 1 << 30,
 	}
 }
 
@@ -77,6 +110,11 @@ func (c Config) Validate() error {
 		{"ListPageSize", int64(c.ListPageSize)},
 		{"MaxListLimit", int64(c.MaxListLimit)},
 		{"DefaultListLimit", int64(c.DefaultListLimit)},
+		{"HintWindow", int64(c.HintWindow)},
+		{"HintReplayRate", int64(c.HintReplayRate)},
+		{"HintReplayBatch", int64(c.HintReplayBatch)},
+		{"HintReplayInterval", int64(c.HintReplayInterval)},
+		{"MaxHintBytesPerTarget", c.MaxHintBytesPerTarget},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

@@ -23,6 +23,7 @@ type Coordinator struct {
 	deps    Deps
 	log     *slog.Logger
 	metrics *metrics
+	hints   *handoff // nil when HintedHandoff is off
 
 	// lifetime bounds background work (replica writes beyond W, read
 	// repair); cancelled by Close.
@@ -48,15 +49,30 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	var hints *handoff
+	if cfg.HintedHandoff {
+		if hints, err = newHandoff(cfg, deps, log); err != nil {
+			return nil, err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Coordinator{
+	c := &Coordinator{
 		cfg:      cfg,
 		deps:     deps,
 		log:      log, // the embedding node adds node_id
 		metrics:  m,
+		hints:    hints,
 		lifetime: ctx,
 		cancel:   cancel,
-	}, nil
+	}
+	if hints != nil {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			hints.run(ctx)
+		}()
+	}
+	return c, nil
 }
 
 // Close cancels background replica writes and repairs and waits for them.
@@ -166,7 +182,8 @@ func (c *Coordinator) placement(op string, key []byte, level Level) (uint32, []s
 // write stamps rec with a fresh HLC timestamp and merges it into every
 // replica of key's partition, answering after level's count of acks. The
 // replicas beyond that count keep receiving the write in the background,
-// bounded by ReplicaWriteTimeout.
+// bounded by ReplicaWriteTimeout. A replica whose merge fails (or times
+// out) gets a hint (hints.go), which does not count as an ack.
 func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec replica.Record, level Level) error {
 	p, replicas, err := c.placement(op, key, level)
 	if err != nil {
@@ -190,7 +207,11 @@ func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec repl
 		go func() {
 			defer c.wg.Done()
 			defer pending.Done()
-			results <- c.mergeInto(bg, node, entry)
+			err := c.mergeInto(bg, node, entry)
+			results <- err
+			if err != nil {
+				c.hint(node, entry) // after the result: never delays the answer
+			}
 		}()
 	}
 	c.wg.Add(1)

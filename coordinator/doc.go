@@ -17,6 +17,11 @@
 //     record among the answers wins. Read repair: answering replicas that
 //     held an older record (or none) are merged the newest one before Get
 //     returns, so a read at R followed by a read at R never goes backwards.
+//   - Hinted handoff (hints.go): a replica whose merge failed or timed out
+//     gets a durable hint on the coordinator, replayed (rate-limited, in
+//     order, deleted once acknowledged) when gossip sees the replica alive;
+//     hints older than HintWindow, or for a removed member, are dropped and
+//     left to anti-entropy. Hints never count toward W.
 //   - R + W > N at Quorum, so a Quorum read sees every Quorum write that
 //     completed before it started.
 //   - A record that fails its checksum on a replica counts as that replica
@@ -53,12 +58,16 @@
 //     every replica answered or ReplicaWriteTimeout. Close cancels and waits.
 //   - ClientServer.Batch: one per operation of the batch, at most
 //     batchParallelism at a time, all done before Batch returns.
+//   - The hint loop (handoff.run), when HintedHandoff is on: started by
+//     New under the WaitGroup, ticks every HintReplayInterval and starts at
+//     most one session per hint target, which it waits for; stopped by
+//     Close. A write's replica goroutine stores that replica's hint itself,
+//     after handing its result over.
 //   - RPCTransport: ConnsPerPeer senders per peer, fed by the peer's queue,
 //     stopped by RPCTransport.Close.
 //
-// # Not yet here
+// # Departures
 //
-// Sloppy quorum with hinted handoff and the linearizable level arrive with
-// the anti-entropy and Raft work; until then a write's W counts only the
-// partition's own replicas.
+// No sloppy quorum: as in Cassandra, W counts only the partition's own
+// replicas, and a hint is not an ack.
 package coordinator

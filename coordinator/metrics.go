@@ -61,3 +61,54 @@ func outcome(err error) string {
 		return "error"
 	}
 }
+
+// hintMetrics are hinted handoff's (hints.go). target labels are member ids,
+// bounded by the cluster's size.
+type hintMetrics struct {
+	stored   *prometheus.CounterVec
+	replayed *prometheus.CounterVec
+	dropped  *prometheus.CounterVec
+	pending  *prometheus.GaugeVec
+}
+
+// Reasons a hint is dropped without being replayed.
+const (
+	dropExpired  = "expired"  // older than HintWindow
+	dropRemoved  = "removed"  // its target left the ring for good
+	dropOverflow = "overflow" // its target already had MaxHintBytesPerTarget
+	dropCorrupt  = "corrupt"  // it failed its checksum
+	dropError    = "error"    // storing it failed
+)
+
+func newHintMetrics(reg prometheus.Registerer) (*hintMetrics, error) {
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m := &hintMetrics{
+		stored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "hints_stored_total",
+			Help: "Hints stored durably for replicas a write did not reach, by target.",
+		}, []string{"target"}),
+		replayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "hints_replayed_total",
+			Help: "Hints delivered to their target and deleted, by target.",
+		}, []string{"target"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "hints_dropped_total",
+			Help: "Hints given up without delivery, by reason (expired, removed, overflow, corrupt, error).",
+		}, []string{"reason"}),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "hints_pending",
+			Help: "Hints stored and not yet delivered or dropped, by target.",
+		}, []string{"target"}),
+	}
+	for _, c := range []prometheus.Collector{m.stored, m.replayed, m.dropped, m.pending} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register hint metrics: %w", err)
+		}
+	}
+	for _, r := range []string{dropExpired, dropRemoved, dropOverflow, dropCorrupt, dropError} {
+		m.dropped.WithLabelValues(r) // export zeros, so that a rate() sees the first drop
+	}
+	return m, nil
+}

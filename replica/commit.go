@@ -10,8 +10,9 @@ import (
 
 // op is one caller's unit of work for the committer. Every write to Badger
 // goes through an op, so the committer is the only writer and may
-// read-compare-write without races. There are two: mergeOp (records) and
-// rawOp (raw.go: the Raft log and stable store), and one batch may mix them.
+// read-compare-write without races. There are three: mergeOp (records),
+// rawOp (raw.go: the Raft log and stable store) and rawDeleteOp
+// (rawdelete.go: hints), and one batch may mix them.
 type op interface {
 	// writes is the number of writes the op contributes to a group commit,
 	// counted against Config.MaxBatchEntries.

@@ -39,13 +39,13 @@
 //	'r' | partition uint32 BE | user key   -> encoded Record           (Merge, Get, Scan)
 //	'l' | group uint32 BE | index uint64 BE -> encoded Raft log entry  (consensus.LogStore, via the raw API)
 //	's' | group uint32 BE | name            -> Raft stable-store value (consensus.LogStore, via the raw API)
-//	'h' | ...                                  hints                   (later)
+//	'h' | uint16 BE len(target) | target | seq uint64 BE -> hint     (coordinator hinted handoff, via the raw API)
 //
 // Keys of one partition are contiguous and sorted by user key, which is what
 // Scan and per-partition anti-entropy iterate. The record encoding is
 // documented beside AppendBinary in record.go.
 //
-// The raw API (WriteRaw, GetRaw, ScanRaw, LastRaw) reads and writes whole
+// The raw API (WriteRaw, DeleteRaw, GetRaw, ScanRaw, LastRaw) reads and writes whole
 // keys of any namespace but records: this package checks only that a raw key
 // or range stays out of 'r' (and Badger's "!badger!"); the layout of the
 // other namespaces belongs to the packages that use them, and is listed here
@@ -76,7 +76,8 @@
 //
 // Every write to Badger goes through the committer as an op (commit.go):
 // mergeOp for Merge, rawOp for WriteRaw (the Raft log and stable store of
-// every group), so they all share its fsyncs.
+// every group), rawDeleteOp for DeleteRaw (hints), so they all share its
+// fsyncs.
 //
 // # Durability discipline
 //

@@ -40,6 +40,8 @@ func TestUsageErrors(t *testing.T) {
 		{"serve with args", []string{"serve", "extra"}},
 		{"serve bad flag", []string{"serve", "--nope"}},
 		{"serve bad log level", []string{"serve", "--log-level", "loud"}},
+		{"serve bad hint window", []string{"serve", "--hint-window", "soon"}},
+		{"serve bad hints switch", []string{"serve", "--hints=maybe"}},
 		{"dev bad nodes", []string{"dev", "--nodes", "0"}},
 		{"get without key", []string{"get"}},
 		{"set with one arg", []string{"set", "k"}},
@@ -61,6 +63,19 @@ func TestUsageErrors(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(t.Context(), []string{"help"}, &out, &out); err != nil || !strings.Contains(out.String(), "Usage:") {
 		t.Fatalf("help: %v %q", err, out.String())
+	}
+}
+
+func TestServeHintEnvIsValidated(t *testing.T) {
+	for _, env := range []string{"RINGKV_HINTS", "RINGKV_HINT_WINDOW", "RINGKV_HINT_REPLAY_RATE"} {
+		t.Run(env, func(t *testing.T) {
+			t.Setenv(env, "not-a-value")
+			var out bytes.Buffer
+			err := run(t.Context(), []string{"serve", "--id", "s1", "--data", t.TempDir()}, &out, &out)
+			if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), env) {
+				t.Fatalf("got %v, want a usage error naming %s", err, env)
+			}
+		})
 	}
 }
 

@@ -53,9 +53,17 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Uint64Var(&cfg.Consensus.SnapshotThreshold, "snapshot-threshold", cfg.Consensus.SnapshotThreshold, "raft entries a group logs between snapshots")
 	fs.Uint64Var(&cfg.Consensus.TrailingLogs, "trailing-logs", cfg.Consensus.TrailingLogs, "raft entries a group keeps behind a snapshot")
 	fs.DurationVar(&cfg.Consensus.SnapshotInterval, "snapshot-interval", cfg.Consensus.SnapshotInterval, "how often a group checks whether to snapshot")
+	fs.BoolVar(&cfg.Coordinator.HintedHandoff, "hints", cfg.Coordinator.HintedHandoff, "keep hints for replicas a write missed and replay them when they return (env RINGKV_HINTS)")
+	fs.DurationVar(&cfg.Coordinator.HintWindow, "hint-window", cfg.Coordinator.HintWindow, "drop hints older than this, leaving them to anti-entropy (env RINGKV_HINT_WINDOW)")
+	fs.IntVar(&cfg.Coordinator.HintReplayRate, "hint-replay-rate", cfg.Coordinator.HintReplayRate, "hint records replayed per second, all targets together (env RINGKV_HINT_REPLAY_RATE)")
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pprofAddr := fs.String("pprof", envDefault("RINGKV_PPROF", ""), "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off (env RINGKV_PPROF)")
+	if err := setFromEnv(fs, map[string]string{
+		"hints": "RINGKV_HINTS", "hint-window": "RINGKV_HINT_WINDOW", "hint-replay-rate": "RINGKV_HINT_REPLAY_RATE",
+	}); err != nil {
+		return err
+	}
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -89,6 +97,21 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	log.Info("shutting down")
 	if err := n.Close(); err != nil {
 		return fmt.Errorf("serve: close: %w", err)
+	}
+	return nil
+}
+
+// setFromEnv sets each flag (by name) from its environment variable, when
+// that is set, so that the command line, parsed afterwards, still wins.
+func setFromEnv(fs *flag.FlagSet, envs map[string]string) error {
+	for name, env := range envs {
+		v, ok := os.LookupEnv(env)
+		if !ok {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("%w: %s=%q: %w", errUsage, env, v, err)
+		}
 	}
 	return nil
 }
