@@ -167,6 +167,32 @@ func (g *Group) Get(ctx context.Context, key []byte) (replica.Record, error) {
 	return rec, nil
 }
 
+// Scan reads linearizably up to limit records (tombstones included) of
+// the partition whose keys have prefix, from start on, in key order:
+// like Get, it confirms leadership and waits until applied, then reads
+// the local state. truncated says more records follow the last one.
+// Errors as for Get.
+func (g *Group) Scan(ctx context.Context, prefix, start []byte, limit int) (keys [][]byte, recs []replica.Record, truncated bool, err error) {
+	begin := time.Now()
+	defer g.m.observe("scan", begin)
+	if err := g.ReadIndex(ctx); err != nil {
+		return nil, nil, false, err
+	}
+	err = g.store.Scan(g.id, prefix, start, func(key []byte, rec replica.Record) bool {
+		if limit > 0 && len(keys) == limit {
+			truncated = true
+			return false
+		}
+		keys = append(keys, key)
+		recs = append(recs, rec)
+		return true
+	})
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("consensus: scan: %w", err)
+	}
+	return keys, recs, truncated, nil
+}
+
 // Put writes value (Tombstone: a delete) linearizably. The record's
 // timestamp is above any this node has seen for the key, so it also wins
 // over older eventual writes. Errors: *NotLeaderError (not applied),

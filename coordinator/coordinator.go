@@ -467,14 +467,18 @@ func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level 
 		return nil, fmt.Errorf("%w: limit %d outside 0..%d", ErrInvalidArgument, limit, c.cfg.MaxListLimit)
 	case len(prefix) > c.cfg.MaxKeyBytes:
 		return nil, fmt.Errorf("%w: prefix is %d bytes, limit %d", ErrInvalidArgument, len(prefix), c.cfg.MaxKeyBytes)
-	case level == Linearizable:
-		return nil, fmt.Errorf("%w: list at linearizable is not supported yet", ErrInvalidArgument)
 	case limit == 0:
 		limit = c.cfg.DefaultListLimit
 	}
 	r := c.deps.Ring.Ring()
 	if r == nil || len(r.Active()) == 0 {
 		return nil, &UnavailableError{Op: "list", Level: level, Required: 1, Cause: errors.New("node has not joined a ring yet")}
+	}
+	if level == Linearizable {
+		if c.deps.Groups == nil || c.deps.Lin == nil {
+			return nil, &UnavailableError{Op: "list", Level: level, Required: 1, Cause: errors.New("this node runs no raft groups")}
+		}
+		return c.linList(ctx, r, prefix, limit)
 	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()

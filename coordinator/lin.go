@@ -1,13 +1,17 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
 )
 
 // LinTransport forwards linearizable operations to the node that leads a
@@ -18,6 +22,9 @@ type LinTransport interface {
 	LinGet(ctx context.Context, node string, partition uint32, key []byte) (replica.Record, bool, error)
 	LinPut(ctx context.Context, node string, partition uint32, key, value []byte, tombstone bool) error
 	LinCAS(ctx context.Context, node string, partition uint32, key []byte, expected *[]byte, value []byte) (CASResult, error)
+	// LinScan reads up to limit records of the partition with prefix,
+	// from start on, linearizably on its leader (Group.Scan).
+	LinScan(ctx context.Context, node string, partition uint32, prefix, start []byte, limit int) (ScanResult, error)
 }
 
 // CASResult is the outcome of a compare-and-set that did not fail: whether
@@ -101,8 +108,17 @@ func (c *Coordinator) onLeader(ctx context.Context, op string, key []byte, run f
 	if err != nil {
 		return err
 	}
+	return c.onPartitionLeader(ctx, op, p, replicas, run)
+}
+
+// onPartitionLeader is onLeader for partition p with the given replicas.
+func (c *Coordinator) onPartitionLeader(ctx context.Context, op string, p uint32, replicas []string, run func(ctx context.Context, node string, p uint32, g *consensus.Group) error) error {
+	if len(replicas) == 0 {
+		return &UnavailableError{Op: op, Level: Linearizable, Required: 1, Cause: fmt.Errorf("partition %d has no replicas", p)}
+	}
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
+	var err error
 	target := ""
 	if g, ok := c.deps.Groups.Group(p); ok {
 		target = g.Leader()
@@ -151,4 +167,93 @@ func (c *Coordinator) onLeader(ctx context.Context, op string, key []byte, run f
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
+}
+
+// linListParallelism bounds the partitions a linearizable list reads at
+// once.
+const linListParallelism = 16
+
+// linList is List at the linearizable level: each page reads every
+// partition on its leader after a read-index round (Group.Scan), so every
+// pair returned reflects every write acknowledged before the List began
+// and no write that began after it ended. It is linearizable per key, not
+// a snapshot across partitions (as Cassandra's SERIAL range reads are not
+// either): two keys of different partitions are read at different moments
+// inside the call.
+func (c *Coordinator) linList(ctx context.Context, r *ring.Ring, prefix []byte, limit int) ([]Pair, error) {
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	var pairs []Pair
+	from := prefix
+	now := time.Now()
+	for len(pairs) < limit {
+		page, cutoff, err := c.linListPage(ctx, r, prefix, from)
+		if err != nil {
+			return nil, err
+		}
+		for _, kr := range page {
+			if kr.rec.Live(now) {
+				pairs = append(pairs, Pair{Key: kr.key, Value: kr.rec.Value})
+				if len(pairs) == limit {
+					break
+				}
+			}
+		}
+		if cutoff == nil {
+			break
+		}
+		from = append(bytes.Clone(cutoff), 0) // the smallest key after cutoff
+	}
+	return pairs, nil
+}
+
+// linListPage reads one page of every partition on its leader and
+// returns the records up to cutoff in key order, and cutoff (nil when no
+// partition was truncated), as listPage does.
+func (c *Coordinator) linListPage(ctx context.Context, r *ring.Ring, prefix, from []byte) ([]keyedRecord, []byte, error) {
+	parts := r.Partitions()
+	results := make([]ScanResult, parts)
+	errs := make([]error, parts)
+	sem := make(chan struct{}, linListParallelism)
+	var wg sync.WaitGroup
+	for p := range parts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[p] = c.onPartitionLeader(ctx, "list", uint32(p), r.Replicas(uint32(p)), func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
+				if g != nil {
+					keys, recs, truncated, err := g.Scan(ctx, prefix, from, c.cfg.ListPageSize)
+					results[p] = ScanResult{Partition: p, Keys: keys, Records: recs, Truncated: truncated}
+					return err //nolint:wrapcheck // classified by onPartitionLeader
+				}
+				res, err := c.deps.Lin.LinScan(ctx, node, p, prefix, from, c.cfg.ListPageSize)
+				results[p] = res
+				return err //nolint:wrapcheck // classified by onPartitionLeader
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	var cutoff []byte
+	for _, res := range results {
+		if res.Truncated && len(res.Keys) > 0 {
+			if last := res.Keys[len(res.Keys)-1]; cutoff == nil || bytes.Compare(last, cutoff) < 0 {
+				cutoff = last
+			}
+		}
+	}
+	var out []keyedRecord
+	for _, res := range results {
+		for i, k := range res.Keys {
+			if cutoff == nil || bytes.Compare(k, cutoff) <= 0 {
+				out = append(out, keyedRecord{key: k, rec: res.Records[i]})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].key, out[j].key) < 0 })
+	return out, cutoff, nil
 }

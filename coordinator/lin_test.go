@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -94,6 +95,17 @@ func (s *serverLin) LinCAS(ctx context.Context, _ string, p uint32, key []byte, 
 	return CASResult{Swapped: resp.GetSwapped(), Found: resp.GetFound(), Current: resp.GetCurrent()}, nil
 }
 
+func (s *serverLin) LinScan(ctx context.Context, _ string, p uint32, prefix, start []byte, limit int) (ScanResult, error) {
+	if err := s.check(); err != nil {
+		return ScanResult{}, err
+	}
+	resp, err := s.srv.Scan(ctx, &kvpb.LinScanRequest{Partition: p, Prefix: prefix, Start: start, Limit: uint32(limit)})
+	if err != nil {
+		return ScanResult{}, errorFor(err)
+	}
+	return linScanFromWire(p, resp)
+}
+
 // newLinNode runs a one-node ring (n1) whose raft groups it founds, and a
 // second coordinator n9 outside the ring that forwards to n1.
 func newLinNode(t *testing.T) (n1, n9 *Coordinator, lin *serverLin) {
@@ -149,6 +161,7 @@ func newLinNode(t *testing.T) (n1, n9 *Coordinator, lin *serverLin) {
 		cfg := DefaultConfig()
 		cfg.NodeID = id
 		cfg.RequestTimeout = 3 * time.Second
+		cfg.ListPageSize = 4 // lists page even over few keys
 		c, err := New(cfg, Deps{Store: store, Clock: clock, Ring: src, Transport: &memTransport{}, Groups: groups, Lin: lin})
 		if err != nil {
 			t.Fatal(err)
@@ -235,8 +248,33 @@ func TestLinearizableLevel(t *testing.T) {
 	if _, err := n1.CompareAndSet(ctx, []byte("k"), nil, make([]byte, 2<<20)); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("huge cas: %v", err)
 	}
-	if _, err := n1.List(ctx, nil, 0, Linearizable); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("linearizable list: %v", err)
+	// Linearizable list, local (n1) and forwarded (n9), over pages of 4
+	// records per partition: sorted, deletes honoured, limit respected.
+	for i := range 30 {
+		if err := n1.Set(ctx, fmt.Appendf(nil, "list:%02d", i), fmt.Appendf(nil, "v%d", i), Linearizable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n9.Delete(ctx, []byte("list:07"), Linearizable); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*Coordinator{n1, n9} {
+		pairs, err := c.List(ctx, []byte("list:"), 0, Linearizable)
+		if err != nil || len(pairs) != 29 {
+			t.Fatalf("%s: linearizable list: %d pairs, %v", c.cfg.NodeID, len(pairs), err)
+		}
+		for i, p := range pairs {
+			want := i
+			if i >= 7 {
+				want = i + 1
+			}
+			if string(p.Key) != fmt.Sprintf("list:%02d", want) || string(p.Value) != fmt.Sprintf("v%d", want) {
+				t.Fatalf("%s: pair %d is %s=%s", c.cfg.NodeID, i, p.Key, p.Value)
+			}
+		}
+		if pairs, err := c.List(ctx, []byte("list:"), 10, Linearizable); err != nil || len(pairs) != 10 || string(pairs[9].Key) != "list:10" {
+			t.Fatalf("%s: limited list: %v %v", c.cfg.NodeID, pairs, err)
+		}
 	}
 	// Leader unreachable from n9: unavailable within the deadline.
 	lin.mu.Lock()
@@ -296,6 +334,9 @@ func TestNoGroupsMeansUnavailable(t *testing.T) {
 	err := tc.coords["n1"].Set(t.Context(), []byte("k"), []byte("v"), Linearizable)
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("got %v", err)
+	}
+	if _, err := tc.coords["n1"].List(t.Context(), nil, 0, Linearizable); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("linearizable list without groups: %v", err)
 	}
 	if StatusFor(consensus.ErrAmbiguous) != 504 {
 		t.Fatal("ambiguous must map to 504")

@@ -92,6 +92,24 @@ func (s *LinearizableServer) CompareAndSet(ctx context.Context, req *kvpb.LinCAS
 	return &kvpb.LinCASResponse{Swapped: swapped, Found: found, Current: cur}, nil
 }
 
+// Scan serves a linearizable scan of one partition on the leader.
+func (s *LinearizableServer) Scan(ctx context.Context, req *kvpb.LinScanRequest) (*kvpb.LinScanResponse, error) {
+	g, err := s.group(req.GetPartition())
+	if err != nil {
+		return nil, err
+	}
+	keys, recs, truncated, err := g.Scan(ctx, req.GetPrefix(), req.GetStart(), int(req.GetLimit()))
+	if err != nil {
+		r, err := redirect(err)
+		return &kvpb.LinScanResponse{Redirect: r}, err
+	}
+	resp := &kvpb.LinScanResponse{Truncated: truncated, Records: make([]*kvpb.KeyedRecord, len(keys))}
+	for i, k := range keys {
+		resp.Records[i] = &kvpb.KeyedRecord{Partition: req.GetPartition(), Key: k, Record: recordToWire(recs[i])}
+	}
+	return resp, nil
+}
+
 // Applied reports how far this node's group of the partition has applied.
 func (s *LinearizableServer) Applied(_ context.Context, req *kvpb.AppliedRequest) (*kvpb.AppliedResponse, error) {
 	idx, err := s.groups.AppliedIndex(req.GetPartition())

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"math"
 
 	"storj.io/drpc/drpcconn"
 	"storj.io/drpc/drpcerr"
@@ -101,6 +102,37 @@ func (t *RPCTransport) LinCAS(ctx context.Context, node string, p uint32, key []
 		return CASResult{}, err
 	}
 	return CASResult{Swapped: resp.GetSwapped(), Found: resp.GetFound(), Current: resp.GetCurrent()}, nil
+}
+
+// LinScan implements LinTransport.
+func (t *RPCTransport) LinScan(ctx context.Context, node string, p uint32, prefix, start []byte, limit int) (ScanResult, error) {
+	var resp *kvpb.LinScanResponse
+	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
+		var err error
+		resp, err = c.Scan(ctx, &kvpb.LinScanRequest{Partition: p, Prefix: prefix, Start: start, Limit: uint32(min(max(limit, 0), math.MaxUint32))})
+		if err != nil {
+			return errorFor(err)
+		}
+		return nil
+	})
+	if err != nil {
+		return ScanResult{}, err
+	}
+	return linScanFromWire(p, resp)
+}
+
+// linScanFromWire turns a LinScanResponse into a ScanResult, or its
+// redirect into a *consensus.NotLeaderError.
+func linScanFromWire(p uint32, resp *kvpb.LinScanResponse) (ScanResult, error) {
+	if err := redirectError(p, resp.GetRedirect()); err != nil {
+		return ScanResult{}, err
+	}
+	res := ScanResult{Partition: p, Truncated: resp.GetTruncated()}
+	for _, kr := range resp.GetRecords() {
+		res.Keys = append(res.Keys, kr.GetKey())
+		res.Records = append(res.Records, recordFromWire(kr.GetRecord()))
+	}
+	return res, nil
 }
 
 // AppliedIndex asks node how far its group of partition p has applied

@@ -536,6 +536,138 @@ func (x *AppliedResponse) GetAppliedIndex() uint64 {
 	return 0
 }
 
+// LinScanRequest reads, linearizably, up to limit records of one partition
+// whose keys have prefix, from start on (inclusive), on its leader.
+type LinScanRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Prefix        []byte                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Start         []byte                 `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
+	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinScanRequest) Reset() {
+	*x = LinScanRequest{}
+	mi := &file_lin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinScanRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinScanRequest) ProtoMessage() {}
+
+func (x *LinScanRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_lin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinScanRequest.ProtoReflect.Descriptor instead.
+func (*LinScanRequest) Descriptor() ([]byte, []int) {
+	return file_lin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *LinScanRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LinScanRequest) GetPrefix() []byte {
+	if x != nil {
+		return x.Prefix
+	}
+	return nil
+}
+
+func (x *LinScanRequest) GetStart() []byte {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *LinScanRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+// LinScanResponse: records in key order (tombstones included); truncated
+// when more remain after the last.
+type LinScanResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	Records       []*KeyedRecord         `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
+	Truncated     bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinScanResponse) Reset() {
+	*x = LinScanResponse{}
+	mi := &file_lin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinScanResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinScanResponse) ProtoMessage() {}
+
+func (x *LinScanResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_lin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinScanResponse.ProtoReflect.Descriptor instead.
+func (*LinScanResponse) Descriptor() ([]byte, []int) {
+	return file_lin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LinScanResponse) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *LinScanResponse) GetRecords() []*KeyedRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *LinScanResponse) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
 var File_lin_proto protoreflect.FileDescriptor
 
 const file_lin_proto_rawDesc = "" +
@@ -573,12 +705,22 @@ const file_lin_proto_rawDesc = "" +
 	"\x0eAppliedRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\"6\n" +
 	"\x0fAppliedResponse\x12#\n" +
-	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex2\x8e\x02\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"r\n" +
+	"\x0eLinScanRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x12\x14\n" +
+	"\x05start\x18\x03 \x01(\fR\x05start\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\x92\x01\n" +
+	"\x0fLinScanResponse\x12/\n" +
+	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x120\n" +
+	"\arecords\x18\x02 \x03(\v2\x16.ringkv.v1.KeyedRecordR\arecords\x12\x1c\n" +
+	"\ttruncated\x18\x03 \x01(\bR\ttruncated2\xcd\x02\n" +
 	"\fLinearizable\x12:\n" +
 	"\x03Get\x12\x18.ringkv.v1.LinGetRequest\x1a\x19.ringkv.v1.LinGetResponse\x12:\n" +
 	"\x03Put\x12\x18.ringkv.v1.LinPutRequest\x1a\x19.ringkv.v1.LinPutResponse\x12D\n" +
 	"\rCompareAndSet\x12\x18.ringkv.v1.LinCASRequest\x1a\x19.ringkv.v1.LinCASResponse\x12@\n" +
-	"\aApplied\x12\x19.ringkv.v1.AppliedRequest\x1a\x1a.ringkv.v1.AppliedResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
+	"\aApplied\x12\x19.ringkv.v1.AppliedRequest\x1a\x1a.ringkv.v1.AppliedResponse\x12=\n" +
+	"\x04Scan\x12\x19.ringkv.v1.LinScanRequest\x1a\x1a.ringkv.v1.LinScanResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
 	file_lin_proto_rawDescOnce sync.Once
@@ -592,7 +734,7 @@ func file_lin_proto_rawDescGZIP() []byte {
 	return file_lin_proto_rawDescData
 }
 
-var file_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_lin_proto_goTypes = []any{
 	(*Redirect)(nil),        // 0: ringkv.v1.Redirect
 	(*LinGetRequest)(nil),   // 1: ringkv.v1.LinGetRequest
@@ -603,26 +745,33 @@ var file_lin_proto_goTypes = []any{
 	(*LinCASResponse)(nil),  // 6: ringkv.v1.LinCASResponse
 	(*AppliedRequest)(nil),  // 7: ringkv.v1.AppliedRequest
 	(*AppliedResponse)(nil), // 8: ringkv.v1.AppliedResponse
-	(*Record)(nil),          // 9: ringkv.v1.Record
+	(*LinScanRequest)(nil),  // 9: ringkv.v1.LinScanRequest
+	(*LinScanResponse)(nil), // 10: ringkv.v1.LinScanResponse
+	(*Record)(nil),          // 11: ringkv.v1.Record
+	(*KeyedRecord)(nil),     // 12: ringkv.v1.KeyedRecord
 }
 var file_lin_proto_depIdxs = []int32{
-	0, // 0: ringkv.v1.LinGetResponse.redirect:type_name -> ringkv.v1.Redirect
-	9, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
-	0, // 2: ringkv.v1.LinPutResponse.redirect:type_name -> ringkv.v1.Redirect
-	0, // 3: ringkv.v1.LinCASResponse.redirect:type_name -> ringkv.v1.Redirect
-	1, // 4: ringkv.v1.Linearizable.Get:input_type -> ringkv.v1.LinGetRequest
-	3, // 5: ringkv.v1.Linearizable.Put:input_type -> ringkv.v1.LinPutRequest
-	5, // 6: ringkv.v1.Linearizable.CompareAndSet:input_type -> ringkv.v1.LinCASRequest
-	7, // 7: ringkv.v1.Linearizable.Applied:input_type -> ringkv.v1.AppliedRequest
-	2, // 8: ringkv.v1.Linearizable.Get:output_type -> ringkv.v1.LinGetResponse
-	4, // 9: ringkv.v1.Linearizable.Put:output_type -> ringkv.v1.LinPutResponse
-	6, // 10: ringkv.v1.Linearizable.CompareAndSet:output_type -> ringkv.v1.LinCASResponse
-	8, // 11: ringkv.v1.Linearizable.Applied:output_type -> ringkv.v1.AppliedResponse
-	8, // [8:12] is the sub-list for method output_type
-	4, // [4:8] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: ringkv.v1.LinGetResponse.redirect:type_name -> ringkv.v1.Redirect
+	11, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
+	0,  // 2: ringkv.v1.LinPutResponse.redirect:type_name -> ringkv.v1.Redirect
+	0,  // 3: ringkv.v1.LinCASResponse.redirect:type_name -> ringkv.v1.Redirect
+	0,  // 4: ringkv.v1.LinScanResponse.redirect:type_name -> ringkv.v1.Redirect
+	12, // 5: ringkv.v1.LinScanResponse.records:type_name -> ringkv.v1.KeyedRecord
+	1,  // 6: ringkv.v1.Linearizable.Get:input_type -> ringkv.v1.LinGetRequest
+	3,  // 7: ringkv.v1.Linearizable.Put:input_type -> ringkv.v1.LinPutRequest
+	5,  // 8: ringkv.v1.Linearizable.CompareAndSet:input_type -> ringkv.v1.LinCASRequest
+	7,  // 9: ringkv.v1.Linearizable.Applied:input_type -> ringkv.v1.AppliedRequest
+	9,  // 10: ringkv.v1.Linearizable.Scan:input_type -> ringkv.v1.LinScanRequest
+	2,  // 11: ringkv.v1.Linearizable.Get:output_type -> ringkv.v1.LinGetResponse
+	4,  // 12: ringkv.v1.Linearizable.Put:output_type -> ringkv.v1.LinPutResponse
+	6,  // 13: ringkv.v1.Linearizable.CompareAndSet:output_type -> ringkv.v1.LinCASResponse
+	8,  // 14: ringkv.v1.Linearizable.Applied:output_type -> ringkv.v1.AppliedResponse
+	10, // 15: ringkv.v1.Linearizable.Scan:output_type -> ringkv.v1.LinScanResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_lin_proto_init() }
@@ -637,7 +786,7 @@ func file_lin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lin_proto_rawDesc), len(file_lin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

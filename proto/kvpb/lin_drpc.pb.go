@@ -42,6 +42,7 @@ type DRPCLinearizableClient interface {
 	Put(ctx context.Context, in *LinPutRequest) (*LinPutResponse, error)
 	CompareAndSet(ctx context.Context, in *LinCASRequest) (*LinCASResponse, error)
 	Applied(ctx context.Context, in *AppliedRequest) (*AppliedResponse, error)
+	Scan(ctx context.Context, in *LinScanRequest) (*LinScanResponse, error)
 }
 
 type drpcLinearizableClient struct {
@@ -90,11 +91,21 @@ func (c *drpcLinearizableClient) Applied(ctx context.Context, in *AppliedRequest
 	return out, nil
 }
 
+func (c *drpcLinearizableClient) Scan(ctx context.Context, in *LinScanRequest) (*LinScanResponse, error) {
+	out := new(LinScanResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Linearizable/Scan", drpcEncoding_File_lin_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type DRPCLinearizableServer interface {
 	Get(context.Context, *LinGetRequest) (*LinGetResponse, error)
 	Put(context.Context, *LinPutRequest) (*LinPutResponse, error)
 	CompareAndSet(context.Context, *LinCASRequest) (*LinCASResponse, error)
 	Applied(context.Context, *AppliedRequest) (*AppliedResponse, error)
+	Scan(context.Context, *LinScanRequest) (*LinScanResponse, error)
 }
 
 type DRPCLinearizableUnimplementedServer struct{}
@@ -115,9 +126,13 @@ func (s *DRPCLinearizableUnimplementedServer) Applied(context.Context, *AppliedR
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCLinearizableUnimplementedServer) Scan(context.Context, *LinScanRequest) (*LinScanResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCLinearizableDescription struct{}
 
-func (DRPCLinearizableDescription) NumMethods() int { return 4 }
+func (DRPCLinearizableDescription) NumMethods() int { return 5 }
 
 func (DRPCLinearizableDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -157,6 +172,15 @@ func (DRPCLinearizableDescription) Method(n int) (string, drpc.Encoding, drpc.Re
 						in1.(*AppliedRequest),
 					)
 			}, DRPCLinearizableServer.Applied, true
+	case 4:
+		return "/ringkv.v1.Linearizable/Scan", drpcEncoding_File_lin_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCLinearizableServer).
+					Scan(
+						ctx,
+						in1.(*LinScanRequest),
+					)
+			}, DRPCLinearizableServer.Scan, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -240,6 +264,26 @@ func (x *drpcLinearizable_AppliedStream) GetStream() drpc.Stream {
 }
 
 func (x *drpcLinearizable_AppliedStream) SendAndClose(m *AppliedResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_lin_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCLinearizable_ScanStream interface {
+	drpc.Stream
+	SendAndClose(*LinScanResponse) error
+}
+
+type drpcLinearizable_ScanStream struct {
+	drpc.Stream
+}
+
+func (x *drpcLinearizable_ScanStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcLinearizable_ScanStream) SendAndClose(m *LinScanResponse) error {
 	if err := x.MsgSend(m, drpcEncoding_File_lin_proto{}); err != nil {
 		return err
 	}
