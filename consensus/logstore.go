@@ -109,6 +109,15 @@ func NewLogStore(store RawStore, group uint32) (*LogStore, error) {
 
 // FirstIndex implements raft.LogStore: the smallest stored index, 0 if the
 // log is empty. Errors: ErrLogStoreBroken.
+// IsMonotonic tells raft (raft.MonotonicLogStore) to delete the whole
+// log after installing a snapshot. Without it raft keeps TrailingLogs of
+// the follower's own stale log below the snapshot, leaving a gap and a log
+// longer than snapshot threshold plus trailing logs on a node that caught
+// up by InstallSnapshot.
+func (s *LogStore) IsMonotonic() bool { return true }
+
+var _ raft.MonotonicLogStore = (*LogStore)(nil)
+
 func (s *LogStore) FirstIndex() (uint64, error) {
 	if err := s.brokenErr(); err != nil {
 		return 0, err
