@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates proto/kvpb from kv.proto and raft.proto. Needs protoc (Debian: protobuf-compiler);
+# Regenerates proto/kvpb from the .proto files. Needs protoc (Debian: protobuf-compiler);
 # the Go plugins are installed at pinned versions into a private GOBIN.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,4 +10,4 @@ GOBIN=$bin go install storj.io/drpc/cmd/protoc-gen-go-drpc@v1.0.0
 PATH=$bin:$PATH protoc -I . \
   --go_out=kvpb --go_opt=paths=source_relative \
   --go-drpc_out=kvpb --go-drpc_opt=paths=source_relative \
-  kv.proto raft.proto lin.proto
+  kv.proto raft.proto lin.proto repair.proto

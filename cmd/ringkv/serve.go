@@ -53,6 +53,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Uint64Var(&cfg.Consensus.SnapshotThreshold, "snapshot-threshold", cfg.Consensus.SnapshotThreshold, "raft entries a group logs between snapshots")
 	fs.Uint64Var(&cfg.Consensus.TrailingLogs, "trailing-logs", cfg.Consensus.TrailingLogs, "raft entries a group keeps behind a snapshot")
 	fs.DurationVar(&cfg.Consensus.SnapshotInterval, "snapshot-interval", cfg.Consensus.SnapshotInterval, "how often a group checks whether to snapshot")
+	fs.DurationVar(&cfg.AntiEntropy.Interval, "ae-interval", cfg.AntiEntropy.Interval, "how often each partition's Merkle tree is exchanged with every other replica; negative disables scheduled exchanges")
+	fs.Float64Var(&cfg.AntiEntropy.KeysPerSec, "ae-keys-per-sec", cfg.AntiEntropy.KeysPerSec, "records per second anti-entropy may transfer")
+	fs.Float64Var(&cfg.AntiEntropy.BytesPerSec, "ae-bytes-per-sec", cfg.AntiEntropy.BytesPerSec, "bytes per second anti-entropy may transfer")
+	fs.Float64Var(&cfg.AntiEntropy.ScrubPerSec, "scrub-rate", cfg.AntiEntropy.ScrubPerSec, "stored records per second the scrubber verifies; negative disables it")
+	fs.DurationVar(&cfg.AntiEntropy.TombstoneGrace, "tombstone-grace", cfg.AntiEntropy.TombstoneGrace, "how long tombstones are kept at least before collection; negative never collects")
+	fs.DurationVar(&cfg.AntiEntropy.GCInterval, "gc-interval", cfg.AntiEntropy.GCInterval, "how often collectable tombstones are looked for")
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
