@@ -98,10 +98,10 @@ func (s *Service) syncBuckets(ctx context.Context, p uint32, peer string, bucket
 	remote := map[string]*kvpb.HashedRecord{}
 	var start []byte
 	for {
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.RPCTimeout)
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.RPCTimeout)
 		req := &kvpb.FetchRequest{Partition: p, Buckets: buckets, Start: start, MaxRecords: uint32(s.cfg.PageRecords),
 			MaxBytes: uint64(s.bytes.Burst()), Fanout: Fanout, Depth: Depth}
-		resp, err := s.deps.Peers.Fetch(ctx, peer, req)
+		resp, err := s.deps.Peers.Fetch(rctx, peer, req)
 		cancel()
 		if err != nil {
 			return pulled, pushed, fmt.Errorf("fetch partition %d from %s: %w", p, peer, err)
@@ -146,9 +146,9 @@ func (s *Service) syncBuckets(ctx context.Context, p uint32, peer string, bucket
 		if err := s.budget(ctx, len(page), pageBytes); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(ctx, s.cfg.RPCTimeout)
+		rctx, cancel := context.WithTimeout(ctx, s.cfg.RPCTimeout)
 		defer cancel()
-		if err := s.deps.Peers.Merge(ctx, peer, page); err != nil {
+		if err := s.deps.Peers.Merge(rctx, peer, page); err != nil {
 			return fmt.Errorf("push partition %d to %s: %w", p, peer, err)
 		}
 		s.metrics.bytes.Add(float64(pageBytes))
