@@ -452,7 +452,9 @@ func TestCollectTombstones(t *testing.T) {
 	nodes := newCluster(t, cfg, "n1", "n2", "n3")
 	old := replica.MakeTimestamp(now.Add(-2*time.Hour), 0)
 	young := replica.MakeTimestamp(now.Add(-time.Minute), 0)
-	tomb := func(ts replica.Timestamp) replica.Record { return replica.Record{Tombstone: true, Timestamp: ts, NodeID: "n1"} }
+	tomb := func(ts replica.Timestamp) replica.Record {
+		return replica.Record{Tombstone: true, Timestamp: ts, NodeID: "n1"}
+	}
 	for _, n := range nodes {
 		put(t, n, "everywhere", tomb(old))
 		put(t, n, "young", tomb(young))
