@@ -9,6 +9,7 @@
 //	ringkv del user:1001
 //	ringkv cluster status
 //	ringkv cluster remove n3
+//	ringkv cluster repair --partition 7
 package main
 
 import (
@@ -33,6 +34,7 @@ Usage:
   ringkv list [PREFIX] [flags]      list keys with a prefix
   ringkv cluster status [flags]     show members and raft convergence
   ringkv cluster leave|remove|admit ID [flags]
+  ringkv cluster repair [--partition P]  run anti-entropy on every member now
                                     change a member's ring membership
 
 Run 'ringkv COMMAND -h' for a command's flags.
