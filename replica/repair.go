@@ -28,19 +28,22 @@ import (
 // digest of the partition. begin runs on the committer: it must be quick
 // and must not call the Store.
 //
-// Errors: ErrClosed after Close; ctx.Err() if ctx ends before the snapshot
-// is taken; otherwise a Badger error. Safe for concurrent use; fn must not
+// Errors: ErrClosed after Close; ctx.Err() if ctx has ended when it is
+// called; otherwise a Badger error. Safe for concurrent use; fn must not
 // call Close.
 func (s *Store) ScanSnapshot(ctx context.Context, partition uint32, begin func(), fn func(keyHash, recHash uint64) bool) error {
 	if !s.acquire() {
 		return ErrClosed
 	}
 	defer s.release()
+	if err := ctx.Err(); err != nil {
+		return err //nolint:wrapcheck // documented: ctx.Err() itself
+	}
+	// Not cancellable once handed over: the committer answers at once (it
+	// only opens a read transaction), and the transaction it opened must
+	// come back here to be discarded.
 	op := &snapshotOp{begin: begin}
-	if err := s.submit(ctx, op); err != nil {
-		if op.txn != nil {
-			op.txn.Discard()
-		}
+	if err := s.submit(context.WithoutCancel(ctx), op); err != nil {
 		return err
 	}
 	txn := op.txn

@@ -91,7 +91,7 @@ func TestWipedNodeRecoversByAntiEntropy(t *testing.T) {
 		return func(i int) error {
 			code, err := n1.Set(ctx, key(i), val(i), level)
 			if err != nil || code != http.StatusOK {
-				return fmt.Errorf("set %s: %d %v", key(i), code, err)
+				return fmt.Errorf("set %s: %d %w", key(i), code, err)
 			}
 			return nil
 		}

@@ -34,7 +34,7 @@ func TestScrubberRepairsCorruption(t *testing.T) {
 	if err := parallel(keys, func(i int) error {
 		code, err := n1.Set(ctx, key(i), val(i), "all")
 		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("set %s: %d %v", key(i), code, err)
+			return fmt.Errorf("set %s: %d %w", key(i), code, err)
 		}
 		return nil
 	}); err != nil {
