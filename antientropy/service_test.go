@@ -117,7 +117,7 @@ type testNode struct {
 
 const testPartitions = 4
 
-func testRing(t *testing.T, ids ...string) *ring.Ring {
+func testRing(t testing.TB, ids ...string) *ring.Ring {
 	t.Helper()
 	r, err := ring.New(ring.Config{Partitions: testPartitions, ReplicationFactor: 3})
 	if err != nil {
@@ -133,7 +133,7 @@ func testRing(t *testing.T, ids ...string) *ring.Ring {
 
 // newCluster starts one Service per id over on-disk stores, connected in
 // memory. cfg is applied to every node (NodeID filled in).
-func newCluster(t *testing.T, cfg Config, ids ...string) map[string]*testNode {
+func newCluster(t testing.TB, cfg Config, ids ...string) map[string]*testNode {
 	t.Helper()
 	r := testRing(t, ids...)
 	nodes := map[string]*testNode{}
@@ -165,7 +165,7 @@ func newCluster(t *testing.T, cfg Config, ids ...string) map[string]*testNode {
 	return nodes
 }
 
-func (n *testNode) open(t *testing.T) {
+func (n *testNode) open(t testing.TB) {
 	t.Helper()
 	s, err := replica.Open(replica.Config{Dir: n.dir, MemTableBytes: 1 << 20}, replica.Deps{Observer: func(cs []replica.Change) {
 		out := make([]Change, len(cs))
@@ -180,7 +180,7 @@ func (n *testNode) open(t *testing.T) {
 	n.store = s
 }
 
-func (n *testNode) waitReady(t *testing.T) {
+func (n *testNode) waitReady(t testing.TB) {
 	t.Helper()
 	poll(t, "trees of "+n.id+" built", func() error {
 		for p := range uint32(testPartitions) {
@@ -192,7 +192,7 @@ func (n *testNode) waitReady(t *testing.T) {
 	})
 }
 
-func poll(t *testing.T, what string, cond func() error) {
+func poll(t testing.TB, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
