@@ -21,6 +21,7 @@ import (
 //	POST /api/cluster/leave?id=X     -> {"ok":true,"ring_version":V}  (gossip.Leave)
 //	POST /api/cluster/remove?id=X    -> {"ok":true,"ring_version":V}  (gossip.Remove)
 //	POST /api/cluster/admit?id=X     -> {"ok":true,"ring_version":V}  (gossip.Admit)
+//	POST /api/cluster/repair[?partition=P] -> RepairResult (repair.go)
 //
 // Leave and remove are refused with 409 when the ring after the change
 // would give some partition a preference list of which fewer than a
@@ -43,6 +44,7 @@ func (n *Node) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("/api/cluster/leave", n.clusterChange(opLeave))
 	mux.HandleFunc("/api/cluster/remove", n.clusterChange(opRemove))
 	mux.HandleFunc("/api/cluster/admit", n.clusterChange(opAdmit))
+	mux.HandleFunc("/api/cluster/repair", n.clusterRepair)
 	mux.HandleFunc("/api/cluster/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path})
 	})
@@ -81,6 +83,10 @@ type PartitionStatus struct {
 	// Converged: hosted, the voters are the preference list (in any
 	// order) and there are no non-voters.
 	Converged bool `json:"converged"`
+	// MerkleRoot is the root of this node's anti-entropy tree of the
+	// partition, in hex; empty while the tree is being built. Replicas
+	// holding the same records have the same root.
+	MerkleRoot string `json:"merkle_root,omitempty"`
 }
 
 func (n *Node) clusterStatus(w http.ResponseWriter, r *http.Request) {
@@ -109,6 +115,9 @@ func (n *Node) ClusterStatus() ClusterStatus {
 			ps.Preference = []string{}
 		}
 		assigned := slices.Contains(ps.Preference, n.cfg.ID)
+		if root, ok := n.trees.Root(uint32(p)); ok {
+			ps.MerkleRoot = fmt.Sprintf("%016x", root)
+		}
 		if g, ok := n.groups.Group(uint32(p)); ok {
 			ps.Hosted = true
 			ps.State = g.Raft().State().String()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/replica"
@@ -44,6 +45,9 @@ type Config struct {
 	// Consensus tunes the Raft groups; NodeID, DataDir and Logger are
 	// filled in by the node.
 	Consensus consensus.Config
+	// AntiEntropy tunes Merkle-tree exchanges, the scrubber and tombstone
+	// collection; NodeID and Logger are filled in by the node.
+	AntiEntropy antientropy.Config
 	// Logger receives every component's logs; nil discards.
 	Logger *slog.Logger
 }
@@ -57,6 +61,7 @@ func DefaultConfig() Config {
 		Coordinator: coordinator.DefaultConfig(),
 		RPC:         coordinator.DefaultRPCConfig(),
 		Consensus:   consensus.DefaultConfig(),
+		AntiEntropy: antientropy.DefaultConfig(),
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/proto/kvpb"
@@ -44,6 +45,9 @@ type Node struct {
 	raftTr *consensus.Transport
 	groups *consensus.Manager
 	coord  *coordinator.Coordinator
+	trees  *antientropy.Trees
+	aeCli  *antientropy.Client
+	ae     *antientropy.Service
 
 	rpcLis  net.Listener
 	httpLis net.Listener
@@ -87,7 +91,8 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	rcfg := cfg.Replica
 	rcfg.Dir = filepath.Join(cfg.DataDir, "replica")
 	rcfg.Logger = log.With("component", "replica")
-	if n.store, err = replica.Open(rcfg, replica.Deps{Registerer: deps.Registerer}); err != nil {
+	n.trees = antientropy.NewTrees()
+	if n.store, err = replica.Open(rcfg, replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees)}); err != nil {
 		return nil, fmt.Errorf("node: open replica store: %w", err)
 	}
 	n.clock = replica.NewClock(nil, 0)
@@ -165,6 +170,24 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: coordinator: %w", err)
 	}
 
+	aecfg := cfg.AntiEntropy
+	aecfg.NodeID = cfg.ID
+	aecfg.Logger = log.With("component", "antientropy")
+	n.aeCli = antientropy.NewClient(members)
+	n.ae, err = antientropy.New(aecfg, antientropy.Deps{
+		Trees:      n.trees,
+		Store:      aeStore{n.store},
+		Scrub:      aeStore{n.store},
+		Collect:    aeStore{n.store},
+		Peers:      n.aeCli,
+		Ring:       n.gossip,
+		Liveness:   members,
+		Registerer: deps.Registerer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: antientropy: %w", err)
+	}
+
 	mux := drpcmux.New()
 	if err := kvpb.DRPCRegisterReplica(mux, coordinator.NewReplicaServer(n.store, n.clock, log.With("component", "replica_server"))); err != nil {
 		return nil, fmt.Errorf("node: register replica service: %w", err)
@@ -174,6 +197,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	}
 	if err := kvpb.DRPCRegisterClient(mux, coordinator.NewClientServer(n.coord, members)); err != nil {
 		return nil, fmt.Errorf("node: register client service: %w", err)
+	}
+	if err := kvpb.DRPCRegisterRepair(mux, n.ae); err != nil {
+		return nil, fmt.Errorf("node: register repair service: %w", err)
 	}
 	if err := n.raftTr.Register(mux); err != nil {
 		return nil, fmt.Errorf("node: register raft service: %w", err)
@@ -202,6 +228,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if err := n.groups.Start(); err != nil {
 		return nil, fmt.Errorf("node: start raft groups: %w", err)
 	}
+	n.ae.Start()
 	log.Info("node started", "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "data", cfg.DataDir)
 	return n, nil
 }
@@ -245,6 +272,12 @@ func (n *Node) Close() error {
 			_ = n.rpcLis.Close() // never served; nothing else holds it
 		}
 		n.wg.Wait()
+		if n.ae != nil {
+			errs = append(errs, n.ae.Close())
+		}
+		if n.aeCli != nil {
+			errs = append(errs, n.aeCli.Close())
+		}
 		if n.coord != nil {
 			errs = append(errs, n.coord.Close())
 		}

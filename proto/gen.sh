@@ -10,4 +10,4 @@ GOBIN=$bin go install storj.io/drpc/cmd/protoc-gen-go-drpc@v1.0.0
 PATH=$bin:$PATH protoc -I . \
   --go_out=kvpb --go_opt=paths=source_relative \
   --go-drpc_out=kvpb --go-drpc_opt=paths=source_relative \
-  kv.proto raft.proto lin.proto client.proto
+  kv.proto raft.proto lin.proto client.proto repair.proto

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/badger/v4"
 )
 
@@ -109,11 +110,15 @@ type batchWriter struct {
 	failed error // first commit failure; once set the batch is lost
 
 	applied, stale int // merge outcomes, reported once the batch commits
+
+	// changes are the record changes staged in txn, for the observer.
+	changes []Change
 }
 
 func (w *batchWriter) begin() {
 	w.txn = w.s.db.NewTransaction(true)
 	w.staged = 0
+	w.changes = w.changes[:0]
 }
 
 // commit commits the current transaction (fsynced: SyncWrites is on),
@@ -121,6 +126,7 @@ func (w *batchWriter) begin() {
 func (w *batchWriter) commit() {
 	if w.staged == 0 {
 		w.txn.Discard()
+		w.flushChanges() // none: nothing was staged
 		return
 	}
 	if hook := w.s.hooks.commitErr; hook != nil {
@@ -135,6 +141,7 @@ func (w *batchWriter) commit() {
 		w.failed = fmt.Errorf("commit: %w", err)
 		return
 	}
+	w.flushChanges()
 	w.s.metrics.commitDuration.Observe(time.Since(start).Seconds())
 	w.s.metrics.batchEntries.Observe(float64(w.staged))
 	w.s.txnsCommitted.Add(1)
@@ -239,14 +246,21 @@ func (m *mergeOp) apply(w *batchWriter) error {
 	for i := range m.items {
 		it := &m.items[i]
 		newer := true
+		userKey := it.key[recordKeyPrefixLen:]
+		var oldHash uint64
+		oldCorrupt := false
 		found, err := w.get(it.key, func(val []byte) error {
 			old, derr := decodeRecord(val, false)
 			if derr != nil {
 				// Treated as absent: the incoming record repairs it.
-				w.s.corruptFound("merge", it.partition, it.key[recordKeyPrefixLen:], derr)
+				w.s.corruptFound("merge", it.partition, userKey, derr)
+				oldCorrupt = true
 				return nil
 			}
 			newer = it.rec.Newer(old)
+			if newer && w.s.observer != nil {
+				oldHash = recordHash(userKey, val)
+			}
 			return nil
 		})
 		if err != nil {
@@ -258,6 +272,13 @@ func (m *mergeOp) apply(w *batchWriter) error {
 		}
 		if err := w.set(it.key, it.enc); err != nil {
 			return err
+		}
+		if oldCorrupt {
+			w.s.metrics.corruptRemoved.WithLabelValues("overwritten").Inc()
+		}
+		if w.s.observer != nil {
+			w.changed(Change{Partition: it.partition, KeyHash: xxhash.Sum64(userKey), Old: oldHash,
+				New: recordHash(userKey, it.enc), OldUnknown: oldCorrupt})
 		}
 		w.applied++
 	}

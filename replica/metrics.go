@@ -14,6 +14,7 @@ type metrics struct {
 	batchEntries   prometheus.Histogram
 	commitDuration prometheus.Histogram
 	corrupt        prometheus.Counter
+	corruptRemoved *prometheus.CounterVec
 	diskBytes      prometheus.GaugeFunc
 
 	reg        prometheus.Registerer
@@ -43,13 +44,17 @@ func newMetrics(diskBytes func() float64) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "corrupt_records_total",
 			Help: "Stored records found failing their checksum (by Get, Scan or Merge).",
 		}),
+		corruptRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "corrupt_records_removed_total",
+			Help: "Corrupt stored records removed, each counted once: quarantined (deleted, so the key reads as missing) or overwritten (a merge replaced it).",
+		}, []string{"how"}),
 		diskBytes: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "disk_bytes",
 			Help: "Size of the Badger LSM tree and value log on disk, as last measured by Badger (about once a minute).",
 		}, diskBytes),
 	}
 	// merges is registered as the vector; the curried counters are kept for speed.
-	m.registered = []prometheus.Collector{merges, m.batchEntries, m.commitDuration, m.corrupt, m.diskBytes}
+	m.registered = []prometheus.Collector{merges, m.batchEntries, m.commitDuration, m.corrupt, m.corruptRemoved, m.diskBytes}
 	return m
 }
 

@@ -132,6 +132,9 @@ type Deps struct {
 	// Registerer receives the store's metrics; nil keeps them in a private
 	// registry. Close unregisters them.
 	Registerer prometheus.Registerer
+	// Observer, if set, is told about every committed record change (see
+	// Observer for its duties). Nil: nobody is told.
+	Observer Observer
 }
 
 // Entry is one record to merge under a partition and key.
@@ -149,6 +152,8 @@ type Store struct {
 	log     *slog.Logger
 	db      *badger.DB
 	metrics *metrics
+	// observer is Deps.Observer; called only on the committer goroutine.
+	observer Observer
 
 	maxRecordBytes int
 
@@ -230,6 +235,7 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 		maxRecordBytes: MaxRecordBytes,
 		reqs:           make(chan *request),
 		closing:        make(chan struct{}),
+		observer:       deps.Observer,
 	}
 	if cfg.InMemory {
 		s.maxRecordBytes = int(valueThreshold)

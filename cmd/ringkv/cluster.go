@@ -15,13 +15,15 @@ import (
 	"github.com/ringkv/ringkv/node"
 )
 
-// clusterCommand runs `ringkv cluster status|leave|remove|admit [ID]`
-// against a node's /api/cluster endpoints.
+// clusterCommand runs `ringkv cluster status|leave|remove|admit [ID]` and
+// `ringkv cluster repair [--partition P]` against a node's /api/cluster
+// endpoints.
 func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", envDefault("RINGKV_ADDR", "127.0.0.1:8081"), "HTTP address of any node (env RINGKV_ADDR)")
-	timeout := fs.Duration("timeout", 15*time.Second, "request timeout")
+	timeout := fs.Duration("timeout", 15*time.Second, "request timeout (repair: per node, at least 10m)")
+	partition := fs.Int("partition", -1, "repair: only this partition (default: every partition)")
 	// Flags may come before or after the positional arguments.
 	var pos []string
 	rest := args
@@ -36,7 +38,13 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		rest = fs.Args()[1:]
 	}
 	if len(pos) == 0 {
-		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove or admit", errUsage)
+		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove, admit or repair", errUsage)
+	}
+	if pos[0] == "repair" {
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: cluster repair takes no arguments, got %q", errUsage, pos[1:])
+		}
+		return clusterRepair(ctx, *addr, *partition, max(*timeout, 10*time.Minute), stdout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -122,6 +130,51 @@ func clusterStatus(ctx context.Context, addr string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "\nno status from: %s\n", strings.Join(unreachable, ", "))
 	}
 	fmt.Fprintf(stdout, "\npartitions converged: %d/%d\n", converged, len(st.Partitions))
+	return nil
+}
+
+// clusterRepair asks every alive member, one after the other, to exchange
+// its partitions (or only partition, when >= 0) with every other live
+// replica now, and prints what each did.
+func clusterRepair(ctx context.Context, addr string, partition int, timeout time.Duration, stdout io.Writer) error {
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	var st node.ClusterStatus
+	err := callJSON(sctx, http.MethodGet, "http://"+addr+"/api/cluster/status", &st)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cluster repair: %w", err)
+	}
+	q := ""
+	if partition >= 0 {
+		q = "?" + url.Values{"partition": {fmt.Sprint(partition)}}.Encode()
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE	PARTITIONS	EXCHANGES	BUCKETS DIFFERING	PULLED	PUSHED	FAILED")
+	var failed []string
+	for _, m := range st.Members {
+		if m.Liveness != "alive" || m.HTTPAddr == "" || m.Status != "joined" {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, timeout)
+		var res node.RepairResult
+		err := callJSON(rctx, http.MethodPost, "http://"+m.HTTPAddr+"/api/cluster/repair"+q, &res)
+		cancel()
+		if err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", m.ID, err))
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\n", m.ID, res.Partitions, res.Exchanges, res.Differing, res.Pulled, res.Pushed, len(res.Failed))
+		for _, f := range res.Failed {
+			failed = append(failed, m.ID+": "+f)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return fmt.Errorf("cluster repair: %w", err)
+	}
+	if len(failed) > 0 {
+		fmt.Fprintf(stdout, "\nfailed:\n  %s\n", strings.Join(failed, "\n  "))
+		return fmt.Errorf("cluster repair: %d exchanges or nodes failed", len(failed))
+	}
 	return nil
 }
 

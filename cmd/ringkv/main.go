@@ -10,6 +10,7 @@
 //	ringkv cas lock old new
 //	ringkv cluster status
 //	ringkv cluster remove n3
+//	ringkv cluster repair --partition 7
 package main
 
 import (
@@ -36,6 +37,7 @@ Usage:
   ringkv cas KEY VALUE --absent     put-if-absent (linearizable)
   ringkv cluster status [flags]     show members and raft convergence
   ringkv cluster leave|remove|admit ID [flags]
+  ringkv cluster repair [--partition P]  run anti-entropy on every member now
                                     change a member's ring membership
   ringkv bench [flags]              load a cluster (a local one by default),
                                     optionally beside etcd (--compare), and report

@@ -25,12 +25,13 @@ func hintWrites() int {
 }
 
 // TestHintedHandoffAlone: a node is down during QUORUM writes and comes
-// back; hints alone (nothing else repairs here: no anti-entropy, no reads
-// touch the node until its hints have drained) bring it every write, so
+// back; hints alone (nothing else repairs here: anti-entropy exchanges and
+// the scrubber are off, no reads touch the node until its hints have
+// drained) bring it every write, so
 // reads at ONE from it return all of them.
 func TestHintedHandoffAlone(t *testing.T) {
 	n := hintWrites()
-	c := StartWith(t, 3, "--hint-replay-rate", "20000")
+	c := StartWith(t, 3, "--hint-replay-rate", "20000", "--ae-interval", "-1s", "--scrub-rate", "-1")
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	n3.Kill()
 
@@ -90,7 +91,7 @@ func TestHintedHandoffAlone(t *testing.T) {
 // restarted node without the writes it missed.
 func TestWithoutHintsTheNodeMissesWrites(t *testing.T) {
 	const n = 100
-	c := StartWith(t, 3, "--hints=false")
+	c := StartWith(t, 3, "--hints=false", "--ae-interval", "-1s", "--scrub-rate", "-1")
 	n1, n2, n3 := c.Nodes[0], c.Nodes[1], c.Nodes[2]
 	n3.Kill()
 	writeAll(t, []*Node{n1, n2}, n, "quorum")

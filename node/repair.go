@@ -1,0 +1,129 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ringkv/ringkv/antientropy"
+	"github.com/ringkv/ringkv/proto/kvpb"
+	"github.com/ringkv/ringkv/replica"
+)
+
+// aeStore adapts replica.Store to what antientropy reads and repairs
+// (antientropy.Store, Scrubbable and Collector): antientropy sees records
+// only in their wire form.
+type aeStore struct{ s *replica.Store }
+
+func (a aeStore) ScanSnapshot(ctx context.Context, p uint32, begin func(), fn func(keyHash, recHash uint64) bool) error {
+	if err := a.s.ScanSnapshot(ctx, p, begin, fn); err != nil {
+		return fmt.Errorf("snapshot: %w", err)
+	}
+	return nil
+}
+
+func (a aeStore) Records(p uint32, start []byte, fn func(key []byte, hash uint64, rec *kvpb.Record) bool) error {
+	err := a.s.Scan(p, nil, start, func(key []byte, rec replica.Record) bool {
+		return fn(key, replica.RecordHash(key, rec), recordToWire(rec))
+	})
+	if err != nil {
+		return fmt.Errorf("records: %w", err)
+	}
+	return nil
+}
+
+func (a aeStore) Merge(ctx context.Context, recs []*kvpb.KeyedRecord) error {
+	entries := make([]replica.Entry, len(recs))
+	for i, kr := range recs {
+		entries[i] = replica.Entry{Partition: kr.GetPartition(), Key: kr.GetKey(), Record: recordFromWire(kr.GetRecord())}
+	}
+	if err := a.s.Merge(ctx, entries); err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	return nil
+}
+
+func (a aeStore) Verify(p uint32, start []byte, limit int, corrupt func(key []byte)) ([]byte, int, int64, error) {
+	next, checked, n, err := a.s.Verify(p, start, limit, corrupt)
+	if err != nil {
+		return nil, checked, n, fmt.Errorf("verify: %w", err)
+	}
+	return next, checked, n, nil
+}
+
+func (a aeStore) Quarantine(ctx context.Context, p uint32, key []byte) (bool, error) {
+	ok, err := a.s.Quarantine(ctx, p, key)
+	if err != nil {
+		return false, fmt.Errorf("quarantine: %w", err)
+	}
+	return ok, nil
+}
+
+func (a aeStore) DeleteIfEqual(ctx context.Context, p uint32, key []byte, rec *kvpb.Record) (bool, error) {
+	ok, err := a.s.DeleteIfEqual(ctx, p, key, recordFromWire(rec))
+	if err != nil {
+		return false, fmt.Errorf("delete: %w", err)
+	}
+	return ok, nil
+}
+
+// treeObserver feeds the replica store's committed changes to trees. It
+// runs on the committer goroutine only, so buf needs no lock.
+func treeObserver(trees *antientropy.Trees) replica.Observer {
+	var buf []antientropy.Change
+	return func(cs []replica.Change) {
+		buf = buf[:0]
+		for _, c := range cs {
+			buf = append(buf, antientropy.Change{Partition: c.Partition, KeyHash: c.KeyHash, Old: c.Old, New: c.New, OldUnknown: c.OldUnknown})
+		}
+		trees.Apply(buf)
+	}
+}
+
+func recordToWire(r replica.Record) *kvpb.Record {
+	w := &kvpb.Record{Value: r.Value, Timestamp: uint64(r.Timestamp), NodeId: r.NodeID, Tombstone: r.Tombstone}
+	if !r.ExpiresAt.IsZero() {
+		w.ExpiresAtUnixNanos = r.ExpiresAt.UnixNano()
+	}
+	return w
+}
+
+func recordFromWire(w *kvpb.Record) replica.Record {
+	r := replica.Record{Value: w.GetValue(), Timestamp: replica.Timestamp(w.GetTimestamp()), NodeID: w.GetNodeId(), Tombstone: w.GetTombstone()}
+	if ns := w.GetExpiresAtUnixNanos(); ns != 0 {
+		r.ExpiresAt = time.Unix(0, ns)
+	}
+	return r
+}
+
+// RepairResult is the body of POST /api/cluster/repair.
+type RepairResult struct {
+	NodeID string `json:"node_id"`
+	antientropy.Report
+}
+
+// clusterRepair serves POST /api/cluster/repair[?partition=P]: this node
+// exchanges the partition (every partition it replicates, without one)
+// with every other live replica now, and answers when done.
+func (n *Node) clusterRepair(w http.ResponseWriter, r *http.Request) {
+	if !allowMethod(w, r, http.MethodPost) {
+		return
+	}
+	var parts []uint32
+	if s := r.URL.Query().Get("partition"); s != "" {
+		p, err := strconv.ParseUint(s, 10, 32)
+		if err != nil || int(p) >= n.gossip.Ring().Partitions() {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("bad partition %q: want 0..%d", s, n.gossip.Ring().Partitions()-1)})
+			return
+		}
+		parts = []uint32{uint32(p)}
+	}
+	rep, err := n.ae.Repair(r.Context(), parts)
+	if err != nil {
+		writeAdminError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, RepairResult{NodeID: n.cfg.ID, Report: rep})
+}
