@@ -151,8 +151,14 @@ func (r *runner) run(ctx context.Context, progress func(Progress)) Result {
 		defer t.Stop()
 	}
 	done := make(chan struct{})
-	defer close(done)
+	var bg sync.WaitGroup
+	defer func() {
+		close(done)
+		bg.Wait() // no progress call may run after Run returns
+	}()
+	bg.Add(1)
 	go func() {
+		defer bg.Done()
 		select {
 		case <-ctx.Done():
 			r.halt()
@@ -160,7 +166,11 @@ func (r *runner) run(ctx context.Context, progress func(Progress)) Result {
 		}
 	}()
 	if progress != nil {
-		go r.report(progress, done)
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			r.report(progress, done)
+		}()
 	}
 	var wg sync.WaitGroup
 	for w := range r.s.Concurrency {

@@ -23,7 +23,10 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/dgraph-io/badger/v4/y.(*WaterMark).process"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"))
+		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+		// memberlist's Shutdown does not wait for a probe in flight; it
+		// ends at its probe timeout.
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
 }
 
 type tlogWriter struct{ t testing.TB }

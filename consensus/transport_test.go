@@ -262,9 +262,11 @@ type trCluster struct {
 func trRaftConfig() *raft.Config {
 	c := raft.DefaultConfig()
 	// Loose enough for a loaded 2-core machine running the race detector.
-	c.HeartbeatTimeout = 500 * time.Millisecond
-	c.ElectionTimeout = 500 * time.Millisecond
-	c.LeaderLeaseTimeout = 500 * time.Millisecond
+	// Production timers: shorter ones lose leadership on a loaded 2-core
+	// machine running the race-enabled suite.
+	c.HeartbeatTimeout = time.Second
+	c.ElectionTimeout = time.Second
+	c.LeaderLeaseTimeout = time.Second
 	c.CommitTimeout = 10 * time.Millisecond
 	return c
 }

@@ -27,7 +27,10 @@ func TestMain(m *testing.M) {
 		// http.Client keep-alive connections of the test's own requests
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"))
+		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
+		// memberlist's Shutdown does not wait for a probe in flight; it
+		// ends at its probe timeout.
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
 }
 
 type tlogWriter struct{ t testing.TB }
