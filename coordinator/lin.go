@@ -22,9 +22,18 @@ type LinTransport interface {
 	LinGet(ctx context.Context, node string, partition uint32, key []byte) (replica.Record, bool, error)
 	LinPut(ctx context.Context, node string, partition uint32, key, value []byte, tombstone bool) error
 	LinCAS(ctx context.Context, node string, partition uint32, key []byte, expected *[]byte, value []byte) (CASResult, error)
-	// LinScan reads up to limit records of the partition with prefix,
-	// from start on, linearizably on its leader (Group.Scan).
-	LinScan(ctx context.Context, node string, partition uint32, prefix, start []byte, limit int) (ScanResult, error)
+	// LinScan reads up to limit records of each partition with prefix,
+	// from start on, linearizably on node, which should lead them
+	// (Group.Scan); each part carries its result or its own error (a
+	// *consensus.NotLeaderError when node does not lead it).
+	LinScan(ctx context.Context, node string, partitions []uint32, prefix, start []byte, limit int) ([]LinScanPart, error)
+}
+
+// LinScanPart is one partition's page of a linearizable scan, or why it
+// failed.
+type LinScanPart struct {
+	Result ScanResult
+	Err    error
 }
 
 // CASResult is the outcome of a compare-and-set that did not fail: whether
@@ -209,28 +218,54 @@ func (c *Coordinator) linList(ctx context.Context, r *ring.Ring, prefix []byte, 
 
 // linListPage reads one page of every partition on its leader and
 // returns the records up to cutoff in key order, and cutoff (nil when no
-// partition was truncated), as listPage does.
+// partition was truncated), as listPage does. Partitions are sent in one
+// request per node believed to lead them (this node's groups know the
+// leaders); a partition that fails there, say because leadership moved,
+// is retried alone through onPartitionLeader, which follows redirects.
 func (c *Coordinator) linListPage(ctx context.Context, r *ring.Ring, prefix, from []byte) ([]keyedRecord, []byte, error) {
 	parts := r.Partitions()
 	results := make([]ScanResult, parts)
 	errs := make([]error, parts)
-	sem := make(chan struct{}, linListParallelism)
-	var wg sync.WaitGroup
+	byNode := map[string][]uint32{}
 	for p := range parts {
+		target := ""
+		if g, ok := c.deps.Groups.Group(uint32(p)); ok {
+			target = g.Leader()
+		}
+		if reps := r.Replicas(uint32(p)); target == "" && len(reps) > 0 {
+			target = reps[0]
+		}
+		byNode[target] = append(byNode[target], uint32(p))
+	}
+	var wg sync.WaitGroup
+	retry := make(chan uint32, parts)
+	for node, ps := range byNode {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got := c.linScanOn(ctx, node, ps, prefix, from)
+			for i, p := range ps {
+				if got[i].Err != nil {
+					retry <- p
+					continue
+				}
+				results[p] = got[i].Result
+			}
+		}()
+	}
+	wg.Wait()
+	close(retry)
+	sem := make(chan struct{}, linListParallelism)
+	for p := range retry {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			errs[p] = c.onPartitionLeader(ctx, "list", uint32(p), r.Replicas(uint32(p)), func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
-				if g != nil {
-					keys, recs, truncated, err := g.Scan(ctx, prefix, from, c.cfg.ListPageSize)
-					results[p] = ScanResult{Partition: p, Keys: keys, Records: recs, Truncated: truncated}
-					return err //nolint:wrapcheck // classified by onPartitionLeader
-				}
-				res, err := c.deps.Lin.LinScan(ctx, node, p, prefix, from, c.cfg.ListPageSize)
-				results[p] = res
-				return err //nolint:wrapcheck // classified by onPartitionLeader
+			errs[p] = c.onPartitionLeader(ctx, "list", p, r.Replicas(p), func(ctx context.Context, node string, p uint32, _ *consensus.Group) error {
+				got := c.linScanOn(ctx, node, []uint32{p}, prefix, from)
+				results[p] = got[0].Result
+				return got[0].Err
 			})
 		}()
 	}
@@ -256,4 +291,44 @@ func (c *Coordinator) linListPage(ctx context.Context, r *ring.Ring, prefix, fro
 	}
 	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].key, out[j].key) < 0 })
 	return out, cutoff, nil
+}
+
+// linScanOn reads partitions ps on node: locally (concurrently, through
+// this node's groups) or with one LinScan RPC. It always returns one part
+// per partition.
+func (c *Coordinator) linScanOn(ctx context.Context, node string, ps []uint32, prefix, from []byte) []LinScanPart {
+	out := make([]LinScanPart, len(ps))
+	if node != c.cfg.NodeID {
+		got, err := c.deps.Lin.LinScan(ctx, node, ps, prefix, from, c.cfg.ListPageSize)
+		for i, p := range ps {
+			switch {
+			case err != nil:
+				out[i].Err = err
+			case i < len(got) && got[i].Result.Partition == p:
+				out[i] = got[i]
+			default:
+				out[i].Err = fmt.Errorf("linearizable scan on %s: no answer for partition %d", node, p)
+			}
+		}
+		return out
+	}
+	sem := make(chan struct{}, linListParallelism)
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			g, ok := c.deps.Groups.Group(p)
+			if !ok {
+				out[i].Err = &consensus.NotLeaderError{Group: p}
+				return
+			}
+			keys, recs, truncated, err := g.Scan(ctx, prefix, from, c.cfg.ListPageSize)
+			out[i] = LinScanPart{Result: ScanResult{Partition: p, Keys: keys, Records: recs, Truncated: truncated}, Err: err}
+		}()
+	}
+	wg.Wait()
+	return out
 }

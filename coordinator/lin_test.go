@@ -95,15 +95,15 @@ func (s *serverLin) LinCAS(ctx context.Context, _ string, p uint32, key []byte, 
 	return CASResult{Swapped: resp.GetSwapped(), Found: resp.GetFound(), Current: resp.GetCurrent()}, nil
 }
 
-func (s *serverLin) LinScan(ctx context.Context, _ string, p uint32, prefix, start []byte, limit int) (ScanResult, error) {
+func (s *serverLin) LinScan(ctx context.Context, _ string, partitions []uint32, prefix, start []byte, limit int) ([]LinScanPart, error) {
 	if err := s.check(); err != nil {
-		return ScanResult{}, err
+		return nil, err
 	}
-	resp, err := s.srv.Scan(ctx, &kvpb.LinScanRequest{Partition: p, Prefix: prefix, Start: start, Limit: uint32(limit)})
+	resp, err := s.srv.Scan(ctx, &kvpb.LinScanRequest{Partitions: partitions, Prefix: prefix, Start: start, Limit: uint32(limit)})
 	if err != nil {
-		return ScanResult{}, errorFor(err)
+		return nil, errorFor(err)
 	}
-	return linScanFromWire(p, resp)
+	return linScanFromWire(resp), nil
 }
 
 // newLinNode runs a one-node ring (n1) whose raft groups it founds, and a

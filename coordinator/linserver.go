@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
@@ -92,22 +93,54 @@ func (s *LinearizableServer) CompareAndSet(ctx context.Context, req *kvpb.LinCAS
 	return &kvpb.LinCASResponse{Swapped: swapped, Found: found, Current: cur}, nil
 }
 
-// Scan serves a linearizable scan of one partition on the leader.
+// linScanParallelism bounds the partitions one Scan reads at once.
+const linScanParallelism = 16
+
+// Scan serves a page of a linearizable list: each requested partition is
+// read on this node after a read-index round (Group.Scan), concurrently.
+// A partition this node does not lead answers with a redirect, any other
+// failure with its error, so the caller retries only those.
 func (s *LinearizableServer) Scan(ctx context.Context, req *kvpb.LinScanRequest) (*kvpb.LinScanResponse, error) {
-	g, err := s.group(req.GetPartition())
-	if err != nil {
-		return nil, err
+	parts := req.GetPartitions()
+	resp := &kvpb.LinScanResponse{Results: make([]*kvpb.LinScanResult, len(parts))}
+	sem := make(chan struct{}, linScanParallelism)
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			resp.Results[i] = s.scanOne(ctx, p, req)
+		}()
+	}
+	wg.Wait()
+	return resp, nil
+}
+
+func (s *LinearizableServer) scanOne(ctx context.Context, p uint32, req *kvpb.LinScanRequest) *kvpb.LinScanResult {
+	res := &kvpb.LinScanResult{Partition: p}
+	g, ok := s.groups.Group(p)
+	if !ok {
+		res.Error = fmt.Sprintf("%v: %d", consensus.ErrNoGroup, p)
+		return res
 	}
 	keys, recs, truncated, err := g.Scan(ctx, req.GetPrefix(), req.GetStart(), int(req.GetLimit()))
 	if err != nil {
-		r, err := redirect(err)
-		return &kvpb.LinScanResponse{Redirect: r}, err
+		var nle *consensus.NotLeaderError
+		if errors.As(err, &nle) {
+			res.Redirect = &kvpb.Redirect{NotLeader: true, Leader: nle.Leader}
+		} else {
+			res.Error = err.Error()
+		}
+		return res
 	}
-	resp := &kvpb.LinScanResponse{Truncated: truncated, Records: make([]*kvpb.KeyedRecord, len(keys))}
+	res.Truncated = truncated
+	res.Records = make([]*kvpb.KeyedRecord, len(keys))
 	for i, k := range keys {
-		resp.Records[i] = &kvpb.KeyedRecord{Partition: req.GetPartition(), Key: k, Record: recordToWire(recs[i])}
+		res.Records[i] = &kvpb.KeyedRecord{Partition: p, Key: k, Record: recordToWire(recs[i])}
 	}
-	return resp, nil
+	return res
 }
 
 // Applied reports how far this node's group of the partition has applied.

@@ -105,34 +105,41 @@ func (t *RPCTransport) LinCAS(ctx context.Context, node string, p uint32, key []
 }
 
 // LinScan implements LinTransport.
-func (t *RPCTransport) LinScan(ctx context.Context, node string, p uint32, prefix, start []byte, limit int) (ScanResult, error) {
+func (t *RPCTransport) LinScan(ctx context.Context, node string, partitions []uint32, prefix, start []byte, limit int) ([]LinScanPart, error) {
 	var resp *kvpb.LinScanResponse
 	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
 		var err error
-		resp, err = c.Scan(ctx, &kvpb.LinScanRequest{Partition: p, Prefix: prefix, Start: start, Limit: uint32(min(max(limit, 0), math.MaxUint32))})
+		resp, err = c.Scan(ctx, &kvpb.LinScanRequest{Partitions: partitions, Prefix: prefix, Start: start, Limit: uint32(min(max(limit, 0), math.MaxUint32))})
 		if err != nil {
 			return errorFor(err)
 		}
 		return nil
 	})
 	if err != nil {
-		return ScanResult{}, err
+		return nil, err
 	}
-	return linScanFromWire(p, resp)
+	return linScanFromWire(resp), nil
 }
 
-// linScanFromWire turns a LinScanResponse into a ScanResult, or its
-// redirect into a *consensus.NotLeaderError.
-func linScanFromWire(p uint32, resp *kvpb.LinScanResponse) (ScanResult, error) {
-	if err := redirectError(p, resp.GetRedirect()); err != nil {
-		return ScanResult{}, err
+// linScanFromWire turns a LinScanResponse into parts: a redirect becomes
+// a *consensus.NotLeaderError, any other failure an error.
+func linScanFromWire(resp *kvpb.LinScanResponse) []LinScanPart {
+	out := make([]LinScanPart, 0, len(resp.GetResults()))
+	for _, r := range resp.GetResults() {
+		part := LinScanPart{Result: ScanResult{Partition: r.GetPartition(), Truncated: r.GetTruncated()}}
+		switch {
+		case r.GetRedirect().GetNotLeader():
+			part.Err = redirectError(r.GetPartition(), r.GetRedirect())
+		case r.GetError() != "":
+			part.Err = fmt.Errorf("scan of partition %d: %s", r.GetPartition(), r.GetError())
+		}
+		for _, kr := range r.GetRecords() {
+			part.Result.Keys = append(part.Result.Keys, kr.GetKey())
+			part.Result.Records = append(part.Result.Records, recordFromWire(kr.GetRecord()))
+		}
+		out = append(out, part)
 	}
-	res := ScanResult{Partition: p, Truncated: resp.GetTruncated()}
-	for _, kr := range resp.GetRecords() {
-		res.Keys = append(res.Keys, kr.GetKey())
-		res.Records = append(res.Records, recordFromWire(kr.GetRecord()))
-	}
-	return res, nil
+	return out
 }
 
 // AppliedIndex asks node how far its group of partition p has applied

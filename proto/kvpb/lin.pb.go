@@ -536,11 +536,13 @@ func (x *AppliedResponse) GetAppliedIndex() uint64 {
 	return 0
 }
 
-// LinScanRequest reads, linearizably, up to limit records of one partition
-// whose keys have prefix, from start on (inclusive), on its leader.
+// LinScanRequest reads, linearizably, up to limit records of each of the
+// partitions whose keys have prefix, from start on (inclusive), on the
+// receiver, which must lead them: one RPC per leader node per page of a
+// linearizable list.
 type LinScanRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Partitions    []uint32               `protobuf:"varint,1,rep,packed,name=partitions,proto3" json:"partitions,omitempty"`
 	Prefix        []byte                 `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
 	Start         []byte                 `protobuf:"bytes,3,opt,name=start,proto3" json:"start,omitempty"`
 	Limit         uint32                 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
@@ -578,11 +580,11 @@ func (*LinScanRequest) Descriptor() ([]byte, []int) {
 	return file_lin_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *LinScanRequest) GetPartition() uint32 {
+func (x *LinScanRequest) GetPartitions() []uint32 {
 	if x != nil {
-		return x.Partition
+		return x.Partitions
 	}
-	return 0
+	return nil
 }
 
 func (x *LinScanRequest) GetPrefix() []byte {
@@ -606,20 +608,95 @@ func (x *LinScanRequest) GetLimit() uint32 {
 	return 0
 }
 
-// LinScanResponse: records in key order (tombstones included); truncated
-// when more remain after the last.
+// LinScanResult is one partition's page: records in key order (tombstones
+// included), truncated when more remain after the last; or a redirect;
+// or error (any other failure, e.g. no group here).
+type LinScanResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Redirect      *Redirect              `protobuf:"bytes,2,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	Records       []*KeyedRecord         `protobuf:"bytes,3,rep,name=records,proto3" json:"records,omitempty"`
+	Truncated     bool                   `protobuf:"varint,4,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinScanResult) Reset() {
+	*x = LinScanResult{}
+	mi := &file_lin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinScanResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinScanResult) ProtoMessage() {}
+
+func (x *LinScanResult) ProtoReflect() protoreflect.Message {
+	mi := &file_lin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinScanResult.ProtoReflect.Descriptor instead.
+func (*LinScanResult) Descriptor() ([]byte, []int) {
+	return file_lin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LinScanResult) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LinScanResult) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *LinScanResult) GetRecords() []*KeyedRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *LinScanResult) GetTruncated() bool {
+	if x != nil {
+		return x.Truncated
+	}
+	return false
+}
+
+func (x *LinScanResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type LinScanResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
-	Records       []*KeyedRecord         `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
-	Truncated     bool                   `protobuf:"varint,3,opt,name=truncated,proto3" json:"truncated,omitempty"`
+	Results       []*LinScanResult       `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LinScanResponse) Reset() {
 	*x = LinScanResponse{}
-	mi := &file_lin_proto_msgTypes[10]
+	mi := &file_lin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +708,7 @@ func (x *LinScanResponse) String() string {
 func (*LinScanResponse) ProtoMessage() {}
 
 func (x *LinScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[10]
+	mi := &file_lin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,28 +721,14 @@ func (x *LinScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinScanResponse.ProtoReflect.Descriptor instead.
 func (*LinScanResponse) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{10}
+	return file_lin_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *LinScanResponse) GetRedirect() *Redirect {
+func (x *LinScanResponse) GetResults() []*LinScanResult {
 	if x != nil {
-		return x.Redirect
+		return x.Results
 	}
 	return nil
-}
-
-func (x *LinScanResponse) GetRecords() []*KeyedRecord {
-	if x != nil {
-		return x.Records
-	}
-	return nil
-}
-
-func (x *LinScanResponse) GetTruncated() bool {
-	if x != nil {
-		return x.Truncated
-	}
-	return false
 }
 
 var File_lin_proto protoreflect.FileDescriptor
@@ -705,16 +768,22 @@ const file_lin_proto_rawDesc = "" +
 	"\x0eAppliedRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\"6\n" +
 	"\x0fAppliedResponse\x12#\n" +
-	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"r\n" +
-	"\x0eLinScanRequest\x12\x1c\n" +
-	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x16\n" +
+	"\rapplied_index\x18\x01 \x01(\x04R\fappliedIndex\"t\n" +
+	"\x0eLinScanRequest\x12\x1e\n" +
+	"\n" +
+	"partitions\x18\x01 \x03(\rR\n" +
+	"partitions\x12\x16\n" +
 	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x12\x14\n" +
 	"\x05start\x18\x03 \x01(\fR\x05start\x12\x14\n" +
-	"\x05limit\x18\x04 \x01(\rR\x05limit\"\x92\x01\n" +
-	"\x0fLinScanResponse\x12/\n" +
-	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x120\n" +
-	"\arecords\x18\x02 \x03(\v2\x16.ringkv.v1.KeyedRecordR\arecords\x12\x1c\n" +
-	"\ttruncated\x18\x03 \x01(\bR\ttruncated2\xcd\x02\n" +
+	"\x05limit\x18\x04 \x01(\rR\x05limit\"\xc4\x01\n" +
+	"\rLinScanResult\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12/\n" +
+	"\bredirect\x18\x02 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x120\n" +
+	"\arecords\x18\x03 \x03(\v2\x16.ringkv.v1.KeyedRecordR\arecords\x12\x1c\n" +
+	"\ttruncated\x18\x04 \x01(\bR\ttruncated\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\"E\n" +
+	"\x0fLinScanResponse\x122\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.ringkv.v1.LinScanResultR\aresults2\xcd\x02\n" +
 	"\fLinearizable\x12:\n" +
 	"\x03Get\x12\x18.ringkv.v1.LinGetRequest\x1a\x19.ringkv.v1.LinGetResponse\x12:\n" +
 	"\x03Put\x12\x18.ringkv.v1.LinPutRequest\x1a\x19.ringkv.v1.LinPutResponse\x12D\n" +
@@ -734,7 +803,7 @@ func file_lin_proto_rawDescGZIP() []byte {
 	return file_lin_proto_rawDescData
 }
 
-var file_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_lin_proto_goTypes = []any{
 	(*Redirect)(nil),        // 0: ringkv.v1.Redirect
 	(*LinGetRequest)(nil),   // 1: ringkv.v1.LinGetRequest
@@ -746,32 +815,34 @@ var file_lin_proto_goTypes = []any{
 	(*AppliedRequest)(nil),  // 7: ringkv.v1.AppliedRequest
 	(*AppliedResponse)(nil), // 8: ringkv.v1.AppliedResponse
 	(*LinScanRequest)(nil),  // 9: ringkv.v1.LinScanRequest
-	(*LinScanResponse)(nil), // 10: ringkv.v1.LinScanResponse
-	(*Record)(nil),          // 11: ringkv.v1.Record
-	(*KeyedRecord)(nil),     // 12: ringkv.v1.KeyedRecord
+	(*LinScanResult)(nil),   // 10: ringkv.v1.LinScanResult
+	(*LinScanResponse)(nil), // 11: ringkv.v1.LinScanResponse
+	(*Record)(nil),          // 12: ringkv.v1.Record
+	(*KeyedRecord)(nil),     // 13: ringkv.v1.KeyedRecord
 }
 var file_lin_proto_depIdxs = []int32{
 	0,  // 0: ringkv.v1.LinGetResponse.redirect:type_name -> ringkv.v1.Redirect
-	11, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
+	12, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
 	0,  // 2: ringkv.v1.LinPutResponse.redirect:type_name -> ringkv.v1.Redirect
 	0,  // 3: ringkv.v1.LinCASResponse.redirect:type_name -> ringkv.v1.Redirect
-	0,  // 4: ringkv.v1.LinScanResponse.redirect:type_name -> ringkv.v1.Redirect
-	12, // 5: ringkv.v1.LinScanResponse.records:type_name -> ringkv.v1.KeyedRecord
-	1,  // 6: ringkv.v1.Linearizable.Get:input_type -> ringkv.v1.LinGetRequest
-	3,  // 7: ringkv.v1.Linearizable.Put:input_type -> ringkv.v1.LinPutRequest
-	5,  // 8: ringkv.v1.Linearizable.CompareAndSet:input_type -> ringkv.v1.LinCASRequest
-	7,  // 9: ringkv.v1.Linearizable.Applied:input_type -> ringkv.v1.AppliedRequest
-	9,  // 10: ringkv.v1.Linearizable.Scan:input_type -> ringkv.v1.LinScanRequest
-	2,  // 11: ringkv.v1.Linearizable.Get:output_type -> ringkv.v1.LinGetResponse
-	4,  // 12: ringkv.v1.Linearizable.Put:output_type -> ringkv.v1.LinPutResponse
-	6,  // 13: ringkv.v1.Linearizable.CompareAndSet:output_type -> ringkv.v1.LinCASResponse
-	8,  // 14: ringkv.v1.Linearizable.Applied:output_type -> ringkv.v1.AppliedResponse
-	10, // 15: ringkv.v1.Linearizable.Scan:output_type -> ringkv.v1.LinScanResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	0,  // 4: ringkv.v1.LinScanResult.redirect:type_name -> ringkv.v1.Redirect
+	13, // 5: ringkv.v1.LinScanResult.records:type_name -> ringkv.v1.KeyedRecord
+	10, // 6: ringkv.v1.LinScanResponse.results:type_name -> ringkv.v1.LinScanResult
+	1,  // 7: ringkv.v1.Linearizable.Get:input_type -> ringkv.v1.LinGetRequest
+	3,  // 8: ringkv.v1.Linearizable.Put:input_type -> ringkv.v1.LinPutRequest
+	5,  // 9: ringkv.v1.Linearizable.CompareAndSet:input_type -> ringkv.v1.LinCASRequest
+	7,  // 10: ringkv.v1.Linearizable.Applied:input_type -> ringkv.v1.AppliedRequest
+	9,  // 11: ringkv.v1.Linearizable.Scan:input_type -> ringkv.v1.LinScanRequest
+	2,  // 12: ringkv.v1.Linearizable.Get:output_type -> ringkv.v1.LinGetResponse
+	4,  // 13: ringkv.v1.Linearizable.Put:output_type -> ringkv.v1.LinPutResponse
+	6,  // 14: ringkv.v1.Linearizable.CompareAndSet:output_type -> ringkv.v1.LinCASResponse
+	8,  // 15: ringkv.v1.Linearizable.Applied:output_type -> ringkv.v1.AppliedResponse
+	11, // 16: ringkv.v1.Linearizable.Scan:output_type -> ringkv.v1.LinScanResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_lin_proto_init() }
@@ -786,7 +857,7 @@ func file_lin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lin_proto_rawDesc), len(file_lin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
