@@ -46,6 +46,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	etcdLevel := fs.String("etcd-level", "linearizable", "etcd's read level: linearizable (its default) or serializable")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of a table")
 	report := fs.String("report", "", "also write a self-contained HTML report to this file")
+	preloadKeys := fs.Bool("preload", true, "write the key space and CAS counters before the workloads (skip when --target already holds them)")
 	short := fs.Bool("short", false, "smoke test: 1,000 keys, 8 callers, 300ms per workload and level")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -119,9 +120,11 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rep := bench.Report{Command: "ringkv bench " + strings.Join(args, " "), Machine: machine(), Started: time.Now().UTC()}
 	preload := base
 	preload.Level = "quorum"
-	fmt.Fprintf(stderr, "preloading %d keys and %d counters\n", base.Keys, base.HotKeys)
-	if err := bench.Preload(ctx, d, preload); err != nil {
-		return err
+	if *preloadKeys {
+		fmt.Fprintf(stderr, "preloading %d keys and %d counters\n", base.Keys, base.HotKeys)
+		if err := bench.Preload(ctx, d, preload); err != nil {
+			return err
+		}
 	}
 	for _, s := range specs {
 		res, err := bench.Run(ctx, d, s, progressLine(stderr, "ringkv"))
