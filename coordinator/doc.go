@@ -45,7 +45,7 @@
 //
 // # Client RPCs
 //
-// ClientServer serves the Client drpc service (proto/client.proto) that the
+// ClientServer serves the Client drpc service (proto/ringkv/v1/client.proto) that the
 // Go client library speaks: Topology, and Do/Batch/List running through the
 // Coordinator at the requested level. Data calls report errors in-band as
 // a kvpb.ErrorCode (clientCode is the table), so that every answer carries

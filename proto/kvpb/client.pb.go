@@ -8,7 +8,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: client.proto
+// source: ringkv/v1/client.proto
 
 package kvpb
 
@@ -67,11 +67,11 @@ func (x Consistency) String() string {
 }
 
 func (Consistency) Descriptor() protoreflect.EnumDescriptor {
-	return file_client_proto_enumTypes[0].Descriptor()
+	return file_ringkv_v1_client_proto_enumTypes[0].Descriptor()
 }
 
 func (Consistency) Type() protoreflect.EnumType {
-	return &file_client_proto_enumTypes[0]
+	return &file_ringkv_v1_client_proto_enumTypes[0]
 }
 
 func (x Consistency) Number() protoreflect.EnumNumber {
@@ -80,7 +80,7 @@ func (x Consistency) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Consistency.Descriptor instead.
 func (Consistency) EnumDescriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{0}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{0}
 }
 
 // ErrorCode says why a data call failed. It travels inside the answer (not
@@ -148,11 +148,11 @@ func (x ErrorCode) String() string {
 }
 
 func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
-	return file_client_proto_enumTypes[1].Descriptor()
+	return file_ringkv_v1_client_proto_enumTypes[1].Descriptor()
 }
 
 func (ErrorCode) Type() protoreflect.EnumType {
-	return &file_client_proto_enumTypes[1]
+	return &file_ringkv_v1_client_proto_enumTypes[1]
 }
 
 func (x ErrorCode) Number() protoreflect.EnumNumber {
@@ -161,7 +161,7 @@ func (x ErrorCode) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ErrorCode.Descriptor instead.
 func (ErrorCode) EnumDescriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{1}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{1}
 }
 
 type ClientOp_Kind int32
@@ -204,11 +204,11 @@ func (x ClientOp_Kind) String() string {
 }
 
 func (ClientOp_Kind) Descriptor() protoreflect.EnumDescriptor {
-	return file_client_proto_enumTypes[2].Descriptor()
+	return file_ringkv_v1_client_proto_enumTypes[2].Descriptor()
 }
 
 func (ClientOp_Kind) Type() protoreflect.EnumType {
-	return &file_client_proto_enumTypes[2]
+	return &file_ringkv_v1_client_proto_enumTypes[2]
 }
 
 func (x ClientOp_Kind) Number() protoreflect.EnumNumber {
@@ -217,7 +217,7 @@ func (x ClientOp_Kind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ClientOp_Kind.Descriptor instead.
 func (ClientOp_Kind) EnumDescriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{5, 0}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{5, 0}
 }
 
 // ClientHeader describes the node that served a call.
@@ -233,7 +233,7 @@ type ClientHeader struct {
 
 func (x *ClientHeader) Reset() {
 	*x = ClientHeader{}
-	mi := &file_client_proto_msgTypes[0]
+	mi := &file_ringkv_v1_client_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +245,7 @@ func (x *ClientHeader) String() string {
 func (*ClientHeader) ProtoMessage() {}
 
 func (x *ClientHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[0]
+	mi := &file_ringkv_v1_client_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +258,7 @@ func (x *ClientHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientHeader.ProtoReflect.Descriptor instead.
 func (*ClientHeader) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{0}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *ClientHeader) GetNodeId() string {
@@ -283,7 +283,7 @@ type TopologyRequest struct {
 
 func (x *TopologyRequest) Reset() {
 	*x = TopologyRequest{}
-	mi := &file_client_proto_msgTypes[1]
+	mi := &file_ringkv_v1_client_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +295,7 @@ func (x *TopologyRequest) String() string {
 func (*TopologyRequest) ProtoMessage() {}
 
 func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[1]
+	mi := &file_ringkv_v1_client_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +308,7 @@ func (x *TopologyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyRequest.ProtoReflect.Descriptor instead.
 func (*TopologyRequest) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{1}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{1}
 }
 
 type TopologyMember struct {
@@ -328,7 +328,7 @@ type TopologyMember struct {
 
 func (x *TopologyMember) Reset() {
 	*x = TopologyMember{}
-	mi := &file_client_proto_msgTypes[2]
+	mi := &file_ringkv_v1_client_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -340,7 +340,7 @@ func (x *TopologyMember) String() string {
 func (*TopologyMember) ProtoMessage() {}
 
 func (x *TopologyMember) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[2]
+	mi := &file_ringkv_v1_client_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -353,7 +353,7 @@ func (x *TopologyMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyMember.ProtoReflect.Descriptor instead.
 func (*TopologyMember) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{2}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TopologyMember) GetId() string {
@@ -411,7 +411,7 @@ type TopologyPartition struct {
 
 func (x *TopologyPartition) Reset() {
 	*x = TopologyPartition{}
-	mi := &file_client_proto_msgTypes[3]
+	mi := &file_ringkv_v1_client_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -423,7 +423,7 @@ func (x *TopologyPartition) String() string {
 func (*TopologyPartition) ProtoMessage() {}
 
 func (x *TopologyPartition) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[3]
+	mi := &file_ringkv_v1_client_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -436,7 +436,7 @@ func (x *TopologyPartition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyPartition.ProtoReflect.Descriptor instead.
 func (*TopologyPartition) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{3}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *TopologyPartition) GetReplicas() []string {
@@ -469,7 +469,7 @@ type TopologyResponse struct {
 
 func (x *TopologyResponse) Reset() {
 	*x = TopologyResponse{}
-	mi := &file_client_proto_msgTypes[4]
+	mi := &file_ringkv_v1_client_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -481,7 +481,7 @@ func (x *TopologyResponse) String() string {
 func (*TopologyResponse) ProtoMessage() {}
 
 func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[4]
+	mi := &file_ringkv_v1_client_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -494,7 +494,7 @@ func (x *TopologyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopologyResponse.ProtoReflect.Descriptor instead.
 func (*TopologyResponse) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{4}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TopologyResponse) GetHeader() *ClientHeader {
@@ -549,7 +549,7 @@ type ClientOp struct {
 
 func (x *ClientOp) Reset() {
 	*x = ClientOp{}
-	mi := &file_client_proto_msgTypes[5]
+	mi := &file_ringkv_v1_client_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +561,7 @@ func (x *ClientOp) String() string {
 func (*ClientOp) ProtoMessage() {}
 
 func (x *ClientOp) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[5]
+	mi := &file_ringkv_v1_client_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +574,7 @@ func (x *ClientOp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientOp.ProtoReflect.Descriptor instead.
 func (*ClientOp) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{5}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ClientOp) GetKind() ClientOp_Kind {
@@ -637,7 +637,7 @@ type ClientResult struct {
 
 func (x *ClientResult) Reset() {
 	*x = ClientResult{}
-	mi := &file_client_proto_msgTypes[6]
+	mi := &file_ringkv_v1_client_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +649,7 @@ func (x *ClientResult) String() string {
 func (*ClientResult) ProtoMessage() {}
 
 func (x *ClientResult) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[6]
+	mi := &file_ringkv_v1_client_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +662,7 @@ func (x *ClientResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientResult.ProtoReflect.Descriptor instead.
 func (*ClientResult) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{6}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ClientResult) GetError() ErrorCode {
@@ -719,7 +719,7 @@ type ClientRequest struct {
 
 func (x *ClientRequest) Reset() {
 	*x = ClientRequest{}
-	mi := &file_client_proto_msgTypes[7]
+	mi := &file_ringkv_v1_client_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +731,7 @@ func (x *ClientRequest) String() string {
 func (*ClientRequest) ProtoMessage() {}
 
 func (x *ClientRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[7]
+	mi := &file_ringkv_v1_client_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +744,7 @@ func (x *ClientRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientRequest.ProtoReflect.Descriptor instead.
 func (*ClientRequest) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{7}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ClientRequest) GetOp() *ClientOp {
@@ -771,7 +771,7 @@ type ClientResponse struct {
 
 func (x *ClientResponse) Reset() {
 	*x = ClientResponse{}
-	mi := &file_client_proto_msgTypes[8]
+	mi := &file_ringkv_v1_client_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +783,7 @@ func (x *ClientResponse) String() string {
 func (*ClientResponse) ProtoMessage() {}
 
 func (x *ClientResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[8]
+	mi := &file_ringkv_v1_client_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +796,7 @@ func (x *ClientResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientResponse.ProtoReflect.Descriptor instead.
 func (*ClientResponse) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{8}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClientResponse) GetHeader() *ClientHeader {
@@ -825,7 +825,7 @@ type ClientBatchRequest struct {
 
 func (x *ClientBatchRequest) Reset() {
 	*x = ClientBatchRequest{}
-	mi := &file_client_proto_msgTypes[9]
+	mi := &file_ringkv_v1_client_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +837,7 @@ func (x *ClientBatchRequest) String() string {
 func (*ClientBatchRequest) ProtoMessage() {}
 
 func (x *ClientBatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[9]
+	mi := &file_ringkv_v1_client_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +850,7 @@ func (x *ClientBatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientBatchRequest.ProtoReflect.Descriptor instead.
 func (*ClientBatchRequest) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{9}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClientBatchRequest) GetOps() []*ClientOp {
@@ -877,7 +877,7 @@ type ClientBatchResponse struct {
 
 func (x *ClientBatchResponse) Reset() {
 	*x = ClientBatchResponse{}
-	mi := &file_client_proto_msgTypes[10]
+	mi := &file_ringkv_v1_client_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +889,7 @@ func (x *ClientBatchResponse) String() string {
 func (*ClientBatchResponse) ProtoMessage() {}
 
 func (x *ClientBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[10]
+	mi := &file_ringkv_v1_client_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +902,7 @@ func (x *ClientBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientBatchResponse.ProtoReflect.Descriptor instead.
 func (*ClientBatchResponse) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{10}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ClientBatchResponse) GetHeader() *ClientHeader {
@@ -932,7 +932,7 @@ type ClientListRequest struct {
 
 func (x *ClientListRequest) Reset() {
 	*x = ClientListRequest{}
-	mi := &file_client_proto_msgTypes[11]
+	mi := &file_ringkv_v1_client_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +944,7 @@ func (x *ClientListRequest) String() string {
 func (*ClientListRequest) ProtoMessage() {}
 
 func (x *ClientListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[11]
+	mi := &file_ringkv_v1_client_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +957,7 @@ func (x *ClientListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientListRequest.ProtoReflect.Descriptor instead.
 func (*ClientListRequest) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{11}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ClientListRequest) GetPrefix() []byte {
@@ -998,7 +998,7 @@ type ClientPair struct {
 
 func (x *ClientPair) Reset() {
 	*x = ClientPair{}
-	mi := &file_client_proto_msgTypes[12]
+	mi := &file_ringkv_v1_client_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1010,7 +1010,7 @@ func (x *ClientPair) String() string {
 func (*ClientPair) ProtoMessage() {}
 
 func (x *ClientPair) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[12]
+	mi := &file_ringkv_v1_client_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1023,7 +1023,7 @@ func (x *ClientPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientPair.ProtoReflect.Descriptor instead.
 func (*ClientPair) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{12}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ClientPair) GetKey() []byte {
@@ -1052,7 +1052,7 @@ type ClientListResponse struct {
 
 func (x *ClientListResponse) Reset() {
 	*x = ClientListResponse{}
-	mi := &file_client_proto_msgTypes[13]
+	mi := &file_ringkv_v1_client_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1064,7 +1064,7 @@ func (x *ClientListResponse) String() string {
 func (*ClientListResponse) ProtoMessage() {}
 
 func (x *ClientListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_proto_msgTypes[13]
+	mi := &file_ringkv_v1_client_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1077,7 +1077,7 @@ func (x *ClientListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientListResponse.ProtoReflect.Descriptor instead.
 func (*ClientListResponse) Descriptor() ([]byte, []int) {
-	return file_client_proto_rawDescGZIP(), []int{13}
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ClientListResponse) GetHeader() *ClientHeader {
@@ -1108,11 +1108,11 @@ func (x *ClientListResponse) GetPairs() []*ClientPair {
 	return nil
 }
 
-var File_client_proto protoreflect.FileDescriptor
+var File_ringkv_v1_client_proto protoreflect.FileDescriptor
 
-const file_client_proto_rawDesc = "" +
+const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\n" +
-	"\fclient.proto\x12\tringkv.v1\"J\n" +
+	"\x16ringkv/v1/client.proto\x12\tringkv.v1\"J\n" +
 	"\fClientHeader\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fring_version\x18\x02 \x01(\x04R\vringVersion\"\x11\n" +
@@ -1204,20 +1204,20 @@ const file_client_proto_rawDesc = "" +
 	"\x04List\x12\x1c.ringkv.v1.ClientListRequest\x1a\x1d.ringkv.v1.ClientListResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
-	file_client_proto_rawDescOnce sync.Once
-	file_client_proto_rawDescData []byte
+	file_ringkv_v1_client_proto_rawDescOnce sync.Once
+	file_ringkv_v1_client_proto_rawDescData []byte
 )
 
-func file_client_proto_rawDescGZIP() []byte {
-	file_client_proto_rawDescOnce.Do(func() {
-		file_client_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_client_proto_rawDesc), len(file_client_proto_rawDesc)))
+func file_ringkv_v1_client_proto_rawDescGZIP() []byte {
+	file_ringkv_v1_client_proto_rawDescOnce.Do(func() {
+		file_ringkv_v1_client_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_ringkv_v1_client_proto_rawDesc), len(file_ringkv_v1_client_proto_rawDesc)))
 	})
-	return file_client_proto_rawDescData
+	return file_ringkv_v1_client_proto_rawDescData
 }
 
-var file_client_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_client_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
-var file_client_proto_goTypes = []any{
+var file_ringkv_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_ringkv_v1_client_proto_goTypes = []any{
 	(Consistency)(0),            // 0: ringkv.v1.Consistency
 	(ErrorCode)(0),              // 1: ringkv.v1.ErrorCode
 	(ClientOp_Kind)(0),          // 2: ringkv.v1.ClientOp.Kind
@@ -1236,7 +1236,7 @@ var file_client_proto_goTypes = []any{
 	(*ClientPair)(nil),          // 15: ringkv.v1.ClientPair
 	(*ClientListResponse)(nil),  // 16: ringkv.v1.ClientListResponse
 }
-var file_client_proto_depIdxs = []int32{
+var file_ringkv_v1_client_proto_depIdxs = []int32{
 	3,  // 0: ringkv.v1.TopologyResponse.header:type_name -> ringkv.v1.ClientHeader
 	5,  // 1: ringkv.v1.TopologyResponse.members:type_name -> ringkv.v1.TopologyMember
 	6,  // 2: ringkv.v1.TopologyResponse.table:type_name -> ringkv.v1.TopologyPartition
@@ -1268,27 +1268,27 @@ var file_client_proto_depIdxs = []int32{
 	0,  // [0:16] is the sub-list for field type_name
 }
 
-func init() { file_client_proto_init() }
-func file_client_proto_init() {
-	if File_client_proto != nil {
+func init() { file_ringkv_v1_client_proto_init() }
+func file_ringkv_v1_client_proto_init() {
+	if File_ringkv_v1_client_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_proto_rawDesc), len(file_client_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_client_proto_rawDesc), len(file_ringkv_v1_client_proto_rawDesc)),
 			NumEnums:      3,
 			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_client_proto_goTypes,
-		DependencyIndexes: file_client_proto_depIdxs,
-		EnumInfos:         file_client_proto_enumTypes,
-		MessageInfos:      file_client_proto_msgTypes,
+		GoTypes:           file_ringkv_v1_client_proto_goTypes,
+		DependencyIndexes: file_ringkv_v1_client_proto_depIdxs,
+		EnumInfos:         file_ringkv_v1_client_proto_enumTypes,
+		MessageInfos:      file_ringkv_v1_client_proto_msgTypes,
 	}.Build()
-	File_client_proto = out.File
-	file_client_proto_goTypes = nil
-	file_client_proto_depIdxs = nil
+	File_ringkv_v1_client_proto = out.File
+	file_ringkv_v1_client_proto_goTypes = nil
+	file_ringkv_v1_client_proto_depIdxs = nil
 }

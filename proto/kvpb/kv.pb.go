@@ -5,7 +5,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: kv.proto
+// source: ringkv/v1/kv.proto
 
 package kvpb
 
@@ -60,11 +60,11 @@ func (x ReadResult_Status) String() string {
 }
 
 func (ReadResult_Status) Descriptor() protoreflect.EnumDescriptor {
-	return file_kv_proto_enumTypes[0].Descriptor()
+	return file_ringkv_v1_kv_proto_enumTypes[0].Descriptor()
 }
 
 func (ReadResult_Status) Type() protoreflect.EnumType {
-	return &file_kv_proto_enumTypes[0]
+	return &file_ringkv_v1_kv_proto_enumTypes[0]
 }
 
 func (x ReadResult_Status) Number() protoreflect.EnumNumber {
@@ -73,7 +73,7 @@ func (x ReadResult_Status) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReadResult_Status.Descriptor instead.
 func (ReadResult_Status) EnumDescriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{6, 0}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // Record is the wire form of replica.Record. The checksum is not carried:
@@ -93,7 +93,7 @@ type Record struct {
 
 func (x *Record) Reset() {
 	*x = Record{}
-	mi := &file_kv_proto_msgTypes[0]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +105,7 @@ func (x *Record) String() string {
 func (*Record) ProtoMessage() {}
 
 func (x *Record) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[0]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +118,7 @@ func (x *Record) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Record.ProtoReflect.Descriptor instead.
 func (*Record) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{0}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Record) GetValue() []byte {
@@ -167,7 +167,7 @@ type KeyedRecord struct {
 
 func (x *KeyedRecord) Reset() {
 	*x = KeyedRecord{}
-	mi := &file_kv_proto_msgTypes[1]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -179,7 +179,7 @@ func (x *KeyedRecord) String() string {
 func (*KeyedRecord) ProtoMessage() {}
 
 func (x *KeyedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[1]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -192,7 +192,7 @@ func (x *KeyedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyedRecord.ProtoReflect.Descriptor instead.
 func (*KeyedRecord) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{1}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *KeyedRecord) GetPartition() uint32 {
@@ -227,7 +227,7 @@ type MergeRequest struct {
 
 func (x *MergeRequest) Reset() {
 	*x = MergeRequest{}
-	mi := &file_kv_proto_msgTypes[2]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +239,7 @@ func (x *MergeRequest) String() string {
 func (*MergeRequest) ProtoMessage() {}
 
 func (x *MergeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[2]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +252,7 @@ func (x *MergeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeRequest.ProtoReflect.Descriptor instead.
 func (*MergeRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{2}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *MergeRequest) GetRecords() []*KeyedRecord {
@@ -270,7 +270,7 @@ type MergeResponse struct {
 
 func (x *MergeResponse) Reset() {
 	*x = MergeResponse{}
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +282,7 @@ func (x *MergeResponse) String() string {
 func (*MergeResponse) ProtoMessage() {}
 
 func (x *MergeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[3]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +295,7 @@ func (x *MergeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MergeResponse.ProtoReflect.Descriptor instead.
 func (*MergeResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{3}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{3}
 }
 
 type ReadKey struct {
@@ -308,7 +308,7 @@ type ReadKey struct {
 
 func (x *ReadKey) Reset() {
 	*x = ReadKey{}
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -320,7 +320,7 @@ func (x *ReadKey) String() string {
 func (*ReadKey) ProtoMessage() {}
 
 func (x *ReadKey) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[4]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -333,7 +333,7 @@ func (x *ReadKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadKey.ProtoReflect.Descriptor instead.
 func (*ReadKey) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{4}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReadKey) GetPartition() uint32 {
@@ -359,7 +359,7 @@ type ReadRequest struct {
 
 func (x *ReadRequest) Reset() {
 	*x = ReadRequest{}
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +371,7 @@ func (x *ReadRequest) String() string {
 func (*ReadRequest) ProtoMessage() {}
 
 func (x *ReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[5]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +384,7 @@ func (x *ReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadRequest.ProtoReflect.Descriptor instead.
 func (*ReadRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{5}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReadRequest) GetKeys() []*ReadKey {
@@ -404,7 +404,7 @@ type ReadResult struct {
 
 func (x *ReadResult) Reset() {
 	*x = ReadResult{}
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +416,7 @@ func (x *ReadResult) String() string {
 func (*ReadResult) ProtoMessage() {}
 
 func (x *ReadResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[6]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +429,7 @@ func (x *ReadResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResult.ProtoReflect.Descriptor instead.
 func (*ReadResult) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{6}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadResult) GetStatus() ReadResult_Status {
@@ -456,7 +456,7 @@ type ReadResponse struct {
 
 func (x *ReadResponse) Reset() {
 	*x = ReadResponse{}
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +468,7 @@ func (x *ReadResponse) String() string {
 func (*ReadResponse) ProtoMessage() {}
 
 func (x *ReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[7]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +481,7 @@ func (x *ReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadResponse.ProtoReflect.Descriptor instead.
 func (*ReadResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{7}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReadResponse) GetResults() []*ReadResult {
@@ -506,7 +506,7 @@ type ScanRequest struct {
 
 func (x *ScanRequest) Reset() {
 	*x = ScanRequest{}
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -518,7 +518,7 @@ func (x *ScanRequest) String() string {
 func (*ScanRequest) ProtoMessage() {}
 
 func (x *ScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[8]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -531,7 +531,7 @@ func (x *ScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanRequest.ProtoReflect.Descriptor instead.
 func (*ScanRequest) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{8}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ScanRequest) GetPartitions() []uint32 {
@@ -574,7 +574,7 @@ type ScanResult struct {
 
 func (x *ScanResult) Reset() {
 	*x = ScanResult{}
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -586,7 +586,7 @@ func (x *ScanResult) String() string {
 func (*ScanResult) ProtoMessage() {}
 
 func (x *ScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[9]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -599,7 +599,7 @@ func (x *ScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResult.ProtoReflect.Descriptor instead.
 func (*ScanResult) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{9}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ScanResult) GetPartition() uint32 {
@@ -632,7 +632,7 @@ type ScanResponse struct {
 
 func (x *ScanResponse) Reset() {
 	*x = ScanResponse{}
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +644,7 @@ func (x *ScanResponse) String() string {
 func (*ScanResponse) ProtoMessage() {}
 
 func (x *ScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_kv_proto_msgTypes[10]
+	mi := &file_ringkv_v1_kv_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +657,7 @@ func (x *ScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ScanResponse.ProtoReflect.Descriptor instead.
 func (*ScanResponse) Descriptor() ([]byte, []int) {
-	return file_kv_proto_rawDescGZIP(), []int{10}
+	return file_ringkv_v1_kv_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ScanResponse) GetResults() []*ScanResult {
@@ -667,11 +667,11 @@ func (x *ScanResponse) GetResults() []*ScanResult {
 	return nil
 }
 
-var File_kv_proto protoreflect.FileDescriptor
+var File_ringkv_v1_kv_proto protoreflect.FileDescriptor
 
-const file_kv_proto_rawDesc = "" +
+const file_ringkv_v1_kv_proto_rawDesc = "" +
 	"\n" +
-	"\bkv.proto\x12\tringkv.v1\"\xa6\x01\n" +
+	"\x12ringkv/v1/kv.proto\x12\tringkv.v1\"\xa6\x01\n" +
 	"\x06Record\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\fR\x05value\x12\x1c\n" +
 	"\ttimestamp\x18\x02 \x01(\x04R\ttimestamp\x12\x17\n" +
@@ -721,20 +721,20 @@ const file_kv_proto_rawDesc = "" +
 	"\x04Scan\x12\x16.ringkv.v1.ScanRequest\x1a\x17.ringkv.v1.ScanResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
-	file_kv_proto_rawDescOnce sync.Once
-	file_kv_proto_rawDescData []byte
+	file_ringkv_v1_kv_proto_rawDescOnce sync.Once
+	file_ringkv_v1_kv_proto_rawDescData []byte
 )
 
-func file_kv_proto_rawDescGZIP() []byte {
-	file_kv_proto_rawDescOnce.Do(func() {
-		file_kv_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)))
+func file_ringkv_v1_kv_proto_rawDescGZIP() []byte {
+	file_ringkv_v1_kv_proto_rawDescOnce.Do(func() {
+		file_ringkv_v1_kv_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_ringkv_v1_kv_proto_rawDesc), len(file_ringkv_v1_kv_proto_rawDesc)))
 	})
-	return file_kv_proto_rawDescData
+	return file_ringkv_v1_kv_proto_rawDescData
 }
 
-var file_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
-var file_kv_proto_goTypes = []any{
+var file_ringkv_v1_kv_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_ringkv_v1_kv_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_ringkv_v1_kv_proto_goTypes = []any{
 	(ReadResult_Status)(0), // 0: ringkv.v1.ReadResult.Status
 	(*Record)(nil),         // 1: ringkv.v1.Record
 	(*KeyedRecord)(nil),    // 2: ringkv.v1.KeyedRecord
@@ -748,7 +748,7 @@ var file_kv_proto_goTypes = []any{
 	(*ScanResult)(nil),     // 10: ringkv.v1.ScanResult
 	(*ScanResponse)(nil),   // 11: ringkv.v1.ScanResponse
 }
-var file_kv_proto_depIdxs = []int32{
+var file_ringkv_v1_kv_proto_depIdxs = []int32{
 	1,  // 0: ringkv.v1.KeyedRecord.record:type_name -> ringkv.v1.Record
 	2,  // 1: ringkv.v1.MergeRequest.records:type_name -> ringkv.v1.KeyedRecord
 	5,  // 2: ringkv.v1.ReadRequest.keys:type_name -> ringkv.v1.ReadKey
@@ -770,27 +770,27 @@ var file_kv_proto_depIdxs = []int32{
 	0,  // [0:8] is the sub-list for field type_name
 }
 
-func init() { file_kv_proto_init() }
-func file_kv_proto_init() {
-	if File_kv_proto != nil {
+func init() { file_ringkv_v1_kv_proto_init() }
+func file_ringkv_v1_kv_proto_init() {
+	if File_ringkv_v1_kv_proto != nil {
 		return
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_kv_proto_rawDesc), len(file_kv_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_kv_proto_rawDesc), len(file_ringkv_v1_kv_proto_rawDesc)),
 			NumEnums:      1,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_kv_proto_goTypes,
-		DependencyIndexes: file_kv_proto_depIdxs,
-		EnumInfos:         file_kv_proto_enumTypes,
-		MessageInfos:      file_kv_proto_msgTypes,
+		GoTypes:           file_ringkv_v1_kv_proto_goTypes,
+		DependencyIndexes: file_ringkv_v1_kv_proto_depIdxs,
+		EnumInfos:         file_ringkv_v1_kv_proto_enumTypes,
+		MessageInfos:      file_ringkv_v1_kv_proto_msgTypes,
 	}.Build()
-	File_kv_proto = out.File
-	file_kv_proto_goTypes = nil
-	file_kv_proto_depIdxs = nil
+	File_ringkv_v1_kv_proto = out.File
+	file_ringkv_v1_kv_proto_goTypes = nil
+	file_ringkv_v1_kv_proto_depIdxs = nil
 }

@@ -5,7 +5,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: lin.proto
+// source: ringkv/v1/lin.proto
 
 package kvpb
 
@@ -36,7 +36,7 @@ type Redirect struct {
 
 func (x *Redirect) Reset() {
 	*x = Redirect{}
-	mi := &file_lin_proto_msgTypes[0]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -48,7 +48,7 @@ func (x *Redirect) String() string {
 func (*Redirect) ProtoMessage() {}
 
 func (x *Redirect) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[0]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -61,7 +61,7 @@ func (x *Redirect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
 func (*Redirect) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{0}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Redirect) GetNotLeader() bool {
@@ -88,7 +88,7 @@ type LinGetRequest struct {
 
 func (x *LinGetRequest) Reset() {
 	*x = LinGetRequest{}
-	mi := &file_lin_proto_msgTypes[1]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -100,7 +100,7 @@ func (x *LinGetRequest) String() string {
 func (*LinGetRequest) ProtoMessage() {}
 
 func (x *LinGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[1]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -113,7 +113,7 @@ func (x *LinGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinGetRequest.ProtoReflect.Descriptor instead.
 func (*LinGetRequest) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{1}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *LinGetRequest) GetPartition() uint32 {
@@ -141,7 +141,7 @@ type LinGetResponse struct {
 
 func (x *LinGetResponse) Reset() {
 	*x = LinGetResponse{}
-	mi := &file_lin_proto_msgTypes[2]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -153,7 +153,7 @@ func (x *LinGetResponse) String() string {
 func (*LinGetResponse) ProtoMessage() {}
 
 func (x *LinGetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[2]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -166,7 +166,7 @@ func (x *LinGetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinGetResponse.ProtoReflect.Descriptor instead.
 func (*LinGetResponse) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{2}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *LinGetResponse) GetRedirect() *Redirect {
@@ -202,7 +202,7 @@ type LinPutRequest struct {
 
 func (x *LinPutRequest) Reset() {
 	*x = LinPutRequest{}
-	mi := &file_lin_proto_msgTypes[3]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -214,7 +214,7 @@ func (x *LinPutRequest) String() string {
 func (*LinPutRequest) ProtoMessage() {}
 
 func (x *LinPutRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[3]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -227,7 +227,7 @@ func (x *LinPutRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinPutRequest.ProtoReflect.Descriptor instead.
 func (*LinPutRequest) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{3}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LinPutRequest) GetPartition() uint32 {
@@ -267,7 +267,7 @@ type LinPutResponse struct {
 
 func (x *LinPutResponse) Reset() {
 	*x = LinPutResponse{}
-	mi := &file_lin_proto_msgTypes[4]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -279,7 +279,7 @@ func (x *LinPutResponse) String() string {
 func (*LinPutResponse) ProtoMessage() {}
 
 func (x *LinPutResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[4]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -292,7 +292,7 @@ func (x *LinPutResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinPutResponse.ProtoReflect.Descriptor instead.
 func (*LinPutResponse) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{4}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LinPutResponse) GetRedirect() *Redirect {
@@ -316,7 +316,7 @@ type LinCASRequest struct {
 
 func (x *LinCASRequest) Reset() {
 	*x = LinCASRequest{}
-	mi := &file_lin_proto_msgTypes[5]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +328,7 @@ func (x *LinCASRequest) String() string {
 func (*LinCASRequest) ProtoMessage() {}
 
 func (x *LinCASRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[5]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +341,7 @@ func (x *LinCASRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinCASRequest.ProtoReflect.Descriptor instead.
 func (*LinCASRequest) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{5}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LinCASRequest) GetPartition() uint32 {
@@ -392,7 +392,7 @@ type LinCASResponse struct {
 
 func (x *LinCASResponse) Reset() {
 	*x = LinCASResponse{}
-	mi := &file_lin_proto_msgTypes[6]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -404,7 +404,7 @@ func (x *LinCASResponse) String() string {
 func (*LinCASResponse) ProtoMessage() {}
 
 func (x *LinCASResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[6]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -417,7 +417,7 @@ func (x *LinCASResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinCASResponse.ProtoReflect.Descriptor instead.
 func (*LinCASResponse) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{6}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *LinCASResponse) GetRedirect() *Redirect {
@@ -457,7 +457,7 @@ type AppliedRequest struct {
 
 func (x *AppliedRequest) Reset() {
 	*x = AppliedRequest{}
-	mi := &file_lin_proto_msgTypes[7]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -469,7 +469,7 @@ func (x *AppliedRequest) String() string {
 func (*AppliedRequest) ProtoMessage() {}
 
 func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[7]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -482,7 +482,7 @@ func (x *AppliedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedRequest.ProtoReflect.Descriptor instead.
 func (*AppliedRequest) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{7}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AppliedRequest) GetPartition() uint32 {
@@ -501,7 +501,7 @@ type AppliedResponse struct {
 
 func (x *AppliedResponse) Reset() {
 	*x = AppliedResponse{}
-	mi := &file_lin_proto_msgTypes[8]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -513,7 +513,7 @@ func (x *AppliedResponse) String() string {
 func (*AppliedResponse) ProtoMessage() {}
 
 func (x *AppliedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[8]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -526,7 +526,7 @@ func (x *AppliedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppliedResponse.ProtoReflect.Descriptor instead.
 func (*AppliedResponse) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{8}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AppliedResponse) GetAppliedIndex() uint64 {
@@ -552,7 +552,7 @@ type LinScanRequest struct {
 
 func (x *LinScanRequest) Reset() {
 	*x = LinScanRequest{}
-	mi := &file_lin_proto_msgTypes[9]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +564,7 @@ func (x *LinScanRequest) String() string {
 func (*LinScanRequest) ProtoMessage() {}
 
 func (x *LinScanRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[9]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +577,7 @@ func (x *LinScanRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinScanRequest.ProtoReflect.Descriptor instead.
 func (*LinScanRequest) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{9}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LinScanRequest) GetPartitions() []uint32 {
@@ -624,7 +624,7 @@ type LinScanResult struct {
 
 func (x *LinScanResult) Reset() {
 	*x = LinScanResult{}
-	mi := &file_lin_proto_msgTypes[10]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -636,7 +636,7 @@ func (x *LinScanResult) String() string {
 func (*LinScanResult) ProtoMessage() {}
 
 func (x *LinScanResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[10]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -649,7 +649,7 @@ func (x *LinScanResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinScanResult.ProtoReflect.Descriptor instead.
 func (*LinScanResult) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{10}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LinScanResult) GetPartition() uint32 {
@@ -696,7 +696,7 @@ type LinScanResponse struct {
 
 func (x *LinScanResponse) Reset() {
 	*x = LinScanResponse{}
-	mi := &file_lin_proto_msgTypes[11]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +708,7 @@ func (x *LinScanResponse) String() string {
 func (*LinScanResponse) ProtoMessage() {}
 
 func (x *LinScanResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lin_proto_msgTypes[11]
+	mi := &file_ringkv_v1_lin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +721,7 @@ func (x *LinScanResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinScanResponse.ProtoReflect.Descriptor instead.
 func (*LinScanResponse) Descriptor() ([]byte, []int) {
-	return file_lin_proto_rawDescGZIP(), []int{11}
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LinScanResponse) GetResults() []*LinScanResult {
@@ -731,11 +731,11 @@ func (x *LinScanResponse) GetResults() []*LinScanResult {
 	return nil
 }
 
-var File_lin_proto protoreflect.FileDescriptor
+var File_ringkv_v1_lin_proto protoreflect.FileDescriptor
 
-const file_lin_proto_rawDesc = "" +
+const file_ringkv_v1_lin_proto_rawDesc = "" +
 	"\n" +
-	"\tlin.proto\x12\tringkv.v1\x1a\bkv.proto\"A\n" +
+	"\x13ringkv/v1/lin.proto\x12\tringkv.v1\x1a\x12ringkv/v1/kv.proto\"A\n" +
 	"\bRedirect\x12\x1d\n" +
 	"\n" +
 	"not_leader\x18\x01 \x01(\bR\tnotLeader\x12\x16\n" +
@@ -792,19 +792,19 @@ const file_lin_proto_rawDesc = "" +
 	"\x04Scan\x12\x19.ringkv.v1.LinScanRequest\x1a\x1a.ringkv.v1.LinScanResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
-	file_lin_proto_rawDescOnce sync.Once
-	file_lin_proto_rawDescData []byte
+	file_ringkv_v1_lin_proto_rawDescOnce sync.Once
+	file_ringkv_v1_lin_proto_rawDescData []byte
 )
 
-func file_lin_proto_rawDescGZIP() []byte {
-	file_lin_proto_rawDescOnce.Do(func() {
-		file_lin_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_lin_proto_rawDesc), len(file_lin_proto_rawDesc)))
+func file_ringkv_v1_lin_proto_rawDescGZIP() []byte {
+	file_ringkv_v1_lin_proto_rawDescOnce.Do(func() {
+		file_ringkv_v1_lin_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_ringkv_v1_lin_proto_rawDesc), len(file_ringkv_v1_lin_proto_rawDesc)))
 	})
-	return file_lin_proto_rawDescData
+	return file_ringkv_v1_lin_proto_rawDescData
 }
 
-var file_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
-var file_lin_proto_goTypes = []any{
+var file_ringkv_v1_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_ringkv_v1_lin_proto_goTypes = []any{
 	(*Redirect)(nil),        // 0: ringkv.v1.Redirect
 	(*LinGetRequest)(nil),   // 1: ringkv.v1.LinGetRequest
 	(*LinGetResponse)(nil),  // 2: ringkv.v1.LinGetResponse
@@ -820,7 +820,7 @@ var file_lin_proto_goTypes = []any{
 	(*Record)(nil),          // 12: ringkv.v1.Record
 	(*KeyedRecord)(nil),     // 13: ringkv.v1.KeyedRecord
 }
-var file_lin_proto_depIdxs = []int32{
+var file_ringkv_v1_lin_proto_depIdxs = []int32{
 	0,  // 0: ringkv.v1.LinGetResponse.redirect:type_name -> ringkv.v1.Redirect
 	12, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
 	0,  // 2: ringkv.v1.LinPutResponse.redirect:type_name -> ringkv.v1.Redirect
@@ -845,27 +845,27 @@ var file_lin_proto_depIdxs = []int32{
 	0,  // [0:7] is the sub-list for field type_name
 }
 
-func init() { file_lin_proto_init() }
-func file_lin_proto_init() {
-	if File_lin_proto != nil {
+func init() { file_ringkv_v1_lin_proto_init() }
+func file_ringkv_v1_lin_proto_init() {
+	if File_ringkv_v1_lin_proto != nil {
 		return
 	}
-	file_kv_proto_init()
+	file_ringkv_v1_kv_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lin_proto_rawDesc), len(file_lin_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_lin_proto_rawDesc), len(file_ringkv_v1_lin_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_lin_proto_goTypes,
-		DependencyIndexes: file_lin_proto_depIdxs,
-		MessageInfos:      file_lin_proto_msgTypes,
+		GoTypes:           file_ringkv_v1_lin_proto_goTypes,
+		DependencyIndexes: file_ringkv_v1_lin_proto_depIdxs,
+		MessageInfos:      file_ringkv_v1_lin_proto_msgTypes,
 	}.Build()
-	File_lin_proto = out.File
-	file_lin_proto_goTypes = nil
-	file_lin_proto_depIdxs = nil
+	File_ringkv_v1_lin_proto = out.File
+	file_ringkv_v1_lin_proto_goTypes = nil
+	file_ringkv_v1_lin_proto_depIdxs = nil
 }

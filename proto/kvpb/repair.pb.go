@@ -7,7 +7,7 @@
 // versions:
 // 	protoc-gen-go v1.36.12
 // 	protoc        v3.21.12
-// source: repair.proto
+// source: ringkv/v1/repair.proto
 
 package kvpb
 
@@ -44,7 +44,7 @@ type TreeRequest struct {
 
 func (x *TreeRequest) Reset() {
 	*x = TreeRequest{}
-	mi := &file_repair_proto_msgTypes[0]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -56,7 +56,7 @@ func (x *TreeRequest) String() string {
 func (*TreeRequest) ProtoMessage() {}
 
 func (x *TreeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_repair_proto_msgTypes[0]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -69,7 +69,7 @@ func (x *TreeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TreeRequest.ProtoReflect.Descriptor instead.
 func (*TreeRequest) Descriptor() ([]byte, []int) {
-	return file_repair_proto_rawDescGZIP(), []int{0}
+	return file_ringkv_v1_repair_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *TreeRequest) GetPartition() uint32 {
@@ -117,7 +117,7 @@ type TreeResponse struct {
 
 func (x *TreeResponse) Reset() {
 	*x = TreeResponse{}
-	mi := &file_repair_proto_msgTypes[1]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -129,7 +129,7 @@ func (x *TreeResponse) String() string {
 func (*TreeResponse) ProtoMessage() {}
 
 func (x *TreeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_repair_proto_msgTypes[1]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -142,7 +142,7 @@ func (x *TreeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TreeResponse.ProtoReflect.Descriptor instead.
 func (*TreeResponse) Descriptor() ([]byte, []int) {
-	return file_repair_proto_rawDescGZIP(), []int{1}
+	return file_ringkv_v1_repair_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *TreeResponse) GetHashes() []uint64 {
@@ -170,7 +170,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_repair_proto_msgTypes[2]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +182,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_repair_proto_msgTypes[2]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +195,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_repair_proto_rawDescGZIP(), []int{2}
+	return file_ringkv_v1_repair_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *FetchRequest) GetPartition() uint32 {
@@ -259,7 +259,7 @@ type HashedRecord struct {
 
 func (x *HashedRecord) Reset() {
 	*x = HashedRecord{}
-	mi := &file_repair_proto_msgTypes[3]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +271,7 @@ func (x *HashedRecord) String() string {
 func (*HashedRecord) ProtoMessage() {}
 
 func (x *HashedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_repair_proto_msgTypes[3]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +284,7 @@ func (x *HashedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashedRecord.ProtoReflect.Descriptor instead.
 func (*HashedRecord) Descriptor() ([]byte, []int) {
-	return file_repair_proto_rawDescGZIP(), []int{3}
+	return file_ringkv_v1_repair_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HashedRecord) GetKey() []byte {
@@ -319,7 +319,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_repair_proto_msgTypes[4]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +331,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_repair_proto_msgTypes[4]
+	mi := &file_ringkv_v1_repair_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +344,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_repair_proto_rawDescGZIP(), []int{4}
+	return file_ringkv_v1_repair_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FetchResponse) GetRecords() []*HashedRecord {
@@ -361,11 +361,11 @@ func (x *FetchResponse) GetNext() []byte {
 	return nil
 }
 
-var File_repair_proto protoreflect.FileDescriptor
+var File_ringkv_v1_repair_proto protoreflect.FileDescriptor
 
-const file_repair_proto_rawDesc = "" +
+const file_ringkv_v1_repair_proto_rawDesc = "" +
 	"\n" +
-	"\frepair.proto\x12\tringkv.v1\x1a\bkv.proto\"\x85\x01\n" +
+	"\x16ringkv/v1/repair.proto\x12\tringkv.v1\x1a\x12ringkv/v1/kv.proto\"\x85\x01\n" +
 	"\vTreeRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x14\n" +
 	"\x05level\x18\x02 \x01(\rR\x05level\x12\x14\n" +
@@ -395,19 +395,19 @@ const file_repair_proto_rawDesc = "" +
 	"\x05Fetch\x12\x17.ringkv.v1.FetchRequest\x1a\x18.ringkv.v1.FetchResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
-	file_repair_proto_rawDescOnce sync.Once
-	file_repair_proto_rawDescData []byte
+	file_ringkv_v1_repair_proto_rawDescOnce sync.Once
+	file_ringkv_v1_repair_proto_rawDescData []byte
 )
 
-func file_repair_proto_rawDescGZIP() []byte {
-	file_repair_proto_rawDescOnce.Do(func() {
-		file_repair_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_repair_proto_rawDesc), len(file_repair_proto_rawDesc)))
+func file_ringkv_v1_repair_proto_rawDescGZIP() []byte {
+	file_ringkv_v1_repair_proto_rawDescOnce.Do(func() {
+		file_ringkv_v1_repair_proto_rawDescData = protoimpl.X.CompressGZIP(unsafe.Slice(unsafe.StringData(file_ringkv_v1_repair_proto_rawDesc), len(file_ringkv_v1_repair_proto_rawDesc)))
 	})
-	return file_repair_proto_rawDescData
+	return file_ringkv_v1_repair_proto_rawDescData
 }
 
-var file_repair_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
-var file_repair_proto_goTypes = []any{
+var file_ringkv_v1_repair_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_ringkv_v1_repair_proto_goTypes = []any{
 	(*TreeRequest)(nil),   // 0: ringkv.v1.TreeRequest
 	(*TreeResponse)(nil),  // 1: ringkv.v1.TreeResponse
 	(*FetchRequest)(nil),  // 2: ringkv.v1.FetchRequest
@@ -415,7 +415,7 @@ var file_repair_proto_goTypes = []any{
 	(*FetchResponse)(nil), // 4: ringkv.v1.FetchResponse
 	(*Record)(nil),        // 5: ringkv.v1.Record
 }
-var file_repair_proto_depIdxs = []int32{
+var file_ringkv_v1_repair_proto_depIdxs = []int32{
 	5, // 0: ringkv.v1.HashedRecord.record:type_name -> ringkv.v1.Record
 	3, // 1: ringkv.v1.FetchResponse.records:type_name -> ringkv.v1.HashedRecord
 	0, // 2: ringkv.v1.Repair.Tree:input_type -> ringkv.v1.TreeRequest
@@ -429,27 +429,27 @@ var file_repair_proto_depIdxs = []int32{
 	0, // [0:2] is the sub-list for field type_name
 }
 
-func init() { file_repair_proto_init() }
-func file_repair_proto_init() {
-	if File_repair_proto != nil {
+func init() { file_ringkv_v1_repair_proto_init() }
+func file_ringkv_v1_repair_proto_init() {
+	if File_ringkv_v1_repair_proto != nil {
 		return
 	}
-	file_kv_proto_init()
+	file_ringkv_v1_kv_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
-			RawDescriptor: unsafe.Slice(unsafe.StringData(file_repair_proto_rawDesc), len(file_repair_proto_rawDesc)),
+			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_repair_proto_rawDesc), len(file_ringkv_v1_repair_proto_rawDesc)),
 			NumEnums:      0,
 			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
-		GoTypes:           file_repair_proto_goTypes,
-		DependencyIndexes: file_repair_proto_depIdxs,
-		MessageInfos:      file_repair_proto_msgTypes,
+		GoTypes:           file_ringkv_v1_repair_proto_goTypes,
+		DependencyIndexes: file_ringkv_v1_repair_proto_depIdxs,
+		MessageInfos:      file_ringkv_v1_repair_proto_msgTypes,
 	}.Build()
-	File_repair_proto = out.File
-	file_repair_proto_goTypes = nil
-	file_repair_proto_depIdxs = nil
+	File_ringkv_v1_repair_proto = out.File
+	file_ringkv_v1_repair_proto_goTypes = nil
+	file_ringkv_v1_repair_proto_depIdxs = nil
 }
