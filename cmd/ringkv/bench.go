@@ -47,6 +47,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of a table")
 	report := fs.String("report", "", "also write a self-contained HTML report to this file")
 	preloadKeys := fs.Bool("preload", true, "write the key space and CAS counters before the workloads (skip when --target already holds them)")
+	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address while the bench runs (profiles the embedded cluster too)")
 	short := fs.Bool("short", false, "smoke test: 1,000 keys, 8 callers, 300ms per workload and level")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -56,6 +57,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if *short {
 		*keys, *concurrency, *duration, *ops = 1000, 8, 300*time.Millisecond, 0
+	}
+	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
+		return err
 	}
 	base := def
 	base.Keys, base.HotKeys, base.ValueSize, base.Distribution = *keys, *hotKeys, *valueSize, *dist
