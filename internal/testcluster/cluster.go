@@ -493,3 +493,21 @@ func (c *Cluster) AddNode() *Node {
 	nd.Start()
 	return nd
 }
+
+// ---- Added for tombstone_test.go: freezing a node (a partition from
+// the cluster's point of view). ----
+
+// Pause freezes the node's process (SIGSTOP): it keeps its state and its
+// sockets but answers nothing, as if partitioned away. No-op if stopped.
+func (nd *Node) Pause() { nd.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused node (SIGCONT).
+func (nd *Node) Resume() { nd.signal(syscall.SIGCONT) }
+
+func (nd *Node) signal(sig syscall.Signal) {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd != nil {
+		_ = nd.cmd.Process.Signal(sig) // it may have exited
+	}
+}
