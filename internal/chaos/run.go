@@ -105,12 +105,15 @@ type Result struct {
 	LostKeys []string // some of them
 	// Converged: every sampled key reached all its replicas within the
 	// bound; Unconverged counts those that did not.
-	Converged   bool
-	Unconverged int
-	ConvP50     time.Duration
-	ConvP99     time.Duration
-	ConvBound   time.Duration
-	Duration    time.Duration
+	Converged       bool
+	Unconverged     int
+	UnconvergedKeys []string // some of them, with the replicas lacking them
+	ConvP50         time.Duration
+	ConvP99         time.Duration
+	// MembershipChanged: a node joined or left during the run.
+	MembershipChanged bool
+	ConvBound         time.Duration
+	Duration          time.Duration
 }
 
 // TotalOps is every completed operation of both workloads.
@@ -235,8 +238,8 @@ func Run(t testing.TB, cfg Config) Result {
 			break
 		}
 		if !ok {
-			if kind == FaultLeave && slices.Contains(cfg.Faults, FaultJoin) && cfg.EveryKind {
-				pending = append(pending, FaultLeave) // after a join
+			if kind == FaultLeave && cfg.EveryKind && res.Faults[FaultLeave.String()] == 0 && len(nm.joined) == 0 && res.Faults[FaultJoin.String()] == 0 {
+				pending = append(pending, FaultLeave) // after the join still to come
 			}
 			continue
 		}
@@ -250,6 +253,7 @@ func Run(t testing.TB, cfg Config) Result {
 			}
 		}
 	}
+	res.MembershipChanged = res.Faults[FaultJoin.String()]+res.Faults[FaultLeave.String()] > 0
 	heal()
 	healedAt := time.Now()
 	stop()
@@ -271,6 +275,7 @@ func Run(t testing.TB, cfg Config) Result {
 	res.Lost, res.LostKeys = checkLost(t, c, acked, cfg.ConvergeBound)
 	res.Converged = conv.unconverged == 0
 	res.Unconverged = conv.unconverged
+	res.UnconvergedKeys = conv.missing
 	res.ConvP50, res.ConvP99 = conv.p50, conv.p99
 
 	ops := w.History().Ops()
@@ -363,6 +368,7 @@ func checkLost(t testing.TB, c *Cluster, acked map[string]string, bound time.Dur
 
 type convResult struct {
 	unconverged int
+	missing     []string // some unconverged keys and the replicas lacking them
 	p50, p99    time.Duration
 }
 
@@ -388,6 +394,7 @@ func convergence(c *Cluster, acked map[string]string, sample int, bound time.Dur
 		keys = picked
 	}
 	var times []time.Duration
+	var missing []string
 	deadline := time.Now().Add(bound)
 	pending := keys
 	for len(pending) > 0 && time.Now().Before(deadline) {
@@ -398,6 +405,7 @@ func convergence(c *Cluster, acked map[string]string, sample int, bound time.Dur
 		}
 		var mu sync.Mutex
 		var next []string
+		missing = nil
 		sem := make(chan struct{}, 16)
 		var wg sync.WaitGroup
 		for _, k := range pending {
@@ -406,13 +414,16 @@ func convergence(c *Cluster, acked map[string]string, sample int, bound time.Dur
 			go func() {
 				defer wg.Done()
 				defer func() { <-sem }()
-				ok := onAllReplicas(c, prefs, k, acked[k])
+				lacking := lackingReplicas(c, prefs, k, acked[k])
 				mu.Lock()
 				defer mu.Unlock()
-				if ok {
+				if len(lacking) == 0 {
 					times = append(times, time.Since(healedAt))
 				} else {
 					next = append(next, k)
+					if len(missing) < 10 {
+						missing = append(missing, k+" on "+strings.Join(lacking, ","))
+					}
 				}
 			}()
 		}
@@ -423,7 +434,7 @@ func convergence(c *Cluster, acked map[string]string, sample int, bound time.Dur
 		}
 	}
 	slices.Sort(times)
-	r := convResult{unconverged: len(pending)}
+	r := convResult{unconverged: len(pending), missing: missing}
 	if len(times) > 0 {
 		r.p50 = times[len(times)/2]
 		r.p99 = times[min(len(times)-1, len(times)*99/100)]
@@ -452,32 +463,30 @@ func preferences(c *Cluster) ([][]string, error) {
 	return nil, fmt.Errorf("chaos: no member answered: %w", last)
 }
 
-// onAllReplicas reports whether every replica of key answers value for a
-// read at ONE through its own HTTP API.
-func onAllReplicas(c *Cluster, prefs [][]string, key, value string) bool {
+// lackingReplicas returns the replicas of key that do not answer value
+// for a read at ONE through their own HTTP API.
+func lackingReplicas(c *Cluster, prefs [][]string, key, value string) []string {
 	if len(prefs) == 0 {
-		return false
+		return []string{"?"}
 	}
 	shift := 64 - bits.TrailingZeros(uint(len(prefs)))
 	p := uint32(0)
 	if shift < 64 {
 		p = uint32(xxhash.Sum64String(key) >> shift)
 	}
+	var lacking []string
 	for _, id := range prefs[p] {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		code, body, err := c.Node(id).Do(ctx, http.MethodGet, "/api/get", url.Values{"key": {key}, "consistency": {"one"}}, nil)
 		cancel()
-		if err != nil || code != http.StatusOK {
-			return false
-		}
 		var out struct {
 			Value string `json:"value"`
 		}
-		if json.Unmarshal(body, &out) != nil || out.Value != value {
-			return false
+		if err != nil || code != http.StatusOK || json.Unmarshal(body, &out) != nil || out.Value != value {
+			lacking = append(lacking, fmt.Sprintf("%s(p%d,HTTP %d)", id, p, code))
 		}
 	}
-	return true
+	return lacking
 }
 
 // saveEvidence writes the history, the summary and every node's log to
@@ -486,7 +495,7 @@ func saveEvidence(t testing.TB, c *Cluster, ops []Op, res Result, outDir string)
 	if b, err := json.Marshal(ops); err == nil {
 		_ = os.WriteFile(filepath.Join(outDir, "history.json"), b, 0o644) // diagnostics: best effort
 	}
-	_ = os.WriteFile(filepath.Join(outDir, "summary.txt"), []byte(res.Summary()+"\nbad keys: "+strings.Join(res.Lin.BadKeys, ", ")+"\nlost keys: "+strings.Join(res.LostKeys, ", ")+"\n"), 0o644) // best effort
+	_ = os.WriteFile(filepath.Join(outDir, "summary.txt"), []byte(res.Summary()+"\nbad keys: "+strings.Join(res.Lin.BadKeys, ", ")+"\nlost keys: "+strings.Join(res.LostKeys, ", ")+"\nunconverged: "+strings.Join(res.UnconvergedKeys, "; ")+"\n"), 0o644) // best effort
 	for _, nd := range c.TC.Nodes {
 		if b, err := os.ReadFile(nd.LogPath); err == nil {
 			_ = os.WriteFile(filepath.Join(outDir, nd.ID+".log"), b, 0o644) // best effort

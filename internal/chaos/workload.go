@@ -33,7 +33,7 @@ type WorkloadConfig struct {
 	// HTTP API (the broken-mode test reads through every node this way).
 	ReadsViaHTTP bool
 	// QuorumWorkers write unique keys at QUORUM for the lost-write check.
-	// Default 4.
+	// Default 4; negative: none.
 	QuorumWorkers int
 	// QuorumInterval is each QUORUM worker's pause between writes, which
 	// bounds the keys the checks after the run read. Default 40ms.
@@ -57,7 +57,10 @@ func (c *WorkloadConfig) fill() {
 	if c.HTTPFraction < 0 {
 		c.HTTPFraction = 0
 	}
-	if c.QuorumWorkers < 0 {
+	switch {
+	case c.QuorumWorkers == 0:
+		c.QuorumWorkers = 4
+	case c.QuorumWorkers < 0:
 		c.QuorumWorkers = 0
 	}
 	if c.QuorumInterval <= 0 {
