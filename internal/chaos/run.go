@@ -269,6 +269,7 @@ func Run(t testing.TB, cfg Config) Result {
 		t.Fatalf("chaos: out dir: %v", err)
 	}
 
+	c.WaitLeaders(120 * time.Second)
 	acked := w.Acked()
 	res.Acked = len(acked)
 	conv := convergence(c, acked, cfg.ConvergeSample, cfg.ConvergeBound, healedAt)
