@@ -42,16 +42,16 @@ func TestChaos(t *testing.T) {
 	cfg := Config{
 		Seed:      seed(t),
 		Cluster:   ClusterConfig{Nodes: 5, Spares: 1},
-		Workload:  WorkloadConfig{Workers: 16},
+		Workload:  WorkloadConfig{Workers: 32, QuorumWorkers: 8, QuorumInterval: 20 * time.Millisecond},
 		EveryKind: true,
 		OutDir:    outDir(t),
 	}
 	if os.Getenv("RINGKV_CHAOS_LONG") == "1" {
-		cfg.Cluster.Spares = 60
+		cfg.Cluster.Spares = 12
 		cfg.MinOps = int64(envUint(t, "RINGKV_CHAOS_OPS", 1_000_000))
 		cfg.MinFaults = 100
 		cfg.MaxDuration = 6 * time.Hour
-		cfg.Workload.Workers = 32
+		cfg.Workload.Workers = 48
 		cfg.ConvergeSample = 5000
 	} else {
 		cfg.MinOps = int64(envUint(t, "RINGKV_CHAOS_OPS", 20_000))

@@ -188,6 +188,14 @@ func (p *Proxy) track(l *link, forward bool) {
 		l.close()
 		return
 	}
+	switch {
+	case forward && p.mu.mode == Drop: // the mode changed while dialing
+		p.mu.Unlock()
+		l.close()
+		return
+	case forward && p.mu.mode == Blackhole:
+		l.holed = true
+	}
 	p.mu.links[l] = struct{}{}
 	p.mu.Unlock()
 	if !forward {
