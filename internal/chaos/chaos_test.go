@@ -42,7 +42,7 @@ func TestChaos(t *testing.T) {
 	cfg := Config{
 		Seed:      seed(t),
 		Cluster:   ClusterConfig{Nodes: 5, Spares: 1},
-		Workload:  WorkloadConfig{Workers: 32, QuorumWorkers: 8, QuorumInterval: 20 * time.Millisecond},
+		Workload:  WorkloadConfig{Workers: 32, ActiveKeys: 64, QuorumWorkers: 8, QuorumInterval: 20 * time.Millisecond},
 		EveryKind: true,
 		OutDir:    outDir(t),
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/cespare/xxhash/v2"
 )
 
 // kvState is the model's state of one key.
@@ -19,9 +20,14 @@ type kvState struct {
 	Found bool
 }
 
-// model is a register per key with get, set and compare-and-set, where an
-// operation whose outcome is unknown may or may not have taken effect.
-var model = porcupine.NondeterministicModel{
+// model is a register per key with get, set and compare-and-set. An
+// operation whose outcome is unknown "returns" after every other one
+// (toPorcupine), so it may linearize anywhere after its call; not taking
+// effect at all is the same as taking effect at the very end, where no
+// operation observes it. So the model stays deterministic: an unknown CAS
+// swaps exactly when the state matches (a nondeterministic "maybe" would
+// make the checker's state sets, and its search, explode).
+var model = porcupine.Model{
 	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
 		byKey := map[string][]porcupine.Operation{}
 		var keys []string
@@ -39,37 +45,34 @@ var model = porcupine.NondeterministicModel{
 		}
 		return out
 	},
-	Init: func() []any { return []any{kvState{}} },
-	Step: func(state, input, _ any) []any {
+	Init: func() any { return kvState{} },
+	Step: func(state, input, _ any) (bool, any) {
 		s := state.(kvState)
 		op := input.(Op)
 		switch op.Kind {
 		case OpGet:
-			if op.Outcome != OK {
-				return []any{s}
-			}
-			if op.Found == s.Found && (!op.Found || op.Value == s.Value) {
-				return []any{s}
-			}
-			return nil
+			return op.Found == s.Found && (!op.Found || op.Value == s.Value), s
 		case OpSet:
-			return []any{kvState{Value: op.Value, Found: true}}
+			return true, kvState{Value: op.Value, Found: true}
 		case OpCAS:
 			match := s.Found && !op.ExpectAbsent && s.Value == op.Expected || !s.Found && op.ExpectAbsent
 			next := kvState{Value: op.Value, Found: true}
 			switch {
-			case op.Outcome == Unknown && match:
-				return []any{next, s} // applied, or never executed
-			case op.Outcome == Unknown:
-				return []any{s}
-			case op.Swapped && match:
-				return []any{next}
-			case !op.Swapped && !match:
-				return []any{s}
+			case op.Outcome == Unknown && match, op.Swapped && match:
+				return true, next
+			case op.Outcome == Unknown, !op.Swapped && !match:
+				return true, s
 			}
-			return nil
+			return false, s
 		}
-		return nil
+		return false, s
+	},
+	Hash: func(state any) uint64 {
+		s := state.(kvState)
+		if !s.Found {
+			return 0
+		}
+		return xxhash.Sum64String(s.Value) | 1
 	},
 	DescribeOperation: func(input, _ any) string {
 		op := input.(Op)
@@ -152,7 +155,7 @@ func CheckLinearizable(ops []Op, perKey time.Duration, outDir string) LinResult 
 	}
 	sort.Strings(keys)
 	res := LinResult{Keys: len(keys), Ops: len(ops)}
-	m := model.ToModel()
+	m := model
 	var mu sync.Mutex
 	work := make(chan string) // closed by the feeder below
 	var wg sync.WaitGroup

@@ -38,8 +38,13 @@ type WorkloadConfig struct {
 	// QuorumInterval is each QUORUM worker's pause between writes, which
 	// bounds the keys the checks after the run read. Default 40ms.
 	QuorumInterval time.Duration
-	// OpTimeout is each operation's deadline. Default 5s.
+	// OpTimeout is each write's deadline. Default 5s.
 	OpTimeout time.Duration
+	// ReadTimeout is each linearizable read's deadline. Reads that fail
+	// are left out of the history, so a short deadline keeps reads from
+	// spanning a whole partition: many long, overlapping reads make the
+	// checker's search explode. Default 1s.
+	ReadTimeout time.Duration
 	// Seed seeds the workers' choices.
 	Seed uint64
 }
@@ -68,6 +73,9 @@ func (c *WorkloadConfig) fill() {
 	}
 	if c.OpTimeout <= 0 {
 		c.OpTimeout = 5 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = time.Second
 	}
 }
 
@@ -235,7 +243,11 @@ func (w *Workload) linWorker(ctx context.Context, worker int) {
 				nd = members[rng.IntN(len(members))]
 			}
 		}
-		octx, cancel := context.WithTimeout(ctx, w.cfg.OpTimeout)
+		timeout := w.cfg.OpTimeout
+		if op.Kind == OpGet {
+			timeout = w.cfg.ReadTimeout
+		}
+		octx, cancel := context.WithTimeout(ctx, timeout)
 		op.Call = w.hist.Now()
 		if nd != nil {
 			op.Via = nd.ID
