@@ -78,11 +78,13 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 		Prepare: func(nodes []*testcluster.Node) {
 			ids := make([]string, len(nodes))
 			rpc := map[string]string{}
+			var reserved []string
 			for i, nd := range nodes {
 				ids[i] = nd.ID
 				rpc[nd.ID] = nd.RPCAddr
+				reserved = append(reserved, nd.RPCAddr, nd.HTTPAddr, nd.GossipAddr)
 			}
-			c.Net, netErr = NewNet(ids, rpc)
+			c.Net, netErr = NewNet(ids, rpc, reserved...)
 			if netErr != nil {
 				return
 			}

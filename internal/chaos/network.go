@@ -24,15 +24,16 @@ type Net struct {
 }
 
 // NewNet starts a proxy for every ordered pair of ids; rpc maps each id
-// to its real drpc address.
-func NewNet(ids []string, rpc map[string]string) (*Net, error) {
+// to its real drpc address. No proxy listens on an address in reserved
+// (the nodes' own addresses, chosen but maybe not bound yet).
+func NewNet(ids []string, rpc map[string]string, reserved ...string) (*Net, error) {
 	n := &Net{ids: slices.Clone(ids), proxies: map[[2]string]*Proxy{}, state: "healed"}
 	for _, from := range ids {
 		for _, to := range ids {
 			if from == to {
 				continue
 			}
-			p, err := NewProxy(rpc[to])
+			p, err := newProxyAvoiding(rpc[to], reserved)
 			if err != nil {
 				return nil, errors.Join(err, n.Close())
 			}
@@ -177,6 +178,27 @@ func (n *Net) Slow(id string, delay time.Duration) {
 	n.Apply(fmt.Sprintf("slow %s (+%s)", id, delay), Delay, delay, func(a, b string) bool {
 		return a != id && b != id
 	})
+}
+
+// newProxyAvoiding is NewProxy on an address not in reserved.
+func newProxyAvoiding(target string, reserved []string) (*Proxy, error) {
+	var taken []*Proxy
+	defer func() {
+		for _, p := range taken {
+			_ = p.Close() // held only to skip its port
+		}
+	}()
+	for range 100 {
+		p, err := NewProxy(target)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(reserved, p.Addr()) {
+			return p, nil
+		}
+		taken = append(taken, p)
+	}
+	return nil, errors.New("chaos: no free proxy port outside the reserved ones")
 }
 
 func without(ids []string, id string) []string {
