@@ -32,7 +32,8 @@ var model = porcupine.Model{
 		byKey := map[string][]porcupine.Operation{}
 		var keys []string
 		for _, op := range history {
-			k := op.Input.(Op).Key
+			in, _ := op.Input.(Op) // every input is an Op
+			k := in.Key
 			if _, ok := byKey[k]; !ok {
 				keys = append(keys, k)
 			}
@@ -47,8 +48,8 @@ var model = porcupine.Model{
 	},
 	Init: func() any { return kvState{} },
 	Step: func(state, input, _ any) (bool, any) {
-		s := state.(kvState)
-		op := input.(Op)
+		s, _ := state.(kvState) // every state is a kvState
+		op, _ := input.(Op)
 		switch op.Kind {
 		case OpGet:
 			return op.Found == s.Found && (!op.Found || op.Value == s.Value), s
@@ -68,14 +69,14 @@ var model = porcupine.Model{
 		return false, s
 	},
 	Hash: func(state any) uint64 {
-		s := state.(kvState)
+		s, _ := state.(kvState)
 		if !s.Found {
 			return 0
 		}
 		return xxhash.Sum64String(s.Value) | 1
 	},
 	DescribeOperation: func(input, _ any) string {
-		op := input.(Op)
+		op, _ := input.(Op)
 		tag := ""
 		if op.Outcome == Unknown {
 			tag = " ?"
@@ -97,7 +98,7 @@ var model = porcupine.Model{
 		}
 	},
 	DescribeState: func(state any) string {
-		s := state.(kvState)
+		s, _ := state.(kvState)
 		if !s.Found {
 			return "absent"
 		}

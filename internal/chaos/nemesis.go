@@ -63,7 +63,6 @@ func AllFaults() []FaultKind {
 type Nemesis struct {
 	c   *Cluster
 	rng *rand.Rand
-	log func(format string, args ...any)
 
 	joined []string // spares that joined and have not left
 }
