@@ -66,6 +66,12 @@ type Config struct {
 	// one target; a hint that would exceed it is dropped and counted.
 	// Default 1 GiB.
 	MaxHintBytesPerTarget int64
+	// UnsafeStaleReads is a deliberately broken mode for testing the chaos
+	// harness's linearizability checker (internal/chaos): linearizable
+	// reads are served from this node's local replica, without read-index
+	// and without going to the partition's leader, so they can be stale.
+	// Never set it outside tests. Default false.
+	UnsafeStaleReads bool
 	// Logger receives debug and warning logs; nil discards them.
 	Logger *slog.Logger
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -82,6 +83,11 @@ func (c *Coordinator) linPut(ctx context.Context, key, value []byte, tombstone b
 }
 
 func (c *Coordinator) linGet(ctx context.Context, key []byte) (replica.Record, bool, error) {
+	if c.cfg.UnsafeStaleReads {
+		if rec, found, ok := c.unsafeLocalGet(key); ok {
+			return rec, found, nil
+		}
+	}
 	var rec replica.Record
 	var found bool
 	err := c.onLeader(ctx, "get", key, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
@@ -102,6 +108,24 @@ func (c *Coordinator) linGet(ctx context.Context, key []byte) (replica.Record, b
 		return rec, false, err
 	}
 	return rec, found && rec.Live(time.Now()), nil
+}
+
+// unsafeLocalGet is the broken read of Config.UnsafeStaleReads: the local
+// replica's record, when this node replicates the key's partition (ok
+// false otherwise, or when the local read fails).
+func (c *Coordinator) unsafeLocalGet(key []byte) (rec replica.Record, found, ok bool) {
+	p, replicas, err := c.placement("get", key, Linearizable)
+	if err != nil || !slices.Contains(replicas, c.cfg.NodeID) {
+		return rec, false, false
+	}
+	rec, err = c.deps.Store.Get(p, key)
+	switch {
+	case errors.Is(err, replica.ErrNotFound):
+		return rec, false, true
+	case err != nil:
+		return rec, false, false
+	}
+	return rec, rec.Live(time.Now()), true
 }
 
 // onLeader runs op on the leader of key's partition: locally when this

@@ -10,7 +10,7 @@ import (
 // its members' addresses, so the client library can route.
 func TestClientService(t *testing.T) {
 	nodes := startCluster(t, 2)
-	members := membership{nodes[0].Gossip()}.ClientMembers()
+	members := membership{g: nodes[0].Gossip()}.ClientMembers()
 	if len(members) != 2 || members[1].RPCAddr != nodes[1].RPCAddr() || !members[1].Alive || members[1].Status != "joined" {
 		t.Fatalf("members: %+v", members)
 	}

@@ -50,6 +50,19 @@ type Config struct {
 	AntiEntropy antientropy.Config
 	// Logger receives every component's logs; nil discards.
 	Logger *slog.Logger
+
+	// PeerDialOverrides is a test-only hook for the chaos harness
+	// (internal/chaos): peer node id -> the address this node dials to
+	// reach that peer's drpc service (replica RPCs, raft transport,
+	// linearizable forwarding) instead of the RPC address the peer
+	// advertises through gossip. The harness points it at fault-injecting
+	// proxies. Gossip and client traffic are not affected. Empty: off.
+	PeerDialOverrides map[string]string
+	// ChaosHooks is test-only: it enables POST /chaos/clock-offset, which
+	// shifts this node's physical clock (the HLC's wall-clock source) by
+	// the given offset, so the chaos harness can skew one node's clock
+	// while it runs. Never enable it in production. Default false.
+	ChaosHooks bool
 }
 
 // DefaultConfig returns a fresh Config with defaults for everything but ID,

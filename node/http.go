@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -19,6 +20,9 @@ func (n *Node) httpHandler(g prometheus.Gatherer) http.Handler {
 	mux.Handle("/api/", coordinator.HTTPHandler(n.coord))
 	// Cluster administration (admin.go): /api/cluster/...
 	n.registerAdmin(mux)
+	if n.cfg.ChaosHooks {
+		mux.HandleFunc("POST /chaos/clock-offset", n.chaosClockOffset)
+	}
 	mux.HandleFunc("GET /health", n.health)
 	mux.HandleFunc("GET /api/stats", n.stats)
 	mux.HandleFunc("GET /ready", n.ready)
@@ -174,4 +178,18 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v) // the client may have gone; nothing to do
+}
+
+// chaosClockOffset sets the offset added to this node's physical clock
+// (test-only, Config.ChaosHooks): POST /chaos/clock-offset?offset=1.5s
+// (a Go duration, negative allowed; 0 removes the skew).
+func (n *Node) chaosClockOffset(w http.ResponseWriter, r *http.Request) {
+	d, err := time.ParseDuration(r.URL.Query().Get("offset"))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "offset: " + err.Error()})
+		return
+	}
+	n.clockOffset.Store(int64(d))
+	n.log.Warn("chaos: clock offset set", "offset", d)
+	writeJSON(w, http.StatusOK, map[string]string{"offset": d.String()})
 }

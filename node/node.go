@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,18 +37,21 @@ type Deps struct {
 
 // Node is one running ringkv node.
 type Node struct {
-	cfg    Config
-	log    *slog.Logger
-	store  *replica.Store
-	clock  *replica.Clock
-	gossip *gossip.Gossip
-	trans  *coordinator.RPCTransport
-	raftTr *consensus.Transport
-	groups *consensus.Manager
-	coord  *coordinator.Coordinator
-	trees  *antientropy.Trees
-	aeCli  *antientropy.Client
-	ae     *antientropy.Service
+	cfg   Config
+	log   *slog.Logger
+	store *replica.Store
+	clock *replica.Clock
+	// clockOffset shifts the clock's physical time (nanoseconds); only the
+	// test-only chaos endpoint changes it (Config.ChaosHooks).
+	clockOffset atomic.Int64
+	gossip      *gossip.Gossip
+	trans       *coordinator.RPCTransport
+	raftTr      *consensus.Transport
+	groups      *consensus.Manager
+	coord       *coordinator.Coordinator
+	trees       *antientropy.Trees
+	aeCli       *antientropy.Client
+	ae          *antientropy.Service
 
 	rpcLis  net.Listener
 	httpLis net.Listener
@@ -95,7 +99,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if n.store, err = replica.Open(rcfg, replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees)}); err != nil {
 		return nil, fmt.Errorf("node: open replica store: %w", err)
 	}
-	n.clock = replica.NewClock(nil, 0)
+	n.clock = replica.NewClock(func() time.Time {
+		return time.Now().Add(time.Duration(n.clockOffset.Load()))
+	}, 0)
 
 	if n.rpcLis, err = net.Listen("tcp", cfg.RPCAddr); err != nil {
 		return nil, fmt.Errorf("node: listen rpc: %w", err)
@@ -119,7 +125,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: open gossip: %w", err)
 	}
 
-	members := membership{n.gossip}
+	members := membership{g: n.gossip, overrides: cfg.PeerDialOverrides}
 	tcfg := cfg.RPC
 	tcfg.Logger = log.With("component", "transport")
 	if n.trans, err = coordinator.NewRPCTransport(tcfg, members, deps.Registerer); err != nil {
@@ -303,9 +309,17 @@ func (n *Node) Close() error {
 }
 
 // membership adapts gossip to the coordinator's Resolver and Liveness.
-type membership struct{ g *gossip.Gossip }
+// overrides (Config.PeerDialOverrides, test-only) replaces the address
+// dialed for a peer.
+type membership struct {
+	g         *gossip.Gossip
+	overrides map[string]string
+}
 
 func (m membership) RPCAddr(id string) (string, bool) {
+	if addr, ok := m.overrides[id]; ok {
+		return addr, true
+	}
 	info, ok := m.g.Member(id)
 	if !ok || info.RPCAddr == "" {
 		return "", false

@@ -65,6 +65,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pprofAddr := fs.String("pprof", envDefault("RINGKV_PPROF", ""), "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off (env RINGKV_PPROF)")
+	// Test-only hooks for the chaos harness (internal/chaos); see
+	// docs/RELIABILITY.md. They are not listed in the usage text's examples
+	// and must never be used in production.
+	dialOverrides := fs.String("chaos-dial-overrides", "", "TEST ONLY: peer=addr,... dial these addresses for peers' drpc traffic (chaos proxies)")
+	fs.BoolVar(&cfg.ChaosHooks, "chaos-hooks", false, "TEST ONLY: enable POST /chaos/clock-offset (clock skew)")
+	fs.BoolVar(&cfg.Coordinator.UnsafeStaleReads, "unsafe-stale-reads", false, "TEST ONLY, BROKEN: serve linearizable reads from the local replica without read-index")
 	if err := setFromEnv(fs, map[string]string{
 		"hints": "RINGKV_HINTS", "hint-window": "RINGKV_HINT_WINDOW", "hint-replay-rate": "RINGKV_HINT_REPLAY_RATE",
 	}); err != nil {
@@ -86,6 +92,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	cfg.ID, cfg.DataDir, cfg.Zone = *id, *data, *zone
 	cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr = *httpAddr, *rpcAddr, *gossipAddr
 	cfg.Join = splitList(*join)
+	if cfg.PeerDialOverrides, err = parseOverrides(*dialOverrides); err != nil {
+		return err
+	}
 	if *fast {
 		cfg.GossipProfile = localProfile
 		cfg.Consensus.ReconcileInterval = localReconcile
@@ -130,4 +139,21 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// parseOverrides parses --chaos-dial-overrides: "n2=127.0.0.1:1234,...".
+func parseOverrides(s string) (map[string]string, error) {
+	parts := splitList(s)
+	if len(parts) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(parts))
+	for _, part := range parts {
+		id, addr, ok := strings.Cut(part, "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("%w: --chaos-dial-overrides: %q is not peer=addr", errUsage, part)
+		}
+		out[id] = addr
+	}
+	return out, nil
 }

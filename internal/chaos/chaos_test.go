@@ -1,0 +1,130 @@
+package chaos
+
+import (
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// envUint reads a uint64 environment variable, def when unset.
+func envUint(t *testing.T, name string, def uint64) uint64 {
+	t.Helper()
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		t.Fatalf("%s=%q: %v", name, s, err)
+	}
+	return v
+}
+
+func seed(t *testing.T) uint64 {
+	return envUint(t, "RINGKV_CHAOS_SEED", uint64(time.Now().UnixNano()))
+}
+
+func outDir(t *testing.T) string {
+	if d := os.Getenv("RINGKV_CHAOS_OUT"); d != "" {
+		return d
+	}
+	return ""
+}
+
+// TestChaos is the chaos run: by default the CI mode (every fault kind at
+// least once, at least 20,000 operations, bounded to about three
+// minutes); with RINGKV_CHAOS_LONG=1 the long mode (at least 1,000,000
+// linearizable operations and 100 faults; RINGKV_CHAOS_OPS overrides the
+// operation count). RINGKV_CHAOS_SEED replays a schedule;
+// RINGKV_CHAOS_OUT keeps the evidence of a failure in that directory.
+func TestChaos(t *testing.T) {
+	cfg := Config{
+		Seed:      seed(t),
+		Cluster:   ClusterConfig{Nodes: 5, Spares: 1},
+		Workload:  WorkloadConfig{Workers: 32, ActiveKeys: 64, QuorumWorkers: 8, QuorumInterval: 20 * time.Millisecond},
+		EveryKind: true,
+		OutDir:    outDir(t),
+	}
+	if os.Getenv("RINGKV_CHAOS_LONG") == "1" {
+		cfg.Cluster.Spares = 12
+		cfg.MinOps = int64(envUint(t, "RINGKV_CHAOS_OPS", 1_000_000))
+		cfg.MinFaults = 100
+		cfg.MaxDuration = 6 * time.Hour
+		cfg.Workload.Workers = 48
+		cfg.ConvergeSample = 5000
+	} else {
+		cfg.MinOps = int64(envUint(t, "RINGKV_CHAOS_OPS", 20_000))
+		cfg.MaxDuration = 100 * time.Second
+		cfg.ConvergeBound = 30 * time.Second
+		cfg.HoldMin, cfg.HoldMax = 2*time.Second, 3*time.Second
+		cfg.QuietMin, cfg.QuietMax = 500*time.Millisecond, time.Second
+	}
+	res := Run(t, cfg)
+	if !res.Lin.Linearizable() {
+		t.Errorf("not linearizable: %d keys illegal, %d timed out (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
+	}
+	if res.Lost > 0 {
+		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
+	}
+	switch {
+	case !res.Converged && res.MembershipChanged:
+		// TODO(lead): make this an error once anti-entropy (issue 6)
+		// lands: until then a replica that a join or leave adds to a
+		// partition receives only the raft log, not the eventual writes
+		// made before it arrived, and nothing else brings them.
+		t.Logf("not converged after a membership change (expected until anti-entropy): %d sampled QUORUM keys missing on some replica within %s: %v", res.Unconverged, res.ConvBound, res.UnconvergedKeys)
+	case !res.Converged:
+		t.Errorf("%d sampled QUORUM keys did not reach all their replicas within %s: %v", res.Unconverged, res.ConvBound, res.UnconvergedKeys)
+	}
+	if got := res.TotalOps(); got < cfg.MinOps {
+		t.Errorf("ran %d operations, want at least %d", got, cfg.MinOps)
+	}
+	for _, k := range cfg.Faults {
+		if res.Faults[k.String()] == 0 && len(cfg.Faults) > 0 {
+			t.Errorf("fault %s never ran", k)
+		}
+	}
+}
+
+// staleReadConfig isolates one node of three, twice, while linearizable
+// reads go through every node's HTTP API.
+func staleReadConfig(t *testing.T, args ...string) Config {
+	return Config{
+		Seed:        seed(t),
+		Cluster:     ClusterConfig{Nodes: 3, Spares: 0, Args: args},
+		Workload:    WorkloadConfig{Workers: 8, ReadsViaHTTP: true, HTTPFraction: 0.01, QuorumWorkers: 1},
+		Faults:      []FaultKind{FaultIsolate},
+		MinOps:      3000,
+		MinFaults:   2,
+		MaxDuration: 60 * time.Second,
+		HoldMin:     4 * time.Second, HoldMax: 5 * time.Second,
+		QuietMin: time.Second, QuietMax: 2 * time.Second,
+		OutDir: outDir(t),
+	}
+}
+
+// TestCheckerCatchesStaleReads shows the checker can fail: with
+// --unsafe-stale-reads (linearizable reads served from the local replica,
+// without read-index) and a node isolated while the majority takes
+// writes, porcupine must find the history not linearizable.
+func TestCheckerCatchesStaleReads(t *testing.T) {
+	res := Run(t, staleReadConfig(t, "--unsafe-stale-reads"))
+	if res.Lin.Linearizable() {
+		t.Fatalf("the checker passed a history with stale reads (%d ops on %d keys)", res.Lin.Ops, res.Lin.Keys)
+	}
+	t.Logf("as expected: %d of %d keys not linearizable (%v)", res.Lin.Illegal, res.Lin.Keys, res.Lin.BadKeys)
+}
+
+// TestStaleReadScheduleLinearizable is the control of
+// TestCheckerCatchesStaleReads: the same schedule without the broken
+// flag is linearizable.
+func TestStaleReadScheduleLinearizable(t *testing.T) {
+	res := Run(t, staleReadConfig(t))
+	if !res.Lin.Linearizable() {
+		t.Fatalf("not linearizable: %d keys illegal, %d timed out (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
+	}
+	if res.Lost > 0 {
+		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
+	}
+}

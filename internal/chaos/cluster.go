@@ -1,0 +1,373 @@
+package chaos
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ringkv/ringkv/internal/testcluster"
+)
+
+// Cluster is a cluster of real `ringkv serve` processes whose peer
+// traffic runs through a Net of proxies, with spare nodes to grow it.
+type Cluster struct {
+	TC  *testcluster.Cluster
+	Net *Net
+
+	t testing.TB
+
+	mu struct {
+		sync.Mutex
+		members []string // ids in the ring (started, not left)
+		spares  []string // ids never started yet
+		skewed  map[string]time.Duration
+	}
+}
+
+// ClusterConfig describes a chaos cluster.
+type ClusterConfig struct {
+	// Nodes started at once (n1 founds). Default 5.
+	Nodes int
+	// Spares are nodes with proxies that the membership nemesis may join
+	// later. Default 1.
+	Spares int
+	// Partitions of the ring. Default 16.
+	Partitions int
+	// Args are extra `ringkv serve` flags (e.g. --unsafe-stale-reads).
+	Args []string
+	// Race runs the servers from a race-enabled binary when the tests
+	// are; default false (servers without -race are ~10x faster).
+	Race bool
+}
+
+func (c *ClusterConfig) fill() {
+	if c.Nodes <= 0 {
+		c.Nodes = 5
+	}
+	if c.Spares < 0 {
+		c.Spares = 0
+	}
+	if c.Partitions <= 0 {
+		c.Partitions = 16
+	}
+}
+
+// StartCluster starts the cluster and waits until its membership converged
+// and every raft group has a leader. The processes and proxies are
+// stopped when the test ends.
+func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
+	t.Helper()
+	cfg.fill()
+	c := &Cluster{t: t}
+	c.mu.skewed = map[string]time.Duration{}
+	args := append([]string{"--partitions", strconv.Itoa(cfg.Partitions), "--log-level", "info", "--chaos-hooks"}, cfg.Args...)
+	var netErr error
+	c.TC = testcluster.StartOptions(t, testcluster.Options{
+		Nodes:  cfg.Nodes,
+		Spares: cfg.Spares,
+		Args:   args,
+		NoRace: !cfg.Race,
+		Prepare: func(nodes []*testcluster.Node) {
+			ids := make([]string, len(nodes))
+			rpc := map[string]string{}
+			var reserved []string
+			for i, nd := range nodes {
+				ids[i] = nd.ID
+				rpc[nd.ID] = nd.RPCAddr
+				reserved = append(reserved, nd.RPCAddr, nd.HTTPAddr, nd.GossipAddr)
+			}
+			c.Net, netErr = NewNet(ids, rpc, reserved...)
+			if netErr != nil {
+				return
+			}
+			t.Cleanup(func() { _ = c.Net.Close() }) // after the processes are killed
+			for _, nd := range nodes {
+				nd.Args = append(nd.Args, "--chaos-dial-overrides", c.Net.Overrides(nd.ID))
+			}
+		},
+	})
+	if netErr != nil {
+		t.Fatalf("chaos: proxies: %v", netErr)
+	}
+	for i, nd := range c.TC.Nodes {
+		if i < cfg.Nodes {
+			c.mu.members = append(c.mu.members, nd.ID)
+		} else {
+			c.mu.spares = append(c.mu.spares, nd.ID)
+		}
+	}
+	c.WaitLeaders(120 * time.Second)
+	return c
+}
+
+// Members returns the ids of the nodes in the ring, in order.
+func (c *Cluster) Members() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.mu.members)
+}
+
+// Node returns the node with id.
+func (c *Cluster) Node(id string) *testcluster.Node {
+	for _, nd := range c.TC.Nodes {
+		if nd.ID == id {
+			return nd
+		}
+	}
+	c.t.Fatalf("chaos: no node %s", id)
+	return nil
+}
+
+// RunningMembers returns the members whose process runs.
+func (c *Cluster) RunningMembers() []*testcluster.Node {
+	var out []*testcluster.Node
+	for _, id := range c.Members() {
+		if nd := c.Node(id); nd.Running() {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+// RPCAddrs returns the drpc addresses of the members (for clients).
+func (c *Cluster) RPCAddrs() []string {
+	var out []string
+	for _, id := range c.Members() {
+		out = append(out, c.Node(id).RPCAddr)
+	}
+	return out
+}
+
+// WaitLeaders polls until every running member runs a raft group for
+// each partition the ring gives it and each of those knows a leader.
+// (Not /ready: it also counts the idle groups of partitions a node was
+// removed from, which may never learn a leader.)
+func (c *Cluster) WaitLeaders(timeout time.Duration) {
+	c.t.Helper()
+	c.TC.WaitFor(timeout, "every group to have a leader", func(ctx context.Context) error {
+		for _, nd := range c.RunningMembers() {
+			s, err := nd.Stats(ctx)
+			if err != nil {
+				return err
+			}
+			if len(s.Partitions) == 0 {
+				return fmt.Errorf("%s replicates no partition yet", nd.ID)
+			}
+			led := map[uint32]bool{}
+			for _, g := range s.Groups {
+				if g.Leader != "" {
+					led[g.Partition] = true
+				}
+			}
+			for _, p := range s.Partitions {
+				if !led[p] {
+					return fmt.Errorf("%s: group %d has no leader", nd.ID, p)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// LeadersOf returns how many groups each running member leads, asking
+// each node for the groups it leads itself.
+func (c *Cluster) LeadersOf(ctx context.Context) map[string]int {
+	out := map[string]int{}
+	for _, nd := range c.RunningMembers() {
+		s, err := nd.Stats(ctx)
+		if err != nil {
+			continue // paused or partitioned from us: it leads nothing we can see
+		}
+		for _, g := range s.Groups {
+			if g.State == "Leader" {
+				out[nd.ID]++
+			}
+		}
+	}
+	return out
+}
+
+// SetClockOffset shifts id's physical clock by d (0 removes the skew).
+func (c *Cluster) SetClockOffset(ctx context.Context, id string, d time.Duration) error {
+	nd := c.Node(id)
+	code, body, err := nd.Do(ctx, http.MethodPost, "/chaos/clock-offset", url.Values{"offset": {d.String()}}, nil)
+	if err != nil {
+		return fmt.Errorf("chaos: clock offset on %s: %w", id, err)
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("chaos: clock offset on %s: HTTP %d: %s", id, code, body)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d == 0 {
+		delete(c.mu.skewed, id)
+	} else {
+		c.mu.skewed[id] = d
+	}
+	return nil
+}
+
+// Skewed returns the nodes whose clock is shifted.
+func (c *Cluster) Skewed() map[string]time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]time.Duration, len(c.mu.skewed))
+	for k, v := range c.mu.skewed {
+		out[k] = v
+	}
+	return out
+}
+
+// memberStatus is the ring membership part of GET /api/cluster/status.
+type memberStatus struct {
+	RingVersion uint64 `json:"ring_version"`
+	Members     []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+	} `json:"members"`
+	Partitions []struct {
+		Preference []string `json:"preference"`
+	} `json:"partitions"`
+	Converged bool `json:"converged"`
+}
+
+func clusterStatus(ctx context.Context, nd *testcluster.Node) (memberStatus, error) {
+	var s memberStatus
+	code, body, err := nd.Do(ctx, http.MethodGet, "/api/cluster/status", nil, nil)
+	if err != nil {
+		return s, fmt.Errorf("chaos: cluster status: %w", err)
+	}
+	if code != http.StatusOK {
+		return s, fmt.Errorf("chaos: cluster status of %s: HTTP %d: %s", nd.ID, code, body)
+	}
+	if err := json.Unmarshal(body, &s); err != nil {
+		return s, fmt.Errorf("chaos: cluster status: %w", err)
+	}
+	return s, nil
+}
+
+// admin posts a cluster change (leave, remove) about id to any running
+// member other than id.
+func (c *Cluster) admin(ctx context.Context, op, id string) error {
+	var errs []error
+	for _, nd := range c.RunningMembers() {
+		if nd.ID == id {
+			continue
+		}
+		code, body, err := nd.Do(ctx, http.MethodPost, "/api/cluster/"+op, url.Values{"id": {id}}, nil)
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s on %s: HTTP %d %s: %w", op, nd.ID, code, body, err))
+	}
+	return fmt.Errorf("chaos: %w", errors.Join(errs...))
+}
+
+// poll runs cond until it returns nil or timeout passes (its last error).
+func poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Context) error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := cond(cctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return err
+		}
+		t := time.NewTimer(200 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// Join starts the next spare node and waits until the ring on every
+// running member lists it joined and every member's groups converged. It
+// returns the new member's id ("" with no spare left).
+func (c *Cluster) Join(ctx context.Context, timeout time.Duration) (string, error) {
+	c.mu.Lock()
+	if len(c.mu.spares) == 0 {
+		c.mu.Unlock()
+		return "", nil
+	}
+	id := c.mu.spares[0]
+	c.mu.spares = c.mu.spares[1:]
+	c.mu.members = append(c.mu.members, id)
+	c.mu.Unlock()
+	c.Node(id).Start()
+	err := poll(ctx, timeout, func(ctx context.Context) error {
+		for _, nd := range c.RunningMembers() {
+			s, err := clusterStatus(ctx, nd)
+			if err != nil {
+				return err
+			}
+			joined := false
+			for _, m := range s.Members {
+				joined = joined || (m.ID == id && m.Status == "joined")
+			}
+			if !joined {
+				return fmt.Errorf("%s does not see %s joined", nd.ID, id)
+			}
+			if !s.Converged {
+				return fmt.Errorf("%s: groups not converged", nd.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return id, fmt.Errorf("chaos: join %s: %w", id, err)
+	}
+	return id, nil
+}
+
+// Leave makes member id leave the ring (POST /api/cluster/leave), waits
+// until no preference list names it and the groups converged, then
+// removes it, stops its process and forgets it.
+func (c *Cluster) Leave(ctx context.Context, id string, timeout time.Duration) error {
+	if err := poll(ctx, timeout, func(ctx context.Context) error { return c.admin(ctx, "leave", id) }); err != nil {
+		return err
+	}
+	err := poll(ctx, timeout, func(ctx context.Context) error {
+		for _, nd := range c.RunningMembers() {
+			if nd.ID == id {
+				continue
+			}
+			s, err := clusterStatus(ctx, nd)
+			if err != nil {
+				return err
+			}
+			for p, ps := range s.Partitions {
+				if slices.Contains(ps.Preference, id) {
+					return fmt.Errorf("%s: partition %d still lists %s", nd.ID, p, id)
+				}
+			}
+			if !s.Converged {
+				return fmt.Errorf("%s: groups not converged", nd.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("chaos: leave %s: %w", id, err)
+	}
+	if err := poll(ctx, timeout, func(ctx context.Context) error { return c.admin(ctx, "remove", id) }); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.mu.members = without(c.mu.members, id)
+	c.mu.Unlock()
+	c.Node(id).Kill()
+	return nil
+}

@@ -1,0 +1,44 @@
+// Package chaos is ringkv's chaos harness: it runs real `ringkv serve`
+// processes on loopback (through internal/testcluster), breaks the cluster
+// on purpose while workloads run, and checks what the README claims.
+//
+// # What it owns
+//
+//   - Proxy and Net: a fault-injecting TCP proxy per ordered pair of nodes
+//     (blackhole, drop, delay). Every node dials its peers' drpc service
+//     through them (`ringkv serve --chaos-dial-overrides`, test-only), so
+//     partitions cut real replica, raft and forwarding traffic, and a
+//     partition severs the pooled connections that already exist. Gossip
+//     (memberlist) and client-to-node traffic are not proxied: during a
+//     partition gossip still sees every node alive, as with a partition of
+//     the data network only.
+//   - Nemesis: one fault at a time, drawn from a seeded generator:
+//     isolate one node, isolate the node leading the most raft groups,
+//     minority/majority split, bridge, majorities ring, slow links,
+//     SIGSTOP/SIGCONT, SIGKILL and restart, clock skew within and beyond
+//     the HLC's maximum offset (`--chaos-hooks`, POST /chaos/clock-offset),
+//     join of a spare node and leave+remove of it. Cluster.HealAll undoes
+//     everything and always runs at the end of Run, even when the test
+//     fails midway.
+//   - Workload: linearizable get/set/CAS with unique values on keys that
+//     retire after a few hundred operations, through the client library
+//     and through random nodes' HTTP APIs; QUORUM writes of unique keys.
+//   - Checks: porcupine per key (a timeout is a failure), with the HTML
+//     visualization and history of failing keys and every node's log saved
+//     on failure; no acknowledged QUORUM write lost after the heal; every
+//     replica of a sample of QUORUM keys holds its value within a bound,
+//     with p50/p99 of the time it took.
+//
+// Run prints the seed first and a one-line summary last; the same seed
+// replays the same fault schedule (the timing of a real cluster does not
+// replay exactly).
+//
+// # Goroutines
+//
+//   - Proxy: an accept loop and two copiers per connection; Close stops
+//     them all.
+//   - Workload: one loop per worker, stopped and waited for by Stop.
+//   - CheckLinearizable: two checker goroutines, ended when the keys are.
+//
+// Only tests import this package; see docs/RELIABILITY.md for the modes.
+package chaos
