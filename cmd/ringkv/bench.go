@@ -48,7 +48,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	report := fs.String("report", "", "also write a self-contained HTML report to this file")
 	preloadKeys := fs.Bool("preload", true, "write the key space and CAS counters before the workloads (skip when --target already holds them)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address while the bench runs (profiles the embedded cluster too)")
-	short := fs.Bool("short", false, "smoke test: 1,000 keys, 8 callers, 300ms per workload and level")
+	short := fs.Bool("short", false, "smoke test: 1,000 keys, 8 callers, 300ms per workload and level, 30s op deadline")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -56,7 +56,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("%w: bench takes no arguments, got %q", errUsage, fs.Args())
 	}
 	if *short {
-		*keys, *concurrency, *duration, *ops = 1000, 8, 300*time.Millisecond, 0
+		// A smoke test, often under the race detector on a busy machine:
+		// generous deadlines, so slow operations count as slow, not failed.
+		*keys, *concurrency, *duration, *ops, *opTimeout = 1000, 8, 300*time.Millisecond, 0, 30*time.Second
 	}
 	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
 		return err

@@ -68,7 +68,10 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	cfg.fill()
 	c := &Cluster{t: t}
 	c.mu.skewed = map[string]time.Duration{}
-	args := append([]string{"--partitions", strconv.Itoa(cfg.Partitions), "--log-level", "info", "--chaos-hooks"}, cfg.Args...)
+	// Anti-entropy every 2 s: after a heal or a membership change it is
+	// what brings a replica the eventual writes it missed (hints cover
+	// only writes made while it was known to be away).
+	args := append([]string{"--partitions", strconv.Itoa(cfg.Partitions), "--log-level", "info", "--chaos-hooks", "--ae-interval", "2s"}, cfg.Args...)
 	var netErr error
 	c.TC = testcluster.StartOptions(t, testcluster.Options{
 		Nodes:  cfg.Nodes,

@@ -43,7 +43,7 @@ func Binary(t testing.TB) string {
 		}
 		buildBin = filepath.Join(dir, "ringkv")
 		args := []string{"build", "-o", buildBin}
-		if raceEnabled {
+		if RaceServers() {
 			args = append(args, "-race")
 		}
 		cmd := exec.Command("go", append(args, "./cmd/ringkv")...)
@@ -57,6 +57,13 @@ func Binary(t testing.TB) string {
 	}
 	return buildBin
 }
+
+// RaceServers reports whether Binary builds the servers with -race: only
+// when the tests run under -race and RINGKV_RACE_SERVERS=1. By default
+// the server processes are plain builds, so the integration suite fits
+// CI's budget on two cores; the in-process tests of node, coordinator,
+// consensus and client run the same code under the race detector.
+func RaceServers() bool { return raceEnabled && os.Getenv("RINGKV_RACE_SERVERS") == "1" }
 
 // Cleanup removes the built binary; call it from TestMain after m.Run.
 func Cleanup() {

@@ -26,8 +26,8 @@ var (
 // lives in a temporary directory removed by Cleanup.
 func BinaryNoRace(t testing.TB) string {
 	t.Helper()
-	if !raceEnabled {
-		return Binary(t)
+	if !RaceServers() {
+		return Binary(t) // already a plain build
 	}
 	fastOnce.Do(func() {
 		root, err := moduleRoot()

@@ -53,7 +53,7 @@ func TestSnapshotCatchUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	elapsed := time.Since(start)
-	t.Logf("%d linearizable writes with n3 down in %v (%.0f/s through 2 nodes, race-built binaries: %v)", acked.Load(), elapsed, float64(acked.Load())/elapsed.Seconds(), raceEnabled)
+	t.Logf("%d linearizable writes with n3 down in %v (%.0f/s through 2 nodes, race-built servers: %v)", acked.Load(), elapsed, float64(acked.Load())/elapsed.Seconds(), RaceServers())
 
 	restarted := time.Now()
 	n3.Start()
