@@ -20,42 +20,50 @@ import (
 	"time"
 )
 
-var (
-	buildOnce sync.Once
-	buildBin  string
-	buildErr  error
-)
+var builds struct {
+	sync.Mutex
+	bins map[bool]string // by race
+}
 
-// Binary builds ./cmd/ringkv once per test process and returns its path.
-// The binary lives in a temporary directory removed by Cleanup.
+// Binary builds ./cmd/ringkv once per test process (with -race when
+// RaceServers) and returns its path. The binary lives in a temporary
+// directory removed by Cleanup.
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "ringkv-bin-")
-		if err != nil {
-			buildErr = fmt.Errorf("temp dir: %w", err)
-			return
-		}
-		buildBin = filepath.Join(dir, "ringkv")
-		args := []string{"build", "-o", buildBin}
-		if RaceServers() {
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "./cmd/ringkv")...)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatalf("build ringkv: %v", buildErr)
+	return build(t, RaceServers())
+}
+
+func build(t testing.TB, race bool) string {
+	t.Helper()
+	builds.Lock()
+	defer builds.Unlock()
+	if bin, ok := builds.bins[race]; ok {
+		return bin
 	}
-	return buildBin
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatalf("build ringkv: %v", err)
+	}
+	dir, err := os.MkdirTemp("", "ringkv-bin-")
+	if err != nil {
+		t.Fatalf("build ringkv: temp dir: %v", err)
+	}
+	bin := filepath.Join(dir, "ringkv")
+	args := []string{"build", "-o", bin}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, "./cmd/ringkv")...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		_ = os.RemoveAll(dir) // best effort: a temp dir
+		t.Fatalf("build ringkv: go build: %v\n%s", err, out)
+	}
+	if builds.bins == nil {
+		builds.bins = map[bool]string{}
+	}
+	builds.bins[race] = bin
+	return bin
 }
 
 // RaceServers reports whether Binary builds the servers with -race: only
@@ -65,10 +73,12 @@ func Binary(t testing.TB) string {
 // consensus and client run the same code under the race detector.
 func RaceServers() bool { return raceEnabled && os.Getenv("RINGKV_RACE_SERVERS") == "1" }
 
-// Cleanup removes the built binary; call it from TestMain after m.Run.
+// Cleanup removes the built binaries; call it from TestMain after m.Run.
 func Cleanup() {
-	if buildBin != "" {
-		_ = os.RemoveAll(filepath.Dir(buildBin)) // best effort: a temp dir
+	builds.Lock()
+	defer builds.Unlock()
+	for _, bin := range builds.bins {
+		_ = os.RemoveAll(filepath.Dir(bin)) // best effort: a temp dir
 	}
 }
 

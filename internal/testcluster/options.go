@@ -3,9 +3,7 @@ package testcluster
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 )
@@ -14,52 +12,16 @@ import (
 // addresses are known before any node starts, spare nodes, and a binary
 // built without the race detector. ----
 
-var (
-	fastOnce sync.Once
-	fastBin  string
-	fastErr  error
-)
-
-// BinaryNoRace builds ./cmd/ringkv without -race once per test process and
-// returns its path: server processes about ten times faster than a race
-// build, for tests whose own process may still run under -race. The binary
-// lives in a temporary directory removed by Cleanup.
+// BinaryNoRace returns a ringkv binary built without -race: server
+// processes about ten times faster than a race build, for tests whose own
+// process may still run under -race. It is Binary unless RaceServers.
 func BinaryNoRace(t testing.TB) string {
 	t.Helper()
-	if !RaceServers() {
-		return Binary(t) // already a plain build
-	}
-	fastOnce.Do(func() {
-		root, err := moduleRoot()
-		if err != nil {
-			fastErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "ringkv-bin-norace-")
-		if err != nil {
-			fastErr = fmt.Errorf("temp dir: %w", err)
-			return
-		}
-		fastBin = filepath.Join(dir, "ringkv")
-		cmd := exec.Command("go", "build", "-o", fastBin, "./cmd/ringkv")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fastErr = fmt.Errorf("go build: %w\n%s", err, out)
-		}
-	})
-	if fastErr != nil {
-		t.Fatalf("build ringkv: %v", fastErr)
-	}
-	return fastBin
+	return build(t, false)
 }
 
-// CleanupNoRace removes the binary BinaryNoRace built; call it from
-// TestMain after m.Run (with Cleanup).
-func CleanupNoRace() {
-	if fastBin != "" {
-		_ = os.RemoveAll(filepath.Dir(fastBin)) // best effort: a temp dir
-	}
-}
+// CleanupNoRace is Cleanup (kept for TestMains that call both).
+func CleanupNoRace() { Cleanup() }
 
 // Options describe a cluster for StartOptions.
 type Options struct {
