@@ -474,23 +474,34 @@ func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level 
 	if r == nil || len(r.Active()) == 0 {
 		return nil, &UnavailableError{Op: "list", Level: level, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
+	page := func(ctx context.Context, from []byte) ([]keyedRecord, []byte, error) {
+		return c.listPage(ctx, r, prefix, from, level)
+	}
 	if level == Linearizable {
 		if c.deps.Groups == nil || c.deps.Lin == nil {
 			return nil, &UnavailableError{Op: "list", Level: level, Required: 1, Cause: errors.New("this node runs no raft groups")}
 		}
-		return c.linList(ctx, r, prefix, limit)
+		page = func(ctx context.Context, from []byte) ([]keyedRecord, []byte, error) {
+			return c.linListPage(ctx, r, prefix, from)
+		}
 	}
+	return c.listPages(ctx, prefix, limit, page)
+}
+
+// listPages runs List's rounds: page returns the records of one round
+// from `from` on, in key order up to its cutoff (nil: the scan is done);
+// live pairs are collected until limit.
+func (c *Coordinator) listPages(ctx context.Context, prefix []byte, limit int, page func(ctx context.Context, from []byte) ([]keyedRecord, []byte, error)) (pairs []Pair, err error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-
 	from := prefix
 	now := time.Now()
 	for len(pairs) < limit {
-		page, cutoff, err := c.listPage(ctx, r, prefix, from, level)
+		recs, cutoff, err := page(ctx, from)
 		if err != nil {
 			return nil, err
 		}
-		for _, kr := range page {
+		for _, kr := range recs {
 			if kr.rec.Live(now) {
 				pairs = append(pairs, Pair{Key: kr.key, Value: kr.rec.Value})
 				if len(pairs) == limit {

@@ -206,39 +206,13 @@ func (c *Coordinator) onPartitionLeader(ctx context.Context, op string, p uint32
 // once.
 const linListParallelism = 16
 
-// linList is List at the linearizable level: each page reads every
-// partition on its leader after a read-index round (Group.Scan), so every
-// pair returned reflects every write acknowledged before the List began
-// and no write that began after it ended. It is linearizable per key, not
-// a snapshot across partitions (as Cassandra's SERIAL range reads are not
+// A linearizable List reads each page with linListPage: every partition
+// on its leader after a read-index round (Group.Scan), so every pair
+// returned reflects every write acknowledged before the List began and no
+// write that began after it ended. It is linearizable per key, not a
+// snapshot across partitions (as Cassandra's SERIAL range reads are not
 // either): two keys of different partitions are read at different moments
 // inside the call.
-func (c *Coordinator) linList(ctx context.Context, r *ring.Ring, prefix []byte, limit int) ([]Pair, error) {
-	ctx, cancel := c.withTimeout(ctx)
-	defer cancel()
-	var pairs []Pair
-	from := prefix
-	now := time.Now()
-	for len(pairs) < limit {
-		page, cutoff, err := c.linListPage(ctx, r, prefix, from)
-		if err != nil {
-			return nil, err
-		}
-		for _, kr := range page {
-			if kr.rec.Live(now) {
-				pairs = append(pairs, Pair{Key: kr.key, Value: kr.rec.Value})
-				if len(pairs) == limit {
-					break
-				}
-			}
-		}
-		if cutoff == nil {
-			break
-		}
-		from = append(bytes.Clone(cutoff), 0) // the smallest key after cutoff
-	}
-	return pairs, nil
-}
 
 // linListPage reads one page of every partition on its leader and
 // returns the records up to cutoff in key order, and cutoff (nil when no

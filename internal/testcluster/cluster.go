@@ -131,42 +131,7 @@ func Start(t testing.TB, n int) *Cluster {
 // StartWith is Start with extra `ringkv serve` flags for every node.
 func StartWith(t testing.TB, n int, args ...string) *Cluster {
 	t.Helper()
-	bin := Binary(t)
-	root := t.TempDir()
-	c := &Cluster{t: t}
-	for i := 1; i <= n; i++ {
-		nd := &Node{
-			ID:         fmt.Sprintf("n%d", i),
-			HTTPAddr:   freeAddr(t),
-			RPCAddr:    freeAddr(t),
-			GossipAddr: freeAddr(t),
-			t:          t,
-			bin:        bin,
-		}
-		nd.Args = args
-		nd.DataDir = filepath.Join(root, nd.ID)
-		nd.LogPath = filepath.Join(root, nd.ID+".log")
-		for _, prev := range c.Nodes { // seed with every earlier node
-			nd.join = append(nd.join, prev.GossipAddr)
-		}
-		c.Nodes = append(c.Nodes, nd)
-	}
-	t.Cleanup(func() {
-		for _, nd := range c.Nodes {
-			nd.Kill()
-		}
-		if t.Failed() {
-			for _, nd := range c.Nodes {
-				b, _ := os.ReadFile(nd.LogPath) // best effort diagnostics
-				t.Logf("---- log of %s ----\n%s", nd.ID, b)
-			}
-		}
-	})
-	for _, nd := range c.Nodes {
-		nd.Start()
-	}
-	c.WaitConverged(60 * time.Second)
-	return c
+	return StartOptions(t, Options{Nodes: n, Args: args})
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
