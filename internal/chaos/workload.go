@@ -25,6 +25,12 @@ type WorkloadConfig struct {
 	// takes its place. Defaults 32 and 200.
 	ActiveKeys   int
 	MaxOpsPerKey int
+	// MaxUnknownPerKey retires a key once this many of its writes ended
+	// with an unknown outcome. An unknown write stays open until the end
+	// of the history, so the checker must try it at every later point:
+	// each one doubles the search, and a key that collects twenty under
+	// a long fault schedule can outrun any checker budget. Default 4.
+	MaxUnknownPerKey int
 	// HTTPFraction of linearizable operations go through a random
 	// member's HTTP API (exercising the coordinator's forwarding through
 	// the proxies) instead of the client library. Default 0.25.
@@ -58,6 +64,9 @@ func (c *WorkloadConfig) fill() {
 	}
 	if c.MaxOpsPerKey <= 0 {
 		c.MaxOpsPerKey = 200
+	}
+	if c.MaxUnknownPerKey <= 0 {
+		c.MaxUnknownPerKey = 4
 	}
 	if c.HTTPFraction < 0 {
 		c.HTTPFraction = 0
@@ -109,22 +118,26 @@ type Workload struct {
 	}
 }
 
-// keySpace hands out keys so that each gets at most maxOps operations.
+// keySpace hands out keys so that each gets at most maxOps operations
+// and at most about maxUnknown writes of unknown outcome (operations
+// already in flight when a key retires still finish on it).
 type keySpace struct {
-	mu     sync.Mutex
-	active []*keyState
-	next   int
-	maxOps int
+	mu         sync.Mutex
+	active     []*keyState
+	next       int
+	maxOps     int
+	maxUnknown int
 }
 
 type keyState struct {
-	name string
-	ops  int          // guarded by keySpace.mu
-	last atomic.Value // string: a recently seen value, a CAS guess
+	name    string
+	ops     int          // guarded by keySpace.mu
+	unknown int          // guarded by keySpace.mu
+	last    atomic.Value // string: a recently seen value, a CAS guess
 }
 
-func (ks *keySpace) init(n, maxOps int) {
-	ks.maxOps = maxOps
+func (ks *keySpace) init(n, maxOps, maxUnknown int) {
+	ks.maxOps, ks.maxUnknown = maxOps, maxUnknown
 	for range n {
 		ks.active = append(ks.active, ks.freshLocked())
 	}
@@ -147,6 +160,23 @@ func (ks *keySpace) pick(rng *rand.Rand) *keyState {
 	return k
 }
 
+// unknownOutcome records a write of unknown outcome on k and retires k
+// once it has maxUnknown of them.
+func (ks *keySpace) unknownOutcome(k *keyState) {
+	ks.mu.Lock()
+	defer ks.mu.Unlock()
+	k.unknown++
+	if k.unknown < ks.maxUnknown {
+		return
+	}
+	for i, a := range ks.active {
+		if a == k {
+			ks.active[i] = ks.freshLocked()
+			return
+		}
+	}
+}
+
 // StartWorkload connects a client to the cluster and starts the workers.
 func StartWorkload(c *Cluster, cfg WorkloadConfig) (*Workload, error) {
 	cfg.fill()
@@ -159,7 +189,7 @@ func StartWorkload(c *Cluster, cfg WorkloadConfig) (*Workload, error) {
 	}
 	w := &Workload{cfg: cfg, cluster: c, cl: cl, hist: NewHistory()}
 	w.mu.acked = map[string]string{}
-	w.keys.init(cfg.ActiveKeys, cfg.MaxOpsPerKey)
+	w.keys.init(cfg.ActiveKeys, cfg.MaxOpsPerKey, cfg.MaxUnknownPerKey)
 	w.nextPID.Store(int64(cfg.Workers))
 	ctx, cancel := context.WithCancel(context.Background())
 	w.cancel = cancel
@@ -282,6 +312,7 @@ func (w *Workload) linWorker(ctx context.Context, worker int) {
 			// A process with an operation in doubt never issues another
 			// (Jepsen's rule): continue as a new one.
 			pid = int(w.nextPID.Add(1))
+			w.keys.unknownOutcome(k)
 		}
 	}
 }
