@@ -201,7 +201,23 @@ func (c *Cluster) LeadersOf(ctx context.Context) map[string]int {
 // SetClockOffset shifts id's physical clock by d (0 removes the skew).
 func (c *Cluster) SetClockOffset(ctx context.Context, id string, d time.Duration) error {
 	nd := c.Node(id)
-	code, body, err := nd.Do(ctx, http.MethodPost, "/chaos/clock-offset", url.Values{"offset": {d.String()}}, nil)
+	// The member may have been restarted a moment ago (the heal of a
+	// kill) and not listen yet: retry failed connections for a while.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var code int
+	var body []byte
+	var err error
+	for {
+		code, body, err = nd.Do(ctx, http.MethodPost, "/chaos/clock-offset", url.Values{"offset": {d.String()}}, nil)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("chaos: clock offset on %s: %w", id, err)
 	}

@@ -501,6 +501,19 @@ func saveEvidence(t testing.TB, c *Cluster, ops []Op, res Result, outDir string)
 		if b, err := os.ReadFile(nd.LogPath); err == nil {
 			_ = os.WriteFile(filepath.Join(outDir, nd.ID+".log"), b, 0o644) // best effort
 		}
+		if !nd.Running() {
+			continue
+		}
+		// What the node thinks at the end: ring, liveness, Merkle roots,
+		// and its counters (hints, anti-entropy exchanges by outcome).
+		for name, path := range map[string]string{"status.json": "/api/cluster/status", "metrics.txt": "/metrics"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			code, body, err := nd.Do(ctx, http.MethodGet, path, nil, nil)
+			cancel()
+			if err == nil && code == http.StatusOK {
+				_ = os.WriteFile(filepath.Join(outDir, nd.ID+"."+name), body, 0o644) // best effort
+			}
+		}
 	}
 	t.Logf("chaos: evidence (history, porcupine visualizations, node logs) saved in %s", outDir)
 }
