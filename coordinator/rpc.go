@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -97,7 +98,21 @@ type call struct {
 	scan      ScanRequest
 	invoke    func(ctx context.Context, conn *drpcconn.Conn) error
 	done      chan callResult // buffered 1: the sender never blocks
+	// state moves once from callQueued to callTaken (a sender will send
+	// it) or to callAbandoned (the caller left first: never sent), so a
+	// caller that stops waiting knows whether the peer may have it.
+	state atomic.Int32
 }
+
+const (
+	callQueued int32 = iota
+	callTaken
+	callAbandoned
+)
+
+// errMaybeSent marks a call whose caller stopped waiting after a sender
+// took it: the peer may have received and applied it.
+var errMaybeSent = errors.New("coordinator: stopped waiting after the request was sent")
 
 type callResult struct {
 	rec  replica.Record
@@ -196,10 +211,14 @@ func (t *RPCTransport) do(ctx context.Context, node string, c *call) callResult 
 	case res := <-c.done:
 		return res
 	case <-ctx.Done():
-		return callResult{err: ctx.Err()}
+		err = ctx.Err()
 	case <-t.lifetime.Done():
-		return callResult{err: ErrClosed}
+		err = ErrClosed
 	}
+	if c.state.CompareAndSwap(callQueued, callAbandoned) {
+		return callResult{err: err} // no sender took it
+	}
+	return callResult{err: fmt.Errorf("%w: %w", errMaybeSent, err)}
 }
 
 func (t *RPCTransport) peer(addr string) (*peer, error) {
@@ -279,6 +298,9 @@ func (t *RPCTransport) sender(p *peer) {
 func live(batch []*call) []*call {
 	out := batch[:0]
 	for _, c := range batch {
+		if !c.state.CompareAndSwap(callQueued, callTaken) {
+			continue // abandoned: its caller has its answer
+		}
 		if c.ctx.Err() != nil {
 			c.done <- callResult{err: c.ctx.Err()}
 			continue

@@ -12,6 +12,7 @@ import (
 	"storj.io/drpc/drpcmux"
 	"storj.io/drpc/drpcserver"
 
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 )
@@ -161,5 +162,81 @@ func TestErrorCodeTable(t *testing.T) {
 		if tt.code != codeInvalid && !errors.Is(back, errPeer) {
 			t.Errorf("errorFor(rpcError(%v)) = %v, want errPeer", tt.err, back)
 		}
+	}
+}
+
+// slowLin answers Put and Get only after release closes, as a leader
+// that applies a write after the caller stopped waiting would.
+type slowLin struct {
+	kvpb.DRPCLinearizableServer // nil: only Put and Get are called
+	got                         chan struct{}
+	release                     chan struct{}
+}
+
+func (s *slowLin) Put(ctx context.Context, _ *kvpb.LinPutRequest) (*kvpb.LinPutResponse, error) {
+	s.got <- struct{}{}
+	<-s.release
+	return &kvpb.LinPutResponse{}, nil
+}
+
+func (s *slowLin) Get(ctx context.Context, _ *kvpb.LinGetRequest) (*kvpb.LinGetResponse, error) {
+	s.got <- struct{}{}
+	<-s.release
+	return &kvpb.LinGetResponse{}, nil
+}
+
+// TestLinWriteDeadlineAfterSendIsAmbiguous: a linearizable write whose
+// caller's deadline passes after the request reached the leader has an
+// unknown outcome (the leader may apply it), never "not applied".
+func TestLinWriteDeadlineAfterSendIsAmbiguous(t *testing.T) {
+	srv := &slowLin{got: make(chan struct{}, 2), release: make(chan struct{})}
+	mux := drpcmux.New()
+	if err := kvpb.DRPCRegisterLinearizable(mux, srv); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = drpcserver.New(mux).Serve(ctx, lis) // returns when ctx ends
+	}()
+	tr, err := NewRPCTransport(DefaultRPCConfig(), mapResolver{"n2": lis.Addr().String()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(srv.release)
+		if err := tr.Close(); err != nil {
+			t.Error(err)
+		}
+		cancel()
+		<-done
+	}()
+
+	// The caller gives up once the request has reached the server (a
+	// cancel rather than a deadline, so the sender's RPC stays in flight).
+	call := func(fn func(ctx context.Context) error) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		errc := make(chan error, 1)
+		go func() { errc <- fn(ctx) }()
+		<-srv.got
+		cancel()
+		return <-errc
+	}
+	err = call(func(ctx context.Context) error { return tr.LinPut(ctx, "n2", 0, []byte("k"), []byte("v"), false) })
+	if !errors.Is(err, consensus.ErrAmbiguous) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("write abandoned after sending: got %v, want ErrAmbiguous wrapping context.Canceled", err)
+	}
+	err = call(func(ctx context.Context) error {
+		_, _, err := tr.LinGet(ctx, "n2", 0, []byte("k"))
+		return err
+	})
+	if err == nil || errors.Is(err, consensus.ErrAmbiguous) {
+		t.Fatalf("read abandoned after sending: got %v, want a plain failure", err)
 	}
 }

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 
@@ -15,12 +16,25 @@ import (
 
 func drpcerrCode(err error) uint64 { return drpcerr.Code(err) }
 
-// invoke runs fn on one of node's pooled connections.
+// invoke runs fn on one of node's pooled connections. A caller that
+// stopped waiting after the request left gets an error wrapping
+// errMaybeSent; invokeWrite turns that into consensus.ErrAmbiguous.
 func (t *RPCTransport) invoke(ctx context.Context, node string, fn func(ctx context.Context, c kvpb.DRPCLinearizableClient) error) error {
 	res := t.do(ctx, node, &call{kind: callInvoke, invoke: func(ctx context.Context, conn *drpcconn.Conn) error {
 		return fn(ctx, kvpb.NewDRPCLinearizableClient(conn))
 	}})
 	return res.err
+}
+
+// invokeWrite is invoke for a call that changes state: once the request
+// may have reached node, a failure to hear back is an unknown outcome,
+// never "not applied".
+func (t *RPCTransport) invokeWrite(ctx context.Context, node string, fn func(ctx context.Context, c kvpb.DRPCLinearizableClient) error) error {
+	err := t.invoke(ctx, node, fn)
+	if errors.Is(err, errMaybeSent) && !errors.Is(err, consensus.ErrAmbiguous) {
+		return fmt.Errorf("%w: %w", consensus.ErrAmbiguous, err)
+	}
+	return err
 }
 
 // sentWriteError classifies the error of a write RPC: answers from the
@@ -66,7 +80,7 @@ func (t *RPCTransport) LinGet(ctx context.Context, node string, p uint32, key []
 // LinPut implements LinTransport.
 func (t *RPCTransport) LinPut(ctx context.Context, node string, p uint32, key, value []byte, tombstone bool) error {
 	var resp *kvpb.LinPutResponse
-	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
+	err := t.invokeWrite(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
 		var err error
 		resp, err = c.Put(ctx, &kvpb.LinPutRequest{Partition: p, Key: key, Value: value, Tombstone: tombstone})
 		if err != nil {
@@ -87,7 +101,7 @@ func (t *RPCTransport) LinCAS(ctx context.Context, node string, p uint32, key []
 		req.HasExpected, req.Expected = true, *expected
 	}
 	var resp *kvpb.LinCASResponse
-	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
+	err := t.invokeWrite(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
 		var err error
 		resp, err = c.CompareAndSet(ctx, req)
 		if err != nil {

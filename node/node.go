@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"storj.io/drpc/drpcmanager"
 	"storj.io/drpc/drpcmux"
 	"storj.io/drpc/drpcserver"
+	"storj.io/drpc/drpcstream"
 
 	"github.com/hashicorp/raft"
 
@@ -212,7 +214,12 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	rpcSrv := drpcserver.New(mux)
+	// ManualFlush: a unary answer and the stream's close go out in one
+	// write instead of two. The one server stream that sends and goes on
+	// (the raft pipeline) flushes each message itself.
+	rpcSrv := drpcserver.NewWithOptions(mux, drpcserver.Options{
+		Manager: drpcmanager.Options{Stream: drpcstream.Options{ManualFlush: true}},
+	})
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
