@@ -60,6 +60,9 @@ func (s *Store) runCommitter() {
 				break gather
 			}
 		}
+		if n < s.cfg.LingerBelow && s.cfg.CommitLinger > 0 {
+			batch, n = s.linger(batch, n)
+		}
 		if s.hooks.beforeBatch != nil {
 			s.hooks.beforeBatch(len(batch))
 		}
@@ -69,6 +72,26 @@ func (s *Store) runCommitter() {
 			batch[i] = nil // let the request be collected
 		}
 	}
+}
+
+// linger adds the requests that arrive within CommitLinger to batch (n
+// writes so far), until it holds LingerBelow (or MaxBatchEntries) writes.
+// Closing cuts it short: the batch in hand is still committed.
+func (s *Store) linger(batch []*request, n int) ([]*request, int) {
+	t := time.NewTimer(s.cfg.CommitLinger)
+	defer t.Stop()
+	for n < s.cfg.LingerBelow && n < s.cfg.MaxBatchEntries {
+		select {
+		case r := <-s.reqs:
+			batch = append(batch, r)
+			n += r.op.writes()
+		case <-t.C:
+			return batch, n
+		case <-s.closing:
+			return batch, n
+		}
+	}
+	return batch, n
 }
 
 // commitBatch applies and commits batch, appending one answer per request to

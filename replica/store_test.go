@@ -777,3 +777,57 @@ func BenchmarkMerge(b *testing.B) {
 		b.ReportMetric(float64(b.N)/float64(txns), "entries/txn")
 	}
 }
+
+// TestCommitLinger: a request arriving while the committer lingers over a
+// small batch joins it; with the linger off it is committed on its own.
+func TestCommitLinger(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		linger time.Duration
+		want   []int
+	}{
+		{"lingering", time.Second, []int{2}}, // ends when the second arrives
+		{"off", -1, []int{1, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t, func(c *Config) { c.CommitLinger, c.LingerBelow = tc.linger, 2 })
+			var mu sync.Mutex
+			var sizes []int
+			s.hooks.beforeBatch = func(n int) {
+				mu.Lock()
+				sizes = append(sizes, n)
+				mu.Unlock()
+			}
+			merge := func(key string) chan error {
+				errc := make(chan error, 1)
+				go func() {
+					errc <- s.Merge(t.Context(), []Entry{{Partition: 1, Key: []byte(key), Record: rec(1, "n", "v")}})
+				}()
+				return errc
+			}
+			first := merge("a")
+			// The committer has taken the first request: it lingers now,
+			// or has committed it.
+			waitFor(t, "the committer to take the first merge", func() bool { return s.queued.Load() == 0 && len(s.reqs) == 0 })
+			if tc.linger < 0 {
+				if err := <-first; err != nil {
+					t.Fatal(err)
+				}
+			}
+			second := merge("b")
+			for _, errc := range []chan error{first, second} {
+				if tc.linger < 0 && errc == first {
+					continue
+				}
+				if err := <-errc; err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(sizes, tc.want) {
+				t.Errorf("batch sizes %v, want %v", sizes, tc.want)
+			}
+		})
+	}
+}
