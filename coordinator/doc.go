@@ -63,8 +63,8 @@
 //     most one session per hint target, which it waits for; stopped by
 //     Close. A write's replica goroutine stores that replica's hint itself,
 //     after handing its result over.
-//   - RPCTransport: ConnsPerPeer senders per peer, fed by the peer's queue,
-//     stopped by RPCTransport.Close.
+//   - RPCTransport: ConnsPerPeer + InvokeConnsPerPeer senders per peer, fed
+//     by the peer's two queues, stopped by RPCTransport.Close.
 //
 // # Departures
 //

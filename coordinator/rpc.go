@@ -29,9 +29,17 @@ var ErrUnknownPeer = errors.New("coordinator: unknown peer")
 // RPCConfig tunes an RPCTransport.
 type RPCConfig struct {
 	// ConnsPerPeer is how many drpc connections (each carrying one RPC at a
-	// time) are kept to each peer. More raises throughput under load at the
-	// cost of file descriptors. Default 8.
+	// time) carry merges and reads to each peer. Few is better: operations
+	// waiting for a busy connection go together in the next RPC, so under
+	// load a peer gets fewer, larger merges (and commits them in fewer
+	// fsyncs). Measured on 2 cores, 2 beat 8 by 20-35% in throughput for
+	// QUORUM reads, writes and mixes (docs/BENCHMARKS.md). Default 2.
 	ConnsPerPeer int
+	// InvokeConnsPerPeer is how many connections carry forwarded
+	// linearizable calls and scans to each peer, one call each at a time,
+	// apart from merges and reads so that neither waits behind the other.
+	// Default 8.
+	InvokeConnsPerPeer int
 	// MaxBatch caps how many waiting operations one RPC carries. Default 512.
 	MaxBatch int
 	// QueueDepth is the per-peer queue of operations waiting for a
@@ -46,7 +54,7 @@ type RPCConfig struct {
 
 // DefaultRPCConfig returns fresh defaults.
 func DefaultRPCConfig() RPCConfig {
-	return RPCConfig{ConnsPerPeer: 8, MaxBatch: 512, QueueDepth: 4096, DialTimeout: time.Second}
+	return RPCConfig{ConnsPerPeer: 2, InvokeConnsPerPeer: 8, MaxBatch: 512, QueueDepth: 4096, DialTimeout: time.Second}
 }
 
 // RPCTransport is the drpc Transport. Each peer gets a bounded pool of
@@ -54,9 +62,11 @@ func DefaultRPCConfig() RPCConfig {
 // takes every operation waiting for that peer at that moment (up to
 // MaxBatch) and sends the merges as one Merge RPC and the reads as one Read
 // RPC, so concurrent requests bound for the same peer share round trips.
+// Forwarded linearizable calls and scans go through a second pool of
+// InvokeConnsPerPeer connections, one call at a time each.
 //
-// Goroutines: ConnsPerPeer senders per peer, started on first use, fed by
-// the peer's queue, stopped by Close.
+// Goroutines: ConnsPerPeer + InvokeConnsPerPeer senders per peer, started
+// on first use, fed by the peer's two queues, stopped by Close.
 type RPCTransport struct {
 	cfg      RPCConfig
 	resolver Resolver
@@ -76,8 +86,10 @@ type RPCTransport struct {
 
 type peer struct {
 	addr string
-	// calls is closed by nobody: senders exit on lifetime cancellation.
-	calls chan *call
+	// calls (merges, reads) and invokes (forwarded linearizable calls,
+	// scans) are closed by nobody: senders exit on lifetime cancellation.
+	calls   chan *call
+	invokes chan *call
 }
 
 type callKind int
@@ -126,6 +138,9 @@ func NewRPCTransport(cfg RPCConfig, resolver Resolver, reg prometheus.Registerer
 	def := DefaultRPCConfig()
 	if cfg.ConnsPerPeer <= 0 {
 		cfg.ConnsPerPeer = def.ConnsPerPeer
+	}
+	if cfg.InvokeConnsPerPeer <= 0 {
+		cfg.InvokeConnsPerPeer = def.InvokeConnsPerPeer
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = def.MaxBatch
@@ -200,8 +215,12 @@ func (t *RPCTransport) do(ctx context.Context, node string, c *call) callResult 
 	}
 	c.ctx = ctx
 	c.done = make(chan callResult, 1)
+	queue := p.calls
+	if c.kind == callInvoke || c.kind == callScan {
+		queue = p.invokes
+	}
 	select {
-	case p.calls <- c:
+	case queue <- c:
 	case <-ctx.Done():
 		return callResult{err: ctx.Err()}
 	case <-t.lifetime.Done():
@@ -230,17 +249,22 @@ func (t *RPCTransport) peer(addr string) (*peer, error) {
 	if p, ok := t.mu.peers[addr]; ok {
 		return p, nil
 	}
-	p := &peer{addr: addr, calls: make(chan *call, t.cfg.QueueDepth)}
+	p := &peer{addr: addr, calls: make(chan *call, t.cfg.QueueDepth), invokes: make(chan *call, t.cfg.QueueDepth)}
 	t.mu.peers[addr] = p
 	for range t.cfg.ConnsPerPeer {
 		t.wg.Add(1)
-		go t.sender(p)
+		go t.sender(p, p.calls, t.cfg.MaxBatch)
+	}
+	for range t.cfg.InvokeConnsPerPeer {
+		t.wg.Add(1)
+		go t.sender(p, p.invokes, 1)
 	}
 	return p, nil
 }
 
-// sender owns one connection to p and sends batches until Close.
-func (t *RPCTransport) sender(p *peer) {
+// sender owns one connection to p and sends batches of up to maxBatch calls
+// from queue until Close.
+func (t *RPCTransport) sender(p *peer, queue <-chan *call, maxBatch int) {
 	defer t.wg.Done()
 	var conn *drpcconn.Conn
 	defer func() {
@@ -248,19 +272,19 @@ func (t *RPCTransport) sender(p *peer) {
 			_ = conn.Close() // shutting down; nothing to report to
 		}
 	}()
-	batch := make([]*call, 0, t.cfg.MaxBatch)
+	batch := make([]*call, 0, maxBatch)
 	for {
 		batch = batch[:0]
 		select {
 		case <-t.lifetime.Done():
 			return
-		case c := <-p.calls:
+		case c := <-queue:
 			batch = append(batch, c)
 		}
 	drain:
-		for len(batch) < t.cfg.MaxBatch {
+		for len(batch) < maxBatch {
 			select {
-			case c := <-p.calls:
+			case c := <-queue:
 				batch = append(batch, c)
 			default:
 				break drain
