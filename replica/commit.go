@@ -61,7 +61,7 @@ func (s *Store) runCommitter() {
 			}
 		}
 		if n < s.cfg.LingerBelow && s.cfg.CommitLinger > 0 {
-			batch, n = s.linger(batch, n)
+			batch = s.linger(batch, n)
 		}
 		if s.hooks.beforeBatch != nil {
 			s.hooks.beforeBatch(len(batch))
@@ -77,7 +77,7 @@ func (s *Store) runCommitter() {
 // linger adds the requests that arrive within CommitLinger to batch (n
 // writes so far), until it holds LingerBelow (or MaxBatchEntries) writes.
 // Closing cuts it short: the batch in hand is still committed.
-func (s *Store) linger(batch []*request, n int) ([]*request, int) {
+func (s *Store) linger(batch []*request, n int) []*request {
 	t := time.NewTimer(s.cfg.CommitLinger)
 	defer t.Stop()
 	for n < s.cfg.LingerBelow && n < s.cfg.MaxBatchEntries {
@@ -86,12 +86,12 @@ func (s *Store) linger(batch []*request, n int) ([]*request, int) {
 			batch = append(batch, r)
 			n += r.op.writes()
 		case <-t.C:
-			return batch, n
+			return batch
 		case <-s.closing:
-			return batch, n
+			return batch
 		}
 	}
-	return batch, n
+	return batch
 }
 
 // commitBatch applies and commits batch, appending one answer per request to
