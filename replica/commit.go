@@ -60,9 +60,7 @@ func (s *Store) runCommitter() {
 				break gather
 			}
 		}
-		if n < s.cfg.LingerBelow && s.cfg.CommitLinger > 0 {
-			batch = s.linger(batch, n)
-		}
+		batch = s.linger(batch, n)
 		if s.hooks.beforeBatch != nil {
 			s.hooks.beforeBatch(len(batch))
 		}
@@ -75,9 +73,13 @@ func (s *Store) runCommitter() {
 }
 
 // linger adds the requests that arrive within CommitLinger to batch (n
-// writes so far), until it holds LingerBelow (or MaxBatchEntries) writes.
-// Closing cuts it short: the batch in hand is still committed.
+// writes so far), until it holds LingerBelow (or MaxBatchEntries) writes;
+// a batch already that large, or a negative CommitLinger, is returned as
+// it is. Closing cuts it short: the batch in hand is still committed.
 func (s *Store) linger(batch []*request, n int) []*request {
+	if s.cfg.CommitLinger <= 0 || n >= s.cfg.LingerBelow {
+		return batch
+	}
 	t := time.NewTimer(s.cfg.CommitLinger)
 	defer t.Stop()
 	for n < s.cfg.LingerBelow && n < s.cfg.MaxBatchEntries {

@@ -213,10 +213,7 @@ func (c *Cluster) SetClockOffset(ctx context.Context, id string, d time.Duration
 		if err == nil || ctx.Err() != nil {
 			break
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(100 * time.Millisecond):
-		}
+		wait(ctx, 100*time.Millisecond)
 	}
 	if err != nil {
 		return fmt.Errorf("chaos: clock offset on %s: %w", id, err)
