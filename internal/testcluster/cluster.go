@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -134,9 +135,23 @@ func StartWith(t testing.TB, n int, args ...string) *Cluster {
 	return StartOptions(t, Options{Nodes: n, Args: args})
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
+// freeAddr returns a loopback address whose port was free, for TCP and
+// UDP (gossip binds both), a moment ago. It picks below the kernel's
+// ephemeral range when it can: a port the kernel handed out for a
+// listen on :0 can be handed again, between our close and the child's
+// bind, to any outgoing connection on the machine (seen: a node failing
+// with "address already in use"); ports below that range are only ever
+// taken by an explicit bind.
 func freeAddr(t testing.TB) string {
 	t.Helper()
+	if lo := ephemeralLow(); lo > minPickPort {
+		for range 200 {
+			port := minPickPort + rand.IntN(lo-minPickPort) //nolint:gosec // port choice, not security
+			if addr := fmt.Sprintf("127.0.0.1:%d", port); portFree(addr) {
+				return addr
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("free port: %v", err)
@@ -144,6 +159,38 @@ func freeAddr(t testing.TB) string {
 	addr := l.Addr().String()
 	_ = l.Close() // we only wanted the number
 	return addr
+}
+
+// minPickPort is the lowest port freeAddr picks.
+const minPickPort = 10000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (0 if
+// unknown).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var lo, hi int
+	if _, err := fmt.Sscan(string(b), &lo, &hi); err != nil {
+		return 0
+	}
+	return lo
+}
+
+// portFree reports whether addr can be bound for TCP and for UDP.
+func portFree(addr string) bool {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer l.Close() //nolint:errcheck // only probing
+	u, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	_ = u.Close() // only probing
+	return true
 }
 
 // Start (re)starts the node's process with its data directory.
