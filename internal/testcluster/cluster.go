@@ -528,7 +528,71 @@ func (c *Cluster) AddNode() *Node {
 
 // Pause freezes the node's process (SIGSTOP): it keeps its state and its
 // sockets but answers nothing, as if partitioned away. No-op if stopped.
-func (nd *Node) Pause() { nd.signal(syscall.SIGSTOP) }
+// It returns once every thread of the process has stopped: the kernel
+// delivers SIGSTOP to one thread, which then stops the others, and until
+// it has run the rest of the process still serves requests.
+func (nd *Node) Pause() {
+	nd.signal(syscall.SIGSTOP)
+	nd.mu.Lock()
+	cmd, done := nd.cmd, nd.done
+	nd.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stopped, err := allThreadsStopped(cmd.Process.Pid)
+		if stopped {
+			return
+		}
+		// A process that exited has nothing left to stop: the wait below
+		// returns on done.
+		if time.Now().After(deadline) {
+			nd.t.Errorf("%s did not stop within 10s after SIGSTOP (last check: %v)", nd.ID, err)
+			return
+		}
+		timer := time.NewTimer(time.Millisecond)
+		select {
+		case <-timer.C:
+		case <-done:
+			timer.Stop()
+			return
+		}
+	}
+}
+
+// allThreadsStopped reports whether every thread of pid is in the stopped
+// state ('T', or 't' when traced), reading /proc/PID/task/*/stat.
+func allThreadsStopped(pid int) (bool, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false, fmt.Errorf("list threads: %w", err)
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false, fmt.Errorf("thread %s: %w", task.Name(), err)
+		}
+		state, ok := threadState(stat)
+		if !ok {
+			return false, fmt.Errorf("thread %s: unparsable stat %q", task.Name(), stat)
+		}
+		if state != 'T' && state != 't' {
+			return false, fmt.Errorf("thread %s in state %c", task.Name(), state)
+		}
+	}
+	return len(tasks) > 0, nil
+}
+
+// threadState returns the state field of a /proc stat line: the first
+// character after the command name's closing parenthesis and a space.
+func threadState(stat []byte) (byte, bool) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 || i+2 >= len(stat) {
+		return 0, false
+	}
+	return stat[i+2], true
+}
 
 // Resume continues a paused node (SIGCONT).
 func (nd *Node) Resume() { nd.signal(syscall.SIGCONT) }
