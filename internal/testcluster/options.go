@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -74,6 +75,14 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 		c.Nodes = append(c.Nodes, nd)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			// SIGQUIT: the Go runtime writes every goroutine's stack to the
+			// node's log and exits, so a hung node shows where it hangs.
+			for _, nd := range c.Nodes {
+				nd.signal(syscall.SIGCONT) // a paused node could not take SIGQUIT
+				nd.signalAndWait(syscall.SIGQUIT)
+			}
+		}
 		for _, nd := range c.Nodes {
 			nd.Kill()
 		}

@@ -62,6 +62,11 @@
 //     TCPTimeout per member, so it is kept off run.
 //   - join: only when Seeds is set; retries memberlist Join with backoff
 //     until one seed answers.
+//   - reconnect: every second (Local) or ten (LAN), joins the ring members
+//     memberlist reports dead at their last gossip addresses, with the
+//     seeds, as serf's reconnect does. memberlist stops talking to a node it
+//     declared dead, so otherwise a restarted node without seeds, or both
+//     sides of a healed partition, could stay apart for good.
 //
 // Memberlist's own goroutines call the delegate (delegate.go). Those calls
 // never block: they copy their input, record it under a small mutex and do

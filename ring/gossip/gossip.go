@@ -101,7 +101,8 @@ func newSnapshot(r *ring.Ring) (*snapshot, error) {
 type nodeState struct {
 	liveness Liveness
 	meta     meta
-	metaOK   bool // metadata decoded; nodes without it are never joined
+	metaOK   bool   // metadata decoded; nodes without it are never joined
+	addr     string // gossip "host:port" last reported
 }
 
 type opKind int
@@ -224,6 +225,7 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 	if len(cfg.Seeds) > 0 {
 		g.wg.Go(func() { g.join(ctx) })
 	}
+	g.wg.Go(func() { g.reconnect(ctx) })
 	g.log.Info("gossip started", "addr", g.addr, "ring_version", r.Version(), "bootstrap", bootstrap)
 	return g, nil
 }
@@ -419,9 +421,17 @@ func (g *Gossip) leaveTimeout() time.Duration {
 func (g *Gossip) observe(n *memberlist.Node, l Liveness) {
 	md, err := decodeMeta(n.Meta)
 	st := nodeState{liveness: l, meta: md, metaOK: err == nil}
+	if n.Addr != nil {
+		st.addr = n.Address()
+	}
 	g.nodes.Lock()
-	if old, ok := g.nodes.m[n.Name]; ok && !st.metaOK {
-		st.meta, st.metaOK = old.meta, old.metaOK // dead notices may omit metadata
+	if old, ok := g.nodes.m[n.Name]; ok {
+		if !st.metaOK {
+			st.meta, st.metaOK = old.meta, old.metaOK // dead notices may omit metadata
+		}
+		if st.addr == "" {
+			st.addr = old.addr
+		}
 	}
 	g.nodes.m[n.Name] = st
 	g.nodes.Unlock()
@@ -599,6 +609,65 @@ func (g *Gossip) send(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// reconnectInterval is how often reconnect looks for ring members that
+// memberlist does not report alive.
+func (g *Gossip) reconnectInterval() time.Duration {
+	if g.cfg.Profile == Local {
+		return time.Second
+	}
+	return 10 * time.Second
+}
+
+// reconnect keeps trying to reach ring members that memberlist reports
+// dead, at the gossip addresses they last had, and the seeds, as serf's
+// reconnect does. memberlist gives up on a node it declared dead (it
+// gossips to it only for a short while), so without this the two sides of
+// a healed partition that each declared the other dead, or a restarted
+// node that has no seeds, could stay apart for good and never see each
+// other's rings. A join is a push-pull: the dead side learns it was
+// declared dead and refutes it, and both exchange rings.
+func (g *Gossip) reconnect(ctx context.Context) {
+	t := time.NewTicker(g.reconnectInterval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		addrs := g.lostMembers()
+		if len(addrs) == 0 {
+			continue
+		}
+		addrs = append(addrs, g.cfg.Seeds...)
+		if n, err := g.ml.Join(addrs); n > 0 {
+			g.log.Debug("reconnected", "addrs", addrs, "reached", n)
+		} else if err != nil {
+			g.log.Debug("reconnect", "addrs", addrs, "err", err)
+		}
+	}
+}
+
+// lostMembers returns the last known gossip addresses of ring members
+// (other than this node, and not yet removed) that memberlist does not
+// report alive.
+func (g *Gossip) lostMembers() []string {
+	var addrs []string
+	r := g.Ring()
+	g.nodes.Lock()
+	defer g.nodes.Unlock()
+	for _, m := range r.Members() {
+		if m.ID == g.cfg.NodeID {
+			continue
+		}
+		n, ok := g.nodes.m[m.ID]
+		if ok && n.liveness == Dead && n.addr != "" {
+			addrs = append(addrs, n.addr)
+		}
+	}
+	return addrs
 }
 
 // join joins Seeds, retrying with capped exponential backoff.
