@@ -41,6 +41,10 @@ var (
 // implements it. Writes must be durable when WriteRaw returns nil.
 type RawStore interface {
 	WriteRaw(ctx context.Context, sets []replica.KV, deleteRanges []replica.KeyRange) error
+	// WriteRawAsync returns once the writes are visible and calls durable
+	// (without blocking) once they are fsynced, or with the error that
+	// kept them from being.
+	WriteRawAsync(ctx context.Context, sets []replica.KV, deleteRanges []replica.KeyRange, durable func(error)) error
 	GetRaw(key []byte) ([]byte, error)
 	ScanRaw(prefix, start []byte, fn func(key, value []byte) bool) error
 	LastRaw(prefix []byte) (key, value []byte, err error)
@@ -89,6 +93,15 @@ type LogStore struct {
 	first   atomic.Uint64         // smallest stored index; 0 if the log is empty
 	last    atomic.Uint64         // largest stored index; 0 if the log is empty
 	broken  atomic.Pointer[error] // set by a write that may have partly applied
+
+	// dur tracks durability: StoreLogs returns once its entries are
+	// visible, and the store reports later when they are fsynced.
+	dur struct {
+		sync.Mutex
+		index   uint64        // every stored entry at or below it is fsynced
+		err     error         // a failed fsync or write: sticky
+		changed chan struct{} // closed and replaced when index or err changes
+	}
 }
 
 // NewLogStore returns the log and stable store of group in store, loading
@@ -104,6 +117,9 @@ func NewLogStore(store RawStore, group uint32) (*LogStore, error) {
 	if err := s.loadIndexesLocked(); err != nil {
 		return nil, err
 	}
+	// The store fsyncs what it recovered before it opens: all of it is durable.
+	s.dur.index = s.last.Load()
+	s.dur.changed = make(chan struct{})
 	return s, nil
 }
 
@@ -162,8 +178,25 @@ func (s *LogStore) StoreLog(log *raft.Log) error {
 	return s.StoreLogs([]*raft.Log{log})
 }
 
-// StoreLogs implements raft.LogStore: it durably stores logs, replacing any
-// entries at the same indexes. It does not retain logs.
+// StoreLogs implements raft.LogStore: it stores logs, replacing any
+// entries at the same indexes, and returns once they are visible, while the
+// store fsyncs them; DurableIndex and WaitDurable tell when they are
+// durable. It does not retain logs.
+//
+// Returning before the fsync is what lets the leader replicate an entry
+// while its own fsync runs, and a follower take the next append while the
+// last one syncs, as etcd does. Raft's safety needs an entry counted
+// towards a commit only once durable where it was counted; the group's
+// transport and state machine make up for raft counting early:
+//   - a follower answers an append only once the entries are durable
+//     (Transport, serving AppendEntries);
+//   - the leader's commit index goes out to followers only as far as its
+//     own log is durable (Transport, sending AppendEntries);
+//   - an entry is applied, so seen by reads and answered to its writer,
+//     only once the local log is durable through it (fsm.ApplyBatch).
+//
+// So a committed entry becomes visible only once the leader and a majority
+// hold it on disk, which is what raft's log durability promises.
 //
 // Errors: ErrLogStoreBroken; a wrapped replica.ErrInvalidEntry if an entry is
 // too large for the store (nothing is stored); otherwise the store's error,
@@ -194,7 +227,8 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if err := s.brokenErr(); err != nil {
 		return err
 	}
-	if err := s.store.WriteRaw(context.Background(), sets, nil); err != nil {
+	durable := func(err error) { s.markDurable(hi, err) }
+	if err := s.store.WriteRawAsync(context.Background(), sets, nil, durable); err != nil {
 		return s.failLocked(fmt.Errorf("store logs %d-%d of group %d: %w", lo, hi, s.group, err))
 	}
 	if f := s.first.Load(); f == 0 || lo < f {
@@ -224,8 +258,16 @@ func (s *LogStore) DeleteRange(lo, hi uint64) error {
 	if err := s.brokenErr(); err != nil {
 		return err
 	}
+	suffix := hi >= s.last.Load() // a conflict truncation, not compaction
 	if err := s.store.WriteRaw(context.Background(), nil, []replica.KeyRange{r}); err != nil {
 		return s.failLocked(fmt.Errorf("delete logs %d-%d of group %d: %w", lo, hi, s.group, err))
+	}
+	if suffix && lo > 0 {
+		// The durable write above followed every earlier StoreLogs, so their
+		// reports are in; entries stored at lo or above from now on are new.
+		s.dur.Lock()
+		s.dur.index = min(s.dur.index, lo-1)
+		s.dur.Unlock()
 	}
 	// The range may have had gaps on either side: read the new bounds back.
 	if err := s.loadIndexesLocked(); err != nil {
@@ -273,7 +315,55 @@ func (s *LogStore) failLocked(err error) error {
 	}
 	broken := errors.Join(ErrLogStoreBroken, err)
 	s.broken.Store(&broken)
+	s.markDurable(0, broken) // waiters give up
 	return err
+}
+
+// markDurable records that every entry up to index is fsynced, or, with
+// err, that durability failed (sticky), and wakes waiters.
+func (s *LogStore) markDurable(index uint64, err error) {
+	s.dur.Lock()
+	defer s.dur.Unlock()
+	switch {
+	case s.dur.err != nil:
+		return
+	case err != nil:
+		s.dur.err = fmt.Errorf("consensus: log of group %d not durable: %w", s.group, err)
+	case index > s.dur.index:
+		s.dur.index = index
+	default:
+		return
+	}
+	close(s.dur.changed)
+	s.dur.changed = make(chan struct{})
+}
+
+// DurableIndex returns the index up to which every stored entry is fsynced.
+func (s *LogStore) DurableIndex() uint64 {
+	s.dur.Lock()
+	defer s.dur.Unlock()
+	return s.dur.index
+}
+
+// WaitDurable returns nil once every entry up to index is fsynced, the
+// durability failure if one happened, or ctx's error.
+func (s *LogStore) WaitDurable(ctx context.Context, index uint64) error {
+	for {
+		s.dur.Lock()
+		done, err, ch := s.dur.index >= index, s.dur.err, s.dur.changed
+		s.dur.Unlock()
+		switch {
+		case err != nil:
+			return err
+		case done:
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err() //nolint:wrapcheck // the caller's own ctx
+		}
+	}
 }
 
 func (s *LogStore) brokenErr() error {

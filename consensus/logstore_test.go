@@ -412,6 +412,13 @@ func (f *lsFaultyStore) WriteRaw(ctx context.Context, sets []replica.KV, ranges 
 	return f.err
 }
 
+func (f *lsFaultyStore) WriteRawAsync(ctx context.Context, sets []replica.KV, ranges []replica.KeyRange, durable func(error)) error {
+	if f.err == nil {
+		return f.Store.WriteRawAsync(ctx, sets, ranges, durable)
+	}
+	return f.WriteRaw(ctx, sets, ranges)
+}
+
 func (f *lsFaultyStore) LastRaw(prefix []byte) ([]byte, []byte, error) {
 	if f.failRead != nil {
 		return nil, nil, f.failRead

@@ -371,6 +371,14 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	rc.Logger = newHCLogger(mg.log.With("group_id", p))
 	f := &fsm{group: p, store: mg.deps.Store}
 	trans := mg.deps.Transports.Group(p)
+	if d, ok := logs.(LogDurability); ok {
+		// StoreLogs returns before the fsync: the FSM and the transport
+		// hold back what must wait for it (LogStore.StoreLogs).
+		f.logs = d
+		if dt, ok := trans.(interface{ SetLogDurability(LogDurability) }); ok {
+			dt.SetLogDurability(d)
+		}
+	}
 	if bootstrap {
 		has, err := raft.HasExistingState(logs, stable, snaps)
 		if err != nil {

@@ -503,7 +503,7 @@ func (t *Transport) heartbeat(g *groupTransport, target raft.ServerAddress, args
 	}
 	t.m.sent.WithLabelValues(rpcHeartbeat).Inc()
 	f := &appendFuture{start: time.Now(), args: args, resp: resp, heartbeat: true, urgent: g.urgent.Load() > 0, done: make(chan struct{})}
-	f.wire = appendToWire(g.group, 0, args)
+	f.wire = g.appendToWire(args)
 	f.size = proto.Size(f.wire)
 	if err := s.enqueue(f); err != nil {
 		s.abandon(f, err)
@@ -785,7 +785,7 @@ type pipeline struct {
 
 func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	f := &appendFuture{start: time.Now(), args: args, resp: resp, done: make(chan struct{})}
-	f.wire = appendToWire(p.g.group, 0, args)
+	f.wire = p.g.appendToWire(args)
 	f.size = proto.Size(f.wire)
 	select {
 	case p.inflight <- f:
@@ -863,12 +863,66 @@ type groupTransport struct {
 	// above zero its heartbeats skip the HeartbeatWindow.
 	urgent atomic.Int32
 	closed chan struct{} // closed by closeLocked
+	// logs is the group's log durability, if its log store reports it
+	// (SetLogDurability); nil: every stored entry counts as durable.
+	logs atomic.Pointer[LogDurability]
 
 	mu struct {
 		sync.Mutex
 		closed    bool
 		pipelines map[*pipeline]struct{}
 	}
+}
+
+// LogDurability is what a group's transport and state machine need from a
+// log store whose StoreLogs returns before the entries are fsynced
+// (LogStore does).
+type LogDurability interface {
+	// DurableIndex is the index up to which every stored entry is fsynced.
+	DurableIndex() uint64
+	// WaitDurable returns once every entry up to index is fsynced, with
+	// the durability failure if there was one, or with ctx's error.
+	WaitDurable(ctx context.Context, index uint64) error
+}
+
+// SetLogDurability tells the transport how durable the group's log is, so
+// that it answers an append only once the appended entries are durable and
+// sends the leader's commit index only as far as the leader's log is
+// durable (see LogStore.StoreLogs). Set it before raft starts.
+func (g *groupTransport) SetLogDurability(d LogDurability) { g.logs.Store(&d) }
+
+func (g *groupTransport) durability() LogDurability {
+	if d := g.logs.Load(); d != nil {
+		return *d
+	}
+	return nil
+}
+
+// appendToWire encodes args for the wire, holding the leader's commit
+// index back to what its own log has made durable: a follower must not
+// apply an entry the leader could still lose.
+func (g *groupTransport) appendToWire(args *raft.AppendEntriesRequest) *kvpb.AppendEntriesRequest {
+	w := appendToWire(g.group, 0, args)
+	if d := g.durability(); d != nil {
+		w.LeaderCommitIndex = min(w.LeaderCommitIndex, d.DurableIndex())
+	}
+	return w
+}
+
+// appendDurable waits until the entries a successful append stored are
+// durable; nil at once for one that stored none.
+func (g *groupTransport) appendDurable(ctx context.Context, wait uint64) error {
+	if g == nil || wait == 0 {
+		return nil
+	}
+	d := g.durability()
+	if d == nil {
+		return nil
+	}
+	if err := d.WaitDurable(ctx, wait); err != nil {
+		return fmt.Errorf("appended entries not durable: %w", err)
+	}
+	return nil
 }
 
 var (
@@ -988,7 +1042,7 @@ func (g *groupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 		return g.t.heartbeat(g, target, args, resp)
 	}
 	g.t.m.sent.WithLabelValues(rpcAppendEntries).Inc()
-	req := &kvpb.AppendEntriesBatch{Requests: []*kvpb.AppendEntriesRequest{appendToWire(g.group, 0, args)}}
+	req := &kvpb.AppendEntriesBatch{Requests: []*kvpb.AppendEntriesRequest{g.appendToWire(args)}}
 	return g.t.call(target, g.t.cfg.Timeout, func(ctx context.Context, client kvpb.DRPCRaftClient) error {
 		g.t.m.frames.WithLabelValues(rpcAppendEntries).Inc()
 		out, err := client.AppendEntries(ctx, req)
@@ -1162,11 +1216,27 @@ func (t *Transport) groupFor(group uint32) (*groupTransport, error) {
 	return nil, fmt.Errorf("%w: %d on %s", ErrUnknownGroup, group, t.cfg.NodeID)
 }
 
-// serveAppend answers one AppendEntries request; errors travel in the
-// response.
+// serveAppend answers one AppendEntries request, waiting until the entries
+// it stored are durable; errors travel in the response.
 func (t *Transport) serveAppend(ctx context.Context, w *kvpb.AppendEntriesRequest, fast bool) *kvpb.AppendEntriesResponse {
-	fail := func(err error) *kvpb.AppendEntriesResponse {
-		return &kvpb.AppendEntriesResponse{Group: w.GetGroup(), Id: w.GetId(), ErrorCode: codeFor(err), Error: err.Error()}
+	resp, g, wait := t.handleAppend(ctx, w, fast)
+	if err := g.appendDurable(ctx, wait); err != nil {
+		return appendFailure(w, err)
+	}
+	return resp
+}
+
+func appendFailure(w *kvpb.AppendEntriesRequest, err error) *kvpb.AppendEntriesResponse {
+	return &kvpb.AppendEntriesResponse{Group: w.GetGroup(), Id: w.GetId(), ErrorCode: codeFor(err), Error: err.Error()}
+}
+
+// handleAppend hands one AppendEntries request to raft and returns its
+// answer, without waiting for durability: wait is the index the answer
+// must wait for (appendDurable) before it is sent, 0 if none, and g the
+// group (nil with an error answer).
+func (t *Transport) handleAppend(ctx context.Context, w *kvpb.AppendEntriesRequest, fast bool) (_ *kvpb.AppendEntriesResponse, g *groupTransport, wait uint64) {
+	fail := func(err error) (*kvpb.AppendEntriesResponse, *groupTransport, uint64) {
+		return appendFailure(w, err), nil, 0
 	}
 	g, err := t.groupFor(w.GetGroup())
 	if err != nil {
@@ -1190,10 +1260,13 @@ func (t *Transport) serveAppend(ctx context.Context, w *kvpb.AppendEntriesReques
 	if !ok {
 		return fail(fmt.Errorf("raft answered append entries with %T", out))
 	}
+	if resp.Success && len(req.Entries) > 0 {
+		wait = req.Entries[len(req.Entries)-1].Index
+	}
 	return &kvpb.AppendEntriesResponse{
 		Group: w.GetGroup(), Id: w.GetId(), Header: headerToWire(resp.RPCHeader), Term: resp.Term,
 		LastLog: resp.LastLog, Success: resp.Success, NoRetryBackoff: resp.NoRetryBackoff,
-	}
+	}, g, wait
 }
 
 // raftServer implements kvpb.DRPCRaftServer on a Transport.
@@ -1266,8 +1339,38 @@ func (s raftServer) AppendEntriesPipeline(stream kvpb.DRPCRaft_AppendEntriesPipe
 	}
 }
 
-// pipelineWorker answers one group's pipelined requests in order.
+// pipelineWorker hands one group's pipelined requests to raft in order;
+// a responder sends the answers in the same order, each once the entries
+// it stored are durable, so raft takes the next append while the last one
+// is still being fsynced.
 func (s raftServer) pipelineWorker(ctx context.Context, queue <-chan *kvpb.AppendEntriesRequest, out chan<- *kvpb.AppendEntriesResponse) {
+	type answer struct {
+		req  *kvpb.AppendEntriesRequest
+		resp *kvpb.AppendEntriesResponse
+		g    *groupTransport
+		wait uint64
+	}
+	answers := make(chan answer, pipelineDepth)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		for {
+			var a answer
+			select {
+			case a = <-answers:
+			case <-ctx.Done():
+				return
+			}
+			if err := a.g.appendDurable(ctx, a.wait); err != nil {
+				a.resp = appendFailure(a.req, err)
+			}
+			select {
+			case out <- a.resp:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
 	for {
 		var req *kvpb.AppendEntriesRequest
 		select {
@@ -1275,9 +1378,9 @@ func (s raftServer) pipelineWorker(ctx context.Context, queue <-chan *kvpb.Appen
 		case <-ctx.Done():
 			return
 		}
-		resp := s.t.serveAppend(ctx, req, false)
+		resp, g, wait := s.t.handleAppend(ctx, req, false)
 		select {
-		case out <- resp:
+		case answers <- answer{req: req, resp: resp, g: g, wait: wait}:
 		case <-ctx.Done():
 			return
 		}

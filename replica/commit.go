@@ -27,6 +27,12 @@ type op interface {
 // request carries an op to the committer and its answer back.
 type request struct {
 	op op
+	// unsynced: answer once committed (visible), without waiting for the
+	// fsync that makes it durable (MergeUnsynced).
+	unsynced bool
+	// onDurable, if set, makes the request answered once committed, and
+	// onDurable called by the syncer once durable (WriteRawAsync).
+	onDurable func(error)
 	// done receives exactly one answer from the committer. Buffered (1) so
 	// the committer never blocks on a caller that left on ctx.Done.
 	done chan error
@@ -39,7 +45,7 @@ type request struct {
 // closed, after finishing the batch in hand.
 func (s *Store) runCommitter() {
 	defer s.committer.Done()
-	var batch []*request
+	var batch, durable []*request
 	var errs []error
 	for {
 		var first *request
@@ -64,11 +70,30 @@ func (s *Store) runCommitter() {
 		if s.hooks.beforeBatch != nil {
 			s.hooks.beforeBatch(len(batch))
 		}
-		errs = s.commitBatch(batch, errs[:0])
+		var vlog bool
+		errs, vlog = s.commitBatch(batch, errs[:0])
+		durable = durable[:0]
 		for i, r := range batch {
-			r.done <- errs[i]
+			switch {
+			case errs[i] != nil || r.unsynced:
+				r.done <- errs[i]
+			case s.syncer == nil: // InMemory: nothing to sync
+				if r.onDurable != nil {
+					r.onDurable(nil)
+				}
+				r.done <- nil
+			case r.onDurable != nil:
+				r.done <- nil // the syncer calls onDurable
+				durable = append(durable, r)
+			default:
+				durable = append(durable, r) // answered by the syncer
+			}
 			batch[i] = nil // let the request be collected
 		}
+		if s.syncer != nil {
+			s.syncer.enqueue(durable, vlog)
+		}
+		clear(durable)
 	}
 }
 
@@ -97,8 +122,10 @@ func (s *Store) linger(batch []*request, n int) []*request {
 }
 
 // commitBatch applies and commits batch, appending one answer per request to
-// errs.
-func (s *Store) commitBatch(batch []*request, errs []error) []error {
+// errs. vlog reports whether a committed value went to Badger's value log.
+// The answers say the batch is committed (visible); making it durable is
+// the syncer's.
+func (s *Store) commitBatch(batch []*request, errs []error) (_ []error, vlog bool) {
 	w := &batchWriter{s: s}
 	w.begin()
 	for _, r := range batch {
@@ -118,11 +145,11 @@ func (s *Store) commitBatch(batch []*request, errs []error) []error {
 		for i := range errs {
 			errs[i] = w.failed
 		}
-		return errs
+		return errs, w.vlog
 	}
 	s.metrics.mergesApplied.Add(float64(w.applied))
 	s.metrics.mergesStale.Add(float64(w.stale))
-	return errs
+	return errs, w.vlog
 }
 
 // batchWriter stages one group commit. When the Badger transaction is full it
@@ -135,6 +162,9 @@ type batchWriter struct {
 	failed error // first commit failure; once set the batch is lost
 
 	applied, stale int // merge outcomes, reported once the batch commits
+	// vlog is set once a value at or above Badger's value threshold was
+	// staged: it goes to the value log, which the syncer must then sync.
+	vlog bool
 
 	// changes are the record changes staged in txn, for the observer.
 	changes []Change
@@ -146,8 +176,9 @@ func (w *batchWriter) begin() {
 	w.changes = w.changes[:0]
 }
 
-// commit commits the current transaction (fsynced: SyncWrites is on),
-// recording a failure in w.failed.
+// commit commits the current transaction to Badger's memtable and
+// write-ahead log (not fsynced: see syncer), recording a failure in
+// w.failed.
 func (w *batchWriter) commit() {
 	if w.staged == 0 {
 		w.txn.Discard()
@@ -191,6 +222,9 @@ func (w *batchWriter) get(key []byte, fn func(val []byte) error) (found bool, er
 // set stages key=val; both must stay unmodified until the batch commits. If
 // the transaction is full it is committed first.
 func (w *batchWriter) set(key, val []byte) error {
+	if int64(len(val)) >= w.s.valueThreshold {
+		w.vlog = true
+	}
 	return w.stage(func(txn *badger.Txn) error { return txn.Set(key, val) })
 }
 

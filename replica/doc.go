@@ -81,13 +81,23 @@
 //
 // # Durability discipline
 //
-// Badger is opened with SyncWrites=true, so a transaction's Commit returns
-// only after its write-ahead log (and value log, for large values) is
-// fsynced; Merge and WriteRaw acknowledge after that Commit. Group commit is
-// what makes this affordable: one fsync per batch, not per caller, whether
-// the batch holds records, Raft log entries of many groups, or both. The
-// store never runs with SyncWrites=false and db.Sync() as the durability
-// point, because db.Sync() does not sync the WAL of a memtable that was just
-// rotated out.
+// Badger is opened with SyncWrites=false: a transaction's Commit puts it in
+// the memtable and its write-ahead log (an mmap) without fsync. The syncer
+// (sync.go) makes committed writes durable off the committer's path: it
+// fsyncs the newest memtable log, every rotated memtable log and value log
+// once after its last write, and the newest value log when a value went to
+// it, then answers every durable request committed before the fsync began.
+// One fsync thus covers all the batches committed while the previous one
+// ran. Merge, WriteRaw and DeleteRaw return nil only after that fsync.
+// Writes are visible to reads once committed, before the fsync: a write
+// whose fsync a machine crash prevents was never acknowledged, but a read
+// may have seen it (as in Cassandra's batch commit log). Two calls return
+// earlier by design: MergeUnsynced (the Raft state machine, whose log is
+// the durable copy) returns at commit and is never waited for, and
+// WriteRawAsync (the Raft log) returns at commit and reports durability
+// through a callback. A failed fsync is sticky (ErrSyncFailed): the store
+// acknowledges no durable write after it. Open fsyncs every file Badger
+// recovered before the store is used.
+//
 // Config.InMemory is for tests and gives no durability.
 package replica

@@ -59,6 +59,37 @@ func (s *Store) WriteRaw(ctx context.Context, sets []KV, deleteRanges []KeyRange
 	return s.submit(ctx, op)
 }
 
+// WriteRawAsync writes like WriteRaw but returns once the writes are
+// committed, visible to reads, before they are fsynced; durable is then
+// called with nil once they are, or with the error that kept them from
+// being (ErrSyncFailed joined with the cause). durable runs on the store's
+// syncer goroutine, in commit order, and must not block; it is not called
+// if WriteRawAsync returns an error. An InMemory store calls it before
+// returning. This lets a caller go on while the fsync runs and learn when
+// it ended: the Raft log store answers raft at once and holds back what
+// must wait for durability (see consensus.LogStore).
+//
+// Errors as for WriteRaw.
+func (s *Store) WriteRawAsync(ctx context.Context, sets []KV, deleteRanges []KeyRange, durable func(error)) error {
+	if err := ctx.Err(); err != nil {
+		return err //nolint:wrapcheck // documented: as WriteRaw
+	}
+	select {
+	case <-s.closing:
+		return ErrClosed
+	default:
+	}
+	if len(sets) == 0 && len(deleteRanges) == 0 {
+		durable(nil)
+		return nil
+	}
+	op, err := s.newRawOp(sets, deleteRanges)
+	if err != nil {
+		return err
+	}
+	return s.submitRequest(ctx, &request{op: op, onDurable: durable, done: make(chan error, 1)})
+}
+
 // GetRaw returns a copy of the value stored under the raw key (non-nil, even
 // when empty).
 //

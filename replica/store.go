@@ -184,6 +184,11 @@ type Store struct {
 	observer Observer
 
 	maxRecordBytes int
+	// valueThreshold is Badger's: values this long or longer go to the
+	// value log.
+	valueThreshold int64
+	// syncer makes committed writes durable; nil for an InMemory store.
+	syncer *syncer
 
 	// reqs carries requests to the committer. Unbuffered: a request is either
 	// received by the committer (and then always answered) or still with its
@@ -240,7 +245,7 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 		opts = badger.DefaultOptions(cfg.Dir)
 	}
 	opts = opts.
-		WithSyncWrites(true). // the durability point: see doc.go, never SyncWrites=false + db.Sync()
+		WithSyncWrites(false). // the syncer fsyncs (sync.go), off the committer's path
 		WithLogger(badgerLogger{cfg.Logger}).
 		WithBlockCacheSize(cfg.BlockCacheBytes).
 		WithIndexCacheSize(cfg.IndexCacheBytes).
@@ -261,6 +266,7 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 		log:            cfg.Logger,
 		db:             db,
 		maxRecordBytes: MaxRecordBytes,
+		valueThreshold: valueThreshold,
 		reqs:           make(chan *request),
 		closing:        make(chan struct{}),
 		observer:       deps.Observer,
@@ -274,6 +280,12 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 	})
 	if err := s.metrics.register(deps.Registerer); err != nil {
 		return nil, errors.Join(err, db.Close())
+	}
+	if !cfg.InMemory {
+		if s.syncer, err = newSyncer(cfg.Dir, s.log, s.metrics); err != nil {
+			s.metrics.unregister()
+			return nil, errors.Join(err, db.Close())
+		}
 	}
 	s.committer.Add(1)
 	go s.runCommitter()
@@ -296,6 +308,9 @@ func (s *Store) Close() error {
 
 		close(s.closing)
 		s.committer.Wait()
+		if s.syncer != nil {
+			s.syncer.close() // answers the committed requests it holds
+		}
 		s.life.readers.Wait()
 
 		s.metrics.unregister()
@@ -332,10 +347,26 @@ func (s *Store) release() { s.life.readers.Done() }
 // Errors: ErrInvalidEntry (wrapped) if an entry is too large (nothing is
 // applied); ErrClosed if the store is closed before the committer took the
 // entries; ctx.Err() if ctx is done first (if it ends after the hand-off the
-// entries may still be applied); otherwise a Badger error.
+// entries may still be applied); ErrSyncFailed (joined with the cause) once
+// an fsync has failed; otherwise a Badger error.
 //
 // Merge does not retain entries or their slices after it returns.
 func (s *Store) Merge(ctx context.Context, entries []Entry) error {
+	return s.merge(ctx, entries, false)
+}
+
+// MergeUnsynced merges like Merge but returns once the entries are
+// committed, visible to reads, before they are fsynced: a crash of the
+// machine (not of the process alone) may lose them. It is for callers that
+// hold the entries durably elsewhere and replay them after a restart: the
+// Raft state machine, whose log is durable before an entry is applied.
+// Later durable writes do not wait for it, and it does not wait for them.
+// Errors as for Merge.
+func (s *Store) MergeUnsynced(ctx context.Context, entries []Entry) error {
+	return s.merge(ctx, entries, true)
+}
+
+func (s *Store) merge(ctx context.Context, entries []Entry, unsynced bool) error {
 	if err := ctx.Err(); err != nil {
 		return err //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
 	}
@@ -351,14 +382,18 @@ func (s *Store) Merge(ctx context.Context, entries []Entry) error {
 	if err != nil {
 		return err
 	}
-	return s.submit(ctx, op)
+	return s.submitRequest(ctx, &request{op: op, unsynced: unsynced, done: make(chan error, 1)})
 }
 
-// submit hands op to the committer and waits for its answer. It returns
-// ErrClosed if the store closes before the committer takes op, and ctx.Err()
-// if ctx ends first (after the hand-off, op may still be applied).
+// submit hands op to the committer and waits for its answer: nil once the
+// op is committed and fsynced. It returns ErrClosed if the store closes
+// before the committer takes op, and ctx.Err() if ctx ends first (after the
+// hand-off, op may still be applied).
 func (s *Store) submit(ctx context.Context, op op) error {
-	r := &request{op: op, done: make(chan error, 1)}
+	return s.submitRequest(ctx, &request{op: op, done: make(chan error, 1)})
+}
+
+func (s *Store) submitRequest(ctx context.Context, r *request) error {
 	s.queued.Add(1)
 	select {
 	case s.reqs <- r:

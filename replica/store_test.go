@@ -717,6 +717,7 @@ func TestMetricsRegistration(t *testing.T) {
 		"ringkv_replica_corrupt_records_total",
 		"ringkv_replica_disk_bytes",
 		"ringkv_replica_merges_total",
+		"ringkv_replica_sync_duration_seconds",
 	}
 	if !slices.Equal(names, want) {
 		t.Errorf("metrics: got %q, want %q", names, want)

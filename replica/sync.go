@@ -1,0 +1,264 @@
+package replica
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ErrSyncFailed is returned (joined with the cause) for every durable write
+// after an fsync of the store's files failed. After a failed fsync the
+// kernel may have dropped the dirty pages it could not write, so a later
+// fsync that succeeds proves nothing: the store stops acknowledging
+// durable writes until it is reopened (Badger then replays what reached
+// the disk).
+var ErrSyncFailed = errors.New("replica: fsync failed; the store no longer acknowledges durable writes")
+
+// syncer makes committed writes durable, off the committer's path.
+//
+// Badger is opened with SyncWrites=false: a committed transaction is in the
+// memtable (visible to reads) and in the memtable's write-ahead log file
+// (an mmap), not yet on disk. The committer hands the requests that need
+// durability to the syncer and goes on with the next batch; the syncer
+// fsyncs the files those transactions went to and then answers them. Every
+// request waiting when a sync starts is answered by that sync, so one
+// fsync covers every batch committed while the previous one ran (group
+// commit across batches).
+//
+// Which files: Badger writes a transaction to the write-ahead log of the
+// memtable in use (NNNNN.mem) and, for values at or above its value
+// threshold, to the newest value log (NNNNNN.vlog); a memtable is rotated
+// only when a write begins, and a full value log file after a write ends,
+// and neither is synced by Badger when rotated with SyncWrites=false
+// (db.Sync covers only the newest of each). So a sync lists the directory
+// and fsyncs the newest .mem file, the newest .vlog file if a value went to
+// the value log since the last sync, and every older .mem or .vlog file once
+// (older files are never written again: Badger writes only the newest of
+// each kind). A file first seen also gets the directory fsynced, so that
+// its entry survives a crash. A .mem file that disappeared was flushed to
+// an SST table, which Badger syncs before deleting it.
+type syncer struct {
+	dir string
+	log *slog.Logger
+	m   *metrics
+
+	mu struct {
+		sync.Mutex
+		pending   []*request // committed, waiting for the next sync
+		vlogDirty bool       // a committed value went to the value log since the last sync
+		stop      bool       // Close: finish pending and exit
+	}
+	wake chan struct{} // buffered(1): pending was added to, or stop set
+	done sync.WaitGroup
+
+	// Owned by the syncer goroutine.
+	files  map[string]*os.File // open files by name, for fsync
+	sealed map[string]bool     // older files synced after their last write
+	failed error               // the first fsync failure; sticky
+
+	// hooks are test seams, set before the first write; nil in production.
+	hooks struct {
+		// beforeSync runs before each sync; an error fails it as an fsync
+		// failure would.
+		beforeSync func() error
+		// synced is told the names of the files each sync fsynced.
+		synced func(names []string)
+	}
+}
+
+// newSyncer starts the syncer of the Badger files in dir after one sync of
+// every file there: what Badger recovered at open (written by a process
+// that crashed before its fsync) is durable before anything is served.
+func newSyncer(dir string, log *slog.Logger, m *metrics) (*syncer, error) {
+	y := &syncer{dir: dir, log: log, m: m, wake: make(chan struct{}, 1),
+		files: make(map[string]*os.File), sealed: make(map[string]bool)}
+	if err := y.sync(true); err != nil {
+		y.closeFiles()
+		return nil, err
+	}
+	y.done.Add(1)
+	go y.run()
+	return y, nil
+}
+
+// enqueue hands committed requests to the syncer, which answers them after
+// the next fsync. vlog says whether the batch wrote to the value log.
+func (y *syncer) enqueue(reqs []*request, vlog bool) {
+	y.mu.Lock()
+	y.mu.pending = append(y.mu.pending, reqs...)
+	y.mu.vlogDirty = y.mu.vlogDirty || vlog
+	y.mu.Unlock()
+	if len(reqs) > 0 {
+		y.signal()
+	}
+}
+
+func (y *syncer) signal() {
+	select {
+	case y.wake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// close answers what is pending (after a last sync) and stops the syncer.
+// The committer must have stopped: nothing is enqueued after close.
+func (y *syncer) close() {
+	y.mu.Lock()
+	y.mu.stop = true
+	y.mu.Unlock()
+	y.signal()
+	y.done.Wait()
+	y.closeFiles()
+}
+
+func (y *syncer) closeFiles() {
+	for name, f := range y.files {
+		_ = f.Close() // read-only handles used for fsync only
+		delete(y.files, name)
+	}
+}
+
+func (y *syncer) run() {
+	defer y.done.Done()
+	var batch []*request
+	for range y.wake {
+		y.mu.Lock()
+		batch = append(batch[:0], y.mu.pending...)
+		clear(y.mu.pending)
+		y.mu.pending = y.mu.pending[:0]
+		vlog, stop := y.mu.vlogDirty, y.mu.stop
+		if len(batch) > 0 {
+			y.mu.vlogDirty = false // this sync covers it
+		}
+		y.mu.Unlock()
+		if len(batch) > 0 {
+			err := y.sync(vlog)
+			for i, r := range batch {
+				if r.onDurable != nil {
+					r.onDurable(err) // answered at commit
+				} else {
+					r.done <- err
+				}
+				batch[i] = nil
+			}
+		}
+		if stop {
+			return
+		}
+	}
+}
+
+// sync fsyncs the files that may hold unsynced committed writes (see
+// syncer). Any failure is sticky.
+func (y *syncer) sync(vlog bool) error {
+	if y.failed != nil {
+		return y.failed
+	}
+	start := time.Now()
+	var err error
+	if y.hooks.beforeSync != nil {
+		err = y.hooks.beforeSync()
+	}
+	if err == nil {
+		err = y.syncFiles(vlog)
+	}
+	if err != nil {
+		y.failed = errors.Join(ErrSyncFailed, err)
+		y.log.Error("fsync failed; durable writes are refused until the store is reopened", "dir", y.dir, "err", err)
+		return y.failed
+	}
+	y.m.syncDuration.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+func (y *syncer) syncFiles(vlog bool) error {
+	entries, err := os.ReadDir(y.dir)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", y.dir, err)
+	}
+	newest := map[string]string{} // by suffix; names are zero-padded numbers
+	present := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		name := e.Name()
+		for _, suffix := range []string{".mem", ".vlog"} {
+			if strings.HasSuffix(name, suffix) {
+				present[name] = true
+				if name > newest[suffix] {
+					newest[suffix] = name
+				}
+			}
+		}
+	}
+	for name, f := range y.files { // flushed or collected by Badger
+		if !present[name] {
+			_ = f.Close() // read-only handle
+			delete(y.files, name)
+			delete(y.sealed, name)
+		}
+	}
+	newFile := false
+	var synced []string
+	for name := range present {
+		isNewest := name == newest[".mem"] || name == newest[".vlog"]
+		switch {
+		case name == newest[".vlog"] && !vlog && y.files[name] != nil:
+			continue // nothing went to the value log since its last sync
+		case !isNewest && y.sealed[name]:
+			continue
+		}
+		f := y.files[name]
+		if f == nil {
+			f, err = os.Open(filepath.Join(y.dir, name))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // flushed to a table since the listing
+			}
+			if err != nil {
+				return fmt.Errorf("open %s for fsync: %w", name, err)
+			}
+			y.files[name] = f
+			newFile = true
+		}
+		if err := fdatasync(f); err != nil {
+			return fmt.Errorf("fsync %s: %w", name, err)
+		}
+		if !isNewest {
+			y.sealed[name] = true
+		}
+		if y.hooks.synced != nil {
+			synced = append(synced, name)
+		}
+	}
+	if newFile {
+		if err := syncDir(y.dir); err != nil {
+			return err
+		}
+	}
+	if y.hooks.synced != nil {
+		y.hooks.synced(synced)
+	}
+	return nil
+}
+
+// syncDir fsyncs a directory, making the entries of files created in it
+// durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	serr := d.Sync()
+	cerr := d.Close()
+	if serr != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, serr)
+	}
+	if cerr != nil {
+		return fmt.Errorf("close dir %s: %w", dir, cerr)
+	}
+	return nil
+}

@@ -1,0 +1,229 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// blockSyncs makes every sync of s wait until the returned release is
+// called (release is idempotent and also runs at cleanup); entered
+// receives once per sync that began.
+func blockSyncs(t *testing.T, s *Store) (entered <-chan struct{}, release func()) {
+	t.Helper()
+	gate := make(chan struct{})
+	began := make(chan struct{}, 16)
+	var once sync.Once
+	release = func() { once.Do(func() { close(gate) }) }
+	s.syncer.hooks.beforeSync = func() error {
+		select {
+		case began <- struct{}{}:
+		default:
+		}
+		<-gate
+		return nil
+	}
+	t.Cleanup(release)
+	return began, release
+}
+
+// TestDurableMergeWaitsForSync: Merge returns only after a sync that began
+// after its commit, while MergeUnsynced returns at commit, visible, with
+// the sync still held.
+func TestDurableMergeWaitsForSync(t *testing.T) {
+	s := openTest(t, nil)
+	_, release := blockSyncs(t, s)
+
+	durable := make(chan error, 1)
+	go func() {
+		durable <- s.Merge(context.Background(), []Entry{{Key: []byte("d"), Record: rec(1, "n", "durable")}})
+	}()
+	// The durable write becomes visible (committed) while its sync is held.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := s.Get(0, []byte("d")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the durable write never became visible")
+		}
+		runtimeYield()
+	}
+	select {
+	case err := <-durable:
+		t.Fatalf("Merge returned (%v) before its sync", err)
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.MergeUnsynced(ctx, []Entry{{Key: []byte("u"), Record: rec(1, "n", "unsynced")}}); err != nil {
+		t.Fatalf("MergeUnsynced with the sync held: got %v, want nil", err)
+	}
+	if got := mustGet(t, s, 0, "u"); string(got.Value) != "unsynced" {
+		t.Fatalf("unsynced write: got %q", got.Value)
+	}
+	release()
+	if err := <-durable; err != nil {
+		t.Fatalf("Merge after the sync: got %v, want nil", err)
+	}
+	if n, _ := histogramCountSum(s.metrics.syncDuration); n == 0 {
+		t.Error("no sync recorded")
+	}
+}
+
+// runtimeYield gives other goroutines a turn in a polling loop.
+func runtimeYield() {
+	timer := time.NewTimer(time.Millisecond)
+	<-timer.C
+}
+
+// TestSyncFailureIsSticky: after one failed fsync every durable write
+// fails with ErrSyncFailed, even when later syncs would succeed; writes
+// that do not wait for a sync still apply.
+func TestSyncFailureIsSticky(t *testing.T) {
+	s := openTest(t, nil)
+	boom := errors.New("injected EIO")
+	var fail sync.Once
+	s.syncer.hooks.beforeSync = func() error {
+		var err error
+		fail.Do(func() { err = boom })
+		return err
+	}
+	ctx := context.Background()
+	for i := range 3 {
+		err := s.Merge(ctx, []Entry{{Key: fmt.Appendf(nil, "k%d", i), Record: rec(1, "n", "v")}})
+		if !errors.Is(err, ErrSyncFailed) {
+			t.Fatalf("Merge %d: got %v, want ErrSyncFailed", i, err)
+		}
+		if i == 0 && !errors.Is(err, boom) {
+			t.Errorf("first failure %v does not carry the cause", err)
+		}
+	}
+	if err := s.WriteRaw(ctx, []KV{{Key: []byte("l1"), Value: []byte("x")}}, nil); !errors.Is(err, ErrSyncFailed) {
+		t.Errorf("WriteRaw after the failure: got %v, want ErrSyncFailed", err)
+	}
+	if err := s.MergeUnsynced(ctx, []Entry{{Key: []byte("u"), Record: rec(1, "n", "v")}}); err != nil {
+		t.Errorf("MergeUnsynced after the failure: got %v, want nil", err)
+	}
+}
+
+// TestCloseSyncsPending: a durable write whose sync is pending when Close
+// begins is synced and answered nil, and survives a reopen.
+func TestCloseSyncsPending(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.Dir, cfg.Logger = dir, testLogger(t)
+	s, err := Open(cfg, Deps{})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	entered, release := blockSyncs(t, s)
+	durable := make(chan error, 1)
+	go func() {
+		durable <- s.Merge(context.Background(), []Entry{{Key: []byte("k"), Record: rec(1, "n", "v")}})
+	}()
+	select {
+	case <-entered: // the write's sync has begun and is held
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write never reached the syncer")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	release()
+	if err := <-durable; err != nil {
+		t.Fatalf("Merge pending at Close: got %v, want nil", err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s2, err := Open(cfg, Deps{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer func() { _ = s2.Close() }()
+	if got := mustGet(t, s2, 0, "k"); string(got.Value) != "v" {
+		t.Fatalf("after reopen: %q", got.Value)
+	}
+}
+
+// TestSyncerSyncsRotatedFiles writes through several memtable rotations
+// and a value-log value: every .mem file that held a durable write is
+// fsynced after its last write, older ones once, and the value log only
+// when a value went to it.
+func TestSyncerSyncsRotatedFiles(t *testing.T) {
+	s := openTest(t, func(c *Config) { c.MemTableBytes = minMemTableBytes })
+	var mu sync.Mutex
+	count := map[string]int{}
+	var last []string
+	s.syncer.hooks.synced = func(names []string) {
+		mu.Lock()
+		defer mu.Unlock()
+		last = slices.Clone(names)
+		for _, n := range names {
+			count[n]++
+		}
+	}
+	ctx := context.Background()
+	value := strings.Repeat("x", 4<<10)
+	for i := range 1200 { // ~5 MB: several 1 MB memtables
+		if err := s.Merge(ctx, []Entry{{Key: fmt.Appendf(nil, "k%05d", i), Record: rec(1, "n", value)}}); err != nil {
+			t.Fatalf("Merge %d: %v", i, err)
+		}
+	}
+	mu.Lock()
+	mems := 0
+	for name, n := range count {
+		if strings.HasSuffix(name, ".mem") {
+			mems++
+		}
+		if strings.HasSuffix(name, ".vlog") && n > 1 {
+			t.Errorf("%s synced %d times with no value in it", name, n)
+		}
+	}
+	mu.Unlock()
+	if mems < 3 {
+		t.Fatalf("synced %d .mem files over ~5 MB of 1 MB memtables: %v", mems, count)
+	}
+	// A value at the threshold goes to the value log, which the next sync covers.
+	big := strings.Repeat("v", int(s.valueThreshold))
+	if err := s.Merge(ctx, []Entry{{Key: []byte("big"), Record: rec(1, "n", big)}}); err != nil {
+		t.Fatalf("Merge of a value-log value: %v", err)
+	}
+	mu.Lock()
+	vlogs := slices.DeleteFunc(slices.Clone(last), func(n string) bool { return !strings.HasSuffix(n, ".vlog") })
+	mu.Unlock()
+	if len(vlogs) == 0 {
+		t.Errorf("the sync after a value-log write fsynced %v: no value log", last)
+	}
+	// Every .mem file still on disk was synced after its last write: older
+	// ones are sealed, the newest was in the last sync.
+	entries, err := os.ReadDir(s.cfg.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var memFiles []string
+	for _, e := range entries {
+		if filepath.Ext(e.Name()) == ".mem" {
+			memFiles = append(memFiles, e.Name())
+		}
+	}
+	slices.Sort(memFiles)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, name := range memFiles {
+		newest := i == len(memFiles)-1
+		if newest && !slices.Contains(last, name) {
+			t.Errorf("newest memtable log %s not in the last sync %v", name, last)
+		}
+		if !newest && count[name] == 0 {
+			t.Errorf("older memtable log %s never synced", name)
+		}
+	}
+}
