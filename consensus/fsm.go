@@ -93,7 +93,7 @@ func (f *fsm) Apply(l *raft.Log) any {
 }
 
 // ApplyBatch implements raft.BatchingFSM: every command of the batch is
-// merged in one store call, so one fsync covers the batch.
+// merged in one store call (one commit, no fsync: see fsm).
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	if f.logs != nil && len(logs) > 0 {

@@ -41,22 +41,7 @@ var badgerPrefix = []byte("!badger!")
 // WriteRaw copies what it needs: it does not retain sets, deleteRanges or
 // their slices after it returns. Safe for concurrent use.
 func (s *Store) WriteRaw(ctx context.Context, sets []KV, deleteRanges []KeyRange) error {
-	if err := ctx.Err(); err != nil {
-		return err //nolint:wrapcheck // documented: WriteRaw returns ctx.Err() itself
-	}
-	select {
-	case <-s.closing:
-		return ErrClosed
-	default:
-	}
-	if len(sets) == 0 && len(deleteRanges) == 0 {
-		return nil
-	}
-	op, err := s.newRawOp(sets, deleteRanges)
-	if err != nil {
-		return err
-	}
-	return s.submit(ctx, op)
+	return s.writeRaw(ctx, sets, deleteRanges, nil)
 }
 
 // WriteRawAsync writes like WriteRaw but returns once the writes are
@@ -71,8 +56,14 @@ func (s *Store) WriteRaw(ctx context.Context, sets []KV, deleteRanges []KeyRange
 //
 // Errors as for WriteRaw.
 func (s *Store) WriteRawAsync(ctx context.Context, sets []KV, deleteRanges []KeyRange, durable func(error)) error {
+	return s.writeRaw(ctx, sets, deleteRanges, durable)
+}
+
+// writeRaw is WriteRaw (durable nil: answered after the fsync) and
+// WriteRawAsync (answered at commit, durable called after the fsync).
+func (s *Store) writeRaw(ctx context.Context, sets []KV, deleteRanges []KeyRange, durable func(error)) error {
 	if err := ctx.Err(); err != nil {
-		return err //nolint:wrapcheck // documented: as WriteRaw
+		return err //nolint:wrapcheck // documented: WriteRaw returns ctx.Err() itself
 	}
 	select {
 	case <-s.closing:
@@ -80,7 +71,9 @@ func (s *Store) WriteRawAsync(ctx context.Context, sets []KV, deleteRanges []Key
 	default:
 	}
 	if len(sets) == 0 && len(deleteRanges) == 0 {
-		durable(nil)
+		if durable != nil {
+			durable(nil)
+		}
 		return nil
 	}
 	op, err := s.newRawOp(sets, deleteRanges)

@@ -36,17 +36,17 @@ type Config struct {
 	// of it, so it also bounds how much one group commit can carry.
 	MemTableBytes int64
 	// MaxBatchEntries caps the entries the committer gathers into one group
-	// commit. Default 1024. Larger batches mean fewer fsyncs under load and a
-	// longer wait for the callers in the batch.
+	// commit. Default 1024. Larger batches mean fewer commits under load and
+	// a longer wait for the callers in the batch.
 	MaxBatchEntries int
 	// CommitLinger is how long the committer waits for more requests when
-	// it holds fewer than LingerBelow writes, before committing. Every
-	// commit pays an fsync (msync of Badger's WAL) whose CPU cost barely
-	// depends on its size, and a QUORUM or linearizable write costs several
-	// commits across the replicas, so on a loaded node a short wait buys
-	// fewer, larger commits: measured on 2 cores, 500µs cut the server CPU
-	// of a linearizable write by a third (docs/BENCHMARKS.md). A lone write
-	// pays it in latency. Default 500µs; negative: commit at once.
+	// it holds fewer than LingerBelow writes, before committing. A QUORUM
+	// or linearizable write costs several commits across the replicas, so
+	// on a loaded node a short wait buys fewer, larger commits: measured on
+	// 2 cores when every commit fsynced, 500µs cut the server CPU of a
+	// linearizable write by a third (docs/BENCHMARKS.md); with the syncer
+	// it measured within noise of no linger. A lone write pays it in
+	// latency. Default 500µs; negative: commit at once.
 	CommitLinger time.Duration
 	// LingerBelow is the batch size (in writes) from which the committer
 	// stops lingering. Default 16.
