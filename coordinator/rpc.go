@@ -108,7 +108,7 @@ type call struct {
 	partition uint32
 	key       []byte
 	scan      ScanRequest
-	invoke    func(ctx context.Context, conn *drpcconn.Conn) error
+	invoke    func(ctx context.Context, conn *drpcconn.Conn) (any, error)
 	done      chan callResult // buffered 1: the sender never blocks
 	// state moves once from callQueued to callTaken (a sender will send
 	// it) or to callAbandoned (the caller left first: never sent), so a
@@ -126,9 +126,13 @@ const (
 // took it: the peer may have received and applied it.
 var errMaybeSent = errors.New("coordinator: stopped waiting after the request was sent")
 
+// callResult is a call's outcome. A sender hands back everything it
+// received through it and writes nothing its caller can see otherwise:
+// a caller that stopped waiting may return while the call still runs.
 type callResult struct {
 	rec  replica.Record
 	scan []ScanResult
+	val  any // callInvoke's response
 	err  error
 }
 
@@ -385,9 +389,9 @@ func (t *RPCTransport) send(conn *drpcconn.Conn, batch []*call) error {
 			}
 		case callInvoke:
 			ctx, cancel := t.batchContext([]*call{c})
-			err := c.invoke(ctx, conn)
+			v, err := c.invoke(ctx, conn)
 			cancel()
-			c.done <- callResult{err: err}
+			c.done <- callResult{val: v, err: err}
 			if err != nil && drpcerrCode(err) == 0 && firstErr == nil {
 				firstErr = err // a transport failure, not an answer
 			}

@@ -165,10 +165,10 @@ func TestErrorCodeTable(t *testing.T) {
 	}
 }
 
-// slowLin answers Put and Get only after release closes, as a leader
-// that applies a write after the caller stopped waiting would.
+// slowLin answers Put, Get and Applied only after release closes, as a
+// leader that applies a write after the caller stopped waiting would.
 type slowLin struct {
-	kvpb.DRPCLinearizableServer // nil: only Put and Get are called
+	kvpb.DRPCLinearizableServer // nil: only Put, Get and Applied are called
 	got                         chan struct{}
 	release                     chan struct{}
 }
@@ -183,6 +183,12 @@ func (s *slowLin) Get(ctx context.Context, _ *kvpb.LinGetRequest) (*kvpb.LinGetR
 	s.got <- struct{}{}
 	<-s.release
 	return &kvpb.LinGetResponse{}, nil
+}
+
+func (s *slowLin) Applied(ctx context.Context, _ *kvpb.AppliedRequest) (*kvpb.AppliedResponse, error) {
+	s.got <- struct{}{}
+	<-s.release
+	return &kvpb.AppliedResponse{AppliedIndex: 7}, nil
 }
 
 // TestLinWriteDeadlineAfterSendIsAmbiguous: a linearizable write whose
@@ -238,5 +244,20 @@ func TestLinWriteDeadlineAfterSendIsAmbiguous(t *testing.T) {
 	})
 	if err == nil || errors.Is(err, consensus.ErrAmbiguous) {
 		t.Fatalf("read abandoned after sending: got %v, want a plain failure", err)
+	}
+	// The answer arrives after the caller left (release closes before
+	// Close waits for the senders); the caller returns no index. (The
+	// sender once wrote the answer into the caller's variable, a race
+	// go test -race caught in TestClientSurvivesNodeLoss; answers now
+	// travel only through the call's result.)
+	err = call(func(ctx context.Context) error {
+		idx, err := tr.AppliedIndex(ctx, "n2", 0)
+		if idx != 0 {
+			t.Errorf("abandoned AppliedIndex returned index %d with %v", idx, err)
+		}
+		return err
+	})
+	if err == nil {
+		t.Fatal("AppliedIndex abandoned after sending succeeded")
 	}
 }

@@ -16,25 +16,36 @@ import (
 
 func drpcerrCode(err error) uint64 { return drpcerr.Code(err) }
 
-// invoke runs fn on one of node's pooled connections. A caller that
-// stopped waiting after the request left gets an error wrapping
-// errMaybeSent; invokeWrite turns that into consensus.ErrAmbiguous.
-func (t *RPCTransport) invoke(ctx context.Context, node string, fn func(ctx context.Context, c kvpb.DRPCLinearizableClient) error) error {
-	res := t.do(ctx, node, &call{kind: callInvoke, invoke: func(ctx context.Context, conn *drpcconn.Conn) error {
+// invoke runs fn on one of node's pooled connections and returns its
+// response. fn's response travels back through the call's result, never
+// through a variable the caller shares: a caller that stops waiting
+// returns while fn may still be running. A caller that stopped waiting
+// after the request left gets an error wrapping errMaybeSent;
+// invokeWrite turns that into consensus.ErrAmbiguous.
+func invoke[T any](ctx context.Context, t *RPCTransport, node string, fn func(ctx context.Context, c kvpb.DRPCLinearizableClient) (T, error)) (T, error) {
+	res := t.do(ctx, node, &call{kind: callInvoke, invoke: func(ctx context.Context, conn *drpcconn.Conn) (any, error) {
 		return fn(ctx, kvpb.NewDRPCLinearizableClient(conn))
 	}})
-	return res.err
+	var zero T
+	if res.err != nil {
+		return zero, res.err
+	}
+	v, ok := res.val.(T)
+	if !ok {
+		return zero, fmt.Errorf("coordinator: invoke answered %T, want %T", res.val, zero)
+	}
+	return v, nil
 }
 
 // invokeWrite is invoke for a call that changes state: once the request
 // may have reached node, a failure to hear back is an unknown outcome,
 // never "not applied".
-func (t *RPCTransport) invokeWrite(ctx context.Context, node string, fn func(ctx context.Context, c kvpb.DRPCLinearizableClient) error) error {
-	err := t.invoke(ctx, node, fn)
+func invokeWrite[T any](ctx context.Context, t *RPCTransport, node string, fn func(ctx context.Context, c kvpb.DRPCLinearizableClient) (T, error)) (T, error) {
+	v, err := invoke(ctx, t, node, fn)
 	if errors.Is(err, errMaybeSent) && !errors.Is(err, consensus.ErrAmbiguous) {
-		return fmt.Errorf("%w: %w", consensus.ErrAmbiguous, err)
+		return v, fmt.Errorf("%w: %w", consensus.ErrAmbiguous, err)
 	}
-	return err
+	return v, err
 }
 
 // sentWriteError classifies the error of a write RPC: answers from the
@@ -56,14 +67,12 @@ func redirectError(p uint32, r *kvpb.Redirect) error {
 
 // LinGet implements LinTransport.
 func (t *RPCTransport) LinGet(ctx context.Context, node string, p uint32, key []byte) (replica.Record, bool, error) {
-	var resp *kvpb.LinGetResponse
-	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
-		var err error
-		resp, err = c.Get(ctx, &kvpb.LinGetRequest{Partition: p, Key: key})
+	resp, err := invoke(ctx, t, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) (*kvpb.LinGetResponse, error) {
+		resp, err := c.Get(ctx, &kvpb.LinGetRequest{Partition: p, Key: key})
 		if err != nil {
-			return errorFor(err)
+			return nil, errorFor(err)
 		}
-		return nil
+		return resp, nil
 	})
 	if err != nil {
 		return replica.Record{}, false, err
@@ -79,14 +88,12 @@ func (t *RPCTransport) LinGet(ctx context.Context, node string, p uint32, key []
 
 // LinPut implements LinTransport.
 func (t *RPCTransport) LinPut(ctx context.Context, node string, p uint32, key, value []byte, tombstone bool) error {
-	var resp *kvpb.LinPutResponse
-	err := t.invokeWrite(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
-		var err error
-		resp, err = c.Put(ctx, &kvpb.LinPutRequest{Partition: p, Key: key, Value: value, Tombstone: tombstone})
+	resp, err := invokeWrite(ctx, t, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) (*kvpb.LinPutResponse, error) {
+		resp, err := c.Put(ctx, &kvpb.LinPutRequest{Partition: p, Key: key, Value: value, Tombstone: tombstone})
 		if err != nil {
-			return sentWriteError(err)
+			return nil, sentWriteError(err)
 		}
-		return nil
+		return resp, nil
 	})
 	if err != nil {
 		return err
@@ -100,14 +107,12 @@ func (t *RPCTransport) LinCAS(ctx context.Context, node string, p uint32, key []
 	if expected != nil {
 		req.HasExpected, req.Expected = true, *expected
 	}
-	var resp *kvpb.LinCASResponse
-	err := t.invokeWrite(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
-		var err error
-		resp, err = c.CompareAndSet(ctx, req)
+	resp, err := invokeWrite(ctx, t, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) (*kvpb.LinCASResponse, error) {
+		resp, err := c.CompareAndSet(ctx, req)
 		if err != nil {
-			return sentWriteError(err)
+			return nil, sentWriteError(err)
 		}
-		return nil
+		return resp, nil
 	})
 	if err != nil {
 		return CASResult{}, err
@@ -120,14 +125,12 @@ func (t *RPCTransport) LinCAS(ctx context.Context, node string, p uint32, key []
 
 // LinScan implements LinTransport.
 func (t *RPCTransport) LinScan(ctx context.Context, node string, partitions []uint32, prefix, start []byte, limit int) ([]LinScanPart, error) {
-	var resp *kvpb.LinScanResponse
-	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
-		var err error
-		resp, err = c.Scan(ctx, &kvpb.LinScanRequest{Partitions: partitions, Prefix: prefix, Start: start, Limit: uint32(min(max(limit, 0), math.MaxUint32))})
+	resp, err := invoke(ctx, t, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) (*kvpb.LinScanResponse, error) {
+		resp, err := c.Scan(ctx, &kvpb.LinScanRequest{Partitions: partitions, Prefix: prefix, Start: start, Limit: uint32(min(max(limit, 0), math.MaxUint32))})
 		if err != nil {
-			return errorFor(err)
+			return nil, errorFor(err)
 		}
-		return nil
+		return resp, nil
 	})
 	if err != nil {
 		return nil, err
@@ -159,14 +162,11 @@ func linScanFromWire(resp *kvpb.LinScanResponse) []LinScanPart {
 // AppliedIndex asks node how far its group of partition p has applied
 // (consensus.Progress).
 func (t *RPCTransport) AppliedIndex(ctx context.Context, node string, p uint32) (uint64, error) {
-	var idx uint64
-	err := t.invoke(ctx, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) error {
+	return invoke(ctx, t, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) (uint64, error) {
 		resp, err := c.Applied(ctx, &kvpb.AppliedRequest{Partition: p})
 		if err != nil {
-			return errorFor(err)
+			return 0, errorFor(err)
 		}
-		idx = resp.GetAppliedIndex()
-		return nil
+		return resp.GetAppliedIndex(), nil
 	})
-	return idx, err
 }
