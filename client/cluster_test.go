@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,10 +30,33 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
 }
 
-type tlogWriter struct{ t testing.TB }
+// tlogWriter writes log lines to t.Log until the test's cleanups have
+// run; after that it drops them (memberlist's Shutdown does not wait for
+// a probe in flight, which may still log, and t.Log after the test panics).
+type tlogWriter struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
 
-func (w tlogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+// newTLogWriter returns a writer for t. Call it before registering the
+// cleanups that close nodes: cleanups run last-in first-out.
+func newTLogWriter(t testing.TB) *tlogWriter {
+	w := &tlogWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *tlogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
@@ -46,6 +70,7 @@ func startCluster(t testing.TB, n int) []*node.Node {
 		dirs[i] = t.TempDir()
 	}
 	var nodes []*node.Node
+	logw := newTLogWriter(t)
 	t.Cleanup(func() {
 		for i := len(nodes) - 1; i >= 0; i-- {
 			_ = nodes[i].Close() // some tests close nodes themselves
@@ -62,7 +87,7 @@ func startCluster(t testing.TB, n int) []*node.Node {
 			cfg.Join = []string{nodes[0].GossipAddr()}
 		}
 		if _, ok := t.(*testing.T); ok {
-			cfg.Logger = slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelError}))
+			cfg.Logger = slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelError}))
 		}
 		nd, err := node.Open(cfg, node.Deps{})
 		if err != nil {

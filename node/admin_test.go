@@ -134,9 +134,14 @@ func TestClusterAdmin(t *testing.T) {
 	if err := nodes[2].Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 30*time.Second, "n1 to see n3 dead", func() bool {
-		info, found := nodes[0].Gossip().Member("n3")
-		return found && info.Liveness == gossip.Dead
+	// Both n1 and n2 judge the requests below, each from its own view.
+	waitUntil(t, 30*time.Second, "n1 and n2 to see n3 dead", func() bool {
+		for _, n := range nodes[:2] {
+			if info, found := n.Gossip().Member("n3"); !found || info.Liveness != gossip.Dead {
+				return false
+			}
+		}
+		return true
 	})
 	versionBefore := nodes[0].Gossip().Ring().Version()
 	var refused map[string]string
