@@ -779,19 +779,29 @@ func BenchmarkMerge(b *testing.B) {
 	}
 }
 
-// TestCommitLinger: a request arriving while the committer lingers over a
-// small batch joins it; with the linger off it is committed on its own.
+// TestCommitLinger: under load (the previous batch held several requests)
+// a request arriving while the committer lingers over a small batch joins
+// it; on an idle store, or with the linger off, each is committed on its
+// own at once.
 func TestCommitLinger(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		linger time.Duration
+		loaded bool
 		want   []int
 	}{
-		{"lingering", time.Second, []int{2}}, // ends when the second arrives
-		{"off", -1, []int{1, 1}},
+		{"lingering", time.Second, true, []int{2}}, // ends when the second arrives
+		{"idle", time.Second, false, []int{1, 1}},
+		{"off", -1, true, []int{1, 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openTest(t, func(c *Config) { c.CommitLinger, c.LingerBelow = tc.linger, 2 })
+			s.hooks.lingerGap = tc.linger // the second request may be slow to come on a loaded machine
+			if tc.loaded {
+				// The committer is idle, waiting on reqs: the first
+				// request's hand-off orders this write before its read.
+				s.lastBatch = 2
+			}
 			var mu sync.Mutex
 			var sizes []int
 			s.hooks.beforeBatch = func(n int) {
@@ -810,14 +820,15 @@ func TestCommitLinger(t *testing.T) {
 			// The committer has taken the first request: it lingers now,
 			// or has committed it.
 			waitFor(t, "the committer to take the first merge", func() bool { return s.queued.Load() == 0 && len(s.reqs) == 0 })
-			if tc.linger < 0 {
+			atOnce := tc.linger < 0 || !tc.loaded
+			if atOnce {
 				if err := <-first; err != nil {
 					t.Fatal(err)
 				}
 			}
 			second := merge("b")
 			for _, errc := range []chan error{first, second} {
-				if tc.linger < 0 && errc == first {
+				if atOnce && errc == first {
 					continue
 				}
 				if err := <-errc; err != nil {
