@@ -5,13 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/ringkv/ringkv/client"
+	"github.com/ringkv/ringkv/internal/testlog"
 	"github.com/ringkv/ringkv/node"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/ring/gossip"
@@ -30,36 +30,6 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
 }
 
-// tlogWriter writes log lines to t.Log until the test's cleanups have
-// run; after that it drops them (memberlist's Shutdown does not wait for
-// a probe in flight, which may still log, and t.Log after the test panics).
-type tlogWriter struct {
-	t    testing.TB
-	mu   sync.Mutex
-	done bool
-}
-
-// newTLogWriter returns a writer for t. Call it before registering the
-// cleanups that close nodes: cleanups run last-in first-out.
-func newTLogWriter(t testing.TB) *tlogWriter {
-	w := &tlogWriter{t: t}
-	t.Cleanup(func() {
-		w.mu.Lock()
-		w.done = true
-		w.mu.Unlock()
-	})
-	return w
-}
-
-func (w *tlogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
 // startCluster opens n in-process nodes on free loopback ports and waits
 // until every node's ring holds all of them and every raft group has a
 // leader.
@@ -70,7 +40,7 @@ func startCluster(t testing.TB, n int) []*node.Node {
 		dirs[i] = t.TempDir()
 	}
 	var nodes []*node.Node
-	logw := newTLogWriter(t)
+	logw := testlog.Writer(t)
 	t.Cleanup(func() {
 		for i := len(nodes) - 1; i >= 0; i-- {
 			_ = nodes[i].Close() // some tests close nodes themselves

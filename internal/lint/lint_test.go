@@ -32,6 +32,7 @@ var allowed = map[string][]string{
 	"cmd/ringkv":           {"*"},
 	"internal/testcluster": {},
 	"internal/fault":       {},
+	"internal/testlog":     {},
 	"internal/chaos":       {"client", "internal/testcluster"},
 	"internal/lint":        {},
 }
