@@ -66,7 +66,6 @@ func (s *Store) runCommitter() {
 				break gather
 			}
 		}
-		batch = s.linger(batch, n)
 		if s.hooks.beforeBatch != nil {
 			s.hooks.beforeBatch(len(batch))
 		}
@@ -95,47 +94,6 @@ func (s *Store) runCommitter() {
 		}
 		clear(durable)
 	}
-}
-
-// linger adds the requests that arrive within CommitLinger to batch (n
-// writes so far), until it holds LingerBelow (or MaxBatchEntries) writes
-// or no request has come for a quarter of CommitLinger. It lingers only
-// under load: when batch already holds more than one request, or the
-// previous batch did (requests queued while the committer was busy). A
-// lone request on an idle store is committed at once, so a lightly loaded
-// node pays no linger. A batch already LingerBelow writes large, or a
-// negative CommitLinger, is returned as it is. Closing cuts it short: the
-// batch in hand is still committed.
-func (s *Store) linger(batch []*request, n int) []*request {
-	loaded := len(batch) > 1 || s.lastBatch > 1
-	defer func() { s.lastBatch = len(batch) }()
-	if s.cfg.CommitLinger <= 0 || n >= s.cfg.LingerBelow || !loaded {
-		return batch
-	}
-	deadline := time.Now().Add(s.cfg.CommitLinger)
-	gap := s.cfg.CommitLinger / 4
-	if s.hooks.lingerGap > 0 {
-		gap = s.hooks.lingerGap
-	}
-	t := time.NewTimer(min(gap, s.cfg.CommitLinger))
-	defer t.Stop()
-	for n < s.cfg.LingerBelow && n < s.cfg.MaxBatchEntries {
-		select {
-		case r := <-s.reqs:
-			batch = append(batch, r)
-			n += r.op.writes()
-			wait := min(gap, time.Until(deadline))
-			if wait <= 0 {
-				return batch
-			}
-			t.Reset(wait)
-		case <-t.C:
-			return batch
-		case <-s.closing:
-			return batch
-		}
-	}
-	return batch
 }
 
 // commitBatch applies and commits batch, appending one answer per request to

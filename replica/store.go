@@ -39,20 +39,20 @@ type Config struct {
 	// commit. Default 1024. Larger batches mean fewer commits under load and
 	// a longer wait for the callers in the batch.
 	MaxBatchEntries int
-	// CommitLinger is the longest the committer waits for more requests
-	// when it holds fewer than LingerBelow writes, before committing; it
-	// stops early once no request has come for a quarter of it. It waits
-	// only under load (the batch in hand, or the previous one, held more
-	// than one request), so a lone write on an idle node is committed at
-	// once. A QUORUM or linearizable write costs several commits across
-	// the replicas, so on a loaded node fewer, larger commits leave more
-	// CPU for the writes themselves: on 2 cores, 4ms (with the load rule
-	// and the quiet gap) gave 1.2-1.35x the writes/s of a fixed 500µs and
-	// a lower median at 400 ops/s (docs/BENCHMARKS.md). Default 4ms;
-	// negative: commit at once.
-	CommitLinger time.Duration
-	// LingerBelow is the batch size (in writes) from which the committer
-	// stops lingering. Default 16.
+	// SyncLinger is the longest the syncer waits for more committed writes
+	// when it holds fewer than LingerBelow, before an fsync; it stops early
+	// once none has come for a quarter of it. It waits only under load (the
+	// writes in hand, or the previous fsync's, came in more than one
+	// request), so a lone write on an idle node is synced at once. Writes
+	// are committed (visible) at once either way: the Raft log appends and
+	// state machine applies of linearizable writes are not held back, only
+	// the acknowledgement waits for the shared fsync. A QUORUM or
+	// linearizable write costs an fsync share on several replicas, so on a
+	// loaded node fewer fsyncs leave more CPU and disk for the writes
+	// themselves (docs/BENCHMARKS.md). Default 4ms; negative: sync at once.
+	SyncLinger time.Duration
+	// LingerBelow is how many writes the syncer holds from which it stops
+	// lingering. Default 16.
 	LingerBelow int
 	// Logger receives Info (lifecycle), Warn (corruption found) and Error
 	// logs, and Badger's own logs. Nil discards.
@@ -69,7 +69,7 @@ const (
 	DefaultIndexCacheBytes = 8 << 20
 	DefaultMemTableBytes   = 16 << 20
 	DefaultMaxBatchEntries = 1024
-	DefaultCommitLinger    = 4 * time.Millisecond
+	DefaultSyncLinger      = 4 * time.Millisecond
 	DefaultLingerBelow     = 16
 
 	minMemTableBytes = 1 << 20
@@ -93,7 +93,7 @@ func DefaultConfig() Config {
 		IndexCacheBytes: DefaultIndexCacheBytes,
 		MemTableBytes:   DefaultMemTableBytes,
 		MaxBatchEntries: DefaultMaxBatchEntries,
-		CommitLinger:    DefaultCommitLinger,
+		SyncLinger:      DefaultSyncLinger,
 		LingerBelow:     DefaultLingerBelow,
 	}
 }
@@ -112,8 +112,8 @@ func (c Config) withDefaults() Config {
 	if c.MaxBatchEntries == 0 {
 		c.MaxBatchEntries = DefaultMaxBatchEntries
 	}
-	if c.CommitLinger == 0 {
-		c.CommitLinger = DefaultCommitLinger
+	if c.SyncLinger == 0 {
+		c.SyncLinger = DefaultSyncLinger
 	}
 	if c.LingerBelow == 0 {
 		c.LingerBelow = DefaultLingerBelow
@@ -152,8 +152,8 @@ func (c Config) Validate() error {
 	if c.LingerBelow < 0 {
 		errs = append(errs, fmt.Errorf("replica: LingerBelow %d is negative", c.LingerBelow))
 	}
-	if c.CommitLinger > time.Second {
-		errs = append(errs, fmt.Errorf("replica: CommitLinger %v is over a second", c.CommitLinger))
+	if c.SyncLinger > time.Second {
+		errs = append(errs, fmt.Errorf("replica: SyncLinger %v is over a second", c.SyncLinger))
 	}
 	return errors.Join(errs...)
 }
@@ -201,9 +201,6 @@ type Store struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	committer sync.WaitGroup // the committer goroutine
-	// lastBatch is how many requests the committer's previous batch held
-	// (linger); the committer goroutine's alone.
-	lastBatch int
 
 	// life guards the Badger handle for readers: Get and Scan register in
 	// readers while open; Close marks closed, then waits for readers before
@@ -224,9 +221,6 @@ type Store struct {
 		// beforeBatch runs on the committer with each gathered batch's size
 		// (in requests) before it is applied.
 		beforeBatch func(requests int)
-		// lingerGap, if positive, replaces the quiet gap (a quarter of
-		// CommitLinger) that ends a linger.
-		lingerGap time.Duration
 		// commitErr, if it returns an error, fails the commit of the
 		// transaction in hand as if Badger had.
 		commitErr func() error
@@ -291,7 +285,7 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 		return nil, errors.Join(err, db.Close())
 	}
 	if !cfg.InMemory {
-		if s.syncer, err = newSyncer(cfg.Dir, s.log, s.metrics); err != nil {
+		if s.syncer, err = newSyncer(cfg.Dir, s.log, s.metrics, cfg.SyncLinger, cfg.LingerBelow); err != nil {
 			s.metrics.unregister()
 			return nil, errors.Join(err, db.Close())
 		}

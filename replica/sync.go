@@ -29,7 +29,9 @@ var ErrSyncFailed = errors.New("replica: fsync failed; the store no longer ackno
 // fsyncs the files those transactions went to and then answers them. Every
 // request waiting when a sync starts is answered by that sync, so one
 // fsync covers every batch committed while the previous one ran (group
-// commit across batches).
+// commit across batches). Under load the syncer also lingers before an
+// fsync (Config.SyncLinger), so that it covers more: the writes wait, but
+// they are already committed and visible.
 //
 // Which files: Badger writes a transaction to the write-ahead log of the
 // memtable in use (NNNNN.mem) and, for values at or above its value
@@ -58,9 +60,13 @@ type syncer struct {
 	done sync.WaitGroup
 
 	// Owned by the syncer goroutine.
-	files  map[string]*os.File // open files by name, for fsync
-	sealed map[string]bool     // older files synced after their last write
-	failed error               // the first fsync failure; sticky
+	files     map[string]*os.File // open files by name, for fsync
+	sealed    map[string]bool     // older files synced after their last write
+	failed    error               // the first fsync failure; sticky
+	lastBatch int                 // requests the previous sync answered (linger)
+
+	lingerMax   time.Duration // Config.SyncLinger; <= 0: no linger
+	lingerBelow int           // Config.LingerBelow, in writes
 
 	// hooks are test seams, set before the first write; nil in production.
 	hooks struct {
@@ -69,15 +75,22 @@ type syncer struct {
 		beforeSync func() error
 		// synced is told the names of the files each sync fsynced.
 		synced func(names []string)
+		// lingerGap, if positive, replaces the quiet gap (a quarter of
+		// SyncLinger) that ends a linger.
+		lingerGap time.Duration
+		// batched is told how many requests each sync answers.
+		batched func(requests int)
 	}
 }
 
 // newSyncer starts the syncer of the Badger files in dir after one sync of
 // every file there: what Badger recovered at open (written by a process
 // that crashed before its fsync) is durable before anything is served.
-func newSyncer(dir string, log *slog.Logger, m *metrics) (*syncer, error) {
+// linger and lingerBelow are Config.SyncLinger and Config.LingerBelow.
+func newSyncer(dir string, log *slog.Logger, m *metrics, linger time.Duration, lingerBelow int) (*syncer, error) {
 	y := &syncer{dir: dir, log: log, m: m, wake: make(chan struct{}, 1),
-		files: make(map[string]*os.File), sealed: make(map[string]bool)}
+		files: make(map[string]*os.File), sealed: make(map[string]bool),
+		lingerMax: linger, lingerBelow: lingerBelow}
 	if err := y.sync(true); err != nil {
 		y.closeFiles()
 		return nil, err
@@ -128,16 +141,16 @@ func (y *syncer) run() {
 	defer y.done.Done()
 	var batch []*request
 	for range y.wake {
-		y.mu.Lock()
-		batch = append(batch[:0], y.mu.pending...)
-		clear(y.mu.pending)
-		y.mu.pending = y.mu.pending[:0]
-		vlog, stop := y.mu.vlogDirty, y.mu.stop
-		if len(batch) > 0 {
-			y.mu.vlogDirty = false // this sync covers it
+		var vlog, stop bool
+		batch, vlog, stop = y.take(batch[:0])
+		if len(batch) > 0 && !stop {
+			batch, vlog, stop = y.linger(batch, vlog)
 		}
-		y.mu.Unlock()
 		if len(batch) > 0 {
+			y.lastBatch = len(batch)
+			if y.hooks.batched != nil {
+				y.hooks.batched(len(batch))
+			}
 			err := y.sync(vlog)
 			for i, r := range batch {
 				if r.onDurable != nil {
@@ -152,6 +165,70 @@ func (y *syncer) run() {
 			return
 		}
 	}
+}
+
+// take appends the pending requests to batch. vlog reports whether one of
+// them wrote to the value log, stop whether close was called.
+func (y *syncer) take(batch []*request) (_ []*request, vlog, stop bool) {
+	y.mu.Lock()
+	defer y.mu.Unlock()
+	batch = append(batch, y.mu.pending...)
+	clear(y.mu.pending)
+	y.mu.pending = y.mu.pending[:0]
+	vlog, stop = y.mu.vlogDirty, y.mu.stop
+	if len(batch) > 0 {
+		y.mu.vlogDirty = false // the next sync covers it
+	}
+	return batch, vlog, stop
+}
+
+// linger adds the requests committed within SyncLinger to batch, until it
+// holds LingerBelow writes or none has come for a quarter of SyncLinger.
+// It lingers only under load: when batch holds more than one request, or
+// the previous sync answered more than one. A lone write on an idle store
+// is synced at once. Close cuts it short (stop): the batch is still synced.
+func (y *syncer) linger(batch []*request, vlog bool) (_ []*request, _, stop bool) {
+	n := 0
+	for _, r := range batch {
+		n += r.op.writes()
+	}
+	loaded := len(batch) > 1 || y.lastBatch > 1
+	if y.lingerMax <= 0 || n >= y.lingerBelow || !loaded {
+		return batch, vlog, false
+	}
+	deadline := time.Now().Add(y.lingerMax)
+	gap := y.lingerMax / 4
+	if y.hooks.lingerGap > 0 {
+		gap = y.hooks.lingerGap
+	}
+	t := time.NewTimer(min(gap, y.lingerMax))
+	defer t.Stop()
+	for n < y.lingerBelow {
+		select {
+		case <-y.wake:
+			had := len(batch)
+			var more bool
+			batch, more, stop = y.take(batch)
+			vlog = vlog || more
+			for _, r := range batch[had:] {
+				n += r.op.writes()
+			}
+			if stop {
+				return batch, vlog, true
+			}
+			if len(batch) == had {
+				continue // a wake-up for requests already taken
+			}
+			wait := min(gap, time.Until(deadline))
+			if wait <= 0 {
+				return batch, vlog, false
+			}
+			t.Reset(wait)
+		case <-t.C:
+			return batch, vlog, false
+		}
+	}
+	return batch, vlog, false
 }
 
 // sync fsyncs the files that may hold unsynced committed writes (see

@@ -227,3 +227,82 @@ func TestSyncerSyncsRotatedFiles(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncLinger: under load (the previous sync answered several requests)
+// a write committed while the syncer lingers over a small batch joins its
+// fsync; on an idle store, or with the linger off, each write is synced on
+// its own at once. Either way a write is visible before it is synced.
+func TestSyncLinger(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		linger time.Duration
+		loaded bool
+		want   []int
+	}{
+		{"lingering", time.Second, true, []int{2}}, // ends when the second arrives
+		{"idle", time.Second, false, []int{1, 1}},
+		{"off", -1, true, []int{1, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTest(t, func(c *Config) { c.SyncLinger, c.LingerBelow = tc.linger, 2 })
+			// The second write may be slow to come on a loaded machine.
+			s.syncer.hooks.lingerGap = tc.linger
+			if tc.loaded {
+				// The syncer is idle, waiting for a wake-up that the first
+				// write's hand-off orders after this write.
+				s.syncer.lastBatch = 2
+			}
+			var mu sync.Mutex
+			var sizes []int
+			s.syncer.hooks.batched = func(n int) {
+				mu.Lock()
+				sizes = append(sizes, n)
+				mu.Unlock()
+			}
+			merge := func(key string) chan error {
+				errc := make(chan error, 1)
+				go func() {
+					errc <- s.Merge(t.Context(), []Entry{{Partition: 1, Key: []byte(key), Record: rec(1, "n", "v")}})
+				}()
+				return errc
+			}
+			first := merge("a")
+			// Committed and taken by the syncer: it lingers now, or has
+			// synced it.
+			waitFor(t, "the syncer to take the first merge", func() bool {
+				if _, err := s.Get(1, []byte("a")); err != nil {
+					return false
+				}
+				s.syncer.mu.Lock()
+				defer s.syncer.mu.Unlock()
+				return len(s.syncer.mu.pending) == 0
+			})
+			atOnce := tc.linger < 0 || !tc.loaded
+			if atOnce {
+				if err := <-first; err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				select {
+				case err := <-first:
+					t.Fatalf("the first merge returned (%v) while the syncer lingered", err)
+				default:
+				}
+			}
+			second := merge("b")
+			for _, errc := range []chan error{first, second} {
+				if atOnce && errc == first {
+					continue
+				}
+				if err := <-errc; err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(sizes, tc.want) {
+				t.Errorf("sync batch sizes %v, want %v", sizes, tc.want)
+			}
+		})
+	}
+}

@@ -62,7 +62,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Float64Var(&cfg.AntiEntropy.ScrubPerSec, "scrub-rate", cfg.AntiEntropy.ScrubPerSec, "stored records per second the scrubber verifies; negative disables it")
 	fs.DurationVar(&cfg.AntiEntropy.TombstoneGrace, "tombstone-grace", cfg.AntiEntropy.TombstoneGrace, "how long tombstones are kept at least before collection; negative never collects")
 	fs.DurationVar(&cfg.AntiEntropy.GCInterval, "gc-interval", cfg.AntiEntropy.GCInterval, "how often collectable tombstones are looked for")
-	fs.DurationVar(&cfg.Replica.CommitLinger, "commit-linger", cfg.Replica.CommitLinger, "longest a group commit waits for more writes under load while it holds fewer than 16 (ends early after a quiet quarter of it; fewer, larger commits); negative: commit at once")
+	fs.DurationVar(&cfg.Replica.SyncLinger, "sync-linger", cfg.Replica.SyncLinger, "longest an fsync waits for more committed writes under load while it covers fewer than 16 (ends early after a quiet quarter of it; fewer, larger fsyncs); negative: sync at once")
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pprofAddr := fs.String("pprof", envDefault("RINGKV_PPROF", ""), "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off (env RINGKV_PPROF)")
