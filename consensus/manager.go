@@ -338,6 +338,12 @@ func (mg *Manager) ensureGroups(r *ring.Ring, bootstrap bool) error {
 	return nil
 }
 
+// logCacheEntries is how many of its newest log entries a group keeps in
+// memory (raft.LogCache) for replication to read back. Small: a follower
+// that is further behind reads the store, and the cache pins the entries'
+// values.
+const logCacheEntries = 64
+
 func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	mg.mu.Lock()
 	closed := mg.mu.closed
@@ -379,6 +385,12 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 			dt.SetLogDurability(d)
 		}
 	}
+	// Raft reads back the entries it just appended to replicate them: the
+	// newest come from memory instead of a Badger lookup each.
+	cached, err := raft.NewLogCache(logCacheEntries, logs)
+	if err != nil {
+		return fmt.Errorf("consensus: log cache of group %d: %w", p, err)
+	}
 	if bootstrap {
 		has, err := raft.HasExistingState(logs, stable, snaps)
 		if err != nil {
@@ -391,7 +403,7 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 			}
 		}
 	}
-	r, err := raft.NewRaft(rc, &countingFSM{fsm: f, m: mg.m}, logs, stable, snaps, trans)
+	r, err := raft.NewRaft(rc, &countingFSM{fsm: f, m: mg.m}, cached, stable, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
