@@ -45,6 +45,14 @@ var ErrSyncFailed = errors.New("replica: fsync failed; the store no longer ackno
 // each kind). A file first seen also gets the directory fsynced, so that
 // its entry survives a crash. A .mem file that disappeared was flushed to
 // an SST table, which Badger syncs before deleting it.
+//
+// Listing the directory on every sync would cost a few system calls each
+// time for a listing that rarely changes (a memtable rotates every
+// MemTableBytes). A sync lists it again only when the directory's
+// modification time moved since the last listing (every create and delete
+// moves it), when that time was too close to the listing to tell a later
+// change by (file systems stamp it from a coarse clock), and at least once
+// a second (so that handles of deleted files get closed).
 type syncer struct {
 	dir string
 	log *slog.Logger
@@ -64,6 +72,15 @@ type syncer struct {
 	sealed    map[string]bool     // older files synced after their last write
 	failed    error               // the first fsync failure; sticky
 	lastBatch int                 // requests the previous sync answered (linger)
+	// The last listing of dir: the .mem and .vlog files in it, the newest
+	// of each kind, and when it was listed. listedMtime is dir's
+	// modification time seen just before, zero when it cannot be trusted
+	// to show a later change.
+	present     map[string]bool
+	newest      map[string]string // by suffix
+	listedAt    time.Time
+	listedMtime time.Time
+	listTTL     time.Duration // dirListTTL; tests lengthen it
 
 	lingerMax   time.Duration // Config.SyncLinger; <= 0: no linger
 	lingerBelow int           // Config.LingerBelow, in writes
@@ -80,6 +97,8 @@ type syncer struct {
 		lingerGap time.Duration
 		// batched is told how many requests each sync answers.
 		batched func(requests int)
+		// listed is called after each listing of the directory.
+		listed func()
 	}
 }
 
@@ -90,7 +109,7 @@ type syncer struct {
 func newSyncer(dir string, log *slog.Logger, m *metrics, linger time.Duration, lingerBelow int) (*syncer, error) {
 	y := &syncer{dir: dir, log: log, m: m, wake: make(chan struct{}, 1),
 		files: make(map[string]*os.File), sealed: make(map[string]bool),
-		lingerMax: linger, lingerBelow: lingerBelow}
+		lingerMax: linger, lingerBelow: lingerBelow, listTTL: dirListTTL}
 	if err := y.sync(true); err != nil {
 		y.closeFiles()
 		return nil, err
@@ -254,23 +273,50 @@ func (y *syncer) sync(vlog bool) error {
 	return nil
 }
 
-func (y *syncer) syncFiles(vlog bool) error {
+// dirListTTL is the longest a listing of the directory is reused, and
+// dirMtimeSlack how far before a listing the directory's modification time
+// must lie for a later change to show as a different time.
+const (
+	dirListTTL    = time.Second
+	dirMtimeSlack = 100 * time.Millisecond
+)
+
+// list refreshes the listing of the directory's .mem and .vlog files,
+// unless the directory is known not to have changed since the last one.
+func (y *syncer) list() error {
+	st, err := os.Stat(y.dir)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", y.dir, err)
+	}
+	now := time.Now()
+	mtime := st.ModTime()
+	if y.present != nil && !y.listedMtime.IsZero() && mtime.Equal(y.listedMtime) && now.Sub(y.listedAt) < y.listTTL {
+		return nil // nothing created or deleted since the last listing
+	}
 	entries, err := os.ReadDir(y.dir)
 	if err != nil {
 		return fmt.Errorf("list %s: %w", y.dir, err)
 	}
-	newest := map[string]string{} // by suffix; names are zero-padded numbers
+	newest := map[string]string{}
 	present := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		name := e.Name()
 		for _, suffix := range []string{".mem", ".vlog"} {
 			if strings.HasSuffix(name, suffix) {
 				present[name] = true
-				if name > newest[suffix] {
+				if newerFile(name, newest[suffix]) {
 					newest[suffix] = name
 				}
 			}
 		}
+	}
+	if y.hooks.listed != nil {
+		y.hooks.listed()
+	}
+	y.present, y.newest, y.listedAt = present, newest, now
+	y.listedMtime = mtime
+	if !mtime.Before(now.Add(-dirMtimeSlack)) {
+		y.listedMtime = time.Time{} // a change now could keep this time: list next time too
 	}
 	for name, f := range y.files { // flushed or collected by Badger
 		if !present[name] {
@@ -279,6 +325,24 @@ func (y *syncer) syncFiles(vlog bool) error {
 			delete(y.sealed, name)
 		}
 	}
+	return nil
+}
+
+// newerFile reports whether Badger file name a (NNNNN.mem or NNNNNN.vlog)
+// has a higher number than b ("" has none). The numbers are zero-padded to
+// five or six digits but grow longer past them, so a longer name is newer.
+func newerFile(a, b string) bool {
+	if len(a) != len(b) {
+		return len(a) > len(b)
+	}
+	return a > b
+}
+
+func (y *syncer) syncFiles(vlog bool) error {
+	if err := y.list(); err != nil {
+		return err
+	}
+	present, newest := y.present, y.newest
 	newFile := false
 	var synced []string
 	for name := range present {
@@ -291,6 +355,7 @@ func (y *syncer) syncFiles(vlog bool) error {
 		}
 		f := y.files[name]
 		if f == nil {
+			var err error
 			f, err = os.Open(filepath.Join(y.dir, name))
 			if errors.Is(err, fs.ErrNotExist) {
 				continue // flushed to a table since the listing

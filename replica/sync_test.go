@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -304,5 +305,68 @@ func TestSyncLinger(t *testing.T) {
 				t.Errorf("sync batch sizes %v, want %v", sizes, tc.want)
 			}
 		})
+	}
+}
+
+// TestSyncerListsOnlyOnChange: a sync lists the directory again only when
+// its modification time moved since the last listing, or was too recent
+// then to show a later change.
+func TestSyncerListsOnlyOnChange(t *testing.T) {
+	s := openTest(t, nil)
+	var listings atomic.Int32
+	s.syncer.hooks.listed = func() { listings.Add(1) }
+	s.syncer.listTTL = time.Hour // a slow run must not list for its age
+	merge := func(key string) {
+		t.Helper()
+		if err := s.Merge(t.Context(), []Entry{{Key: []byte(key), Record: rec(1, "n", "v")}}); err != nil {
+			t.Fatalf("Merge %s: %v", key, err)
+		}
+	}
+	dir := s.cfg.Dir
+	past := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(dir, past, past); err != nil {
+		t.Fatal(err)
+	}
+	merge("a")
+	if n := listings.Load(); n != 1 {
+		t.Fatalf("after the directory's time moved: %d listings, want 1", n)
+	}
+	merge("b")
+	merge("c")
+	if n := listings.Load(); n != 1 {
+		t.Fatalf("with the directory unchanged: %d listings, want still 1", n)
+	}
+	// A file created (or deleted) moves the time; so does this Chtimes to
+	// now, which is also too recent to tell the next change by.
+	if err := os.WriteFile(filepath.Join(dir, "other"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	if err := os.Chtimes(dir, now, now); err != nil {
+		t.Fatal(err)
+	}
+	merge("d")
+	merge("e")
+	if n := listings.Load(); n != 3 {
+		t.Fatalf("with a recent change: %d listings, want 3 (one per sync)", n)
+	}
+}
+
+// TestNewerFile: Badger's file numbers outgrow their zero padding.
+func TestNewerFile(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"00002.mem", "00001.mem", true},
+		{"00001.mem", "00002.mem", false},
+		{"00001.mem", "", true},
+		{"100000.mem", "99999.mem", true},
+		{"99999.mem", "100000.mem", false},
+		{"000010.vlog", "000009.vlog", true},
+	} {
+		if got := newerFile(tc.a, tc.b); got != tc.want {
+			t.Errorf("newerFile(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
 	}
 }
