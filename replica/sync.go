@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -51,8 +52,10 @@ var ErrSyncFailed = errors.New("replica: fsync failed; the store no longer ackno
 // MemTableBytes). A sync lists it again only when the directory's
 // modification time moved since the last listing (every create and delete
 // moves it), when that time was too close to the listing to tell a later
-// change by (file systems stamp it from a coarse clock), and at least once
-// a second (so that handles of deleted files get closed).
+// change by (file systems stamp it from a coarse clock), when the file
+// Badger would create after the newest .mem or .vlog exists (a rotation,
+// even where a file system keeps no directory time), and at least once a
+// second (so that handles of deleted files get closed).
 type syncer struct {
 	dir string
 	log *slog.Logger
@@ -290,7 +293,8 @@ func (y *syncer) list() error {
 	}
 	now := time.Now()
 	mtime := st.ModTime()
-	if y.present != nil && !y.listedMtime.IsZero() && mtime.Equal(y.listedMtime) && now.Sub(y.listedAt) < y.listTTL {
+	if y.present != nil && !y.listedMtime.IsZero() && mtime.Equal(y.listedMtime) &&
+		now.Sub(y.listedAt) < y.listTTL && !y.successorExists() {
 		return nil // nothing created or deleted since the last listing
 	}
 	entries, err := os.ReadDir(y.dir)
@@ -326,6 +330,28 @@ func (y *syncer) list() error {
 		}
 	}
 	return nil
+}
+
+// successorExists reports whether the file Badger would create next after
+// the newest .mem or .vlog file of the last listing is there (or cannot be
+// ruled out): a rotation, should the directory's time not show it (a file
+// system that does not keep it).
+func (y *syncer) successorExists() bool {
+	for suffix, width := range map[string]int{".mem": 5, ".vlog": 6} {
+		name := y.newest[suffix]
+		if name == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(name, suffix), 10, 32)
+		if err != nil {
+			return true
+		}
+		_, err = os.Lstat(filepath.Join(y.dir, fmt.Sprintf("%0*d%s", width, n+1, suffix)))
+		if !errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+	}
+	return false
 }
 
 // newerFile reports whether Badger file name a (NNNNN.mem or NNNNNN.vlog)
