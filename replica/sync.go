@@ -284,6 +284,14 @@ const (
 	dirMtimeSlack = 100 * time.Millisecond
 )
 
+// logFileKinds are the Badger files a sync may have to fsync: memtable
+// write-ahead logs (NNNNN.mem) and value logs (NNNNNN.vlog), with the
+// zero-padded width of their numbers.
+var logFileKinds = [...]struct {
+	suffix string
+	width  int
+}{{".mem", 5}, {".vlog", 6}}
+
 // list refreshes the listing of the directory's .mem and .vlog files,
 // unless the directory is known not to have changed since the last one.
 func (y *syncer) list() error {
@@ -305,11 +313,11 @@ func (y *syncer) list() error {
 	present := make(map[string]bool, len(entries))
 	for _, e := range entries {
 		name := e.Name()
-		for _, suffix := range []string{".mem", ".vlog"} {
-			if strings.HasSuffix(name, suffix) {
+		for _, k := range logFileKinds {
+			if strings.HasSuffix(name, k.suffix) {
 				present[name] = true
-				if newerFile(name, newest[suffix]) {
-					newest[suffix] = name
+				if newerFile(name, newest[k.suffix]) {
+					newest[k.suffix] = name
 				}
 			}
 		}
@@ -337,16 +345,16 @@ func (y *syncer) list() error {
 // ruled out): a rotation, should the directory's time not show it (a file
 // system that does not keep it).
 func (y *syncer) successorExists() bool {
-	for suffix, width := range map[string]int{".mem": 5, ".vlog": 6} {
-		name := y.newest[suffix]
+	for _, k := range logFileKinds {
+		name := y.newest[k.suffix]
 		if name == "" {
 			continue
 		}
-		n, err := strconv.ParseUint(strings.TrimSuffix(name, suffix), 10, 32)
+		n, err := strconv.ParseUint(strings.TrimSuffix(name, k.suffix), 10, 32)
 		if err != nil {
 			return true
 		}
-		_, err = os.Lstat(filepath.Join(y.dir, fmt.Sprintf("%0*d%s", width, n+1, suffix)))
+		_, err = os.Lstat(filepath.Join(y.dir, fmt.Sprintf("%0*d%s", k.width, n+1, k.suffix)))
 		if !errors.Is(err, fs.ErrNotExist) {
 			return true
 		}
