@@ -7,8 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"storj.io/drpc/drpcconn"
-
+	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
@@ -27,7 +26,7 @@ type Client struct {
 
 	mu struct {
 		sync.Mutex
-		idle   map[string][]*drpcconn.Conn // by address
+		idle   map[string][]*rpcconn.Conn // by address
 		closed bool
 	}
 }
@@ -37,7 +36,7 @@ const idlePerPeer = 2
 // NewClient returns a Client resolving node ids with resolver.
 func NewClient(resolver Resolver) *Client {
 	c := &Client{resolver: resolver, dialTimeout: time.Second}
-	c.mu.idle = make(map[string][]*drpcconn.Conn)
+	c.mu.idle = make(map[string][]*rpcconn.Conn)
 	return c
 }
 
@@ -57,7 +56,7 @@ func (c *Client) Close() error {
 
 // call runs f on a connection to node, returning the connection to the
 // idle set afterwards unless f failed at the transport level.
-func (c *Client) call(ctx context.Context, node string, f func(conn *drpcconn.Conn) error) error {
+func (c *Client) call(ctx context.Context, node string, f func(conn *rpcconn.Conn) error) error {
 	addr, ok := c.resolver.RPCAddr(node)
 	if !ok {
 		return fmt.Errorf("%w: %s", ErrUnknownPeer, node)
@@ -67,7 +66,7 @@ func (c *Client) call(ctx context.Context, node string, f func(conn *drpcconn.Co
 		c.mu.Unlock()
 		return ErrClosed
 	}
-	var conn *drpcconn.Conn
+	var conn *rpcconn.Conn
 	if idle := c.mu.idle[addr]; len(idle) > 0 {
 		conn = idle[len(idle)-1]
 		c.mu.idle[addr] = idle[:len(idle)-1]
@@ -80,7 +79,7 @@ func (c *Client) call(ctx context.Context, node string, f func(conn *drpcconn.Co
 		if err != nil {
 			return fmt.Errorf("dial %s: %w", node, err)
 		}
-		conn = drpcconn.New(nc)
+		conn = rpcconn.New(nc)
 	}
 	err := f(conn)
 	select {
@@ -107,7 +106,7 @@ func (c *Client) call(ctx context.Context, node string, f func(conn *drpcconn.Co
 // Tree implements Peers.
 func (c *Client) Tree(ctx context.Context, node string, req *kvpb.TreeRequest) ([]uint64, error) {
 	var out []uint64
-	err := c.call(ctx, node, func(conn *drpcconn.Conn) error {
+	err := c.call(ctx, node, func(conn *rpcconn.Conn) error {
 		resp, err := kvpb.NewDRPCRepairClient(conn).Tree(ctx, req)
 		if err != nil {
 			return errorFor(err)
@@ -121,7 +120,7 @@ func (c *Client) Tree(ctx context.Context, node string, req *kvpb.TreeRequest) (
 // Fetch implements Peers.
 func (c *Client) Fetch(ctx context.Context, node string, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
 	var out *kvpb.FetchResponse
-	err := c.call(ctx, node, func(conn *drpcconn.Conn) error {
+	err := c.call(ctx, node, func(conn *rpcconn.Conn) error {
 		resp, err := kvpb.NewDRPCRepairClient(conn).Fetch(ctx, req)
 		if err != nil {
 			return errorFor(err)
@@ -134,7 +133,7 @@ func (c *Client) Fetch(ctx context.Context, node string, req *kvpb.FetchRequest)
 
 // Merge implements Peers with the Replica service's Merge.
 func (c *Client) Merge(ctx context.Context, node string, records []*kvpb.KeyedRecord) error {
-	return c.call(ctx, node, func(conn *drpcconn.Conn) error {
+	return c.call(ctx, node, func(conn *rpcconn.Conn) error {
 		if _, err := kvpb.NewDRPCReplicaClient(conn).Merge(ctx, &kvpb.MergeRequest{Records: records}); err != nil {
 			return errorFor(err)
 		}
@@ -145,7 +144,7 @@ func (c *Client) Merge(ctx context.Context, node string, records []*kvpb.KeyedRe
 // Read implements Peers with the Replica service's Read.
 func (c *Client) Read(ctx context.Context, node string, keys []*kvpb.ReadKey) ([]*kvpb.ReadResult, error) {
 	var out []*kvpb.ReadResult
-	err := c.call(ctx, node, func(conn *drpcconn.Conn) error {
+	err := c.call(ctx, node, func(conn *rpcconn.Conn) error {
 		resp, err := kvpb.NewDRPCReplicaClient(conn).Read(ctx, &kvpb.ReadRequest{Keys: keys})
 		if err != nil {
 			return errorFor(err)

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"storj.io/drpc/drpcconn"
+	"github.com/ringkv/ringkv/internal/rpcconn"
 )
 
 // pool is a bounded set of drpc connections to one node. drpcpool does not
@@ -22,7 +22,7 @@ type pool struct {
 	slots chan struct{}
 	// idle holds connections not in use; capacity size, so put never
 	// blocks.
-	idle chan *drpcconn.Conn
+	idle chan *rpcconn.Conn
 
 	mu struct {
 		sync.Mutex
@@ -35,7 +35,7 @@ func newPool(addr string, size int, dialTimeout time.Duration) *pool {
 		addr:        addr,
 		dialTimeout: dialTimeout,
 		slots:       make(chan struct{}, size),
-		idle:        make(chan *drpcconn.Conn, size),
+		idle:        make(chan *rpcconn.Conn, size),
 	}
 }
 
@@ -48,7 +48,7 @@ func (e *dialError) Unwrap() error { return e.err }
 // get returns a connection for one call; give it back with put. It returns
 // a *dialError when a new connection could not be made, ctx.Err() when ctx
 // ended first, and ErrClosed after close.
-func (p *pool) get(ctx context.Context) (*drpcconn.Conn, error) {
+func (p *pool) get(ctx context.Context) (*rpcconn.Conn, error) {
 	for {
 		// An idle connection first, without waiting.
 		select {
@@ -82,7 +82,7 @@ func (p *pool) get(ctx context.Context) (*drpcconn.Conn, error) {
 	}
 }
 
-func usable(conn *drpcconn.Conn) bool {
+func usable(conn *rpcconn.Conn) bool {
 	select {
 	case <-conn.Closed():
 		return false
@@ -91,19 +91,19 @@ func usable(conn *drpcconn.Conn) bool {
 	}
 }
 
-func (p *pool) dial(ctx context.Context) (*drpcconn.Conn, error) {
+func (p *pool) dial(ctx context.Context) (*rpcconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
 	defer cancel()
 	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.addr)
 	if err != nil {
 		return nil, &dialError{fmt.Errorf("dial %s: %w", p.addr, err)}
 	}
-	return drpcconn.New(nc), nil
+	return rpcconn.New(nc), nil
 }
 
 // put returns conn after a call. healthy false (the call failed below the
 // RPC layer) closes it instead.
-func (p *pool) put(conn *drpcconn.Conn, healthy bool) {
+func (p *pool) put(conn *rpcconn.Conn, healthy bool) {
 	p.mu.Lock()
 	closed := p.mu.closed
 	if healthy && !closed {
@@ -116,7 +116,7 @@ func (p *pool) put(conn *drpcconn.Conn, healthy bool) {
 }
 
 // drop closes conn and frees its slot.
-func (p *pool) drop(conn *drpcconn.Conn) {
+func (p *pool) drop(conn *rpcconn.Conn) {
 	_ = conn.Close() // broken or unwanted; nothing to report
 	<-p.slots
 }

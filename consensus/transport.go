@@ -15,9 +15,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"storj.io/drpc"
-	"storj.io/drpc/drpcconn"
 	"storj.io/drpc/drpcerr"
 
+	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
@@ -374,20 +374,20 @@ func (t *Transport) peerFor(target raft.ServerAddress) (*peer, error) {
 	p := &peer{
 		addr:  addr,
 		slots: make(chan struct{}, t.cfg.ConnsPerPeer),
-		idle:  make(chan *drpcconn.Conn, t.cfg.ConnsPerPeer),
+		idle:  make(chan *rpcconn.Conn, t.cfg.ConnsPerPeer),
 	}
 	t.mu.peers[addr] = p
 	return p, nil
 }
 
-func (t *Transport) dial(ctx context.Context, addr string) (*drpcconn.Conn, error) {
+func (t *Transport) dial(ctx context.Context, addr string) (*rpcconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
 	defer cancel()
 	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial raft peer %s: %w", addr, err)
 	}
-	return drpcconn.New(nc), nil
+	return rpcconn.New(nc), nil
 }
 
 // call runs fn on a pooled connection to target within timeout.
@@ -420,8 +420,8 @@ func (t *Transport) callPeer(ctx context.Context, p *peer, fn func(context.Conte
 
 // acquire returns an idle connection to p or dials one, waiting (bounded by
 // ctx) while ConnsPerPeer are in use.
-func (t *Transport) acquire(ctx context.Context, p *peer) (*drpcconn.Conn, error) {
-	var conn *drpcconn.Conn
+func (t *Transport) acquire(ctx context.Context, p *peer) (*rpcconn.Conn, error) {
+	var conn *rpcconn.Conn
 	select {
 	case conn = <-p.idle:
 	default:
@@ -458,7 +458,7 @@ type peer struct {
 	slots chan struct{}
 	// idle holds the pooled connections not in use; its capacity equals
 	// slots', so release never blocks.
-	idle chan *drpcconn.Conn
+	idle chan *rpcconn.Conn
 
 	mu struct {
 		sync.Mutex
@@ -468,7 +468,7 @@ type peer struct {
 
 // release returns conn to the pool, or closes it if drpc has closed it (a
 // canceled call hard-closes its connection).
-func (p *peer) release(conn *drpcconn.Conn) {
+func (p *peer) release(conn *rpcconn.Conn) {
 	select {
 	case <-conn.Closed():
 		_ = conn.Close() // broken: nothing to report
@@ -719,7 +719,7 @@ func (s *appendStream) write() {
 
 // read completes futures as their responses arrive; it owns the stream's
 // connection.
-func (s *appendStream) read(conn *drpcconn.Conn) {
+func (s *appendStream) read(conn *rpcconn.Conn) {
 	defer s.t.wg.Done()
 	defer func() { _ = conn.Close() }() // the stream has ended; nothing to report
 	for {

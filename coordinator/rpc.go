@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"storj.io/drpc/drpcconn"
 
+	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 )
@@ -108,7 +108,7 @@ type call struct {
 	partition uint32
 	key       []byte
 	scan      ScanRequest
-	invoke    func(ctx context.Context, conn *drpcconn.Conn) (any, error)
+	invoke    func(ctx context.Context, conn *rpcconn.Conn) (any, error)
 	done      chan callResult // buffered 1: the sender never blocks
 	// state moves once from callQueued to callTaken (a sender will send
 	// it) or to callAbandoned (the caller left first: never sent), so a
@@ -270,7 +270,7 @@ func (t *RPCTransport) peer(addr string) (*peer, error) {
 // from queue until Close.
 func (t *RPCTransport) sender(p *peer, queue <-chan *call, maxBatch int) {
 	defer t.wg.Done()
-	var conn *drpcconn.Conn
+	var conn *rpcconn.Conn
 	defer func() {
 		if conn != nil {
 			_ = conn.Close() // shutting down; nothing to report to
@@ -345,14 +345,14 @@ func answerAll(batch []*call, err error) {
 	}
 }
 
-func (t *RPCTransport) dial(addr string) (*drpcconn.Conn, error) {
+func (t *RPCTransport) dial(addr string) (*rpcconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(t.lifetime, t.cfg.DialTimeout)
 	defer cancel()
 	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	return drpcconn.New(nc), nil
+	return rpcconn.New(nc), nil
 }
 
 // batchContext returns a context for an RPC serving calls: it ends at the
@@ -373,7 +373,7 @@ func (t *RPCTransport) batchContext(calls []*call) (context.Context, context.Can
 
 // send issues the batch's RPCs on conn, answering every call. It returns
 // the first transport-level error, after which conn should be dropped.
-func (t *RPCTransport) send(conn *drpcconn.Conn, batch []*call) error {
+func (t *RPCTransport) send(conn *rpcconn.Conn, batch []*call) error {
 	client := kvpb.NewDRPCReplicaClient(conn)
 	var merges, reads []*call
 	var firstErr error

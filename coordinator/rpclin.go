@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"math"
 
-	"storj.io/drpc/drpcconn"
 	"storj.io/drpc/drpcerr"
 
 	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 )
@@ -23,7 +23,7 @@ func drpcerrCode(err error) uint64 { return drpcerr.Code(err) }
 // after the request left gets an error wrapping errMaybeSent;
 // invokeWrite turns that into consensus.ErrAmbiguous.
 func invoke[T any](ctx context.Context, t *RPCTransport, node string, fn func(ctx context.Context, c kvpb.DRPCLinearizableClient) (T, error)) (T, error) {
-	res := t.do(ctx, node, &call{kind: callInvoke, invoke: func(ctx context.Context, conn *drpcconn.Conn) (any, error) {
+	res := t.do(ctx, node, &call{kind: callInvoke, invoke: func(ctx context.Context, conn *rpcconn.Conn) (any, error) {
 		return fn(ctx, kvpb.NewDRPCLinearizableClient(conn))
 	}})
 	var zero T
