@@ -14,6 +14,7 @@ import (
 
 	"storj.io/drpc/drpcerr"
 
+	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
@@ -38,6 +39,7 @@ type Client struct {
 		view    *view
 		leaders []string         // per partition; "" unknown
 		pools   map[string]*pool // by address
+		lanes   map[laneKey]*lane
 		down    map[string]time.Time
 		closed  bool
 	}
@@ -94,6 +96,7 @@ func newClient(addrs []string, opts []Option) (*Client, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{cfg: cfg, seeds: seeds, log: log, lifetime: ctx, cancel: cancel, refreshCh: make(chan struct{}, 1)}
 	c.mu.pools = make(map[string]*pool)
+	c.mu.lanes = make(map[laneKey]*lane)
 	c.mu.down = make(map[string]time.Time)
 	c.rnd.r = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(seeds)))) //nolint:gosec // jitter, not security
 	c.wg.Add(1)
@@ -301,9 +304,12 @@ func codeError(code kvpb.ErrorCode, msg string) (outcome, error) {
 // calls, the result code and message of the answer, or the RPC's error.
 type attemptFunc func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (hdr *kvpb.ClientHeader, code kvpb.ErrorCode, msg, leader string, err error)
 
+// tryFunc makes one attempt of a call at addr.
+type tryFunc func(ctx context.Context, addr string) (outcome, error)
+
 // call runs one operation on key ("" for List) with retries. write tells
 // whether it changes state (never retried once it may have been applied).
-func (c *Client) call(ctx context.Context, key string, level Consistency, write bool, fn attemptFunc) error {
+func (c *Client) call(ctx context.Context, key string, level Consistency, write bool, try tryFunc) error {
 	if c.isClosed() {
 		return ErrClosed
 	}
@@ -333,7 +339,7 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 			addr = addrs[0]
 		}
 		tried = append(tried, addr)
-		how, err := c.attempt(ctx, addr, key, fn)
+		how, err := try(ctx, addr)
 		if err == nil {
 			return nil
 		}
@@ -363,34 +369,50 @@ func (c *Client) attempt(ctx context.Context, addr, key string, fn attemptFunc) 
 	if p == nil {
 		return final, ErrClosed
 	}
-	conn, err := p.get(ctx)
+	conn, how, err := c.conn(ctx, p)
 	if err != nil {
-		var de *dialError
-		switch {
-		case errors.As(err, &de):
-			c.markDown(addr)
-			return retry, fmt.Errorf("%w: %w", ErrUnavailable, err)
-		case errors.Is(err, ErrClosed):
-			return final, ErrClosed
-		default: // ctx ended while waiting for a connection: not sent
-			return retry, timeoutError(ctx, c.isClosed(), nil)
-		}
+		return how, err
 	}
 	hdr, code, msg, leader, err := fn(ctx, kvpb.NewDRPCClientClient(conn), serverBudget(ctx))
 	if err != nil {
-		if code := drpcerr.Code(err); code != 0 { // the node refused the call itself
-			p.put(conn, true)
-			return codeError(kvpb.ErrorCode(code), fmt.Sprintf("%s: %v", addr, err)) //nolint:gosec // codes are small
-		}
-		p.put(conn, false)
-		c.requestRefresh()
-		return retryReads, fmt.Errorf("call to %s failed: %w", addr, err)
+		return c.rpcFailed(addr, p, conn, err)
 	}
 	p.put(conn, true)
 	c.observe(hdr, key, leader)
 	if code == kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		return final, nil
 	}
-	how, err := codeError(code, fmt.Sprintf("%s (node %s)", msg, hdr.GetNodeId()))
+	how, err = codeError(code, fmt.Sprintf("%s (node %s)", msg, hdr.GetNodeId()))
 	return how, err
+}
+
+// conn takes a connection from p, or says how the attempt failed.
+func (c *Client) conn(ctx context.Context, p *pool) (*rpcconn.Conn, outcome, error) {
+	conn, err := p.get(ctx)
+	if err == nil {
+		return conn, final, nil
+	}
+	var de *dialError
+	switch {
+	case errors.As(err, &de):
+		c.markDown(p.addr)
+		return nil, retry, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	case errors.Is(err, ErrClosed):
+		return nil, final, ErrClosed
+	default: // ctx ended while waiting for a connection: not sent
+		return nil, retry, timeoutError(ctx, c.isClosed(), nil)
+	}
+}
+
+// rpcFailed classifies the failure of an RPC made on conn (from p, to addr)
+// and returns conn to p, or closes it when the failure was below the RPC
+// layer.
+func (c *Client) rpcFailed(addr string, p *pool, conn *rpcconn.Conn, err error) (outcome, error) {
+	if code := drpcerr.Code(err); code != 0 { // the node refused the call itself
+		p.put(conn, true)
+		return codeError(kvpb.ErrorCode(code), fmt.Sprintf("%s: %v", addr, err)) //nolint:gosec // codes are small
+	}
+	p.put(conn, false)
+	c.requestRefresh()
+	return retryReads, fmt.Errorf("call to %s failed: %w", addr, err)
 }

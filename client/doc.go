@@ -61,12 +61,23 @@
 // free connection. A connection that fails is closed and redialed on
 // demand. A node that refuses connections is skipped for NodeDownFor.
 //
+// Concurrent single calls are coalesced (coalesce.go): each node has a
+// lane per kind of call (reads or writes, per level), at most
+// CoalesceConns RPCs of a lane are in flight, and the calls made while
+// they are go together as one Batch RPC when one returns. A call that
+// finds its lane idle is sent at once on its own goroutine, so a lone
+// caller pays nothing for it; each call keeps its own result, retries and
+// deadline. WithCoalesceConns(0) turns it off.
+//
 // # Goroutines
 //
 //   - One refresher per Client: fed by refresh requests and a ticker,
 //     stopped by Close.
 //   - One per Async call, and one per node per Batch, each ending with its
 //     call (bounded by the call's deadline; Close cancels them).
+//   - Under contention, one per lane sending the calls that waited, ending
+//     when the lane has none left (each RPC bounded by its calls'
+//     deadlines).
 //
 // The key's partition is computed here as in package ring:
 // xxhash64(key) >> (64 - log2 P).

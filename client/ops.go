@@ -28,13 +28,10 @@ func (c *Client) do(ctx context.Context, op *kvpb.ClientOp, level Consistency) (
 	op.Consistency = w
 	var res *kvpb.ClientResult
 	write := op.GetKind() != kvpb.ClientOp_KIND_GET
-	err = c.call(ctx, string(op.GetKey()), level, write, func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
-		resp, err := cl.Do(ctx, &kvpb.ClientRequest{Op: op, TimeoutMicros: budget})
-		if err != nil {
-			return nil, 0, "", "", err //nolint:wrapcheck // classified by call
-		}
-		res = resp.GetResult()
-		return resp.GetHeader(), res.GetError(), res.GetMessage(), res.GetLeader(), nil
+	err = c.call(ctx, string(op.GetKey()), level, write, func(ctx context.Context, addr string) (outcome, error) {
+		how, r, err := c.attemptOp(ctx, addr, op, write)
+		res = r
+		return how, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s %q: %w", opName(op.GetKind()), op.GetKey(), err)
@@ -147,13 +144,16 @@ func (c *Client) List(ctx context.Context, prefix string, opts ...CallOption) ([
 		return nil, fmt.Errorf("%w: negative limit %d", ErrInvalidArgument, cc.limit)
 	}
 	var pairs []*kvpb.ClientPair
-	err = c.call(ctx, "", cc.level, false, func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
+	list := func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
 		resp, err := cl.List(ctx, &kvpb.ClientListRequest{Prefix: []byte(prefix), Limit: uint32(cc.limit), Consistency: w, TimeoutMicros: budget}) //nolint:gosec // checked non-negative
 		if err != nil {
 			return nil, 0, "", "", err //nolint:wrapcheck // classified by call
 		}
 		pairs = resp.GetPairs()
 		return resp.GetHeader(), resp.GetError(), resp.GetMessage(), "", nil
+	}
+	err = c.call(ctx, "", cc.level, false, func(ctx context.Context, addr string) (outcome, error) {
+		return c.attempt(ctx, addr, "", list)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list %q: %w", prefix, err)

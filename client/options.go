@@ -111,6 +111,12 @@ type Config struct {
 	NodeDownFor time.Duration
 	// BatchChunk caps the operations one Batch RPC carries. Default 256.
 	BatchChunk int
+	// CoalesceConns is how many RPCs of one kind (reads or writes, at one
+	// level) may be in flight to a node at once carrying single calls
+	// (Get, Set, Delete, CompareAndSet, PutIfAbsent); calls made meanwhile
+	// wait and go together, up to BatchChunk, in the next (coalesce.go).
+	// 0 sends every call in an RPC of its own. Default 2.
+	CoalesceConns int
 	// Logger receives debug logs; nil discards.
 	Logger *slog.Logger
 }
@@ -128,6 +134,7 @@ func DefaultConfig() Config {
 		RefreshInterval: 5 * time.Second,
 		NodeDownFor:     time.Second,
 		BatchChunk:      256,
+		CoalesceConns:   2,
 	}
 }
 
@@ -148,6 +155,9 @@ func (c Config) Validate() error {
 		if v <= 0 {
 			problems = append(problems, fmt.Sprintf("%s must be positive, got %d", name, v))
 		}
+	}
+	if c.CoalesceConns < 0 {
+		problems = append(problems, fmt.Sprintf("CoalesceConns must not be negative, got %d", c.CoalesceConns))
 	}
 	if len(problems) == 0 {
 		return nil
@@ -182,6 +192,10 @@ func WithRetry(maxAttempts int, base, maxBackoff time.Duration) Option {
 
 // WithRefreshInterval sets the periodic topology refresh interval.
 func WithRefreshInterval(d time.Duration) Option { return func(c *Config) { c.RefreshInterval = d } }
+
+// WithCoalesceConns sets how many RPCs of one kind carry single calls to
+// a node at once (0: no coalescing; see Config.CoalesceConns).
+func WithCoalesceConns(n int) Option { return func(c *Config) { c.CoalesceConns = n } }
 
 // WithLogger sets the logger for debug logs.
 func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }

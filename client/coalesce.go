@@ -1,0 +1,264 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ringkv/ringkv/proto/kvpb"
+)
+
+// Coalescing. A drpc connection carries one call at a time, so concurrent
+// single calls to a node would each take a connection and a round trip of
+// their own: a write and a read of the socket on both ends, and a stream
+// for the node to set up, per operation. Instead each node has one lane per
+// kind of call (reads and writes apart, per consistency level, so that a
+// fast call never waits in one RPC for a slow one). At most CoalesceConns
+// RPCs of a lane are in flight; the calls that arrive meanwhile wait, and
+// when an RPC returns the next takes every call waiting (up to BatchChunk)
+// as one Batch RPC. A call that finds its lane idle is sent at once, as a
+// plain Do on the caller's goroutine: coalescing costs nothing until calls
+// contend. Each call keeps its own result, error, retries and deadline: a
+// lane is only how the operation travels.
+
+// laneKey names a lane: a node and a kind of call.
+type laneKey struct {
+	addr  string
+	write bool
+	level kvpb.Consistency
+}
+
+// lane coalesces the single calls of one kind to one node.
+type lane struct {
+	c   *Client
+	key laneKey
+
+	mu       sync.Mutex
+	queue    []*laneCall
+	inflight int // RPCs of this lane in flight
+}
+
+// laneCall is one operation waiting in, or sent by, a lane.
+type laneCall struct {
+	ctx    context.Context
+	op     *kvpb.ClientOp
+	budget uint64
+	// state moves once from callQueued to callTaken (an RPC carries it) or
+	// to callAbandoned (its caller left first: never sent).
+	state atomic.Int32
+	done  chan laneAnswer // buffered 1: the sender never blocks
+}
+
+const (
+	callQueued int32 = iota
+	callTaken
+	callAbandoned
+)
+
+// laneAnswer is what attempt would have returned for the call, and the
+// node's result on success.
+type laneAnswer struct {
+	how outcome
+	res *kvpb.ClientResult
+	err error
+}
+
+// lane returns the lane of key, creating it; nil after Close.
+func (c *Client) lane(key laneKey) *lane {
+	c.mu.RLock()
+	l, ok := c.mu.lanes[key]
+	closed := c.mu.closed
+	c.mu.RUnlock()
+	if ok || closed {
+		return l
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.closed {
+		return nil
+	}
+	if l, ok := c.mu.lanes[key]; ok {
+		return l
+	}
+	l = &lane{c: c, key: key}
+	c.mu.lanes[key] = l
+	return l
+}
+
+// attemptOp makes one attempt of a single keyed operation at addr, through
+// the node's lane for its kind unless coalescing is off.
+func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, write bool) (outcome, *kvpb.ClientResult, error) {
+	if c.cfg.CoalesceConns <= 0 {
+		var res *kvpb.ClientResult
+		how, err := c.attempt(ctx, addr, string(op.GetKey()), func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
+			resp, err := cl.Do(ctx, &kvpb.ClientRequest{Op: op, TimeoutMicros: budget})
+			if err != nil {
+				return nil, 0, "", "", err //nolint:wrapcheck // classified by attempt
+			}
+			res = resp.GetResult()
+			return resp.GetHeader(), res.GetError(), res.GetMessage(), res.GetLeader(), nil
+		})
+		return how, res, err
+	}
+	l := c.lane(laneKey{addr: addr, write: write, level: op.GetConsistency()})
+	if l == nil {
+		return final, nil, ErrClosed
+	}
+	call := &laneCall{ctx: ctx, op: op, budget: serverBudget(ctx), done: make(chan laneAnswer, 1)}
+	if l.submit(call) {
+		// The lane was idle: send it here, at once.
+		l.run([]*laneCall{call}, true)
+	}
+	select {
+	case a := <-call.done:
+		return a.how, a.res, a.err
+	case <-ctx.Done():
+	}
+	if call.state.CompareAndSwap(callQueued, callAbandoned) {
+		return retry, nil, timeoutError(ctx, c.isClosed(), nil) // never sent
+	}
+	// Sent: a write may have been applied.
+	return retryReads, nil, timeoutError(ctx, c.isClosed(), nil)
+}
+
+// submit queues call. It returns true when the lane had a free RPC slot:
+// the caller must then send the call itself with run (the slot is taken).
+func (l *lane) submit(call *laneCall) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.inflight < l.c.cfg.CoalesceConns && len(l.queue) == 0 {
+		l.inflight++
+		call.state.Store(callTaken)
+		return true
+	}
+	l.queue = append(l.queue, call)
+	return false
+}
+
+// take removes up to BatchChunk waiting calls that are still wanted.
+// Caller holds l.mu.
+func (l *lane) takeLocked() []*laneCall {
+	n := min(len(l.queue), l.c.cfg.BatchChunk)
+	batch := make([]*laneCall, 0, n)
+	for _, call := range l.queue[:n] {
+		if call.state.CompareAndSwap(callQueued, callTaken) {
+			batch = append(batch, call)
+		}
+	}
+	rest := copy(l.queue, l.queue[n:])
+	clear(l.queue[rest:])
+	l.queue = l.queue[:rest]
+	return batch
+}
+
+// run sends batch (whose slot is taken), then keeps the slot busy with the
+// calls that queued meanwhile. inline says run is on a caller's goroutine:
+// it sends only that caller's call and hands the rest to a new goroutine,
+// so that no caller waits on other calls' RPCs past its own deadline.
+func (l *lane) run(batch []*laneCall, inline bool) {
+	for {
+		if len(batch) > 0 {
+			l.send(batch)
+		}
+		l.mu.Lock()
+		if len(l.queue) == 0 {
+			l.inflight--
+			l.mu.Unlock()
+			return
+		}
+		batch = l.takeLocked()
+		l.mu.Unlock()
+		if inline {
+			l.c.wg.Add(1)
+			go func() {
+				defer l.c.wg.Done()
+				l.run(batch, false)
+			}()
+			return
+		}
+	}
+}
+
+// send carries batch to the lane's node in one RPC (a Do when it holds one
+// call) and answers every call.
+func (l *lane) send(batch []*laneCall) {
+	ctx := batch[0].ctx // a lone call's RPC ends with its caller
+	if len(batch) > 1 {
+		var cancel context.CancelFunc
+		ctx, cancel = batchContext(l.c.lifetime, batch)
+		defer cancel()
+	}
+	answerAll := func(how outcome, err error) {
+		for _, call := range batch {
+			call.done <- laneAnswer{how: how, err: err}
+		}
+	}
+	p := l.c.pool(l.key.addr)
+	if p == nil {
+		answerAll(final, ErrClosed)
+		return
+	}
+	conn, how, err := l.c.conn(ctx, p)
+	if err != nil {
+		answerAll(how, err)
+		return
+	}
+	cl := kvpb.NewDRPCClientClient(conn)
+	var budget uint64
+	for _, call := range batch {
+		budget = max(budget, call.budget)
+	}
+	var hdr *kvpb.ClientHeader
+	var results []*kvpb.ClientResult
+	if len(batch) == 1 {
+		var resp *kvpb.ClientResponse
+		resp, err = cl.Do(ctx, &kvpb.ClientRequest{Op: batch[0].op, TimeoutMicros: budget})
+		hdr, results = resp.GetHeader(), []*kvpb.ClientResult{resp.GetResult()}
+	} else {
+		req := &kvpb.ClientBatchRequest{Ops: make([]*kvpb.ClientOp, len(batch)), TimeoutMicros: budget}
+		for i, call := range batch {
+			req.Ops[i] = call.op
+		}
+		var resp *kvpb.ClientBatchResponse
+		resp, err = cl.Batch(ctx, req)
+		hdr, results = resp.GetHeader(), resp.GetResults()
+		if err == nil && len(results) != len(batch) {
+			p.put(conn, true)
+			answerAll(codeError(kvpb.ErrorCode_ERROR_CODE_INTERNAL,
+				fmt.Sprintf("%s: batch answered %d results for %d operations", l.key.addr, len(results), len(batch))))
+			return
+		}
+	}
+	if err != nil {
+		answerAll(l.c.rpcFailed(l.key.addr, p, conn, err))
+		return
+	}
+	p.put(conn, true)
+	for i, call := range batch {
+		res := results[i]
+		l.c.observe(hdr, string(call.op.GetKey()), res.GetLeader())
+		a := laneAnswer{how: final, res: res}
+		if code := res.GetError(); code != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			a.how, a.err = codeError(code, fmt.Sprintf("%s (node %s)", res.GetMessage(), hdr.GetNodeId()))
+		}
+		call.done <- a
+	}
+}
+
+// batchContext returns a context for an RPC carrying calls: it ends at the
+// latest of their deadlines (every call has one), or with the Client.
+func batchContext(lifetime context.Context, calls []*laneCall) (context.Context, context.CancelFunc) {
+	var latest time.Time
+	for _, call := range calls {
+		d, ok := call.ctx.Deadline()
+		if !ok {
+			return context.WithCancel(lifetime)
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return context.WithDeadline(lifetime, latest)
+}
