@@ -10,27 +10,31 @@ import (
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
-// Coalescing. A drpc connection carries one call at a time, so concurrent
-// single calls to a node would each take a connection and a round trip of
-// their own: a write and a read of the socket on both ends, and a stream
-// for the node to set up, per operation. Instead each node has one lane per
-// kind of call (reads and writes apart, per consistency level, so that a
-// fast call never waits in one RPC for a slow one). At most CoalesceConns
-// RPCs of a lane are in flight; the calls that arrive meanwhile wait, and
-// when an RPC returns the next takes every call waiting (up to BatchChunk)
-// as one Batch RPC. A call that finds its lane idle is sent at once, as a
-// plain Do on the caller's goroutine: coalescing costs nothing until calls
-// contend. Each call keeps its own result, error, retries and deadline: a
-// lane is only how the operation travels.
+// Coalescing reads. A drpc connection carries one call at a time, so
+// concurrent Gets to a node would each take a connection and a round trip
+// of their own: a write and a read of the socket on both ends, and a
+// stream for the node to set up, per operation. Instead each node has one
+// lane per read level. At most CoalesceConns RPCs of a lane are in flight;
+// the Gets that arrive meanwhile wait, and when an RPC returns the next
+// takes every Get waiting (up to BatchChunk) as one Batch RPC. A Get that
+// finds its lane idle is sent at once, as a plain Do on the caller's
+// goroutine: coalescing costs nothing until calls contend. Each Get keeps
+// its own result, error, retries and deadline: a lane is only how it
+// travels.
+//
+// Writes are not coalesced. A Batch is answered when its last operation
+// is, so a write would wait for the slowest write of its batch (each waits
+// for its replicas' fsyncs); measured on `ringkv bench`'s local cluster,
+// coalescing writes cost QUORUM writes 17% of their throughput
+// (docs/BENCHMARKS.md), while reads, answered from memory, gained.
 
-// laneKey names a lane: a node and a kind of call.
+// laneKey names a lane: a node and a read level.
 type laneKey struct {
 	addr  string
-	write bool
 	level kvpb.Consistency
 }
 
-// lane coalesces the single calls of one kind to one node.
+// lane coalesces the Gets at one level to one node.
 type lane struct {
 	c   *Client
 	key laneKey
@@ -87,10 +91,11 @@ func (c *Client) lane(key laneKey) *lane {
 	return l
 }
 
-// attemptOp makes one attempt of a single keyed operation at addr, through
-// the node's lane for its kind unless coalescing is off.
+// attemptOp makes one attempt of a single keyed operation at addr: a Get
+// through the node's lane for its level (unless coalescing is off), a
+// write in an RPC of its own.
 func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, write bool) (outcome, *kvpb.ClientResult, error) {
-	if c.cfg.CoalesceConns <= 0 {
+	if c.cfg.CoalesceConns <= 0 || write {
 		var res *kvpb.ClientResult
 		how, err := c.attempt(ctx, addr, string(op.GetKey()), func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
 			resp, err := cl.Do(ctx, &kvpb.ClientRequest{Op: op, TimeoutMicros: budget})
@@ -102,7 +107,7 @@ func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, 
 		})
 		return how, res, err
 	}
-	l := c.lane(laneKey{addr: addr, write: write, level: op.GetConsistency()})
+	l := c.lane(laneKey{addr: addr, level: op.GetConsistency()})
 	if l == nil {
 		return final, nil, ErrClosed
 	}
@@ -119,8 +124,7 @@ func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, 
 	if call.state.CompareAndSwap(callQueued, callAbandoned) {
 		return retry, nil, timeoutError(ctx, c.isClosed(), nil) // never sent
 	}
-	// Sent: a write may have been applied.
-	return retryReads, nil, timeoutError(ctx, c.isClosed(), nil)
+	return retryReads, nil, timeoutError(ctx, c.isClosed(), nil) // sent
 }
 
 // submit queues call. It returns true when the lane had a free RPC slot:

@@ -19,7 +19,7 @@ import (
 
 // laneNode is a Client service that answers Gets with the key as value,
 // refuses the key "bad" as invalid, records every RPC's operations, and
-// holds writes while hold is set.
+// holds Gets while hold is set.
 type laneNode struct {
 	kvpb.DRPCClientUnimplementedServer
 
@@ -34,7 +34,7 @@ func (n *laneNode) result(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientRe
 	n.seen[string(op.GetKey())] = true
 	hold := n.hold
 	n.mu.Unlock()
-	if op.GetKind() != kvpb.ClientOp_KIND_GET && hold != nil {
+	if op.GetKind() == kvpb.ClientOp_KIND_GET && hold != nil {
 		select {
 		case <-hold:
 		case <-ctx.Done():
@@ -127,11 +127,11 @@ func poll(t *testing.T, what string, cond func() error) {
 	}
 }
 
-// queued polls until addr's write lane at quorum holds want calls.
+// queued polls until addr's lane at quorum holds want Gets.
 func queued(t *testing.T, c *Client, addr string, want int) {
 	t.Helper()
-	l := c.lane(laneKey{addr: addr, write: true, level: kvpb.Consistency_CONSISTENCY_QUORUM})
-	poll(t, "queued writes", func() error {
+	l := c.lane(laneKey{addr: addr, level: kvpb.Consistency_CONSISTENCY_QUORUM})
+	poll(t, "queued gets", func() error {
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if len(l.queue) != want {
@@ -141,10 +141,10 @@ func queued(t *testing.T, c *Client, addr string, want int) {
 	})
 }
 
-// TestCoalesce: while a lane's one RPC is in flight, the calls made
+// TestCoalesce: while a lane's one RPC is in flight, the Gets made
 // meanwhile wait and then travel together in one Batch RPC; each gets its
-// own outcome; a read is not held behind the writes; a call whose context
-// ends while it waits is never sent.
+// own outcome; a write is never held behind them; a Get whose context ends
+// while it waits is never sent.
 func TestCoalesce(t *testing.T) {
 	node, addr := startLaneNode(t)
 	c, err := newClient([]string{addr}, []Option{WithCoalesceConns(1)})
@@ -159,70 +159,77 @@ func TestCoalesce(t *testing.T) {
 	node.hold = release
 	node.mu.Unlock()
 
-	// The first write takes the lane's one RPC slot and is held.
-	firstDone := make(chan error, 1)
-	go func() { firstDone <- c.Set(ctx, "first", []byte("v")) }()
-	poll(t, "the first write at the node", func() error {
+	// The first Get takes the lane's one RPC slot and is held.
+	type answer struct {
+		v   []byte
+		err error
+	}
+	first := make(chan answer, 1)
+	go func() {
+		v, err := c.Get(ctx, "first")
+		first <- answer{v, err}
+	}()
+	poll(t, "the first get at the node", func() error {
 		if node.rpcCount() < 1 {
 			return errors.New("not arrived")
 		}
 		return nil
 	})
 
-	// A read has a lane of its own: answered while the writes are held.
-	if v, err := c.Get(ctx, "r"); err != nil || string(v) != "r" {
-		t.Fatalf("get while writes are held: %q, %v", v, err)
+	// Writes travel alone: answered while the Gets are held.
+	if err := c.Set(ctx, "w", []byte("v")); err != nil {
+		t.Fatalf("set while gets are held: %v", err)
 	}
 
-	// A write whose deadline passes while it waits is never sent.
+	// A Get whose deadline passes while it waits is never sent.
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if err := c.Set(short, "gone", []byte("v")); !errors.Is(err, ErrTimeout) || errors.Is(err, ErrOutcomeUnknown) {
-		t.Fatalf("write that expired while queued: %v, want a timeout that was not sent", err)
+	if _, err := c.Get(short, "gone"); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("get that expired while queued: %v, want a timeout", err)
 	}
 
 	const waiting = 20
-	errs := make([]error, waiting+1)
+	got := make([]answer, waiting+1)
 	var wg sync.WaitGroup
-	for i := range waiting {
+	for i := range waiting + 1 {
+		key := fmt.Sprintf("k%02d", i)
+		if i == waiting {
+			key = "bad"
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = c.Set(ctx, fmt.Sprintf("k%02d", i), []byte("v"))
+			v, err := c.Get(ctx, key)
+			got[i] = answer{v, err}
 		}()
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		errs[waiting] = c.Set(ctx, "bad", []byte("v"))
-	}()
 	queued(t, c, addr, waiting+2) // the 21 and the expired one, not yet taken out
 	close(release)
 	wg.Wait()
-	if err := <-firstDone; err != nil {
-		t.Fatalf("first write: %v", err)
+	if a := <-first; a.err != nil || string(a.v) != "first" {
+		t.Fatalf("first get: %q, %v", a.v, a.err)
 	}
-	for i, err := range errs[:waiting] {
-		if err != nil {
-			t.Errorf("write %d: %v", i, err)
+	for i, a := range got[:waiting] {
+		if want := fmt.Sprintf("k%02d", i); a.err != nil || string(a.v) != want {
+			t.Errorf("get %d: %q, %v, want %q", i, a.v, a.err, want)
 		}
 	}
-	if !errors.Is(errs[waiting], ErrInvalidArgument) {
-		t.Errorf("the refused write: %v, want ErrInvalidArgument", errs[waiting])
+	if !errors.Is(got[waiting].err, ErrInvalidArgument) {
+		t.Errorf("the refused get: %v, want ErrInvalidArgument", got[waiting].err)
 	}
 
 	node.mu.Lock()
 	defer node.mu.Unlock()
 	if node.seen["gone"] {
-		t.Error("a write whose caller gave up while it waited was sent")
+		t.Error("a get whose caller gave up while it waited was sent")
 	}
-	// first (Do), r (Do, read lane), then the 21 waiting writes in one Batch.
+	// first (Do), w (Do), then the 21 waiting Gets in one Batch.
 	if len(node.rpcs) != 3 || len(node.rpcs[2]) != waiting+1 {
-		t.Fatalf("RPCs: %v, want the first write, the read, and one batch of %d", node.rpcs, waiting+1)
+		t.Fatalf("RPCs: %v, want the first get, the write, and one batch of %d", node.rpcs, waiting+1)
 	}
 }
 
-// TestCoalesceOff: with CoalesceConns 0 every call is an RPC of its own.
+// TestCoalesceOff: with CoalesceConns 0 every Get is an RPC of its own.
 func TestCoalesceOff(t *testing.T) {
 	node, addr := startLaneNode(t)
 	c, err := newClient([]string{addr}, []Option{WithCoalesceConns(0)})
@@ -235,7 +242,7 @@ func TestCoalesceOff(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := c.Set(t.Context(), fmt.Sprintf("k%d", i), []byte("v")); err != nil {
+			if _, err := c.Get(t.Context(), fmt.Sprintf("k%d", i)); err != nil {
 				t.Error(err)
 			}
 		}()

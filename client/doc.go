@@ -61,13 +61,13 @@
 // free connection. A connection that fails is closed and redialed on
 // demand. A node that refuses connections is skipped for NodeDownFor.
 //
-// Concurrent single calls are coalesced (coalesce.go): each node has a
-// lane per kind of call (reads or writes, per level), at most
-// CoalesceConns RPCs of a lane are in flight, and the calls made while
-// they are go together as one Batch RPC when one returns. A call that
-// finds its lane idle is sent at once on its own goroutine, so a lone
-// caller pays nothing for it; each call keeps its own result, retries and
-// deadline. WithCoalesceConns(0) turns it off.
+// Concurrent Gets are coalesced (coalesce.go): each node has a lane per
+// read level, at most CoalesceConns RPCs of a lane are in flight, and the
+// Gets made while they are go together as one Batch RPC when one returns.
+// A Get that finds its lane idle is sent at once on its own goroutine, so
+// a lone caller pays nothing for it; each Get keeps its own result,
+// retries and deadline. Writes always travel in an RPC of their own.
+// WithCoalesceConns(0) turns coalescing off.
 //
 // # Goroutines
 //

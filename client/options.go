@@ -111,11 +111,10 @@ type Config struct {
 	NodeDownFor time.Duration
 	// BatchChunk caps the operations one Batch RPC carries. Default 256.
 	BatchChunk int
-	// CoalesceConns is how many RPCs of one kind (reads or writes, at one
-	// level) may be in flight to a node at once carrying single calls
-	// (Get, Set, Delete, CompareAndSet, PutIfAbsent); calls made meanwhile
-	// wait and go together, up to BatchChunk, in the next (coalesce.go).
-	// 0 sends every call in an RPC of its own. Default 2.
+	// CoalesceConns is how many RPCs carrying Gets at one level may be in
+	// flight to a node at once; Gets made meanwhile wait and go together,
+	// up to BatchChunk, in the next (coalesce.go). Writes always travel
+	// alone. 0 sends every Get in an RPC of its own. Default 2.
 	CoalesceConns int
 	// Logger receives debug logs; nil discards.
 	Logger *slog.Logger
@@ -193,8 +192,9 @@ func WithRetry(maxAttempts int, base, maxBackoff time.Duration) Option {
 // WithRefreshInterval sets the periodic topology refresh interval.
 func WithRefreshInterval(d time.Duration) Option { return func(c *Config) { c.RefreshInterval = d } }
 
-// WithCoalesceConns sets how many RPCs of one kind carry single calls to
-// a node at once (0: no coalescing; see Config.CoalesceConns).
+// WithCoalesceConns sets how many RPCs carrying Gets at one level may be
+// in flight to a node at once (0: no coalescing; see
+// Config.CoalesceConns).
 func WithCoalesceConns(n int) Option { return func(c *Config) { c.CoalesceConns = n } }
 
 // WithLogger sets the logger for debug logs.
