@@ -296,42 +296,52 @@ func (g *Gossip) publish(r *ring.Ring) {
 // the caller's.
 func (g *Gossip) Members() []MemberInfo {
 	r := g.Ring()
-	byID := make(map[string]*MemberInfo)
-	for _, m := range r.Members() {
-		byID[m.ID] = &MemberInfo{ID: m.ID, Zone: m.Zone, Status: m.Status, Liveness: Dead}
-	}
 	g.nodes.Lock()
-	for id, n := range g.nodes.m {
-		mi, ok := byID[id]
-		if !ok {
-			mi = &MemberInfo{ID: id}
-			byID[id] = mi
-		}
-		mi.Liveness = n.liveness
-		if n.metaOK {
-			mi.RPCAddr, mi.HTTPAddr = n.meta.RPCAddr, n.meta.HTTPAddr
-			if !ok {
-				mi.Zone = n.meta.Zone
-			}
-		}
+	defer g.nodes.Unlock()
+	out := make([]MemberInfo, 0, len(r.Members())+len(g.nodes.m))
+	for _, m := range r.Members() {
+		mi, _ := g.infoLocked(r, m.ID)
+		out = append(out, mi)
 	}
-	g.nodes.Unlock()
-	out := make([]MemberInfo, 0, len(byID))
-	for _, mi := range byID {
-		out = append(out, *mi)
+	for id := range g.nodes.m {
+		if _, inRing := r.Member(id); !inRing {
+			mi, _ := g.infoLocked(r, id)
+			out = append(out, mi)
+		}
 	}
 	slices.SortFunc(out, func(a, b MemberInfo) int { return cmp.Compare(a.ID, b.ID) })
 	return out
 }
 
 // Member returns what Members reports for id, and whether it reports id.
+// It looks id up alone: the coordinator resolves a peer's address with it
+// on every replica call.
 func (g *Gossip) Member(id string) (MemberInfo, bool) {
-	for _, mi := range g.Members() {
-		if mi.ID == id {
-			return mi, true
+	r := g.Ring()
+	g.nodes.Lock()
+	defer g.nodes.Unlock()
+	return g.infoLocked(r, id)
+}
+
+// infoLocked merges what r and memberlist know of id, and says whether
+// either knows it. Caller holds g.nodes.
+func (g *Gossip) infoLocked(r *ring.Ring, id string) (MemberInfo, bool) {
+	var mi MemberInfo
+	m, inRing := r.Member(id)
+	if inRing {
+		mi = MemberInfo{ID: id, Zone: m.Zone, Status: m.Status, Liveness: Dead}
+	}
+	n, known := g.nodes.m[id]
+	if known {
+		if !inRing {
+			mi = MemberInfo{ID: id, Zone: n.meta.Zone}
+		}
+		mi.Liveness = n.liveness
+		if n.metaOK {
+			mi.RPCAddr, mi.HTTPAddr = n.meta.RPCAddr, n.meta.HTTPAddr
 		}
 	}
-	return MemberInfo{}, false
+	return mi, inRing || known
 }
 
 // Leave marks id Leaving in the ring, persists the new ring and pushes it to
