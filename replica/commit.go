@@ -101,6 +101,10 @@ func (s *Store) runCommitter() {
 // The answers say the batch is committed (visible); making it durable is
 // the syncer's.
 func (s *Store) commitBatch(batch []*request, errs []error) (_ []error, vlog bool) {
+	if n := s.corruptSeen.Load(); n != s.versions.corruptSeen {
+		s.versions.reset() // a cached version may stand for a record now found corrupt
+		s.versions.corruptSeen = n
+	}
 	w := &batchWriter{s: s}
 	w.begin()
 	for _, r := range batch {
@@ -116,6 +120,7 @@ func (s *Store) commitBatch(batch []*request, errs []error) (_ []error, vlog boo
 		w.txn.Discard()
 	}
 	if w.failed != nil {
+		s.versions.reset() // what it learnt from this batch is lost with it
 		s.log.Error("group commit failed", "requests", len(batch), "err", w.failed)
 		for i := range errs {
 			errs[i] = w.failed
@@ -283,22 +288,31 @@ func (m *mergeOp) apply(w *batchWriter) error {
 		userKey := it.key[recordKeyPrefixLen:]
 		var oldHash uint64
 		oldCorrupt := false
-		found, err := w.get(it.key, func(val []byte) error {
-			old, derr := decodeRecord(val, false)
-			if derr != nil {
-				// Treated as absent: the incoming record repairs it.
-				w.s.corruptFound("merge", it.partition, userKey, derr)
-				oldCorrupt = true
+		found := false
+		if v, ok := w.s.versions.get(it.key); ok {
+			if cmp, ok := v.order(it.rec); ok {
+				found, newer, oldHash = true, cmp > 0, v.hash
+			}
+		}
+		if !found {
+			var err error
+			found, err = w.get(it.key, func(val []byte) error {
+				old, derr := decodeRecord(val, false)
+				if derr != nil {
+					// Treated as absent: the incoming record repairs it.
+					w.s.corruptFound("merge", it.partition, userKey, derr)
+					oldCorrupt = true
+					return nil
+				}
+				newer = it.rec.Newer(old)
+				if newer && w.s.observer != nil {
+					oldHash = recordHash(userKey, val)
+				}
 				return nil
+			})
+			if err != nil {
+				return err
 			}
-			newer = it.rec.Newer(old)
-			if newer && w.s.observer != nil {
-				oldHash = recordHash(userKey, val)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
 		}
 		if found && !newer {
 			w.stale++
@@ -307,12 +321,14 @@ func (m *mergeOp) apply(w *batchWriter) error {
 		if err := w.set(it.key, it.enc); err != nil {
 			return err
 		}
+		newHash := recordHash(userKey, it.enc)
+		w.s.versions.put(it.key, it.rec, newHash)
 		if oldCorrupt {
 			w.s.metrics.corruptRemoved.WithLabelValues("overwritten").Inc()
 		}
 		if w.s.observer != nil {
 			w.changed(Change{Partition: it.partition, KeyHash: xxhash.Sum64(userKey), Old: oldHash,
-				New: recordHash(userKey, it.enc), OldUnknown: oldCorrupt})
+				New: newHash, OldUnknown: oldCorrupt})
 		}
 		w.applied++
 	}

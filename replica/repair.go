@@ -212,6 +212,7 @@ func (o *condDeleteOp) apply(w *batchWriter) error {
 	if err := w.delete(o.key); err != nil {
 		return err
 	}
+	w.s.versions.drop(o.key)
 	o.deleted = true
 	if o.quarantine {
 		w.s.metrics.corruptRemoved.WithLabelValues("quarantined").Inc()

@@ -185,6 +185,11 @@ type Store struct {
 	metrics *metrics
 	// observer is Deps.Observer; called only on the committer goroutine.
 	observer Observer
+	// versions is owned by the committer goroutine (versions.go).
+	versions *versionCache
+	// corruptSeen counts corrupt records found by any reader; the
+	// committer resets versions when it moves.
+	corruptSeen atomic.Uint64
 
 	maxRecordBytes int
 	// valueThreshold is Badger's: values this long or longer go to the
@@ -273,6 +278,7 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 		reqs:           make(chan *request),
 		closing:        make(chan struct{}),
 		observer:       deps.Observer,
+		versions:       newVersionCache(versionCacheEntries),
 	}
 	if cfg.InMemory {
 		s.maxRecordBytes = int(valueThreshold)
@@ -505,6 +511,7 @@ func (s *Store) Scan(partition uint32, prefix, start []byte, fn func(key []byte,
 }
 
 func (s *Store) corruptFound(where string, partition uint32, key []byte, err error) {
+	s.corruptSeen.Add(1) // the version cache may vouch for a record that is now bad
 	s.metrics.corrupt.Inc()
 	s.log.Warn("corrupt record", "op", where, "partition", partition, "key_hash", xxhash.Sum64(key), "err", err)
 }
