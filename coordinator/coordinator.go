@@ -197,29 +197,34 @@ func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec repl
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	// The replica writes outlive the request: a slow replica still gets the
-	// write after W acks have answered the client.
+	// write after W acks have answered the client. Each replica's answer
+	// comes back through a callback (no goroutine per replica); the last
+	// one releases bg.
 	bg, bgCancel := context.WithTimeout(c.lifetime, c.cfg.ReplicaWriteTimeout)
-	results := make(chan error, len(replicas)) // one send per replica, never blocks
-	var pending sync.WaitGroup
-	for _, node := range replicas {
-		pending.Add(1)
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			defer pending.Done()
-			err := c.mergeInto(bg, node, entry)
-			results <- err
-			if err != nil {
-				c.hint(node, entry) // after the result: never delays the answer
+	fan := &fanOut{results: make(chan error, len(replicas)), release: bgCancel}
+	fan.pending.Store(int32(len(replicas)))
+	c.wg.Add(len(replicas))
+	// Remote replicas first: handing the local merge to the store's
+	// committer may wait for the batch it is committing.
+	first := localIndex(replicas, c.cfg.NodeID) + 1
+	for i := range replicas {
+		node := replicas[(first+i)%len(replicas)]
+		c.mergeAsync(bg, node, entry, func(err error) {
+			fan.results <- err
+			if err != nil && node != c.cfg.NodeID && c.hints != nil {
+				c.wg.Add(1) // while this replica's count is still held
+				go func() {
+					defer c.wg.Done()
+					c.hint(node, entry) // stores durably: not on the caller's goroutine
+				}()
 			}
-		}()
+			if fan.pending.Add(-1) == 0 {
+				fan.release()
+			}
+			c.wg.Done()
+		})
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		pending.Wait()
-		bgCancel()
-	}()
+	results := fan.results
 
 	// Collect until W acks, or every replica answered (so the error can say
 	// how many acked), or the deadline.
@@ -244,6 +249,63 @@ func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec repl
 		return &UnavailableError{Op: op, Level: level, Required: need, Answered: acked, Replicas: len(replicas), Cause: last}
 	}
 	return nil
+}
+
+// fanOut gathers the answers of one write's replicas. results has room
+// for every answer; release ends the replica writes' context once all
+// have answered.
+type fanOut struct {
+	results chan error
+	pending atomic.Int32
+	release context.CancelFunc
+}
+
+// localIndex returns the index of self in nodes, or -1.
+func localIndex(nodes []string, self string) int {
+	for i, n := range nodes {
+		if n == self {
+			return i
+		}
+	}
+	return -1
+}
+
+// asyncMerger is a Transport that can merge without a goroutine per call
+// (RPCTransport.MergeAsync).
+type asyncMerger interface {
+	MergeAsync(ctx context.Context, node string, entries []replica.Entry, done func(error)) error
+}
+
+// mergeAsync merges entries into node's replica and calls done exactly once
+// with the outcome mergeInto would return. done must not block: it may run
+// on the store's or the transport's goroutines, or on the caller's.
+func (c *Coordinator) mergeAsync(ctx context.Context, node string, entries []replica.Entry, done func(error)) {
+	if node == c.cfg.NodeID {
+		wrapped := func(err error) {
+			if err != nil {
+				err = fmt.Errorf("local merge: %w", err)
+			}
+			done(err)
+		}
+		if err := c.deps.Store.MergeAsync(ctx, entries, wrapped); err != nil {
+			wrapped(err)
+		}
+		return
+	}
+	am, ok := c.deps.Transport.(asyncMerger)
+	if !ok {
+		go func() { done(c.mergeInto(ctx, node, entries)) }()
+		return
+	}
+	wrapped := func(err error) {
+		if err != nil {
+			err = fmt.Errorf("merge on %s: %w", node, err)
+		}
+		done(err)
+	}
+	if err := am.MergeAsync(ctx, node, entries, wrapped); err != nil {
+		wrapped(err)
+	}
 }
 
 func (c *Coordinator) mergeInto(ctx context.Context, node string, entries []replica.Entry) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,6 +77,9 @@ type RPCTransport struct {
 	lifetime context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	// enqueuing counts MergeAsync calls between their check of closed
+	// and their hand-off, so that Close answers every call they queued.
+	enqueuing sync.WaitGroup
 
 	mu struct {
 		sync.Mutex
@@ -109,11 +113,23 @@ type call struct {
 	key       []byte
 	scan      ScanRequest
 	invoke    func(ctx context.Context, conn *rpcconn.Conn) (any, error)
-	done      chan callResult // buffered 1: the sender never blocks
+	done      chan callResult // buffered 1: the sender never blocks; nil when notify is set
+	// notify, if set, replaces done: it is called exactly once with the
+	// call's error, on a sender's goroutine (MergeAsync).
+	notify func(error)
 	// state moves once from callQueued to callTaken (a sender will send
 	// it) or to callAbandoned (the caller left first: never sent), so a
 	// caller that stops waiting knows whether the peer may have it.
 	state atomic.Int32
+}
+
+// answer gives c its outcome.
+func (c *call) answer(res callResult) {
+	if c.notify != nil {
+		c.notify(res.err)
+		return
+	}
+	c.done <- res
 }
 
 const (
@@ -187,7 +203,62 @@ func (t *RPCTransport) Close() error {
 	t.mu.Unlock()
 	t.cancel()
 	t.wg.Wait()
+	// Senders are gone; so, after this, is every MergeAsync still handing
+	// a call over. What is left in the queues was never sent: a MergeAsync
+	// caller is told, a waiting caller has already left (ErrClosed).
+	t.enqueuing.Wait()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, p := range t.mu.peers {
+		for _, q := range []chan *call{p.calls, p.invokes} {
+		drain:
+			for {
+				select {
+				case c := <-q:
+					if c.state.CompareAndSwap(callQueued, callTaken) {
+						c.answer(callResult{err: ErrClosed})
+					}
+				default:
+					break drain
+				}
+			}
+		}
+	}
 	return nil
+}
+
+// MergeAsync merges like Merge without waiting: done is called exactly once
+// with what Merge would have returned, on one of the transport's
+// goroutines, and must not block. It blocks only while the peer's queue is
+// full (bounded by ctx); ctx's deadline also bounds the RPC. If MergeAsync
+// returns an error, done is not called. The coordinator uses it to wait
+// for several replicas without a goroutine for each.
+func (t *RPCTransport) MergeAsync(ctx context.Context, node string, entries []replica.Entry, done func(error)) error {
+	addr, ok := t.resolver.RPCAddr(node)
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrUnknownPeer, node)
+	}
+	p, err := t.peer(addr)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	if t.mu.closed {
+		t.mu.Unlock()
+		return ErrClosed
+	}
+	t.enqueuing.Add(1)
+	t.mu.Unlock()
+	defer t.enqueuing.Done()
+	c := &call{kind: callMerge, ctx: ctx, entries: entries, notify: done}
+	select {
+	case p.calls <- c:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err() //nolint:wrapcheck // as Merge: the caller's own context
+	case <-t.lifetime.Done():
+		return ErrClosed
+	}
 }
 
 // Merge implements Transport.
@@ -285,6 +356,11 @@ func (t *RPCTransport) sender(p *peer, queue <-chan *call, maxBatch int) {
 		case c := <-queue:
 			batch = append(batch, c)
 		}
+		if maxBatch > 1 {
+			// Let the goroutines that woke it (or run beside it) queue
+			// what they have first: more calls per RPC.
+			runtime.Gosched()
+		}
 	drain:
 		for len(batch) < maxBatch {
 			select {
@@ -330,7 +406,7 @@ func live(batch []*call) []*call {
 			continue // abandoned: its caller has its answer
 		}
 		if c.ctx.Err() != nil {
-			c.done <- callResult{err: c.ctx.Err()}
+			c.answer(callResult{err: c.ctx.Err()})
 			continue
 		}
 		out = append(out, c)
@@ -341,7 +417,7 @@ func live(batch []*call) []*call {
 // answerAll gives every call in batch the same outcome (nil: success).
 func answerAll(batch []*call, err error) {
 	for _, c := range batch {
-		c.done <- callResult{err: err}
+		c.answer(callResult{err: err})
 	}
 }
 
@@ -391,7 +467,7 @@ func (t *RPCTransport) send(conn *rpcconn.Conn, batch []*call) error {
 			ctx, cancel := t.batchContext([]*call{c})
 			v, err := c.invoke(ctx, conn)
 			cancel()
-			c.done <- callResult{val: v, err: err}
+			c.answer(callResult{val: v, err: err})
 			if err != nil && drpcerrCode(err) == 0 && firstErr == nil {
 				firstErr = err // a transport failure, not an answer
 			}
@@ -446,13 +522,13 @@ func (t *RPCTransport) sendReads(client kvpb.DRPCReplicaClient, calls []*call) e
 		c := calls[i]
 		switch r.GetStatus() {
 		case kvpb.ReadResult_STATUS_FOUND:
-			c.done <- callResult{rec: recordFromWire(r.GetRecord())}
+			c.answer(callResult{rec: recordFromWire(r.GetRecord())})
 		case kvpb.ReadResult_STATUS_NOT_FOUND:
-			c.done <- callResult{err: replica.ErrNotFound}
+			c.answer(callResult{err: replica.ErrNotFound})
 		case kvpb.ReadResult_STATUS_CORRUPT:
-			c.done <- callResult{err: &replica.CorruptError{Partition: c.partition, Key: c.key}}
+			c.answer(callResult{err: &replica.CorruptError{Partition: c.partition, Key: c.key}})
 		default:
-			c.done <- callResult{err: fmt.Errorf("%w: unknown read status %v", errPeer, r.GetStatus())}
+			c.answer(callResult{err: fmt.Errorf("%w: unknown read status %v", errPeer, r.GetStatus())})
 		}
 	}
 	return nil
@@ -469,9 +545,9 @@ func (t *RPCTransport) sendScan(client kvpb.DRPCReplicaClient, c *call) error {
 	})
 	if err != nil {
 		err = errorFor(err)
-		c.done <- callResult{err: err}
+		c.answer(callResult{err: err})
 		return err
 	}
-	c.done <- callResult{scan: scanResultsFromWire(resp.GetResults())}
+	c.answer(callResult{scan: scanResultsFromWire(resp.GetResults())})
 	return nil
 }

@@ -261,3 +261,128 @@ func TestLinWriteDeadlineAfterSendIsAmbiguous(t *testing.T) {
 		t.Fatal("AppliedIndex abandoned after sending succeeded")
 	}
 }
+
+// TestRPCTransportMergeAsync: MergeAsync's done is called once per merge
+// that it accepted, with the merge applied on success; an unknown peer is
+// refused without calling done; Close answers merges still queued behind a
+// peer that never replies (ErrClosed) and the one in flight, and refuses
+// later ones.
+func TestRPCTransportMergeAsync(t *testing.T) {
+	addr, store := serveReplica(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	received := make(chan struct{}, 1)
+	go func() {
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return // closed by the test's cleanup
+			}
+			go func() {
+				buf := make([]byte, 4096)
+				for {
+					if _, err := conn.Read(buf); err != nil {
+						return
+					}
+					select {
+					case received <- struct{}{}:
+					default:
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() { _ = silent.Close() })
+	tr, err := NewRPCTransport(RPCConfig{ConnsPerPeer: 1}, mapResolver{"a": addr, "silent": silent.Addr().String()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	clock := replica.NewClock(nil, 0)
+	entry := func(i int) []replica.Entry {
+		return []replica.Entry{{Partition: 1, Key: fmt.Appendf(nil, "k%03d", i), Record: replica.Record{Value: []byte("v"), Timestamp: clock.Now(), NodeID: "c"}}}
+	}
+
+	// Merges to a live peer land, each answered once.
+	const n = 50
+	answers := make(chan error, 2*n)
+	for i := range n {
+		if err := tr.MergeAsync(ctx, "a", entry(i), func(err error) { answers <- err }); err != nil {
+			t.Fatalf("MergeAsync %d: %v", i, err)
+		}
+	}
+	for range n {
+		if err := <-answers; err != nil {
+			t.Fatalf("async merge: %v", err)
+		}
+	}
+	for i := range n {
+		if _, err := store.Get(1, fmt.Appendf(nil, "k%03d", i)); err != nil {
+			t.Fatalf("k%03d after its async merge: %v", i, err)
+		}
+	}
+	if err := tr.MergeAsync(ctx, "nobody", entry(0), func(error) { t.Error("done called for an unknown peer") }); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("MergeAsync to an unknown peer: got %v, want ErrUnknownPeer", err)
+	}
+
+	// One merge in flight to a peer that never answers, more queued behind it.
+	var counts [n]int
+	var mu sync.Mutex
+	finished := make(chan error, n)
+	for i := range n {
+		if err := tr.MergeAsync(ctx, "silent", entry(i), func(err error) {
+			mu.Lock()
+			counts[i]++
+			mu.Unlock()
+			finished <- err
+		}); err != nil {
+			t.Fatalf("MergeAsync %d to the silent peer: %v", i, err)
+		}
+		if i == 0 {
+			select {
+			case <-received: // the sender is now waiting for an answer
+			case <-ctx.Done():
+				t.Fatal("the silent peer never received the first merge")
+			}
+		}
+	}
+	select {
+	case err := <-finished:
+		t.Fatalf("a merge to the silent peer was answered (%v) before Close", err)
+	default:
+	}
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	closed := 0
+	for range n {
+		select {
+		case err := <-finished:
+			if err == nil {
+				t.Fatal("a merge to the silent peer succeeded")
+			}
+			if errors.Is(err, ErrClosed) {
+				closed++
+			}
+		case <-ctx.Done():
+			t.Fatal("Close left async merges unanswered")
+		}
+	}
+	if closed == 0 {
+		t.Error("no queued merge was answered ErrClosed")
+	}
+	mu.Lock()
+	for i, c := range counts {
+		if c != 1 {
+			t.Errorf("merge %d answered %d times", i, c)
+		}
+	}
+	mu.Unlock()
+	if err := tr.MergeAsync(ctx, "a", entry(0), func(error) { t.Error("done called after Close") }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("MergeAsync after Close: got %v, want ErrClosed", err)
+	}
+}

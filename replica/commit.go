@@ -33,9 +33,23 @@ type request struct {
 	// onDurable, if set, makes the request answered once committed, and
 	// onDurable called by the syncer once durable (WriteRawAsync).
 	onDurable func(error)
-	// done receives exactly one answer from the committer. Buffered (1) so
-	// the committer never blocks on a caller that left on ctx.Done.
+	// done receives exactly one answer from the committer (or the syncer).
+	// Buffered (1) so they never block on a caller that left on ctx.Done.
+	// Nil when answer is set.
 	done chan error
+	// answer, if set, replaces done: it is called exactly once with the
+	// answer, on the committer's or the syncer's goroutine, and must not
+	// block (MergeAsync).
+	answer func(error)
+}
+
+// reply gives r its answer.
+func (r *request) reply(err error) {
+	if r.answer != nil {
+		r.answer(err)
+		return
+	}
+	r.done <- err
 }
 
 // runCommitter is the committer goroutine: the only writer to Badger. It
@@ -75,14 +89,14 @@ func (s *Store) runCommitter() {
 		for i, r := range batch {
 			switch {
 			case errs[i] != nil || r.unsynced:
-				r.done <- errs[i]
+				r.reply(errs[i])
 			case s.syncer == nil: // InMemory: nothing to sync
 				if r.onDurable != nil {
 					r.onDurable(nil)
 				}
-				r.done <- nil
+				r.reply(nil)
 			case r.onDurable != nil:
-				r.done <- nil // the syncer calls onDurable
+				r.reply(nil) // the syncer calls onDurable
 				durable = append(durable, r)
 			default:
 				durable = append(durable, r) // answered by the syncer

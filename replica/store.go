@@ -375,6 +375,33 @@ func (s *Store) MergeUnsynced(ctx context.Context, entries []Entry) error {
 	return s.merge(ctx, entries, true)
 }
 
+// MergeAsync merges like Merge without waiting for the answer: done is
+// called exactly once with what Merge would have returned, on one of the
+// store's goroutines (the committer's or the syncer's), and must not block.
+// MergeAsync blocks only while it hands the entries to the committer; ctx
+// bounds that wait and nothing after it. If MergeAsync returns an error
+// (as for Merge: nothing was handed over), done is not called. It lets a
+// coordinator wait for several replicas without a goroutine for each.
+func (s *Store) MergeAsync(ctx context.Context, entries []Entry, done func(error)) error {
+	if err := ctx.Err(); err != nil {
+		return err //nolint:wrapcheck // documented: as for Merge
+	}
+	select {
+	case <-s.closing:
+		return ErrClosed
+	default:
+	}
+	if len(entries) == 0 {
+		done(nil)
+		return nil
+	}
+	op, err := s.newMergeOp(entries)
+	if err != nil {
+		return err
+	}
+	return s.handOff(ctx, &request{op: op, answer: done})
+}
+
 func (s *Store) merge(ctx context.Context, entries []Entry, unsynced bool) error {
 	if err := ctx.Err(); err != nil {
 		return err //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
@@ -403,21 +430,27 @@ func (s *Store) submit(ctx context.Context, op op) error {
 }
 
 func (s *Store) submitRequest(ctx context.Context, r *request) error {
-	s.queued.Add(1)
-	select {
-	case s.reqs <- r:
-		s.queued.Add(-1)
-	case <-s.closing:
-		s.queued.Add(-1)
-		return ErrClosed
-	case <-ctx.Done():
-		s.queued.Add(-1)
-		return ctx.Err() //nolint:wrapcheck // documented: Merge and WriteRaw return ctx.Err() itself
+	if err := s.handOff(ctx, r); err != nil {
+		return err
 	}
 	// The committer answers every request it received, even while closing.
 	select {
 	case err := <-r.done:
 		return err
+	case <-ctx.Done():
+		return ctx.Err() //nolint:wrapcheck // documented: Merge and WriteRaw return ctx.Err() itself
+	}
+}
+
+// handOff gives r to the committer, which then answers it whatever happens.
+func (s *Store) handOff(ctx context.Context, r *request) error {
+	s.queued.Add(1)
+	defer s.queued.Add(-1)
+	select {
+	case s.reqs <- r:
+		return nil
+	case <-s.closing:
+		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err() //nolint:wrapcheck // documented: Merge and WriteRaw return ctx.Err() itself
 	}

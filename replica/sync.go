@@ -178,7 +178,7 @@ func (y *syncer) run() {
 				if r.onDurable != nil {
 					r.onDurable(err) // answered at commit
 				} else {
-					r.done <- err
+					r.reply(err)
 				}
 				batch[i] = nil
 			}

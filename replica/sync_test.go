@@ -392,3 +392,81 @@ func TestNewerFile(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeAsync: done is called once, after the sync that follows the
+// commit (nil), or with the sticky sync failure; a merge that is never
+// handed over (closed store, invalid entry, ended context) returns its
+// error and never calls done; no entries answer nil at once.
+func TestMergeAsync(t *testing.T) {
+	s := openTest(t, nil)
+	_, release := blockSyncs(t, s)
+	ctx := context.Background()
+
+	var calls atomic.Int32
+	answered := make(chan error, 2)
+	done := func(err error) {
+		calls.Add(1)
+		answered <- err
+	}
+	if err := s.MergeAsync(ctx, []Entry{{Key: []byte("a"), Record: rec(1, "n", "async")}}, done); err != nil {
+		t.Fatalf("MergeAsync: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := s.Get(0, []byte("a")); err == nil {
+			break // committed and visible, its sync held
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the async write never became visible")
+		}
+		runtimeYield()
+	}
+	select {
+	case err := <-answered:
+		t.Fatalf("done called (%v) before the sync", err)
+	default:
+	}
+	release()
+	if err := <-answered; err != nil {
+		t.Fatalf("done after the sync: got %v, want nil", err)
+	}
+
+	if err := s.MergeAsync(ctx, nil, done); err != nil {
+		t.Fatalf("MergeAsync of nothing: %v", err)
+	}
+	if err := <-answered; err != nil {
+		t.Fatalf("done for nothing: got %v", err)
+	}
+
+	huge := []Entry{{Key: make([]byte, MaxKeyBytes+1), Record: rec(1, "n", "v")}}
+	if err := s.MergeAsync(ctx, huge, done); !errors.Is(err, ErrInvalidEntry) {
+		t.Fatalf("MergeAsync of an oversized key: got %v, want ErrInvalidEntry", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.MergeAsync(cancelled, []Entry{{Key: []byte("c"), Record: rec(1, "n", "v")}}, done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("MergeAsync with an ended context: got %v, want context.Canceled", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("done called %d times, want 2 (refused merges must not call it)", n)
+	}
+
+	boom := errors.New("injected EIO")
+	s.syncer.hooks.beforeSync = func() error { return boom }
+	if err := s.MergeAsync(ctx, []Entry{{Key: []byte("f"), Record: rec(1, "n", "v")}}, done); err != nil {
+		t.Fatalf("MergeAsync before a failing sync: %v", err)
+	}
+	if err := <-answered; !errors.Is(err, ErrSyncFailed) || !errors.Is(err, boom) {
+		t.Fatalf("done after a failed sync: got %v, want ErrSyncFailed with the cause", err)
+	}
+
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MergeAsync(ctx, []Entry{{Key: []byte("z"), Record: rec(1, "n", "v")}}, done); !errors.Is(err, ErrClosed) {
+		t.Fatalf("MergeAsync after Close: got %v, want ErrClosed", err)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("done called %d times, want 3", n)
+	}
+}
