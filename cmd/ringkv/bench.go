@@ -132,7 +132,12 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 	}
-	for _, s := range specs {
+	// Each workload runs on ringkv at every level and then on the peer,
+	// before the next workload: the figures a ratio compares are taken
+	// seconds apart, so that a noisy machine's slow minutes fall on both
+	// systems alike rather than on whichever ran then.
+	peerDone := map[string]bool{}
+	for i, s := range specs {
 		res, err := bench.Run(ctx, d, s, progressLine(stderr, "ringkv"))
 		if err != nil {
 			return err
@@ -142,22 +147,18 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if ctx.Err() != nil {
 			return fmt.Errorf("bench: %w", ctx.Err())
 		}
-	}
-	if len(peerAddrs) > 0 {
-		var peerSpecs []bench.Spec
-		seen := map[string]bool{}
-		for _, s := range specs {
-			if seen[s.Workload] {
-				continue
-			}
-			seen[s.Workload] = true
-			s.Level = *etcdLevel
-			peerSpecs = append(peerSpecs, s)
+		lastLevel := i == len(specs)-1 || specs[i+1].Workload != s.Workload
+		if len(peerAddrs) == 0 || !lastLevel || peerDone[s.Workload] {
+			continue
 		}
-		rep.Peer, err = runEtcdPeer(ctx, peerAddrs, peerSpecs, stderr)
+		peerDone[s.Workload] = true
+		ps := s
+		ps.Level = *etcdLevel
+		res2, err := runEtcdPeer(ctx, peerAddrs, []bench.Spec{ps}, len(peerDone) == 1, stderr)
 		if err != nil {
 			return err
 		}
+		rep.Peer = append(rep.Peer, res2...)
 	}
 	if *report != "" {
 		var page bytes.Buffer
@@ -210,9 +211,9 @@ func waitReady(ctx context.Context, nodes []*node.Node, timeout time.Duration) e
 
 // runEtcdPeer runs specs against etcd through the peer driver of
 // bench/etcd: the binary named by RINGKV_BENCH_ETCD, or `go run .` in
-// ./bench/etcd.
-func runEtcdPeer(ctx context.Context, endpoints []string, specs []bench.Spec, stderr io.Writer) ([]bench.Result, error) {
-	job, err := json.Marshal(map[string]any{"endpoints": endpoints, "specs": specs, "preload": true, "conns": 4})
+// ./bench/etcd. preload: write the key space first (the first call of a run).
+func runEtcdPeer(ctx context.Context, endpoints []string, specs []bench.Spec, preload bool, stderr io.Writer) ([]bench.Result, error) {
+	job, err := json.Marshal(map[string]any{"endpoints": endpoints, "specs": specs, "preload": preload, "conns": 4})
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}

@@ -21,10 +21,14 @@ func TestMain(m *testing.M) {
 		var job struct {
 			Endpoints []string     `json:"endpoints"`
 			Specs     []bench.Spec `json:"specs"`
+			Preload   bool         `json:"preload"`
 		}
 		if err := json.NewDecoder(os.Stdin).Decode(&job); err != nil || len(job.Endpoints) == 0 {
 			fmt.Fprintln(os.Stderr, "fake peer: bad job", err)
 			os.Exit(1)
+		}
+		for _, s := range job.Specs {
+			fmt.Fprintf(os.Stderr, "fake peer ran %s preload=%v\n", s.Workload, job.Preload)
 		}
 		var out []bench.Result
 		for _, s := range job.Specs {
@@ -65,6 +69,19 @@ func TestBenchShortSmoke(t *testing.T) {
 	}
 	if len(rep.Peer) != len(bench.Workloads) || rep.Peer[0].Spec.Level != "linearizable" {
 		t.Fatalf("peer results: %+v", rep.Peer)
+	}
+	// Interleaved: each workload on the peer right after its last level on
+	// ringkv and before the next workload; the key space preloaded once.
+	log := stderr.String()
+	at := 0
+	for i, wl := range bench.Workloads {
+		lastLevel := "linearizable"
+		ours := strings.Index(log[at:], fmt.Sprintf("ringkv %-3s %-12s", wl, lastLevel))
+		peer := strings.Index(log[at:], fmt.Sprintf("fake peer ran %s preload=%v\n", wl, i == 0))
+		if ours < 0 || peer < 0 || peer < ours {
+			t.Fatalf("workload %s: ringkv's last level at %d, the peer's run at %d (after offset %d), want both, the peer after:\n%s", wl, ours, peer, at, log)
+		}
+		at += peer
 	}
 	page, err := os.ReadFile(report)
 	if err != nil {
