@@ -349,6 +349,9 @@ func (t *RPCTransport) sender(p *peer, queue <-chan *call, maxBatch int) {
 	}()
 	batch := make([]*call, 0, maxBatch)
 	for {
+		if t.lifetime.Err() != nil {
+			return // closing: Close answers what is still queued
+		}
 		batch = batch[:0]
 		select {
 		case <-t.lifetime.Done():
