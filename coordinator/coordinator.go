@@ -224,7 +224,6 @@ func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec repl
 			c.wg.Done()
 		})
 	}
-	results := fan.results
 
 	// Collect until W acks, or every replica answered (so the error can say
 	// how many acked), or the deadline.
@@ -232,7 +231,7 @@ func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec repl
 	var last error
 	for acked < need && acked+failed < len(replicas) {
 		select {
-		case err := <-results:
+		case err := <-fan.results:
 			if err != nil {
 				failed++
 				last = err
@@ -280,30 +279,26 @@ type asyncMerger interface {
 // with the outcome mergeInto would return. done must not block: it may run
 // on the store's or the transport's goroutines, or on the caller's.
 func (c *Coordinator) mergeAsync(ctx context.Context, node string, entries []replica.Entry, done func(error)) {
+	var label string
+	var submit func(ctx context.Context, entries []replica.Entry, done func(error)) error
 	if node == c.cfg.NodeID {
-		wrapped := func(err error) {
-			if err != nil {
-				err = fmt.Errorf("local merge: %w", err)
-			}
-			done(err)
+		label, submit = "local merge", c.deps.Store.MergeAsync
+	} else if am, ok := c.deps.Transport.(asyncMerger); ok {
+		label = "merge on " + node
+		submit = func(ctx context.Context, entries []replica.Entry, done func(error)) error {
+			return am.MergeAsync(ctx, node, entries, done)
 		}
-		if err := c.deps.Store.MergeAsync(ctx, entries, wrapped); err != nil {
-			wrapped(err)
-		}
-		return
-	}
-	am, ok := c.deps.Transport.(asyncMerger)
-	if !ok {
+	} else {
 		go func() { done(c.mergeInto(ctx, node, entries)) }()
 		return
 	}
 	wrapped := func(err error) {
 		if err != nil {
-			err = fmt.Errorf("merge on %s: %w", node, err)
+			err = fmt.Errorf("%s: %w", label, err) // as mergeInto words it
 		}
 		done(err)
 	}
-	if err := am.MergeAsync(ctx, node, entries, wrapped); err != nil {
+	if err := submit(ctx, entries, wrapped); err != nil {
 		wrapped(err)
 	}
 }

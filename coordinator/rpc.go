@@ -234,11 +234,7 @@ func (t *RPCTransport) Close() error {
 // returns an error, done is not called. The coordinator uses it to wait
 // for several replicas without a goroutine for each.
 func (t *RPCTransport) MergeAsync(ctx context.Context, node string, entries []replica.Entry, done func(error)) error {
-	addr, ok := t.resolver.RPCAddr(node)
-	if !ok {
-		return fmt.Errorf("%w: %s", ErrUnknownPeer, node)
-	}
-	p, err := t.peer(addr)
+	p, err := t.peerOf(node)
 	if err != nil {
 		return err
 	}
@@ -280,11 +276,7 @@ func (t *RPCTransport) Scan(ctx context.Context, node string, req ScanRequest) (
 }
 
 func (t *RPCTransport) do(ctx context.Context, node string, c *call) callResult {
-	addr, ok := t.resolver.RPCAddr(node)
-	if !ok {
-		return callResult{err: fmt.Errorf("%w: %s", ErrUnknownPeer, node)}
-	}
-	p, err := t.peer(addr)
+	p, err := t.peerOf(node)
 	if err != nil {
 		return callResult{err: err}
 	}
@@ -313,6 +305,15 @@ func (t *RPCTransport) do(ctx context.Context, node string, c *call) callResult 
 		return callResult{err: err} // no sender took it
 	}
 	return callResult{err: fmt.Errorf("%w: %w", errMaybeSent, err)}
+}
+
+// peerOf resolves node and returns its peer, started on first use.
+func (t *RPCTransport) peerOf(node string) (*peer, error) {
+	addr, ok := t.resolver.RPCAddr(node)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownPeer, node)
+	}
+	return t.peer(addr)
 }
 
 func (t *RPCTransport) peer(addr string) (*peer, error) {

@@ -383,42 +383,40 @@ func (s *Store) MergeUnsynced(ctx context.Context, entries []Entry) error {
 // (as for Merge: nothing was handed over), done is not called. It lets a
 // coordinator wait for several replicas without a goroutine for each.
 func (s *Store) MergeAsync(ctx context.Context, entries []Entry, done func(error)) error {
-	if err := ctx.Err(); err != nil {
-		return err //nolint:wrapcheck // documented: as for Merge
-	}
-	select {
-	case <-s.closing:
-		return ErrClosed
-	default:
-	}
-	if len(entries) == 0 {
-		done(nil)
-		return nil
-	}
-	op, err := s.newMergeOp(entries)
+	op, err := s.mergeOpFor(ctx, entries)
 	if err != nil {
 		return err
+	}
+	if op == nil {
+		done(nil)
+		return nil
 	}
 	return s.handOff(ctx, &request{op: op, answer: done})
 }
 
 func (s *Store) merge(ctx context.Context, entries []Entry, unsynced bool) error {
-	if err := ctx.Err(); err != nil {
-		return err //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
-	}
-	select {
-	case <-s.closing:
-		return ErrClosed
-	default:
-	}
-	if len(entries) == 0 {
-		return nil
-	}
-	op, err := s.newMergeOp(entries)
-	if err != nil {
+	op, err := s.mergeOpFor(ctx, entries)
+	if err != nil || op == nil {
 		return err
 	}
 	return s.submitRequest(ctx, &request{op: op, unsynced: unsynced, done: make(chan error, 1)})
+}
+
+// mergeOpFor checks ctx and the store, then encodes entries; a nil op
+// means there is nothing to merge.
+func (s *Store) mergeOpFor(ctx context.Context, entries []Entry) (*mergeOp, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err //nolint:wrapcheck // documented: Merge returns ctx.Err() itself
+	}
+	select {
+	case <-s.closing:
+		return nil, ErrClosed
+	default:
+	}
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	return s.newMergeOp(entries)
 }
 
 // submit hands op to the committer and waits for its answer: nil once the

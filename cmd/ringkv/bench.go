@@ -151,14 +151,15 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if len(peerAddrs) == 0 || !lastLevel || peerDone[s.Workload] {
 			continue
 		}
+		firstPeerJob := len(peerDone) == 0 // preloads the peer's key space
 		peerDone[s.Workload] = true
 		ps := s
 		ps.Level = *etcdLevel
-		res2, err := runEtcdPeer(ctx, peerAddrs, []bench.Spec{ps}, len(peerDone) == 1, stderr)
+		peerRes, err := runEtcdPeer(ctx, peerAddrs, []bench.Spec{ps}, firstPeerJob, stderr)
 		if err != nil {
 			return err
 		}
-		rep.Peer = append(rep.Peer, res2...)
+		rep.Peer = append(rep.Peer, peerRes...)
 	}
 	if *report != "" {
 		var page bytes.Buffer
