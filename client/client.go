@@ -40,6 +40,7 @@ type Client struct {
 		leaders []string         // per partition; "" unknown
 		pools   map[string]*pool // by address
 		lanes   map[laneKey]*lane
+		pipes   map[string]*pipe // by address
 		down    map[string]time.Time
 		closed  bool
 	}
@@ -97,6 +98,7 @@ func newClient(addrs []string, opts []Option) (*Client, error) {
 	c := &Client{cfg: cfg, seeds: seeds, log: log, lifetime: ctx, cancel: cancel, refreshCh: make(chan struct{}, 1)}
 	c.mu.pools = make(map[string]*pool)
 	c.mu.lanes = make(map[laneKey]*lane)
+	c.mu.pipes = make(map[string]*pipe)
 	c.mu.down = make(map[string]time.Time)
 	c.rnd.r = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(seeds)))) //nolint:gosec // jitter, not security
 	c.wg.Add(1)

@@ -53,6 +53,9 @@ type laneCall struct {
 	// to callAbandoned (its caller left first: never sent).
 	state atomic.Int32
 	done  chan laneAnswer // buffered 1: the sender never blocks
+	// id names the call on a pipe's stream (pipe.go); set under the pipe's
+	// lock when it is sent.
+	id uint64
 }
 
 const (
@@ -93,19 +96,14 @@ func (c *Client) lane(key laneKey) *lane {
 
 // attemptOp makes one attempt of a single keyed operation at addr: a Get
 // through the node's lane for its level (unless coalescing is off), a
-// write in an RPC of its own.
+// write on the node's pipe (unless PipeWrites is off; then in an RPC of
+// its own).
 func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, write bool) (outcome, *kvpb.ClientResult, error) {
+	if write && c.cfg.PipeWrites {
+		return c.attemptPipe(ctx, addr, op)
+	}
 	if c.cfg.CoalesceConns <= 0 || write {
-		var res *kvpb.ClientResult
-		how, err := c.attempt(ctx, addr, string(op.GetKey()), func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
-			resp, err := cl.Do(ctx, &kvpb.ClientRequest{Op: op, TimeoutMicros: budget})
-			if err != nil {
-				return nil, 0, "", "", err //nolint:wrapcheck // classified by attempt
-			}
-			res = resp.GetResult()
-			return resp.GetHeader(), res.GetError(), res.GetMessage(), res.GetLeader(), nil
-		})
-		return how, res, err
+		return c.attemptDo(ctx, addr, op)
 	}
 	l := c.lane(laneKey{addr: addr, level: op.GetConsistency()})
 	if l == nil {
@@ -125,6 +123,20 @@ func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, 
 		return retry, nil, timeoutError(ctx, c.isClosed(), nil) // never sent
 	}
 	return retryReads, nil, timeoutError(ctx, c.isClosed(), nil) // sent
+}
+
+// attemptDo makes one attempt of op at addr in an RPC of its own.
+func (c *Client) attemptDo(ctx context.Context, addr string, op *kvpb.ClientOp) (outcome, *kvpb.ClientResult, error) {
+	var res *kvpb.ClientResult
+	how, err := c.attempt(ctx, addr, string(op.GetKey()), func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
+		resp, err := cl.Do(ctx, &kvpb.ClientRequest{Op: op, TimeoutMicros: budget})
+		if err != nil {
+			return nil, 0, "", "", err //nolint:wrapcheck // classified by attempt
+		}
+		res = resp.GetResult()
+		return resp.GetHeader(), res.GetError(), res.GetMessage(), res.GetLeader(), nil
+	})
+	return how, res, err
 }
 
 // submit queues call. It returns true when the lane had a free RPC slot:
@@ -241,14 +253,19 @@ func (l *lane) send(batch []*laneCall) {
 	}
 	p.put(conn, true)
 	for i, call := range batch {
-		res := results[i]
-		l.c.observe(hdr, string(call.op.GetKey()), res.GetLeader())
-		a := laneAnswer{how: final, res: res}
-		if code := res.GetError(); code != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
-			a.how, a.err = codeError(code, fmt.Sprintf("%s (node %s)", res.GetMessage(), hdr.GetNodeId()))
-		}
-		call.done <- a
+		call.done <- l.c.answerOf(hdr, string(call.op.GetKey()), results[i])
 	}
+}
+
+// answerOf notes what a node's answer for key tells about the cluster and
+// returns the call's answer.
+func (c *Client) answerOf(hdr *kvpb.ClientHeader, key string, res *kvpb.ClientResult) laneAnswer {
+	c.observe(hdr, key, res.GetLeader())
+	a := laneAnswer{how: final, res: res}
+	if code := res.GetError(); code != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		a.how, a.err = codeError(code, fmt.Sprintf("%s (node %s)", res.GetMessage(), hdr.GetNodeId()))
+	}
+	return a
 }
 
 // batchContext returns a context for an RPC carrying calls: it ends at the

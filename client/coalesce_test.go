@@ -88,15 +88,23 @@ func (n *laneNode) rpcCount() int {
 func startLaneNode(t *testing.T) (*laneNode, string) {
 	t.Helper()
 	n := &laneNode{seen: map[string]bool{}}
+	return n, serveClient(t, n)
+}
+
+// serveClient serves srv as a node's Client service (ManualFlush, as a
+// node runs it) on a loopback port until the test ends, and returns its
+// address.
+func serveClient(t *testing.T, srv kvpb.DRPCClientServer) string {
+	t.Helper()
 	mux := drpcmux.New()
-	if err := kvpb.DRPCRegisterClient(mux, n); err != nil {
+	if err := kvpb.DRPCRegisterClient(mux, srv); err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{
+	server := drpcserver.NewWithOptions(mux, drpcserver.Options{
 		Manager: drpcmanager.Options{Stream: drpcstream.Options{ManualFlush: true}},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -104,10 +112,10 @@ func startLaneNode(t *testing.T) (*laneNode, string) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = srv.Serve(ctx, lis) // ends with ctx
+		_ = server.Serve(ctx, lis) // ends with ctx
 	}()
 	t.Cleanup(func() { cancel(); wg.Wait() })
-	return n, lis.Addr().String()
+	return lis.Addr().String()
 }
 
 // poll calls cond until it returns nil, failing t after 5 s.

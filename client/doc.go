@@ -66,8 +66,15 @@
 // Gets made while they are go together as one Batch RPC when one returns.
 // A Get that finds its lane idle is sent at once on its own goroutine, so
 // a lone caller pays nothing for it; each Get keeps its own result,
-// retries and deadline. Writes always travel in an RPC of their own.
-// WithCoalesceConns(0) turns coalescing off.
+// retries and deadline. WithCoalesceConns(0) turns coalescing off.
+//
+// Writes travel on a pipe (pipe.go): one long-lived Pipe stream per node,
+// on a connection of its own, on which every write waiting for the node
+// goes out in one message and the node answers each as it finishes, in
+// any order, so no write waits for another. A write the stream carried
+// when it failed returns ErrOutcomeUnknown; one not yet sent is retried
+// elsewhere. A node that does not serve Pipe gets writes as Do calls.
+// WithPipeWrites(false) sends every write in an RPC of its own.
 //
 // # Goroutines
 //
@@ -78,6 +85,9 @@
 //   - Under contention, one per lane sending the calls that waited, ending
 //     when the lane has none left (each RPC bounded by its calls'
 //     deadlines).
+//   - One per node written to (its pipe's sender, for the Client's life)
+//     and, while the pipe's stream is open, one receiving its answers;
+//     Close ends both.
 //
 // The key's partition is computed here as in package ring:
 // xxhash64(key) >> (64 - log2 P).

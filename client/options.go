@@ -116,6 +116,12 @@ type Config struct {
 	// up to BatchChunk, in the next (coalesce.go). Writes always travel
 	// alone. 0 sends every Get in an RPC of its own. Default 2.
 	CoalesceConns int
+	// PipeWrites sends writes (Set, Delete, CompareAndSet, PutIfAbsent)
+	// to a node on one long-lived Pipe stream, answered as each finishes
+	// (pipe.go): concurrent writes share the socket's writes and reads
+	// instead of taking a connection and a stream each. false sends each
+	// write in an RPC of its own. Default true.
+	PipeWrites bool
 	// Logger receives debug logs; nil discards.
 	Logger *slog.Logger
 }
@@ -134,6 +140,7 @@ func DefaultConfig() Config {
 		NodeDownFor:     time.Second,
 		BatchChunk:      256,
 		CoalesceConns:   2,
+		PipeWrites:      true,
 	}
 }
 
@@ -196,6 +203,10 @@ func WithRefreshInterval(d time.Duration) Option { return func(c *Config) { c.Re
 // in flight to a node at once (0: no coalescing; see
 // Config.CoalesceConns).
 func WithCoalesceConns(n int) Option { return func(c *Config) { c.CoalesceConns = n } }
+
+// WithPipeWrites sets whether writes travel on a Pipe stream per node
+// (see Config.PipeWrites).
+func WithPipeWrites(on bool) Option { return func(c *Config) { c.PipeWrites = on } }
 
 // WithLogger sets the logger for debug logs.
 func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }

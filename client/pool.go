@@ -92,11 +92,16 @@ func usable(conn *rpcconn.Conn) bool {
 }
 
 func (p *pool) dial(ctx context.Context) (*rpcconn.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
+	return dial(ctx, p.addr, p.dialTimeout)
+}
+
+// dial connects to addr within timeout; a failure is a *dialError.
+func dial(ctx context.Context, addr string, timeout time.Duration) (*rpcconn.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.addr)
+	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, &dialError{fmt.Errorf("dial %s: %w", p.addr, err)}
+		return nil, &dialError{fmt.Errorf("dial %s: %w", addr, err)}
 	}
 	return rpcconn.New(nc), nil
 }

@@ -1407,7 +1407,7 @@ func (s raftServer) writePipeline(ctx context.Context, cancel context.CancelFunc
 		}
 		err := stream.Send(batch)
 		if err == nil {
-			err = flushStream(stream)
+			err = rpcconn.Flush(stream)
 		}
 		if err != nil {
 			s.t.log.Debug("raft pipeline response failed", "err", err)
@@ -1416,25 +1416,6 @@ func (s raftServer) writePipeline(ctx context.Context, cancel context.CancelFunc
 		}
 		clear(batch.Responses)
 	}
-}
-
-// flushStream writes out what Send buffered on a server stream. A node's
-// drpc server runs with ManualFlush (a unary answer and its close then
-// leave in one write), so a handler that sends on a stream and goes on
-// must flush each message itself; without ManualFlush this is a no-op.
-func flushStream(stream any) error {
-	gs, ok := stream.(interface{ GetStream() drpc.Stream })
-	if !ok {
-		return nil
-	}
-	f, ok := gs.GetStream().(interface{ RawFlush() error })
-	if !ok {
-		return nil
-	}
-	if err := f.RawFlush(); err != nil {
-		return fmt.Errorf("flush: %w", err)
-	}
-	return nil
 }
 
 func (s raftServer) RequestVote(ctx context.Context, in *kvpb.RequestVoteRequest) (*kvpb.RequestVoteResponse, error) {

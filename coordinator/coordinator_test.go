@@ -35,6 +35,8 @@ type memTransport struct {
 	down   map[string]bool
 	stall  map[string]bool
 	calls  atomic.Int64
+	// unstalled counts the stalled calls that ended with their context.
+	unstalled atomic.Int64
 }
 
 var errDown = errors.New("test: node down")
@@ -46,6 +48,7 @@ func (m *memTransport) check(ctx context.Context, node string) error {
 	m.mu.Unlock()
 	if stall {
 		<-ctx.Done()
+		m.unstalled.Add(1)
 		return ctx.Err()
 	}
 	if down {

@@ -87,3 +87,37 @@ type drainEncoding struct{}
 
 func (drainEncoding) Marshal(drpc.Message) ([]byte, error) { return nil, nil }
 func (drainEncoding) Unmarshal([]byte, drpc.Message) error { return nil }
+
+// Flush writes out what a stream's Send buffered. ringkv's drpc servers
+// run with ManualFlush (a unary answer and its close then leave in one
+// write), and Invoke and the client's streams set it too, so a side that
+// sends on a stream and goes on must flush each message, or each batch of
+// messages, itself. stream is a drpc.Stream or a generated stream type
+// (GetStream); on a stream without ManualFlush this is a no-op.
+func Flush(stream any) error {
+	if gs, ok := stream.(interface{ GetStream() drpc.Stream }); ok {
+		stream = gs.GetStream()
+	}
+	f, ok := stream.(interface{ RawFlush() error })
+	if !ok {
+		return nil
+	}
+	if err := f.RawFlush(); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}
+
+// SetManualFlush makes stream (a drpc.Stream or a generated stream type)
+// buffer what Send writes until Flush. It reports whether the stream
+// supports it.
+func SetManualFlush(stream any) bool {
+	if gs, ok := stream.(interface{ GetStream() drpc.Stream }); ok {
+		stream = gs.GetStream()
+	}
+	f, ok := stream.(flusher)
+	if ok {
+		f.SetManualFlush(true)
+	}
+	return ok
+}

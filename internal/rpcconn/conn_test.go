@@ -193,3 +193,46 @@ func TestInvokeOnClosedConn(t *testing.T) {
 		t.Fatal("a call on a closed connection succeeded")
 	}
 }
+
+// generated stands for a generated stream type: it wraps a drpc.Stream.
+type generated struct{ s drpc.Stream }
+
+func (g generated) GetStream() drpc.Stream { return g.s }
+
+// TestStreamManualFlush: after SetManualFlush a stream's messages stay in
+// its buffer until Flush, which writes them in one write; both accept a
+// generated stream type, and are no-ops on anything else.
+func TestStreamManualFlush(t *testing.T) {
+	h := &handler{}
+	c, writes := dial(t, serve(t, h, true))
+	stream, err := c.NewStream(context.Background(), "/echo", protoEnc{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stream.Close() }()
+	if !SetManualFlush(generated{stream}) {
+		t.Fatal("SetManualFlush refused a drpc stream")
+	}
+	if err := stream.MsgSend(&kvpb.ReadRequest{Keys: []*kvpb.ReadKey{{Key: []byte("k")}}}, protoEnc{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.Load(); n != 0 {
+		t.Fatalf("%d writes before Flush", n)
+	}
+	if err := Flush(generated{stream}); err != nil {
+		t.Fatal(err)
+	}
+	if n := writes.Load(); n != 1 {
+		t.Fatalf("%d writes after Flush, want 1", n)
+	}
+	var out kvpb.ReadKey
+	if err := stream.MsgRecv(&out, protoEnc{}); err != nil || string(out.GetKey()) != "k" {
+		t.Fatalf("answer: %q, %v", out.GetKey(), err)
+	}
+	if SetManualFlush(struct{}{}) {
+		t.Fatal("SetManualFlush accepted a non-stream")
+	}
+	if err := Flush(struct{}{}); err != nil {
+		t.Fatalf("Flush of a non-stream: %v", err)
+	}
+}

@@ -1108,6 +1108,219 @@ func (x *ClientListResponse) GetPairs() []*ClientPair {
 	return nil
 }
 
+// ClientPipeOp is one operation on a Pipe stream. id is the client's:
+// the answer carries it back, since answers come in the order the
+// operations finish.
+type ClientPipeOp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Op    *ClientOp              `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`
+	// timeout_micros bounds this operation on the server; 0 means the
+	// node's default request timeout.
+	TimeoutMicros uint64 `protobuf:"varint,3,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientPipeOp) Reset() {
+	*x = ClientPipeOp{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientPipeOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientPipeOp) ProtoMessage() {}
+
+func (x *ClientPipeOp) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientPipeOp.ProtoReflect.Descriptor instead.
+func (*ClientPipeOp) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ClientPipeOp) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ClientPipeOp) GetOp() *ClientOp {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *ClientPipeOp) GetTimeoutMicros() uint64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+type ClientPipeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ops           []*ClientPipeOp        `protobuf:"bytes,1,rep,name=ops,proto3" json:"ops,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientPipeRequest) Reset() {
+	*x = ClientPipeRequest{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientPipeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientPipeRequest) ProtoMessage() {}
+
+func (x *ClientPipeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientPipeRequest.ProtoReflect.Descriptor instead.
+func (*ClientPipeRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ClientPipeRequest) GetOps() []*ClientPipeOp {
+	if x != nil {
+		return x.Ops
+	}
+	return nil
+}
+
+type ClientPipeResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Result        *ClientResult          `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientPipeResult) Reset() {
+	*x = ClientPipeResult{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientPipeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientPipeResult) ProtoMessage() {}
+
+func (x *ClientPipeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientPipeResult.ProtoReflect.Descriptor instead.
+func (*ClientPipeResult) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ClientPipeResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ClientPipeResult) GetResult() *ClientResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type ClientPipeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ClientHeader          `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Results       []*ClientPipeResult    `protobuf:"bytes,2,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientPipeResponse) Reset() {
+	*x = ClientPipeResponse{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientPipeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientPipeResponse) ProtoMessage() {}
+
+func (x *ClientPipeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientPipeResponse.ProtoReflect.Descriptor instead.
+func (*ClientPipeResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ClientPipeResponse) GetHeader() *ClientHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ClientPipeResponse) GetResults() []*ClientPipeResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_ringkv_v1_client_proto protoreflect.FileDescriptor
 
 const file_ringkv_v1_client_proto_rawDesc = "" +
@@ -1180,7 +1393,19 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x06header\x18\x01 \x01(\v2\x17.ringkv.v1.ClientHeaderR\x06header\x12*\n" +
 	"\x05error\x18\x02 \x01(\x0e2\x14.ringkv.v1.ErrorCodeR\x05error\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12+\n" +
-	"\x05pairs\x18\x04 \x03(\v2\x15.ringkv.v1.ClientPairR\x05pairs*\x8a\x01\n" +
+	"\x05pairs\x18\x04 \x03(\v2\x15.ringkv.v1.ClientPairR\x05pairs\"j\n" +
+	"\fClientPipeOp\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12#\n" +
+	"\x02op\x18\x02 \x01(\v2\x13.ringkv.v1.ClientOpR\x02op\x12%\n" +
+	"\x0etimeout_micros\x18\x03 \x01(\x04R\rtimeoutMicros\">\n" +
+	"\x11ClientPipeRequest\x12)\n" +
+	"\x03ops\x18\x01 \x03(\v2\x17.ringkv.v1.ClientPipeOpR\x03ops\"S\n" +
+	"\x10ClientPipeResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12/\n" +
+	"\x06result\x18\x02 \x01(\v2\x17.ringkv.v1.ClientResultR\x06result\"|\n" +
+	"\x12ClientPipeResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.ringkv.v1.ClientHeaderR\x06header\x125\n" +
+	"\aresults\x18\x02 \x03(\v2\x1b.ringkv.v1.ClientPipeResultR\aresults*\x8a\x01\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCONSISTENCY_ONE\x10\x01\x12\x16\n" +
@@ -1196,12 +1421,13 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x12ERROR_CODE_TIMEOUT\x10\x05\x12\x16\n" +
 	"\x12ERROR_CODE_CORRUPT\x10\x06\x12\x15\n" +
 	"\x11ERROR_CODE_CLOSED\x10\a\x12\x17\n" +
-	"\x13ERROR_CODE_INTERNAL\x10\b2\x95\x02\n" +
+	"\x13ERROR_CODE_INTERNAL\x10\b2\xde\x02\n" +
 	"\x06Client\x12C\n" +
 	"\bTopology\x12\x1a.ringkv.v1.TopologyRequest\x1a\x1b.ringkv.v1.TopologyResponse\x129\n" +
 	"\x02Do\x12\x18.ringkv.v1.ClientRequest\x1a\x19.ringkv.v1.ClientResponse\x12F\n" +
 	"\x05Batch\x12\x1d.ringkv.v1.ClientBatchRequest\x1a\x1e.ringkv.v1.ClientBatchResponse\x12C\n" +
-	"\x04List\x12\x1c.ringkv.v1.ClientListRequest\x1a\x1d.ringkv.v1.ClientListResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
+	"\x04List\x12\x1c.ringkv.v1.ClientListRequest\x1a\x1d.ringkv.v1.ClientListResponse\x12G\n" +
+	"\x04Pipe\x12\x1c.ringkv.v1.ClientPipeRequest\x1a\x1d.ringkv.v1.ClientPipeResponse(\x010\x01B%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
 	file_ringkv_v1_client_proto_rawDescOnce sync.Once
@@ -1216,7 +1442,7 @@ func file_ringkv_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_ringkv_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_ringkv_v1_client_proto_goTypes = []any{
 	(Consistency)(0),            // 0: ringkv.v1.Consistency
 	(ErrorCode)(0),              // 1: ringkv.v1.ErrorCode
@@ -1235,6 +1461,10 @@ var file_ringkv_v1_client_proto_goTypes = []any{
 	(*ClientListRequest)(nil),   // 14: ringkv.v1.ClientListRequest
 	(*ClientPair)(nil),          // 15: ringkv.v1.ClientPair
 	(*ClientListResponse)(nil),  // 16: ringkv.v1.ClientListResponse
+	(*ClientPipeOp)(nil),        // 17: ringkv.v1.ClientPipeOp
+	(*ClientPipeRequest)(nil),   // 18: ringkv.v1.ClientPipeRequest
+	(*ClientPipeResult)(nil),    // 19: ringkv.v1.ClientPipeResult
+	(*ClientPipeResponse)(nil),  // 20: ringkv.v1.ClientPipeResponse
 }
 var file_ringkv_v1_client_proto_depIdxs = []int32{
 	3,  // 0: ringkv.v1.TopologyResponse.header:type_name -> ringkv.v1.ClientHeader
@@ -1253,19 +1483,26 @@ var file_ringkv_v1_client_proto_depIdxs = []int32{
 	3,  // 13: ringkv.v1.ClientListResponse.header:type_name -> ringkv.v1.ClientHeader
 	1,  // 14: ringkv.v1.ClientListResponse.error:type_name -> ringkv.v1.ErrorCode
 	15, // 15: ringkv.v1.ClientListResponse.pairs:type_name -> ringkv.v1.ClientPair
-	4,  // 16: ringkv.v1.Client.Topology:input_type -> ringkv.v1.TopologyRequest
-	10, // 17: ringkv.v1.Client.Do:input_type -> ringkv.v1.ClientRequest
-	12, // 18: ringkv.v1.Client.Batch:input_type -> ringkv.v1.ClientBatchRequest
-	14, // 19: ringkv.v1.Client.List:input_type -> ringkv.v1.ClientListRequest
-	7,  // 20: ringkv.v1.Client.Topology:output_type -> ringkv.v1.TopologyResponse
-	11, // 21: ringkv.v1.Client.Do:output_type -> ringkv.v1.ClientResponse
-	13, // 22: ringkv.v1.Client.Batch:output_type -> ringkv.v1.ClientBatchResponse
-	16, // 23: ringkv.v1.Client.List:output_type -> ringkv.v1.ClientListResponse
-	20, // [20:24] is the sub-list for method output_type
-	16, // [16:20] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	8,  // 16: ringkv.v1.ClientPipeOp.op:type_name -> ringkv.v1.ClientOp
+	17, // 17: ringkv.v1.ClientPipeRequest.ops:type_name -> ringkv.v1.ClientPipeOp
+	9,  // 18: ringkv.v1.ClientPipeResult.result:type_name -> ringkv.v1.ClientResult
+	3,  // 19: ringkv.v1.ClientPipeResponse.header:type_name -> ringkv.v1.ClientHeader
+	19, // 20: ringkv.v1.ClientPipeResponse.results:type_name -> ringkv.v1.ClientPipeResult
+	4,  // 21: ringkv.v1.Client.Topology:input_type -> ringkv.v1.TopologyRequest
+	10, // 22: ringkv.v1.Client.Do:input_type -> ringkv.v1.ClientRequest
+	12, // 23: ringkv.v1.Client.Batch:input_type -> ringkv.v1.ClientBatchRequest
+	14, // 24: ringkv.v1.Client.List:input_type -> ringkv.v1.ClientListRequest
+	18, // 25: ringkv.v1.Client.Pipe:input_type -> ringkv.v1.ClientPipeRequest
+	7,  // 26: ringkv.v1.Client.Topology:output_type -> ringkv.v1.TopologyResponse
+	11, // 27: ringkv.v1.Client.Do:output_type -> ringkv.v1.ClientResponse
+	13, // 28: ringkv.v1.Client.Batch:output_type -> ringkv.v1.ClientBatchResponse
+	16, // 29: ringkv.v1.Client.List:output_type -> ringkv.v1.ClientListResponse
+	20, // 30: ringkv.v1.Client.Pipe:output_type -> ringkv.v1.ClientPipeResponse
+	26, // [26:31] is the sub-list for method output_type
+	21, // [21:26] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_client_proto_init() }
@@ -1279,7 +1516,7 @@ func file_ringkv_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_client_proto_rawDesc), len(file_ringkv_v1_client_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   14,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

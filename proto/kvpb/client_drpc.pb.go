@@ -42,6 +42,7 @@ type DRPCClientClient interface {
 	Do(ctx context.Context, in *ClientRequest) (*ClientResponse, error)
 	Batch(ctx context.Context, in *ClientBatchRequest) (*ClientBatchResponse, error)
 	List(ctx context.Context, in *ClientListRequest) (*ClientListResponse, error)
+	Pipe(ctx context.Context) (DRPCClient_PipeClient, error)
 }
 
 type drpcClientClient struct {
@@ -90,11 +91,51 @@ func (c *drpcClientClient) List(ctx context.Context, in *ClientListRequest) (*Cl
 	return out, nil
 }
 
+func (c *drpcClientClient) Pipe(ctx context.Context) (DRPCClient_PipeClient, error) {
+	stream, err := c.cc.NewStream(ctx, "/ringkv.v1.Client/Pipe", drpcEncoding_File_ringkv_v1_client_proto{})
+	if err != nil {
+		return nil, err
+	}
+	x := &drpcClient_PipeClient{stream}
+	return x, nil
+}
+
+type DRPCClient_PipeClient interface {
+	drpc.Stream
+	Send(*ClientPipeRequest) error
+	Recv() (*ClientPipeResponse, error)
+}
+
+type drpcClient_PipeClient struct {
+	drpc.Stream
+}
+
+func (x *drpcClient_PipeClient) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcClient_PipeClient) Send(m *ClientPipeRequest) error {
+	return x.MsgSend(m, drpcEncoding_File_ringkv_v1_client_proto{})
+}
+
+func (x *drpcClient_PipeClient) Recv() (*ClientPipeResponse, error) {
+	m := new(ClientPipeResponse)
+	if err := x.MsgRecv(m, drpcEncoding_File_ringkv_v1_client_proto{}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (x *drpcClient_PipeClient) RecvMsg(m *ClientPipeResponse) error {
+	return x.MsgRecv(m, drpcEncoding_File_ringkv_v1_client_proto{})
+}
+
 type DRPCClientServer interface {
 	Topology(context.Context, *TopologyRequest) (*TopologyResponse, error)
 	Do(context.Context, *ClientRequest) (*ClientResponse, error)
 	Batch(context.Context, *ClientBatchRequest) (*ClientBatchResponse, error)
 	List(context.Context, *ClientListRequest) (*ClientListResponse, error)
+	Pipe(DRPCClient_PipeStream) error
 }
 
 type DRPCClientUnimplementedServer struct{}
@@ -115,9 +156,13 @@ func (s *DRPCClientUnimplementedServer) List(context.Context, *ClientListRequest
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCClientUnimplementedServer) Pipe(DRPCClient_PipeStream) error {
+	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCClientDescription struct{}
 
-func (DRPCClientDescription) NumMethods() int { return 4 }
+func (DRPCClientDescription) NumMethods() int { return 5 }
 
 func (DRPCClientDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -157,6 +202,14 @@ func (DRPCClientDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver
 						in1.(*ClientListRequest),
 					)
 			}, DRPCClientServer.List, true
+	case 4:
+		return "/ringkv.v1.Client/Pipe", drpcEncoding_File_ringkv_v1_client_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return nil, srv.(DRPCClientServer).
+					Pipe(
+						&drpcClient_PipeStream{in1.(drpc.Stream)},
+					)
+			}, DRPCClientServer.Pipe, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -244,4 +297,34 @@ func (x *drpcClient_ListStream) SendAndClose(m *ClientListResponse) error {
 		return err
 	}
 	return x.CloseSend()
+}
+
+type DRPCClient_PipeStream interface {
+	drpc.Stream
+	Send(*ClientPipeResponse) error
+	Recv() (*ClientPipeRequest, error)
+}
+
+type drpcClient_PipeStream struct {
+	drpc.Stream
+}
+
+func (x *drpcClient_PipeStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcClient_PipeStream) Send(m *ClientPipeResponse) error {
+	return x.MsgSend(m, drpcEncoding_File_ringkv_v1_client_proto{})
+}
+
+func (x *drpcClient_PipeStream) Recv() (*ClientPipeRequest, error) {
+	m := new(ClientPipeRequest)
+	if err := x.MsgRecv(m, drpcEncoding_File_ringkv_v1_client_proto{}); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (x *drpcClient_PipeStream) RecvMsg(m *ClientPipeRequest) error {
+	return x.MsgRecv(m, drpcEncoding_File_ringkv_v1_client_proto{})
 }

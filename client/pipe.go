@@ -1,0 +1,325 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"storj.io/drpc/drpcerr"
+
+	"github.com/ringkv/ringkv/internal/rpcconn"
+	"github.com/ringkv/ringkv/proto/kvpb"
+)
+
+// Writes on a stream. A drpc connection carries one call at a time, so a
+// write sent as a Do takes a connection and a stream of its own: a write
+// and a read of the socket on each end per operation, and a stream for
+// the node to set up and tear down. Writes are not coalesced into Batch
+// calls either (a Batch is answered when its slowest operation is, see
+// coalesce.go). Instead each node has a pipe: one Pipe stream, on a
+// connection of its own, that lives as long as the Client. A sender
+// goroutine writes every write waiting for the node in one message (one
+// write to the socket), the node runs each as it arrives and answers each
+// as it finishes, in any order, and a receiver goroutine hands every
+// answer to its caller. Each call keeps its own deadline, error and
+// retries: the pipe is only how it travels.
+//
+// A node that does not serve Pipe (an older version, during a rolling
+// upgrade) refuses the stream as unimplemented: its pipe is then marked
+// and the writes go to that node as Do calls, those refused included
+// (the node never ran them).
+//
+// When the stream fails, the writes it carried that were not answered
+// fail as an RPC failing under a Do does (outcome unknown), the writes not
+// yet sent fail as not sent (retried elsewhere), and the next write opens
+// a new stream.
+
+// maxPipeMessage is the most operations a node takes in one Pipe message
+// (the coordinator's maxBatchOps).
+const maxPipeMessage = 4096
+
+// pipe carries the writes to one node.
+type pipe struct {
+	c    *Client
+	addr string
+	wake chan struct{} // buffered(1): queue was added to
+	// unsupported: the node refused Pipe as unimplemented; writes go as
+	// Do calls.
+	unsupported atomic.Bool
+
+	mu struct {
+		sync.Mutex
+		queue   []*laneCall          // made, not yet sent
+		pending map[uint64]*laneCall // sent on the stream, not yet answered
+		nextID  uint64
+	}
+}
+
+// pipe returns addr's pipe, starting it; nil after Close.
+func (c *Client) pipe(addr string) *pipe {
+	c.mu.RLock()
+	p, ok := c.mu.pipes[addr]
+	closed := c.mu.closed
+	c.mu.RUnlock()
+	if ok || closed {
+		return p
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.closed {
+		return nil
+	}
+	if p, ok := c.mu.pipes[addr]; ok {
+		return p
+	}
+	p = &pipe{c: c, addr: addr, wake: make(chan struct{}, 1)}
+	p.mu.pending = make(map[uint64]*laneCall)
+	c.mu.pipes[addr] = p
+	c.wg.Add(1) // under c.mu, before Close can wait
+	go func() {
+		defer c.wg.Done()
+		p.run()
+	}()
+	return p
+}
+
+// errPipeUnsupported answers the calls a node refused because it does
+// not serve Pipe: they were not run.
+var errPipeUnsupported = errors.New("node does not serve Pipe")
+
+// attemptPipe makes one attempt of a write at addr, on addr's pipe (as a
+// Do when the node does not serve Pipe).
+func (c *Client) attemptPipe(ctx context.Context, addr string, op *kvpb.ClientOp) (outcome, *kvpb.ClientResult, error) {
+	p := c.pipe(addr)
+	if p == nil {
+		return final, nil, ErrClosed
+	}
+	if p.unsupported.Load() {
+		return c.attemptDo(ctx, addr, op)
+	}
+	call := &laneCall{ctx: ctx, op: op, budget: serverBudget(ctx), done: make(chan laneAnswer, 1)}
+	p.mu.Lock()
+	p.mu.queue = append(p.mu.queue, call)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	select {
+	case a := <-call.done:
+		if errors.Is(a.err, errPipeUnsupported) {
+			return c.attemptDo(ctx, addr, op)
+		}
+		return a.how, a.res, a.err
+	case <-ctx.Done():
+	}
+	if call.state.CompareAndSwap(callQueued, callAbandoned) {
+		return retry, nil, timeoutError(ctx, c.isClosed(), nil) // never sent
+	}
+	p.mu.Lock()
+	if p.mu.pending[call.id] == call {
+		delete(p.mu.pending, call.id)
+	}
+	p.mu.Unlock()
+	return retryReads, nil, timeoutError(ctx, c.isClosed(), nil) // sent
+}
+
+// run opens a stream whenever writes wait and none is open, until the
+// Client closes.
+func (p *pipe) run() {
+	for p.waitWork() {
+		if p.unsupported.Load() {
+			p.failQueued(retry, fmt.Errorf("%s: %w", p.addr, errPipeUnsupported))
+			continue
+		}
+		p.session()
+	}
+	p.failQueued(final, ErrClosed)
+}
+
+// waitWork waits until a write is queued (true) or the Client closes.
+func (p *pipe) waitWork() bool {
+	for {
+		p.mu.Lock()
+		p.mu.queue = dropAbandoned(p.mu.queue)
+		n := len(p.mu.queue)
+		p.mu.Unlock()
+		if n > 0 {
+			return true
+		}
+		select {
+		case <-p.wake:
+		case <-p.c.lifetime.Done():
+			return false
+		}
+	}
+}
+
+// dropAbandoned removes the calls whose callers left from queue.
+func dropAbandoned(queue []*laneCall) []*laneCall {
+	kept := queue[:0]
+	for _, call := range queue {
+		if call.state.Load() == callQueued {
+			kept = append(kept, call)
+		}
+	}
+	clear(queue[len(kept):])
+	return kept
+}
+
+// session connects, opens a stream and carries writes on it until it
+// fails or the Client closes; then it fails the writes left unanswered.
+func (p *pipe) session() {
+	ctx, cancel := context.WithCancel(p.c.lifetime)
+	defer cancel()
+	conn, err := dial(ctx, p.addr, p.c.cfg.DialTimeout)
+	if err != nil {
+		if p.c.lifetime.Err() == nil {
+			p.c.markDown(p.addr)
+		}
+		p.failQueued(retry, fmt.Errorf("%w: %w", ErrUnavailable, err))
+		return
+	}
+	defer func() { _ = conn.Close() }() // the stream is over; nothing to report
+	stream, err := kvpb.NewDRPCClientClient(conn).Pipe(ctx)
+	if err != nil {
+		p.failQueued(retry, fmt.Errorf("%w: open pipe to %s: %w", ErrUnavailable, p.addr, err))
+		return
+	}
+	rpcconn.SetManualFlush(stream)
+	var recvErr error
+	received := make(chan struct{})
+	go func() {
+		defer close(received)
+		recvErr = p.receive(stream)
+		cancel()
+	}()
+	sendErr := p.send(ctx, stream)
+	cancel()
+	_ = conn.Close() // ends the receiver's Recv
+	<-received
+	// The first failure is the cause: the receiver's, unless the sender
+	// failed first (the receiver then saw its connection closed).
+	err = recvErr
+	if sendErr != nil && !errors.Is(sendErr, context.Canceled) {
+		err = sendErr
+	}
+	p.failPending(err)
+}
+
+// send writes the queued calls, every call waiting in one message, until
+// the stream fails or ctx ends.
+func (p *pipe) send(ctx context.Context, stream kvpb.DRPCClient_PipeClient) error {
+	for {
+		sent := false
+		for {
+			batch := p.take(min(p.c.cfg.BatchChunk, maxPipeMessage))
+			if len(batch) == 0 {
+				break
+			}
+			req := &kvpb.ClientPipeRequest{Ops: make([]*kvpb.ClientPipeOp, len(batch))}
+			for i, call := range batch {
+				req.Ops[i] = &kvpb.ClientPipeOp{Id: call.id, Op: call.op, TimeoutMicros: call.budget}
+			}
+			if err := stream.Send(req); err != nil {
+				return fmt.Errorf("pipe to %s: %w", p.addr, err)
+			}
+			sent = true
+		}
+		if sent {
+			if err := rpcconn.Flush(stream); err != nil {
+				return fmt.Errorf("pipe to %s: %w", p.addr, err)
+			}
+		}
+		select {
+		case <-p.wake:
+			// Callers about to queue a write join this message.
+			runtime.Gosched()
+		case <-ctx.Done():
+			return ctx.Err() //nolint:wrapcheck // the receiver failed or the Client closed
+		}
+	}
+}
+
+// take moves up to n queued calls that are still wanted to pending, with
+// their ids.
+func (p *pipe) take(n int) []*laneCall {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	batch := make([]*laneCall, 0, min(len(p.mu.queue), n))
+	i := 0
+	for ; i < len(p.mu.queue) && len(batch) < n; i++ {
+		call := p.mu.queue[i]
+		if call.state.CompareAndSwap(callQueued, callTaken) {
+			p.mu.nextID++
+			call.id = p.mu.nextID
+			p.mu.pending[call.id] = call
+			batch = append(batch, call)
+		}
+	}
+	rest := copy(p.mu.queue, p.mu.queue[i:])
+	clear(p.mu.queue[rest:])
+	p.mu.queue = p.mu.queue[:rest]
+	return batch
+}
+
+// receive hands every answer to its caller until the stream fails.
+func (p *pipe) receive(stream kvpb.DRPCClient_PipeClient) error {
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("pipe from %s: %w", p.addr, err)
+		}
+		hdr := resp.GetHeader()
+		for _, r := range resp.GetResults() {
+			p.mu.Lock()
+			call := p.mu.pending[r.GetId()]
+			delete(p.mu.pending, r.GetId())
+			p.mu.Unlock()
+			if call != nil { // nil: its caller left
+				call.done <- p.c.answerOf(hdr, string(call.op.GetKey()), r.GetResult())
+			}
+		}
+	}
+}
+
+// failPending answers the calls sent on a stream that ended with err: a
+// node's refusal (a drpc code) as that code says, anything else as an RPC
+// that failed on the way (writes: outcome unknown).
+func (p *pipe) failPending(err error) {
+	p.mu.Lock()
+	pending := p.mu.pending
+	p.mu.pending = make(map[uint64]*laneCall)
+	p.mu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	a := laneAnswer{how: retryReads, err: fmt.Errorf("call to %s failed: %w", p.addr, err)}
+	if code := drpcerr.Code(err); code == drpcerr.Unimplemented {
+		p.unsupported.Store(true)
+		a.how, a.err = retry, fmt.Errorf("%s: %w: %w", p.addr, errPipeUnsupported, err)
+	} else if code != 0 {
+		a.how, a.err = codeError(kvpb.ErrorCode(code), fmt.Sprintf("%s: %v", p.addr, err)) //nolint:gosec // codes are small
+	} else {
+		p.c.requestRefresh()
+	}
+	for _, call := range pending {
+		call.done <- a
+	}
+}
+
+// failQueued answers every queued call, none of them sent.
+func (p *pipe) failQueued(how outcome, err error) {
+	p.mu.Lock()
+	queue := p.mu.queue
+	p.mu.queue = nil
+	p.mu.Unlock()
+	for _, call := range queue {
+		if call.state.CompareAndSwap(callQueued, callTaken) {
+			call.done <- laneAnswer{how: how, err: err}
+		}
+	}
+}

@@ -1,0 +1,168 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"storj.io/drpc/drpcerr"
+
+	"github.com/ringkv/ringkv/internal/rpcconn"
+	"github.com/ringkv/ringkv/proto/kvpb"
+)
+
+// maxPipeInflight bounds the operations of one Pipe stream that run at
+// once. Beyond it the stream's reader stops reading, and TCP holds the
+// client back.
+const maxPipeInflight = 1024
+
+// Pipe serves a Pipe stream: every operation that arrives runs at once on
+// a worker of the stream (workers are started as needed, up to
+// maxPipeInflight, and kept until the stream ends, so their stacks are
+// reused), and its answer goes out as soon as it finishes, in whatever
+// order they finish. One writer sends the answers: each message carries
+// every answer ready when it is written, in one write to the socket.
+//
+// The stream ends when the client closes its side (after every operation
+// it sent is answered), when the connection fails, or on a message of
+// more than maxBatchOps operations (refused with INVALID_ARGUMENT).
+// Operations still running when the connection fails are cancelled, as
+// a Do whose client went away is.
+func (s *ClientServer) Pipe(stream kvpb.DRPCClient_PipeStream) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	p := &pipeServer{
+		s: s, stream: stream, ctx: ctx, cancel: cancel,
+		work: make(chan *kvpb.ClientPipeOp),
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		p.writer()
+	}()
+	err := p.read()
+	close(p.work)
+	p.workers.Wait() // every operation handed over is answered
+	close(p.done)
+	<-writerDone
+	if err == nil {
+		err = p.writeErr
+	}
+	return err
+}
+
+// pipeServer is the state of one Pipe stream on the node.
+type pipeServer struct {
+	s      *ClientServer
+	stream kvpb.DRPCClient_PipeStream
+	ctx    context.Context // the stream's; cancelled when it fails
+	cancel context.CancelFunc
+
+	work    chan *kvpb.ClientPipeOp // to the workers; closed when reading ends
+	workers sync.WaitGroup
+	started int          // workers started; owned by the reader
+	idle    atomic.Int32 // workers waiting for work
+
+	mu    sync.Mutex
+	queue []*kvpb.ClientPipeResult // answers not yet written
+	wake  chan struct{}            // buffered(1): queue was added to
+	done  chan struct{}            // closed when every worker has finished
+
+	writeErr error // owned by the writer until done is closed and it returns
+}
+
+// read receives operations and hands each to a worker. It returns nil when
+// the client closed its side.
+func (p *pipeServer) read() error {
+	for {
+		req, err := p.stream.Recv()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err //nolint:wrapcheck // the stream's own error ends the stream
+		}
+		if n := len(req.GetOps()); n > maxBatchOps {
+			err := fmt.Errorf("%w: pipe message of %d operations, limit %d", ErrInvalidArgument, n, maxBatchOps)
+			return drpcerr.WithCode(err, uint64(kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT))
+		}
+		for _, op := range req.GetOps() {
+			if p.idle.Load() == 0 && p.started < maxPipeInflight {
+				p.started++
+				p.workers.Add(1)
+				go p.worker()
+			}
+			select {
+			case p.work <- op:
+			case <-p.ctx.Done():
+				return p.ctx.Err() //nolint:wrapcheck // the stream failed
+			}
+		}
+	}
+}
+
+// worker runs operations until reading ends.
+func (p *pipeServer) worker() {
+	defer p.workers.Done()
+	for {
+		p.idle.Add(1)
+		op, ok := <-p.work
+		p.idle.Add(-1)
+		if !ok {
+			return
+		}
+		ctx, cancel := p.s.budget(p.ctx, op.GetTimeoutMicros())
+		res := p.s.run(ctx, op.GetOp())
+		cancel()
+		p.mu.Lock()
+		p.queue = append(p.queue, &kvpb.ClientPipeResult{Id: op.GetId(), Result: res})
+		p.mu.Unlock()
+		select {
+		case p.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// writer sends the answers as they come, and what is left once every
+// worker has finished. After a failed write it cancels the stream's
+// context and drops what follows.
+func (p *pipeServer) writer() {
+	var spare []*kvpb.ClientPipeResult
+	for {
+		last := false
+		select {
+		case <-p.wake:
+			// Let the workers that are about to answer do so: one message
+			// then carries their answers too.
+			runtime.Gosched()
+		case <-p.done:
+			last = true
+		}
+		p.mu.Lock()
+		batch := p.queue
+		p.queue = spare[:0]
+		p.mu.Unlock()
+		if len(batch) > 0 && p.writeErr == nil {
+			err := p.stream.Send(&kvpb.ClientPipeResponse{Header: p.s.header(), Results: batch})
+			if err == nil {
+				err = rpcconn.Flush(p.stream)
+			}
+			if err != nil {
+				p.writeErr = fmt.Errorf("pipe answer: %w", err)
+				p.cancel()
+			}
+		}
+		clear(batch)
+		spare = batch
+		if last {
+			return
+		}
+	}
+}

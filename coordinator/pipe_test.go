@@ -1,0 +1,211 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"storj.io/drpc/drpcerr"
+	"storj.io/drpc/drpcmanager"
+	"storj.io/drpc/drpcmux"
+	"storj.io/drpc/drpcserver"
+	"storj.io/drpc/drpcstream"
+
+	"github.com/ringkv/ringkv/internal/rpcconn"
+	"github.com/ringkv/ringkv/proto/kvpb"
+)
+
+// servePipe serves s's Client service on a loopback port, with the
+// options a node's drpc server has, and returns a client of it.
+func servePipe(t *testing.T, s *ClientServer) kvpb.DRPCClientClient {
+	t.Helper()
+	mux := drpcmux.New()
+	if err := kvpb.DRPCRegisterClient(mux, s); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := drpcserver.NewWithOptions(mux, drpcserver.Options{
+		Manager: drpcmanager.Options{Stream: drpcstream.Options{ManualFlush: true}},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = srv.Serve(ctx, lis) // returns when ctx ends
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	nc, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := rpcconn.New(nc)
+	t.Cleanup(func() { _ = conn.Close() })
+	return kvpb.NewDRPCClientClient(conn)
+}
+
+// openPipe opens a Pipe stream that buffers until Flush, as the client
+// library's does.
+func openPipe(t *testing.T, cl kvpb.DRPCClientClient) kvpb.DRPCClient_PipeClient {
+	t.Helper()
+	stream, err := cl.Pipe(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rpcconn.SetManualFlush(stream) {
+		t.Fatal("a Pipe stream without ManualFlush")
+	}
+	return stream
+}
+
+func sendPipe(t *testing.T, stream kvpb.DRPCClient_PipeClient, ops ...*kvpb.ClientPipeOp) {
+	t.Helper()
+	if err := stream.Send(&kvpb.ClientPipeRequest{Ops: ops}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rpcconn.Flush(stream); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPipe: a Pipe stream runs the operations of a message concurrently
+// and answers each as it finishes, so a write stuck on a stalled replica
+// holds back nothing sent with it or after it; every operation is answered
+// once, the last ones after the client closed its side, and then the
+// stream ends.
+func TestPipe(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	s := NewClientServer(tc.coords["n1"], nil)
+	stream := openPipe(t, servePipe(t, s))
+
+	all := kvpb.Consistency_CONSISTENCY_ALL
+	tc.trans.setStall("n2", true)
+	sendPipe(t, stream,
+		&kvpb.ClientPipeOp{Id: 1, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("slow"), Value: []byte("v"), Consistency: all}, TimeoutMicros: 2_000_000},
+		&kvpb.ClientPipeOp{Id: 2, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("k"), Value: []byte("v"), Consistency: kvpb.Consistency_CONSISTENCY_ONE}},
+		&kvpb.ClientPipeOp{Id: 3, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET}}, // empty key
+	)
+	results := map[uint64]*kvpb.ClientResult{}
+	var order []uint64
+	recv := func() {
+		t.Helper()
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if resp.GetHeader().GetNodeId() != "n1" {
+			t.Fatalf("header %v", resp.GetHeader())
+		}
+		for _, r := range resp.GetResults() {
+			if _, dup := results[r.GetId()]; dup {
+				t.Fatalf("operation %d answered twice", r.GetId())
+			}
+			results[r.GetId()] = r.GetResult()
+			order = append(order, r.GetId())
+		}
+	}
+	for len(results) < 2 {
+		recv()
+	}
+	if _, ok := results[1]; ok {
+		t.Fatalf("the stalled write was answered first: order %v", order)
+	}
+	if r := results[2]; r.GetError() != 0 {
+		t.Fatalf("set at one: %v", r)
+	}
+	if r := results[3]; r.GetError() != kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+		t.Fatalf("get of the empty key: %v", r)
+	}
+
+	// Sent after the stalled write, answered before it too.
+	sendPipe(t, stream, &kvpb.ClientPipeOp{Id: 4, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET, Key: []byte("k"), Consistency: kvpb.Consistency_CONSISTENCY_ONE}})
+	for len(results) < 3 {
+		recv()
+	}
+	if r, ok := results[4]; !ok || !r.GetFound() || string(r.GetValue()) != "v" {
+		t.Fatalf("get after the stalled write: %v (order %v)", r, order)
+	}
+
+	// The client closes its side: the stalled write is still answered
+	// (unavailable, when its budget runs out), then the stream ends.
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	recv()
+	if r := results[1]; r.GetError() != kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE {
+		t.Fatalf("write to all with a replica stalled: %v", r)
+	}
+	if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after every answer: %v, want io.EOF", err)
+	}
+}
+
+// TestPipeRefusesOversizedMessage: a message of more than maxBatchOps
+// operations ends the stream with INVALID_ARGUMENT, after the answers to
+// what came before it.
+func TestPipeRefusesOversizedMessage(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	stream := openPipe(t, servePipe(t, NewClientServer(tc.coords["n1"], nil)))
+	sendPipe(t, stream, &kvpb.ClientPipeOp{Id: 1, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET, Key: []byte("k")}})
+	big := make([]*kvpb.ClientPipeOp, maxBatchOps+1)
+	for i := range big {
+		big[i] = &kvpb.ClientPipeOp{Id: uint64(i) + 2}
+	}
+	sendPipe(t, stream, big...)
+	answered := 0
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			if code := drpcerr.Code(err); code != uint64(kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT) {
+				t.Fatalf("stream ended with %v (code %d), want INVALID_ARGUMENT", err, code)
+			}
+			break
+		}
+		for _, r := range resp.GetResults() {
+			if r.GetId() != 1 {
+				t.Fatalf("an operation of the refused message ran: %v", r)
+			}
+			answered++
+		}
+	}
+	if answered != 1 {
+		t.Fatalf("%d answers before the refusal, want 1", answered)
+	}
+}
+
+// TestPipeClientGone: when the connection drops with operations running,
+// they are cancelled (a read waiting on a stalled replica lets go of it).
+func TestPipeClientGone(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	s := NewClientServer(tc.coords["n1"], nil)
+	tc.trans.setStall("n2", true)
+	ctx, cancel := context.WithCancel(t.Context())
+	stream, err := servePipe(t, s).Pipe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendPipe(t, stream, &kvpb.ClientPipeOp{Id: 1, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET, Key: []byte("slow"), Consistency: kvpb.Consistency_CONSISTENCY_ALL}, TimeoutMicros: 60_000_000})
+	// The read reaches the stalled replica, then the client goes.
+	deadline := time.Now().Add(5 * time.Second)
+	for tc.trans.calls.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the read never reached a replica")
+		}
+		<-time.After(time.Millisecond)
+	}
+	cancel()
+	// The stalled read ends with its context, well before its budget.
+	for tc.trans.unstalled.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the read still runs after its client left")
+		}
+		<-time.After(time.Millisecond)
+	}
+}
