@@ -26,7 +26,17 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// hashicorp/raft v1.8.0 leaks these two when a leader steps down or
+		// shuts down during a leadership transfer whose replication worker
+		// already exited (hashicorp/raft#696, fix proposed in #708):
+		// leadershipTransfer blocks sending to that worker, and the
+		// transfer's watcher waits for it. Upstream's bug, seen once in 40
+		// runs of TestFailoverKeepsCommittedWrites; docs/ARCHITECTURE.md
+		// (known limits) says what it means for a running node.
+		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*Raft).leadershipTransfer"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*Raft).leaderLoop.func2"),
+	)
 }
 
 // trResolver maps node ids to drpc addresses.
