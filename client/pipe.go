@@ -201,10 +201,12 @@ func (p *pipe) session() {
 	cancel()
 	_ = conn.Close() // ends the receiver's Recv
 	<-received
-	// The first failure is the cause: the receiver's, unless the sender
-	// failed first (the receiver then saw its connection closed).
+	// The cause: the node's verdict if the receiver got one (a drpc code,
+	// such as Unimplemented: the sender then only saw the stream end);
+	// else the sender's failure if it failed first (the receiver then saw
+	// its connection closed); else the receiver's.
 	err = recvErr
-	if sendErr != nil && !errors.Is(sendErr, context.Canceled) {
+	if drpcerr.Code(recvErr) == 0 && sendErr != nil && !errors.Is(sendErr, context.Canceled) {
 		err = sendErr
 	}
 	p.failPending(err)
