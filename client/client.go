@@ -136,24 +136,30 @@ func (c *Client) newTicker() *time.Ticker { return time.NewTicker(c.cfg.RefreshI
 
 // pool returns addr's connection pool, creating it; nil after Close.
 func (c *Client) pool(addr string) *pool {
+	return memo(c, c.mu.pools, addr, func() *pool { return newPool(addr, c.cfg.ConnsPerNode, c.cfg.DialTimeout) })
+}
+
+// memo returns m[key], creating it with mk (called under c.mu) when
+// absent; nil after Close. m is one of c.mu's maps.
+func memo[K comparable, V any](c *Client, m map[K]*V, key K, mk func() *V) *V {
 	c.mu.RLock()
-	p, ok := c.mu.pools[addr]
+	v, ok := m[key]
 	closed := c.mu.closed
 	c.mu.RUnlock()
 	if ok || closed {
-		return p
+		return v
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.mu.closed {
 		return nil
 	}
-	if p, ok := c.mu.pools[addr]; ok {
-		return p
+	if v, ok := m[key]; ok {
+		return v
 	}
-	p = newPool(addr, c.cfg.ConnsPerNode, c.cfg.DialTimeout)
-	c.mu.pools[addr] = p
-	return p
+	v = mk()
+	m[key] = v
+	return v
 }
 
 // markDown makes addr a last resort for NodeDownFor and asks for a

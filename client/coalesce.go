@@ -74,24 +74,7 @@ type laneAnswer struct {
 
 // lane returns the lane of key, creating it; nil after Close.
 func (c *Client) lane(key laneKey) *lane {
-	c.mu.RLock()
-	l, ok := c.mu.lanes[key]
-	closed := c.mu.closed
-	c.mu.RUnlock()
-	if ok || closed {
-		return l
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.mu.closed {
-		return nil
-	}
-	if l, ok := c.mu.lanes[key]; ok {
-		return l
-	}
-	l = &lane{c: c, key: key}
-	c.mu.lanes[key] = l
-	return l
+	return memo(c, c.mu.lanes, key, func() *lane { return &lane{c: c, key: key} })
 }
 
 // attemptOp makes one attempt of a single keyed operation at addr: a Get
@@ -114,15 +97,23 @@ func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, 
 		// The lane was idle: send it here, at once.
 		l.run([]*laneCall{call}, true)
 	}
+	a, _ := c.await(ctx, call)
+	return a.how, a.res, a.err
+}
+
+// await returns call's answer, or, when ctx ends first, the attempt's
+// outcome: not sent (retry) if the call was still queued, which it then
+// never will be, else sent (retryReads). answered says which.
+func (c *Client) await(ctx context.Context, call *laneCall) (a laneAnswer, answered bool) {
 	select {
 	case a := <-call.done:
-		return a.how, a.res, a.err
+		return a, true
 	case <-ctx.Done():
 	}
 	if call.state.CompareAndSwap(callQueued, callAbandoned) {
-		return retry, nil, timeoutError(ctx, c.isClosed(), nil) // never sent
+		return laneAnswer{how: retry, err: timeoutError(ctx, c.isClosed(), nil)}, false // never sent
 	}
-	return retryReads, nil, timeoutError(ctx, c.isClosed(), nil) // sent
+	return laneAnswer{how: retryReads, err: timeoutError(ctx, c.isClosed(), nil)}, false // sent
 }
 
 // attemptDo makes one attempt of op at addr in an RPC of its own.
@@ -153,19 +144,27 @@ func (l *lane) submit(call *laneCall) bool {
 	return false
 }
 
-// take removes up to BatchChunk waiting calls that are still wanted.
+// takeLocked removes up to BatchChunk waiting calls that are still wanted.
 // Caller holds l.mu.
 func (l *lane) takeLocked() []*laneCall {
-	n := min(len(l.queue), l.c.cfg.BatchChunk)
-	batch := make([]*laneCall, 0, n)
-	for _, call := range l.queue[:n] {
-		if call.state.CompareAndSwap(callQueued, callTaken) {
-			batch = append(batch, call)
+	return takeQueued(&l.queue, l.c.cfg.BatchChunk)
+}
+
+// takeQueued removes the first n calls of *queue that are still wanted
+// (moving each from callQueued to callTaken) and returns them; calls whose
+// callers left are dropped on the way.
+func takeQueued(queue *[]*laneCall, n int) []*laneCall {
+	q := *queue
+	batch := make([]*laneCall, 0, min(len(q), n))
+	i := 0
+	for ; i < len(q) && len(batch) < n; i++ {
+		if q[i].state.CompareAndSwap(callQueued, callTaken) {
+			batch = append(batch, q[i])
 		}
 	}
-	rest := copy(l.queue, l.queue[n:])
-	clear(l.queue[rest:])
-	l.queue = l.queue[:rest]
+	rest := copy(q, q[i:])
+	clear(q[rest:])
+	*queue = q[:rest]
 	return batch
 }
 

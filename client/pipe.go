@@ -60,30 +60,16 @@ type pipe struct {
 
 // pipe returns addr's pipe, starting it; nil after Close.
 func (c *Client) pipe(addr string) *pipe {
-	c.mu.RLock()
-	p, ok := c.mu.pipes[addr]
-	closed := c.mu.closed
-	c.mu.RUnlock()
-	if ok || closed {
+	return memo(c, c.mu.pipes, addr, func() *pipe {
+		p := &pipe{c: c, addr: addr, wake: make(chan struct{}, 1)}
+		p.mu.pending = make(map[uint64]*laneCall)
+		c.wg.Add(1) // under c.mu, before Close can wait
+		go func() {
+			defer c.wg.Done()
+			p.run()
+		}()
 		return p
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.mu.closed {
-		return nil
-	}
-	if p, ok := c.mu.pipes[addr]; ok {
-		return p
-	}
-	p = &pipe{c: c, addr: addr, wake: make(chan struct{}, 1)}
-	p.mu.pending = make(map[uint64]*laneCall)
-	c.mu.pipes[addr] = p
-	c.wg.Add(1) // under c.mu, before Close can wait
-	go func() {
-		defer c.wg.Done()
-		p.run()
-	}()
-	return p
+	})
 }
 
 // errPipeUnsupported answers the calls a node refused because it does
@@ -108,23 +94,18 @@ func (c *Client) attemptPipe(ctx context.Context, addr string, op *kvpb.ClientOp
 	case p.wake <- struct{}{}:
 	default:
 	}
-	select {
-	case a := <-call.done:
-		if errors.Is(a.err, errPipeUnsupported) {
-			return c.attemptDo(ctx, addr, op)
+	a, answered := c.await(ctx, call)
+	switch {
+	case answered && errors.Is(a.err, errPipeUnsupported):
+		return c.attemptDo(ctx, addr, op)
+	case !answered && a.how == retryReads: // sent: its answer is not wanted
+		p.mu.Lock()
+		if p.mu.pending[call.id] == call {
+			delete(p.mu.pending, call.id)
 		}
-		return a.how, a.res, a.err
-	case <-ctx.Done():
+		p.mu.Unlock()
 	}
-	if call.state.CompareAndSwap(callQueued, callAbandoned) {
-		return retry, nil, timeoutError(ctx, c.isClosed(), nil) // never sent
-	}
-	p.mu.Lock()
-	if p.mu.pending[call.id] == call {
-		delete(p.mu.pending, call.id)
-	}
-	p.mu.Unlock()
-	return retryReads, nil, timeoutError(ctx, c.isClosed(), nil) // sent
+	return a.how, a.res, a.err
 }
 
 // run opens a stream whenever writes wait and none is open, until the
@@ -251,20 +232,12 @@ func (p *pipe) send(ctx context.Context, stream kvpb.DRPCClient_PipeClient) erro
 func (p *pipe) take(n int) []*laneCall {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	batch := make([]*laneCall, 0, min(len(p.mu.queue), n))
-	i := 0
-	for ; i < len(p.mu.queue) && len(batch) < n; i++ {
-		call := p.mu.queue[i]
-		if call.state.CompareAndSwap(callQueued, callTaken) {
-			p.mu.nextID++
-			call.id = p.mu.nextID
-			p.mu.pending[call.id] = call
-			batch = append(batch, call)
-		}
+	batch := takeQueued(&p.mu.queue, n)
+	for _, call := range batch {
+		p.mu.nextID++
+		call.id = p.mu.nextID
+		p.mu.pending[call.id] = call
 	}
-	rest := copy(p.mu.queue, p.mu.queue[i:])
-	clear(p.mu.queue[rest:])
-	p.mu.queue = p.mu.queue[:rest]
 	return batch
 }
 
@@ -316,12 +289,9 @@ func (p *pipe) failPending(err error) {
 // failQueued answers every queued call, none of them sent.
 func (p *pipe) failQueued(how outcome, err error) {
 	p.mu.Lock()
-	queue := p.mu.queue
-	p.mu.queue = nil
+	queue := takeQueued(&p.mu.queue, len(p.mu.queue))
 	p.mu.Unlock()
 	for _, call := range queue {
-		if call.state.CompareAndSwap(callQueued, callTaken) {
-			call.done <- laneAnswer{how: how, err: err}
-		}
+		call.done <- laneAnswer{how: how, err: err}
 	}
 }

@@ -57,9 +57,7 @@ func (c *Conn) Invoke(ctx context.Context, rpc string, enc drpc.Encoding, in, ou
 	// for this call: the answer is in hand or the error already set, and a
 	// broken connection shows in Closed for the next one.
 	defer func() { _ = stream.Close() }()
-	if f, ok := stream.(flusher); ok {
-		f.SetManualFlush(true) // the message waits for CloseSend's flush
-	}
+	SetManualFlush(stream) // the message waits for CloseSend's flush
 	if err := stream.MsgSend(in, enc); err != nil {
 		return err //nolint:wrapcheck // drpc's error carries the remote code
 	}
@@ -95,10 +93,7 @@ func (drainEncoding) Unmarshal([]byte, drpc.Message) error { return nil }
 // messages, itself. stream is a drpc.Stream or a generated stream type
 // (GetStream); on a stream without ManualFlush this is a no-op.
 func Flush(stream any) error {
-	if gs, ok := stream.(interface{ GetStream() drpc.Stream }); ok {
-		stream = gs.GetStream()
-	}
-	f, ok := stream.(interface{ RawFlush() error })
+	f, ok := unwrap(stream).(interface{ RawFlush() error })
 	if !ok {
 		return nil
 	}
@@ -112,12 +107,18 @@ func Flush(stream any) error {
 // buffer what Send writes until Flush. It reports whether the stream
 // supports it.
 func SetManualFlush(stream any) bool {
-	if gs, ok := stream.(interface{ GetStream() drpc.Stream }); ok {
-		stream = gs.GetStream()
-	}
-	f, ok := stream.(flusher)
+	f, ok := unwrap(stream).(flusher)
 	if ok {
 		f.SetManualFlush(true)
 	}
 	return ok
+}
+
+// unwrap returns the drpc.Stream inside a generated stream type, or
+// stream itself.
+func unwrap(stream any) any {
+	if gs, ok := stream.(interface{ GetStream() drpc.Stream }); ok {
+		return gs.GetStream()
+	}
+	return stream
 }
