@@ -39,6 +39,8 @@ Usage:
   ringkv cluster leave|remove|admit ID [flags]
   ringkv cluster repair [--partition P]  run anti-entropy on every member now
                                     change a member's ring membership
+  ringkv certs create-ca|create-node|create-client|create-gossip-key|list [flags]
+                                    make and list TLS certificates (--certs-dir)
   ringkv bench [flags]              load a cluster (a local one by default),
                                     optionally beside etcd (--compare), and report
 
@@ -83,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return clusterCommand(ctx, rest, stdout, stderr)
 	case "bench":
 		return benchCommand(ctx, rest, stdout, stderr)
+	case "certs":
+		return certsCommand(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
