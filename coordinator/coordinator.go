@@ -98,7 +98,7 @@ type Pair struct {
 // may still have reached some replicas.
 func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) error {
 	start := time.Now()
-	err := c.checkKey(key)
+	err := c.checkKey(ctx, key)
 	if err == nil && len(value) > c.cfg.MaxValueBytes {
 		err = fmt.Errorf("%w: value is %d bytes, limit %d", ErrInvalidArgument, len(value), c.cfg.MaxValueBytes)
 	}
@@ -117,7 +117,7 @@ func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) e
 // Deleting an absent key succeeds.
 func (c *Coordinator) Delete(ctx context.Context, key []byte, level Level) error {
 	start := time.Now()
-	err := c.checkKey(key)
+	err := c.checkKey(ctx, key)
 	switch {
 	case err != nil:
 	case level == Linearizable:
@@ -135,7 +135,7 @@ func (c *Coordinator) Delete(ctx context.Context, key []byte, level Level) error
 func (c *Coordinator) Get(ctx context.Context, key []byte, level Level) (value []byte, found bool, err error) {
 	start := time.Now()
 	defer func() { c.metrics.observe("get", level, start, err) }()
-	if err := c.checkKey(key); err != nil {
+	if err := c.checkKey(ctx, key); err != nil {
 		return nil, false, err
 	}
 	var rec replica.Record
@@ -150,7 +150,7 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, level Level) (value [
 	return rec.Value, true, nil
 }
 
-func (c *Coordinator) checkKey(key []byte) error {
+func (c *Coordinator) checkKey(ctx context.Context, key []byte) error {
 	switch {
 	case c.closed.Load():
 		return ErrClosed
@@ -158,6 +158,8 @@ func (c *Coordinator) checkKey(key []byte) error {
 		return fmt.Errorf("%w: key is empty", ErrInvalidArgument)
 	case len(key) > c.cfg.MaxKeyBytes:
 		return fmt.Errorf("%w: key is %d bytes, limit %d", ErrInvalidArgument, len(key), c.cfg.MaxKeyBytes)
+	case IsReserved(key) && !isSystem(ctx):
+		return errReservedKey
 	}
 	return nil
 }
@@ -524,6 +526,8 @@ func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level 
 		return nil, fmt.Errorf("%w: limit %d outside 0..%d", ErrInvalidArgument, limit, c.cfg.MaxListLimit)
 	case len(prefix) > c.cfg.MaxKeyBytes:
 		return nil, fmt.Errorf("%w: prefix is %d bytes, limit %d", ErrInvalidArgument, len(prefix), c.cfg.MaxKeyBytes)
+	case IsReserved(prefix) && !isSystem(ctx):
+		return nil, errReservedKey
 	case limit == 0:
 		limit = c.cfg.DefaultListLimit
 	}
@@ -553,13 +557,14 @@ func (c *Coordinator) listPages(ctx context.Context, prefix []byte, limit int, p
 	defer cancel()
 	from := prefix
 	now := time.Now()
+	hideReserved := !isSystem(ctx)
 	for len(pairs) < limit {
 		recs, cutoff, err := page(ctx, from)
 		if err != nil {
 			return nil, err
 		}
 		for _, kr := range recs {
-			if kr.rec.Live(now) {
+			if kr.rec.Live(now) && !(hideReserved && IsReserved(kr.key)) {
 				pairs = append(pairs, Pair{Key: kr.key, Value: kr.rec.Value})
 				if len(pairs) == limit {
 					break

@@ -544,3 +544,42 @@ func TestConcurrentWritersConverge(t *testing.T) {
 		}
 	}
 }
+
+// TestReservedKeys: keys that begin with 0x00 are the cluster's own. A
+// request without System's context cannot read, write or list them; the
+// node's components can, and List leaves them out for everyone else.
+func TestReservedKeys(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	c := tc.coords["n1"]
+	ctx := t.Context()
+	sys := System(ctx)
+	key := []byte("\x00ringkv/test")
+	if err := c.Set(ctx, key, []byte("v"), Quorum); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "reserved") {
+		t.Fatalf("Set of a reserved key: got %v, want ErrInvalidArgument saying reserved", err)
+	}
+	if _, _, err := c.Get(ctx, key, Quorum); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Get of a reserved key: got %v, want ErrInvalidArgument", err)
+	}
+	if err := c.Delete(ctx, key, Quorum); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Delete of a reserved key: got %v, want ErrInvalidArgument", err)
+	}
+	if _, err := c.List(ctx, []byte{0}, 0, Quorum); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("List of the reserved prefix: got %v, want ErrInvalidArgument", err)
+	}
+	if err := c.Set(sys, key, []byte("v"), Quorum); err != nil {
+		t.Fatalf("Set under System: %v", err)
+	}
+	if err := c.Set(ctx, []byte("user"), []byte("u"), Quorum); err != nil {
+		t.Fatal(err)
+	}
+	if v, found, err := c.Get(sys, key, Quorum); err != nil || !found || string(v) != "v" {
+		t.Fatalf("Get under System: got %q %v %v", v, found, err)
+	}
+	pairs, err := c.List(ctx, nil, 0, Quorum)
+	if err != nil || len(pairs) != 1 || string(pairs[0].Key) != "user" {
+		t.Fatalf("List: got %v %v, want only the user's key", pairs, err)
+	}
+	if pairs, err := c.List(sys, nil, 0, Quorum); err != nil || len(pairs) != 2 {
+		t.Fatalf("List under System: got %v %v, want both keys", pairs, err)
+	}
+}

@@ -97,6 +97,11 @@ func TestHTTPAPI(t *testing.T) {
 			{"wrong method get", "POST", "/api/get?key=k", "", 405},
 			{"wrong method list", "DELETE", "/api/list", "", 405},
 			{"wrong method delete", "GET", "/api/delete?key=k", "", 405},
+			{"reserved key set", "POST", "/api/set", `{"key":"\u0000ringkv/ring","value":"v"}`, 400},
+			{"reserved key get", "GET", "/api/get?key=%00ringkv/ring", "", 400},
+			{"reserved key delete", "DELETE", "/api/delete?key=%00ringkv/ring", "", 400},
+			{"reserved key cas", "POST", "/api/cas", `{"key":"\u0000x","value":"v"}`, 400},
+			{"reserved prefix list", "GET", "/api/list?prefix=%00", "", 400},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				code, out := do(t, tt.method, tt.path, tt.body)

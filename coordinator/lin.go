@@ -54,7 +54,7 @@ type CASResult struct {
 func (c *Coordinator) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte) (res CASResult, err error) {
 	start := time.Now()
 	defer func() { c.metrics.observe("cas", Linearizable, start, err) }()
-	if err := c.checkKey(key); err != nil {
+	if err := c.checkKey(ctx, key); err != nil {
 		return res, err
 	}
 	if len(value) > c.cfg.MaxValueBytes {

@@ -18,20 +18,27 @@ import (
 // Cluster administration over HTTP, served by every node:
 //
 //	GET  /api/cluster/status         -> ClusterStatus
-//	POST /api/cluster/leave?id=X     -> {"ok":true,"ring_version":V}  (gossip.Leave)
-//	POST /api/cluster/remove?id=X    -> {"ok":true,"ring_version":V}  (gossip.Remove)
-//	POST /api/cluster/admit?id=X     -> {"ok":true,"ring_version":V}  (gossip.Admit)
+//	POST /api/cluster/leave?id=X     -> ChangeAnswer  (gossip.OpLeave)
+//	POST /api/cluster/remove?id=X    -> ChangeAnswer  (gossip.OpRemove)
+//	POST /api/cluster/admit?id=X     -> ChangeAnswer  (gossip.OpAdmit)
 //	POST /api/cluster/repair[?partition=P] -> RepairResult (repair.go)
 //
-// Leave and remove are refused with 409 when the ring after the change
-// would give some partition a preference list of which fewer than a
-// majority are alive (as this node's gossip sees them), or no members at
-// all. The check and the change are not atomic: a ring change or a failure
-// detected between them is not seen by the check. Errors are JSON
-// {"error": "..."}: 400 for a missing id, 404 for an id neither the ring
-// nor memberlist knows, 405 for a wrong method, 409 for a refused change or
-// one the ring rejects (e.g. removing a member twice), 503 once the node is
-// closing, 504 when the change did not reach the ring in time.
+// A change is decided by gossip.Change against the newest ring of the
+// cluster (a compare-and-set of the ring on a reserved linearizable key),
+// whichever node receives it, and answered 200 only once it is in the ring
+// that every later change builds on. A no-op (an admit of a Joined member)
+// is answered 200 with "noop": true and says why. Leave and remove are
+// refused with 409 when the ring after the change would give some
+// partition a preference list of which fewer than a majority are alive (as
+// this node's gossip sees them), or no members at all; that check runs
+// against the ring the change is built on. Errors are JSON {"error":
+// "..."}: 400 for a missing id, 404 for an id neither the ring nor
+// memberlist knows, 405 for a wrong method, 409 for a change the member's
+// status does not allow (the error names the status and ring version) or
+// a refused one (a conflict also gives "member_status" and "ring_version"
+// of the ring it was judged against), 503 while the node cannot decide ring changes yet or is
+// closing, 504 when the change was not decided in time (the answer says
+// whether it may still have been made).
 
 // adminTimeout bounds one leave, remove or admit: it waits only for the
 // gossip goroutine, which persists the ring before answering.
@@ -41,9 +48,9 @@ const adminTimeout = 10 * time.Second
 // specific than the coordinator's /api/ and so take precedence.
 func (n *Node) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("/api/cluster/status", n.clusterStatus)
-	mux.HandleFunc("/api/cluster/leave", n.clusterChange(opLeave))
-	mux.HandleFunc("/api/cluster/remove", n.clusterChange(opRemove))
-	mux.HandleFunc("/api/cluster/admit", n.clusterChange(opAdmit))
+	mux.HandleFunc("/api/cluster/leave", n.clusterChange(gossip.OpLeave))
+	mux.HandleFunc("/api/cluster/remove", n.clusterChange(gossip.OpRemove))
+	mux.HandleFunc("/api/cluster/admit", n.clusterChange(gossip.OpAdmit))
 	mux.HandleFunc("/api/cluster/repair", n.clusterRepair)
 	mux.HandleFunc("/api/cluster/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path})
@@ -171,35 +178,23 @@ func (n *Node) memberStats() []MemberStats {
 		}
 		out = append(out, MemberStats{
 			ID: m.ID, Zone: m.Zone, RPCAddr: m.RPCAddr, HTTPAddr: m.HTTPAddr,
-			Liveness: m.Liveness.String(), Status: status,
+			Liveness: m.Liveness.String(), Status: status, RingVersion: m.RingVersion,
 		})
 	}
 	return out
 }
 
-// adminOp is an operator change of the ring.
-type adminOp int
-
-const (
-	opLeave adminOp = iota + 1
-	opRemove
-	opAdmit
-)
-
-func (o adminOp) String() string {
-	switch o {
-	case opLeave:
-		return "leave"
-	case opRemove:
-		return "remove"
-	case opAdmit:
-		return "admit"
-	default:
-		return fmt.Sprintf("adminOp(%d)", int(o))
-	}
+// ChangeAnswer is the body of a 200 answer to leave, remove or admit.
+type ChangeAnswer struct {
+	OK bool `json:"ok"`
+	// RingVersion is the version the change made or, for a no-op, the
+	// version it was judged against.
+	RingVersion uint64 `json:"ring_version"`
+	Noop        bool   `json:"noop,omitempty"`
+	Detail      string `json:"detail,omitempty"`
 }
 
-func (n *Node) clusterChange(op adminOp) http.HandlerFunc {
+func (n *Node) clusterChange(op gossip.Op) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !allowMethod(w, r, http.MethodPost) {
 			return
@@ -209,56 +204,40 @@ func (n *Node) clusterChange(op adminOp) http.HandlerFunc {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "missing ?id=MEMBER"})
 			return
 		}
-		cur := n.gossip.Ring()
-		_, inRing := cur.Member(id)
+		_, inRing := n.gossip.Ring().Member(id)
 		if _, known := n.gossip.Member(id); !inRing && !known {
 			writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("unknown member %q", id)})
 			return
 		}
-		if op != opAdmit {
-			var next *ring.Ring
-			var err error
-			if op == opLeave {
-				next, err = cur.Leave(id)
-			} else {
-				next, err = cur.Remove(id)
-			}
-			if err != nil {
-				writeAdminError(w, err)
-				return
-			}
-			if err := n.checkMajorities(id, op, next); err != nil {
-				writeJSON(w, http.StatusConflict, map[string]string{"error": err.Error()})
-				return
-			}
+		c := gossip.Change{Op: op, ID: id}
+		if op != gossip.OpAdmit {
+			c.Check = func(next *ring.Ring) error { return n.checkMajorities(id, op, next) }
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 		defer cancel()
-		var err error
-		switch op {
-		case opLeave:
-			err = n.gossip.Leave(ctx, id)
-		case opRemove:
-			err = n.gossip.Remove(ctx, id)
-		case opAdmit:
-			err = n.gossip.Admit(ctx, id)
-		}
+		res, err := n.gossip.Change(ctx, c)
 		if err != nil {
 			writeAdminError(w, err)
 			return
 		}
-		v := n.gossip.Ring().Version()
-		n.log.Info("ring changed by operator", "op", op.String(), "peer", id, "ring_version", v)
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "ring_version": v})
+		if res.Noop {
+			n.log.Info("ring change was a no-op", "op", op.String(), "peer", id, "ring_version", res.Version)
+		} else {
+			n.log.Info("ring changed by operator", "op", op.String(), "peer", id, "ring_version", res.Version)
+		}
+		writeJSON(w, http.StatusOK, ChangeAnswer{OK: true, RingVersion: res.Version, Noop: res.Noop, Detail: res.Detail})
 	}
 }
+
+// errRefused marks a change refused by checkMajorities.
+var errRefused = errors.New("refused")
 
 // checkMajorities returns an error naming the partitions of next whose
 // preference list has fewer than a majority of members alive, or saying
 // that next has no members left.
-func (n *Node) checkMajorities(id string, op adminOp, next *ring.Ring) error {
+func (n *Node) checkMajorities(id string, op gossip.Op, next *ring.Ring) error {
 	if len(next.Active()) == 0 {
-		return fmt.Errorf("%s %s: it is the last joined member", op, id)
+		return fmt.Errorf("%w: %s %s: it is the last joined member", errRefused, op, id)
 	}
 	alive := func(m string) bool {
 		if m == n.cfg.ID {
@@ -275,8 +254,8 @@ func (n *Node) checkMajorities(id string, op adminOp, next *ring.Ring) error {
 	for i, p := range bad {
 		parts[i] = fmt.Sprint(p)
 	}
-	return fmt.Errorf("%s %s: partitions [%s] would have fewer than a majority of their replicas alive",
-		op, id, strings.Join(parts, " "))
+	return fmt.Errorf("%w: %s %s: partitions [%s] would have fewer than a majority of their replicas alive",
+		errRefused, op, id, strings.Join(parts, " "))
 }
 
 // partitionsWithoutMajority returns, in order, the partitions of r whose
@@ -303,14 +282,24 @@ func partitionsWithoutMajority(r *ring.Ring, alive func(id string) bool) []uint3
 func writeAdminError(w http.ResponseWriter, err error) {
 	code := http.StatusInternalServerError
 	switch {
-	case errors.Is(err, ring.ErrUnknownMember), errors.Is(err, gossip.ErrNotAlive):
+	case errors.Is(err, gossip.ErrConflict), errors.Is(err, gossip.ErrNotAlive), errors.Is(err, errRefused):
 		code = http.StatusConflict
-	case errors.Is(err, gossip.ErrClosed):
+	case errors.Is(err, gossip.ErrClosed), errors.Is(err, gossip.ErrNotReady):
 		code = http.StatusServiceUnavailable
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+	case errors.Is(err, gossip.ErrOutcomeUnknown), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		code = http.StatusGatewayTimeout
 	}
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+	body := map[string]any{"error": err.Error()}
+	if ce, ok := errors.AsType[*gossip.ConflictError](err); ok {
+		// The member's status, so that a caller retrying a change whose
+		// first answer it lost can tell it was made.
+		status := "none"
+		if ce.Status != 0 {
+			status = ce.Status.String()
+		}
+		body["member_status"], body["ring_version"] = status, ce.RingVersion
+	}
+	writeJSON(w, code, body)
 }
 
 // allowMethod answers 405 unless r uses method.

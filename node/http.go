@@ -145,6 +145,10 @@ type MemberStats struct {
 	HTTPAddr string `json:"http_addr,omitempty"`
 	Liveness string `json:"liveness"`
 	Status   string `json:"status"`
+	// RingVersion is the version of the ring the member holds, as it
+	// advertises it by gossip (exact for the node answering); 0 if
+	// unknown.
+	RingVersion uint64 `json:"ring_version,omitempty"`
 }
 
 func (n *Node) stats(w http.ResponseWriter, _ *http.Request) {
@@ -155,21 +159,11 @@ func (n *Node) stats(w http.ResponseWriter, _ *http.Request) {
 		PartitionCount:    r.Partitions(),
 		ReplicationFactor: r.ReplicationFactor(),
 		Partitions:        r.PartitionsOf(n.cfg.ID),
-		Members:           []MemberStats{},
+		Members:           n.memberStats(),
 		Groups:            n.groupStats(),
 	}
 	if s.Partitions == nil {
 		s.Partitions = []uint32{}
-	}
-	for _, m := range n.gossip.Members() {
-		status := "none"
-		if m.Status != 0 {
-			status = m.Status.String()
-		}
-		s.Members = append(s.Members, MemberStats{
-			ID: m.ID, Zone: m.Zone, RPCAddr: m.RPCAddr, HTTPAddr: m.HTTPAddr,
-			Liveness: m.Liveness.String(), Status: status,
-		})
 	}
 	writeJSON(w, http.StatusOK, s)
 }

@@ -177,6 +177,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: coordinator: %w", err)
 	}
+	n.gossip.SetStore(ringRegister{c: n.coord})
 
 	aecfg := cfg.AntiEntropy
 	aecfg.NodeID = cfg.ID

@@ -39,7 +39,38 @@ func TestMain(m *testing.M) {
 
 // startCluster opens n in-process nodes on free loopback ports and waits
 // until every node's ring holds all of them.
-func startCluster(t testing.TB, n int) []*Node {
+func startCluster(t testing.TB, n int) []*Node { return startClusterWith(t, n, nil) }
+
+// testNodeConfig returns the configuration of node i (n1, n2, ...) of a
+// test cluster, with its data in dir, joining join; tweak, if set, adjusts
+// it.
+func testNodeConfig(t testing.TB, i int, dir string, join []string, tweak func(*Config)) Config {
+	cfg := DefaultConfig()
+	cfg.ID = fmt.Sprintf("n%d", i)
+	cfg.DataDir = dir
+	cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+	cfg.GossipProfile = gossip.Local
+	cfg.Consensus.ReconcileInterval = 100 * time.Millisecond
+	if ct := os.Getenv("RINGKV_BENCH_COMMIT_TIMEOUT"); ct != "" {
+		d, err := time.ParseDuration(ct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Consensus.CommitTimeout = d
+	}
+	cfg.Join = join
+	if _, ok := t.(*testing.T); ok {
+		cfg.Logger = slog.New(slog.NewTextHandler(testlog.Writer(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	return cfg
+}
+
+// startClusterWith is startCluster with tweak applied to every node's
+// configuration.
+func startClusterWith(t testing.TB, n int, tweak func(*Config)) []*Node {
 	t.Helper()
 	// Directories first: cleanups run last-in first-out, so the nodes must
 	// be closed (by the cleanup registered below) before their dirs go.
@@ -48,7 +79,6 @@ func startCluster(t testing.TB, n int) []*Node {
 		dirs[i] = t.TempDir()
 	}
 	var nodes []*Node
-	logw := testlog.Writer(t)
 	t.Cleanup(func() {
 		for i := len(nodes) - 1; i >= 0; i-- {
 			if err := nodes[i].Close(); err != nil {
@@ -57,26 +87,11 @@ func startCluster(t testing.TB, n int) []*Node {
 		}
 	})
 	for i := 1; i <= n; i++ {
-		cfg := DefaultConfig()
-		cfg.ID = fmt.Sprintf("n%d", i)
-		cfg.DataDir = dirs[i-1]
-		cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-		cfg.GossipProfile = gossip.Local
-		cfg.Consensus.ReconcileInterval = 100 * time.Millisecond
-		if ct := os.Getenv("RINGKV_BENCH_COMMIT_TIMEOUT"); ct != "" {
-			d, err := time.ParseDuration(ct)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg.Consensus.CommitTimeout = d
-		}
+		var join []string
 		if i > 1 {
-			cfg.Join = []string{nodes[0].GossipAddr()}
+			join = []string{nodes[0].GossipAddr()}
 		}
-		if _, ok := t.(*testing.T); ok {
-			cfg.Logger = slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		}
-		nd, err := Open(cfg, Deps{})
+		nd, err := Open(testNodeConfig(t, i, dirs[i-1], join, tweak), Deps{})
 		if err != nil {
 			t.Fatal(err)
 		}

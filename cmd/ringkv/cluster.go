@@ -58,12 +58,14 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: cluster %s takes one member id", errUsage, sub)
 		}
-		var out struct {
-			RingVersion uint64 `json:"ring_version"`
-		}
+		var out node.ChangeAnswer
 		u := "http://" + *addr + "/api/cluster/" + sub + "?" + url.Values{"id": {pos[1]}}.Encode()
 		if err := callJSON(ctx, http.MethodPost, u, &out); err != nil {
 			return fmt.Errorf("cluster %s %s: %w", sub, pos[1], err)
+		}
+		if out.Noop {
+			fmt.Fprintf(stdout, "OK: %s %s changed nothing: %s\n", sub, pos[1], out.Detail)
+			return nil
 		}
 		fmt.Fprintf(stdout, "OK: %s %s, ring version %d\n", sub, pos[1], out.RingVersion)
 		return nil
@@ -118,9 +120,23 @@ func clusterStatus(ctx context.Context, addr string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "ring version %d, %d partitions, replication factor %d (as seen by %s)\n\n",
 		st.RingVersion, st.PartitionCount, st.ReplicationFactor, st.NodeID)
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tLIVENESS\tZONE\tHTTP\tRPC\tREPLICAS\tLEADS")
+	fmt.Fprintln(tw, "ID\tSTATUS\tLIVENESS\tRING\tZONE\tHTTP\tRPC\tREPLICAS\tLEADS")
+	behind := 0
 	for _, m := range st.Members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", m.ID, m.Status, m.Liveness,
+		// The version the member reported itself, else the one it
+		// advertises by gossip.
+		rv := m.RingVersion
+		if v, ok := views[m.ID]; ok {
+			rv = v.RingVersion
+		}
+		ring := "-"
+		if rv != 0 {
+			ring = fmt.Sprint(rv)
+		}
+		if m.Status != "removed" && rv != st.RingVersion {
+			behind++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", m.ID, m.Status, m.Liveness, ring,
 			orDash(m.Zone), orDash(m.HTTPAddr), orDash(m.RPCAddr), replicas[m.ID], leads[m.ID])
 	}
 	if err := tw.Flush(); err != nil {
@@ -128,6 +144,9 @@ func clusterStatus(ctx context.Context, addr string, stdout io.Writer) error {
 	}
 	if len(unreachable) > 0 {
 		fmt.Fprintf(stdout, "\nno status from: %s\n", strings.Join(unreachable, ", "))
+	}
+	if behind > 0 {
+		fmt.Fprintf(stdout, "\n%d members do not hold ring version %d yet\n", behind, st.RingVersion)
 	}
 	fmt.Fprintf(stdout, "\npartitions converged: %d/%d\n", converged, len(st.Partitions))
 	return nil

@@ -69,10 +69,10 @@ func TestClusterStatusCommand(t *testing.T) {
 	t.Cleanup(sb.Close)
 	addrA, addrB := strings.TrimPrefix(sa.URL, "http://"), strings.TrimPrefix(sb.URL, "http://")
 	members := []node.MemberStats{
-		{ID: "a", HTTPAddr: addrA, RPCAddr: "127.0.0.1:1", Liveness: "alive", Status: "joined", Zone: "z1"},
-		{ID: "b", HTTPAddr: addrB, Liveness: "alive", Status: "joined"},
+		{ID: "a", HTTPAddr: addrA, RPCAddr: "127.0.0.1:1", Liveness: "alive", Status: "joined", Zone: "z1", RingVersion: 7},
+		{ID: "b", HTTPAddr: addrB, Liveness: "alive", Status: "joined", RingVersion: 7},
 		{ID: "c", Liveness: "dead", Status: "removed"},
-		{ID: "d", HTTPAddr: closedAddr(t), Liveness: "alive", Status: "none"},
+		{ID: "d", HTTPAddr: closedAddr(t), Liveness: "alive", Status: "none", RingVersion: 5},
 	}
 	ab := []string{"a", "b"}
 	// Partitions: 0 led by a and converged, 1 led by a and not, 2 led by
@@ -99,10 +99,12 @@ func TestClusterStatusCommand(t *testing.T) {
 	t.Logf("output:\n%s", got)
 	for _, want := range []string{
 		"ring version 7, 4 partitions, replication factor 2 (as seen by a)",
-		"ID  STATUS   LIVENESS  ZONE  HTTP",
-		"a   joined   alive     z1    " + addrA,
-		"c   removed  dead      -     -",
+		"ID  STATUS   LIVENESS  RING  ZONE  HTTP",
+		"a   joined   alive     7     z1    " + addrA,
+		"c   removed  dead      -     -     -",
+		"d   none     alive     5     -",
 		"no status from: d",
+		"1 members do not hold ring version 7 yet",
 		"partitions converged: 2/4\n",
 	} {
 		if !strings.Contains(got, want) {
@@ -126,7 +128,7 @@ func TestClusterStatusCommand(t *testing.T) {
 	if err := run(t.Context(), []string{"cluster", "--addr", addrA, "status"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "partitions converged: 1/4\n") {
+	if !strings.Contains(out.String(), "partitions converged: 1/4\n") || !strings.Contains(out.String(), "b   joined   alive     6") {
 		t.Errorf("with b on another ring version: got\n%s\nwant 1/4 converged", out.String())
 	}
 }
@@ -145,7 +147,15 @@ func TestClusterChangeCommands(t *testing.T) {
 			t.Errorf("%s: got %q, want %q", sub, out.String(), want)
 		}
 	}
-	want := []string{"POST /api/cluster/leave?id=n1", "POST /api/cluster/remove?id=n1", "POST /api/cluster/admit?id=n1"}
+	f.body = `{"ok":true,"ring_version":9,"noop":true,"detail":"n1 is already joined (ring version 9)"}`
+	var noop, errOut bytes.Buffer
+	if err := run(t.Context(), []string{"cluster", "admit", "n1", "--addr", addr}, &noop, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	if want := "OK: admit n1 changed nothing: n1 is already joined (ring version 9)\n"; noop.String() != want {
+		t.Errorf("no-op admit: got %q, want %q", noop.String(), want)
+	}
+	want := []string{"POST /api/cluster/leave?id=n1", "POST /api/cluster/remove?id=n1", "POST /api/cluster/admit?id=n1", "POST /api/cluster/admit?id=n1"}
 	if got := f.requests(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("requests: got %v, want %v", got, want)
 	}

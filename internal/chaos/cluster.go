@@ -279,12 +279,31 @@ func (c *Cluster) admin(ctx context.Context, op, id string) error {
 			continue
 		}
 		code, body, err := nd.Do(ctx, http.MethodPost, "/api/cluster/"+op, url.Values{"id": {id}}, nil)
-		if err == nil && code == http.StatusOK {
+		if err == nil && (code == http.StatusOK || (code == http.StatusConflict && alreadyDone(op, body))) {
 			return nil
 		}
 		errs = append(errs, fmt.Errorf("%s on %s: HTTP %d %s: %w", op, nd.ID, code, body, err))
 	}
 	return fmt.Errorf("chaos: %w", errors.Join(errs...))
+}
+
+// alreadyDone reports whether a 409 answer to op says the member already
+// has the status op gives it: an earlier attempt whose answer was lost
+// (a 504, a timeout) made the change.
+func alreadyDone(op string, body []byte) bool {
+	var c struct {
+		MemberStatus string `json:"member_status"`
+	}
+	if json.Unmarshal(body, &c) != nil {
+		return false
+	}
+	switch op {
+	case "leave":
+		return c.MemberStatus == "leaving" || c.MemberStatus == "removed"
+	case "remove":
+		return c.MemberStatus == "removed"
+	}
+	return false
 }
 
 // poll runs cond until it returns nil or timeout passes (its last error).

@@ -36,3 +36,22 @@ func TestKeySpaceRetiresKeys(t *testing.T) {
 		t.Fatalf("%s handed out beyond 10 operations", fresh.name)
 	}
 }
+
+func TestAlreadyDone(t *testing.T) {
+	for _, tc := range []struct {
+		op, body string
+		want     bool
+	}{
+		{"leave", `{"error":"x","member_status":"leaving","ring_version":9}`, true},
+		{"leave", `{"error":"x","member_status":"removed"}`, true},
+		{"leave", `{"error":"partitions [3] would have fewer than a majority"}`, false},
+		{"remove", `{"error":"x","member_status":"leaving"}`, false},
+		{"remove", `{"error":"x","member_status":"removed"}`, true},
+		{"admit", `{"error":"x","member_status":"joined"}`, false},
+		{"leave", `not json`, false},
+	} {
+		if got := alreadyDone(tc.op, []byte(tc.body)); got != tc.want {
+			t.Errorf("alreadyDone(%s, %s): got %v, want %v", tc.op, tc.body, got, tc.want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strconv"
 	"time"
@@ -121,7 +122,9 @@ func (c Config) Validate() error {
 	if c.ClaimInterval < 0 {
 		bad("ClaimInterval %s is negative", c.ClaimInterval)
 	}
-	if b, err := encodeMeta(c.meta()); err != nil {
+	md := c.meta()
+	md.RingVersion = math.MaxUint64 // room for any version it will advertise
+	if b, err := encodeMeta(md); err != nil {
 		bad("metadata: %v", err)
 	} else if len(b) > memberlist.MetaMaxSize {
 		bad("metadata (Zone, RPCAddr, HTTPAddr) is %d bytes, limit %d", len(b), memberlist.MetaMaxSize)

@@ -90,10 +90,11 @@ func TestStrings(t *testing.T) {
 		{LAN.String(), "lan"},
 		{Local.String(), "local"},
 		{Profile(9).String(), "Profile(9)"},
-		{opLeave.String(), "leave"},
-		{opRemove.String(), "remove"},
-		{opAdmit.String(), "admit"},
-		{opKind(9).String(), "opKind(9)"},
+		{OpLeave.String(), "leave"},
+		{OpRemove.String(), "remove"},
+		{OpAdmit.String(), "admit"},
+		{opClaim.String(), "claim"},
+		{Op(9).String(), "Op(9)"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("got %q, want %q", tc.got, tc.want)

@@ -25,10 +25,11 @@ var (
 
 // NodeMeta returns this node's encoded metadata (validated at Open to fit).
 func (d *delegate) NodeMeta(limit int) []byte {
-	if len(d.g.meta) > limit {
+	b := *d.g.meta.Load()
+	if len(b) > limit {
 		return nil
 	}
-	return d.g.meta
+	return b
 }
 
 // NotifyMsg receives rings pushed with SendReliable.

@@ -17,25 +17,31 @@
 //   - Each member's zone, RPC address and HTTP address travel in its
 //     memberlist node metadata (JSON, at most 512 bytes).
 //
-// # Claimant
+// # Deciding ring changes
 //
-// Ring changes are made Riak-claimant style by one member at a time. The
-// claimant is the lowest-ID member that is Joined in the current ring and
-// alive in memberlist. Every ClaimInterval, and after every membership event
-// or adopted ring, the claimant looks for nodes that are alive in memberlist
-// (with valid metadata) but absent from the ring and joins them one by one,
-// sorted by ID. Members that are Leaving or Removed are never re-joined by
-// the claimant: an operator re-admits them with Admit. The claimant persists
-// and adopts the new ring, then pushes it to every alive member with
-// memberlist SendReliable. Push-pull anti-entropy (LocalState /
-// MergeRemoteState) carries the ring too, so a node that missed a push
-// catches up within one PushPullInterval. The claim decision itself is the
-// pure function claim in claim.go.
+// Every ring change is decided on one register, the Store (the node backs
+// it with a reserved key at the linearizable level): Change reads it,
+// judges the change against the ring in it (evaluate in decide.go: a pure
+// function), and sets the next ring by compare-and-set from the bytes it
+// read. A lost compare-and-set means another change came first: judge
+// again. Only a change that is in the register is adopted, pushed and
+// answered, so every later change, on any node, builds on it. The record
+// (record.go) remembers the ids of its last 64 changes, so a decider whose
+// compare-and-set ended in an error learns by reading again whether it
+// was made; until it knows, it proposes only the same value again. A node
+// decides one change at a time (the deciding token).
 //
-// Operator calls (Leave, Remove, Admit) are applied by whichever node the
-// operator talks to: it computes the change from its current ring, persists,
-// adopts and broadcasts. They are rare; concurrent changes resolve through
-// the version tie-break (the losing change must be retried).
+// The claimant is the lowest-ID member that is Joined in the current ring
+// and alive in memberlist. Every ClaimInterval, and after every membership
+// event or adopted ring, run looks for nodes that are alive in memberlist
+// (with valid metadata) but absent from the ring, and kicks the claimer,
+// which decides their joins (sorted by ID) through the register like any
+// change. Members that are Leaving or Removed are never re-joined by the
+// claimant: an operator re-admits them. Push-pull anti-entropy
+// (LocalState / MergeRemoteState) carries the ring too, so a node that
+// missed a push catches up within one PushPullInterval. Each node
+// advertises the version of the ring it holds in its metadata
+// (MemberInfo.RingVersion).
 //
 // # Bootstrap
 //
@@ -54,12 +60,19 @@
 // memberlist's Leave and Shutdown.
 //
 //   - run: the only writer of the ring. Fed by the wake channel (memberlist
-//     events, received rings), the ClaimInterval ticker and the ops channel
-//     (Leave/Remove/Admit). It adopts received rings, runs the claim,
-//     persists, publishes to subscribers and updates metrics.
-//   - send: pushes the newest locally made ring to every alive member. Fed by
-//     the sendKick channel; SendReliable may block up to memberlist's
+//     events, received rings), the ClaimInterval ticker and the installs
+//     channel (rings decided through the Store). It adopts received and
+//     decided rings, persists, publishes to subscribers, kicks the claimer
+//     when there are nodes to join, and updates metrics.
+//   - claimer: decides the claimant's joins (Store calls may block, so
+//     they are kept off run). Fed by claimKick.
+//   - send: pushes the newest locally decided ring to every alive member
+//     and advertises the ring version in this node's metadata. Fed by the
+//     sendKick channel; SendReliable may block up to memberlist's
 //     TCPTimeout per member, so it is kept off run.
+//
+// Operator calls to Change run on the caller's goroutine, holding the
+// deciding token.
 //   - join: only when Seeds is set; retries memberlist Join with backoff
 //     until one seed answers.
 //   - reconnect: every second (Local) or ten (LAN), joins the ring members

@@ -1,9 +1,14 @@
 package gossip
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ringkv/ringkv/ring"
+)
 
 var (
-	// ErrClosed is returned by Leave, Remove and Admit when the Gossip is
+	// ErrClosed is returned by Change when the Gossip is
 	// closed or closes before the change is applied.
 	ErrClosed = errors.New("gossip: closed")
 
@@ -15,7 +20,45 @@ var (
 	// restore the file or delete it and re-admit the node.
 	ErrCorrupt = errors.New("gossip: corrupt ring state")
 
-	// ErrNotAlive is returned by Admit when the member is not alive in
+	// ErrConflict is returned by Change when the member's status in the
+	// newest ring does not allow the change (a leave of a member that is
+	// not Joined, a remove of one already Removed); the message says
+	// what the status is and at which ring version.
+	ErrConflict = errors.New("gossip: change conflicts with the ring")
+
+	// ErrNotReady is returned by Change before SetStore, or while this
+	// node holds no ring yet.
+	ErrNotReady = errors.New("gossip: not ready for ring changes")
+
+	// ErrOutcomeUnknown is returned by Change when it proposed a ring and
+	// could not learn, before its context ended, whether the proposal was
+	// made. Read the ring before retrying.
+	ErrOutcomeUnknown = errors.New("gossip: outcome of the ring change unknown")
+
+	// ErrNotAlive is returned by Change for an admit when the member is not alive in
 	// memberlist with valid metadata, so it cannot be joined yet.
 	ErrNotAlive = errors.New("gossip: member not alive")
 )
+
+// ConflictError is the ErrConflict that Change returns when the member's
+// status in the newest ring does not allow the change.
+type ConflictError struct {
+	Op Op
+	ID string
+	// Status is the member's status in the ring judged; 0 if it is not a
+	// member of that ring.
+	Status ring.Status
+	// RingVersion is the version of the ring judged.
+	RingVersion uint64
+}
+
+func (e *ConflictError) Error() string {
+	status := "not a member of the ring"
+	if e.Status != 0 {
+		status = e.Status.String()
+	}
+	return fmt.Sprintf("%v: %s %s: it is %s (ring version %d)", ErrConflict, e.Op, e.ID, status, e.RingVersion)
+}
+
+// Is reports whether target is ErrConflict.
+func (e *ConflictError) Is(target error) bool { return target == ErrConflict }

@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +24,7 @@ import (
 type Gossip struct {
 	cfg     Config
 	log     *slog.Logger
-	meta    []byte // encoded metadata, advertised by NodeMeta; read-only
+	meta    atomic.Pointer[[]byte] // encoded metadata, advertised by NodeMeta
 	metrics *metrics
 	ml      *memberlist.Memberlist
 	addr    string
@@ -40,16 +42,30 @@ type Gossip struct {
 	// senders never block and events coalesce, run re-reads all state.
 	// Sent by the delegate, never closed.
 	wake chan struct{}
-	// ops carries Leave/Remove/Admit to run. Unbuffered; never closed.
-	ops chan op
-	// sendKick tells send that outbox holds a ring. Buffer 1, coalescing;
-	// sent by run, never closed.
+	// installs carries decided rings to run (decide.go). Unbuffered;
+	// never closed.
+	installs chan installReq
+	// sendKick tells send that a ring was installed: outbox may hold one
+	// to push, and the advertised ring version may be stale. Buffer 1,
+	// coalescing; sent by run, never closed.
 	sendKick chan struct{}
+	// claimKick tells claimer that the claimant has nodes to join. Buffer
+	// 1, coalescing; sent by run, never closed.
+	claimKick chan struct{}
+	// deciding is the token of the one decision this node makes at a
+	// time (decide.go). Buffer 1: holding the token is having sent on it.
+	deciding chan struct{}
+	// store is the register ring changes are decided on; nil until
+	// SetStore.
+	store atomic.Pointer[Store]
+	// advertised is the ring version in the metadata memberlist carries;
+	// written only by send.
+	advertised uint64
 
 	// stop is closed by Close so that pending operator calls give up.
 	stop   chan struct{}
-	cancel context.CancelFunc // cancels the lifetime context of run, send, join
-	wg     sync.WaitGroup     // run, send, join
+	cancel context.CancelFunc // cancels the lifetime context of every goroutine
+	wg     sync.WaitGroup     // run, send, claimer, join, reconnect
 	closed sync.Once
 	// steps counts iterations of run; tests wait on it instead of sleeping.
 	steps atomic.Uint64
@@ -103,35 +119,6 @@ type nodeState struct {
 	meta     meta
 	metaOK   bool   // metadata decoded; nodes without it are never joined
 	addr     string // gossip "host:port" last reported
-}
-
-type opKind int
-
-const (
-	opLeave opKind = iota + 1
-	opRemove
-	opAdmit
-)
-
-func (k opKind) String() string {
-	switch k {
-	case opLeave:
-		return "leave"
-	case opRemove:
-		return "remove"
-	case opAdmit:
-		return "admit"
-	default:
-		return fmt.Sprintf("opKind(%d)", int(k))
-	}
-}
-
-// op is an operator change for run. reply has buffer 1 so run never blocks
-// on a caller that gave up.
-type op struct {
-	kind  opKind
-	id    string
-	reply chan error
 }
 
 // Open validates cfg, loads the persisted ring from cfg.DataDir (or
@@ -188,16 +175,18 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 	}
 
 	g := &Gossip{
-		cfg:      cfg,
-		log:      cfg.Logger.With("node_id", cfg.NodeID),
-		meta:     metaBytes,
-		metrics:  m,
-		wake:     make(chan struct{}, 1),
-		ops:      make(chan op),
-		sendKick: make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		founded:  bootstrap,
+		cfg:       cfg,
+		log:       cfg.Logger.With("node_id", cfg.NodeID),
+		metrics:   m,
+		wake:      make(chan struct{}, 1),
+		installs:  make(chan installReq),
+		sendKick:  make(chan struct{}, 1),
+		claimKick: make(chan struct{}, 1),
+		deciding:  make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		founded:   bootstrap,
 	}
+	g.meta.Store(&metaBytes)
 	g.snap.Store(snap)
 	g.joined.Store(len(cfg.Seeds) == 0)
 	g.nodes.m = make(map[string]nodeState)
@@ -222,6 +211,7 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 	g.cancel = cancel
 	g.wg.Go(func() { g.run(ctx) })
 	g.wg.Go(func() { g.send(ctx) })
+	g.wg.Go(func() { g.claimer(ctx) })
 	if len(cfg.Seeds) > 0 {
 		g.wg.Go(func() { g.join(ctx) })
 	}
@@ -339,47 +329,13 @@ func (g *Gossip) infoLocked(r *ring.Ring, id string) (MemberInfo, bool) {
 		mi.Liveness = n.liveness
 		if n.metaOK {
 			mi.RPCAddr, mi.HTTPAddr = n.meta.RPCAddr, n.meta.HTTPAddr
+			mi.RingVersion = n.meta.RingVersion
 		}
 	}
+	if id == g.cfg.NodeID {
+		mi.RingVersion = r.Version()
+	}
 	return mi, inRing || known
-}
-
-// Leave marks id Leaving in the ring, persists the new ring and pushes it to
-// every alive member. It returns ring.ErrUnknownMember (wrapped) if id is not
-// Joined, a persistence error, ErrClosed, or ctx.Err(). If
-// ctx ends after the change reached the run goroutine, the change may still
-// be applied.
-func (g *Gossip) Leave(ctx context.Context, id string) error { return g.do(ctx, opLeave, id) }
-
-// Remove marks id Removed in the ring, which takes it out of every
-// preference list, then persists and pushes the ring like Leave. The
-// claimant never re-joins a removed member; see Admit. It returns
-// ring.ErrUnknownMember (wrapped) if id is absent or already Removed, and
-// otherwise errors as for Leave.
-func (g *Gossip) Remove(ctx context.Context, id string) error { return g.do(ctx, opRemove, id) }
-
-// Admit re-joins a Leaving or Removed member now, using the zone it
-// advertises; it is a no-op for an id that is Joined or absent from the ring
-// (the claimant joins absent nodes by itself). It returns ErrNotAlive
-// (wrapped) if memberlist does not report id alive with valid metadata, and
-// otherwise errors as for Leave.
-func (g *Gossip) Admit(ctx context.Context, id string) error { return g.do(ctx, opAdmit, id) }
-
-func (g *Gossip) do(ctx context.Context, kind opKind, id string) error {
-	o := op{kind: kind, id: id, reply: make(chan error, 1)}
-	select {
-	case g.ops <- o:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-g.closing():
-		return ErrClosed
-	}
-	select {
-	case err := <-o.reply:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // closing returns a channel closed once Close has started.
@@ -493,12 +449,21 @@ func (g *Gossip) run(ctx context.Context) {
 			return
 		case <-g.wake:
 		case <-t.C:
-		case o := <-g.ops:
-			o.reply <- g.apply(o)
+		case req := <-g.installs:
+			var err error
+			if req.r.Newer(g.Ring()) {
+				err = g.install(req.r, "decided", req.push)
+			}
+			req.done <- err
 		}
 		g.adoptReceived()
-		if g.joined.Load() {
-			g.claim()
+		if g.joined.Load() && g.store.Load() != nil {
+			if next, _, _ := claim(g.cfg.NodeID, g.Ring(), g.aliveNodes()); next != nil {
+				select {
+				case g.claimKick <- struct{}{}:
+				default:
+				}
+			}
 		}
 		g.metrics.setMembers(g.Members())
 		g.steps.Add(1)
@@ -519,50 +484,26 @@ func (g *Gossip) adoptReceived() {
 	}
 }
 
-// claim runs the claimant's decision and installs its result.
-func (g *Gossip) claim() {
-	next, ids, err := claim(g.cfg.NodeID, g.Ring(), g.aliveNodes())
-	if err != nil {
-		g.log.Warn("claim", "err", err)
-	}
-	if next == nil {
-		return
-	}
-	if err := g.install(next, "claim", true); err != nil {
-		g.log.Error("install claimed ring", "ring_version", next.Version(), "err", err)
-		return
-	}
-	g.log.Info("members joined", "members", ids, "ring_version", next.Version())
-}
+// claimTimeout bounds one claim decision.
+const claimTimeout = 10 * time.Second
 
-// apply computes and installs an operator change.
-func (g *Gossip) apply(o op) error {
-	cur := g.Ring()
-	var next *ring.Ring
-	var err error
-	switch o.kind {
-	case opLeave:
-		next, err = cur.Leave(o.id)
-	case opRemove:
-		next, err = cur.Remove(o.id)
-	case opAdmit:
-		m, ok := cur.Member(o.id)
-		if !ok || m.Status == ring.Joined {
-			return nil
+// claimer decides the claimant's joins when run finds nodes to join.
+// Deciding goes through the Store, which may block for a while, so it is
+// kept off run.
+func (g *Gossip) claimer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.claimKick:
 		}
-		md, alive := g.aliveNodes()[o.id]
-		if !alive {
-			return fmt.Errorf("admit %s: %w", o.id, ErrNotAlive)
+		cctx, cancel := context.WithTimeout(ctx, claimTimeout)
+		_, err := g.decide(cctx, Change{Op: opClaim})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			g.log.Warn("claim", "err", err)
 		}
-		next, err = cur.Join(ring.Member{ID: o.id, Zone: md.Zone, Status: ring.Joined})
 	}
-	if err != nil {
-		return err // the ring's errors already name the operation and id
-	}
-	if err := g.install(next, o.kind.String(), true); err != nil {
-		return fmt.Errorf("%s %s: %w", o.kind, o.id, err)
-	}
-	return nil
 }
 
 // install persists r, adopts it, publishes it and, if push is set, queues
@@ -584,15 +525,16 @@ func (g *Gossip) install(r *ring.Ring, origin string, push bool) error {
 		g.outbox.Lock()
 		g.outbox.s = s
 		g.outbox.Unlock()
-		select {
-		case g.sendKick <- struct{}{}:
-		default:
-		}
+	}
+	select {
+	case g.sendKick <- struct{}{}:
+	default:
 	}
 	return nil
 }
 
-// send pushes locally made rings to every alive member.
+// send pushes locally decided rings to every alive member, and advertises
+// the version of the ring this node holds in its metadata.
 func (g *Gossip) send(ctx context.Context) {
 	for {
 		select {
@@ -600,25 +542,77 @@ func (g *Gossip) send(ctx context.Context) {
 			return
 		case <-g.sendKick:
 		}
-		g.outbox.Lock()
-		s := g.outbox.s
-		g.outbox.s = nil
-		g.outbox.Unlock()
-		if s == nil {
-			continue
+		g.push(ctx)
+		g.advertise()
+	}
+}
+
+// advertise puts the current ring version in this node's memberlist
+// metadata, which memberlist spreads by gossip, so that every member can
+// tell which ring each other member holds.
+func (g *Gossip) advertise() {
+	v := g.Ring().Version()
+	if v == g.advertised {
+		return
+	}
+	md := g.cfg.meta()
+	md.RingVersion = v
+	b, err := encodeMeta(md)
+	if err != nil {
+		g.log.Warn("encode metadata", "err", err)
+		return
+	}
+	g.meta.Store(&b)
+	g.advertised = v
+	if err := g.ml.UpdateNode(g.leaveTimeout()); err != nil {
+		g.log.Debug("advertise ring version", "ring_version", v, "err", err)
+	}
+}
+
+// push sends the newest locally decided ring, if any, to every alive
+// member.
+func (g *Gossip) push(ctx context.Context) {
+	g.outbox.Lock()
+	s := g.outbox.s
+	g.outbox.s = nil
+	g.outbox.Unlock()
+	if s == nil {
+		return
+	}
+	for _, n := range g.aliveAddrs() {
+		if ctx.Err() != nil {
+			return
 		}
-		for _, n := range g.ml.Members() {
-			if n.Name == g.cfg.NodeID {
-				continue
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			if err := g.ml.SendReliable(n, s.msg); err != nil {
-				g.log.Warn("push ring", "peer", n.Name, "ring_version", s.r.Version(), "err", err)
-			}
+		if err := g.ml.SendReliable(n, s.msg); err != nil {
+			g.log.Warn("push ring", "peer", n.Name, "ring_version", s.r.Version(), "err", err)
 		}
 	}
+}
+
+// aliveAddrs returns the other nodes memberlist reports alive, as fresh
+// Nodes built from the addresses observe recorded. memberlist's own
+// Members returns pointers into its state, whose addresses it rewrites
+// (without a lock the caller could take) whenever a node's metadata or
+// incarnation changes.
+func (g *Gossip) aliveAddrs() []*memberlist.Node {
+	g.nodes.Lock()
+	defer g.nodes.Unlock()
+	var out []*memberlist.Node
+	for id, n := range g.nodes.m {
+		if id == g.cfg.NodeID || n.liveness == Dead || n.addr == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(n.addr)
+		if err != nil {
+			continue
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			continue
+		}
+		out = append(out, &memberlist.Node{Name: id, Addr: net.ParseIP(host), Port: uint16(p)})
+	}
+	return out
 }
 
 // reconnectInterval is how often reconnect looks for ring members that

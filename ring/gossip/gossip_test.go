@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,6 +47,18 @@ func TestSeededNodeDoesNotBootstrap(t *testing.T) {
 
 func TestThreeNodesConverge(t *testing.T) {
 	nodes, _, _ := startCluster(t, 3)
+	// Each node advertises the version of the ring it holds; the others
+	// learn it by gossip.
+	for _, g := range nodes {
+		waitFor(t, "every ring version advertised", func() string {
+			for _, id := range []string{"n1", "n2", "n3"} {
+				if mi, _ := g.Member(id); mi.RingVersion != 3 {
+					return fmt.Sprintf("%s sees %s at ring version %d", g.cfg.NodeID, id, mi.RingVersion)
+				}
+			}
+			return ""
+		})
+	}
 	for _, g := range nodes {
 		waitFor(t, "everyone alive", func() string { return seesAlive(g, "n1", "n2", "n3") })
 		for _, id := range []string{"n1", "n2", "n3"} {
@@ -53,7 +66,7 @@ func TestThreeNodesConverge(t *testing.T) {
 			want := MemberInfo{
 				ID: id, Zone: "zone-" + id,
 				RPCAddr: "127.0.0.1:1" + id[1:], HTTPAddr: "127.0.0.1:2" + id[1:],
-				Liveness: Alive, Status: ring.Joined,
+				Liveness: Alive, Status: ring.Joined, RingVersion: 3,
 			}
 			if mi != want {
 				t.Errorf("%s: Member(%s): got %+v, want %+v", g.cfg.NodeID, id, mi, want)
@@ -156,9 +169,8 @@ func TestDeadMemberStaysInRing(t *testing.T) {
 
 func TestRemove(t *testing.T) {
 	nodes, _, _ := startCluster(t, 3)
-	ctx := t.Context()
-	// Not the claimant: any node may apply an operator change.
-	if err := nodes[1].Remove(ctx, "n3"); err != nil {
+	// Not the claimant: any node may decide an operator change.
+	if _, err := change(t, nodes[1], OpRemove, "n3"); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
 	removed := func() string {
@@ -188,12 +200,12 @@ func TestRemove(t *testing.T) {
 		t.Fatalf("version: got %d, want %d", got, version)
 	}
 
-	if err := nodes[1].Remove(ctx, "n3"); !errors.Is(err, ring.ErrUnknownMember) {
-		t.Fatalf("second Remove: got %v, want ring.ErrUnknownMember", err)
+	if _, err := change(t, nodes[1], OpRemove, "n3"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second Remove: got %v, want ErrConflict", err)
 	}
 
 	// Admit brings it back.
-	if err := nodes[2].Admit(ctx, "n3"); err != nil {
+	if _, err := change(t, nodes[2], OpAdmit, "n3"); err != nil {
 		t.Fatalf("Admit: %v", err)
 	}
 	waitFor(t, "n3 re-admitted", func() string { return converged(nodes, "n1", "n2", "n3") })
@@ -201,8 +213,7 @@ func TestRemove(t *testing.T) {
 
 func TestLeave(t *testing.T) {
 	nodes, _, _ := startCluster(t, 3)
-	ctx := t.Context()
-	if err := nodes[0].Leave(ctx, "n2"); err != nil {
+	if _, err := change(t, nodes[0], OpLeave, "n2"); err != nil {
 		t.Fatalf("Leave: %v", err)
 	}
 	waitFor(t, "n2 leaving everywhere", func() string {
@@ -217,24 +228,27 @@ func TestLeave(t *testing.T) {
 	if m, _ := nodes[0].Ring().Member("n2"); m.Status != ring.Leaving {
 		t.Fatalf("claimant re-joined a leaving member: n2 is %v", m.Status)
 	}
-	if err := nodes[0].Leave(ctx, "n2"); !errors.Is(err, ring.ErrUnknownMember) {
-		t.Fatalf("second Leave: got %v, want ring.ErrUnknownMember", err)
+	if _, err := change(t, nodes[0], OpLeave, "n2"); !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "leaving") {
+		t.Fatalf("second Leave: got %v, want ErrConflict saying n2 is leaving", err)
 	}
-	if err := nodes[0].Admit(ctx, "n1"); err != nil {
-		t.Fatalf("Admit of a joined member: got %v, want nil", err)
+	before := nodes[0].Ring().Version()
+	if res, err := change(t, nodes[0], OpAdmit, "n1"); err != nil || !res.Noop || res.Version != before {
+		t.Fatalf("Admit of a joined member: got %+v, %v, want a no-op at version %d", res, err, before)
 	}
-	if err := nodes[0].Admit(ctx, "nobody"); err != nil {
-		t.Fatalf("Admit of an unknown member: got %v, want nil", err)
+	if _, err := change(t, nodes[0], OpAdmit, "nobody"); !errors.Is(err, ErrNotAlive) {
+		t.Fatalf("Admit of an unknown member: got %v, want ErrNotAlive", err)
+	}
+	if got := nodes[0].Ring().Version(); got != before {
+		t.Fatalf("refused changes moved the ring from version %d to %d", before, got)
 	}
 }
 
 func TestAdmitNotAlive(t *testing.T) {
 	nodes, _, _ := startCluster(t, 2)
-	ctx := t.Context()
 	if err := nodes[1].shutdown(true); err != nil {
 		t.Fatal(err)
 	}
-	if err := nodes[0].Remove(ctx, "n2"); err != nil {
+	if _, err := change(t, nodes[0], OpRemove, "n2"); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
 	waitFor(t, "n2 dead", func() string {
@@ -243,7 +257,7 @@ func TestAdmitNotAlive(t *testing.T) {
 		}
 		return ""
 	})
-	if err := nodes[0].Admit(ctx, "n2"); !errors.Is(err, ErrNotAlive) {
+	if _, err := change(t, nodes[0], OpAdmit, "n2"); !errors.Is(err, ErrNotAlive) {
 		t.Fatalf("Admit: got %v, want ErrNotAlive", err)
 	}
 }
@@ -291,7 +305,7 @@ func TestSubscribe(t *testing.T) {
 	if _, ok := <-ch3; ok {
 		t.Fatalf("Subscribe after Close: channel open")
 	}
-	if err := n2.Leave(t.Context(), "n1"); !errors.Is(err, ErrClosed) {
+	if _, err := change(t, n2, OpLeave, "n1"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Leave after Close: got %v, want ErrClosed", err)
 	}
 	if err := n2.Close(); err != nil {
@@ -304,8 +318,8 @@ func TestOperatorCallCanceled(t *testing.T) {
 	g := open(t, testConfig(t, log, t.TempDir(), "n1"))
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	if err := g.Remove(ctx, "n1"); !errors.Is(err, context.Canceled) && err != nil {
-		t.Fatalf("Remove: got %v, want context.Canceled or nil", err)
+	if _, err := g.Change(ctx, Change{Op: OpRemove, ID: "n1"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Remove: got %v, want context.Canceled", err)
 	}
 }
 
@@ -321,7 +335,8 @@ func TestMetrics(t *testing.T) {
 	if _, err := Open(cfg, Deps{Registerer: reg}); err == nil {
 		t.Fatalf("second Open on the same registry: got nil error")
 	}
-	if err := g.Remove(t.Context(), "n1"); err != nil {
+	g.SetStore(storeFor(t))
+	if _, err := change(t, g, OpRemove, "n1"); err != nil {
 		t.Fatal(err)
 	}
 	waitSteps(t, g, 2)

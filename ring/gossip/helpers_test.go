@@ -1,10 +1,13 @@
 package gossip
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,13 +38,15 @@ func testConfig(t testing.TB, log *slog.Logger, base, id string, seeds ...string
 	return cfg
 }
 
-// open opens a node and closes it in t.Cleanup.
+// open opens a node and closes it in t.Cleanup. Every node a test opens
+// decides ring changes on the same memStore (storeFor).
 func open(t testing.TB, cfg Config) *Gossip {
 	t.Helper()
 	g, err := Open(cfg, Deps{})
 	if err != nil {
 		t.Fatalf("Open(%s): %v", cfg.NodeID, err)
 	}
+	g.SetStore(storeFor(t))
 	t.Cleanup(func() {
 		if err := g.Close(); err != nil {
 			t.Errorf("Close(%s): %v", cfg.NodeID, err)
@@ -147,4 +152,61 @@ func waitSteps(t *testing.T, g *Gossip, k uint64) {
 		}
 		return ""
 	})
+}
+
+// memStore is an in-memory Store: the linearizable register that the node
+// backs with a reserved key. fault, if set, is called on every
+// CompareAndSet and decides whether the call applies and what it returns.
+type memStore struct {
+	mu    sync.Mutex
+	value []byte
+	found bool
+	cas   int // CompareAndSet calls
+	fault func(n int) (apply bool, err error)
+}
+
+var stores sync.Map // testing.TB -> *memStore
+
+// storeFor returns the memStore shared by the nodes of t.
+func storeFor(t testing.TB) *memStore {
+	s, _ := stores.LoadOrStore(t, &memStore{})
+	return s.(*memStore)
+}
+
+func (s *memStore) Get(ctx context.Context) ([]byte, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.value), s.found, nil
+}
+
+func (s *memStore) CompareAndSet(ctx context.Context, expected *[]byte, value []byte) (bool, error) {
+	if err := ctx.Err(); err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cas++
+	apply, err := true, error(nil)
+	if s.fault != nil {
+		apply, err = s.fault(s.cas)
+	}
+	match := (expected == nil && !s.found) || (expected != nil && s.found && bytes.Equal(*expected, s.value))
+	if !apply {
+		return false, err
+	}
+	if match {
+		s.value, s.found = bytes.Clone(value), true
+	}
+	return match, err
+}
+
+// change makes one operator change on g.
+func change(t testing.TB, g *Gossip, op Op, id string) (Result, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), convergeTimeout)
+	defer cancel()
+	return g.Change(ctx, Change{Op: op, ID: id})
 }

@@ -42,4 +42,7 @@ type MemberInfo struct {
 	HTTPAddr string // host:port for HTTP; empty if memberlist never saw the node
 	Liveness Liveness
 	Status   ring.Status // 0 if not in the ring
+	// RingVersion is the version of the ring the member holds, as it
+	// last advertised it (this node's own: exact); 0 if unknown.
+	RingVersion uint64
 }

@@ -14,6 +14,9 @@ type meta struct {
 	Zone     string `json:"zone,omitempty"`
 	RPCAddr  string `json:"rpc,omitempty"`
 	HTTPAddr string `json:"http,omitempty"`
+	// RingVersion is the version of the ring the node holds; 0 from a
+	// node that does not say.
+	RingVersion uint64 `json:"rv,omitempty"`
 }
 
 func encodeMeta(m meta) ([]byte, error) {

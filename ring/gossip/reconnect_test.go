@@ -28,7 +28,7 @@ func TestReconnectRestartedSeedlessNode(t *testing.T) {
 		t.Fatalf("n2's lost members: %v, want [%s]", got, addr)
 	}
 	// A ring change while n1 is down: n3 leaves.
-	if err := n2.Leave(t.Context(), "n3"); err != nil {
+	if _, err := change(t, n2, OpLeave, "n3"); err != nil {
 		t.Fatalf("Leave n3: %v", err)
 	}
 	want := n2.Ring().Version()
