@@ -83,7 +83,7 @@ func BenchmarkIdleCycle(b *testing.B) {
 	served := make(chan error, 1)
 	go func() { served <- drpcserver.New(mux).Serve(ctx, lis) }()
 	defer func() { cancel(); <-served }()
-	cli := NewClient(resolverFunc(func(string) (string, bool) { return lis.Addr().String(), true }))
+	cli := NewClient(resolverFunc(func(string) (string, bool) { return lis.Addr().String(), true }), nil)
 	defer func() { _ = cli.Close() }()
 	n1.svc.deps.Peers = cli
 

@@ -2,8 +2,8 @@ package antientropy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -23,6 +23,7 @@ type Resolver interface {
 type Client struct {
 	resolver    Resolver
 	dialTimeout time.Duration
+	tls         rpcconn.TLSFor
 
 	mu struct {
 		sync.Mutex
@@ -33,9 +34,11 @@ type Client struct {
 
 const idlePerPeer = 2
 
-// NewClient returns a Client resolving node ids with resolver.
-func NewClient(resolver Resolver) *Client {
-	c := &Client{resolver: resolver, dialTimeout: time.Second}
+// NewClient returns a Client resolving node ids with resolver. tlsFor
+// gives the TLS configuration for dialing a peer's address; nil dials
+// plain TCP.
+func NewClient(resolver Resolver, tlsFor func(addr string) *tls.Config) *Client {
+	c := &Client{resolver: resolver, dialTimeout: time.Second, tls: tlsFor}
 	c.mu.idle = make(map[string][]*rpcconn.Conn)
 	return c
 }
@@ -74,12 +77,12 @@ func (c *Client) call(ctx context.Context, node string, f func(conn *rpcconn.Con
 	c.mu.Unlock()
 	if conn == nil {
 		dctx, cancel := context.WithTimeout(ctx, c.dialTimeout)
-		nc, err := (&net.Dialer{}).DialContext(dctx, "tcp", addr)
+		var err error
+		conn, err = rpcconn.Dial(dctx, addr, c.tls)
 		cancel()
 		if err != nil {
 			return fmt.Errorf("dial %s: %w", node, err)
 		}
-		conn = rpcconn.New(nc)
 	}
 	err := f(conn)
 	select {

@@ -519,7 +519,7 @@ func TestClientOverDRPC(t *testing.T) {
 	go func() { served <- drpcserver.New(mux).Serve(ctx, lis) }()
 	defer func() { cancel(); <-served }()
 
-	cli := NewClient(resolverFunc(func(id string) (string, bool) { return lis.Addr().String(), id == "n2" }))
+	cli := NewClient(resolverFunc(func(id string) (string, bool) { return lis.Addr().String(), id == "n2" }), nil)
 	defer func() { _ = cli.Close() }()
 	n1 := nodes["n1"]
 	for i := range 40 {

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -136,7 +137,7 @@ func (c *Client) newTicker() *time.Ticker { return time.NewTicker(c.cfg.RefreshI
 
 // pool returns addr's connection pool, creating it; nil after Close.
 func (c *Client) pool(addr string) *pool {
-	return memo(c, c.mu.pools, addr, func() *pool { return newPool(addr, c.cfg.ConnsPerNode, c.cfg.DialTimeout) })
+	return memo(c, c.mu.pools, addr, func() *pool { return newPool(addr, c.cfg.ConnsPerNode, c.cfg.DialTimeout, c.tlsFor()) })
 }
 
 // memo returns m[key], creating it with mk (called under c.mu) when
@@ -423,4 +424,13 @@ func (c *Client) rpcFailed(addr string, p *pool, conn *rpcconn.Conn, err error) 
 	p.put(conn, false)
 	c.requestRefresh()
 	return retryReads, fmt.Errorf("call to %s failed: %w", addr, err)
+}
+
+// tlsFor returns the TLS configuration for dialing a node, or nil for
+// plain TCP.
+func (c *Client) tlsFor() rpcconn.TLSFor {
+	if c.cfg.TLS == nil {
+		return nil
+	}
+	return func(string) *tls.Config { return c.cfg.TLS }
 }

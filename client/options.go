@@ -1,6 +1,7 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -91,8 +92,15 @@ type Config struct {
 	// ConnsPerNode bounds the drpc connections to each node; each carries
 	// one call at a time. Default 16.
 	ConnsPerNode int
-	// DialTimeout bounds connecting to a node. Default 1s.
+	// DialTimeout bounds connecting to a node, the TLS handshake
+	// included. Default 1s.
 	DialTimeout time.Duration
+	// TLS, if set, is used for every connection (a secure cluster): it
+	// should trust the cluster's CA and, for certificate authentication,
+	// present a client certificate (WithCertsDir builds one). Its
+	// ServerName is filled from each node's address when empty. Nil
+	// dials plain TCP.
+	TLS *tls.Config
 	// RequestTimeout is the deadline of calls whose context has none.
 	// Default 10s.
 	RequestTimeout time.Duration
@@ -207,6 +215,9 @@ func WithCoalesceConns(n int) Option { return func(c *Config) { c.CoalesceConns 
 // WithPipeWrites sets whether writes travel on a Pipe stream per node
 // (see Config.PipeWrites).
 func WithPipeWrites(on bool) Option { return func(c *Config) { c.PipeWrites = on } }
+
+// WithTLS dials every node over TLS with cfg (see Config.TLS).
+func WithTLS(cfg *tls.Config) Option { return func(c *Config) { c.TLS = cfg } }
 
 // WithLogger sets the logger for debug logs.
 func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }

@@ -156,7 +156,7 @@ func dropAbandoned(queue []*laneCall) []*laneCall {
 func (p *pipe) session() {
 	ctx, cancel := context.WithCancel(p.c.lifetime)
 	defer cancel()
-	conn, err := dial(ctx, p.addr, p.c.cfg.DialTimeout)
+	conn, err := dial(ctx, p.addr, p.c.cfg.DialTimeout, p.c.tlsFor())
 	if err != nil {
 		if p.c.lifetime.Err() == nil {
 			p.c.markDown(p.addr)

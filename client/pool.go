@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"net"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 type pool struct {
 	addr        string
 	dialTimeout time.Duration
+	tls         rpcconn.TLSFor // nil: plain TCP
 	// slots holds one token per connection that exists or is being dialed;
 	// capacity size.
 	slots chan struct{}
@@ -30,10 +30,11 @@ type pool struct {
 	}
 }
 
-func newPool(addr string, size int, dialTimeout time.Duration) *pool {
+func newPool(addr string, size int, dialTimeout time.Duration, tlsFor rpcconn.TLSFor) *pool {
 	return &pool{
 		addr:        addr,
 		dialTimeout: dialTimeout,
+		tls:         tlsFor,
 		slots:       make(chan struct{}, size),
 		idle:        make(chan *rpcconn.Conn, size),
 	}
@@ -92,18 +93,18 @@ func usable(conn *rpcconn.Conn) bool {
 }
 
 func (p *pool) dial(ctx context.Context) (*rpcconn.Conn, error) {
-	return dial(ctx, p.addr, p.dialTimeout)
+	return dial(ctx, p.addr, p.dialTimeout, p.tls)
 }
 
 // dial connects to addr within timeout; a failure is a *dialError.
-func dial(ctx context.Context, addr string, timeout time.Duration) (*rpcconn.Conn, error) {
+func dial(ctx context.Context, addr string, timeout time.Duration, tlsFor rpcconn.TLSFor) (*rpcconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	conn, err := rpcconn.Dial(ctx, addr, tlsFor)
 	if err != nil {
 		return nil, &dialError{fmt.Errorf("dial %s: %w", addr, err)}
 	}
-	return rpcconn.New(nc), nil
+	return conn, nil
 }
 
 // put returns conn after a call. healthy false (the call failed below the

@@ -2,11 +2,11 @@ package consensus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -134,8 +134,12 @@ type TransportConfig struct {
 	// every HeartbeatTimeout/10, 100ms by default); negative sends at once
 	// (requests still coalesce while the writer is busy).
 	HeartbeatWindow time.Duration
-	// DialTimeout bounds connecting to a peer. Default 1s.
+	// DialTimeout bounds connecting to a peer, the TLS handshake
+	// included. Default 1s.
 	DialTimeout time.Duration
+	// TLS gives the configuration for dialing a peer's address; nil
+	// dials plain TCP (an insecure cluster).
+	TLS func(addr string) *tls.Config
 	// Logger receives transport events; nil discards them.
 	Logger *slog.Logger
 }
@@ -383,11 +387,11 @@ func (t *Transport) peerFor(target raft.ServerAddress) (*peer, error) {
 func (t *Transport) dial(ctx context.Context, addr string) (*rpcconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.DialTimeout)
 	defer cancel()
-	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	conn, err := rpcconn.Dial(ctx, addr, t.cfg.TLS)
 	if err != nil {
 		return nil, fmt.Errorf("dial raft peer %s: %w", addr, err)
 	}
-	return rpcconn.New(nc), nil
+	return conn, nil
 }
 
 // call runs fn on a pooled connection to target within timeout.

@@ -165,6 +165,13 @@ type Deps struct {
 	// Lin forwards linearizable operations to other nodes' group leaders;
 	// required with Groups. RPCTransport implements it.
 	Lin LinTransport
+	// Auth authorizes every request of the front ends (Set, Get, Delete,
+	// List, CompareAndSet not made under System's context); nil allows
+	// everything.
+	Auth Authorizer
+	// Login serves the Client service's Login; nil answers that
+	// authentication is off.
+	Login Authenticator
 }
 
 func (d Deps) validate() error {

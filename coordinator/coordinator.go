@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 )
@@ -102,6 +103,9 @@ func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) e
 	if err == nil && len(value) > c.cfg.MaxValueBytes {
 		err = fmt.Errorf("%w: value is %d bytes, limit %d", ErrInvalidArgument, len(value), c.cfg.MaxValueBytes)
 	}
+	if err == nil {
+		err = c.allow(ctx, auth.OpWrite, key)
+	}
 	switch {
 	case err != nil:
 	case level == Linearizable:
@@ -118,6 +122,9 @@ func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) e
 func (c *Coordinator) Delete(ctx context.Context, key []byte, level Level) error {
 	start := time.Now()
 	err := c.checkKey(ctx, key)
+	if err == nil {
+		err = c.allow(ctx, auth.OpWrite, key)
+	}
 	switch {
 	case err != nil:
 	case level == Linearizable:
@@ -136,6 +143,9 @@ func (c *Coordinator) Get(ctx context.Context, key []byte, level Level) (value [
 	start := time.Now()
 	defer func() { c.metrics.observe("get", level, start, err) }()
 	if err := c.checkKey(ctx, key); err != nil {
+		return nil, false, err
+	}
+	if err := c.allow(ctx, auth.OpRead, key); err != nil {
 		return nil, false, err
 	}
 	var rec replica.Record
@@ -530,6 +540,9 @@ func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level 
 		return nil, errReservedKey
 	case limit == 0:
 		limit = c.cfg.DefaultListLimit
+	}
+	if err := c.allow(ctx, auth.OpList, prefix); err != nil {
+		return nil, err
 	}
 	r := c.deps.Ring.Ring()
 	if r == nil || len(r.Active()) == 0 {

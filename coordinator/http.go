@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 )
 
@@ -244,6 +245,12 @@ func StatusFor(err error) int {
 	switch {
 	case errors.Is(err, ErrInvalidArgument):
 		return http.StatusBadRequest
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return http.StatusUnauthorized
+	case errors.Is(err, auth.ErrPermissionDenied):
+		return http.StatusForbidden
+	case errors.Is(err, auth.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, consensus.ErrAmbiguous):
 		// The write may or may not have been applied.
 		return http.StatusGatewayTimeout

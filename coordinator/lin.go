@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
@@ -55,6 +56,14 @@ func (c *Coordinator) CompareAndSet(ctx context.Context, key []byte, expected *[
 	start := time.Now()
 	defer func() { c.metrics.observe("cas", Linearizable, start, err) }()
 	if err := c.checkKey(ctx, key); err != nil {
+		return res, err
+	}
+	// A compare-and-set writes, and a refused one answers the current
+	// value: it needs both.
+	if err := c.allow(ctx, auth.OpWrite, key); err != nil {
+		return res, err
+	}
+	if err := c.allow(ctx, auth.OpRead, key); err != nil {
 		return res, err
 	}
 	if len(value) > c.cfg.MaxValueBytes {

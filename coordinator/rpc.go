@@ -2,10 +2,10 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -47,8 +47,12 @@ type RPCConfig struct {
 	// connection; callers block (bounded by their ctx) when it is full.
 	// Default 4096.
 	QueueDepth int
-	// DialTimeout bounds connecting to a peer. Default 1s.
+	// DialTimeout bounds connecting to a peer, the TLS handshake
+	// included. Default 1s.
 	DialTimeout time.Duration
+	// TLS gives the configuration for dialing a peer's address; nil
+	// dials plain TCP (an insecure cluster).
+	TLS func(addr string) *tls.Config
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -428,11 +432,11 @@ func answerAll(batch []*call, err error) {
 func (t *RPCTransport) dial(addr string) (*rpcconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(t.lifetime, t.cfg.DialTimeout)
 	defer cancel()
-	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	conn, err := rpcconn.Dial(ctx, addr, t.cfg.TLS)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	return rpcconn.New(nc), nil
+	return conn, nil
 }
 
 // batchContext returns a context for an RPC serving calls: it ends at the

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/ringkv/ringkv/antientropy"
+	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/replica"
@@ -63,6 +64,19 @@ type Config struct {
 	// the given offset, so the chaos harness can skew one node's clock
 	// while it runs. Never enable it in production. Default false.
 	ChaosHooks bool
+
+	// CertsDir holds this node's certificates (ca.crt, node.crt,
+	// node.key; see internal/pki and docs/SECURITY.md). Set, the node
+	// serves TLS on both ports, dials its peers over mutual TLS and
+	// authenticates clients; empty, it is insecure (plaintext, no
+	// authentication). Default empty.
+	CertsDir string
+	// MetricsOpen serves /metrics and /api/stats to anyone on a secure
+	// node; otherwise they need the metrics permission. Default false.
+	MetricsOpen bool
+	// Auth tunes users, roles and tokens on a secure node (its Logger is
+	// filled in by the node).
+	Auth auth.Config
 }
 
 // DefaultConfig returns a fresh Config with defaults for everything but ID,
@@ -75,6 +89,7 @@ func DefaultConfig() Config {
 		RPC:         coordinator.DefaultRPCConfig(),
 		Consensus:   consensus.DefaultConfig(),
 		AntiEntropy: antientropy.DefaultConfig(),
+		Auth:        auth.DefaultConfig(),
 	}
 }
 

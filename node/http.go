@@ -20,6 +20,8 @@ func (n *Node) httpHandler(g prometheus.Gatherer) http.Handler {
 	mux.Handle("/api/", coordinator.HTTPHandler(n.coord))
 	// Cluster administration (admin.go): /api/cluster/...
 	n.registerAdmin(mux)
+	// Users, roles and login (authhttp.go): /api/auth/...
+	n.registerAuth(mux)
 	if n.cfg.ChaosHooks {
 		mux.HandleFunc("POST /chaos/clock-offset", n.chaosClockOffset)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"storj.io/drpc"
 	"storj.io/drpc/drpcmanager"
 	"storj.io/drpc/drpcmux"
 	"storj.io/drpc/drpcserver"
@@ -22,8 +23,10 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/ringkv/ringkv/antientropy"
+	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring/gossip"
@@ -54,6 +57,10 @@ type Node struct {
 	trees       *antientropy.Trees
 	aeCli       *antientropy.Client
 	ae          *antientropy.Service
+	// pki serves and dials TLS; nil on an insecure node.
+	pki *pki.Reloader
+	// authority holds users and roles; nil on an insecure node.
+	authority *auth.Authority
 
 	rpcLis  net.Listener
 	httpLis net.Listener
@@ -111,6 +118,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if n.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("node: listen http: %w", err)
 	}
+	if n.rpcLis, n.httpLis, err = n.openSecurity(n.rpcLis, n.httpLis); err != nil {
+		return nil, err
+	}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeID = cfg.ID
@@ -130,10 +140,11 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	members := membership{g: n.gossip, overrides: cfg.PeerDialOverrides}
 	tcfg := cfg.RPC
 	tcfg.Logger = log.With("component", "transport")
+	tcfg.TLS = n.peerTLS()
 	if n.trans, err = coordinator.NewRPCTransport(tcfg, members, deps.Registerer); err != nil {
 		return nil, fmt.Errorf("node: transport: %w", err)
 	}
-	rtcfg := consensus.TransportConfig{NodeID: cfg.ID, Logger: log.With("component", "raft_transport")}
+	rtcfg := consensus.TransportConfig{NodeID: cfg.ID, Logger: log.With("component", "raft_transport"), TLS: n.peerTLS()}
 	if n.raftTr, err = consensus.NewTransport(rtcfg, members, deps.Registerer); err != nil {
 		return nil, fmt.Errorf("node: raft transport: %w", err)
 	}
@@ -164,6 +175,16 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	ccfg := cfg.Coordinator
 	ccfg.NodeID = cfg.ID
 	ccfg.Logger = log.With("component", "coordinator")
+	var authz coordinator.Authorizer
+	var logins coordinator.Authenticator
+	if n.pki != nil {
+		acfg := cfg.Auth
+		acfg.Logger = log.With("component", "auth")
+		if n.authority, err = auth.New(acfg, auth.Deps{Store: reservedStore{n}}); err != nil {
+			return nil, fmt.Errorf("node: auth: %w", err)
+		}
+		authz, logins = authorizer{n}, login{n}
+	}
 	n.coord, err = coordinator.New(ccfg, coordinator.Deps{
 		Store:      n.store,
 		Clock:      n.clock,
@@ -173,16 +194,18 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		Registerer: deps.Registerer,
 		Groups:     n.groups,
 		Lin:        n.trans,
+		Auth:       authz,
+		Login:      logins,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: coordinator: %w", err)
 	}
-	n.gossip.SetStore(ringRegister{c: n.coord})
+	n.gossip.SetStore(ringRegister{reservedStore{n}})
 
 	aecfg := cfg.AntiEntropy
 	aecfg.NodeID = cfg.ID
 	aecfg.Logger = log.With("component", "antientropy")
-	n.aeCli = antientropy.NewClient(members)
+	n.aeCli = antientropy.NewClient(members, n.peerTLS())
 	n.ae, err = antientropy.New(aecfg, antientropy.Deps{
 		Trees:      n.trees,
 		Store:      aeStore{n.store},
@@ -218,7 +241,16 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	// ManualFlush: a unary answer and the stream's close go out in one
 	// write instead of two. The one server stream that sends and goes on
 	// (the raft pipeline) flushes each message itself.
-	rpcSrv := drpcserver.NewWithOptions(mux, drpcserver.Options{
+	var handler drpc.Handler = mux
+	if n.pki != nil {
+		var refusals logLimiter
+		handler = planeGuard{next: mux, warn: func(peer, rpc string) {
+			if refusals.allow(peer, time.Now()) {
+				log.Warn("refused a peer service to a caller without a node certificate", "peer", peer, "rpc", rpc)
+			}
+		}}
+	}
+	rpcSrv := drpcserver.NewWithOptions(handler, drpcserver.Options{
 		Manager: drpcmanager.Options{Stream: drpcstream.Options{ManualFlush: true}},
 	})
 	n.wg.Add(1)
@@ -229,7 +261,11 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		}
 	}()
 
-	n.httpSrv = &http.Server{Handler: n.httpHandler(deps.Gatherer), ReadHeaderTimeout: 10 * time.Second}
+	httpHandler := n.httpHandler(deps.Gatherer)
+	if n.pki != nil {
+		httpHandler = n.guardHTTP(httpHandler)
+	}
+	n.httpSrv = &http.Server{Handler: httpHandler, ReadHeaderTimeout: 10 * time.Second}
 	httpLis := n.httpLis
 	n.wg.Add(1)
 	go func() {
