@@ -38,6 +38,10 @@ type Config struct {
 	// GossipProfile selects memberlist timers: gossip.LAN, or gossip.Local
 	// for fast loopback tests.
 	GossipProfile gossip.Profile
+	// GossipKeyringFile is the gossip keyring (gossip.Config.KeyringFile):
+	// one base64 key per line, the first encrypts. Empty: gossip is not
+	// encrypted. ReloadGossipKeyring reads it again.
+	GossipKeyringFile string
 	// Replica, Coordinator and RPC tune those components; their Dir, NodeID
 	// and Logger fields are filled in by the node.
 	Replica     replica.Config

@@ -132,6 +132,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	gcfg.DataDir = cfg.DataDir
 	gcfg.Ring = cfg.Ring
 	gcfg.Profile = cfg.GossipProfile
+	gcfg.KeyringFile = cfg.GossipKeyringFile
 	gcfg.Logger = base.With("component", "gossip")
 	if n.gossip, err = gossip.Open(gcfg, gossip.Deps{Registerer: deps.Registerer}); err != nil {
 		return nil, fmt.Errorf("node: open gossip: %w", err)

@@ -53,6 +53,43 @@
 //   - A node with seeds does not act as claimant until its first successful
 //     join, so a restarted node with a stale ring does not race the cluster.
 //
+// # Gossip encryption
+//
+// With Config.KeyringFile set, memberlist encrypts and authenticates every
+// gossip message, UDP and TCP (probes, push-pull, ring pushes), with
+// AES-GCM under the keyring's primary key, and drops every message that
+// is not encrypted or that none of its keys opens (GossipVerifyIncoming
+// and GossipVerifyOutgoing). A node without one of the cluster's keys can
+// neither join nor be joined, and cannot hand anyone a ring. The file
+// holds one base64 key per line, the primary first (keyring.go). Open
+// logs the number of keys it loaded, never the keys. Encryption is on or
+// off for the whole cluster: switching it takes every node restarted with
+// the new setting, and the two sides do not hear each other meanwhile.
+//
+// ReloadKeyring (the binary calls it on SIGHUP) reads the file again and
+// applies it to the running keyring: it installs every key in the file,
+// makes the first one primary, and drops the installed keys the file no
+// longer lists. A node reads a message iff it holds the key that
+// encrypted it, so a key is rotated in three steps, each finished on
+// every node before the next starts, and at every step every node still
+// talks to every other:
+//
+//  1. Add. Make a new key (ringkv certs create-gossip-key). On every node,
+//     append it to the keyring file as the last line and reload. Every
+//     node now accepts the new key and still sends with the old one.
+//  2. Switch. On every node, move the new key to the first line and
+//     reload. A node sends with the new key from its reload on; every
+//     node accepts both keys.
+//  3. Retire. On every node, delete the old key's line and reload. From
+//     now on a node that holds only the old key can no longer join.
+//
+// Each reload logs "gossip keyring reloaded" with the number of keys, how
+// many it added and removed, and whether the primary changed: check it on
+// every node before the next step. A file that cannot be read or parsed
+// is refused with an error and the running keyring stays as it was. A
+// node that was down during a rotation must get the new file before it
+// starts again.
+//
 // # Goroutines
 //
 // All are started by Open through the Gossip's WaitGroup and stopped by
@@ -72,7 +109,7 @@
 //     TCPTimeout per member, so it is kept off run.
 //
 // Operator calls to Change run on the caller's goroutine, holding the
-// deciding token.
+// deciding token; ReloadKeyring runs on the caller's goroutine too.
 //   - join: only when Seeds is set; retries memberlist Join with backoff
 //     until one seed answers.
 //   - reconnect: every second (Local) or ten (LAN), joins the ring members
@@ -90,4 +127,9 @@
 // memberlist v0.7.0 has no event for suspicion and its Node.State may only
 // be read under its internal lock, so Members reports Alive for suspect
 // nodes until memberlist declares them dead or left; Suspect is reserved.
+//
+// memberlist's Keyring.RemoveKey closes the gap in place in the key slice
+// that decrypting goroutines read without a copy. ReloadKeyring removes
+// keys from the end first, so the retire step of a rotation (the old key
+// is last) moves no key under a reader.
 package gossip

@@ -12,8 +12,13 @@ var (
 	// closed or closes before the change is applied.
 	ErrClosed = errors.New("gossip: closed")
 
-	// ErrInvalidConfig marks every problem reported by Config.Validate.
+	// ErrInvalidConfig marks every problem reported by Config.Validate,
+	// and a KeyringFile that Open or ReloadKeyring cannot read or parse.
 	ErrInvalidConfig = errors.New("gossip: invalid config")
+
+	// ErrNoKeyring is returned by ReloadKeyring when the Gossip was opened
+	// without a KeyringFile: encryption cannot be turned on at run time.
+	ErrNoKeyring = errors.New("gossip: no keyring file configured")
 
 	// ErrCorrupt is returned by Open when the persisted ring state cannot be
 	// read back (bad magic, checksum or encoding). The operator must act:

@@ -28,6 +28,13 @@ type Gossip struct {
 	metrics *metrics
 	ml      *memberlist.Memberlist
 	addr    string
+	// keyring encrypts gossip; nil without Config.KeyringFile. It has
+	// its own lock; ReloadKeyring changes it.
+	keyring *memberlist.Keyring
+	// reloading serializes ReloadKeyring, so that concurrent reloads
+	// apply in the order they read the file. It guards no field, and it
+	// is held while reading the (small, local) keyring file.
+	reloading sync.Mutex
 
 	// founded is true when this Open created the cluster's ring.
 	founded bool
@@ -126,14 +133,28 @@ type nodeState struct {
 // on cfg.BindAddr and the background goroutines, and starts joining Seeds in
 // the background.
 //
-// It returns errors marked ErrInvalidConfig for a bad cfg, ErrCorrupt for an
-// unreadable ring.state, and wrapped I/O, memberlist or metric registration
-// errors otherwise. The caller must Close the returned Gossip.
+// With cfg.KeyringFile set, all gossip is encrypted with the keyring it
+// holds (see ReloadKeyring).
+//
+// It returns errors marked ErrInvalidConfig for a bad cfg or a keyring file
+// that cannot be read or parsed, ErrCorrupt for an unreadable ring.state,
+// and wrapped I/O, memberlist or metric registration errors otherwise. The caller must Close the returned Gossip.
 func Open(cfg Config, deps Deps) (*Gossip, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	var keyring *memberlist.Keyring
+	if cfg.KeyringFile != "" {
+		keys, err := loadKeyring(cfg.KeyringFile)
+		if err != nil {
+			return nil, err
+		}
+		if keyring, err = newKeyring(keys); err != nil {
+			return nil, err
+		}
+		cfg.Logger.Info("gossip keyring loaded", "node_id", cfg.NodeID, "keyring_file", cfg.KeyringFile, "keys", len(keys))
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -178,6 +199,7 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 		cfg:       cfg,
 		log:       cfg.Logger.With("node_id", cfg.NodeID),
 		metrics:   m,
+		keyring:   keyring,
 		wake:      make(chan struct{}, 1),
 		installs:  make(chan installReq),
 		sendKick:  make(chan struct{}, 1),
@@ -192,7 +214,7 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 	g.nodes.m = make(map[string]nodeState)
 	g.subs.m = make(map[int]chan *ring.Ring)
 
-	mc, err := cfg.memberlistConfig(&delegate{g: g}, g.log)
+	mc, err := cfg.memberlistConfig(&delegate{g: g}, g.log, keyring)
 	if err != nil {
 		m.unregister(reg)
 		return nil, err
@@ -216,7 +238,7 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 		g.wg.Go(func() { g.join(ctx) })
 	}
 	g.wg.Go(func() { g.reconnect(ctx) })
-	g.log.Info("gossip started", "addr", g.addr, "ring_version", r.Version(), "bootstrap", bootstrap)
+	g.log.Info("gossip started", "addr", g.addr, "ring_version", r.Version(), "bootstrap", bootstrap, "encrypted", keyring != nil)
 	return g, nil
 }
 

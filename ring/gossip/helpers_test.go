@@ -118,12 +118,23 @@ func seesAlive(g *Gossip, ids ...string) string {
 // which under the Local profile may need a whole PushPullInterval (15s).
 func startCluster(t *testing.T, n int) (nodes []*Gossip, base string, log *slog.Logger) {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with each node's config passed through
+// modify (if not nil) before the node is opened.
+func startClusterWith(t *testing.T, n int, modify func(*Config)) (nodes []*Gossip, base string, log *slog.Logger) {
+	t.Helper()
 	log = testLogger(t)
 	base = t.TempDir()
 	var ids []string
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("n%d", i)
-		nodes = append(nodes, open(t, testConfig(t, log, base, id, addrs(nodes)...)))
+		cfg := testConfig(t, log, base, id, addrs(nodes)...)
+		if modify != nil {
+			modify(&cfg)
+		}
+		nodes = append(nodes, open(t, cfg))
 		ids = append(ids, id)
 	}
 	waitFor(t, "cluster converges", func() string { return converged(nodes, ids...) })
