@@ -205,19 +205,20 @@ func withCaller(ctx context.Context, c caller) context.Context {
 }
 
 // authenticate finds the caller of a request: the one an HTTP middleware
-// stored in ctx, else the drpc connection's client certificate, else a
-// bearer token in the drpc metadata ("authorization"), else anonymous.
+// stored in ctx, else a bearer token in the drpc metadata
+// ("authorization"; given, it must be valid), else the drpc connection's
+// client certificate, else anonymous.
 func (n *Node) authenticate(ctx context.Context) (caller, error) {
 	if c, ok := ctx.Value(callerKey{}).(caller); ok {
 		return c, nil
-	}
-	if id, ok := connIdentity(ctx); ok {
-		return n.callerFor(ctx, id)
 	}
 	if md, ok := drpcmetadata.Get(ctx); ok {
 		if h := md["authorization"]; h != "" {
 			return n.callerFromHeader(ctx, h)
 		}
+	}
+	if id, ok := connIdentity(ctx); ok {
+		return n.callerFor(ctx, id)
 	}
 	return caller{anonymous: true}, nil
 }
@@ -345,16 +346,18 @@ func (n *Node) guardHTTP(next http.Handler) http.Handler {
 	})
 }
 
-// httpCaller authenticates an HTTP request: its TLS client certificate,
-// else its Authorization header, else anonymous.
+// httpCaller authenticates an HTTP request: its Authorization header if
+// it has one (credentials given must be right: a wrong password is 401
+// even over a connection with a client certificate), else its TLS client
+// certificate, else anonymous.
 func (n *Node) httpCaller(r *http.Request) (caller, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		return n.callerFromHeader(r.Context(), h)
+	}
 	if r.TLS != nil {
 		if id, ok := pki.IdentityFromConn(*r.TLS); ok {
 			return n.callerFor(r.Context(), id)
 		}
-	}
-	if h := r.Header.Get("Authorization"); h != "" {
-		return n.callerFromHeader(r.Context(), h)
 	}
 	return caller{anonymous: true}, nil
 }

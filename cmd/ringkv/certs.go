@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	iofs "io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -97,10 +100,29 @@ func certsCommand(args []string, stdout, stderr io.Writer) error {
 		if *id == "" || len(pos) == 0 {
 			return fmt.Errorf("%w: certs create-node takes --id ID and at least one HOST (IP address or DNS name)", errUsage)
 		}
+		// A host's directory is made on the CA's machine: with --ca-key
+		// and no ca.crt in it yet, the CA certificate next to the key
+		// signs, and is copied in, so the directory is complete.
+		hostCA := filepath.Join(*dir, pki.CACertFile)
+		_, statErr := os.Stat(hostCA)
+		copyCA := *caKey != "" && errors.Is(statErr, iofs.ErrNotExist)
+		if copyCA {
+			certOpts.CACertPath = filepath.Join(filepath.Dir(*caKey), pki.CACertFile)
+		}
 		if err := pki.CreateNode(*dir, *id, pos, certOpts); err != nil {
 			return fmt.Errorf("certs create-node: %w", err)
 		}
-		return wrote(pki.NodeCertFile, pki.NodeKeyFile)
+		if !copyCA {
+			return wrote(pki.NodeCertFile, pki.NodeKeyFile)
+		}
+		b, err := os.ReadFile(certOpts.CACertPath)
+		if err == nil {
+			err = os.WriteFile(hostCA, b, 0o644)
+		}
+		if err != nil {
+			return fmt.Errorf("certs create-node: copy the CA certificate: %w", err)
+		}
+		return wrote(pki.NodeCertFile, pki.NodeKeyFile, pki.CACertFile)
 	case "create-client":
 		if len(pos) != 1 {
 			return fmt.Errorf("%w: certs create-client takes one USER, got %d arguments", errUsage, len(pos))

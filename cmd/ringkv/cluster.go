@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -24,6 +23,7 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	addr := fs.String("addr", envDefault("RINGKV_ADDR", "127.0.0.1:8081"), "HTTP address of any node (env RINGKV_ADDR)")
 	timeout := fs.Duration("timeout", 15*time.Second, "request timeout (repair: per node, at least 10m)")
 	partition := fs.Int("partition", -1, "repair: only this partition (default: every partition)")
+	sec := addSecureFlags(fs)
 	// Flags may come before or after the positional arguments.
 	var pos []string
 	rest := args
@@ -40,11 +40,15 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove, admit or repair", errUsage)
 	}
+	api, err := sec.newHTTPAPI()
+	if err != nil {
+		return err
+	}
 	if pos[0] == "repair" {
 		if len(pos) != 1 {
 			return fmt.Errorf("%w: cluster repair takes no arguments, got %q", errUsage, pos[1:])
 		}
-		return clusterRepair(ctx, *addr, *partition, max(*timeout, 10*time.Minute), stdout)
+		return clusterRepair(ctx, api, *addr, *partition, max(*timeout, 10*time.Minute), stdout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -53,14 +57,14 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if len(pos) != 1 {
 			return fmt.Errorf("%w: cluster status takes no arguments, got %q", errUsage, pos[1:])
 		}
-		return clusterStatus(ctx, *addr, stdout)
+		return clusterStatus(ctx, api, *addr, stdout)
 	case "leave", "remove", "admit":
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: cluster %s takes one member id", errUsage, sub)
 		}
 		var out node.ChangeAnswer
-		u := "http://" + *addr + "/api/cluster/" + sub + "?" + url.Values{"id": {pos[1]}}.Encode()
-		if err := callJSON(ctx, http.MethodPost, u, &out); err != nil {
+		u := api.url(*addr, "/api/cluster/"+sub+"?"+url.Values{"id": {pos[1]}}.Encode())
+		if err := api.callJSON(ctx, http.MethodPost, u, nil, &out); err != nil {
 			return fmt.Errorf("cluster %s %s: %w", sub, pos[1], err)
 		}
 		if out.Noop {
@@ -79,9 +83,9 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 // equal to the preference list. Leaders are found by asking every alive
 // member that advertises an HTTP address; a partition whose leader did not
 // answer, or answered with another ring version, counts as not converged.
-func clusterStatus(ctx context.Context, addr string, stdout io.Writer) error {
+func clusterStatus(ctx context.Context, api *httpAPI, addr string, stdout io.Writer) error {
 	var st node.ClusterStatus
-	if err := callJSON(ctx, http.MethodGet, "http://"+addr+"/api/cluster/status", &st); err != nil {
+	if err := api.callJSON(ctx, http.MethodGet, api.url(addr, "/api/cluster/status"), nil, &st); err != nil {
 		return fmt.Errorf("cluster status: %w", err)
 	}
 	views := map[string]node.ClusterStatus{st.NodeID: st}
@@ -91,7 +95,7 @@ func clusterStatus(ctx context.Context, addr string, stdout io.Writer) error {
 			continue
 		}
 		var v node.ClusterStatus
-		if err := callJSON(ctx, http.MethodGet, "http://"+m.HTTPAddr+"/api/cluster/status", &v); err != nil {
+		if err := api.callJSON(ctx, http.MethodGet, api.url(m.HTTPAddr, "/api/cluster/status"), nil, &v); err != nil {
 			unreachable = append(unreachable, m.ID)
 			continue
 		}
@@ -155,10 +159,10 @@ func clusterStatus(ctx context.Context, addr string, stdout io.Writer) error {
 // clusterRepair asks every alive member, one after the other, to exchange
 // its partitions (or only partition, when >= 0) with every other live
 // replica now, and prints what each did.
-func clusterRepair(ctx context.Context, addr string, partition int, timeout time.Duration, stdout io.Writer) error {
+func clusterRepair(ctx context.Context, api *httpAPI, addr string, partition int, timeout time.Duration, stdout io.Writer) error {
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	var st node.ClusterStatus
-	err := callJSON(sctx, http.MethodGet, "http://"+addr+"/api/cluster/status", &st)
+	err := api.callJSON(sctx, http.MethodGet, api.url(addr, "/api/cluster/status"), nil, &st)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("cluster repair: %w", err)
@@ -176,7 +180,7 @@ func clusterRepair(ctx context.Context, addr string, partition int, timeout time
 		}
 		rctx, cancel := context.WithTimeout(ctx, timeout)
 		var res node.RepairResult
-		err := callJSON(rctx, http.MethodPost, "http://"+m.HTTPAddr+"/api/cluster/repair"+q, &res)
+		err := api.callJSON(rctx, http.MethodPost, api.url(m.HTTPAddr, "/api/cluster/repair"+q), nil, &res)
 		cancel()
 		if err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", m.ID, err))
@@ -202,35 +206,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// callJSON sends a bodiless request and decodes a JSON answer into out.
-// A non-2xx answer is an error carrying the server's "error" message.
-func callJSON(ctx context.Context, method, u string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errUsage, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err //nolint:wrapcheck // the url.Error names method and URL
-	}
-	defer func() { _ = resp.Body.Close() }() // read fully below
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(body, &e) == nil && e.Error != "" {
-			return fmt.Errorf("HTTP %d: %s", resp.StatusCode, e.Error)
-		}
-		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body)))
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("bad answer (HTTP %d): %w", resp.StatusCode, err)
-	}
-	return nil
 }

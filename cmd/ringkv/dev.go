@@ -32,6 +32,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	gossipPort := fs.Int("gossip-port", 7001, "gossip port of n1; node i uses this+i-1 (0: any free port)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
+	secure := fs.Bool("secure", false, "TLS everywhere and authentication: make a CA, node certificates and a root client certificate under DATA/certs, and enable auth")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -45,13 +46,22 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	running, err := startLocalCluster(ctx, localCluster{
+	lc := localCluster{
 		nodes: *nodes, dataDir: *data, httpPort: *httpPort, rpcPort: *rpcPort, gossipPort: *gossipPort,
-	}, log)
+	}
+	if *secure {
+		if lc.certsDir, err = devCerts(*data, *nodes); err != nil {
+			return err
+		}
+	}
+	running, err := startLocalCluster(ctx, lc, log)
 	if err != nil {
 		return err
 	}
 	defer closeNodes(running, stderr)
+	if *secure {
+		return devSecure(ctx, running, lc.certsDir, stdout)
+	}
 	fmt.Fprintf(stdout, "ringkv dev: %d nodes ready (data in %s)\n", len(running), *data)
 	for _, n := range running {
 		fmt.Fprintf(stdout, "  %s  http://%s  drpc %s  gossip %s\n", n.ID(), n.HTTPAddr(), n.RPCAddr(), n.GossipAddr())
@@ -69,6 +79,7 @@ type localCluster struct {
 	nodes                         int
 	dataDir                       string // node i uses dataDir/n<i>
 	httpPort, rpcPort, gossipPort int    // of n1; node i uses port+i-1; 0 picks free ports
+	certsDir                      string // set: node i uses certsDir/n<i> (a secure cluster)
 }
 
 // startLocalCluster starts lc's nodes on loopback, each seeded with the
@@ -85,6 +96,9 @@ func startLocalCluster(ctx context.Context, lc localCluster, log *slog.Logger) (
 		cfg.GossipAddr = loopback(lc.gossipPort, i)
 		for _, prev := range running { // seed with every earlier node
 			cfg.Join = append(cfg.Join, prev.GossipAddr())
+		}
+		if lc.certsDir != "" {
+			cfg.CertsDir = filepath.Join(lc.certsDir, cfg.ID)
 		}
 		cfg.GossipProfile = localProfile
 		cfg.Consensus.ReconcileInterval = localReconcile

@@ -37,15 +37,22 @@ Usage:
   ringkv cas KEY VALUE --absent     put-if-absent (linearizable)
   ringkv cluster status [flags]     show members and raft convergence
   ringkv cluster leave|remove|admit ID [flags]
-  ringkv cluster repair [--partition P]  run anti-entropy on every member now
                                     change a member's ring membership
+  ringkv cluster repair [--partition P]  run anti-entropy on every member now
   ringkv certs create-ca|create-node|create-client|create-gossip-key|list [flags]
                                     make and list TLS certificates (--certs-dir)
+  ringkv auth enable|disable|status [flags]   turn authentication on or off
+  ringkv user add|passwd|del|list|grant|revoke ...   manage users
+  ringkv role add|del|list|grant|revoke ...          manage roles
+  ringkv dev --secure               a local cluster with TLS and authentication
   ringkv bench [flags]              load a cluster (a local one by default),
                                     optionally beside etcd (--compare), and report
 
 The data commands talk drpc to any node (--addr, default 127.0.0.1:9001)
 through the Go client library and take --consistency one|quorum|all|linearizable.
+The cluster, auth, user and role commands talk HTTP to any node (--addr,
+default 127.0.0.1:8081). Against a secure cluster every client command takes
+--certs-dir (ca.crt, client.USER.crt), --user and --password-file.
 Run 'ringkv COMMAND -h' for a command's flags.
 `
 
@@ -87,6 +94,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return benchCommand(ctx, rest, stdout, stderr)
 	case "certs":
 		return certsCommand(rest, stdout, stderr)
+	case "auth", "user", "role":
+		return authCommand(ctx, cmd, rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

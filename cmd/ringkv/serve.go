@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -63,6 +66,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.AntiEntropy.TombstoneGrace, "tombstone-grace", cfg.AntiEntropy.TombstoneGrace, "how long tombstones are kept at least before collection; negative never collects")
 	fs.DurationVar(&cfg.AntiEntropy.GCInterval, "gc-interval", cfg.AntiEntropy.GCInterval, "how often collectable tombstones are looked for")
 	fs.DurationVar(&cfg.Replica.SyncLinger, "sync-linger", cfg.Replica.SyncLinger, "longest an fsync waits for more committed writes under load while it covers fewer than 16 (ends early after a quiet quarter of it; fewer, larger fsyncs); negative: sync at once")
+	fs.StringVar(&cfg.CertsDir, "certs-dir", envDefault("RINGKV_CERTS_DIR", ""), "this node's certificates (ca.crt, node.crt, node.key; see 'ringkv certs'): TLS on every port, mutual TLS between nodes, users and roles (env RINGKV_CERTS_DIR)")
+	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without --certs-dir: plaintext, no authentication")
+	fs.BoolVar(&cfg.MetricsOpen, "metrics-open", false, "serve /metrics and /api/stats to anyone on a secure node (default: the metrics permission)")
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
 	pprofAddr := fs.String("pprof", envDefault("RINGKV_PPROF", ""), "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off (env RINGKV_PPROF)")
@@ -104,17 +110,62 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	if err := checkSecure(cfg, *insecure); err != nil {
+		return err
+	}
 	reg := newRegistry()
 	n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hup:
+			if err := n.ReloadCerts(); err != nil {
+				log.Error("reload certificates", "err", err)
+			} else if n.Secure() {
+				log.Info("certificates reloaded")
+			}
+		}
+	}
 	log.Info("shutting down")
 	if err := n.Close(); err != nil {
 		return fmt.Errorf("serve: close: %w", err)
 	}
 	return nil
+}
+
+// checkSecure refuses, with one line naming --insecure, an insecure node
+// (no --certs-dir) that would listen on an address other than loopback.
+func checkSecure(cfg node.Config, insecure bool) error {
+	if cfg.CertsDir != "" || insecure {
+		return nil
+	}
+	for _, addr := range []string{cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr} {
+		if !isLoopback(addr) {
+			return fmt.Errorf("%w: refusing to listen on %s without certificates: give --certs-dir (see 'ringkv certs'), or --insecure to serve plaintext without authentication", errUsage, addr)
+		}
+	}
+	return nil
+}
+
+// isLoopback reports whether addr ("host:port") is on a loopback address;
+// an empty host (every address) is not.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // setFromEnv sets each flag (by name) from its environment variable, when

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ringkv/ringkv/internal/pki"
+	"github.com/ringkv/ringkv/node"
+)
+
+func TestCheckSecure(t *testing.T) {
+	for _, tc := range []struct {
+		http, rpc, gossip string
+		certs             string
+		insecure          bool
+		ok                bool
+	}{
+		{"127.0.0.1:8081", "127.0.0.1:9001", "localhost:7001", "", false, true},
+		{"[::1]:8081", "127.0.0.1:9001", "127.0.0.1:7001", "", false, true},
+		{"0.0.0.0:8081", "127.0.0.1:9001", "127.0.0.1:7001", "", false, false},
+		{"127.0.0.1:8081", ":9001", "127.0.0.1:7001", "", false, false},
+		{"127.0.0.1:8081", "127.0.0.1:9001", "10.0.0.5:7001", "", false, false},
+		{"0.0.0.0:8081", "0.0.0.0:9001", "0.0.0.0:7001", "/certs", false, true},
+		{"0.0.0.0:8081", "0.0.0.0:9001", "0.0.0.0:7001", "", true, true},
+	} {
+		cfg := node.Config{HTTPAddr: tc.http, RPCAddr: tc.rpc, GossipAddr: tc.gossip, CertsDir: tc.certs}
+		err := checkSecure(cfg, tc.insecure)
+		if (err == nil) != tc.ok {
+			t.Errorf("%+v: got %v, want ok=%v", tc, err, tc.ok)
+		}
+		if err != nil && (!errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--insecure")) {
+			t.Errorf("%+v: got %v, want a usage error naming --insecure", tc, err)
+		}
+	}
+	// serve refuses before it opens anything.
+	var stderr bytes.Buffer
+	err := run(t.Context(), []string{"serve", "--id", "n1", "--data", t.TempDir(), "--http", "0.0.0.0:0"}, io.Discard, &stderr)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--insecure") {
+		t.Fatalf("serve on 0.0.0.0 without certificates: got %v, want the refusal", err)
+	}
+}
+
+// TestSecureCommands drives a secure local cluster (as dev --secure
+// makes it) through the auth, user, role and cluster commands.
+func TestSecureCommands(t *testing.T) {
+	data := t.TempDir()
+	certs, err := devCerts(data, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := devCerts(data, 1) // a second run reuses them
+	if err != nil || again != certs {
+		t.Fatalf("devCerts again: %v %q", err, again)
+	}
+	if err := pki.CreateClient(certs, "alice", pki.CertOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	running, err := startLocalCluster(t.Context(), localCluster{nodes: 1, dataDir: data, certsDir: certs}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { closeNodes(running, io.Discard) })
+	addr := running[0].HTTPAddr()
+	pw := func(name, pw string) string {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rootPW, alicePW := pw("root", "rootpass1"), pw("alice", "alicepass")
+	as := func(user string, extra ...string) []string {
+		return append([]string{"--addr", addr, "--certs-dir", certs, "--user", user}, extra...)
+	}
+	for _, s := range []struct {
+		args []string
+		want string // in the output; "ERR:..." for an error containing it
+	}{
+		{append([]string{"auth", "status"}, as("root")...), "authentication disabled"},
+		{append([]string{"auth", "enable"}, as("root", "--new-password-file", rootPW)...), "OK"},
+		{append([]string{"auth", "enable"}, as("root", "--new-password-file", rootPW)...), "ERR:HTTP 409"},
+		{append([]string{"role", "add", "reader", "read:acct/"}, as("root")...), "OK"},
+		{append([]string{"role", "grant", "reader", "metrics"}, as("root")...), "OK"},
+		{append([]string{"user", "add", "alice", "--roles", "reader"}, as("root", "--new-password-file", alicePW)...), "OK"},
+		{append([]string{"user", "list"}, as("root")...), "alice  reader"},
+		{append([]string{"role", "list"}, as("root")...), `reader  read:"acct/" metrics`},
+		{append([]string{"auth", "status"}, as("root")...), "authentication enabled: 2 users"},
+		{append([]string{"cluster", "status"}, as("root")...), "partitions converged"},
+		// alice by certificate and by password: no admin.
+		{append([]string{"cluster", "status"}, as("alice")...), "ERR:HTTP 403"},
+		{append([]string{"user", "list"}, as("alice", "--password-file", alicePW)...), "ERR:HTTP 403"},
+		{append([]string{"user", "list"}, as("alice", "--password-file", rootPW)...), "ERR:HTTP 401"},
+		{[]string{"user", "list", "--addr", addr, "--password-file", rootPW}, "ERR:needs --certs-dir"},
+		{append([]string{"user", "grant", "alice"}, as("root")...), "ERR:wrong number of arguments"},
+		{append([]string{"role", "grant", "reader", "fly"}, as("root")...), "ERR:HTTP 400"},
+		{append([]string{"user", "del", "alice"}, as("root")...), "OK"},
+		{append([]string{"role", "del", "reader"}, as("root")...), "OK"},
+		{append([]string{"auth", "disable"}, as("root", "--password-file", rootPW)...), "OK"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), s.args, &out, &errOut)
+		if want, isErr := strings.CutPrefix(s.want, "ERR:"); isErr {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("%v: got %v (%q), want an error with %q", s.args, err, out.String(), want)
+			}
+			continue
+		}
+		if err != nil || !strings.Contains(out.String(), s.want) {
+			t.Fatalf("%v: got %v %q, want %q", s.args, err, out.String(), s.want)
+		}
+	}
+}
