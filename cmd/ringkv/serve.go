@@ -67,6 +67,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.AntiEntropy.GCInterval, "gc-interval", cfg.AntiEntropy.GCInterval, "how often collectable tombstones are looked for")
 	fs.DurationVar(&cfg.Replica.SyncLinger, "sync-linger", cfg.Replica.SyncLinger, "longest an fsync waits for more committed writes under load while it covers fewer than 16 (ends early after a quiet quarter of it; fewer, larger fsyncs); negative: sync at once")
 	fs.StringVar(&cfg.CertsDir, "certs-dir", envDefault("RINGKV_CERTS_DIR", ""), "this node's certificates (ca.crt, node.crt, node.key; see 'ringkv certs'): TLS on every port, mutual TLS between nodes, users and roles (env RINGKV_CERTS_DIR)")
+	fs.StringVar(&cfg.GossipKeyringFile, "gossip-key-file", envDefault("RINGKV_GOSSIP_KEY_FILE", ""), "gossip keyring: one base64 key per line, the first encrypts, all decrypt ('ringkv certs create-gossip-key' writes one); SIGHUP reloads it; empty: gossip is not encrypted (env RINGKV_GOSSIP_KEY_FILE)")
 	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without --certs-dir: plaintext, no authentication")
 	fs.BoolVar(&cfg.MetricsOpen, "metrics-open", false, "serve /metrics and /api/stats to anyone on a secure node (default: the metrics permission)")
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
@@ -130,6 +131,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 				log.Error("reload certificates", "err", err)
 			} else if n.Secure() {
 				log.Info("certificates reloaded")
+			}
+			if cfg.GossipKeyringFile != "" {
+				if err := n.ReloadGossipKeyring(); err != nil {
+					log.Error("reload gossip keyring", "err", err)
+				}
 			}
 		}
 	}
