@@ -134,7 +134,11 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	gcfg.Profile = cfg.GossipProfile
 	gcfg.KeyringFile = cfg.GossipKeyringFile
 	gcfg.Logger = base.With("component", "gossip")
-	if n.gossip, err = gossip.Open(gcfg, gossip.Deps{Registerer: deps.Registerer}); err != nil {
+	gdeps := gossip.Deps{Registerer: deps.Registerer}
+	if n.pki != nil {
+		gdeps.Vet = n.vetPeer
+	}
+	if n.gossip, err = gossip.Open(gcfg, gdeps); err != nil {
 		return nil, fmt.Errorf("node: open gossip: %w", err)
 	}
 

@@ -361,3 +361,26 @@ func (n *Node) httpCaller(r *http.Request) (caller, error) {
 	}
 	return caller{anonymous: true}, nil
 }
+
+// vetPeer is gossip's Deps.Vet on a secure node: before a node is joined
+// to the ring, its RPC address must complete a mutual-TLS handshake with
+// a node certificate of this cluster whose common name is its id. A node
+// that shares the gossip key but not the CA is never given partitions.
+func (n *Node) vetPeer(ctx context.Context, id, rpcAddr string) error {
+	if rpcAddr == "" {
+		return fmt.Errorf("node %s advertises no RPC address", id)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: n.pki.PeerTLSFor(rpcAddr)}
+	c, err := d.DialContext(ctx, "tcp", rpcAddr)
+	if err != nil {
+		return fmt.Errorf("tls handshake with %s at %s: %w", id, rpcAddr, err)
+	}
+	defer func() { _ = c.Close() }() // a probe: nothing was sent
+	certs := c.(*tls.Conn).ConnectionState().PeerCertificates
+	if len(certs) == 0 || certs[0].Subject.CommonName != id {
+		return fmt.Errorf("%s at %s presents the certificate of another node", id, rpcAddr)
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/node"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/ring/gossip"
@@ -99,6 +100,7 @@ func startLocalCluster(ctx context.Context, lc localCluster, log *slog.Logger) (
 		}
 		if lc.certsDir != "" {
 			cfg.CertsDir = filepath.Join(lc.certsDir, cfg.ID)
+			cfg.GossipKeyringFile = filepath.Join(lc.certsDir, pki.GossipKeyFile)
 		}
 		cfg.GossipProfile = localProfile
 		cfg.Consensus.ReconcileInterval = localReconcile

@@ -23,8 +23,8 @@ import (
 // devCerts makes, under data/certs, what a secure local cluster needs
 // (unless it is there from an earlier run): a CA, a certs directory per
 // node (data/certs/n<i>: ca.crt, node.crt, node.key for 127.0.0.1 and
-// localhost) and the root user's client certificate. It returns
-// data/certs.
+// localhost), the root user's client certificate and a gossip key. It
+// returns data/certs.
 func devCerts(data string, nodes int) (string, error) {
 	dir := filepath.Join(data, "certs")
 	ca, key := filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile)
@@ -35,6 +35,11 @@ func devCerts(data string, nodes int) (string, error) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, pki.ClientCertFile("root"))); errors.Is(err, fs.ErrNotExist) {
 		if err := pki.CreateClient(dir, "root", pki.CertOptions{}); err != nil {
+			return "", fmt.Errorf("dev --secure: %w", err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, pki.GossipKeyFile)); errors.Is(err, fs.ErrNotExist) {
+		if err := pki.CreateGossipKey(dir, pki.GossipKeyOptions{}); err != nil {
 			return "", fmt.Errorf("dev --secure: %w", err)
 		}
 	}

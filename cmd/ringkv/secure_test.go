@@ -26,10 +26,14 @@ func TestCheckSecure(t *testing.T) {
 		{"0.0.0.0:8081", "127.0.0.1:9001", "127.0.0.1:7001", "", false, false},
 		{"127.0.0.1:8081", ":9001", "127.0.0.1:7001", "", false, false},
 		{"127.0.0.1:8081", "127.0.0.1:9001", "10.0.0.5:7001", "", false, false},
-		{"0.0.0.0:8081", "0.0.0.0:9001", "0.0.0.0:7001", "/certs", false, true},
+		{"0.0.0.0:8081", "0.0.0.0:9001", "0.0.0.0:7001", "/certs", false, false}, // no gossip key
+		{"127.0.0.1:8081", "127.0.0.1:9001", "127.0.0.1:7001", "/certs", false, true},
 		{"0.0.0.0:8081", "0.0.0.0:9001", "0.0.0.0:7001", "", true, true},
 	} {
 		cfg := node.Config{HTTPAddr: tc.http, RPCAddr: tc.rpc, GossipAddr: tc.gossip, CertsDir: tc.certs}
+		if tc.certs != "" && tc.http != "0.0.0.0:8081" {
+			cfg.GossipKeyringFile = "/certs/gossip.key"
+		}
 		err := checkSecure(cfg, tc.insecure)
 		if (err == nil) != tc.ok {
 			t.Errorf("%+v: got %v, want ok=%v", tc, err, tc.ok)
@@ -37,6 +41,10 @@ func TestCheckSecure(t *testing.T) {
 		if err != nil && (!errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--insecure")) {
 			t.Errorf("%+v: got %v, want a usage error naming --insecure", tc, err)
 		}
+	}
+	secured := node.Config{HTTPAddr: "0.0.0.0:1", RPCAddr: "0.0.0.0:2", GossipAddr: "0.0.0.0:3", CertsDir: "/c", GossipKeyringFile: "/c/gossip.key"}
+	if err := checkSecure(secured, false); err != nil {
+		t.Fatalf("certificates and a gossip key: %v", err)
 	}
 	// serve refuses before it opens anything.
 	var stderr bytes.Buffer

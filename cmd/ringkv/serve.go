@@ -146,15 +146,22 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// checkSecure refuses, with one line naming --insecure, an insecure node
-// (no --certs-dir) that would listen on an address other than loopback.
+// checkSecure refuses, with one line naming --insecure, a node that would
+// listen on an address other than loopback without certificates
+// (--certs-dir) or without a gossip key (--gossip-key-file).
 func checkSecure(cfg node.Config, insecure bool) error {
-	if cfg.CertsDir != "" || insecure {
+	if insecure {
 		return nil
 	}
 	for _, addr := range []string{cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr} {
-		if !isLoopback(addr) {
+		if isLoopback(addr) {
+			continue
+		}
+		if cfg.CertsDir == "" {
 			return fmt.Errorf("%w: refusing to listen on %s without certificates: give --certs-dir (see 'ringkv certs'), or --insecure to serve plaintext without authentication", errUsage, addr)
+		}
+		if cfg.GossipKeyringFile == "" {
+			return fmt.Errorf("%w: refusing to gossip in plaintext on %s (anyone reaching it could hand the cluster a ring): give --gossip-key-file (see 'ringkv certs create-gossip-key'), or --insecure", errUsage, addr)
 		}
 	}
 	return nil

@@ -31,12 +31,12 @@ var allowed = map[string][]string{
 	"examples/quickstart":  {"client"},
 	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb", "internal/pki", "auth"},
 	"cmd/ringkv":           {"*"},
-	"internal/testcluster": {},
+	"internal/testcluster": {"internal/pki"},
 	"internal/fault":       {},
 	"internal/testlog":     {},
 	"internal/rpcconn":     {},
 	"internal/pki":         {},
-	"internal/chaos":       {"client", "internal/testcluster"},
+	"internal/chaos":       {"client", "internal/testcluster", "internal/pki"},
 	"internal/lint":        {},
 }
 

@@ -113,12 +113,19 @@ type Node struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has been waited for
+	// http is the HTTPS client of a secure cluster (as root); nil: plain
+	// HTTP.
+	http *http.Client
 }
 
 // Cluster is a set of nodes started by Start.
 type Cluster struct {
 	t     testing.TB
 	Nodes []*Node
+	// Certs is the secure cluster's CA directory (Options.Secure): ca.crt,
+	// ca.key, gossip.key, client.root.crt, and one directory per node;
+	// empty for an insecure cluster.
+	Certs string
 }
 
 // Start launches n nodes (n1 founds the cluster, the others join it) and
@@ -368,7 +375,7 @@ func (nd *Node) Do(ctx context.Context, method, path string, query url.Values, b
 		}
 		rd = bytes.NewReader(b)
 	}
-	u := "http://" + nd.HTTPAddr + path
+	u := nd.URL(path)
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
@@ -376,7 +383,11 @@ func (nd *Node) Do(ctx context.Context, method, path string, query url.Values, b
 	if err != nil {
 		return 0, nil, fmt.Errorf("request: %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	hc := http.DefaultClient
+	if nd.http != nil {
+		hc = nd.http
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%s %s on %s: %w", method, path, nd.ID, err)
 	}

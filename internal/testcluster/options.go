@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/pki"
 )
 
 // ---- Added for the chaos harness (internal/chaos): clusters whose
@@ -41,6 +43,11 @@ type Options struct {
 	Prepare func(nodes []*Node)
 	// ConvergeTimeout bounds the wait for membership. Default 60s.
 	ConvergeTimeout time.Duration
+	// Secure makes a CA (Cluster.Certs), a certs directory per node
+	// (--certs-dir, node certificate for 127.0.0.1), a gossip key
+	// (--gossip-key-file) and the root user's client certificate; the
+	// nodes serve TLS, and Do, Stats and the rest speak HTTPS as root.
+	Secure bool
 }
 
 // StartOptions is StartWith with Options. Every process, spares included,
@@ -57,6 +64,12 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 	}
 	root := t.TempDir()
 	c := &Cluster{t: t}
+	if o.Secure {
+		c.Certs = filepath.Join(root, "certs")
+		if err := makeCerts(c.Certs, o.Nodes+o.Spares); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i := 1; i <= o.Nodes+o.Spares; i++ {
 		nd := &Node{
 			ID:         fmt.Sprintf("n%d", i),
@@ -67,6 +80,15 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 			bin:        bin,
 		}
 		nd.Args = append([]string(nil), o.Args...)
+		if o.Secure {
+			nd.Args = append(nd.Args, "--certs-dir", filepath.Join(c.Certs, nd.ID),
+				"--gossip-key-file", filepath.Join(c.Certs, pki.GossipKeyFile))
+			hc, err := secureHTTP(c.Certs, "root")
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd.http = hc
+		}
 		nd.DataDir = filepath.Join(root, nd.ID)
 		nd.LogPath = filepath.Join(root, nd.ID+".log")
 		for _, prev := range c.Nodes {

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -215,4 +216,11 @@ type Deps struct {
 	// Registerer receives this package's metrics. Nil uses a private
 	// registry.
 	Registerer prometheus.Registerer
+	// Vet, if set, is asked before a node absent from the ring is joined
+	// (by the claimant, or by an admit): an error keeps it out. A secure
+	// node checks that the candidate's RPC address answers with a node
+	// certificate of this cluster naming it, so that a node which shares
+	// the gossip key but not the CA is never given partitions. It may
+	// block (it runs on the deciding goroutine, never on run).
+	Vet func(ctx context.Context, id, rpcAddr string) error
 }

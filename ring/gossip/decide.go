@@ -255,7 +255,7 @@ func (g *Gossip) decide(ctx context.Context, c Change) (Result, error) {
 		}
 		if value == nil {
 			var noop string
-			next, noop, err = evaluate(g.cfg.NodeID, rec.ring, c, g.aliveNodes())
+			next, noop, err = evaluate(g.cfg.NodeID, rec.ring, c, g.vetted(ctx, rec.ring, c))
 			if err != nil {
 				return Result{Version: rec.ring.Version()}, err
 			}
@@ -354,4 +354,31 @@ type installReq struct {
 	r    *ring.Ring
 	push bool
 	done chan error
+}
+
+// vetted returns the nodes alive in memberlist that may be joined: every
+// one already in base, and those absent from it that Deps.Vet admits. Only
+// the candidates the change can join are vetted: the claim's, or the
+// member an admit names.
+func (g *Gossip) vetted(ctx context.Context, base *ring.Ring, c Change) map[string]meta {
+	alive := g.aliveNodes()
+	if g.vet == nil {
+		return alive
+	}
+	for id, md := range alive {
+		if _, inRing := base.Member(id); inRing || (c.Op != opClaim && id != c.ID) {
+			continue
+		}
+		if err := g.vet(ctx, id, md.RPCAddr); err != nil {
+			delete(alive, id)
+			if g.vetLog == nil {
+				g.vetLog = make(map[string]time.Time)
+			}
+			if now := time.Now(); now.Sub(g.vetLog[id]) > time.Minute {
+				g.vetLog[id] = now
+				g.log.Warn("not joining a node that failed the check", "peer", id, "rpc_addr", md.RPCAddr, "err", err)
+			}
+		}
+	}
+	return alive
 }

@@ -68,6 +68,11 @@ type Gossip struct {
 	// advertised is the ring version in the metadata memberlist carries;
 	// written only by send.
 	advertised uint64
+	// vet is Deps.Vet; nil admits every alive node.
+	vet func(ctx context.Context, id, rpcAddr string) error
+	// vetLog limits the warning about a node vet refused to one a minute
+	// per node; touched only by deciders, which hold the deciding token.
+	vetLog map[string]time.Time
 
 	// stop is closed by Close so that pending operator calls give up.
 	stop   chan struct{}
@@ -209,6 +214,7 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 		founded:   bootstrap,
 	}
 	g.meta.Store(&metaBytes)
+	g.vet = deps.Vet
 	g.snap.Store(snap)
 	g.joined.Store(len(cfg.Seeds) == 0)
 	g.nodes.m = make(map[string]nodeState)
