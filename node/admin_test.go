@@ -172,6 +172,14 @@ func TestClusterAdmin(t *testing.T) {
 		}
 		return true
 	})
+	// Ring changes are decided by the Raft group of the ring record's
+	// partition: wait until it has a leader again if n3 led it.
+	ringPart := nodes[0].Gossip().Ring().PartitionOf(ringKey)
+	waitUntil(t, 60*time.Second, "the ring record's group to have a live leader", func() bool {
+		st := nodes[0].ClusterStatus()
+		l := st.Partitions[ringPart].Leader
+		return l == "n1" || l == "n2"
+	})
 	versionBefore := nodes[0].Gossip().Ring().Version()
 	var refused map[string]string
 	if code := postJSON(t, base(0)+"remove?id=n2", &refused); code != http.StatusConflict || !strings.Contains(refused["error"], "majority") {
