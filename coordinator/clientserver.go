@@ -9,6 +9,7 @@ import (
 
 	"storj.io/drpc/drpcerr"
 
+	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
@@ -60,15 +61,26 @@ func NewClientServer(c *Coordinator, members MemberLister) *ClientServer {
 	return &ClientServer{c: c, members: members}
 }
 
-// clientCode maps a Coordinator error to the Client service's error code.
-// isWrite tells whether the operation changes state: an unavailable write
-// at an eventual level may have reached some replicas, at linearizable it
-// was not applied (the coordinator reports an unknown outcome as
-// consensus.ErrAmbiguous instead).
+// clientCode maps a Coordinator error to the Client service's error code:
+// the service's one table, used by every call (Do, Batch, List, Pipe,
+// Login). isWrite tells whether the operation changes state: an
+// unavailable write at an eventual level may have reached some replicas,
+// at linearizable it was not applied (the coordinator reports an unknown
+// outcome as consensus.ErrAmbiguous instead). A refusal by the Authorizer
+// comes before anything is applied: unauthenticated, permission denied,
+// or, when the rules cannot be read, unavailable and not applied.
 func clientCode(err error, level Level, isWrite bool) kvpb.ErrorCode {
 	switch {
 	case err == nil:
 		return kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED
+	case errors.Is(err, auth.ErrUnauthenticated):
+		return kvpb.ErrorCode_ERROR_CODE_UNAUTHENTICATED
+	case errors.Is(err, auth.ErrPermissionDenied):
+		return kvpb.ErrorCode_ERROR_CODE_PERMISSION_DENIED
+	case errors.Is(err, auth.ErrAuthDisabled):
+		return kvpb.ErrorCode_ERROR_CODE_AUTH_DISABLED
+	case errors.Is(err, auth.ErrUnavailable):
+		return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED
 	case errors.Is(err, ErrInvalidArgument):
 		return kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 	case errors.Is(err, consensus.ErrAmbiguous):
@@ -199,6 +211,32 @@ func (s *ClientServer) Batch(ctx context.Context, req *kvpb.ClientBatchRequest) 
 	}
 	wg.Wait()
 	return &kvpb.ClientBatchResponse{Header: s.header(), Results: results}, nil
+}
+
+// errLoginOff answers Login on a node without an Authenticator (one that
+// serves no TLS): there are no users, and every request is allowed.
+var errLoginOff = fmt.Errorf("coordinator: %w: authentication is off on this node (it serves no TLS)", auth.ErrAuthDisabled)
+
+// Login exchanges a user's password for a bearer token through
+// Deps.Login. A refusal is a drpc error whose code is clientCode's:
+// UNAUTHENTICATED for a wrong user or password, AUTH_DISABLED when
+// authentication is disabled or off (Deps.Login nil), UNAVAILABLE_NOT_APPLIED
+// when the users cannot be read, TIMEOUT, INTERNAL. The message never says
+// which of user or password was wrong.
+func (s *ClientServer) Login(ctx context.Context, req *kvpb.LoginRequest) (*kvpb.LoginResponse, error) {
+	if s.c.deps.Login == nil {
+		return nil, drpcerr.WithCode(errLoginOff, uint64(kvpb.ErrorCode_ERROR_CODE_AUTH_DISABLED))
+	}
+	ctx, cancel := s.budget(ctx, 0)
+	defer cancel()
+	token, expires, err := s.c.deps.Login.Login(ctx, req.GetUser(), req.GetPassword())
+	if err != nil {
+		// auth's messages say what happened ("authentication is
+		// disabled", "unauthenticated") and nothing more.
+		err = fmt.Errorf("login: %w", err)
+		return nil, drpcerr.WithCode(err, uint64(clientCode(err, Quorum, false)))
+	}
+	return &kvpb.LoginResponse{Token: token, ExpiresUnixNanos: expires.UnixNano()}, nil
 }
 
 // List lists live pairs under a prefix.

@@ -109,20 +109,35 @@ const (
 	ErrorCode_ERROR_CODE_CLOSED ErrorCode = 7
 	// Anything else.
 	ErrorCode_ERROR_CODE_INTERNAL ErrorCode = 8
+	// The caller is not known: no credentials on a cluster whose
+	// authentication is enabled, an expired, forged or stale token, or (Login)
+	// a wrong user or password. Not applied. A client holding credentials may
+	// log in again and retry once.
+	ErrorCode_ERROR_CODE_UNAUTHENTICATED ErrorCode = 9
+	// The caller is known and lacks the permission; the message names it.
+	// Not applied; final.
+	ErrorCode_ERROR_CODE_PERMISSION_DENIED ErrorCode = 10
+	// Login only: authentication is off (disabled in the cluster, or the node
+	// serves no TLS), so there is no token to have and every request is
+	// allowed without one.
+	ErrorCode_ERROR_CODE_AUTH_DISABLED ErrorCode = 11
 )
 
 // Enum value maps for ErrorCode.
 var (
 	ErrorCode_name = map[int32]string{
-		0: "ERROR_CODE_UNSPECIFIED",
-		1: "ERROR_CODE_INVALID_ARGUMENT",
-		2: "ERROR_CODE_UNAVAILABLE",
-		3: "ERROR_CODE_UNAVAILABLE_NOT_APPLIED",
-		4: "ERROR_CODE_OUTCOME_UNKNOWN",
-		5: "ERROR_CODE_TIMEOUT",
-		6: "ERROR_CODE_CORRUPT",
-		7: "ERROR_CODE_CLOSED",
-		8: "ERROR_CODE_INTERNAL",
+		0:  "ERROR_CODE_UNSPECIFIED",
+		1:  "ERROR_CODE_INVALID_ARGUMENT",
+		2:  "ERROR_CODE_UNAVAILABLE",
+		3:  "ERROR_CODE_UNAVAILABLE_NOT_APPLIED",
+		4:  "ERROR_CODE_OUTCOME_UNKNOWN",
+		5:  "ERROR_CODE_TIMEOUT",
+		6:  "ERROR_CODE_CORRUPT",
+		7:  "ERROR_CODE_CLOSED",
+		8:  "ERROR_CODE_INTERNAL",
+		9:  "ERROR_CODE_UNAUTHENTICATED",
+		10: "ERROR_CODE_PERMISSION_DENIED",
+		11: "ERROR_CODE_AUTH_DISABLED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":             0,
@@ -134,6 +149,9 @@ var (
 		"ERROR_CODE_CORRUPT":                 6,
 		"ERROR_CODE_CLOSED":                  7,
 		"ERROR_CODE_INTERNAL":                8,
+		"ERROR_CODE_UNAUTHENTICATED":         9,
+		"ERROR_CODE_PERMISSION_DENIED":       10,
+		"ERROR_CODE_AUTH_DISABLED":           11,
 	}
 )
 
@@ -1321,6 +1339,116 @@ func (x *ClientPipeResponse) GetResults() []*ClientPipeResult {
 	return nil
 }
 
+// LoginRequest exchanges a user's password for a bearer token. Send it
+// over TLS only: the password travels in the request.
+type LoginRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	User          string                 `protobuf:"bytes,1,opt,name=user,proto3" json:"user,omitempty"`
+	Password      string                 `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoginRequest) Reset() {
+	*x = LoginRequest{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginRequest) ProtoMessage() {}
+
+func (x *LoginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginRequest.ProtoReflect.Descriptor instead.
+func (*LoginRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LoginRequest) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *LoginRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+// LoginResponse carries a bearer token: the client sends it as the drpc
+// metadata "authorization" = "Bearer TOKEN" with every call until it
+// expires (any node of the cluster accepts it).
+type LoginResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// expires_unix_nanos is when the token stops being accepted.
+	ExpiresUnixNanos int64 `protobuf:"varint,2,opt,name=expires_unix_nanos,json=expiresUnixNanos,proto3" json:"expires_unix_nanos,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *LoginResponse) Reset() {
+	*x = LoginResponse{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoginResponse) ProtoMessage() {}
+
+func (x *LoginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoginResponse.ProtoReflect.Descriptor instead.
+func (*LoginResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LoginResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *LoginResponse) GetExpiresUnixNanos() int64 {
+	if x != nil {
+		return x.ExpiresUnixNanos
+	}
+	return 0
+}
+
 var File_ringkv_v1_client_proto protoreflect.FileDescriptor
 
 const file_ringkv_v1_client_proto_rawDesc = "" +
@@ -1405,13 +1533,19 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x06result\x18\x02 \x01(\v2\x17.ringkv.v1.ClientResultR\x06result\"|\n" +
 	"\x12ClientPipeResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.ringkv.v1.ClientHeaderR\x06header\x125\n" +
-	"\aresults\x18\x02 \x03(\v2\x1b.ringkv.v1.ClientPipeResultR\aresults*\x8a\x01\n" +
+	"\aresults\x18\x02 \x03(\v2\x1b.ringkv.v1.ClientPipeResultR\aresults\">\n" +
+	"\fLoginRequest\x12\x12\n" +
+	"\x04user\x18\x01 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x02 \x01(\tR\bpassword\"S\n" +
+	"\rLoginResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12,\n" +
+	"\x12expires_unix_nanos\x18\x02 \x01(\x03R\x10expiresUnixNanos*\x8a\x01\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCONSISTENCY_ONE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_QUORUM\x10\x02\x12\x13\n" +
 	"\x0fCONSISTENCY_ALL\x10\x03\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x04*\x8c\x02\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x04*\xec\x02\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1a\n" +
@@ -1421,13 +1555,18 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x12ERROR_CODE_TIMEOUT\x10\x05\x12\x16\n" +
 	"\x12ERROR_CODE_CORRUPT\x10\x06\x12\x15\n" +
 	"\x11ERROR_CODE_CLOSED\x10\a\x12\x17\n" +
-	"\x13ERROR_CODE_INTERNAL\x10\b2\xde\x02\n" +
+	"\x13ERROR_CODE_INTERNAL\x10\b\x12\x1e\n" +
+	"\x1aERROR_CODE_UNAUTHENTICATED\x10\t\x12 \n" +
+	"\x1cERROR_CODE_PERMISSION_DENIED\x10\n" +
+	"\x12\x1c\n" +
+	"\x18ERROR_CODE_AUTH_DISABLED\x10\v2\x9a\x03\n" +
 	"\x06Client\x12C\n" +
 	"\bTopology\x12\x1a.ringkv.v1.TopologyRequest\x1a\x1b.ringkv.v1.TopologyResponse\x129\n" +
 	"\x02Do\x12\x18.ringkv.v1.ClientRequest\x1a\x19.ringkv.v1.ClientResponse\x12F\n" +
 	"\x05Batch\x12\x1d.ringkv.v1.ClientBatchRequest\x1a\x1e.ringkv.v1.ClientBatchResponse\x12C\n" +
 	"\x04List\x12\x1c.ringkv.v1.ClientListRequest\x1a\x1d.ringkv.v1.ClientListResponse\x12G\n" +
-	"\x04Pipe\x12\x1c.ringkv.v1.ClientPipeRequest\x1a\x1d.ringkv.v1.ClientPipeResponse(\x010\x01B%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
+	"\x04Pipe\x12\x1c.ringkv.v1.ClientPipeRequest\x1a\x1d.ringkv.v1.ClientPipeResponse(\x010\x01\x12:\n" +
+	"\x05Login\x12\x17.ringkv.v1.LoginRequest\x1a\x18.ringkv.v1.LoginResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
 	file_ringkv_v1_client_proto_rawDescOnce sync.Once
@@ -1442,7 +1581,7 @@ func file_ringkv_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_ringkv_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_ringkv_v1_client_proto_goTypes = []any{
 	(Consistency)(0),            // 0: ringkv.v1.Consistency
 	(ErrorCode)(0),              // 1: ringkv.v1.ErrorCode
@@ -1465,6 +1604,8 @@ var file_ringkv_v1_client_proto_goTypes = []any{
 	(*ClientPipeRequest)(nil),   // 18: ringkv.v1.ClientPipeRequest
 	(*ClientPipeResult)(nil),    // 19: ringkv.v1.ClientPipeResult
 	(*ClientPipeResponse)(nil),  // 20: ringkv.v1.ClientPipeResponse
+	(*LoginRequest)(nil),        // 21: ringkv.v1.LoginRequest
+	(*LoginResponse)(nil),       // 22: ringkv.v1.LoginResponse
 }
 var file_ringkv_v1_client_proto_depIdxs = []int32{
 	3,  // 0: ringkv.v1.TopologyResponse.header:type_name -> ringkv.v1.ClientHeader
@@ -1493,13 +1634,15 @@ var file_ringkv_v1_client_proto_depIdxs = []int32{
 	12, // 23: ringkv.v1.Client.Batch:input_type -> ringkv.v1.ClientBatchRequest
 	14, // 24: ringkv.v1.Client.List:input_type -> ringkv.v1.ClientListRequest
 	18, // 25: ringkv.v1.Client.Pipe:input_type -> ringkv.v1.ClientPipeRequest
-	7,  // 26: ringkv.v1.Client.Topology:output_type -> ringkv.v1.TopologyResponse
-	11, // 27: ringkv.v1.Client.Do:output_type -> ringkv.v1.ClientResponse
-	13, // 28: ringkv.v1.Client.Batch:output_type -> ringkv.v1.ClientBatchResponse
-	16, // 29: ringkv.v1.Client.List:output_type -> ringkv.v1.ClientListResponse
-	20, // 30: ringkv.v1.Client.Pipe:output_type -> ringkv.v1.ClientPipeResponse
-	26, // [26:31] is the sub-list for method output_type
-	21, // [21:26] is the sub-list for method input_type
+	21, // 26: ringkv.v1.Client.Login:input_type -> ringkv.v1.LoginRequest
+	7,  // 27: ringkv.v1.Client.Topology:output_type -> ringkv.v1.TopologyResponse
+	11, // 28: ringkv.v1.Client.Do:output_type -> ringkv.v1.ClientResponse
+	13, // 29: ringkv.v1.Client.Batch:output_type -> ringkv.v1.ClientBatchResponse
+	16, // 30: ringkv.v1.Client.List:output_type -> ringkv.v1.ClientListResponse
+	20, // 31: ringkv.v1.Client.Pipe:output_type -> ringkv.v1.ClientPipeResponse
+	22, // 32: ringkv.v1.Client.Login:output_type -> ringkv.v1.LoginResponse
+	27, // [27:33] is the sub-list for method output_type
+	21, // [21:27] is the sub-list for method input_type
 	21, // [21:21] is the sub-list for extension type_name
 	21, // [21:21] is the sub-list for extension extendee
 	0,  // [0:21] is the sub-list for field type_name
@@ -1516,7 +1659,7 @@ func file_ringkv_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_client_proto_rawDesc), len(file_ringkv_v1_client_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -43,6 +43,7 @@ type DRPCClientClient interface {
 	Batch(ctx context.Context, in *ClientBatchRequest) (*ClientBatchResponse, error)
 	List(ctx context.Context, in *ClientListRequest) (*ClientListResponse, error)
 	Pipe(ctx context.Context) (DRPCClient_PipeClient, error)
+	Login(ctx context.Context, in *LoginRequest) (*LoginResponse, error)
 }
 
 type drpcClientClient struct {
@@ -130,12 +131,22 @@ func (x *drpcClient_PipeClient) RecvMsg(m *ClientPipeResponse) error {
 	return x.MsgRecv(m, drpcEncoding_File_ringkv_v1_client_proto{})
 }
 
+func (c *drpcClientClient) Login(ctx context.Context, in *LoginRequest) (*LoginResponse, error) {
+	out := new(LoginResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Client/Login", drpcEncoding_File_ringkv_v1_client_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type DRPCClientServer interface {
 	Topology(context.Context, *TopologyRequest) (*TopologyResponse, error)
 	Do(context.Context, *ClientRequest) (*ClientResponse, error)
 	Batch(context.Context, *ClientBatchRequest) (*ClientBatchResponse, error)
 	List(context.Context, *ClientListRequest) (*ClientListResponse, error)
 	Pipe(DRPCClient_PipeStream) error
+	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 }
 
 type DRPCClientUnimplementedServer struct{}
@@ -160,9 +171,13 @@ func (s *DRPCClientUnimplementedServer) Pipe(DRPCClient_PipeStream) error {
 	return drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCClientUnimplementedServer) Login(context.Context, *LoginRequest) (*LoginResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCClientDescription struct{}
 
-func (DRPCClientDescription) NumMethods() int { return 5 }
+func (DRPCClientDescription) NumMethods() int { return 6 }
 
 func (DRPCClientDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -210,6 +225,15 @@ func (DRPCClientDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver
 						&drpcClient_PipeStream{in1.(drpc.Stream)},
 					)
 			}, DRPCClientServer.Pipe, true
+	case 5:
+		return "/ringkv.v1.Client/Login", drpcEncoding_File_ringkv_v1_client_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCClientServer).
+					Login(
+						ctx,
+						in1.(*LoginRequest),
+					)
+			}, DRPCClientServer.Login, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -327,4 +351,24 @@ func (x *drpcClient_PipeStream) Recv() (*ClientPipeRequest, error) {
 
 func (x *drpcClient_PipeStream) RecvMsg(m *ClientPipeRequest) error {
 	return x.MsgRecv(m, drpcEncoding_File_ringkv_v1_client_proto{})
+}
+
+type DRPCClient_LoginStream interface {
+	drpc.Stream
+	SendAndClose(*LoginResponse) error
+}
+
+type drpcClient_LoginStream struct {
+	drpc.Stream
+}
+
+func (x *drpcClient_LoginStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcClient_LoginStream) SendAndClose(m *LoginResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_client_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
 }
