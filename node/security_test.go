@@ -285,3 +285,115 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// TestSecureHTTPMatrix sends every HTTP endpoint of a secure node, with
+// authentication on, as {nobody, a user without the permission, a user
+// with it}: 401, 403, success. A refused write changes nothing (read back
+// as root).
+func TestSecureHTTPMatrix(t *testing.T) {
+	certs := t.TempDir()
+	testCerts(t, certs, 1, "root")
+	nodes := startSecureCluster(t, 1, certs)
+	base := "https://" + nodes[0].HTTPAddr()
+	anon := httpsClient(t, certs, "")
+	root := httpsClient(t, certs, "root")
+	waitUntil(t, 30*time.Second, "auth enable", func() bool {
+		code, _ := call(t, anon, "POST", base+"/api/auth/enable", `{"root_password":"rootpass1"}`)
+		return code == http.StatusOK
+	})
+	// "none" holds a role on an unrelated prefix and nothing else; each
+	// row's "with" user holds exactly the row's permission.
+	setup := []string{
+		`/api/auth/roles {"name":"unrelated","permissions":[{"access":"readwrite","prefix":"zzz/"}]}`,
+		`/api/auth/users {"name":"none","password":"nonepass","roles":["unrelated"]}`,
+		`/api/auth/roles {"name":"r","permissions":[{"access":"read","prefix":"k"}]}`,
+		`/api/auth/roles {"name":"w","permissions":[{"access":"write","prefix":"k"}]}`,
+		`/api/auth/roles {"name":"rw","permissions":[{"access":"readwrite","prefix":"k"}]}`,
+		`/api/auth/roles {"name":"admin","permissions":[{"access":"admin"}]}`,
+		`/api/auth/roles {"name":"metrics","permissions":[{"access":"metrics"}]}`,
+	}
+	for _, role := range []string{"r", "w", "rw", "admin", "metrics"} {
+		setup = append(setup, fmt.Sprintf(`/api/auth/users {"name":"u-%s","password":"password-%s","roles":["%s"]}`, role, role, role))
+	}
+	for _, s := range setup {
+		path, body, _ := strings.Cut(s, " ")
+		if code, out := call(t, root, "POST", base+path, body); code != http.StatusOK {
+			t.Fatalf("setup %s: %d %v", s, code, out)
+		}
+	}
+	if code, out := call(t, root, "POST", base+"/api/set", `{"key":"k1","value":"orig"}`); code != http.StatusOK {
+		t.Fatalf("seed: %d %v", code, out)
+	}
+	as := func(user string) []string {
+		if user == "" {
+			return nil
+		}
+		pw := "nonepass"
+		if user != "none" {
+			pw = "password-" + strings.TrimPrefix(user, "u-")
+		}
+		return []string{"Authorization", "Basic " + basic(user, pw)}
+	}
+	for _, ep := range []struct {
+		method, path, body string
+		with               string // the user holding the permission
+		write              bool   // refused: k1 must still hold "orig"
+	}{
+		{"POST", "/api/set", `{"key":"k1","value":"new"}`, "u-w", true},
+		{"POST", "/api/set?consistency=linearizable", `{"key":"k1","value":"new"}`, "u-w", true},
+		{"GET", "/api/get?key=k1", "", "u-r", false},
+		{"GET", "/api/get?key=k1&consistency=linearizable", "", "u-r", false},
+		{"GET", "/api/list?prefix=k", "", "u-r", false},
+		{"DELETE", "/api/delete?key=k1", "", "u-w", true},
+		{"POST", "/api/cas", `{"key":"k1","expected":"orig","value":"new"}`, "u-rw", true},
+		{"GET", "/api/cluster/status", "", "u-admin", false},
+		{"POST", "/api/cluster/admit?id=n1", "", "u-admin", false},
+		{"POST", "/api/cluster/repair?partition=0", "", "u-admin", false},
+		{"GET", "/api/auth/status", "", "u-admin", false},
+		{"GET", "/api/auth/users", "", "u-admin", false},
+		{"GET", "/api/auth/roles", "", "u-admin", false},
+		{"POST", "/api/auth/roles", `{"name":"extra"}`, "u-admin", false},
+		{"POST", "/api/auth/roles/grant", `{"role":"extra","access":"read","prefix":"x"}`, "u-admin", false},
+		{"POST", "/api/auth/roles/revoke", `{"role":"extra","access":"read","prefix":"x"}`, "u-admin", false},
+		{"POST", "/api/auth/users", `{"name":"extra","password":"extrapass"}`, "u-admin", false},
+		{"POST", "/api/auth/users/grant", `{"user":"extra","role":"extra"}`, "u-admin", false},
+		{"POST", "/api/auth/users/revoke", `{"user":"extra","role":"extra"}`, "u-admin", false},
+		{"POST", "/api/auth/passwd", `{"name":"extra","password":"extrapass2"}`, "u-admin", false},
+		{"DELETE", "/api/auth/users?name=extra", "", "u-admin", false},
+		{"DELETE", "/api/auth/roles?name=extra", "", "u-admin", false},
+		{"GET", "/metrics", "", "u-metrics", false},
+		{"GET", "/api/stats", "", "u-metrics", false},
+	} {
+		t.Run(ep.method+" "+ep.path, func(t *testing.T) {
+			for _, who := range []struct {
+				user string
+				want int
+			}{{"", 401}, {"none", 403}, {ep.with, 200}} {
+				code, out := call(t, anon, ep.method, base+ep.path, ep.body, as(who.user)...)
+				if code != who.want {
+					t.Fatalf("as %q: got %d %v, want %d", who.user, code, out, who.want)
+				}
+				if code != 200 && (out["error"] == nil || out["error"] == "") {
+					t.Fatalf("as %q: %d without an error", who.user, code)
+				}
+				if ep.write && code != 200 {
+					if c, got := call(t, root, "GET", base+"/api/get?key=k1&consistency=linearizable", ""); c != 200 || got["value"] != "orig" {
+						t.Fatalf("a refused %s %s changed k1: %d %v", ep.method, ep.path, c, got)
+					}
+				}
+				if ep.write && code == 200 {
+					// Put it back for the next row.
+					if c, out := call(t, root, "POST", base+"/api/set?consistency=linearizable", `{"key":"k1","value":"orig"}`); c != 200 {
+						t.Fatalf("restore k1: %d %v", c, out)
+					}
+				}
+			}
+		})
+	}
+	// Open endpoints stay open.
+	for _, p := range []string{"/health", "/ready"} {
+		if code, out := call(t, anon, "GET", base+p, ""); code != 200 && code != 503 {
+			t.Fatalf("%s: %d %v", p, code, out)
+		}
+	}
+}
