@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -159,18 +160,22 @@ func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientO
 		req.Ops[j] = ops[i]
 	}
 	var resp *kvpb.ClientBatchResponse
-	how, err := c.attempt(ctx, addr, "", func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
-		req.TimeoutMicros = budget
-		var err error
-		resp, err = cl.Batch(ctx, req)
-		if err != nil {
-			return nil, 0, "", "", err //nolint:wrapcheck // classified by attempt
-		}
-		if len(resp.GetResults()) != len(chunk) {
-			return resp.GetHeader(), kvpb.ErrorCode_ERROR_CODE_INTERNAL, fmt.Sprintf("batch answered %d results for %d operations", len(resp.GetResults()), len(chunk)), "", nil
-		}
-		return resp.GetHeader(), 0, "", "", nil
-	})
+	tok, err := c.token(ctx)
+	how := final
+	if err == nil {
+		how, err = c.attemptWith(ctx, addr, "", tok, func(ctx context.Context, cl kvpb.DRPCClientClient, budget uint64) (*kvpb.ClientHeader, kvpb.ErrorCode, string, string, error) {
+			req.TimeoutMicros = budget
+			var err error
+			resp, err = cl.Batch(ctx, req)
+			if err != nil {
+				return nil, 0, "", "", err //nolint:wrapcheck // classified by attempt
+			}
+			if len(resp.GetResults()) != len(chunk) {
+				return resp.GetHeader(), kvpb.ErrorCode_ERROR_CODE_INTERNAL, fmt.Sprintf("batch answered %d results for %d operations", len(resp.GetResults()), len(chunk)), "", nil
+			}
+			return resp.GetHeader(), 0, "", "", nil
+		})
+	}
 	var again []int
 	if err != nil {
 		for _, i := range chunk {
@@ -186,19 +191,30 @@ func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientO
 		}
 		return again
 	}
+	var refused []int // answered UNAUTHENTICATED, with the token the Client logs in with
 	for j, i := range chunk {
 		r := resp.GetResults()[j]
 		c.observe(resp.GetHeader(), string(ops[i].GetKey()), r.GetLeader())
 		if code := r.GetError(); code != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
 			how, err := codeError(code, r.GetMessage())
-			if how == retry && ctx.Err() == nil {
+			switch {
+			case how == retry && ctx.Err() == nil:
 				again = append(again, i)
 				continue
+			case tok != nil && errors.Is(err, ErrUnauthenticated) && ctx.Err() == nil:
+				refused = append(refused, i)
 			}
 			results[i] = batchResult(ops[i], nil, err)
 			continue
 		}
 		results[i] = batchResult(ops[i], r, nil)
+	}
+	// Refused operations were not applied: renew the token once for them
+	// all, and run them again on their own.
+	if len(refused) > 0 {
+		if _, err := c.renewToken(ctx, tok); err == nil {
+			again = append(again, refused...)
+		}
 	}
 	return again
 }

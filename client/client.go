@@ -15,6 +15,7 @@ import (
 
 	"storj.io/drpc/drpcerr"
 
+	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
@@ -25,6 +26,7 @@ type Client struct {
 	cfg   Config
 	seeds []string
 	log   *slog.Logger
+	creds *credentials // nil: no login (auth.go)
 
 	// lifetime ends with Close; every call's context is cut short by it.
 	lifetime context.Context
@@ -55,7 +57,8 @@ type Client struct {
 // of any of its nodes). It learns the topology from the first node that
 // answers within cfg.RequestTimeout and returns an error wrapping
 // ErrUnavailable when none does, or ErrInvalidArgument for bad addresses or
-// options.
+// options (a certs directory without a readable ca.crt included). It does
+// not log in: the first call that needs a token does.
 func New(addrs []string, opts ...Option) (*Client, error) {
 	c, err := newClient(addrs, opts)
 	if err != nil {
@@ -80,6 +83,13 @@ func newClient(addrs []string, opts []Option) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.CertsDir != "" {
+		t, err := pki.ClientTLS(cfg.CertsDir, cfg.CertUser)
+		if err != nil {
+			return nil, fmt.Errorf("%w: certs dir %s: %w", ErrInvalidArgument, cfg.CertsDir, err)
+		}
+		cfg.TLS = t
+	}
 	var seeds []string
 	for _, a := range addrs {
 		for _, s := range strings.Split(a, ",") {
@@ -97,6 +107,9 @@ func newClient(addrs []string, opts []Option) (*Client, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Client{cfg: cfg, seeds: seeds, log: log, lifetime: ctx, cancel: cancel, refreshCh: make(chan struct{}, 1)}
+	if cfg.User != "" {
+		c.creds = &credentials{user: cfg.User, password: cfg.Password}
+	}
 	c.mu.pools = make(map[string]*pool)
 	c.mu.lanes = make(map[laneKey]*lane)
 	c.mu.pipes = make(map[string]*pipe)
@@ -304,6 +317,10 @@ func codeError(code kvpb.ErrorCode, msg string) (outcome, error) {
 		return final, fmt.Errorf("%w: %s", ErrCorrupt, msg)
 	case kvpb.ErrorCode_ERROR_CODE_CLOSED:
 		return retry, fmt.Errorf("%w: node shutting down: %s", ErrUnavailable, msg)
+	case kvpb.ErrorCode_ERROR_CODE_UNAUTHENTICATED:
+		return final, fmt.Errorf("%w: %s", ErrUnauthenticated, msg)
+	case kvpb.ErrorCode_ERROR_CODE_PERMISSION_DENIED:
+		return final, fmt.Errorf("%w: %s", ErrPermissionDenied, msg)
 	default:
 		return final, fmt.Errorf("%w: code %d: %s", errInternal, int32(code), msg)
 	}
@@ -326,6 +343,7 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 	defer cancel()
 	var tried []string
 	var last error
+	renewed := false // a refused token was renewed for this call
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			if attempt > c.cfg.MaxAttempts {
@@ -362,7 +380,15 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 			}
 			return timeoutError(ctx, c.isClosed(), err)
 		}
+		var stale *staleTokenError
 		switch {
+		case how == final && errors.As(err, &stale) && !renewed:
+			// Not applied: nodes authorize before they act. Renew the
+			// token refused and try once more.
+			renewed = true
+			if _, rerr := c.renewToken(ctx, stale.tok); rerr != nil {
+				return rerr
+			}
 		case how == final:
 			return err
 		case how == retryReads && write:
@@ -372,8 +398,17 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 	}
 }
 
-// attempt makes one call to addr.
+// attempt makes one call to addr, logging in first if need be.
 func (c *Client) attempt(ctx context.Context, addr, key string, fn attemptFunc) (outcome, error) {
+	tok, err := c.token(ctx)
+	if err != nil {
+		return final, err
+	}
+	return c.attemptWith(ctx, addr, key, tok, fn)
+}
+
+// attemptWith makes one call to addr with tok (nil: none).
+func (c *Client) attemptWith(ctx context.Context, addr, key string, tok *token, fn attemptFunc) (outcome, error) {
 	p := c.pool(addr)
 	if p == nil {
 		return final, ErrClosed
@@ -382,9 +417,10 @@ func (c *Client) attempt(ctx context.Context, addr, key string, fn attemptFunc) 
 	if err != nil {
 		return how, err
 	}
-	hdr, code, msg, leader, err := fn(ctx, kvpb.NewDRPCClientClient(conn), serverBudget(ctx))
+	hdr, code, msg, leader, err := fn(withToken(ctx, tok), kvpb.NewDRPCClientClient(conn), serverBudget(ctx))
 	if err != nil {
-		return c.rpcFailed(addr, p, conn, err)
+		how, err = c.rpcFailed(addr, p, conn, err)
+		return how, c.refusedWith(tok, err)
 	}
 	p.put(conn, true)
 	c.observe(hdr, key, leader)
@@ -392,7 +428,7 @@ func (c *Client) attempt(ctx context.Context, addr, key string, fn attemptFunc) 
 		return final, nil
 	}
 	how, err = codeError(code, fmt.Sprintf("%s (node %s)", msg, hdr.GetNodeId()))
-	return how, err
+	return how, c.refusedWith(tok, err)
 }
 
 // conn takes a connection from p, or says how the attempt failed.

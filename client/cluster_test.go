@@ -35,6 +35,13 @@ func TestMain(m *testing.M) {
 // leader.
 func startCluster(t testing.TB, n int) []*node.Node {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with mutate (if not nil) applied to
+// each node's Config.
+func startClusterWith(t testing.TB, n int, mutate func(*node.Config)) []*node.Node {
+	t.Helper()
 	dirs := make([]string, n)
 	for i := range dirs {
 		dirs[i] = t.TempDir()
@@ -58,6 +65,9 @@ func startCluster(t testing.TB, n int) []*node.Node {
 		}
 		if _, ok := t.(*testing.T); ok {
 			cfg.Logger = slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelError}))
+		}
+		if mutate != nil {
+			mutate(&cfg)
 		}
 		nd, err := node.Open(cfg, node.Deps{})
 		if err != nil {

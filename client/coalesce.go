@@ -215,12 +215,18 @@ func (l *lane) send(batch []*laneCall) {
 		answerAll(final, ErrClosed)
 		return
 	}
+	tok, err := l.c.token(ctx)
+	if err != nil {
+		answerAll(final, err)
+		return
+	}
 	conn, how, err := l.c.conn(ctx, p)
 	if err != nil {
 		answerAll(how, err)
 		return
 	}
 	cl := kvpb.NewDRPCClientClient(conn)
+	rpcCtx := withToken(ctx, tok)
 	var budget uint64
 	for _, call := range batch {
 		budget = max(budget, call.budget)
@@ -229,7 +235,7 @@ func (l *lane) send(batch []*laneCall) {
 	var results []*kvpb.ClientResult
 	if len(batch) == 1 {
 		var resp *kvpb.ClientResponse
-		resp, err = cl.Do(ctx, &kvpb.ClientRequest{Op: batch[0].op, TimeoutMicros: budget})
+		resp, err = cl.Do(rpcCtx, &kvpb.ClientRequest{Op: batch[0].op, TimeoutMicros: budget})
 		hdr, results = resp.GetHeader(), []*kvpb.ClientResult{resp.GetResult()}
 	} else {
 		req := &kvpb.ClientBatchRequest{Ops: make([]*kvpb.ClientOp, len(batch)), TimeoutMicros: budget}
@@ -237,7 +243,7 @@ func (l *lane) send(batch []*laneCall) {
 			req.Ops[i] = call.op
 		}
 		var resp *kvpb.ClientBatchResponse
-		resp, err = cl.Batch(ctx, req)
+		resp, err = cl.Batch(rpcCtx, req)
 		hdr, results = resp.GetHeader(), resp.GetResults()
 		if err == nil && len(results) != len(batch) {
 			p.put(conn, true)
@@ -247,22 +253,24 @@ func (l *lane) send(batch []*laneCall) {
 		}
 	}
 	if err != nil {
-		answerAll(l.c.rpcFailed(l.key.addr, p, conn, err))
+		how, err := l.c.rpcFailed(l.key.addr, p, conn, err)
+		answerAll(how, l.c.refusedWith(tok, err))
 		return
 	}
 	p.put(conn, true)
 	for i, call := range batch {
-		call.done <- l.c.answerOf(hdr, string(call.op.GetKey()), results[i])
+		call.done <- l.c.answerOf(hdr, string(call.op.GetKey()), results[i], tok)
 	}
 }
 
 // answerOf notes what a node's answer for key tells about the cluster and
-// returns the call's answer.
-func (c *Client) answerOf(hdr *kvpb.ClientHeader, key string, res *kvpb.ClientResult) laneAnswer {
+// returns the call's answer; tok is the token the call was sent with.
+func (c *Client) answerOf(hdr *kvpb.ClientHeader, key string, res *kvpb.ClientResult, tok *token) laneAnswer {
 	c.observe(hdr, key, res.GetLeader())
 	a := laneAnswer{how: final, res: res}
 	if code := res.GetError(); code != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		a.how, a.err = codeError(code, fmt.Sprintf("%s (node %s)", res.GetMessage(), hdr.GetNodeId()))
+		a.err = c.refusedWith(tok, a.err)
 	}
 	return a
 }

@@ -31,7 +31,8 @@
 // error is a *MismatchError carrying the current value), ErrUnavailable
 // (too few replicas or no leader), ErrTimeout (also matches
 // context.DeadlineExceeded), ErrOutcomeUnknown, ErrInvalidArgument,
-// ErrClosed.
+// ErrUnauthenticated and ErrPermissionDenied (a secure cluster refused the
+// caller, see Security), ErrClosed.
 //
 // A call is retried, on another node where there is one, with exponential
 // backoff and full jitter (BackoffBase doubling up to BackoffMax, at most
@@ -43,6 +44,11 @@
 //     reach enough replicas or a leader without applying anything (reads
 //     at any level; linearizable writes and CAS, which the node reports as
 //     not applied unless their outcome is unknown).
+//
+// An authentication refusal is final, with one exception: a Client that
+// logs in (WithCredentials) renews its token after an UNAUTHENTICATED
+// answer and tries the call once more. A refused call was not applied:
+// nodes authorize before they act. Permission denied is never retried.
 //
 // Reads are also retried after a connection failure mid-call. A write
 // (Set, Delete, CompareAndSet, PutIfAbsent) is never retried once it may
@@ -76,6 +82,29 @@
 // elsewhere. A node that does not serve Pipe gets writes as Do calls.
 // WithPipeWrites(false) sends every write in an RPC of its own.
 //
+// # Security
+//
+// A secure cluster (nodes started with a certs directory) is dialed over
+// TLS: WithCertsDir(dir, user) trusts dir/ca.crt, checks that every node
+// presents a node certificate of that CA for the address dialed, and
+// presents dir/client.USER.crt when it exists (WithTLS takes any
+// *tls.Config instead). The nodes then know the caller by its
+// certificate (its CN is the user) or by a bearer token:
+// WithCredentials(user, password) makes the client exchange the password
+// for a token with the Client service's Login, on any node, when a call
+// first needs one, and send it as the drpc metadata "authorization" =
+// "Bearer TOKEN" with every call after: unary calls, Batch, the coalesced
+// Gets, and the Pipe streams of writes, which carry it from when they
+// open (auth.go). A token is renewed once 80% of its lifetime has passed,
+// in the background while calls go on with the old one; a pipe then lets
+// the node answer what its stream carries and opens a new stream with
+// the new token, so no write's outcome becomes unknown for it. One login
+// runs at a time; a refused one (ErrUnauthenticated: wrong user or
+// password) is remembered for BackoffMax. Credentials need TLS (New
+// refuses them without): the password travels in the Login request.
+// While the cluster's authentication is disabled, Login says so and the
+// client sends no token; every request is allowed then.
+//
 // # Goroutines
 //
 //   - One refresher per Client: fed by refresh requests and a ticker,
@@ -88,6 +117,10 @@
 //   - One per node written to (its pipe's sender, for the Client's life)
 //     and, while the pipe's stream is open, one receiving its answers;
 //     Close ends both.
+//   - With credentials, one per login while it runs (at most one at a
+//     time), started by the call that finds the token missing or due,
+//     ending with the login (bounded by RequestTimeout; Close cuts it
+//     short).
 //
 // The key's partition is computed here as in package ring:
 // xxhash64(key) >> (64 - log2 P).

@@ -29,6 +29,16 @@ var (
 	// ErrCorrupt is returned when every replica that answered a read held a
 	// record that failed its checksum.
 	ErrCorrupt = errors.New("client: data corrupt on every answering replica")
+	// ErrUnauthenticated is returned when the cluster does not know the
+	// caller: no credentials while its authentication is enabled, a client
+	// certificate of an unknown user, a wrong user or password
+	// (WithCredentials), or a token refused again right after it was
+	// renewed. Nothing was applied. It is not retried.
+	ErrUnauthenticated = errors.New("client: unauthenticated")
+	// ErrPermissionDenied is returned when the caller lacks the permission
+	// the call needs (the message names it). Nothing was applied. It is
+	// never retried.
+	ErrPermissionDenied = errors.New("client: permission denied")
 	// ErrClosed is returned by calls made after Close, or cut short by it.
 	ErrClosed = errors.New("client: closed")
 	// errInternal marks an unexpected error reported by a node.

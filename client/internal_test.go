@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -83,6 +84,20 @@ func TestConfigValidate(t *testing.T) {
 	if _, err := New([]string{"127.0.0.1:1"}, WithConnsPerNode(0)); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("New with bad options: got %v", err)
 	}
+	for name, opts := range map[string][]Option{
+		"TLS and CertsDir":          {WithTLS(&tls.Config{MinVersion: tls.VersionTLS13}), WithCertsDir(t.TempDir(), "")},
+		"CertUser without CertsDir": {func(c *Config) { c.CertUser = "u" }},
+		"password without user":     {WithTLS(&tls.Config{MinVersion: tls.VersionTLS13}), WithCredentials("", "pw")},
+		"credentials in the clear":  {WithCredentials("u", "pw")},
+	} {
+		cfg := DefaultConfig()
+		for _, o := range opts {
+			o(&cfg)
+		}
+		if err := cfg.Validate(); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: got %v, want invalid argument", name, err)
+		}
+	}
 	if _, err := New([]string{" , "}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("New without addresses: got %v", err)
 	}
@@ -110,6 +125,8 @@ func TestCodeErrors(t *testing.T) {
 		{kvpb.ErrorCode_ERROR_CODE_CORRUPT, ErrCorrupt, final},
 		{kvpb.ErrorCode_ERROR_CODE_CLOSED, ErrUnavailable, retry},
 		{kvpb.ErrorCode_ERROR_CODE_INTERNAL, errInternal, final},
+		{kvpb.ErrorCode_ERROR_CODE_UNAUTHENTICATED, ErrUnauthenticated, final},
+		{kvpb.ErrorCode_ERROR_CODE_PERMISSION_DENIED, ErrPermissionDenied, final},
 	} {
 		how, err := codeError(tc.code, "m")
 		if !errors.Is(err, tc.want) || how != tc.how {

@@ -101,6 +101,22 @@ type Config struct {
 	// ServerName is filled from each node's address when empty. Nil
 	// dials plain TCP.
 	TLS *tls.Config
+	// CertsDir, if set, is a certificates directory (see `ringkv certs`)
+	// New builds the TLS configuration from, in place of TLS: it trusts
+	// CertsDir/ca.crt, requires a node certificate of the nodes, and
+	// presents CertsDir/client.CertUser.crt (with its key) if CertUser is
+	// set and that file exists. Default "".
+	CertsDir string
+	// CertUser names the client certificate of CertsDir to present: the
+	// user a node authenticates the connection as. "" presents none.
+	CertUser string
+	// User and Password, if set, make the client log in (Login on any
+	// node, when a call first needs it) and send the bearer token it gets
+	// with every call, renewing it before it expires (auth.go). They need
+	// TLS or CertsDir: the password travels in the Login request. A client
+	// certificate, when presented too, takes precedence on the node.
+	User     string
+	Password string
 	// RequestTimeout is the deadline of calls whose context has none.
 	// Default 10s.
 	RequestTimeout time.Duration
@@ -170,6 +186,18 @@ func (c Config) Validate() error {
 			problems = append(problems, fmt.Sprintf("%s must be positive, got %d", name, v))
 		}
 	}
+	if c.TLS != nil && c.CertsDir != "" {
+		problems = append(problems, "set TLS or CertsDir, not both")
+	}
+	if c.CertUser != "" && c.CertsDir == "" {
+		problems = append(problems, "CertUser needs CertsDir")
+	}
+	if (c.User == "") != (c.Password == "") {
+		problems = append(problems, "User and Password go together")
+	}
+	if c.User != "" && c.TLS == nil && c.CertsDir == "" {
+		problems = append(problems, "User and Password need TLS or CertsDir: the password would travel in the clear")
+	}
 	if c.CoalesceConns < 0 {
 		problems = append(problems, fmt.Sprintf("CoalesceConns must not be negative, got %d", c.CoalesceConns))
 	}
@@ -218,6 +246,22 @@ func WithPipeWrites(on bool) Option { return func(c *Config) { c.PipeWrites = on
 
 // WithTLS dials every node over TLS with cfg (see Config.TLS).
 func WithTLS(cfg *tls.Config) Option { return func(c *Config) { c.TLS = cfg } }
+
+// WithCertsDir dials every node over TLS as a certificates directory
+// allows: trusting dir/ca.crt and presenting dir/client.USER.crt, if it
+// exists, as user ("" presents none). See Config.CertsDir. New returns an
+// error wrapping ErrInvalidArgument when dir has no readable ca.crt or
+// the certificate of user does not load.
+func WithCertsDir(dir, user string) Option {
+	return func(c *Config) { c.CertsDir, c.CertUser = dir, user }
+}
+
+// WithCredentials logs in as user with password and sends the token with
+// every call (see Config.User). It needs WithCertsDir or WithTLS. A wrong
+// user or password makes calls fail with ErrUnauthenticated.
+func WithCredentials(user, password string) Option {
+	return func(c *Config) { c.User, c.Password = user, password }
+}
 
 // WithLogger sets the logger for debug logs.
 func WithLogger(l *slog.Logger) Option { return func(c *Config) { c.Logger = l } }

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"storj.io/drpc/drpcerr"
 
@@ -36,6 +37,13 @@ import (
 // fail as an RPC failing under a Do does (outcome unknown), the writes not
 // yet sent fail as not sent (retried elsewhere), and the next write opens
 // a new stream.
+//
+// A Client that logs in opens each stream with the token it holds then
+// (the node reads it from the stream's metadata, for every operation the
+// stream carries). Once the token has been renewed (auth.go), the sender,
+// when it next has writes, sends nothing more on the stream: it closes
+// its side, the node answers what the stream carried and ends it, and
+// the writes waiting go on a new stream opened with the new token.
 
 // maxPipeMessage is the most operations a node takes in one Pipe message
 // (the coordinator's maxBatchOps).
@@ -85,6 +93,10 @@ func (c *Client) attemptPipe(ctx context.Context, addr string, op *kvpb.ClientOp
 	}
 	if p.unsupported.Load() {
 		return c.attemptDo(ctx, addr, op)
+	}
+	// Log in or renew on the caller's time; the stream takes the token.
+	if _, err := c.token(ctx); err != nil {
+		return final, nil, err
 	}
 	call := &laneCall{ctx: ctx, op: op, budget: serverBudget(ctx), done: make(chan laneAnswer, 1)}
 	p.mu.Lock()
@@ -151,11 +163,21 @@ func dropAbandoned(queue []*laneCall) []*laneCall {
 	return kept
 }
 
+// errTokenRenewed ends a stream's sender when the Client's token was
+// renewed since the stream opened.
+var errTokenRenewed = errors.New("token renewed")
+
 // session connects, opens a stream and carries writes on it until it
-// fails or the Client closes; then it fails the writes left unanswered.
+// fails, its token is renewed or the Client closes; then it fails the
+// writes left unanswered.
 func (p *pipe) session() {
 	ctx, cancel := context.WithCancel(p.c.lifetime)
 	defer cancel()
+	tok, err := p.c.token(ctx)
+	if err != nil {
+		p.failQueued(final, err)
+		return
+	}
 	conn, err := dial(ctx, p.addr, p.c.cfg.DialTimeout, p.c.tlsFor())
 	if err != nil {
 		if p.c.lifetime.Err() == nil {
@@ -165,7 +187,7 @@ func (p *pipe) session() {
 		return
 	}
 	defer func() { _ = conn.Close() }() // the stream is over; nothing to report
-	stream, err := kvpb.NewDRPCClientClient(conn).Pipe(ctx)
+	stream, err := kvpb.NewDRPCClientClient(conn).Pipe(withToken(ctx, tok))
 	if err != nil {
 		p.failQueued(retry, fmt.Errorf("%w: open pipe to %s: %w", ErrUnavailable, p.addr, err))
 		return
@@ -175,10 +197,21 @@ func (p *pipe) session() {
 	received := make(chan struct{})
 	go func() {
 		defer close(received)
-		recvErr = p.receive(stream)
+		recvErr = p.receive(stream, tok)
 		cancel()
 	}()
-	sendErr := p.send(ctx, stream)
+	sendErr := p.send(ctx, stream, tok)
+	if errors.Is(sendErr, errTokenRenewed) {
+		// The node answers what the stream carries, then ends it. Wait
+		// for that, as long as an operation may take.
+		t := time.NewTimer(p.c.cfg.RequestTimeout)
+		select {
+		case <-received:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
 	cancel()
 	_ = conn.Close() // ends the receiver's Recv
 	<-received
@@ -194,9 +227,16 @@ func (p *pipe) session() {
 }
 
 // send writes the queued calls, every call waiting in one message, until
-// the stream fails or ctx ends.
-func (p *pipe) send(ctx context.Context, stream kvpb.DRPCClient_PipeClient) error {
+// the stream fails or ctx ends, or, when the Client's token is no longer
+// tok, closes its side of the stream and returns errTokenRenewed.
+func (p *pipe) send(ctx context.Context, stream kvpb.DRPCClient_PipeClient, tok *token) error {
 	for {
+		if p.c.creds != nil && p.c.creds.cur.Load() != tok {
+			if err := stream.CloseSend(); err != nil {
+				return fmt.Errorf("pipe to %s: %w", p.addr, err)
+			}
+			return errTokenRenewed
+		}
 		sent := false
 		for {
 			batch := p.take(min(p.c.cfg.BatchChunk, maxPipeMessage))
@@ -241,8 +281,9 @@ func (p *pipe) take(n int) []*laneCall {
 	return batch
 }
 
-// receive hands every answer to its caller until the stream fails.
-func (p *pipe) receive(stream kvpb.DRPCClient_PipeClient) error {
+// receive hands every answer to its caller until the stream fails; tok
+// is the token the stream was opened with.
+func (p *pipe) receive(stream kvpb.DRPCClient_PipeClient, tok *token) error {
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -255,7 +296,7 @@ func (p *pipe) receive(stream kvpb.DRPCClient_PipeClient) error {
 			delete(p.mu.pending, r.GetId())
 			p.mu.Unlock()
 			if call != nil { // nil: its caller left
-				call.done <- p.c.answerOf(hdr, string(call.op.GetKey()), r.GetResult())
+				call.done <- p.c.answerOf(hdr, string(call.op.GetKey()), r.GetResult(), tok)
 			}
 		}
 	}
