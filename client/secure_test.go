@@ -246,7 +246,10 @@ func TestSecureClient(t *testing.T) {
 			t.Fatalf("first call since authentication was enabled: %v", err)
 		}
 		fresh := newClient(client.WithCertsDir(ca, ""), client.WithCredentials("bob", "bobpass1"))
+		// A round every 100ms, for two lifetimes and a second.
 		end := time.Now().Add(2*ttl + time.Second)
+		pace := time.NewTicker(100 * time.Millisecond)
+		defer pace.Stop()
 		for i := 0; time.Now().Before(end); i++ {
 			for name, c := range map[string]*client.Client{"renewed": bob, "fresh": fresh} {
 				key := fmt.Sprintf("acct/%s/%d", name, i%4)
@@ -272,8 +275,7 @@ func TestSecureClient(t *testing.T) {
 					t.Fatalf("%s, round %d: list: %v", name, i, err)
 				}
 			}
-			tick := time.NewTimer(100 * time.Millisecond)
-			<-tick.C
+			<-pace.C
 		}
 	})
 }

@@ -42,6 +42,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	opTimeout := fs.Duration("op-timeout", def.OpTimeout, "deadline of each operation")
 	seed := fs.Uint64("seed", def.Seed, "random seed of key choices")
 	target := fs.String("target", "", "comma-separated drpc addresses of an existing cluster; empty starts a local 3-node cluster in a temporary directory")
+	secure := addSecureFlags(fs) // how to reach a secure --target
 	compare := fs.String("compare", "", "also run against a peer: etcd=ADDR,ADDR,... (the etcd peer driver lives in bench/etcd)")
 	etcdLevel := fs.String("etcd-level", "linearizable", "etcd's read level: linearizable (its default) or serializable")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of a table")
@@ -54,6 +55,13 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: bench takes no arguments, got %q", errUsage, fs.Args())
+	}
+	clientOpts, err := secure.clientOptions()
+	if err != nil {
+		return err
+	}
+	if len(clientOpts) > 0 && *target == "" {
+		return fmt.Errorf("%w: --certs-dir is for a secure --target; the local cluster is plaintext", errUsage)
 	}
 	if *short {
 		// A smoke test, often under the race detector on a busy machine:
@@ -116,7 +124,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 	}
-	c, err := client.New(addrs)
+	c, err := client.New(addrs, clientOpts...)
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}

@@ -18,11 +18,16 @@ var clientArgs = map[string][2]int{
 }
 
 // clientCommand runs get, set, del, list and cas through the Go client
-// library against any node's drpc address.
-func clientCommand(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) error {
+// library against any node's drpc address: over TLS with --certs-dir, as
+// the user of a client certificate (--user) or logged in with a password
+// (--user, --password-file). A refusal (not authenticated, permission
+// denied) is an error saying what to do: exit status 1.
+func clientCommand(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) (err error) {
+	defer func() { err = authHint(err) }()
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", envDefault("RINGKV_ADDR", "127.0.0.1:9001"), "drpc address of any node; a comma-separated list is tried in turn (env RINGKV_ADDR)")
+	secure := addSecureFlags(fs)
 	levelName := fs.String("consistency", "quorum", "one, quorum, all or linearizable (cas is always linearizable)")
 	limit := fs.Int("limit", 0, "list: at most this many pairs (0: server default)")
 	absent := fs.Bool("absent", false, "cas: set KEY to VALUE only if KEY is absent (cas KEY VALUE --absent)")
@@ -52,7 +57,11 @@ func clientCommand(ctx context.Context, cmd string, args []string, stdout, stder
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	at := client.WithConsistency(level)
-	c, err := client.New(strings.Split(*addr, ","), client.WithRequestTimeout(*timeout))
+	opts, err := secure.clientOptions()
+	if err != nil {
+		return err
+	}
+	c, err := client.New(strings.Split(*addr, ","), append(opts, client.WithRequestTimeout(*timeout))...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", cmd, err)
 	}
@@ -103,4 +112,40 @@ func clientCommand(ctx context.Context, cmd string, args []string, stdout, stder
 	}
 	fmt.Fprintln(stdout, "OK")
 	return nil
+}
+
+// authHint adds what to do to a refusal of the cluster.
+func authHint(err error) error {
+	switch {
+	case errors.Is(err, client.ErrUnauthenticated):
+		return fmt.Errorf("%w (not authenticated: give --certs-dir and --user for a client certificate, or --user and --password-file)", err)
+	case errors.Is(err, client.ErrPermissionDenied):
+		return fmt.Errorf("%w (an admin can grant it: ringkv role grant, ringkv user grant)", err)
+	}
+	return err
+}
+
+// clientOptions returns the client library options the flags describe:
+// none without --certs-dir; TLS trusting certs-dir/ca.crt and presenting
+// client.USER.crt (if there is one) with it; a login as --user with
+// --password-file. Errors are usage errors.
+func (f secureFlags) clientOptions() ([]client.Option, error) {
+	if *f.certsDir == "" {
+		if *f.passwordFile != "" {
+			return nil, fmt.Errorf("%w: --password-file needs --certs-dir: passwords travel only over TLS", errUsage)
+		}
+		return nil, nil
+	}
+	opts := []client.Option{client.WithCertsDir(*f.certsDir, *f.user)}
+	if *f.passwordFile != "" {
+		if *f.user == "" {
+			return nil, fmt.Errorf("%w: --password-file needs --user", errUsage)
+		}
+		pw, err := readPasswordFile(*f.passwordFile)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, client.WithCredentials(*f.user, pw))
+	}
+	return opts, nil
 }
