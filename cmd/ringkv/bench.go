@@ -43,6 +43,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	seed := fs.Uint64("seed", def.Seed, "random seed of key choices")
 	target := fs.String("target", "", "comma-separated drpc addresses of an existing cluster; empty starts a local 3-node cluster in a temporary directory")
 	secure := addSecureFlags(fs) // how to reach a secure --target
+	secureLocal := fs.Bool("secure", false, "the local cluster is secure, as 'ringkv dev --secure' makes it: TLS everywhere, authentication on, the bench acting as root by client certificate")
 	compare := fs.String("compare", "", "also run against a peer: etcd=ADDR,ADDR,... (the etcd peer driver lives in bench/etcd)")
 	etcdLevel := fs.String("etcd-level", "linearizable", "etcd's read level: linearizable (its default) or serializable")
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of a table")
@@ -61,7 +62,10 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	if len(clientOpts) > 0 && *target == "" {
-		return fmt.Errorf("%w: --certs-dir is for a secure --target; the local cluster is plaintext", errUsage)
+		return fmt.Errorf("%w: --certs-dir is for a secure --target; for a secure local cluster give --secure", errUsage)
+	}
+	if *secureLocal && *target != "" {
+		return fmt.Errorf("%w: --secure makes the local cluster secure; for a secure --target give --certs-dir", errUsage)
 	}
 	if *short {
 		// A smoke test, often under the race detector on a busy machine:
@@ -111,8 +115,15 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return fmt.Errorf("bench: %w", err)
 		}
 		defer os.RemoveAll(dir) //nolint:errcheck // best effort: a temporary directory
-		fmt.Fprintf(stderr, "starting a local 3-node cluster in %s\n", dir)
-		nodes, err := startLocalCluster(ctx, localCluster{nodes: 3, dataDir: dir}, slog.New(slog.DiscardHandler))
+		lc := localCluster{nodes: 3, dataDir: dir}
+		if *secureLocal {
+			if lc.certsDir, err = devCerts(dir, lc.nodes); err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			clientOpts = append(clientOpts, client.WithCertsDir(lc.certsDir, "root"))
+		}
+		fmt.Fprintf(stderr, "starting a local 3-node cluster in %s (secure: %v)\n", dir, *secureLocal)
+		nodes, err := startLocalCluster(ctx, lc, slog.New(slog.DiscardHandler))
 		if err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
@@ -122,6 +133,11 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		if err := waitReady(ctx, nodes, 2*time.Minute); err != nil {
 			return err
+		}
+		if *secureLocal {
+			if err := enableAuthAsRoot(ctx, lc.certsDir, nodes[0].HTTPAddr()); err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
 		}
 	}
 	c, err := client.New(addrs, clientOpts...)

@@ -63,6 +63,20 @@ func devCerts(data string, nodes int) (string, error) {
 	return dir, nil
 }
 
+// enableAuthAsRoot turns authentication on through the node at httpAddr,
+// as root by client certificate, with a random root password nobody keeps
+// (the bench acts as root by its certificate).
+func enableAuthAsRoot(ctx context.Context, certs, httpAddr string) error {
+	tlsCfg, err := pki.ClientTLS(certs, "root")
+	if err != nil {
+		return fmt.Errorf("enable authentication: %w", err)
+	}
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg}, Timeout: 30 * time.Second}
+	pw := make([]byte, 18)
+	_, _ = rand.Read(pw) // crypto/rand.Read never fails
+	return enableAuth(ctx, hc, "https://"+httpAddr, base64.RawURLEncoding.EncodeToString(pw))
+}
+
 // devSecure enables authentication on a fresh secure local cluster (the
 // root password, made at random, goes to certs/root.password), prints how
 // to reach it, and waits for ctx.

@@ -45,8 +45,9 @@ Usage:
   ringkv user add|passwd|del|list|grant|revoke ...   manage users
   ringkv role add|del|list|grant|revoke ...          manage roles
   ringkv dev --secure               a local cluster with TLS and authentication
-  ringkv bench [flags]              load a cluster (a local one by default),
-                                    optionally beside etcd (--compare), and report
+  ringkv bench [flags]              load a cluster (a local one by default,
+                                    --secure for a secure one), optionally
+                                    beside etcd (--compare), and report
 
 The data commands talk drpc to any node (--addr, default 127.0.0.1:9001)
 through the Go client library and take --consistency one|quorum|all|linearizable.

@@ -124,3 +124,18 @@ func TestSecureCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchSecure runs the bench's smoke test on a secure local cluster:
+// TLS, authentication on, the bench acting as root by certificate.
+func TestBenchSecure(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if err := run(t.Context(), []string{"bench", "--secure", "--target", "127.0.0.1:1"}, &out, &errOut); !errors.Is(err, errUsage) {
+		t.Fatalf("--secure with --target: got %v, want a usage error", err)
+	}
+	if err := run(t.Context(), []string{"bench", "--secure", "--short", "--workloads", "W,C", "--levels", "quorum"}, &out, &errOut); err != nil {
+		t.Fatalf("bench --secure --short: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(errOut.String(), "secure: true") || !strings.Contains(out.String(), "W  quorum") {
+		t.Fatalf("output:\n%s\n%s", out.String(), errOut.String())
+	}
+}
