@@ -38,10 +38,12 @@ func outDir(t *testing.T) string {
 // linearizable operations and 100 faults; RINGKV_CHAOS_OPS overrides the
 // operation count). RINGKV_CHAOS_SEED replays a schedule;
 // RINGKV_CHAOS_OUT keeps the evidence of a failure in that directory.
+// RINGKV_CHAOS_SECURE=1 runs either mode against a secure cluster (TLS on
+// every port and peer link, through the proxies; ClusterConfig.Secure).
 func TestChaos(t *testing.T) {
 	cfg := Config{
 		Seed:      seed(t),
-		Cluster:   ClusterConfig{Nodes: 5, Spares: 1},
+		Cluster:   ClusterConfig{Nodes: 5, Spares: 1, Secure: os.Getenv("RINGKV_CHAOS_SECURE") == "1"},
 		Workload:  WorkloadConfig{Workers: 32, ActiveKeys: 64, QuorumWorkers: 8, QuorumInterval: 20 * time.Millisecond},
 		EveryKind: true,
 		OutDir:    outDir(t),

@@ -64,11 +64,26 @@ func TestCheckLinearizableSavesEvidence(t *testing.T) {
 }
 
 func TestSummaryLine(t *testing.T) {
-	r := Result{Seed: 7, Ops: map[string]int64{"get/ok": 3}, Faults: map[string]int{"kill": 1}, Converged: true}
-	got := r.Summary()
-	for _, want := range []string{"seed=7", "get/ok=3", "kill=1", "linearizable=yes", "lost=0", "p50=", "p99="} {
-		if !strings.Contains(got, want) {
-			t.Errorf("summary %q lacks %q", got, want)
-		}
+	for _, tc := range []struct {
+		name   string
+		secure bool
+		want   []string
+		absent string
+	}{
+		{name: "plain", want: []string{"seed=7 duration=", "get/ok=3", "kill=1", "linearizable=yes", "lost=0", "p50=", "p99="}, absent: "secure"},
+		{name: "secure", secure: true, want: []string{"seed=7 secure=yes duration=", "get/ok=3", "linearizable=yes"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := Result{Seed: 7, Secure: tc.secure, Ops: map[string]int64{"get/ok": 3}, Faults: map[string]int{"kill": 1}, Converged: true}
+			got := r.Summary()
+			for _, want := range tc.want {
+				if !strings.Contains(got, want) {
+					t.Errorf("summary %q lacks %q", got, want)
+				}
+			}
+			if tc.absent != "" && strings.Contains(got, tc.absent) {
+				t.Errorf("summary %q has %q", got, tc.absent)
+			}
+		})
 	}
 }

@@ -29,6 +29,27 @@
 //     replica of a sample of QUORUM keys holds its value within a bound,
 //     with p50/p99 of the time it took.
 //
+// # Secure mode
+//
+// With ClusterConfig.Secure (TestChaos: RINGKV_CHAOS_SECURE=1) the cluster
+// is testcluster's secure cluster: a CA, a node certificate for 127.0.0.1
+// per node, spares included, and a gossip key. Every port speaks TLS; a
+// node dials its peers with mutual TLS, and since the proxies are plain
+// TCP relays the handshake and the records go end to end through them
+// (the dialer names 127.0.0.1, which the node certificates carry); a
+// blackhole or a drop shows in a peer's new dial as a failed handshake
+// (EOF, reset, or the dial's deadline). The harness is a client like any
+// other: its client library connections (Cluster.NewClient) use TLS with
+// the root user's client certificate (pki.ClientTLS), and its HTTP calls
+// (the workload's HTTP path, status polling, leave/remove, clock skew,
+// convergence reads, evidence) go over HTTPS with the same certificate
+// through one HTTP client the harness makes per cluster, which keeps 32
+// idle connections per node so that a read rarely pays a handshake; raft
+// state comes from testcluster.Node.Stats, HTTPS as root too.
+// Authentication stays disabled (no `ringkv auth enable`): the mode
+// exercises TLS and the node/client planes, not users and roles. The
+// summary line then carries "secure=yes".
+//
 // Run prints the seed first and a one-line summary last; the same seed
 // replays the same fault schedule (the timing of a real cluster does not
 // replay exactly).
@@ -39,6 +60,8 @@
 //     them all.
 //   - Workload: one loop per worker, stopped and waited for by Stop.
 //   - CheckLinearizable: two checker goroutines, ended when the keys are.
+//   - Cluster's HTTP client: net/http's reader and writer per kept
+//     connection, closed when the test ends (t.Cleanup).
 //
 // Only tests import this package; see docs/RELIABILITY.md for the modes.
 package chaos

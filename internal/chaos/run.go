@@ -96,6 +96,7 @@ func (c *Config) fill() {
 // Result is what a run found.
 type Result struct {
 	Seed     uint64
+	Secure   bool             // the cluster spoke TLS (ClusterConfig.Secure)
 	Ops      map[string]int64 // by kind/outcome, both workloads
 	LinOps   int64            // linearizable operations completed
 	Faults   map[string]int
@@ -131,8 +132,12 @@ func (r Result) OK() bool { return r.Lin.Linearizable() && r.Lost == 0 && r.Conv
 // Summary is the one-line summary of the run.
 func (r Result) Summary() string {
 	yes := map[bool]string{true: "yes", false: "no"}
-	return fmt.Sprintf("chaos summary: seed=%d duration=%s ops=%d (%s) faults=%d (%s) linearizable=%s (keys=%d illegal=%d timeout=%d) acked-quorum-writes=%d lost=%d converged=%s convergence p50=%s p99=%s bound=%s",
-		r.Seed, r.Duration.Round(time.Second), r.TotalOps(), formatCounts(r.Ops), sumFaults(r.Faults), formatFaults(r.Faults),
+	mode := "" // a plain run's line reads as it always did
+	if r.Secure {
+		mode = " secure=yes"
+	}
+	return fmt.Sprintf("chaos summary: seed=%d%s duration=%s ops=%d (%s) faults=%d (%s) linearizable=%s (keys=%d illegal=%d timeout=%d) acked-quorum-writes=%d lost=%d converged=%s convergence p50=%s p99=%s bound=%s",
+		r.Seed, mode, r.Duration.Round(time.Second), r.TotalOps(), formatCounts(r.Ops), sumFaults(r.Faults), formatFaults(r.Faults),
 		yes[r.Lin.Linearizable()], r.Lin.Keys, r.Lin.Illegal, r.Lin.TimedOut, r.Acked, r.Lost, yes[r.Converged],
 		r.ConvP50.Round(time.Millisecond), r.ConvP99.Round(time.Millisecond), r.ConvBound)
 }
@@ -181,7 +186,11 @@ func Run(t testing.TB, cfg Config) Result {
 	t.Logf("chaos: seed=%d (replay with RINGKV_CHAOS_SEED=%d)", cfg.Seed, cfg.Seed)
 	begin := time.Now()
 	c := StartCluster(t, cfg.Cluster)
-	t.Logf("chaos: cluster of %d up in %s", len(c.Members()), time.Since(begin).Round(time.Millisecond))
+	mode := "plaintext"
+	if c.Secure() {
+		mode = "secure: TLS on every port and peer link, gossip encrypted"
+	}
+	t.Logf("chaos: cluster of %d up in %s (%s)", len(c.Members()), time.Since(begin).Round(time.Millisecond), mode)
 
 	healed := false
 	heal := func() {
@@ -211,7 +220,7 @@ func Run(t testing.TB, cfg Config) Result {
 	}
 	defer stop()
 
-	res := Result{Seed: cfg.Seed, Faults: map[string]int{}, ConvBound: cfg.ConvergeBound}
+	res := Result{Seed: cfg.Seed, Secure: c.Secure(), Faults: map[string]int{}, ConvBound: cfg.ConvergeBound}
 	rng := rand.New(rand.NewPCG(cfg.Seed, 0x6e656d))
 	nm := &Nemesis{c: c, rng: rng}
 	pending := []FaultKind{}
@@ -321,9 +330,9 @@ func wait(ctx context.Context, d time.Duration) {
 // retrying failed reads until bound) and returns how many are absent or
 // hold another value.
 func checkLost(t testing.TB, c *Cluster, acked map[string]string, bound time.Duration) (int, []string) {
-	cl, err := client.New(c.RPCAddrs(), client.WithRequestTimeout(10*time.Second))
+	cl, err := c.NewClient(client.WithRequestTimeout(10 * time.Second))
 	if err != nil {
-		t.Fatalf("chaos: client: %v", err)
+		t.Fatalf("%v", err)
 	}
 	defer func() { _ = cl.Close() }() // reads only
 	keys := make([]string, 0, len(acked))
@@ -450,7 +459,7 @@ func preferences(c *Cluster) ([][]string, error) {
 	defer cancel()
 	var last error
 	for _, nd := range c.RunningMembers() {
-		s, err := clusterStatus(ctx, nd)
+		s, err := c.clusterStatus(ctx, nd)
 		if err != nil {
 			last = err
 			continue
@@ -478,7 +487,7 @@ func lackingReplicas(c *Cluster, prefs [][]string, key, value string) []string {
 	var lacking []string
 	for _, id := range prefs[p] {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		code, body, err := c.Node(id).Do(ctx, http.MethodGet, "/api/get", url.Values{"key": {key}, "consistency": {"one"}}, nil)
+		code, body, err := c.do(ctx, c.Node(id), http.MethodGet, "/api/get", url.Values{"key": {key}, "consistency": {"one"}}, nil)
 		cancel()
 		var out struct {
 			Value string `json:"value"`
@@ -508,7 +517,7 @@ func saveEvidence(t testing.TB, c *Cluster, ops []Op, res Result, outDir string)
 		// and its counters (hints, anti-entropy exchanges by outcome).
 		for name, path := range map[string]string{"status.json": "/api/cluster/status", "metrics.txt": "/metrics"} {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			code, body, err := nd.Do(ctx, http.MethodGet, path, nil, nil)
+			code, body, err := c.do(ctx, nd, http.MethodGet, path, nil, nil)
 			cancel()
 			if err == nil && code == http.StatusOK {
 				_ = os.WriteFile(filepath.Join(outDir, nd.ID+"."+name), body, 0o644) // best effort

@@ -180,12 +180,12 @@ func (ks *keySpace) unknownOutcome(k *keyState) {
 // StartWorkload connects a client to the cluster and starts the workers.
 func StartWorkload(c *Cluster, cfg WorkloadConfig) (*Workload, error) {
 	cfg.fill()
-	cl, err := client.New(c.RPCAddrs(),
+	cl, err := c.NewClient(
 		client.WithRequestTimeout(cfg.OpTimeout),
 		client.WithRetry(4, 20*time.Millisecond, 500*time.Millisecond),
 		client.WithRefreshInterval(time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("chaos: client: %w", err)
+		return nil, err
 	}
 	w := &Workload{cfg: cfg, cluster: c, cl: cl, hist: NewHistory()}
 	w.mu.acked = map[string]string{}
@@ -379,15 +379,15 @@ func (w *Workload) httpOp(ctx context.Context, nd *testcluster.Node, op *Op) {
 	switch op.Kind {
 	case OpGet:
 		lin.Set("key", op.Key)
-		code, body, err = nd.Do(ctx, http.MethodGet, "/api/get", lin, nil)
+		code, body, err = w.cluster.do(ctx, nd, http.MethodGet, "/api/get", lin, nil)
 	case OpSet:
-		code, body, err = nd.Do(ctx, http.MethodPost, "/api/set", lin, map[string]string{"key": op.Key, "value": op.Value})
+		code, body, err = w.cluster.do(ctx, nd, http.MethodPost, "/api/set", lin, map[string]string{"key": op.Key, "value": op.Value})
 	case OpCAS:
 		req := map[string]any{"key": op.Key, "value": op.Value}
 		if !op.ExpectAbsent {
 			req["expected"] = op.Expected
 		}
-		code, body, err = nd.Do(ctx, http.MethodPost, "/api/cas", nil, req)
+		code, body, err = w.cluster.do(ctx, nd, http.MethodPost, "/api/cas", nil, req)
 	}
 	if err != nil {
 		op.Err = err.Error()
