@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -61,6 +62,8 @@ type Node struct {
 	pki *pki.Reloader
 	// authority holds users and roles; nil on an insecure node.
 	authority *auth.Authority
+	// handshakes limits the log lines about failed TLS handshakes.
+	handshakes logLimiter
 
 	rpcLis  net.Listener
 	httpLis net.Listener
@@ -271,6 +274,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		httpHandler = n.guardHTTP(httpHandler)
 	}
 	n.httpSrv = &http.Server{Handler: httpHandler, ReadHeaderTimeout: 10 * time.Second}
+	if n.pki != nil {
+		n.httpSrv.ErrorLog = stdlog.New(httpErrorLog{n}, "", 0)
+	}
 	httpLis := n.httpLis
 	n.wg.Add(1)
 	go func() {

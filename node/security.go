@@ -85,7 +85,7 @@ func connIdentity(ctx context.Context) (pki.Identity, bool) {
 	if !ok {
 		return pki.Identity{}, false
 	}
-	tc, ok := tr.(*tls.Conn)
+	tc, ok := tr.(interface{ ConnectionState() tls.ConnectionState })
 	if !ok {
 		return pki.Identity{}, false
 	}
@@ -143,7 +143,69 @@ func (n *Node) openSecurity(rpcLis, httpLis net.Listener) (net.Listener, net.Lis
 	n.pki = r
 	httpTLS := r.ServerTLS()
 	httpTLS.NextProtos = []string{"http/1.1"}
-	return tls.NewListener(rpcLis, r.ServerTLS()), tls.NewListener(httpLis, httpTLS), nil
+	rpc := handshakeListener{Listener: tls.NewListener(rpcLis, r.ServerTLS()), failed: n.handshakeFailed}
+	return rpc, tls.NewListener(httpLis, httpTLS), nil
+}
+
+// handshakeFailed logs a failed TLS handshake, at most once a minute per
+// host (a scanner or a misconfigured peer cannot flood the log).
+func (n *Node) handshakeFailed(port, peer string, err error) {
+	host, _, splitErr := net.SplitHostPort(peer)
+	if splitErr != nil {
+		host = peer
+	}
+	if n.handshakes.allow(port+" "+host, time.Now()) {
+		n.log.Warn("tls handshake failed", "port", port, "peer", peer, "err", err)
+	}
+}
+
+// handshakeListener makes the TLS handshake of each drpc connection
+// happen on its first read, and reports a failure with the peer's address
+// (drpc reports connection errors without it).
+type handshakeListener struct {
+	net.Listener
+	failed func(port, peer string, err error)
+}
+
+func (l handshakeListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err //nolint:wrapcheck // the listener's own error
+	}
+	return &handshakeConn{Conn: c.(*tls.Conn), failed: l.failed}, nil
+}
+
+// handshakeConn is a server-side TLS connection that reports a failed
+// handshake once.
+type handshakeConn struct {
+	*tls.Conn
+	once   sync.Once
+	failed func(port, peer string, err error)
+}
+
+func (c *handshakeConn) Read(b []byte) (int, error) {
+	c.once.Do(func() {
+		if err := c.Conn.Handshake(); err != nil {
+			c.failed("rpc", c.RemoteAddr().String(), err)
+		}
+	})
+	return c.Conn.Read(b) //nolint:wrapcheck // the connection's own error
+}
+
+// httpErrorLog is the http.Server's ErrorLog of a secure node: its TLS
+// handshake errors ("http: TLS handshake error from ADDR: ...") are rate
+// limited per host like the drpc port's; anything else is logged as is.
+type httpErrorLog struct{ n *Node }
+
+func (w httpErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if rest, ok := strings.CutPrefix(msg, "http: TLS handshake error from "); ok {
+		peer, cause, _ := strings.Cut(rest, ": ")
+		w.n.handshakeFailed("http", peer, errors.New(cause))
+		return len(p), nil
+	}
+	w.n.log.Warn("http server", "err", msg)
+	return len(p), nil
 }
 
 // peerTLS returns how this node dials its peers: nil (plain TCP) for an

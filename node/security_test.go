@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -8,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -395,5 +398,69 @@ func TestSecureHTTPMatrix(t *testing.T) {
 		if code, out := call(t, anon, "GET", base+p, ""); code != 200 && code != 503 {
 			t.Fatalf("%s: %d %v", p, code, out)
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the node's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestHandshakeFailuresLoggedOnce: a peer failing the TLS handshake again
+// and again, on both ports, is logged once a minute per port at most.
+func TestHandshakeFailuresLoggedOnce(t *testing.T) {
+	certs := t.TempDir()
+	testCerts(t, certs, 1)
+	var logs syncBuffer
+	nodes := startClusterWith(t, 1, func(c *Config) {
+		c.CertsDir = filepath.Join(certs, c.ID)
+		c.Auth = auth.LocalConfig()
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	})
+	rogue := t.TempDir()
+	if err := pki.CreateCA(rogue, pki.CAOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pki.CreateClient(rogue, "mallory", pki.CertOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := pki.ClientTLS(rogue, "mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.InsecureSkipVerify = true // mallory does not care who the server is
+	for range 5 {
+		for _, addr := range []string{nodes[0].RPCAddr(), nodes[0].HTTPAddr()} {
+			if c, err := tls.Dial("tcp", addr, cfg); err == nil {
+				_, _ = c.Write([]byte("x")) // TLS 1.3: the server refuses the certificate after the client's Finished
+				_, _ = c.Read(make([]byte, 1))
+				_ = c.Close()
+			}
+		}
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	}()
+	waitUntil(t, 10*time.Second, "both failures logged", func() bool {
+		s := logs.String()
+		return strings.Contains(s, "port=rpc") && strings.Contains(s, "port=http")
+	})
+	if n := strings.Count(logs.String(), "tls handshake failed"); n != 2 {
+		t.Fatalf("%d log lines for 10 failed handshakes from one host, want 2 (one per port):\n%s", n, logs.String())
 	}
 }
