@@ -16,6 +16,9 @@ trap 'rm -f "$out"' EXIT
 status=0
 go test -race -cover -timeout 12m $(go list ./... | grep -v /internal/chaos) 2>&1 | tee "$out" || status=1
 go test -cover -count=1 -timeout 6m ./internal/chaos/ 2>&1 | tee -a "$out" || status=1
+# The chaos CI mode once more against a secure cluster (TLS on every port
+# and peer link through the proxies, encrypted gossip): about a minute.
+RINGKV_CHAOS_SECURE=1 go test -count=1 -timeout 6m -run 'TestChaos$' ./internal/chaos/ 2>&1 | tee -a "$out" || status=1
 
 # Every package with statements must meet the floor, except proto/kvpb,
 # which is generated code, and examples/, runnable programs that need a
