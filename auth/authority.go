@@ -114,13 +114,15 @@ func (a *Authority) load(ctx context.Context) (*state, error) {
 	for attempt := 0; ; attempt++ {
 		v, err, _ := a.refresh.Do("state", func() (any, error) { return a.read(ctx) })
 		if err == nil {
-			return v.(*state), nil
+			st, _ := v.(*state) // read returns only *state
+			return st, nil
 		}
 		borrowed := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 		if borrowed && ctx.Err() == nil && attempt < 2 {
 			continue
 		}
-		return nil, err
+		return nil, err //nolint:wrapcheck // read's own errors, passed through singleflight
+
 	}
 }
 

@@ -577,7 +577,7 @@ func (c *Coordinator) listPages(ctx context.Context, prefix []byte, limit int, p
 			return nil, err
 		}
 		for _, kr := range recs {
-			if kr.rec.Live(now) && !(hideReserved && IsReserved(kr.key)) {
+			if kr.rec.Live(now) && (!hideReserved || !IsReserved(kr.key)) {
 				pairs = append(pairs, Pair{Key: kr.key, Value: kr.rec.Value})
 				if len(pairs) == limit {
 					break

@@ -45,9 +45,6 @@ import (
 //
 // Without CertsDir the node is insecure: plaintext, no authentication.
 
-// authKey is the reserved key of the users-and-roles record.
-var authKey = []byte(auth.DefaultKey)
-
 // peerServices are the drpc services only nodes may call.
 var peerServices = []string{"/ringkv.v1.Replica/", "/ringkv.v1.Linearizable/", "/ringkv.v1.Repair/", "/ringkv.v1.Raft/"}
 
@@ -172,7 +169,11 @@ func (l handshakeListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err //nolint:wrapcheck // the listener's own error
 	}
-	return &handshakeConn{Conn: c.(*tls.Conn), failed: l.failed}, nil
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return c, nil // not a TLS listener's connection: nothing to report
+	}
+	return &handshakeConn{Conn: tc, failed: l.failed}, nil
 }
 
 // handshakeConn is a server-side TLS connection that reports a failed
@@ -185,7 +186,7 @@ type handshakeConn struct {
 
 func (c *handshakeConn) Read(b []byte) (int, error) {
 	c.once.Do(func() {
-		if err := c.Conn.Handshake(); err != nil {
+		if err := c.Handshake(); err != nil {
 			c.failed("rpc", c.RemoteAddr().String(), err)
 		}
 	})
@@ -440,7 +441,11 @@ func (n *Node) vetPeer(ctx context.Context, id, rpcAddr string) error {
 		return fmt.Errorf("tls handshake with %s at %s: %w", id, rpcAddr, err)
 	}
 	defer func() { _ = c.Close() }() // a probe: nothing was sent
-	certs := c.(*tls.Conn).ConnectionState().PeerCertificates
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return fmt.Errorf("%s at %s: not a TLS connection", id, rpcAddr)
+	}
+	certs := tc.ConnectionState().PeerCertificates
 	if len(certs) == 0 || certs[0].Subject.CommonName != id {
 		return fmt.Errorf("%s at %s presents the certificate of another node", id, rpcAddr)
 	}

@@ -330,13 +330,17 @@ func TestPKIReadKeyFormats(t *testing.T) {
 		})
 	}
 	// SEC 1 keys, as other tools write them, are read too.
-	ec, err := x509.MarshalECPrivateKey(key.(*ecdsa.PrivateKey))
+	ecKey, ok := key.(*ecdsa.PrivateKey)
+	if !ok {
+		t.Fatalf("key is %T, want ECDSA", key)
+	}
+	ec, err := x509.MarshalECPrivateKey(ecKey)
 	must(t, err)
 	p := filepath.Join(t.TempDir(), "ec.key")
 	must(t, os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ec}), 0o600))
 	got, err := readKey(p)
 	must(t, err)
-	if !got.Public().(*ecdsa.PublicKey).Equal(key.Public()) {
+	if pub, ok := got.Public().(*ecdsa.PublicKey); !ok || !pub.Equal(key.Public()) {
 		t.Fatal("SEC 1 key read back differently")
 	}
 }

@@ -131,7 +131,7 @@ func checkDNSName(h string) error {
 			return bad("label starts or ends with '-'")
 		}
 		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-' && r != '_' { //nolint:staticcheck // QF1001: the ranges read better as they are
 				return bad(fmt.Sprintf("character %q", r))
 			}
 		}
@@ -360,12 +360,15 @@ func writeSync(t *os.File, f output) error {
 	// CreateTemp makes the file 0600; Chmod sets the exact mode, whatever
 	// the umask.
 	if err := t.Chmod(f.perm); err != nil {
-		return err
+		return fmt.Errorf("chmod %s: %w", t.Name(), err)
 	}
 	if _, err := t.Write(f.data); err != nil {
-		return err
+		return fmt.Errorf("write %s: %w", t.Name(), err)
 	}
-	return t.Sync()
+	if err := t.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", t.Name(), err)
+	}
+	return nil
 }
 
 func syncDir(dir string) error {

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -101,7 +102,7 @@ type errAnyT struct{}
 func (errAnyT) Error() string { return "any error" }
 
 func unwrapAny(err error) error {
-	if err == errAny {
+	if errors.Is(err, errAny) {
 		return nil
 	}
 	return err

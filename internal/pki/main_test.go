@@ -193,7 +193,7 @@ func serve(t *testing.T, cfg *tls.Config) *server {
 
 // dial connects to s with cfg, reads the server's byte and returns the
 // dialer's state and error, and the server's view.
-func (s *server) dial(t *testing.T, cfg *tls.Config) (tls.ConnectionState, error, accepted) {
+func (s *server) dial(t *testing.T, cfg *tls.Config) (tls.ConnectionState, error, accepted) { //nolint:staticcheck // ST1008: the dialer's result pair, then the server's view
 	t.Helper()
 	if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
 		cfg = cfg.Clone()

@@ -269,7 +269,7 @@ func TestSecureCertRotation(t *testing.T) {
 		c.WaitFor(30*time.Second, "writes after "+nd.ID, func(ctx context.Context) error {
 			code, err := c.Nodes[0].Set(ctx, "after-"+nd.ID, "v", "linearizable")
 			if err != nil || code != http.StatusOK {
-				return fmt.Errorf("%d %v", code, err)
+				return fmt.Errorf("HTTP %d: %w", code, err)
 			}
 			return nil
 		})

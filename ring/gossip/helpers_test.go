@@ -181,7 +181,8 @@ var stores sync.Map // testing.TB -> *memStore
 // storeFor returns the memStore shared by the nodes of t.
 func storeFor(t testing.TB) *memStore {
 	s, _ := stores.LoadOrStore(t, &memStore{})
-	return s.(*memStore)
+	ms, _ := s.(*memStore) // only memStores are stored
+	return ms
 }
 
 func (s *memStore) Get(ctx context.Context) ([]byte, bool, error) {
