@@ -48,6 +48,17 @@
 // preference list) when that replica has caught up, so leaders spread over
 // the members as evenly as the ring spreads primaries.
 //
+// # Logging
+//
+// Raft's own messages go through raftLogger (logging.go) at the level
+// raftRules gives: elections, a follower catching up, calls to a peer
+// that is stopping or has not created the group yet and raft's per-group
+// Info are Debug; a failing log or snapshot store is Error; the rest Warn.
+// The Manager logs per round of reconcile one "raft groups reconfigured"
+// summary (each change at Debug), "raft groups ready" once every group the
+// ring assigns the node has a leader, and warns when groups stay without a
+// leader for leaderlessElections election timeouts (leaderWatch).
+//
 // # Goroutines
 //
 //   - Manager: one reconcile loop (ReconcileInterval), stopped by Close.

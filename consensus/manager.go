@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -277,9 +276,18 @@ func (mg *Manager) AppliedIndex(p uint32) (uint64, error) {
 	return g.raft.AppliedIndex(), nil
 }
 
+// leaderlessElections is how many election timeouts a group the ring
+// assigns this node may go without a known leader before the Manager warns;
+// leaderlessRepeat is how often it warns again while some remain so.
+const (
+	leaderlessElections = 20
+	leaderlessRepeat    = time.Minute
+)
+
 func (mg *Manager) loop(ctx context.Context) {
 	tick := time.NewTicker(mg.cfg.ReconcileInterval)
 	defer tick.Stop()
+	watch := newLeaderWatch(leaderlessElections*mg.cfg.ElectionTimeout, leaderlessRepeat)
 	for {
 		select {
 		case <-ctx.Done():
@@ -290,6 +298,7 @@ func (mg *Manager) loop(ctx context.Context) {
 		if err := mg.ensureGroups(r, false); err != nil {
 			mg.log.Warn("create raft groups", "err", err)
 		}
+		var changes changeCounts
 		for _, g := range mg.Groups() {
 			mg.noteLeader(g)
 			// Several changes per tick (each waits for the previous to
@@ -299,15 +308,67 @@ func (mg *Manager) loop(ctx context.Context) {
 				if g.raft.State() != raft.Leader {
 					break
 				}
-				changed, err := mg.reconcile(ctx, g, r)
+				c, err := mg.reconcile(ctx, g, r)
 				if err != nil {
-					mg.log.Warn("reconcile raft group", "group_id", g.id, "err", err)
+					mg.log.Log(ctx, reconcileErrLevel(err), "reconcile raft group", "group_id", g.id, "err", err)
+					break
 				}
-				if !changed || err != nil {
+				changes.add(c)
+				if !c.kind.configChange() {
 					break
 				}
 			}
 		}
+		changes.log(mg.log)
+		mg.watchLeaders(watch, r)
+	}
+}
+
+// reconcileErrLevel: a peer that has not created the group yet (its ring
+// is a moment behind) or a leadership change under way is retried at the
+// next tick; anything else is worth a warning.
+func reconcileErrLevel(err error) slog.Level {
+	switch {
+	case errors.Is(err, ErrNoGroup), errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return slog.LevelDebug
+	}
+	return slog.LevelWarn
+}
+
+// watchLeaders feeds watch the groups of the partitions r assigns this
+// node (not those it has left) and logs what it reports.
+func (mg *Manager) watchLeaders(watch *leaderWatch, r *ring.Ring) {
+	if r == nil {
+		return
+	}
+	led := map[uint32]bool{}
+	leading := 0
+	for _, p := range r.PartitionsOf(mg.cfg.NodeID) {
+		g, ok := mg.Group(p)
+		if !ok {
+			led[p] = false
+			continue
+		}
+		switch g.raft.State() {
+		case raft.Shutdown:
+			continue
+		case raft.Leader:
+			leading++
+		}
+		led[p] = g.Leader() != ""
+	}
+	rep := watch.observe(time.Now(), led)
+	if rep.ready {
+		mg.log.Info("raft groups ready", "groups", len(led), "leading", leading)
+	}
+	if n := len(rep.leaderless); n > 0 {
+		ids := rep.leaderless[:min(n, 16)] // the first 16: a node may host a thousand groups
+		mg.log.Warn("raft groups without leader", "groups", n, "of", len(led), "group_ids", ids,
+			"for", rep.longest.Round(time.Second))
+	}
+	if rep.recovered {
+		mg.log.Info("raft groups have leaders again", "groups", len(led), "leading", leading)
 	}
 }
 
@@ -359,8 +420,8 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	if err := os.MkdirAll(snapDir, 0o755); err != nil {
 		return fmt.Errorf("consensus: snapshot dir: %w", err)
 	}
-	hlog := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("raft-%d", p), Output: io.Discard, Level: hclog.Off})
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 2, hlog)
+	glog := newHCLogger(mg.log.With("group_id", p))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 2, glog)
 	if err != nil {
 		return fmt.Errorf("consensus: snapshot store of group %d: %w", p, err)
 	}
@@ -374,7 +435,7 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	rc.TrailingLogs = mg.cfg.TrailingLogs
 	rc.SnapshotInterval = mg.cfg.SnapshotInterval
 	rc.BatchApplyCh = true
-	rc.Logger = newHCLogger(mg.log.With("group_id", p))
+	rc.Logger = glog
 	f := &fsm{group: p, store: mg.deps.Store}
 	trans := mg.deps.Transports.Group(p)
 	if d, ok := logs.(LogDurability); ok {
@@ -414,19 +475,71 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	return nil
 }
 
-// reconcile makes at most one configuration change (reporting whether it
-// made one) that moves the group
-// toward the ring's preference list: add a missing replica as non-voter,
-// promote a caught-up non-voter, remove a server the ring no longer lists
-// (handing leadership away first if it is this node).
-func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (bool, error) {
+// changeKind is what reconcile did to a group.
+type changeKind int
+
+const (
+	noChange changeKind = iota
+	addedNonvoter
+	promotedVoter
+	removedServer
+	handedOver           // this leader transferred leadership before leaving
+	transferredToPrimary // leadership handed to the partition's primary
+)
+
+// configChange says whether the group's configuration changed (so
+// reconcile may make another change at once).
+func (k changeKind) configChange() bool {
+	return k == addedNonvoter || k == promotedVoter || k == removedServer
+}
+
+// change is one change reconcile made and the server it concerned.
+type change struct {
+	kind changeKind
+	peer string
+}
+
+// changeCounts sums up one tick's changes for a single log line: each
+// change is logged at Debug, and a new member (64 groups or more, each
+// added then promoted) would otherwise take hundreds of lines.
+type changeCounts struct {
+	byKind [transferredToPrimary + 1]int
+	peers  []string
+}
+
+func (c *changeCounts) add(ch change) {
+	if ch.kind == noChange {
+		return
+	}
+	c.byKind[ch.kind]++
+	if !slices.Contains(c.peers, ch.peer) {
+		c.peers = append(c.peers, ch.peer)
+	}
+}
+
+func (c *changeCounts) log(l *slog.Logger) {
+	if len(c.peers) == 0 {
+		return
+	}
+	slices.Sort(c.peers)
+	l.Info("raft groups reconfigured", "non_voters_added", c.byKind[addedNonvoter], "voters_promoted", c.byKind[promotedVoter],
+		"servers_removed", c.byKind[removedServer], "leadership_transfers", c.byKind[handedOver]+c.byKind[transferredToPrimary],
+		"peers", c.peers)
+}
+
+// reconcile makes at most one change (reporting which, once it took
+// effect) that moves the group toward the ring's preference list: add a
+// missing replica as non-voter, promote a caught-up non-voter, remove a
+// server the ring no longer lists (handing leadership away first if it is
+// this node), and last hand leadership to the partition's primary.
+func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (change, error) {
 	want := r.Replicas(g.id)
 	if len(want) == 0 {
-		return false, nil
+		return change{}, nil
 	}
 	cf := g.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
-		return false, fmt.Errorf("get configuration: %w", err)
+		return change{}, fmt.Errorf("get configuration: %w", err)
 	}
 	servers := cf.Configuration().Servers
 	has := func(id string) (raft.Server, bool) {
@@ -437,11 +550,17 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (bool,
 		}
 		return raft.Server{}, false
 	}
+	done := func(kind changeKind, peer string, err error) (change, error) {
+		if err != nil {
+			return change{}, err
+		}
+		return change{kind: kind, peer: peer}, nil
+	}
 	const changeTimeout = 5 * time.Second
 	for _, id := range want {
 		if _, ok := has(id); !ok {
-			mg.log.Info("adding raft non-voter", "group_id", g.id, "peer", id)
-			return true, wrapFuture(g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "add non-voter")
+			mg.log.Debug("adding raft non-voter", "group_id", g.id, "peer", id)
+			return done(addedNonvoter, id, wrapFuture(g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "add non-voter"))
 		}
 	}
 	for _, id := range want {
@@ -453,24 +572,24 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (bool,
 		applied, err := mg.deps.Progress.AppliedIndex(cctx, id, g.id)
 		cancel()
 		if err != nil {
-			return false, fmt.Errorf("progress of %s: %w", id, err)
+			return change{}, fmt.Errorf("progress of %s: %w", id, err)
 		}
 		if applied+mg.cfg.CatchUpEntries >= g.raft.CommitIndex() {
-			mg.log.Info("promoting raft voter", "group_id", g.id, "peer", id, "applied", applied)
-			return true, wrapFuture(g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "promote voter")
+			mg.log.Debug("promoting raft voter", "group_id", g.id, "peer", id, "applied", applied)
+			return done(promotedVoter, id, wrapFuture(g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "promote voter"))
 		}
-		return false, nil // still catching up
+		return change{}, nil // still catching up
 	}
 	for _, s := range servers {
 		if slices.Contains(want, string(s.ID)) {
 			continue
 		}
 		if string(s.ID) == mg.cfg.NodeID {
-			mg.log.Info("handing over leadership before leaving group", "group_id", g.id)
-			return false, wrapFuture(g.raft.LeadershipTransfer(), "leadership transfer")
+			mg.log.Debug("handing over leadership before leaving group", "group_id", g.id)
+			return done(handedOver, mg.cfg.NodeID, wrapFuture(g.raft.LeadershipTransfer(), "leadership transfer"))
 		}
-		mg.log.Info("removing raft server", "group_id", g.id, "peer", s.ID)
-		return true, wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server")
+		mg.log.Debug("removing raft server", "group_id", g.id, "peer", s.ID)
+		return done(removedServer, string(s.ID), wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server"))
 	}
 	// The configuration matches the ring: hand leadership to the
 	// partition's primary, so leaders spread as evenly as primaries do
@@ -480,16 +599,16 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (bool,
 		applied, err := mg.deps.Progress.AppliedIndex(cctx, primary, g.id)
 		cancel()
 		if err != nil || applied+mg.cfg.CatchUpEntries < g.raft.CommitIndex() {
-			return false, nil //nolint:nilerr // a primary that is down or behind keeps the leader where it is
+			return change{}, nil //nolint:nilerr // a primary that is down or behind keeps the leader where it is
 		}
-		mg.log.Info("transferring leadership to primary", "group_id", g.id, "peer", primary)
+		mg.log.Debug("transferring leadership to primary", "group_id", g.id, "peer", primary)
 		err = wrapFuture(g.raft.LeadershipTransferToServer(raft.ServerID(primary), raft.ServerAddress(primary)), "leadership transfer to primary")
 		if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			return false, nil // an earlier transfer is still running; the next tick looks again
+			return change{}, nil // an earlier transfer is still running; the next tick looks again
 		}
-		return false, err
+		return done(transferredToPrimary, primary, err)
 	}
-	return false, nil
+	return change{}, nil
 }
 
 func wrapFuture(f raft.Future, what string) error {

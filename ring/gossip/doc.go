@@ -17,6 +17,15 @@
 //   - Each member's zone, RPC address and HTTP address travel in its
 //     memberlist node metadata (JSON, at most 512 bytes).
 //
+// # Logging
+//
+// A member going down or coming back is one Info line ("member down",
+// "member up"); one still down after downWarnAfter (a minute, 10s under
+// Local) and not removed from the ring is one Warn ("member still down").
+// memberlist's own lines go through logWriter at the level logRules gives:
+// its errors about sockets closing at shutdown or a peer that just stopped
+// are Debug, its other errors Warn, two members with one name Error.
+//
 // # Deciding ring changes
 //
 // Every ring change is decided on one register, the Store (the node backs

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,6 +132,10 @@ type nodeState struct {
 	meta     meta
 	metaOK   bool   // metadata decoded; nodes without it are never joined
 	addr     string // gossip "host:port" last reported
+	// downSince: when memberlist declared it dead or left (zero while
+	// alive); downWarned: the run loop warned that it stays down.
+	downSince  time.Time
+	downWarned bool
 }
 
 // Open validates cfg, loads the persisted ring from cfg.DataDir (or
@@ -385,7 +390,14 @@ func (g *Gossip) shutdown(leave bool) error {
 		g.wg.Wait()
 		if leave {
 			if lerr := g.ml.Leave(g.leaveTimeout()); lerr != nil {
-				g.log.Warn("leave memberlist", "err", lerr)
+				// A timeout: no member took the leave message in time, as
+				// when the whole cluster stops at once. Those still up
+				// find out by probing.
+				level := slog.LevelWarn
+				if strings.Contains(lerr.Error(), "timeout waiting for leave broadcast") {
+					level = slog.LevelInfo
+				}
+				g.log.Log(context.Background(), level, "leave memberlist", "err", lerr)
 			}
 		}
 		if serr := g.ml.Shutdown(); serr != nil {
@@ -419,7 +431,8 @@ func (g *Gossip) observe(n *memberlist.Node, l Liveness) {
 		st.addr = n.Address()
 	}
 	g.nodes.Lock()
-	if old, ok := g.nodes.m[n.Name]; ok {
+	old, known := g.nodes.m[n.Name]
+	if known {
 		if !st.metaOK {
 			st.meta, st.metaOK = old.meta, old.metaOK // dead notices may omit metadata
 		}
@@ -427,12 +440,66 @@ func (g *Gossip) observe(n *memberlist.Node, l Liveness) {
 			st.addr = old.addr
 		}
 	}
+	if l == Dead {
+		st.downSince, st.downWarned = old.downSince, old.downWarned
+		if st.downSince.IsZero() {
+			st.downSince = time.Now()
+		}
+	}
 	g.nodes.m[n.Name] = st
 	g.nodes.Unlock()
 	if err != nil && l == Alive {
 		g.log.Warn("node without ringkv metadata", "peer", n.Name, "err", err)
 	}
+	// One line per change of a member's liveness (the Raft transport's
+	// failed calls to a member that is down are at Debug); warnDown warns
+	// when it stays down. memberlist does not tell a leave from a failure
+	// here.
+	if known && n.Name != g.cfg.NodeID && old.liveness != l {
+		switch l {
+		case Dead:
+			g.log.Info("member down", "peer", n.Name, "addr", st.addr)
+		case Alive:
+			g.log.Info("member up", "peer", n.Name, "addr", st.addr)
+		}
+	}
 	g.wakeRun()
+}
+
+// downWarnAfter is how long a member of the ring may be down (failed or
+// stopped) before the run loop warns about it: long enough for a restart.
+func (g *Gossip) downWarnAfter() time.Duration {
+	if g.cfg.Profile == Local {
+		return 10 * time.Second
+	}
+	return time.Minute
+}
+
+// warnDown warns, once per outage, about each member of the ring (not
+// removed) that has been down for longer than downWarnAfter.
+func (g *Gossip) warnDown(now time.Time) {
+	r := g.Ring()
+	type down struct {
+		id  string
+		dur time.Duration
+	}
+	var warn []down
+	g.nodes.Lock()
+	for id, st := range g.nodes.m {
+		if st.liveness != Dead || st.downWarned || st.downSince.IsZero() || now.Sub(st.downSince) <= g.downWarnAfter() {
+			continue
+		}
+		if m, ok := r.Member(id); !ok || m.Status == ring.Removed {
+			continue
+		}
+		st.downWarned = true
+		g.nodes.m[id] = st
+		warn = append(warn, down{id, now.Sub(st.downSince)})
+	}
+	g.nodes.Unlock()
+	for _, d := range warn {
+		g.log.Warn("member still down", "peer", d.id, "for", d.dur.Round(time.Second))
+	}
 }
 
 // offer hands a received ring to run, keeping only the newest.
@@ -494,6 +561,7 @@ func (g *Gossip) run(ctx context.Context) {
 			}
 		}
 		g.metrics.setMembers(g.Members())
+		g.warnDown(time.Now())
 		g.steps.Add(1)
 	}
 }

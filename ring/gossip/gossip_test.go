@@ -5,16 +5,38 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringkv/ringkv/internal/testlog"
 	"github.com/ringkv/ringkv/ring"
 )
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers and readers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 func TestBootstrapSingleNode(t *testing.T) {
 	log := testLogger(t)
@@ -131,11 +153,14 @@ func TestDeadMemberStaysInRing(t *testing.T) {
 		{name: "crash", leave: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			nodes, _, _ := startCluster(t, 3)
+			var logs lockedBuffer
+			log := slog.New(slog.NewTextHandler(io.MultiWriter(testlog.Writer(t), &logs), &slog.HandlerOptions{Level: slog.LevelInfo}))
+			nodes, _, _ := startClusterWith(t, 3, func(c *Config) { c.Logger = log })
 			for _, g := range nodes {
 				waitFor(t, "everyone alive", func() string { return seesAlive(g, "n1", "n2", "n3") })
 			}
 			before := nodes[0].Ring()
+			mark := len(logs.String())
 			if err := nodes[2].shutdown(tc.leave); err != nil {
 				t.Fatalf("shutdown: %v", err)
 			}
@@ -146,6 +171,23 @@ func TestDeadMemberStaysInRing(t *testing.T) {
 					}
 					return ""
 				})
+			}
+			// One Info line per member that saw it go, a warning only
+			// once it has been down for downWarnAfter (10s under Local).
+			logged := func(want string) func() string {
+				return func() string {
+					if !strings.Contains(logs.String(), want) {
+						return "no " + want
+					}
+					return ""
+				}
+			}
+			waitFor(t, "n3's departure logged", logged(`level=INFO msg="member down" node_id=n1 peer=n3`))
+			if after := logs.String()[mark:]; strings.Contains(after, "level=WARN") {
+				t.Errorf("warnings as n3 went:\n%s", after)
+			}
+			if !tc.leave {
+				waitFor(t, "n3 still down", logged(`level=WARN msg="member still down" node_id=n1 peer=n3`))
 			}
 			waitSteps(t, nodes[0], 5)
 			for _, g := range nodes[:2] {
