@@ -21,7 +21,7 @@ ringkv user passwd NAME --new-password-file F
 ringkv user del NAME | list | grant USER ROLE | revoke USER ROLE
 ringkv role add NAME [ACCESS[:PREFIX]...]          ACCESS: read, write, readwrite, admin, metrics
 ringkv role del NAME | list | grant ROLE ACCESS [PREFIX] | revoke ROLE ACCESS [PREFIX]
-(all take --addr HOST:PORT (a node's HTTP address), --certs-dir, --user, --password-file)`
+(all take --http-addr HOST:PORT (a node's HTTP address, env RINGKV_HTTP_ADDR), --certs-dir, --user, --password-file)`
 
 // authCommand runs `ringkv auth|user|role ...` against a node's
 // /api/auth endpoints (node/authhttp.go).
@@ -29,7 +29,7 @@ func authCommand(ctx context.Context, cmd string, args []string, stdout, stderr 
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprintln(stderr, authUsage); fs.PrintDefaults() }
-	addr := fs.String("addr", envDefault("RINGKV_ADDR", "127.0.0.1:8081"), "HTTP address of any node (env RINGKV_ADDR)")
+	httpAddr := addHTTPAddrFlag(fs)
 	timeout := fs.Duration("timeout", 30*time.Second, "request timeout")
 	newPassword := fs.String("new-password-file", "", "file whose first line is the new password (auth enable, user add, user passwd)")
 	roles := fs.String("roles", "", "user add: comma-separated roles")
@@ -48,6 +48,10 @@ func authCommand(ctx context.Context, cmd string, args []string, stdout, stderr 
 	}
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: %s needs a subcommand\n%s", errUsage, cmd, authUsage)
+	}
+	addr, err := httpAddr.value(fs, stderr)
+	if err != nil {
+		return err
 	}
 	api, err := sec.newHTTPAPI()
 	if err != nil {
@@ -71,14 +75,14 @@ func authCommand(ctx context.Context, cmd string, args []string, stdout, stderr 
 		return fmt.Errorf("%w: %s %s: wrong number of arguments\n%s", errUsage, cmd, pos[0], authUsage)
 	}
 	post := func(path string, body any) error {
-		if err := api.callJSON(ctx, http.MethodPost, api.url(*addr, path), body, nil); err != nil {
+		if err := api.callJSON(ctx, http.MethodPost, api.url(addr, path), body, nil); err != nil {
 			return fmt.Errorf("%s %s: %w", cmd, pos[0], err)
 		}
 		fmt.Fprintln(stdout, "OK")
 		return nil
 	}
 	del := func(path, name string) error {
-		u := api.url(*addr, path+"?"+url.Values{"name": {name}}.Encode())
+		u := api.url(addr, path+"?"+url.Values{"name": {name}}.Encode())
 		if err := api.callJSON(ctx, http.MethodDelete, u, nil, nil); err != nil {
 			return fmt.Errorf("%s %s: %w", cmd, pos[0], err)
 		}
@@ -96,7 +100,7 @@ func authCommand(ctx context.Context, cmd string, args []string, stdout, stderr 
 		return post("/api/auth/disable", nil)
 	case "auth status":
 		var st node.AuthStatus
-		if err := api.callJSON(ctx, http.MethodGet, api.url(*addr, "/api/auth/status"), nil, &st); err != nil {
+		if err := api.callJSON(ctx, http.MethodGet, api.url(addr, "/api/auth/status"), nil, &st); err != nil {
 			return fmt.Errorf("auth status: %w", err)
 		}
 		state := "disabled"
@@ -137,7 +141,7 @@ func authCommand(ctx context.Context, cmd string, args []string, stdout, stderr 
 		var out struct {
 			Users []node.UserJSON `json:"users"`
 		}
-		if err := api.callJSON(ctx, http.MethodGet, api.url(*addr, "/api/auth/users"), nil, &out); err != nil {
+		if err := api.callJSON(ctx, http.MethodGet, api.url(addr, "/api/auth/users"), nil, &out); err != nil {
 			return fmt.Errorf("user list: %w", err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -174,7 +178,7 @@ func authCommand(ctx context.Context, cmd string, args []string, stdout, stderr 
 		var out struct {
 			Roles []node.RoleJSON `json:"roles"`
 		}
-		if err := api.callJSON(ctx, http.MethodGet, api.url(*addr, "/api/auth/roles"), nil, &out); err != nil {
+		if err := api.callJSON(ctx, http.MethodGet, api.url(addr, "/api/auth/roles"), nil, &out); err != nil {
 			return fmt.Errorf("role list: %w", err)
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)

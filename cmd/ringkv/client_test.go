@@ -90,7 +90,7 @@ func TestSecureDataCommands(t *testing.T) {
 	httpAddr, rpcAddr := running[0].HTTPAddr(), running[0].RPCAddr()
 	rootPW, alicePW, bobPW := passwordFile(t, "rootpass1\n"), passwordFile(t, "alicepass\n"), passwordFile(t, "bobpass12\r\n")
 	admin := func(args ...string) []string {
-		return append(args, "--addr", httpAddr, "--certs-dir", certs, "--user", "root")
+		return append(args, "--http-addr", httpAddr, "--certs-dir", certs, "--user", "root")
 	}
 	byCert := func(user string, args ...string) []string {
 		return append(args, "--addr", rpcAddr, "--certs-dir", certs, "--user", user)
@@ -137,13 +137,19 @@ func TestSecureDataCommands(t *testing.T) {
 			t.Fatalf("%s: %v: got %v %q, want %q", s.name, s.args, err, out.String(), s.want)
 		}
 	}
-	// The same from the environment.
+	// The same from the environment, which serves the data commands
+	// (RINGKV_ADDR, drpc) and the HTTP ones (RINGKV_HTTP_ADDR) alike.
 	t.Setenv("RINGKV_ADDR", rpcAddr)
+	t.Setenv("RINGKV_HTTP_ADDR", httpAddr)
 	t.Setenv("RINGKV_CERTS_DIR", certs)
 	t.Setenv("RINGKV_USER", "bob")
 	t.Setenv("RINGKV_PASSWORD_FILE", bobPW)
 	var out bytes.Buffer
 	if err := run(t.Context(), []string{"get", "acct/2", "--consistency", "linearizable"}, &out, &out); err != nil || out.String() != "z\n" {
 		t.Fatalf("from the environment: got %v %q, want z", err, out.String())
+	}
+	out.Reset()
+	if err := run(t.Context(), []string{"user", "list", "--user", "root", "--password-file", rootPW}, &out, &out); err != nil || !strings.Contains(out.String(), "bob") {
+		t.Fatalf("user list from the environment: got %v %q, want bob listed", err, out.String())
 	}
 }

@@ -20,7 +20,7 @@ import (
 func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("addr", envDefault("RINGKV_ADDR", "127.0.0.1:8081"), "HTTP address of any node (env RINGKV_ADDR)")
+	httpAddr := addHTTPAddrFlag(fs)
 	timeout := fs.Duration("timeout", 15*time.Second, "request timeout (repair: per node, at least 10m)")
 	partition := fs.Int("partition", -1, "repair: only this partition (default: every partition)")
 	sec := addSecureFlags(fs)
@@ -40,6 +40,10 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove, admit or repair", errUsage)
 	}
+	addr, err := httpAddr.value(fs, stderr)
+	if err != nil {
+		return err
+	}
 	api, err := sec.newHTTPAPI()
 	if err != nil {
 		return err
@@ -48,7 +52,7 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if len(pos) != 1 {
 			return fmt.Errorf("%w: cluster repair takes no arguments, got %q", errUsage, pos[1:])
 		}
-		return clusterRepair(ctx, api, *addr, *partition, max(*timeout, 10*time.Minute), stdout)
+		return clusterRepair(ctx, api, addr, *partition, max(*timeout, 10*time.Minute), stdout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -57,13 +61,13 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		if len(pos) != 1 {
 			return fmt.Errorf("%w: cluster status takes no arguments, got %q", errUsage, pos[1:])
 		}
-		return clusterStatus(ctx, api, *addr, stdout)
+		return clusterStatus(ctx, api, addr, stdout)
 	case "leave", "remove", "admit":
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: cluster %s takes one member id", errUsage, sub)
 		}
 		var out node.ChangeAnswer
-		u := api.url(*addr, "/api/cluster/"+sub+"?"+url.Values{"id": {pos[1]}}.Encode())
+		u := api.url(addr, "/api/cluster/"+sub+"?"+url.Values{"id": {pos[1]}}.Encode())
 		if err := api.callJSON(ctx, http.MethodPost, u, nil, &out); err != nil {
 			return fmt.Errorf("cluster %s %s: %w", sub, pos[1], err)
 		}

@@ -92,7 +92,7 @@ func TestClusterStatusCommand(t *testing.T) {
 			}}
 	}
 	var out, errOut bytes.Buffer
-	if err := run(t.Context(), []string{"cluster", "status", "--addr", addrA}, &out, &errOut); err != nil {
+	if err := run(t.Context(), []string{"cluster", "status", "--http-addr", addrA}, &out, &errOut); err != nil {
 		t.Fatalf("cluster status: %v %s", err, errOut.String())
 	}
 	got := out.String()
@@ -111,7 +111,7 @@ func TestClusterStatusCommand(t *testing.T) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	// b is asked once for its view; a (the --addr node) once.
+	// b is asked once for its view; a (the --http-addr node) once.
 	if reqs := b.requests(); len(reqs) != 1 || reqs[0] != "GET /api/cluster/status" {
 		t.Errorf("requests to b: got %v, want one status", reqs)
 	}
@@ -125,7 +125,7 @@ func TestClusterStatusCommand(t *testing.T) {
 			Partitions: []node.PartitionStatus{{}, {}, partition(2, ab, "b", true), {}}}
 	}
 	out.Reset()
-	if err := run(t.Context(), []string{"cluster", "--addr", addrA, "status"}, &out, &errOut); err != nil {
+	if err := run(t.Context(), []string{"cluster", "--http-addr", addrA, "status"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "partitions converged: 1/4\n") || !strings.Contains(out.String(), "b   joined   alive     6") {
@@ -140,7 +140,7 @@ func TestClusterChangeCommands(t *testing.T) {
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	for _, sub := range []string{"leave", "remove", "admit"} {
 		var out, errOut bytes.Buffer
-		if err := run(t.Context(), []string{"cluster", sub, "n1", "--addr", addr}, &out, &errOut); err != nil {
+		if err := run(t.Context(), []string{"cluster", sub, "n1", "--http-addr", addr}, &out, &errOut); err != nil {
 			t.Fatalf("%s: %v", sub, err)
 		}
 		if want := "OK: " + sub + " n1, ring version 9\n"; out.String() != want {
@@ -149,7 +149,7 @@ func TestClusterChangeCommands(t *testing.T) {
 	}
 	f.body = `{"ok":true,"ring_version":9,"noop":true,"detail":"n1 is already joined (ring version 9)"}`
 	var noop, errOut bytes.Buffer
-	if err := run(t.Context(), []string{"cluster", "admit", "n1", "--addr", addr}, &noop, &errOut); err != nil {
+	if err := run(t.Context(), []string{"cluster", "admit", "n1", "--http-addr", addr}, &noop, &errOut); err != nil {
 		t.Fatal(err)
 	}
 	if want := "OK: admit n1 changed nothing: n1 is already joined (ring version 9)\n"; noop.String() != want {
@@ -172,14 +172,14 @@ func TestClusterChangeCommands(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f.code, f.body = tc.code, tc.body
 			var out, errOut bytes.Buffer
-			err := run(t.Context(), []string{"cluster", "remove", "n1", "--addr", addr}, &out, &errOut)
+			err := run(t.Context(), []string{"cluster", "remove", "n1", "--http-addr", addr}, &out, &errOut)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error with %q", err, tc.want)
 			}
 		})
 	}
 	var out bytes.Buffer
-	if err := run(t.Context(), []string{"cluster", "status", "--addr", closedAddr(t), "--timeout", "2s"}, &out, &out); err == nil {
+	if err := run(t.Context(), []string{"cluster", "status", "--http-addr", closedAddr(t), "--timeout", "2s"}, &out, &out); err == nil {
 		t.Fatal("status against nothing succeeded")
 	}
 }
@@ -195,7 +195,7 @@ func TestClusterUsageErrors(t *testing.T) {
 		{"leave with two ids", []string{"cluster", "leave", "a", "b"}},
 		{"status with an id", []string{"cluster", "status", "n1"}},
 		{"bad flag", []string{"cluster", "status", "--nope"}},
-		{"bad address", []string{"cluster", "status", "--addr", "bad host:1"}},
+		{"bad address", []string{"cluster", "status", "--http-addr", "bad host:1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -204,5 +204,45 @@ func TestClusterUsageErrors(t *testing.T) {
 				t.Fatalf("got %v, want a usage error", err)
 			}
 		})
+	}
+}
+
+// TestHTTPAddrFlag: the cluster, auth, user and role commands take a
+// node's HTTP address as --http-addr or RINGKV_HTTP_ADDR, never from
+// RINGKV_ADDR (the data commands' drpc address, so one environment serves
+// both kinds of command). --addr still works, with a warning.
+func TestHTTPAddrFlag(t *testing.T) {
+	f := &fakeNode{code: http.StatusOK, body: `{"ok":true,"ring_version":9}`}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	t.Setenv("RINGKV_ADDR", closedAddr(t)) // a drpc address: not for these commands
+	t.Setenv("RINGKV_HTTP_ADDR", addr)
+	var out, errOut bytes.Buffer
+	if err := run(t.Context(), []string{"cluster", "admit", "n1"}, &out, &errOut); err != nil {
+		t.Fatalf("with RINGKV_HTTP_ADDR: %v", err)
+	}
+	if errOut.Len() != 0 {
+		t.Errorf("stderr: %q, want nothing", errOut.String())
+	}
+
+	t.Setenv("RINGKV_HTTP_ADDR", closedAddr(t))
+	out.Reset()
+	if err := run(t.Context(), []string{"cluster", "admit", "n1", "--addr", addr}, &out, &errOut); err != nil {
+		t.Fatalf("with the deprecated --addr: %v", err)
+	}
+	if !strings.Contains(errOut.String(), "--http-addr") {
+		t.Errorf("deprecated --addr: stderr %q, want a warning naming --http-addr", errOut.String())
+	}
+	for _, args := range [][]string{
+		{"cluster", "status", "--addr", addr, "--http-addr", addr},
+		{"auth", "status", "--http-addr", addr, "--addr", addr},
+	} {
+		if err := run(t.Context(), args, &out, &errOut); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--http-addr") {
+			t.Errorf("%v: got %v, want a usage error naming --http-addr", args, err)
+		}
+	}
+	if got := f.requests(); len(got) != 2 {
+		t.Errorf("requests: %v, want the two admits", got)
 	}
 }

@@ -32,6 +32,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	rpcPort := fs.Int("rpc-port", 9001, "drpc port of n1; node i uses this+i-1 (0: any free port)")
 	gossipPort := fs.Int("gossip-port", 7001, "gossip port of n1; node i uses this+i-1 (0: any free port)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
+	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	secure := fs.Bool("secure", false, "TLS everywhere and authentication: make a CA, node certificates and a root client certificate under DATA/certs, and enable auth")
 	if err := fs.Parse(args); err != nil {
@@ -43,7 +44,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *nodes < 1 || *nodes > 9 {
 		return fmt.Errorf("%w: --nodes must be 1..9", errUsage)
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}

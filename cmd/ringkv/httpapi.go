@@ -31,6 +31,42 @@ func addSecureFlags(fs *flag.FlagSet) secureFlags {
 	}
 }
 
+// defaultHTTPAddr is the node the HTTP commands call by default.
+const defaultHTTPAddr = "127.0.0.1:8081"
+
+// httpAddrFlag is the node address of the commands that talk HTTP
+// (cluster, auth, user, role): --http-addr, env RINGKV_HTTP_ADDR. --addr
+// and RINGKV_ADDR are the drpc address of the data commands; --addr is
+// still taken here for the scripts written before --http-addr, with a
+// warning, and RINGKV_ADDR is not read.
+type httpAddrFlag struct {
+	addr, legacy *string
+}
+
+// addHTTPAddrFlag registers --http-addr and the deprecated --addr on fs.
+func addHTTPAddrFlag(fs *flag.FlagSet) httpAddrFlag {
+	return httpAddrFlag{
+		addr:   fs.String("http-addr", envDefault("RINGKV_HTTP_ADDR", defaultHTTPAddr), "HTTP address of any node (env RINGKV_HTTP_ADDR)"),
+		legacy: fs.String("addr", "", "deprecated here, use --http-addr (--addr is the drpc address of get/set/del/list/cas)"),
+	}
+}
+
+// value returns the address to call, once fs is parsed: --http-addr, or
+// the deprecated --addr, which prints a warning to stderr. Both is a
+// usage error.
+func (f httpAddrFlag) value(fs *flag.FlagSet, stderr io.Writer) (string, error) {
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if !set["addr"] {
+		return *f.addr, nil
+	}
+	if set["http-addr"] {
+		return "", fmt.Errorf("%w: give a node's HTTP address once, as --http-addr (--addr is the drpc address of get/set/del/list/cas)", errUsage)
+	}
+	fmt.Fprintf(stderr, "ringkv: warning: %s takes a node's HTTP address as --http-addr (env RINGKV_HTTP_ADDR); --addr is the drpc address of get/set/del/list/cas and will be refused here\n", fs.Name())
+	return *f.legacy, nil
+}
+
 // readPasswordFile returns the first line of path.
 func readPasswordFile(path string) (string, error) {
 	f, err := os.Open(path)

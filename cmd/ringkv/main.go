@@ -49,11 +49,14 @@ Usage:
                                     --secure for a secure one), optionally
                                     beside etcd (--compare), and report
 
-The data commands talk drpc to any node (--addr, default 127.0.0.1:9001)
-through the Go client library and take --consistency one|quorum|all|linearizable.
-The cluster, auth, user and role commands talk HTTP to any node (--addr,
-default 127.0.0.1:8081). Against a secure cluster every client command takes
+The data commands talk drpc to any node (--addr, env RINGKV_ADDR, default
+127.0.0.1:9001) through the Go client library and take
+--consistency one|quorum|all|linearizable. The cluster, auth, user and role
+commands talk HTTP to any node (--http-addr, env RINGKV_HTTP_ADDR, default
+127.0.0.1:8081). Against a secure cluster every client command takes
 --certs-dir (ca.crt, client.USER.crt), --user and --password-file.
+serve and dev log to stderr: --log-level debug|info|warn|error,
+--log-format text|json (env RINGKV_LOG_LEVEL, RINGKV_LOG_FORMAT).
 Run 'ringkv COMMAND -h' for a command's flags.
 `
 

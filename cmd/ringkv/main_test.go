@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"regexp"
 	"strings"
 	"sync"
@@ -40,6 +42,8 @@ func TestUsageErrors(t *testing.T) {
 		{"serve with args", []string{"serve", "extra"}},
 		{"serve bad flag", []string{"serve", "--nope"}},
 		{"serve bad log level", []string{"serve", "--log-level", "loud"}},
+		{"serve bad log format", []string{"serve", "--id", "s1", "--data", t.TempDir(), "--log-format", "xml"}},
+		{"dev bad log format", []string{"dev", "--log-format", "yaml"}},
 		{"serve bad hint window", []string{"serve", "--hint-window", "soon"}},
 		{"serve bad hints switch", []string{"serve", "--hints=maybe"}},
 		{"dev bad nodes", []string{"dev", "--nodes", "0"}},
@@ -158,7 +162,12 @@ func TestDevAndClientCommands(t *testing.T) {
 	}
 }
 
+// TestServeStartsAndStops starts a one-node cluster with JSON logs
+// (RINGKV_LOG_FORMAT) and stops it: every line is a JSON record, the node
+// says it started and that its raft groups have leaders, and a clean stop
+// logs nothing at Warn or above.
 func TestServeStartsAndStops(t *testing.T) {
+	t.Setenv("RINGKV_LOG_FORMAT", "json")
 	ctx, cancel := context.WithCancel(t.Context())
 	var errOut syncBuffer
 	done := make(chan error, 1)
@@ -169,14 +178,48 @@ func TestServeStartsAndStops(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for !strings.Contains(errOut.String(), "node started") {
+	for !strings.Contains(errOut.String(), `"msg":"node started"`) || !strings.Contains(errOut.String(), `"msg":"raft groups ready"`) {
 		if time.Now().After(deadline) {
-			t.Fatalf("serve did not start: %s", errOut.String())
+			t.Fatalf("serve did not start, or its raft groups never had leaders: %s", errOut.String())
 		}
 		<-tick.C
 	}
+	started := len(errOut.String())
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("serve: %v\n%s", err, errOut.String())
+	}
+	for i, line := range strings.Split(strings.TrimSpace(errOut.String()), "\n") {
+		var rec struct{ Level, Msg string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil || rec.Level == "" || rec.Msg == "" {
+			t.Fatalf("line %d is not a JSON record with level and msg (%v): %s", i+1, err, line)
+		}
+	}
+	if stop := errOut.String()[started:]; strings.Contains(stop, `"level":"WARN"`) || strings.Contains(stop, `"level":"ERROR"`) {
+		t.Errorf("a clean stop logged warnings or errors:\n%s", stop)
+	}
+}
+
+func TestNewLogger(t *testing.T) {
+	for _, tc := range []struct{ level, format, want string }{
+		{"info", "text", `level=INFO msg="node started" node_id=n1`},
+		{"info", "json", `{"level":"INFO","msg":"node started","node_id":"n1"}`},
+		{"warn", "json", ""},
+	} {
+		var buf bytes.Buffer
+		log, err := newLogger(&buf, tc.level, tc.format)
+		if err != nil {
+			t.Fatalf("newLogger(%q, %q): %v", tc.level, tc.format, err)
+		}
+		log.Info("node started", "node_id", "n1")
+		got := regexp.MustCompile(`time=\S+ |"time":"[^"]+",`).ReplaceAllString(strings.TrimSpace(buf.String()), "")
+		if got != tc.want {
+			t.Errorf("newLogger(%q, %q): got %s, want %s", tc.level, tc.format, got, tc.want)
+		}
+	}
+	for _, bad := range [][2]string{{"loud", "text"}, {"info", "xml"}} {
+		if _, err := newLogger(io.Discard, bad[0], bad[1]); !errors.Is(err, errUsage) {
+			t.Errorf("newLogger(%q, %q): got %v, want a usage error", bad[0], bad[1], err)
+		}
 	}
 }

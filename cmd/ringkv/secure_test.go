@@ -84,7 +84,7 @@ func TestSecureCommands(t *testing.T) {
 	}
 	rootPW, alicePW := pw("root", "rootpass1"), pw("alice", "alicepass")
 	as := func(user string, extra ...string) []string {
-		return append([]string{"--addr", addr, "--certs-dir", certs, "--user", user}, extra...)
+		return append([]string{"--http-addr", addr, "--certs-dir", certs, "--user", user}, extra...)
 	}
 	for _, s := range []struct {
 		args []string
@@ -104,7 +104,7 @@ func TestSecureCommands(t *testing.T) {
 		{append([]string{"cluster", "status"}, as("alice")...), "ERR:HTTP 403"},
 		{append([]string{"user", "list"}, as("alice", "--password-file", alicePW)...), "ERR:HTTP 403"},
 		{append([]string{"user", "list"}, as("alice", "--password-file", rootPW)...), "ERR:HTTP 401"},
-		{[]string{"user", "list", "--addr", addr, "--password-file", rootPW}, "ERR:needs --certs-dir"},
+		{[]string{"user", "list", "--http-addr", addr, "--password-file", rootPW}, "ERR:needs --certs-dir"},
 		{append([]string{"user", "grant", "alice"}, as("root")...), "ERR:wrong number of arguments"},
 		{append([]string{"role", "grant", "reader", "fly"}, as("root")...), "ERR:HTTP 400"},
 		{append([]string{"user", "del", "alice"}, as("root")...), "OK"},

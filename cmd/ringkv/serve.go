@@ -26,12 +26,23 @@ func envDefault(name, def string) string {
 	return def
 }
 
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+// newLogger returns the logger of serve and dev: records at level and
+// above, written to w as text (key=value) or JSON (one object a line, for
+// log shippers).
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("%w: --log-level %q: want debug, info, warn or error", errUsage, level)
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, format)
+	}
 }
 
 func newRegistry() *prometheus.Registry {
@@ -71,7 +82,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without --certs-dir: plaintext, no authentication")
 	fs.BoolVar(&cfg.MetricsOpen, "metrics-open", false, "serve /metrics and /api/stats to anyone on a secure node (default: the metrics permission)")
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
-	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error")
+	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error (env RINGKV_LOG_LEVEL)")
+	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
 	pprofAddr := fs.String("pprof", envDefault("RINGKV_PPROF", ""), "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off (env RINGKV_PPROF)")
 	// Test-only hooks for the chaos harness (internal/chaos); see
 	// docs/RELIABILITY.md. They are not listed in the usage text's examples
@@ -93,7 +105,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := startPprof(ctx, *pprofAddr, stderr); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *logLevel)
+	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
