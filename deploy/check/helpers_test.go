@@ -360,7 +360,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
 		if errors.Is(err, errGaveUp) || time.Now().After(deadline) {
 			t.Fatalf("%s: not within %s: %v", what, d, err)
 		}
-		time.Sleep(200 * time.Millisecond)
+		tick := time.NewTimer(200 * time.Millisecond) // poll, not sleep: the condition decides
+		<-tick.C
 	}
 }
 
