@@ -65,7 +65,7 @@ func TestDeletedKeyStaysDeleted(t *testing.T) {
 	n3.Resume()
 	c.WaitConverged(60 * time.Second)
 
-	out, err := exec.CommandContext(ctx, Binary(t), "cluster", "repair", "--addr", n1.HTTPAddr).CombinedOutput()
+	out, err := exec.CommandContext(ctx, Binary(t), "cluster", "repair", "--http-addr", n1.HTTPAddr).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ringkv cluster repair: %v\n%s", err, out)
 	}
