@@ -34,17 +34,9 @@ func authCommand(ctx context.Context, cmd string, args []string, stdout, stderr 
 	newPassword := fs.String("new-password-file", "", "file whose first line is the new password (auth enable, user add, user passwd)")
 	roles := fs.String("roles", "", "user add: comma-separated roles")
 	sec := addSecureFlags(fs)
-	var pos []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return fmt.Errorf("%w: %w", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: %s needs a subcommand\n%s", errUsage, cmd, authUsage)

@@ -43,18 +43,9 @@ func certsCommand(args []string, stdout, stderr io.Writer) error {
 	overwrite := fs.Bool("overwrite", false, "replace existing files")
 	clientCA := fs.Bool("client", false, "create-ca: create the separate client CA (ca-client.crt, ca-client.key)")
 	id := fs.String("id", "", "create-node: the node id (the certificate's common name)")
-	// Flags may come before or after the positional arguments.
-	var pos []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return fmt.Errorf("%w: %w", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: certs needs a subcommand: create-ca, create-node, create-client, create-gossip-key or list", errUsage)

@@ -32,18 +32,9 @@ func clientCommand(ctx context.Context, cmd string, args []string, stdout, stder
 	limit := fs.Int("limit", 0, "list: at most this many pairs (0: server default)")
 	absent := fs.Bool("absent", false, "cas: set KEY to VALUE only if KEY is absent (cas KEY VALUE --absent)")
 	timeout := fs.Duration("timeout", 10*time.Second, "request timeout")
-	// Flags may come before or after the positional arguments.
-	var pos []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return fmt.Errorf("%w: %w", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	want := clientArgs[cmd]
 	if len(pos) < want[0] || len(pos) > want[1] {

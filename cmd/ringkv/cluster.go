@@ -24,18 +24,9 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	timeout := fs.Duration("timeout", 15*time.Second, "request timeout (repair: per node, at least 10m)")
 	partition := fs.Int("partition", -1, "repair: only this partition (default: every partition)")
 	sec := addSecureFlags(fs)
-	// Flags may come before or after the positional arguments.
-	var pos []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			return fmt.Errorf("%w: %w", errUsage, err)
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
 	if len(pos) == 0 {
 		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove, admit or repair", errUsage)

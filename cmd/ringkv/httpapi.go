@@ -168,3 +168,19 @@ func (a *httpAPI) callJSON(ctx context.Context, method, u string, body, out any)
 	}
 	return nil
 }
+
+// parseInterleaved parses args with fs, letting flags come before, between
+// or after the positional arguments, which it returns in order.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, fmt.Errorf("%w: %w", errUsage, err)
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
