@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/internal/rpcconn"
+	"github.com/ringkv/ringkv/internal/testlog"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/ring"
 )
@@ -401,30 +400,12 @@ func TestSecureHTTPMatrix(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the node's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestHandshakeFailuresLoggedOnce: a peer failing the TLS handshake again
 // and again, on both ports, is logged once a minute per port at most.
 func TestHandshakeFailuresLoggedOnce(t *testing.T) {
 	certs := t.TempDir()
 	testCerts(t, certs, 1)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	nodes := startClusterWith(t, 1, func(c *Config) {
 		c.CertsDir = filepath.Join(certs, c.ID)
 		c.Auth = auth.LocalConfig()

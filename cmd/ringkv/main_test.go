@@ -8,28 +8,11 @@ import (
 	"io"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/testlog"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and a polling reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestUsageErrors(t *testing.T) {
 	for _, tc := range []struct {
@@ -87,7 +70,7 @@ func TestServeHintEnvIsValidated(t *testing.T) {
 // drives it with the client subcommands, as a user would.
 func TestDevAndClientCommands(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
-	var devOut, devErr syncBuffer
+	var devOut, devErr testlog.Buffer
 	done := make(chan error, 1)
 	data := t.TempDir()
 	go func() {
@@ -169,7 +152,7 @@ func TestDevAndClientCommands(t *testing.T) {
 func TestServeStartsAndStops(t *testing.T) {
 	t.Setenv("RINGKV_LOG_FORMAT", "json")
 	ctx, cancel := context.WithCancel(t.Context())
-	var errOut syncBuffer
+	var errOut testlog.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--id", "s1", "--data", t.TempDir(), "--http", "127.0.0.1:0",

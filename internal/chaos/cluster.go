@@ -1,13 +1,11 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -206,32 +204,11 @@ func (c *Cluster) NewClient(opts ...client.Option) (*client.Client, error) {
 // through the harness's client, which keeps more connections per node
 // open. Errors wrap the transport's. Safe for concurrent use.
 func (c *Cluster) do(ctx context.Context, nd *testcluster.Node, method, path string, query url.Values, body any) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, fmt.Errorf("chaos: encode: %w", err)
-		}
-		rd = bytes.NewReader(b)
-	}
-	u := nd.URL(path)
-	if len(query) > 0 {
-		u += "?" + query.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	code, b, err := nd.DoWith(ctx, c.http, method, path, query, body)
 	if err != nil {
-		return 0, nil, fmt.Errorf("chaos: request: %w", err)
+		return code, b, fmt.Errorf("chaos: %w", err)
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s on %s: %w", method, path, nd.ID, err)
-	}
-	defer func() { _ = resp.Body.Close() }() // read fully below
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("%s %s on %s: read body: %w", method, path, nd.ID, err)
-	}
-	return resp.StatusCode, b, nil
+	return code, b, nil
 }
 
 // RPCAddrs returns the drpc addresses of the members (for clients).

@@ -1,7 +1,6 @@
 package pki
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"os"
@@ -10,25 +9,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/testlog"
 )
-
-// lockedBuffer is a bytes.Buffer for a logger and a reading test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // reloadRig serves ServerTLS of a fresh certs directory with a fake clock.
 type reloadRig struct {
@@ -36,13 +19,13 @@ type reloadRig struct {
 	clock *fakeClock
 	r     *Reloader
 	srv   *server
-	log   *lockedBuffer
+	log   *testlog.Buffer
 	dial  *tls.Config
 }
 
 func newReloadRig(t *testing.T) *reloadRig {
 	t.Helper()
-	g := &reloadRig{dir: newCertsDir(t), clock: newFakeClock(), log: &lockedBuffer{}}
+	g := &reloadRig{dir: newCertsDir(t), clock: newFakeClock(), log: &testlog.Buffer{}}
 	var err error
 	g.r, err = OpenReloader(g.dir, ReloaderConfig{Logger: testLogger(t, g.log), Now: g.clock.Now})
 	must(t, err)

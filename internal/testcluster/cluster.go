@@ -367,6 +367,16 @@ func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func(ctx cont
 
 // Do sends an HTTP request to the node and returns status and body.
 func (nd *Node) Do(ctx context.Context, method, path string, query url.Values, body any) (int, []byte, error) {
+	hc := http.DefaultClient
+	if nd.http != nil {
+		hc = nd.http
+	}
+	return nd.DoWith(ctx, hc, method, path, query, body)
+}
+
+// DoWith is Do through hc, which must speak the node's scheme (HTTPS with
+// a client certificate on a secure cluster).
+func (nd *Node) DoWith(ctx context.Context, hc *http.Client, method, path string, query url.Values, body any) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -382,10 +392,6 @@ func (nd *Node) Do(ctx context.Context, method, path string, query url.Values, b
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
 		return 0, nil, fmt.Errorf("request: %w", err)
-	}
-	hc := http.DefaultClient
-	if nd.http != nil {
-		hc = nd.http
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -5,6 +5,7 @@
 package testlog
 
 import (
+	"bytes"
 	"io"
 	"strings"
 	"sync"
@@ -38,4 +39,25 @@ func (w *writer) Write(p []byte) (int, error) {
 		w.t.Log(strings.TrimRight(string(p), "\n"))
 	}
 	return len(p), nil
+}
+
+// Buffer is a bytes.Buffer that a logger (or a child process's output)
+// may write to while the test reads it. Safe for concurrent use.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p) //nolint:wrapcheck // bytes.Buffer never fails
+}
+
+// String returns everything written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

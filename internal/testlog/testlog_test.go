@@ -37,3 +37,19 @@ func TestWriterStopsAtCleanup(t *testing.T) {
 		t.Fatalf("logged %q, want %q", got, "one")
 	}
 }
+
+func TestBuffer(t *testing.T) {
+	var b Buffer
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range 100 {
+			_, _ = b.Write([]byte("x"))
+		}
+	}()
+	_ = b.String() // concurrently with the writer
+	<-done
+	if got := b.String(); len(got) != 100 {
+		t.Fatalf("got %d bytes, want 100", len(got))
+	}
+}
