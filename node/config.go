@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 
 	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/auth"
@@ -29,6 +31,19 @@ type Config struct {
 	HTTPAddr   string
 	RPCAddr    string
 	GossipAddr string
+	// Advertise is the host (an IP or a DNS name) that peers and clients
+	// reach this node by, when the listen addresses' host is not: a node
+	// listening on 0.0.0.0 (in a container, or on every interface) must
+	// set it. Each advertised address keeps its listener's port. Default
+	// empty: the listen addresses as bound.
+	Advertise string
+	// AdvertiseHTTPAddr, AdvertiseRPCAddr and AdvertiseGossipAddr replace
+	// one advertised address whole ("host:port"), for a port translated
+	// on the way (NAT, a published container port). Default empty:
+	// Advertise's host with the listener's port.
+	AdvertiseHTTPAddr   string
+	AdvertiseRPCAddr    string
+	AdvertiseGossipAddr string
 	// Join lists gossip addresses of existing members. Empty means this node
 	// founds a new cluster (unless DataDir already holds a ring).
 	Join []string
@@ -111,8 +126,63 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("node: %s is required", name))
 		}
 	}
+	errs = append(errs, c.validateAdvertise()...)
 	if err := c.Ring.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// validateAdvertise checks that every address the node will advertise is
+// one a peer can dial: a listener on an unspecified host (0.0.0.0, ::)
+// needs Advertise or its own advertised address.
+func (c Config) validateAdvertise() []error {
+	var errs []error
+	if c.Advertise != "" {
+		if ip := net.ParseIP(c.Advertise); strings.Contains(c.Advertise, ":") && ip == nil || ip != nil && ip.IsUnspecified() {
+			errs = append(errs, fmt.Errorf("node: Advertise %q: want the host (IP or DNS name, no port) peers reach this node by", c.Advertise))
+		}
+	}
+	for _, a := range []struct{ name, listen, override string }{
+		{"HTTPAddr", c.HTTPAddr, c.AdvertiseHTTPAddr},
+		{"RPCAddr", c.RPCAddr, c.AdvertiseRPCAddr},
+		{"GossipAddr", c.GossipAddr, c.AdvertiseGossipAddr},
+	} {
+		if a.override != "" {
+			if h, _, err := net.SplitHostPort(a.override); err != nil || unspecified(h) {
+				errs = append(errs, fmt.Errorf("node: Advertise%s %q: want the host:port peers reach this listener by", a.name, a.override))
+			}
+			continue
+		}
+		h, _, err := net.SplitHostPort(a.listen)
+		if err == nil && unspecified(h) && c.Advertise == "" {
+			errs = append(errs, fmt.Errorf("node: %s %q listens on every interface: set Advertise (serve --advertise HOST) to the host peers reach it by", a.name, a.listen))
+		}
+	}
+	return errs
+}
+
+// unspecified reports whether host names no particular interface.
+func unspecified(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// advertised is the address peers reach a listener bound at bound by:
+// override if set, else Advertise's host with bound's port, else bound.
+func (c Config) advertised(bound net.Addr, override string) string {
+	if override != "" {
+		return override
+	}
+	if c.Advertise == "" {
+		return bound.String()
+	}
+	_, port, err := net.SplitHostPort(bound.String())
+	if err != nil {
+		return bound.String()
+	}
+	return net.JoinHostPort(c.Advertise, port)
 }

@@ -129,8 +129,12 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	gcfg.NodeID = cfg.ID
 	gcfg.Zone = cfg.Zone
 	gcfg.BindAddr = cfg.GossipAddr
-	gcfg.RPCAddr = n.rpcLis.Addr().String()
-	gcfg.HTTPAddr = n.httpLis.Addr().String()
+	gcfg.AdvertiseAddr = cfg.AdvertiseGossipAddr
+	if gcfg.AdvertiseAddr == "" && cfg.Advertise != "" {
+		gcfg.AdvertiseAddr = net.JoinHostPort(cfg.Advertise, "0") // the bound port
+	}
+	gcfg.RPCAddr = cfg.advertised(n.rpcLis.Addr(), cfg.AdvertiseRPCAddr)
+	gcfg.HTTPAddr = cfg.advertised(n.httpLis.Addr(), cfg.AdvertiseHTTPAddr)
 	gcfg.Seeds = cfg.Join
 	gcfg.DataDir = cfg.DataDir
 	gcfg.Ring = cfg.Ring
@@ -290,14 +294,15 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: start raft groups: %w", err)
 	}
 	n.ae.Start()
-	log.Info("node started", "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "data", cfg.DataDir)
+	log.Info("node started", "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "advertised_http", gcfg.HTTPAddr, "advertised_rpc", gcfg.RPCAddr, "data", cfg.DataDir)
 	return n, nil
 }
 
 // ID returns the node's id.
 func (n *Node) ID() string { return n.cfg.ID }
 
-// HTTPAddr returns the bound HTTP address.
+// HTTPAddr returns the bound HTTP address (peers are told the advertised
+// one: Config.Advertise).
 func (n *Node) HTTPAddr() string { return n.httpLis.Addr().String() }
 
 // RPCAddr returns the bound drpc address.

@@ -50,6 +50,13 @@ type Config struct {
 	// BindAddr is the gossip "host:port" (TCP and UDP). Port 0 picks a free
 	// port; Gossip.Addr reports it. Default "0.0.0.0:7946".
 	BindAddr string
+	// AdvertiseAddr is the gossip "host:port" other members reach this
+	// node by, when it is not BindAddr: a BindAddr on 0.0.0.0 (a
+	// container's), or an address translated on the way. The host is an
+	// IP or a DNS name (resolved once, at Open: memberlist advertises an
+	// IP); port 0 means BindAddr's port. Default empty: BindAddr, or on
+	// 0.0.0.0 memberlist's pick of this host's private IP.
+	AdvertiseAddr string
 	// RPCAddr is the drpc "host:port" advertised in metadata.
 	RPCAddr string
 	// HTTPAddr is the HTTP "host:port" advertised in metadata.
@@ -121,6 +128,11 @@ func (c Config) Validate() error {
 	if _, _, err := splitBindAddr(c.BindAddr); err != nil {
 		bad("BindAddr %q: %v", c.BindAddr, err)
 	}
+	if c.AdvertiseAddr != "" {
+		if h, _, err := splitBindAddr(c.AdvertiseAddr); err != nil || h == "0.0.0.0" {
+			bad("AdvertiseAddr %q: want the host:port members reach this node by", c.AdvertiseAddr)
+		}
+	}
 	for i, s := range c.Seeds {
 		if s == "" {
 			bad("Seeds[%d] is empty", i)
@@ -185,6 +197,18 @@ func (c Config) memberlistConfig(d *delegate, logger *slog.Logger, keyring *memb
 	mc.BindAddr = host
 	mc.BindPort = port
 	mc.AdvertisePort = port
+	if c.AdvertiseAddr != "" {
+		ahost, aport, err := splitBindAddr(c.AdvertiseAddr)
+		if err != nil {
+			return nil, err
+		}
+		if mc.AdvertiseAddr, err = resolveIP(ahost); err != nil {
+			return nil, err
+		}
+		if aport != 0 {
+			mc.AdvertisePort = aport
+		}
+	}
 	mc.Delegate = d
 	mc.Events = d
 	mc.Logger = newStdLogger(logger)
@@ -194,6 +218,28 @@ func (c Config) memberlistConfig(d *delegate, logger *slog.Logger, keyring *memb
 		mc.GossipVerifyOutgoing = true
 	}
 	return mc, nil
+}
+
+// resolveIP returns host if it is an IP, else the first IPv4 address
+// (or, with none, the first address) it resolves to: memberlist
+// advertises an IP.
+func resolveIP(host string) (string, error) {
+	if net.ParseIP(host) != nil {
+		return host, nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return "", fmt.Errorf("advertise address %q: %w", host, err)
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), nil
+		}
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("advertise address %q resolves to no address", host)
+	}
+	return ips[0].String(), nil
 }
 
 func splitBindAddr(addr string) (host string, port int, err error) {
