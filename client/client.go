@@ -150,7 +150,7 @@ func (c *Client) newTicker() *time.Ticker { return time.NewTicker(c.cfg.RefreshI
 
 // pool returns addr's connection pool, creating it; nil after Close.
 func (c *Client) pool(addr string) *pool {
-	return memo(c, c.mu.pools, addr, func() *pool { return newPool(addr, c.cfg.ConnsPerNode, c.cfg.DialTimeout, c.tlsFor()) })
+	return memo(c, c.mu.pools, addr, func() *pool { return newPool(addr, c.cfg.ConnsPerNode, c.cfg.DialTimeout, c.cfg.Dialer, c.tlsFor()) })
 }
 
 // memo returns m[key], creating it with mk (called under c.mu) when

@@ -1,9 +1,11 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -95,6 +97,10 @@ type Config struct {
 	// DialTimeout bounds connecting to a node, the TLS handshake
 	// included. Default 1s.
 	DialTimeout time.Duration
+	// Dialer, if set, makes the TCP connections to nodes (through a
+	// proxy, from a network namespace); TLS, when set, runs over them.
+	// Default nil: a net.Dialer.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLS, if set, is used for every connection (a secure cluster): it
 	// should trust the cluster's CA and, for certificate authentication,
 	// present a client certificate (WithCertsDir builds one). Its
@@ -243,6 +249,12 @@ func WithCoalesceConns(n int) Option { return func(c *Config) { c.CoalesceConns 
 // WithPipeWrites sets whether writes travel on a Pipe stream per node
 // (see Config.PipeWrites).
 func WithPipeWrites(on bool) Option { return func(c *Config) { c.PipeWrites = on } }
+
+// WithDialer makes every TCP connection to a node with dial (see
+// Config.Dialer).
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(c *Config) { c.Dialer = dial }
+}
 
 // WithTLS dials every node over TLS with cfg (see Config.TLS).
 func WithTLS(cfg *tls.Config) Option { return func(c *Config) { c.TLS = cfg } }

@@ -178,7 +178,7 @@ func (p *pipe) session() {
 		p.failQueued(final, err)
 		return
 	}
-	conn, err := dial(ctx, p.addr, p.c.cfg.DialTimeout, p.c.tlsFor())
+	conn, err := dial(ctx, p.addr, p.c.cfg.DialTimeout, p.c.cfg.Dialer, p.c.tlsFor())
 	if err != nil {
 		if p.c.lifetime.Err() == nil {
 			p.c.markDown(p.addr)

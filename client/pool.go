@@ -16,7 +16,8 @@ import (
 type pool struct {
 	addr        string
 	dialTimeout time.Duration
-	tls         rpcconn.TLSFor // nil: plain TCP
+	dialer      rpcconn.DialFunc // nil: a net.Dialer
+	tls         rpcconn.TLSFor   // nil: plain TCP
 	// slots holds one token per connection that exists or is being dialed;
 	// capacity size.
 	slots chan struct{}
@@ -30,10 +31,11 @@ type pool struct {
 	}
 }
 
-func newPool(addr string, size int, dialTimeout time.Duration, tlsFor rpcconn.TLSFor) *pool {
+func newPool(addr string, size int, dialTimeout time.Duration, dialer rpcconn.DialFunc, tlsFor rpcconn.TLSFor) *pool {
 	return &pool{
 		addr:        addr,
 		dialTimeout: dialTimeout,
+		dialer:      dialer,
 		tls:         tlsFor,
 		slots:       make(chan struct{}, size),
 		idle:        make(chan *rpcconn.Conn, size),
@@ -93,14 +95,14 @@ func usable(conn *rpcconn.Conn) bool {
 }
 
 func (p *pool) dial(ctx context.Context) (*rpcconn.Conn, error) {
-	return dial(ctx, p.addr, p.dialTimeout, p.tls)
+	return dial(ctx, p.addr, p.dialTimeout, p.dialer, p.tls)
 }
 
 // dial connects to addr within timeout; a failure is a *dialError.
-func dial(ctx context.Context, addr string, timeout time.Duration, tlsFor rpcconn.TLSFor) (*rpcconn.Conn, error) {
+func dial(ctx context.Context, addr string, timeout time.Duration, dialer rpcconn.DialFunc, tlsFor rpcconn.TLSFor) (*rpcconn.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := rpcconn.Dial(ctx, addr, tlsFor)
+	conn, err := rpcconn.DialWith(ctx, dialer, addr, tlsFor)
 	if err != nil {
 		return nil, &dialError{fmt.Errorf("dial %s: %w", addr, err)}
 	}

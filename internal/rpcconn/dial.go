@@ -12,6 +12,11 @@ import (
 // ownership of the returned configuration: Dial clones it.
 type TLSFor func(addr string) *tls.Config
 
+// DialFunc makes a TCP connection, as net.Dialer.DialContext does; a
+// caller passes one to dial through something of its own (a proxy, a
+// network namespace).
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // Dial connects to addr over TCP, and over TLS when tlsFor gives a
 // configuration: the handshake completes before Dial returns, bounded by
 // ctx, so a peer that refuses this node's certificate (or presents one
@@ -19,7 +24,16 @@ type TLSFor func(addr string) *tls.Config
 // configuration without ServerName gets addr's host. Errors wrap the
 // net or crypto/tls error.
 func Dial(ctx context.Context, addr string, tlsFor TLSFor) (*Conn, error) {
-	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	return DialWith(ctx, nil, addr, tlsFor)
+}
+
+// DialWith is Dial with the TCP connection made by dial (nil: a
+// net.Dialer).
+func DialWith(ctx context.Context, dial DialFunc, addr string, tlsFor TLSFor) (*Conn, error) {
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	nc, err := dial(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err //nolint:wrapcheck // net.OpError names the address; callers add context
 	}
