@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/client"
+	"github.com/ringkv/ringkv/internal/hosts"
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/internal/testcluster"
 )
@@ -64,6 +65,13 @@ type ClusterConfig struct {
 	// Authentication stays disabled (no `ringkv auth enable`). Default
 	// false.
 	Secure bool
+	// Hosts, if set, runs every node on a host of its own
+	// (testcluster.Options.Hosts: a network namespace, listening on
+	// 0.0.0.0 with the host's address advertised), and the harness's
+	// clients dial from the client host. There are no proxies (Net is
+	// nil): the faults are the host kinds (HostFaults), not the links'.
+	// Its hosts must number at least Nodes+Spares.
+	Hosts *hosts.Net
 }
 
 func (c *ClusterConfig) fill() {
@@ -91,35 +99,40 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	// only writes made while it was known to be away).
 	args := append([]string{"--partitions", strconv.Itoa(cfg.Partitions), "--log-level", "info", "--chaos-hooks", "--ae-interval", "2s"}, cfg.Args...)
 	var netErr, certErr error
+	prepare := func(nodes []*testcluster.Node) {
+		ids := make([]string, len(nodes))
+		rpc := map[string]string{}
+		var reserved []string
+		for i, nd := range nodes {
+			ids[i] = nd.ID
+			rpc[nd.ID] = nd.RPCAddr
+			reserved = append(reserved, nd.RPCAddr, nd.HTTPAddr, nd.GossipAddr)
+		}
+		c.Net, netErr = NewNet(ids, rpc, reserved...)
+		if netErr != nil {
+			return
+		}
+		t.Cleanup(func() { _ = c.Net.Close() }) // after the processes are killed
+		for _, nd := range nodes {
+			if cfg.Secure && !slices.Contains(nd.Args, "--certs-dir") {
+				// A spare without certificates would serve plaintext
+				// and never be let into a secure ring.
+				certErr = fmt.Errorf("chaos: %s has no --certs-dir in a secure cluster", nd.ID)
+			}
+			nd.Args = append(nd.Args, "--chaos-dial-overrides", c.Net.Overrides(nd.ID))
+		}
+	}
+	if cfg.Hosts != nil {
+		prepare = nil // host faults need no proxies
+	}
 	c.TC = testcluster.StartOptions(t, testcluster.Options{
-		Nodes:  cfg.Nodes,
-		Spares: cfg.Spares,
-		Args:   args,
-		NoRace: !cfg.Race,
-		Secure: cfg.Secure,
-		Prepare: func(nodes []*testcluster.Node) {
-			ids := make([]string, len(nodes))
-			rpc := map[string]string{}
-			var reserved []string
-			for i, nd := range nodes {
-				ids[i] = nd.ID
-				rpc[nd.ID] = nd.RPCAddr
-				reserved = append(reserved, nd.RPCAddr, nd.HTTPAddr, nd.GossipAddr)
-			}
-			c.Net, netErr = NewNet(ids, rpc, reserved...)
-			if netErr != nil {
-				return
-			}
-			t.Cleanup(func() { _ = c.Net.Close() }) // after the processes are killed
-			for _, nd := range nodes {
-				if cfg.Secure && !slices.Contains(nd.Args, "--certs-dir") {
-					// A spare without certificates would serve plaintext
-					// and never be let into a secure ring.
-					certErr = fmt.Errorf("chaos: %s has no --certs-dir in a secure cluster", nd.ID)
-				}
-				nd.Args = append(nd.Args, "--chaos-dial-overrides", c.Net.Overrides(nd.ID))
-			}
-		},
+		Nodes:   cfg.Nodes,
+		Spares:  cfg.Spares,
+		Args:    args,
+		NoRace:  !cfg.Race,
+		Secure:  cfg.Secure,
+		Hosts:   cfg.Hosts,
+		Prepare: prepare,
 	})
 	if netErr != nil {
 		t.Fatalf("chaos: proxies: %v", netErr)
@@ -139,7 +152,7 @@ func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	// secure cluster paid a TLS handshake (3,000 reads at ONE from 16
 	// goroutines: 2.0 s through testcluster's Node.Do, 0.55 s here;
 	// plaintext 0.63 s and 0.47 s), which showed as slower convergence.
-	tr := &http.Transport{TLSClientConfig: c.tls, MaxIdleConnsPerHost: 32, IdleConnTimeout: time.Minute}
+	tr := &http.Transport{TLSClientConfig: c.tls, MaxIdleConnsPerHost: 32, IdleConnTimeout: time.Minute, DialContext: c.TC.Dialer()}
 	c.http = &http.Client{Transport: tr, Timeout: time.Minute}
 	t.Cleanup(tr.CloseIdleConnections)
 	for i, nd := range c.TC.Nodes {
@@ -191,6 +204,9 @@ func (c *Cluster) Secure() bool { return c.tls != nil }
 func (c *Cluster) NewClient(opts ...client.Option) (*client.Client, error) {
 	if c.tls != nil {
 		opts = append(opts, client.WithTLS(c.tls))
+	}
+	if d := c.TC.Dialer(); d != nil {
+		opts = append(opts, client.WithDialer(d))
 	}
 	cl, err := client.New(c.RPCAddrs(), opts...)
 	if err != nil {

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -37,10 +38,27 @@ const (
 	FaultJoin
 	// FaultLeave makes a joined spare leave, removes it and stops it.
 	FaultLeave
+	// numProxyFaults ends the kinds of a cluster on loopback (AllFaults);
+	// the host kinds below need ClusterConfig.Hosts (HostFaults).
+	numProxyFaults
+)
+
+// The host-level kinds (ClusterConfig.Hosts): faults of a whole host.
+const (
+	// FaultHostLink cuts one member's host off the switch (its cable),
+	// then restores it.
+	FaultHostLink FaultKind = numProxyFaults + iota
+	// FaultHostFreeze stops every process of one member's host
+	// (SIGSTOP), then continues them.
+	FaultHostFreeze
+	// FaultHostRestart kills one member's host's process (SIGKILL), and
+	// when the fault heals starts it again on its data directory.
+	FaultHostRestart
 	numFaultKinds
 )
 
-var faultNames = [...]string{"isolate", "isolate-leader", "split", "bridge", "majorities-ring", "slow", "pause", "kill", "skew-small", "skew-large", "join", "leave"}
+var faultNames = [...]string{"isolate", "isolate-leader", "split", "bridge", "majorities-ring", "slow", "pause", "kill", "skew-small", "skew-large", "join", "leave",
+	"host-link", "host-freeze", "host-restart"}
 
 // String names the kind.
 func (k FaultKind) String() string {
@@ -50,13 +68,19 @@ func (k FaultKind) String() string {
 	return fmt.Sprintf("FaultKind(%d)", int(k))
 }
 
-// AllFaults lists every kind, join before leave.
+// AllFaults lists every kind of a cluster on loopback, join before
+// leave.
 func AllFaults() []FaultKind {
-	out := make([]FaultKind, numFaultKinds)
+	out := make([]FaultKind, numProxyFaults)
 	for i := range out {
 		out[i] = FaultKind(i)
 	}
 	return out
+}
+
+// HostFaults lists the host-level kinds (ClusterConfig.Hosts).
+func HostFaults() []FaultKind {
+	return []FaultKind{FaultHostLink, FaultHostFreeze, FaultHostRestart}
 }
 
 // Nemesis injects faults into a Cluster, one at a time, drawn from rng.
@@ -85,7 +109,30 @@ func (nm *Nemesis) Inject(ctx context.Context, kind FaultKind) (f Fault, ok bool
 	}
 	f.Kind = kind
 	healNet := func(context.Context) error { nm.c.Net.Heal(); return nil }
+	hostKind := kind >= numProxyFaults
+	if hostKind != (nm.c.Net == nil) {
+		return f, false, fmt.Errorf("chaos: fault %v needs a cluster %s", kind, map[bool]string{true: "on hosts (ClusterConfig.Hosts)", false: "on loopback with proxies"}[hostKind])
+	}
 	switch kind {
+	case FaultHostLink:
+		nd := nm.c.Node(pick())
+		if err := nd.Host().LinkDown(); err != nil {
+			return f, false, err
+		}
+		f.Desc = fmt.Sprintf("link of %s (%s) cut", nd.ID, nd.Host().IP)
+		f.Heal = func(context.Context) error { return nd.Host().LinkUp() }
+	case FaultHostFreeze:
+		nd := nm.c.Node(pick())
+		if err := nd.Host().Freeze(); err != nil {
+			return f, false, err
+		}
+		f.Desc = fmt.Sprintf("host of %s (%s) frozen", nd.ID, nd.Host().IP)
+		f.Heal = func(context.Context) error { return nd.Host().Thaw() }
+	case FaultHostRestart:
+		nd := nm.c.Node(pick())
+		nd.Kill()
+		f.Desc = fmt.Sprintf("host of %s (%s) down for a restart", nd.ID, nd.Host().IP)
+		f.Heal = func(context.Context) error { nd.Start(); return nil }
 	case FaultIsolate:
 		nm.c.Net.Isolate(mode, pick())
 		f.Heal = healNet
@@ -169,19 +216,22 @@ func (nm *Nemesis) Inject(ctx context.Context, kind FaultKind) (f Fault, ok bool
 // HealAll undoes every fault there may be: the network heals, paused
 // processes continue, stopped members restart, clocks lose their skew.
 func (c *Cluster) HealAll(ctx context.Context) error {
-	c.Net.Heal()
+	var errs []error
+	if c.Net != nil {
+		c.Net.Heal()
+	}
 	for _, id := range c.Members() {
 		nd := c.Node(id)
+		if h := nd.Host(); h != nil {
+			errs = append(errs, h.LinkUp(), h.Thaw())
+		}
 		nd.Resume()
 		if !nd.Running() {
 			nd.Start()
 		}
 	}
-	var err error
 	for id := range c.Skewed() {
-		if e := c.SetClockOffset(ctx, id, 0); e != nil {
-			err = e
-		}
+		errs = append(errs, c.SetClockOffset(ctx, id, 0))
 	}
-	return err
+	return errors.Join(errs...)
 }

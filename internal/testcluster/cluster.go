@@ -19,6 +19,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/hosts"
+	"github.com/ringkv/ringkv/internal/rpcconn"
 )
 
 var builds struct {
@@ -110,18 +113,25 @@ type Node struct {
 	t    testing.TB
 	bin  string
 	join []string
+	// host is the network-namespace host the node runs on (Options.Hosts);
+	// nil: loopback.
+	host *hosts.Host
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the process has been waited for
-	// http is the HTTPS client of a secure cluster (as root); nil: plain
-	// HTTP.
+	// http is the HTTPS client of a secure cluster (as root), or the
+	// client host's HTTP client (Options.Hosts); nil: net/http's default.
 	http *http.Client
+	// secure: the node serves HTTPS.
+	secure bool
 }
 
 // Cluster is a set of nodes started by Start.
 type Cluster struct {
 	t     testing.TB
 	Nodes []*Node
+	// Hosts is Options.Hosts (nil: loopback).
+	Hosts *hosts.Net
 	// Certs is the secure cluster's CA directory (Options.Secure): ca.crt,
 	// ca.key, gossip.key, client.root.crt, and one directory per node;
 	// empty for an insecure cluster.
@@ -215,11 +225,21 @@ func (nd *Node) Start() {
 	args := []string{"serve", "--id", nd.ID, "--data", nd.DataDir,
 		"--http", nd.HTTPAddr, "--rpc", nd.RPCAddr, "--gossip", nd.GossipAddr,
 		"--fast-gossip", "--log-level", "debug"}
+	if nd.host != nil {
+		// Every interface of its host, and the host's address advertised:
+		// as in a container.
+		args = []string{"serve", "--id", nd.ID, "--data", nd.DataDir,
+			"--http", "0.0.0.0:8081", "--rpc", "0.0.0.0:9001", "--gossip", "0.0.0.0:7001",
+			"--advertise", nd.host.IP, "--fast-gossip", "--log-level", "debug"}
+	}
 	if len(nd.join) > 0 {
 		args = append(args, "--join", strings.Join(nd.join, ","))
 	}
 	args = append(args, nd.Args...)
 	cmd := exec.Command(nd.bin, args...)
+	if nd.host != nil {
+		cmd = nd.host.Command(nd.bin, args...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
@@ -277,6 +297,8 @@ type Stats struct {
 	Partitions  []uint32 `json:"partitions"`
 	Members     []struct {
 		ID       string `json:"id"`
+		RPCAddr  string `json:"rpc_addr"`
+		HTTPAddr string `json:"http_addr"`
 		Liveness string `json:"liveness"`
 		Status   string `json:"status"`
 	} `json:"members"`
@@ -364,6 +386,20 @@ func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func(ctx cont
 		<-timer.C
 	}
 }
+
+// Dialer returns what a test's own connections to the nodes must dial
+// with: the client host's DialContext on Options.Hosts, else nil (a
+// net.Dialer will do). Give it to the client library (client.WithDialer)
+// and to an http.Transport's DialContext.
+func (c *Cluster) Dialer() rpcconn.DialFunc {
+	if c.Hosts == nil {
+		return nil
+	}
+	return c.Hosts.DialContext
+}
+
+// Host returns the host the node runs on (Options.Hosts), or nil.
+func (nd *Node) Host() *hosts.Host { return nd.host }
 
 // Do sends an HTTP request to the node and returns status and body.
 func (nd *Node) Do(ctx context.Context, method, path string, query url.Values, body any) (int, []byte, error) {
@@ -518,6 +554,9 @@ func (c *Cluster) AddNode() *Node {
 	c.t.Helper()
 	if len(c.Nodes) == 0 {
 		c.t.Fatal("AddNode: the cluster has no nodes")
+	}
+	if c.Hosts != nil {
+		c.t.Fatal("AddNode: on hosts, start with Options.Spares instead")
 	}
 	first := c.Nodes[0]
 	root := filepath.Dir(first.DataDir)

@@ -2,12 +2,15 @@ package testcluster
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/ringkv/ringkv/internal/hosts"
 	"github.com/ringkv/ringkv/internal/pki"
 )
 
@@ -43,6 +46,15 @@ type Options struct {
 	Prepare func(nodes []*Node)
 	// ConvergeTimeout bounds the wait for membership. Default 60s.
 	ConvergeTimeout time.Duration
+	// Hosts, if set, runs node i on Hosts.Hosts[i-1] (so it needs at least
+	// Nodes+Spares hosts): the process runs in that host's network
+	// namespace, listens on 0.0.0.0 at the default ports (HTTP 8081, drpc
+	// 9001, gossip 7001) with --advertise set to the host's address, and
+	// Node's addresses are the host's; the cluster's HTTP calls dial from
+	// the client host (Hosts.DialContext), and so must the test's own
+	// clients (Cluster.Dialer). An insecure cluster gets --insecure (a
+	// listener off loopback needs it).
+	Hosts *hosts.Net
 	// Secure makes a CA (Cluster.Certs), a certs directory per node
 	// (--certs-dir, node certificate for 127.0.0.1), a gossip key
 	// (--gossip-key-file) and the root user's client certificate; the
@@ -63,31 +75,52 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 		o.ConvergeTimeout = 60 * time.Second
 	}
 	root := t.TempDir()
-	c := &Cluster{t: t}
+	c := &Cluster{t: t, Hosts: o.Hosts}
+	total := o.Nodes + o.Spares
+	if o.Hosts != nil && len(o.Hosts.Hosts) < total {
+		t.Fatalf("testcluster: %d hosts for %d nodes", len(o.Hosts.Hosts), total)
+	}
+	hostOf := func(i int) *hosts.Host { // node i, 1-based
+		if o.Hosts == nil {
+			return nil
+		}
+		return o.Hosts.Hosts[i-1]
+	}
 	if o.Secure {
 		c.Certs = filepath.Join(root, "certs")
-		if err := makeCerts(c.Certs, o.Nodes+o.Spares); err != nil {
+		if err := makeCerts(c.Certs, total, func(i int) string {
+			if h := hostOf(i); h != nil {
+				return h.IP
+			}
+			return ""
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for i := 1; i <= o.Nodes+o.Spares; i++ {
-		nd := &Node{
-			ID:         fmt.Sprintf("n%d", i),
-			HTTPAddr:   freeAddr(t),
-			RPCAddr:    freeAddr(t),
-			GossipAddr: freeAddr(t),
-			t:          t,
-			bin:        bin,
+	for i := 1; i <= total; i++ {
+		nd := &Node{ID: fmt.Sprintf("n%d", i), t: t, bin: bin, host: hostOf(i)}
+		if nd.host != nil {
+			nd.HTTPAddr = net.JoinHostPort(nd.host.IP, "8081")
+			nd.RPCAddr = net.JoinHostPort(nd.host.IP, "9001")
+			nd.GossipAddr = net.JoinHostPort(nd.host.IP, "7001")
+		} else {
+			nd.HTTPAddr, nd.RPCAddr, nd.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t)
 		}
 		nd.Args = append([]string(nil), o.Args...)
+		if o.Hosts != nil && !o.Secure {
+			nd.Args = append(nd.Args, "--insecure")
+		}
+		if o.Hosts != nil {
+			nd.http = &http.Client{Transport: &http.Transport{DialContext: o.Hosts.DialContext}, Timeout: time.Minute}
+		}
 		if o.Secure {
 			nd.Args = append(nd.Args, "--certs-dir", filepath.Join(c.Certs, nd.ID),
 				"--gossip-key-file", filepath.Join(c.Certs, pki.GossipKeyFile))
-			hc, err := secureHTTP(c.Certs, "root")
+			hc, err := secureHTTP(c.Certs, "root", c.Dialer())
 			if err != nil {
 				t.Fatal(err)
 			}
-			nd.http = hc
+			nd.http, nd.secure = hc, true
 		}
 		nd.DataDir = filepath.Join(root, nd.ID)
 		nd.LogPath = filepath.Join(root, nd.ID+".log")
