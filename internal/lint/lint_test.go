@@ -31,12 +31,13 @@ var allowed = map[string][]string{
 	"examples/quickstart":  {"client"},
 	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb", "internal/pki", "auth"},
 	"cmd/ringkv":           {"*"},
-	"internal/testcluster": {"internal/pki"},
+	"internal/testcluster": {"internal/pki", "internal/rpcconn", "internal/hosts"},
+	"internal/hosts":       {},
 	"internal/fault":       {},
 	"internal/testlog":     {},
 	"internal/rpcconn":     {},
 	"internal/pki":         {},
-	"internal/chaos":       {"client", "internal/testcluster", "internal/pki"},
+	"internal/chaos":       {"client", "internal/testcluster", "internal/pki", "internal/hosts"},
 	"internal/lint":        {},
 }
 

@@ -66,7 +66,7 @@ func TestHostsCluster(t *testing.T) {
 		c.WaitFor(30*time.Second, "n3 to hold "+key, func(ctx context.Context) error {
 			got, code, err := c.Nodes[2].Get(ctx, key, "one")
 			if err != nil || code != 200 || got != want {
-				return fmt.Errorf("read %s: %q (HTTP %d), %v", key, got, code, err)
+				return fmt.Errorf("read %s: %q (HTTP %d): %w", key, got, code, err)
 			}
 			return nil
 		})
