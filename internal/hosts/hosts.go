@@ -306,3 +306,27 @@ func ip(args ...string) error {
 	}
 	return nil
 }
+
+// Diagnose describes the network as the kernel sees it, for a failing
+// test's log: each namespace's links, addresses and neighbours, the
+// bridge's ports, and each host's TCP sockets by state.
+func (nt *Net) Diagnose() string {
+	var b strings.Builder
+	run := func(args ...string) {
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput() //nolint:gosec // diagnostics of our namespaces
+		fmt.Fprintf(&b, "$ %s\n%s", strings.Join(args, " "), out)
+		if err != nil {
+			fmt.Fprintf(&b, "(%v)\n", err)
+		}
+	}
+	run("ip", "-n", nt.sw, "-br", "link")
+	for _, h := range append(append([]*Host{}, nt.Hosts...), nt.client) {
+		if h == nil {
+			continue
+		}
+		run("ip", "-n", h.NS, "-br", "addr")
+		run("ip", "-n", h.NS, "neigh")
+		run("ip", "netns", "exec", h.NS, "ss", "-tan", "state", "established", "state", "syn-sent", "state", "syn-recv")
+	}
+	return b.String()
+}

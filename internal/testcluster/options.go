@@ -130,6 +130,9 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 		c.Nodes = append(c.Nodes, nd)
 	}
 	t.Cleanup(func() {
+		if t.Failed() && c.Hosts != nil {
+			t.Logf("---- the hosts' network ----\n%s", c.Hosts.Diagnose())
+		}
 		if t.Failed() {
 			// SIGQUIT: the Go runtime writes every goroutine's stack to the
 			// node's log and exits, so a hung node shows where it hangs.
