@@ -13,4 +13,4 @@ GOBIN=$bin go install storj.io/drpc/cmd/protoc-gen-go-drpc@v1.0.0
 PATH=$bin:$PATH protoc -I . \
   --go_out=kvpb --go_opt=module=github.com/ringkv/ringkv/proto/kvpb \
   --go-drpc_out=kvpb --go-drpc_opt=module=github.com/ringkv/ringkv/proto/kvpb \
-  ringkv/v1/kv.proto ringkv/v1/raft.proto ringkv/v1/lin.proto ringkv/v1/client.proto ringkv/v1/repair.proto
+  ringkv/v1/kv.proto ringkv/v1/raft.proto ringkv/v1/lin.proto ringkv/v1/client.proto ringkv/v1/repair.proto ringkv/v1/backup.proto

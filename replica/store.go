@@ -216,6 +216,9 @@ type Store struct {
 		readers sync.WaitGroup
 	}
 
+	// snaps are the open Snapshots (snapshot.go); Close releases them.
+	snaps snapshots
+
 	// txnsCommitted counts Badger transactions committed by the committer.
 	txnsCommitted atomic.Int64
 	// queued counts Merge calls waiting to hand their request to the committer.
@@ -321,6 +324,7 @@ func (s *Store) Close() error {
 			s.syncer.close() // answers the committed requests it holds
 		}
 		s.life.readers.Wait()
+		s.closeSnapshots()
 
 		s.metrics.unregister()
 		if cerr := s.db.Close(); cerr != nil {
