@@ -55,6 +55,7 @@ type Node struct {
 	raftTr      *consensus.Transport
 	groups      *consensus.Manager
 	coord       *coordinator.Coordinator
+	backup      *coordinator.BackupServer
 	trees       *antientropy.Trees
 	aeCli       *antientropy.Client
 	ae          *antientropy.Service
@@ -242,6 +243,14 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if err := kvpb.DRPCRegisterClient(mux, coordinator.NewClientServer(n.coord, members)); err != nil {
 		return nil, fmt.Errorf("node: register client service: %w", err)
 	}
+	bcfg := coordinator.DefaultBackupConfig()
+	bcfg.Logger = log.With("component", "backup")
+	if n.backup, err = coordinator.NewBackupServer(n.coord, bcfg); err != nil {
+		return nil, fmt.Errorf("node: backup service: %w", err)
+	}
+	if err := kvpb.DRPCRegisterBackup(mux, n.backup); err != nil {
+		return nil, fmt.Errorf("node: register backup service: %w", err)
+	}
 	if err := kvpb.DRPCRegisterRepair(mux, n.ae); err != nil {
 		return nil, fmt.Errorf("node: register repair service: %w", err)
 	}
@@ -343,6 +352,9 @@ func (n *Node) Close() error {
 		}
 		if n.aeCli != nil {
 			errs = append(errs, n.aeCli.Close())
+		}
+		if n.backup != nil {
+			errs = append(errs, n.backup.Close())
 		}
 		if n.coord != nil {
 			errs = append(errs, n.coord.Close())

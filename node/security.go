@@ -32,7 +32,7 @@ import (
 //     a node certificate on both ends.
 //   - planeGuard refuses the peer services (Replica, Linearizable,
 //     Repair, Raft) to any caller that did not present a node
-//     certificate; the Client service is open to clients, who are then
+//     certificate; the Client and Backup services are open to clients, who are then
 //     authorized per request.
 //   - Users and roles live in the cluster (package auth, one record under
 //     a reserved key, written at linearizable). A request's caller is a

@@ -82,15 +82,27 @@ func (s *Store) OpenSnapshots() int {
 	return len(s.snaps.open)
 }
 
+// Version returns the snapshot's commit version: every record committed
+// after the snapshot was taken has a greater version (Scan passes each
+// record's). Versions grow for the life of the store's directory.
+func (sn *Snapshot) Version() uint64 {
+	sn.mu.RLock()
+	defer sn.mu.RUnlock()
+	if sn.mu.txn == nil {
+		return 0
+	}
+	return sn.mu.txn.ReadTs()
+}
+
 // Scan calls fn, in key order, with every record of partition in the
-// snapshot whose key is >= start (nil: from the first), until fn returns
-// false. Tombstones and expired records are included; records failing
+// snapshot whose key is >= start (nil: from the first), and the version
+// it was committed at, until fn returns false. Tombstones and expired records are included; records failing
 // their checksum are skipped and counted, as by Store.Scan. fn owns the
 // key and record it is given and must not call Close.
 //
 // Errors: ErrClosed once the snapshot or the store is closed; otherwise a
 // Badger error.
-func (sn *Snapshot) Scan(partition uint32, start []byte, fn func(key []byte, rec Record) bool) error {
+func (sn *Snapshot) Scan(partition uint32, start []byte, fn func(key []byte, rec Record, version uint64) bool) error {
 	s := sn.s
 	if !s.acquire() {
 		return ErrClosed
@@ -123,7 +135,7 @@ func (sn *Snapshot) Scan(partition uint32, start []byte, fn func(key []byte, rec
 		if err != nil {
 			return fmt.Errorf("snapshot scan partition %d: read value: %w", partition, err)
 		}
-		if !fn(userKey, rec) {
+		if !fn(userKey, rec, item.Version()) {
 			return nil
 		}
 	}

@@ -25,7 +25,7 @@ func TestSnapshotIsPinned(t *testing.T) {
 	)
 	scan := func(start string) map[string]string {
 		got := map[string]string{}
-		if err := sn.Scan(1, []byte(start), func(k []byte, r Record) bool {
+		if err := sn.Scan(1, []byte(start), func(k []byte, r Record, _ uint64) bool {
 			got[string(k)] = string(r.Value)
 			return true
 		}); err != nil {
@@ -43,9 +43,24 @@ func TestSnapshotIsPinned(t *testing.T) {
 		t.Fatalf("store after the snapshot: got %q, want a-new", got.Value)
 	}
 	n := 0
-	if err := sn.Scan(1, nil, func([]byte, Record) bool { n++; return false }); err != nil || n != 1 {
+	if err := sn.Scan(1, nil, func([]byte, Record, uint64) bool { n++; return false }); err != nil || n != 1 {
 		t.Fatalf("early stop: got %d records, %v; want 1, nil", n, err)
 	}
+	// Versions: the records of the snapshot are at or below its version,
+	// a later one above.
+	later, err := s.Snapshot(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := later.Scan(1, nil, func(k []byte, _ Record, v uint64) bool {
+		if old := string(k) == "b"; old != (v <= sn.Version()) {
+			t.Errorf("key %q at version %d, first snapshot at %d", k, v, sn.Version())
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	later.Close()
 	if got := s.OpenSnapshots(); got != 1 {
 		t.Fatalf("open snapshots: got %d, want 1", got)
 	}
@@ -54,7 +69,7 @@ func TestSnapshotIsPinned(t *testing.T) {
 	if got := s.OpenSnapshots(); got != 0 {
 		t.Fatalf("open snapshots after Close: got %d, want 0", got)
 	}
-	if err := sn.Scan(1, nil, func([]byte, Record) bool { return true }); !errors.Is(err, ErrClosed) {
+	if err := sn.Scan(1, nil, func([]byte, Record, uint64) bool { return true }); !errors.Is(err, ErrClosed) {
 		t.Fatalf("scan after Close: got %v, want ErrClosed", err)
 	}
 }
@@ -70,7 +85,7 @@ func TestStoreCloseReleasesSnapshots(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := sn.Scan(0, nil, func([]byte, Record) bool { return true }); !errors.Is(err, ErrClosed) {
+	if err := sn.Scan(0, nil, func([]byte, Record, uint64) bool { return true }); !errors.Is(err, ErrClosed) {
 		t.Fatalf("scan after store Close: got %v, want ErrClosed", err)
 	}
 	sn.Close()

@@ -39,6 +39,12 @@ Usage:
   ringkv cluster leave|remove|admit ID [flags]
                                     change a member's ring membership
   ringkv cluster repair [--partition P]  run anti-entropy on every member now
+  ringkv backup --to DIR [--since T0|DIR]
+                                    back up the cluster as of one timestamp
+                                    (--since: incremental), with a manifest
+  ringkv backup verify DIR          check a backup's manifest and checksums
+  ringkv restore --from DIR [--from DIR ...]
+                                    merge backups into a running cluster
   ringkv certs create-ca|create-node|create-client|create-gossip-key|list [flags]
                                     make and list TLS certificates (--certs-dir)
   ringkv auth enable|disable|status [flags]   turn authentication on or off
@@ -49,7 +55,7 @@ Usage:
                                     --secure for a secure one), optionally
                                     beside etcd (--compare), and report
 
-The data commands talk drpc to any node (--addr, env RINGKV_ADDR, default
+The data, backup and restore commands talk drpc to any node (--addr, env RINGKV_ADDR, default
 127.0.0.1:9001) through the Go client library and take
 --consistency one|quorum|all|linearizable. The cluster, auth, user and role
 commands talk HTTP to any node (--http-addr, env RINGKV_HTTP_ADDR, default
@@ -96,6 +102,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return clusterCommand(ctx, rest, stdout, stderr)
 	case "bench":
 		return benchCommand(ctx, rest, stdout, stderr)
+	case "backup":
+		return backupCommand(ctx, rest, stdout, stderr)
+	case "restore":
+		return restoreCommand(ctx, rest, stdout, stderr)
 	case "certs":
 		return certsCommand(rest, stdout, stderr)
 	case "auth", "user", "role":

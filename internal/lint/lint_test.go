@@ -28,6 +28,7 @@ var allowed = map[string][]string{
 	"antientropy":          {"ring", "proto/kvpb", "internal/rpcconn"},
 	"client":               {"proto/kvpb", "internal/rpcconn", "internal/pki", "auth"},
 	"bench":                {"client"},
+	"backup":               {"client", "proto/kvpb", "replica"},
 	"examples/quickstart":  {"client"},
 	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb", "internal/pki", "auth"},
 	"cmd/ringkv":           {"*"},

@@ -81,9 +81,13 @@ type BackupBeginResponse struct {
 	NodeId    string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// hlc is the node's hybrid logical clock read right after the snapshot
 	// was pinned: greater than the timestamp of every record in it.
-	Hlc           uint64 `protobuf:"varint,3,opt,name=hlc,proto3" json:"hlc,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Hlc uint64 `protobuf:"varint,3,opt,name=hlc,proto3" json:"hlc,omitempty"`
+	// snapshot_version is the store's own commit version of the snapshot:
+	// every record committed on this node after the pin has a greater one.
+	// An incremental backup passes it back as after_version.
+	SnapshotVersion uint64 `protobuf:"varint,4,opt,name=snapshot_version,json=snapshotVersion,proto3" json:"snapshot_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *BackupBeginResponse) Reset() {
@@ -137,10 +141,18 @@ func (x *BackupBeginResponse) GetHlc() uint64 {
 	return 0
 }
 
+func (x *BackupBeginResponse) GetSnapshotVersion() uint64 {
+	if x != nil {
+		return x.SnapshotVersion
+	}
+	return 0
+}
+
 // BackupScanRequest reads one page of a partition from a pinned snapshot:
-// records with key >= start, in key order, whose timestamp t satisfies
-// since < t <= until (until 0: no upper bound). Reserved keys (first byte
-// 0x00) are never returned.
+// records with key >= start, in key order, whose timestamp t has t <= until
+// (until 0: no upper bound) and either t > since or (after_version > 0) a
+// commit version on this node above after_version. Reserved keys (first
+// byte 0x00) are never returned.
 type BackupScanRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	SessionId string                 `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
@@ -151,8 +163,10 @@ type BackupScanRequest struct {
 	// limit bounds the records returned; 0 means 1024.
 	Limit uint32 `protobuf:"varint,6,opt,name=limit,proto3" json:"limit,omitempty"`
 	// max_bytes bounds the keys and values returned (at least one record
-	// is returned if any matches); 0 means 4 MiB.
+	// is returned if any matches); 0 means 2 MiB, at most 3 MiB (drpc
+	// messages are limited to 4 MiB).
 	MaxBytes      uint64 `protobuf:"varint,7,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"`
+	AfterVersion  uint64 `protobuf:"varint,8,opt,name=after_version,json=afterVersion,proto3" json:"after_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +246,13 @@ func (x *BackupScanRequest) GetLimit() uint32 {
 func (x *BackupScanRequest) GetMaxBytes() uint64 {
 	if x != nil {
 		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *BackupScanRequest) GetAfterVersion() uint64 {
+	if x != nil {
+		return x.AfterVersion
 	}
 	return 0
 }
@@ -549,12 +570,13 @@ const file_ringkv_v1_backup_proto_rawDesc = "" +
 	"\n" +
 	"\x16ringkv/v1/backup.proto\x12\tringkv.v1\x1a\x12ringkv/v1/kv.proto\"7\n" +
 	"\x12BackupBeginRequest\x12!\n" +
-	"\flease_millis\x18\x01 \x01(\x04R\vleaseMillis\"_\n" +
+	"\flease_millis\x18\x01 \x01(\x04R\vleaseMillis\"\x8a\x01\n" +
 	"\x13BackupBeginResponse\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x10\n" +
-	"\x03hlc\x18\x03 \x01(\x04R\x03hlc\"\xc5\x01\n" +
+	"\x03hlc\x18\x03 \x01(\x04R\x03hlc\x12)\n" +
+	"\x10snapshot_version\x18\x04 \x01(\x04R\x0fsnapshotVersion\"\xea\x01\n" +
 	"\x11BackupScanRequest\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12\x1c\n" +
@@ -563,7 +585,8 @@ const file_ringkv_v1_backup_proto_rawDesc = "" +
 	"\x05since\x18\x04 \x01(\x04R\x05since\x12\x14\n" +
 	"\x05until\x18\x05 \x01(\x04R\x05until\x12\x14\n" +
 	"\x05limit\x18\x06 \x01(\rR\x05limit\x12\x1b\n" +
-	"\tmax_bytes\x18\a \x01(\x04R\bmaxBytes\"t\n" +
+	"\tmax_bytes\x18\a \x01(\x04R\bmaxBytes\x12#\n" +
+	"\rafter_version\x18\b \x01(\x04R\fafterVersion\"t\n" +
 	"\x12BackupScanResponse\x120\n" +
 	"\arecords\x18\x01 \x03(\v2\x16.ringkv.v1.KeyedRecordR\arecords\x12\x12\n" +
 	"\x04next\x18\x02 \x01(\fR\x04next\x12\x18\n" +
