@@ -255,7 +255,7 @@ func begin(ctx context.Context, cl Cluster, topo client.Topology, cfg Config) (m
 			err := cl.Invoke(ctx, m.Addr, func(ctx context.Context, conn drpc.Conn) error {
 				var err error
 				resp, err = kvpb.NewDRPCBackupClient(conn).Begin(ctx, &kvpb.BackupBeginRequest{LeaseMillis: uint64(cfg.Lease / time.Millisecond)}) //nolint:gosec // positive
-				return err                                                                                                                          //nolint:wrapcheck // Invoke classifies it
+				return err                                                                                                                         //nolint:wrapcheck // Invoke classifies it
 			})
 			if err != nil {
 				answers <- answer{err: fmt.Errorf("begin on %s: %w", m.ID, err)}
