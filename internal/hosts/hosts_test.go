@@ -220,3 +220,16 @@ func TestCloseRemovesEverything(t *testing.T) {
 		}
 	}
 }
+
+func TestDiagnose(t *testing.T) {
+	nt := New(t, 2)
+	out := nt.Diagnose()
+	for _, want := range []string{nt.sw, nt.Host("h1").NS, nt.Host("h2").NS, nt.client.NS, nt.Host("h2").IP, "br0", "vh1"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Diagnose lacks %q:\n%s", want, out)
+		}
+	}
+	if nt.Host("nope") != nil {
+		t.Error("Host of an unknown name is not nil")
+	}
+}
