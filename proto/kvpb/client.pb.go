@@ -339,7 +339,11 @@ type TopologyMember struct {
 	// alive is the serving node's liveness view of the member.
 	Alive bool `protobuf:"varint,5,opt,name=alive,proto3" json:"alive,omitempty"`
 	// status is the ring membership: "joined", "leaving", "removed" or "".
-	Status        string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	Status string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
+	// draining: the member is draining (ringkv cluster drain, or stopping on
+	// SIGTERM) and refuses new client requests with CLOSED; send them
+	// elsewhere. Absent (false) from nodes older than the field.
+	Draining      bool `protobuf:"varint,7,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -414,6 +418,13 @@ func (x *TopologyMember) GetStatus() string {
 		return x.Status
 	}
 	return ""
+}
+
+func (x *TopologyMember) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
 }
 
 type TopologyPartition struct {
@@ -1457,14 +1468,15 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\fClientHeader\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12!\n" +
 	"\fring_version\x18\x02 \x01(\x04R\vringVersion\"\x11\n" +
-	"\x0fTopologyRequest\"\x9a\x01\n" +
+	"\x0fTopologyRequest\"\xb6\x01\n" +
 	"\x0eTopologyMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04zone\x18\x02 \x01(\tR\x04zone\x12\x19\n" +
 	"\brpc_addr\x18\x03 \x01(\tR\arpcAddr\x12\x1b\n" +
 	"\thttp_addr\x18\x04 \x01(\tR\bhttpAddr\x12\x14\n" +
 	"\x05alive\x18\x05 \x01(\bR\x05alive\x12\x16\n" +
-	"\x06status\x18\x06 \x01(\tR\x06status\"G\n" +
+	"\x06status\x18\x06 \x01(\tR\x06status\x12\x1a\n" +
+	"\bdraining\x18\a \x01(\bR\bdraining\"G\n" +
 	"\x11TopologyPartition\x12\x1a\n" +
 	"\breplicas\x18\x01 \x03(\tR\breplicas\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\"\xfb\x01\n" +

@@ -85,6 +85,10 @@ type Config struct {
 	// Open reads it; ReloadKeyring reads it again. Default empty: no
 	// encryption. Turning encryption on or off takes every node restarted.
 	KeyringFile string
+	// Wire is the range of wire protocol versions this node speaks,
+	// advertised in its metadata; a peer whose range does not overlap it
+	// is refused (wire.go). Zero: CurrentWire. Tests set others.
+	Wire WireRange
 	// Logger receives this package's and memberlist's logs. Nil discards.
 	Logger *slog.Logger
 }
@@ -144,8 +148,12 @@ func (c Config) Validate() error {
 	if c.ClaimInterval < 0 {
 		bad("ClaimInterval %s is negative", c.ClaimInterval)
 	}
+	if c.Wire != (WireRange{}) && !c.Wire.valid() {
+		bad("Wire %d..%d is not a range of positive versions", c.Wire.Min, c.Wire.Max)
+	}
 	md := c.meta()
 	md.RingVersion = math.MaxUint64 // room for any version it will advertise
+	md.Draining = true
 	if b, err := encodeMeta(md); err != nil {
 		bad("metadata: %v", err)
 	} else if len(b) > memberlist.MetaMaxSize {
@@ -168,6 +176,9 @@ func (c Config) withDefaults() Config {
 			c.ClaimInterval = 200 * time.Millisecond
 		}
 	}
+	if c.Wire == (WireRange{}) {
+		c.Wire = CurrentWire()
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -175,7 +186,11 @@ func (c Config) withDefaults() Config {
 }
 
 func (c Config) meta() meta {
-	return meta{Version: metaVersion, Zone: c.Zone, RPCAddr: c.RPCAddr, HTTPAddr: c.HTTPAddr}
+	w := c.Wire
+	if w == (WireRange{}) {
+		w = CurrentWire()
+	}
+	return meta{Version: metaVersion, Zone: c.Zone, RPCAddr: c.RPCAddr, HTTPAddr: c.HTTPAddr, Wire: [2]int{w.Min, w.Max}}
 }
 
 // memberlistConfig builds memberlist's configuration from c. keyring, if
@@ -211,6 +226,8 @@ func (c Config) memberlistConfig(d *delegate, logger *slog.Logger, keyring *memb
 	}
 	mc.Delegate = d
 	mc.Events = d
+	mc.Alive = d
+	mc.Merge = d
 	mc.Logger = newStdLogger(logger)
 	if keyring != nil {
 		mc.Keyring = keyring

@@ -43,6 +43,11 @@ var (
 	// ErrNotAlive is returned by Change for an admit when the member is not alive in
 	// memberlist with valid metadata, so it cannot be joined yet.
 	ErrNotAlive = errors.New("gossip: member not alive")
+
+	// ErrIncompatible marks a peer refused because its wire protocol
+	// range does not overlap this node's; the concrete error is an
+	// *IncompatibleError.
+	ErrIncompatible = errors.New("gossip: incompatible wire protocol")
 )
 
 // ConflictError is the ErrConflict that Change returns when the member's

@@ -26,6 +26,14 @@ type Gossip struct {
 	cfg     Config
 	log     *slog.Logger
 	meta    atomic.Pointer[[]byte] // encoded metadata, advertised by NodeMeta
+	// adv is the metadata meta encodes; setMeta changes both together.
+	adv struct {
+		sync.Mutex
+		md meta
+	}
+	// refused limits the log lines about peers refused for their wire
+	// protocol (wire.go).
+	refused refusals
 	metrics *metrics
 	ml      *memberlist.Memberlist
 	addr    string
@@ -219,6 +227,7 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 		founded:   bootstrap,
 	}
 	g.meta.Store(&metaBytes)
+	g.adv.md = cfg.meta()
 	g.vet = deps.Vet
 	g.snap.Store(snap)
 	g.joined.Store(len(cfg.Seeds) == 0)
@@ -363,10 +372,15 @@ func (g *Gossip) infoLocked(r *ring.Ring, id string) (MemberInfo, bool) {
 		if n.metaOK {
 			mi.RPCAddr, mi.HTTPAddr = n.meta.RPCAddr, n.meta.HTTPAddr
 			mi.RingVersion = n.meta.RingVersion
+			mi.Wire = wireOf(n.meta)
+			mi.Draining = n.meta.Draining && n.liveness == Alive
 		}
 	}
 	if id == g.cfg.NodeID {
 		mi.RingVersion = r.Version()
+		g.adv.Lock()
+		mi.Draining, mi.Wire = g.adv.md.Draining, wireOf(g.adv.md)
+		g.adv.Unlock()
 	}
 	return mi, inRing || known
 }
@@ -651,18 +665,40 @@ func (g *Gossip) advertise() {
 	if v == g.advertised {
 		return
 	}
-	md := g.cfg.meta()
-	md.RingVersion = v
-	b, err := encodeMeta(md)
-	if err != nil {
-		g.log.Warn("encode metadata", "err", err)
-		return
-	}
-	g.meta.Store(&b)
-	g.advertised = v
-	if err := g.ml.UpdateNode(g.leaveTimeout()); err != nil {
+	if err := g.setMeta(func(md *meta) { md.RingVersion = v }); err != nil {
 		g.log.Debug("advertise ring version", "ring_version", v, "err", err)
 	}
+	g.advertised = v
+}
+
+// SetDraining advertises (on true) or stops advertising that this node is
+// draining: it refuses new client requests, so other coordinators and
+// clients should send them elsewhere (MemberInfo.Draining). It returns
+// memberlist's error when the update could not be broadcast in time; the
+// metadata is changed anyway and spreads with the next gossip.
+func (g *Gossip) SetDraining(on bool) error {
+	return g.setMeta(func(md *meta) { md.Draining = on })
+}
+
+// setMeta applies change to this node's metadata and asks memberlist to
+// spread it.
+func (g *Gossip) setMeta(change func(*meta)) error {
+	g.adv.Lock()
+	md := g.adv.md
+	change(&md)
+	b, err := encodeMeta(md)
+	if err == nil {
+		g.adv.md = md
+		g.meta.Store(&b)
+	}
+	g.adv.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := g.ml.UpdateNode(g.leaveTimeout()); err != nil {
+		return fmt.Errorf("update node metadata: %w", err)
+	}
+	return nil
 }
 
 // push sends the newest locally decided ring, if any, to every alive

@@ -45,4 +45,10 @@ type MemberInfo struct {
 	// RingVersion is the version of the ring the member holds, as it
 	// last advertised it (this node's own: exact); 0 if unknown.
 	RingVersion uint64
+	// Wire is the wire protocol range the member advertises (zero if
+	// memberlist never gave its metadata).
+	Wire WireRange
+	// Draining: the member is alive and advertises that it is draining
+	// (Gossip.SetDraining).
+	Draining bool
 }

@@ -80,6 +80,8 @@ var logRules = []logRule{
 	{prefix: "Error reading UDP packet", errs: stoppingErrs, level: slog.LevelDebug},
 	{prefix: "Error accepting TCP connection", errs: stoppingErrs, level: slog.LevelDebug},
 	{prefix: "Conflicting address for ", level: slog.LevelError},
+	// A peer refused by the Alive delegate (wire.go), which logs it itself.
+	{prefix: "ignoring alive message for ", level: slog.LevelDebug},
 }
 
 // memberlistLevel returns the level of a memberlist message logged with

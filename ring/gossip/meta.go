@@ -17,6 +17,13 @@ type meta struct {
 	// RingVersion is the version of the ring the node holds; 0 from a
 	// node that does not say.
 	RingVersion uint64 `json:"rv,omitempty"`
+	// Wire is the range of wire protocol versions the node speaks, [min,
+	// max]; absent (zero) from nodes older than the field, which speak 1
+	// (see wireOf).
+	Wire [2]int `json:"wire"`
+	// Draining: the node is draining and refuses new client requests;
+	// coordinators and clients send them elsewhere.
+	Draining bool `json:"drain,omitempty"`
 }
 
 func encodeMeta(m meta) ([]byte, error) {
