@@ -23,9 +23,9 @@ import (
 // Gossip runs memberlist for one node and owns its copy of the durable ring.
 // All methods are safe for concurrent use.
 type Gossip struct {
-	cfg     Config
-	log     *slog.Logger
-	meta    atomic.Pointer[[]byte] // encoded metadata, advertised by NodeMeta
+	cfg  Config
+	log  *slog.Logger
+	meta atomic.Pointer[[]byte] // encoded metadata, advertised by NodeMeta
 	// adv is the metadata meta encodes; setMeta changes both together.
 	adv struct {
 		sync.Mutex
