@@ -193,7 +193,8 @@ func (c *Client) downLocked(addr string) bool {
 // targets returns the addresses to try for a call on key (all nodes for
 // key ""), best first: for linearizable calls the partition leader, then
 // the key's replicas (live ones first, rotating between them), then every
-// other member; nodes marked down or believed dead come after the others.
+// other member; nodes marked down, believed dead or draining come after
+// the others.
 // The seeds come last (first, before the topology is known).
 func (c *Client) targets(key string, level Consistency) []string {
 	c.mu.RLock()
@@ -219,18 +220,18 @@ func (c *Client) targets(key string, level Consistency) []string {
 			p := partitionOf(key, v.shift)
 			if l := c.mu.leaders[p]; level == Linearizable && l != "" {
 				m := v.members[l]
-				add(m.addr, m.alive)
+				add(m.addr, m.alive && !m.draining)
 			}
 			replicas := v.table[p]
 			for i := range replicas {
 				m := v.members[replicas[(int(rot%uint64(len(replicas)))+i)%len(replicas)]]
-				add(m.addr, m.alive)
+				add(m.addr, m.alive && !m.draining)
 			}
 		}
 		// Any member can coordinate: the rest, in a rotating order.
 		for i := range v.ids {
 			m := v.members[v.ids[(int(rot%uint64(len(v.ids)))+i)%len(v.ids)]]
-			add(m.addr, m.alive)
+			add(m.addr, m.alive && !m.draining)
 		}
 	}
 	for _, s := range c.seeds {
@@ -426,6 +427,10 @@ func (c *Client) attemptWith(ctx context.Context, addr, key string, tok *token, 
 	c.observe(hdr, key, leader)
 	if code == kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
 		return final, nil
+	}
+	if code == kvpb.ErrorCode_ERROR_CODE_CLOSED {
+		// The node drains or stops: try the others first for a while.
+		c.markDown(addr)
 	}
 	how, err = codeError(code, fmt.Sprintf("%s (node %s)", msg, hdr.GetNodeId()))
 	return how, c.refusedWith(tok, err)

@@ -27,6 +27,9 @@ type member struct {
 	id    string
 	addr  string
 	alive bool
+	// draining: the member drains and refuses new requests; it is tried
+	// only after the others.
+	draining bool
 }
 
 // partitionOf returns key's partition for a ring of p partitions (a power
@@ -60,7 +63,7 @@ func viewFromWire(resp *kvpb.TopologyResponse) (*view, error) {
 		if _, dup := v.members[m.GetId()]; !dup {
 			v.ids = append(v.ids, m.GetId())
 		}
-		v.members[m.GetId()] = member{id: m.GetId(), addr: m.GetRpcAddr(), alive: m.GetAlive()}
+		v.members[m.GetId()] = member{id: m.GetId(), addr: m.GetRpcAddr(), alive: m.GetAlive(), draining: m.GetDraining()}
 	}
 	slices.Sort(v.ids)
 	for i, row := range resp.GetTable() {

@@ -17,6 +17,9 @@ var (
 	// ErrNotLeader marks requests made to a replica that does not lead the
 	// group; the concrete error is a *NotLeaderError naming the leader.
 	ErrNotLeader = errors.New("consensus: not the leader")
+	// ErrNoVoter is returned by HandOff when a group this node leads has
+	// no other voter that answers: its leadership cannot be handed over.
+	ErrNoVoter = errors.New("consensus: no other live voter to hand leadership to")
 	// ErrCorruptCommand is returned when a log entry cannot be decoded.
 	ErrCorruptCommand = errors.New("consensus: corrupt command")
 )

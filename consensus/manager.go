@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -127,6 +128,9 @@ type Deps struct {
 	Logs       LogFactory
 	Progress   Progress
 	Registerer prometheus.Registerer
+	// Drains, if set, tells which members drain: leadership is never
+	// handed to them (drain.go). Optional.
+	Drains DrainSource
 }
 
 // Manager runs one Raft group per partition this node replicates. It
@@ -145,6 +149,8 @@ type Manager struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// draining: hand leadership away instead of reconciling (drain.go).
+	draining atomic.Bool
 
 	mu struct {
 		sync.Mutex
@@ -301,6 +307,12 @@ func (mg *Manager) loop(ctx context.Context) {
 		var changes changeCounts
 		for _, g := range mg.Groups() {
 			mg.noteLeader(g)
+			if mg.draining.Load() {
+				if err := mg.handOff(ctx, g); err != nil {
+					mg.log.Log(ctx, reconcileErrLevel(err), "hand leadership over while draining", "group_id", g.id, "err", err)
+				}
+				continue
+			}
 			// Several changes per tick (each waits for the previous to
 			// commit): a new member is added and promoted without waiting
 			// a tick per step.
@@ -330,7 +342,7 @@ func (mg *Manager) loop(ctx context.Context) {
 func reconcileErrLevel(err error) slog.Level {
 	switch {
 	case errors.Is(err, ErrNoGroup), errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		errors.Is(err, raft.ErrLeadershipTransferInProgress), errors.Is(err, ErrNoVoter):
 		return slog.LevelDebug
 	}
 	return slog.LevelWarn
@@ -593,8 +605,8 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (chang
 	}
 	// The configuration matches the ring: hand leadership to the
 	// partition's primary, so leaders spread as evenly as primaries do
-	// (the ring balances those), if it has caught up.
-	if primary := want[0]; primary != mg.cfg.NodeID {
+	// (the ring balances those), if it has caught up and does not drain.
+	if primary := want[0]; primary != mg.cfg.NodeID && (mg.deps.Drains == nil || !mg.deps.Drains.Draining(primary)) {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		applied, err := mg.deps.Progress.AppliedIndex(cctx, primary, g.id)
 		cancel()

@@ -16,6 +16,7 @@ type metrics struct {
 	snapshotDuration prometheus.Histogram
 	snapshotBytes    prometheus.Histogram
 	snapshotInstalls prometheus.Counter
+	drainTransfers   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, error) {
@@ -50,8 +51,12 @@ func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, er
 			Namespace: "ringkv", Subsystem: "consensus", Name: "snapshot_restores_total",
 			Help: "Snapshots restored into this node's groups (InstallSnapshot from a leader, or at start).",
 		}),
+		drainTransfers: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "drain_leadership_transfers_total",
+			Help: "Leadership transfers this node made because it drains.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, groupCollector{groups}} {
+	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, groupCollector{groups}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register consensus metrics: %w", err)
 		}

@@ -24,6 +24,8 @@ type ClientMember struct {
 	Alive    bool
 	// Status is the ring membership: "joined", "leaving", "removed" or "".
 	Status string
+	// Draining: the member advertises that it drains.
+	Draining bool
 }
 
 // MemberLister lists the cluster's members for Topology. The node adapts
@@ -90,7 +92,7 @@ func clientCode(err error, level Level, isWrite bool) kvpb.ErrorCode {
 			return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED
 		}
 		return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE
-	case errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrClosed), errors.Is(err, ErrDraining):
 		return kvpb.ErrorCode_ERROR_CODE_CLOSED
 	case errors.Is(err, ErrCorrupt):
 		return kvpb.ErrorCode_ERROR_CODE_CORRUPT
@@ -162,7 +164,7 @@ func (s *ClientServer) Topology(_ context.Context, _ *kvpb.TopologyRequest) (*kv
 	if s.members != nil {
 		for _, m := range s.members.ClientMembers() {
 			resp.Members = append(resp.Members, &kvpb.TopologyMember{
-				Id: m.ID, Zone: m.Zone, RpcAddr: m.RPCAddr, HttpAddr: m.HTTPAddr, Alive: m.Alive, Status: m.Status,
+				Id: m.ID, Zone: m.Zone, RpcAddr: m.RPCAddr, HttpAddr: m.HTTPAddr, Alive: m.Alive, Status: m.Status, Draining: m.Draining,
 			})
 		}
 	}
@@ -244,6 +246,11 @@ func (s *ClientServer) List(ctx context.Context, req *kvpb.ClientListRequest) (*
 	ctx, cancel := s.budget(ctx, req.GetTimeoutMicros())
 	defer cancel()
 	resp := &kvpb.ClientListResponse{Header: s.header()}
+	if !s.c.gate.enter() {
+		resp.Error, resp.Message = clientCode(ErrDraining, Quorum, false), ErrDraining.Error()
+		return resp, nil
+	}
+	defer s.c.gate.exit()
 	level, err := levelFromWire(req.GetConsistency())
 	var pairs []Pair
 	if err == nil {
@@ -262,6 +269,12 @@ func (s *ClientServer) List(ctx context.Context, req *kvpb.ClientListRequest) (*
 
 // run executes one operation on the coordinator and describes its outcome.
 func (s *ClientServer) run(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientResult {
+	if !s.c.gate.enter() {
+		res := refusedResult()
+		res.Leader = s.leaderOf(op.GetKey())
+		return res
+	}
+	defer s.c.gate.exit()
 	res := &kvpb.ClientResult{}
 	key := op.GetKey()
 	level, err := levelFromWire(op.GetConsistency())

@@ -32,6 +32,9 @@ type Coordinator struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	closed   atomic.Bool
+	// gate refuses client requests while draining and counts those in
+	// flight (drain.go).
+	gate drainGate
 }
 
 // New returns a Coordinator. It returns an error if cfg or deps is invalid.
@@ -344,11 +347,13 @@ func (c *Coordinator) readFrom(ctx context.Context, node string, p uint32, key [
 }
 
 // readOrder orders a preference list for reads: this node first (no network
-// hop), then members believed alive, then the rest, each in preference
+// hop), then members believed alive, those that drain (Liveness with a
+// Draining method) after the others, then the rest, each in preference
 // order.
 func (c *Coordinator) readOrder(replicas []string) []string {
 	out := make([]string, 0, len(replicas))
-	var dead []string
+	var draining, dead []string
+	ds, _ := c.deps.Liveness.(drainingSource)
 	for _, n := range replicas {
 		if n == c.cfg.NodeID {
 			out = append(out, n)
@@ -357,13 +362,21 @@ func (c *Coordinator) readOrder(replicas []string) []string {
 	for _, n := range replicas {
 		switch {
 		case n == c.cfg.NodeID:
-		case c.deps.Liveness == nil || c.deps.Liveness.Alive(n):
-			out = append(out, n)
-		default:
+		case c.deps.Liveness != nil && !c.deps.Liveness.Alive(n):
 			dead = append(dead, n)
+		case ds != nil && ds.Draining(n):
+			draining = append(draining, n)
+		default:
+			out = append(out, n)
 		}
 	}
-	return append(out, dead...)
+	return append(append(out, draining...), dead...)
+}
+
+// drainingSource is an optional ability of Deps.Liveness: it tells which
+// members drain (they stop soon), so that reads ask them last.
+type drainingSource interface {
+	Draining(nodeID string) bool
 }
 
 type readReply struct {

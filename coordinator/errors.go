@@ -18,6 +18,14 @@ var (
 	ErrCorrupt = errors.New("coordinator: all answering replicas corrupt")
 	// ErrClosed is returned by calls made after Close.
 	ErrClosed = errors.New("coordinator: closed")
+	// ErrDraining is returned to client requests (Client service, HTTP
+	// data API) that arrive while the node drains (StartDrain): nothing
+	// was done; send them to another node. The Client service reports it
+	// as ERROR_CODE_CLOSED, HTTP as 503.
+	ErrDraining = errors.New("coordinator: node draining, send the request to another node")
+	// ErrNotDraining is returned by WaitIdle when StartDrain was not
+	// called (or Undrain was since).
+	ErrNotDraining = errors.New("coordinator: not draining")
 )
 
 // UnavailableError says how many replicas answered a request that needed

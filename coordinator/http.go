@@ -36,7 +36,7 @@ func HTTPHandler(c *Coordinator) http.Handler {
 	mux.HandleFunc("/api/list", h.list)
 	mux.HandleFunc("/api/delete", h.delete)
 	mux.HandleFunc("/api/cas", h.cas)
-	return mux
+	return drainHTTP(c, mux)
 }
 
 type httpAPI struct {
@@ -254,7 +254,7 @@ func StatusFor(err error) int {
 	case errors.Is(err, consensus.ErrAmbiguous):
 		// The write may or may not have been applied.
 		return http.StatusGatewayTimeout
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, ErrDraining):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

@@ -22,6 +22,8 @@ import (
 //	POST /api/cluster/remove?id=X    -> ChangeAnswer  (gossip.OpRemove)
 //	POST /api/cluster/admit?id=X     -> ChangeAnswer  (gossip.OpAdmit)
 //	POST /api/cluster/repair[?partition=P] -> RepairResult (repair.go)
+//	POST /api/cluster/drain[?id=SELF][&timeout=D] -> DrainReport (drain.go)
+//	POST /api/cluster/undrain[?id=SELF]   -> DrainReport (drain.go)
 //
 // A change is decided by gossip.Change against the newest ring of the
 // cluster (a compare-and-set of the ring on a reserved linearizable key),
@@ -52,6 +54,8 @@ func (n *Node) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("/api/cluster/remove", n.clusterChange(gossip.OpRemove))
 	mux.HandleFunc("/api/cluster/admit", n.clusterChange(gossip.OpAdmit))
 	mux.HandleFunc("/api/cluster/repair", n.clusterRepair)
+	mux.HandleFunc("/api/cluster/drain", n.clusterDrain)
+	mux.HandleFunc("/api/cluster/undrain", n.clusterUndrain)
 	mux.HandleFunc("/api/cluster/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: " + r.URL.Path})
 	})
@@ -179,6 +183,7 @@ func (n *Node) memberStats() []MemberStats {
 		out = append(out, MemberStats{
 			ID: m.ID, Zone: m.Zone, RPCAddr: m.RPCAddr, HTTPAddr: m.HTTPAddr,
 			Liveness: m.Liveness.String(), Status: status, RingVersion: m.RingVersion,
+			Draining: m.Draining,
 		})
 	}
 	return out

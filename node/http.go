@@ -110,8 +110,8 @@ func (n *Node) groupStats() []GroupStats {
 }
 
 // Ready reports whether this node has joined the ring, runs a group for
-// every partition the ring assigns it, and knows every group's leader;
-// waiting lists the groups without a known leader.
+// every partition the ring assigns it, knows every group's leader and does
+// not drain; waiting lists the groups without a known leader.
 func (n *Node) Ready() (ready, joined bool, groups int, waiting []uint32) {
 	waiting = []uint32{}
 	all := n.groups.Groups()
@@ -124,19 +124,19 @@ func (n *Node) Ready() (ready, joined bool, groups int, waiting []uint32) {
 	if m, ok := r.Member(n.cfg.ID); ok && m.Status == ring.Joined {
 		joined = true
 	}
-	ready = len(waiting) == 0 && joined && len(all) >= len(r.PartitionsOf(n.cfg.ID))
+	ready = len(waiting) == 0 && joined && len(all) >= len(r.PartitionsOf(n.cfg.ID)) && !n.Draining()
 	return ready, joined, len(all), waiting
 }
 
-// ready answers 200 when Ready, 503 with the groups still waiting
-// otherwise.
+// ready answers 200 when Ready, 503 with the groups still waiting (or
+// "draining": true) otherwise.
 func (n *Node) ready(w http.ResponseWriter, _ *http.Request) {
 	ready, joined, groups, waiting := n.Ready()
 	code := http.StatusOK
 	if !ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": ready, "joined": joined, "groups": groups, "groups_without_leader": waiting})
+	writeJSON(w, code, map[string]any{"ready": ready, "joined": joined, "groups": groups, "groups_without_leader": waiting, "draining": n.Draining()})
 }
 
 // MemberStats is one member as this node sees it.
@@ -151,6 +151,9 @@ type MemberStats struct {
 	// advertises it by gossip (exact for the node answering); 0 if
 	// unknown.
 	RingVersion uint64 `json:"ring_version,omitempty"`
+	// Draining: the member advertises that it drains (ringkv cluster
+	// drain, or a SIGTERM).
+	Draining bool `json:"draining,omitempty"`
 }
 
 func (n *Node) stats(w http.ResponseWriter, _ *http.Request) {

@@ -65,6 +65,8 @@ type Node struct {
 	authority *auth.Authority
 	// handshakes limits the log lines about failed TLS handshakes.
 	handshakes logLimiter
+	// draining: Drain was called and Undrain was not (drain.go).
+	draining atomic.Bool
 
 	rpcLis  net.Listener
 	httpLis net.Listener
@@ -97,6 +99,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	log = log.With("node_id", cfg.ID)
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: create data dir: %w", err)
+	}
+	if err := checkDiskFormat(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log}
 	defer func() {
@@ -181,6 +186,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		},
 		Progress:   n.trans,
 		Registerer: deps.Registerer,
+		Drains:     members,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: consensus: %w", err)
@@ -410,10 +416,17 @@ func (m membership) ClientMembers() []coordinator.ClientMember {
 		}
 		out = append(out, coordinator.ClientMember{
 			ID: mi.ID, Zone: mi.Zone, RPCAddr: mi.RPCAddr, HTTPAddr: mi.HTTPAddr,
-			Alive: mi.Liveness == gossip.Alive, Status: status,
+			Alive: mi.Liveness == gossip.Alive, Status: status, Draining: mi.Draining,
 		})
 	}
 	return out
+}
+
+// Draining implements consensus.DrainSource and the coordinator's
+// optional read-ordering ability: id advertises that it drains.
+func (m membership) Draining(id string) bool {
+	info, ok := m.g.Member(id)
+	return ok && info.Draining
 }
 
 func (m membership) Alive(id string) bool {

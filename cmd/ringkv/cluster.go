@@ -14,9 +14,9 @@ import (
 	"github.com/ringkv/ringkv/node"
 )
 
-// clusterCommand runs `ringkv cluster status|leave|remove|admit [ID]` and
-// `ringkv cluster repair [--partition P]` against a node's /api/cluster
-// endpoints.
+// clusterCommand runs `ringkv cluster status|leave|remove|admit|drain|undrain
+// [ID]` and `ringkv cluster repair [--partition P]` against a node's
+// /api/cluster endpoints.
 func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -29,7 +29,7 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if len(pos) == 0 {
-		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove, admit or repair", errUsage)
+		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove, admit, repair, drain or undrain", errUsage)
 	}
 	addr, err := httpAddr.value(fs, stderr)
 	if err != nil {
@@ -44,6 +44,14 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fmt.Errorf("%w: cluster repair takes no arguments, got %q", errUsage, pos[1:])
 		}
 		return clusterRepair(ctx, api, addr, *partition, max(*timeout, 10*time.Minute), stdout)
+	}
+	if sub := pos[0]; sub == "drain" || sub == "undrain" {
+		if len(pos) != 2 {
+			return fmt.Errorf("%w: cluster %s takes one member id", errUsage, sub)
+		}
+		// A drain waits for the node: give it the whole timeout and
+		// the request a little more.
+		return clusterDrain(ctx, api, addr, sub, pos[1], *timeout, stdout)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -135,7 +143,11 @@ func clusterStatus(ctx context.Context, api *httpAPI, addr string, stdout io.Wri
 		if m.Status != "removed" && rv != st.RingVersion {
 			behind++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", m.ID, m.Status, m.Liveness, ring,
+		status := m.Status
+		if m.Draining {
+			status += ",draining"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\n", m.ID, status, m.Liveness, ring,
 			orDash(m.Zone), orDash(m.HTTPAddr), orDash(m.RPCAddr), replicas[m.ID], leads[m.ID])
 	}
 	if err := tw.Flush(); err != nil {
@@ -148,6 +160,47 @@ func clusterStatus(ctx context.Context, api *httpAPI, addr string, stdout io.Wri
 		fmt.Fprintf(stdout, "\n%d members do not hold ring version %d yet\n", behind, st.RingVersion)
 	}
 	fmt.Fprintf(stdout, "\npartitions converged: %d/%d\n", converged, len(st.Partitions))
+	return nil
+}
+
+// clusterDrain sends drain or undrain to the member id, whose HTTP address
+// it learns from the node at addr, and prints the member's DrainReport.
+// The drain itself may take up to timeout.
+func clusterDrain(ctx context.Context, api *httpAPI, addr, sub, id string, timeout time.Duration, stdout io.Writer) error {
+	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	var st node.ClusterStatus
+	err := api.callJSON(sctx, http.MethodGet, api.url(addr, "/api/cluster/status"), nil, &st)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("cluster %s %s: %w", sub, id, err)
+	}
+	target := ""
+	for _, m := range st.Members {
+		if m.ID == id {
+			target = m.HTTPAddr
+			if m.Liveness != "alive" {
+				return fmt.Errorf("cluster %s %s: the member is %s", sub, id, m.Liveness)
+			}
+		}
+	}
+	if target == "" {
+		return fmt.Errorf("cluster %s %s: %s knows no member %q with an HTTP address", sub, id, st.NodeID, id)
+	}
+	q := url.Values{"id": {id}}
+	if sub == "drain" {
+		q.Set("timeout", timeout.String())
+	}
+	rctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
+	defer cancel()
+	var rep node.DrainReport
+	if err := api.callJSON(rctx, http.MethodPost, api.url(target, "/api/cluster/"+sub+"?"+q.Encode()), nil, &rep); err != nil {
+		return fmt.Errorf("cluster %s %s: %w", sub, id, err)
+	}
+	if sub == "undrain" {
+		fmt.Fprintf(stdout, "OK: %s takes client requests again\n", id)
+		return nil
+	}
+	fmt.Fprintf(stdout, "OK: %s drained in %s: leads no group, no client request in flight; it stays out of service until 'ringkv cluster undrain %s' or a restart\n", id, rep.Took, id)
 	return nil
 }
 

@@ -39,6 +39,8 @@ Usage:
   ringkv cluster leave|remove|admit ID [flags]
                                     change a member's ring membership
   ringkv cluster repair [--partition P]  run anti-entropy on every member now
+  ringkv cluster drain|undrain ID   take a member out of service (and back)
+                                    without stopping it
   ringkv backup --to DIR [--since T0|DIR]
                                     back up the cluster as of one timestamp
                                     (--since: incremental), with a manifest
@@ -51,6 +53,7 @@ Usage:
   ringkv user add|passwd|del|list|grant|revoke ...   manage users
   ringkv role add|del|list|grant|revoke ...          manage roles
   ringkv dev --secure               a local cluster with TLS and authentication
+  ringkv version                    print the version, wire protocol and data format
   ringkv bench [flags]              load a cluster (a local one by default,
                                     --secure for a secure one), optionally
                                     beside etcd (--compare), and report
@@ -110,6 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return certsCommand(rest, stdout, stderr)
 	case "auth", "user", "role":
 		return authCommand(ctx, cmd, rest, stdout, stderr)
+	case "version", "--version":
+		return versionCommand(rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -88,6 +89,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error (env RINGKV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
+	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, drain for at most this long before stopping (hand over raft leadership, refuse new client requests, finish those in flight, flush hints); 0 stops at once; a second signal cuts the drain short (env RINGKV_DRAIN_TIMEOUT)")
 	pprofAddr := fs.String("pprof", envDefault("RINGKV_PPROF", ""), "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off (env RINGKV_PPROF)")
 	// Test-only hooks for the chaos harness (internal/chaos); see
 	// docs/RELIABILITY.md. They are not listed in the usage text's examples
@@ -97,6 +99,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.Coordinator.UnsafeStaleReads, "unsafe-stale-reads", false, "TEST ONLY, BROKEN: serve linearizable reads from the local replica without read-index")
 	if err := setFromEnv(fs, map[string]string{
 		"hints": "RINGKV_HINTS", "hint-window": "RINGKV_HINT_WINDOW", "hint-replay-rate": "RINGKV_HINT_REPLAY_RATE",
+		"drain-timeout": "RINGKV_DRAIN_TIMEOUT",
 	}); err != nil {
 		return err
 	}
@@ -155,11 +158,42 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 	}
+	drainBeforeStop(n, *drainTimeout, log)
 	log.Info("shutting down")
 	if err := n.Close(); err != nil {
 		return fmt.Errorf("serve: close: %w", err)
 	}
 	return nil
+}
+
+// drainBeforeStop drains n for at most timeout (0: not at all); a SIGINT
+// or SIGTERM meanwhile cuts it short. A drain that does not finish is
+// logged; the node stops anyway.
+func drainBeforeStop(n *node.Node, timeout time.Duration, log *slog.Logger) {
+	if timeout <= 0 {
+		return
+	}
+	// Registered only now: the signal that stopped serve went to main's
+	// context, so whatever arrives here is a second one.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-again:
+			log.Warn("second signal: stopping without finishing the drain")
+			cancel()
+		case <-stop:
+		}
+	}()
+	log.Info("draining before stop", "timeout", timeout)
+	if _, err := n.Drain(ctx); err != nil {
+		log.Warn("stopping before the drain finished", "err", err)
+	}
 }
 
 // checkSecure refuses, with one line naming --insecure, a node that would
