@@ -254,6 +254,14 @@ func (nd *Node) Start() {
 	nd.cmd, nd.done = cmd, done
 }
 
+// SetBinary makes the node's next Start run bin (a rolling upgrade
+// replaces each node's binary in turn).
+func (nd *Node) SetBinary(bin string) {
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	nd.bin = bin
+}
+
 // Kill sends SIGKILL and waits for the process to exit. No-op if stopped.
 func (nd *Node) Kill() { nd.signalAndWait(syscall.SIGKILL) }
 

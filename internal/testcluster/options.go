@@ -41,6 +41,9 @@ type Options struct {
 	Args []string
 	// NoRace runs the server processes from BinaryNoRace.
 	NoRace bool
+	// Binary, when set, is the ringkv binary the nodes run (an older
+	// release, for upgrade tests); Node.SetBinary changes it per node.
+	Binary string
 	// Prepare, when set, is called once every node (spares included) has
 	// its addresses and before any starts; it may change each Node's Args.
 	Prepare func(nodes []*Node)
@@ -70,6 +73,9 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 	bin := Binary(t)
 	if o.NoRace {
 		bin = BinaryNoRace(t)
+	}
+	if o.Binary != "" {
+		bin = o.Binary
 	}
 	if o.ConvergeTimeout <= 0 {
 		o.ConvergeTimeout = 60 * time.Second
