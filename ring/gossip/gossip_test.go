@@ -88,7 +88,7 @@ func TestThreeNodesConverge(t *testing.T) {
 			want := MemberInfo{
 				ID: id, Zone: "zone-" + id,
 				RPCAddr: "127.0.0.1:1" + id[1:], HTTPAddr: "127.0.0.1:2" + id[1:],
-				Liveness: Alive, Status: ring.Joined, RingVersion: 3,
+				Liveness: Alive, Status: ring.Joined, RingVersion: 3, Wire: CurrentWire(),
 			}
 			if mi != want {
 				t.Errorf("%s: Member(%s): got %+v, want %+v", g.cfg.NodeID, id, mi, want)
