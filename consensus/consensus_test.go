@@ -109,6 +109,7 @@ type cluster struct {
 	f      *fabric
 	ring   *ringBox
 	stores map[string]*replica.Store
+	drains *drainSet
 }
 
 func openStore(t *testing.T) *replica.Store {
@@ -141,6 +142,7 @@ func (c *cluster) startWith(node string, founder bool) *Manager {
 	m, err := NewManager(cfg, Deps{
 		Store: c.stores[node], Clock: replica.NewClock(nil, 0), Ring: c.ring,
 		Transports: nodeTransports{c.f, node}, Logs: c.f.logFactory(node), Progress: c.f,
+		Drains: c.drains,
 	})
 	if err != nil {
 		c.t.Fatal(err)
@@ -167,7 +169,7 @@ func newCluster(t *testing.T, partitions int) (*cluster, map[string]*Manager) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, f: newFabric(), ring: &ringBox{}, stores: map[string]*replica.Store{}}
+	c := &cluster{t: t, f: newFabric(), ring: &ringBox{}, stores: map[string]*replica.Store{}, drains: &drainSet{}}
 	if r, err = r.Join(ring.Member{ID: "n1"}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
 )
 
@@ -41,9 +42,11 @@ const drainQuiet = 500 * time.Millisecond
 type DrainReport struct {
 	NodeID   string `json:"node_id"`
 	Draining bool   `json:"draining"`
-	// Done: every step finished (nothing below is left).
+	// Done: every step finished in time.
 	Done bool `json:"done"`
-	// Leading lists the groups this node still leads.
+	// Leading lists the groups this node still leads: none after a
+	// drain that is done, but for groups no other live voter could take
+	// over.
 	Leading []uint32 `json:"leading"`
 	// InFlight is how many client requests are still running.
 	InFlight int `json:"in_flight"`
@@ -70,7 +73,13 @@ func (n *Node) Drain(ctx context.Context) (DrainReport, error) {
 	n.coord.StartDrain()
 	n.groups.SetDraining(true)
 	var errs []error
-	if err := n.groups.HandOff(ctx); err != nil {
+	switch err := n.groups.HandOff(ctx); {
+	case errors.Is(err, consensus.ErrNoVoter):
+		// A group with no other live voter (a one-node cluster, or
+		// its other replicas down) has nobody to take over: stopping
+		// this node stops it either way.
+		n.log.Info("groups without another live voter keep this node as leader", "groups", len(n.groups.Leading()))
+	case err != nil:
 		errs = append(errs, fmt.Errorf("leadership: %w", err))
 	}
 	// 4.
@@ -93,7 +102,7 @@ func (n *Node) Drain(ctx context.Context) (DrainReport, error) {
 		n.log.Warn("drain not finished", "leading", len(rep.Leading), "in_flight", rep.InFlight, "took", rep.Took, "err", err)
 		return rep, fmt.Errorf("node: drain: %w", err)
 	}
-	rep.Done = rep.Draining && len(rep.Leading) == 0 && rep.InFlight == 0
+	rep.Done = true
 	n.log.Info("drained", "took", rep.Took)
 	return rep, nil
 }

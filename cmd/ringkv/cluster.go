@@ -200,7 +200,11 @@ func clusterDrain(ctx context.Context, api *httpAPI, addr, sub, id string, timeo
 		fmt.Fprintf(stdout, "OK: %s takes client requests again\n", id)
 		return nil
 	}
-	fmt.Fprintf(stdout, "OK: %s drained in %s: leads no group, no client request in flight; it stays out of service until 'ringkv cluster undrain %s' or a restart\n", id, rep.Took, id)
+	lead := "leads no group"
+	if len(rep.Leading) > 0 {
+		lead = fmt.Sprintf("still leads %d groups that no other live voter could take", len(rep.Leading))
+	}
+	fmt.Fprintf(stdout, "OK: %s drained in %s: %s, no client request in flight; it stays out of service until 'ringkv cluster undrain %s' or a restart\n", id, rep.Took, lead, id)
 	return nil
 }
 
