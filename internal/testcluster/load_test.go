@@ -97,7 +97,7 @@ func (l *steadyLoad) writer(ctx context.Context, w int) {
 			}
 			key := fmt.Sprintf("w%d-%s-%d", w, op[:1], i)
 			val := key + "@" + strconv.Itoa(i)
-			l.write(op, func(cctx context.Context) error {
+			_ = l.write(op, func(cctx context.Context) error { // write counts failures
 				return l.cl.Set(cctx, key, []byte(val), client.WithConsistency(level))
 			}, func() { l.mu.acked[key] = val })
 			l.mu.Lock()
