@@ -494,7 +494,37 @@ func (t *RPCTransport) send(conn *rpcconn.Conn, batch []*call) error {
 	return firstErr
 }
 
+// maxMergeRPCBytes bounds the keys and values of the calls coalesced into
+// one Merge RPC, well under drpc's 4 MiB message limit (a single call
+// larger than it goes alone).
+const maxMergeRPCBytes = 2 << 20
+
+// sendMerges sends calls as Merge RPCs of at most maxMergeRPCBytes each
+// and returns the first error.
 func (t *RPCTransport) sendMerges(client kvpb.DRPCReplicaClient, calls []*call) error {
+	var firstErr error
+	for len(calls) > 0 {
+		n, size := 0, 0
+		for n < len(calls) {
+			b := 0
+			for _, e := range calls[n].entries {
+				b += len(e.Key) + len(e.Record.Value) + 64
+			}
+			if n > 0 && size+b > maxMergeRPCBytes {
+				break
+			}
+			size += b
+			n++
+		}
+		if err := t.sendMergeRPC(client, calls[:n]); err != nil && firstErr == nil {
+			firstErr = err
+		}
+		calls = calls[n:]
+	}
+	return firstErr
+}
+
+func (t *RPCTransport) sendMergeRPC(client kvpb.DRPCReplicaClient, calls []*call) error {
 	req := &kvpb.MergeRequest{}
 	for _, c := range calls {
 		req.Records = append(req.Records, entriesToWire(c.entries)...)

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -384,5 +385,41 @@ func TestRPCTransportMergeAsync(t *testing.T) {
 	mu.Unlock()
 	if err := tr.MergeAsync(ctx, "a", entry(0), func(error) { t.Error("done called after Close") }); !errors.Is(err, ErrClosed) {
 		t.Fatalf("MergeAsync after Close: got %v, want ErrClosed", err)
+	}
+}
+
+// TestRPCTransportSplitsLargeMerges: concurrent merges whose values add
+// up to more than drpc's 4 MiB message limit are coalesced into several
+// Merge RPCs, not one that the peer would refuse.
+func TestRPCTransportSplitsLargeMerges(t *testing.T) {
+	addr, store := serveReplica(t)
+	tr, err := NewRPCTransport(RPCConfig{ConnsPerPeer: 1}, mapResolver{"a": addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	clock := replica.NewClock(nil, 0)
+	value := bytes.Repeat([]byte("v"), 700<<10)
+	var wg sync.WaitGroup
+	errs := make(chan error, 12)
+	for i := range 12 { // 8.4 MB in all
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := replica.Record{Value: value, Timestamp: clock.Now(), NodeID: "c"}
+			errs <- tr.Merge(t.Context(), "a", []replica.Entry{{Partition: 1, Key: fmt.Appendf(nil, "big%02d", i), Record: rec}})
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("merge: got %v, want nil", err)
+		}
+	}
+	for i := range 12 {
+		if _, err := store.Get(1, fmt.Appendf(nil, "big%02d", i)); err != nil {
+			t.Fatalf("big%02d: %v", i, err)
+		}
 	}
 }
