@@ -157,7 +157,7 @@ feed:
 	if err := ctx.Err(); err != nil {
 		return RestoreSummary{}, fmt.Errorf("restore: %w", err)
 	}
-	return RestoreSummary{Backups: len(cfg.Dirs), Files: len(jobs), Records: cfg.Progress.Records.Load(), Bytes: cfg.Progress.Bytes.Load()}, nil
+	return RestoreSummary{Backups: len(cfg.Dirs), Files: len(jobs), Records: r.records.Load(), Bytes: r.bytes.Load()}, nil
 }
 
 // restorer sends batches to the nodes in turn.
@@ -166,6 +166,8 @@ type restorer struct {
 	cfg   RestoreConfig
 	addrs []string
 	next  atomic.Uint64
+	// records and bytes count what this restore merged.
+	records, bytes atomic.Int64
 }
 
 // file restores one backup file described by want.
@@ -190,6 +192,8 @@ func (r *restorer) file(ctx context.Context, path string, want FileInfo) error {
 		}
 		r.cfg.Progress.Records.Add(int64(len(batch)))
 		r.cfg.Progress.Bytes.Add(rd.Bytes() - lastBytes)
+		r.records.Add(int64(len(batch)))
+		r.bytes.Add(rd.Bytes() - lastBytes)
 		lastBytes = rd.Bytes()
 		batch, size = batch[:0], 0
 		return nil

@@ -137,6 +137,8 @@ type backupSession struct {
 	snap  *replica.Snapshot
 	lease time.Duration
 	timer *time.Timer // ends the session when the lease runs out
+	// deadline is when the lease runs out; guarded by BackupServer.mu.
+	deadline time.Time
 }
 
 // NewBackupServer returns a Backup service over c's store and ring. It
@@ -215,6 +217,7 @@ func (s *BackupServer) Begin(ctx context.Context, req *kvpb.BackupBeginRequest) 
 		return nil, backupError(ErrClosed, false)
 	}
 	s.mu.sessions[ss.id] = ss
+	ss.deadline = time.Now().Add(lease)
 	ss.timer = time.AfterFunc(lease, func() { s.expire(ss) })
 	s.mu.Unlock()
 	s.log.Info("backup session begun", "session", ss.id, "lease", lease, "hlc", uint64(hlc))
@@ -222,10 +225,11 @@ func (s *BackupServer) Begin(ctx context.Context, req *kvpb.BackupBeginRequest) 
 }
 
 // expire ends ss when its lease ran out, unless it was renewed meanwhile
-// (the timer then fired late: a renewal resets it first).
+// (a renewal racing the timer's firing moved the deadline; the timer was
+// reset and fires again).
 func (s *BackupServer) expire(ss *backupSession) {
 	s.mu.Lock()
-	if s.mu.sessions[ss.id] != ss {
+	if s.mu.sessions[ss.id] != ss || time.Now().Before(ss.deadline) {
 		s.mu.Unlock()
 		return
 	}
@@ -243,6 +247,7 @@ func (s *BackupServer) session(id string) (*backupSession, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, ErrNoBackupSession)
 	}
+	ss.deadline = time.Now().Add(ss.lease)
 	ss.timer.Reset(ss.lease)
 	return ss, nil
 }

@@ -71,7 +71,7 @@ func TestBackupCommands(t *testing.T) {
 		{"overwrite a", secure("root", "set", "a", "10"), "OK"},
 		{"delete b", secure("root", "del", "b"), "OK"},
 		{"add c", secure("root", "set", "c", "3"), "OK"},
-		{"incremental", secure("root", "backup", "--to", incr, "--since", full), "3 records"},
+		{"incremental, as root by password", secure("root", "backup", "--to", incr, "--since", full, "--password-file", rootPW), "3 records"},
 		{"restore both", plain("restore", "--from", full, "--from", incr), "restored 2 backups (128 files): 5 records"},
 		{"a restored", plain("get", "a"), "10\n"},
 		{"b deleted", plain("get", "b"), "ERR:not found"},
