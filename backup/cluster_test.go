@@ -196,7 +196,8 @@ func state(t *testing.T, cl *client.Client, keys []string) map[string]*string {
 // above T is; an incremental backup holds exactly what changed since; the
 // cluster is wiped, a 5-node cluster of 64 partitions gets both backups
 // restored and then holds what the source held; restoring the full backup
-// again changes nothing (LWW); verify finds a flipped byte.
+// again changes nothing (LWW); verify finds a flipped byte. A backup
+// with one of the three nodes down holds the same data.
 func TestBackupUnderLoadRestoreIntoLargerCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 8 processes")
@@ -336,6 +337,28 @@ func TestBackupUnderLoadRestoreIntoLargerCluster(t *testing.T) {
 
 	keys := h.all()
 	want := state(t, cl, keys)
+
+	// With a node down, a backup reads the two replicas left of each
+	// partition (a majority) and holds the same data.
+	src.Nodes[2].Kill()
+	dir3 := filepath.Join(t.TempDir(), "degraded")
+	m3, err := backup.Run(ctx, cl, backup.Config{Dir: dir3, Logger: log})
+	if err != nil {
+		t.Fatalf("backup with a node down: %v", err)
+	}
+	_, recs3 := readBackup(t, dir3)
+	if len(m3.Nodes) != 2 {
+		t.Fatalf("backup with n3 down read nodes %v, want 2", m3.Nodes)
+	}
+	for k, w := range want {
+		rec, ok := recs3[k]
+		switch {
+		case w == nil && ok && !rec.Tombstone:
+			t.Errorf("backup with a node down: %q holds %q, want absent", k, rec.Value)
+		case w != nil && (!ok || rec.Tombstone || string(rec.Value) != *w):
+			t.Errorf("backup with a node down: %q is %+v (present %v), want %q", k, rec, ok, *w)
+		}
+	}
 
 	// Wipe the source; restore both into 5 nodes of 64 partitions.
 	for _, nd := range src.Nodes {

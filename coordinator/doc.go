@@ -51,6 +51,15 @@
 // a kvpb.ErrorCode (clientCode is the table), so that every answer carries
 // the node's ring version and the key's partition leader.
 //
+// # Backup RPCs
+//
+// BackupServer serves the Backup drpc service (proto/ringkv/v1/backup.proto)
+// to operator clients (package backup), admin only: sessions over pinned
+// replica.Snapshots with an idle lease, paged scans of them filtered by
+// timestamp or commit version, and Restore, which merges records with
+// their own timestamps into a quorum of the replicas this node's ring
+// places them on. See docs/ARCHITECTURE.md "Backup and restore".
+//
 // # Goroutines
 //
 //   - One per replica per request (bounded by N), tracked by the
@@ -63,6 +72,10 @@
 //     most one session per hint target, which it waits for; stopped by
 //     Close. A write's replica goroutine stores that replica's hint itself,
 //     after handing its result over.
+//   - BackupServer: a session's lease is a time.AfterFunc (the runtime's
+//     goroutine, stopped by End and Close); Restore runs one merge per
+//     replica node of its batch at once and waits for all before it
+//     answers.
 //   - RPCTransport: ConnsPerPeer + InvokeConnsPerPeer senders per peer, fed
 //     by the peer's two queues, stopped by RPCTransport.Close.
 //
