@@ -341,6 +341,12 @@ func (s *BackupServer) Restore(ctx context.Context, req *kvpb.RestoreRequest) (*
 	if err := s.c.allow(ctx, auth.OpAdmin, nil); err != nil {
 		return nil, backupError(err, true)
 	}
+	// A draining node takes no new writes: the client sends the batch to
+	// another node. Backup sessions (reads) go on while it drains.
+	if !s.c.gate.enter() {
+		return nil, backupError(ErrDraining, true)
+	}
+	defer s.c.gate.exit()
 	if err := s.restore(ctx, req.GetRecords()); err != nil {
 		return nil, backupError(err, true)
 	}

@@ -236,12 +236,17 @@ func TestRestorePlacesAndMerges(t *testing.T) {
 		t.Fatalf("clock after restore: %d, want above the restored timestamps", next)
 	}
 
+	c.StartDrain()
+	_, err := s.Restore(ctx, &kvpb.RestoreRequest{Records: []*kvpb.KeyedRecord{rec("y", 70, "q")}})
+	wantCode(t, err, kvpb.ErrorCode_ERROR_CODE_CLOSED)
+	c.Undrain()
+
 	tc.trans.setDown("n2", true)
 	if _, err := s.Restore(ctx, &kvpb.RestoreRequest{Records: []*kvpb.KeyedRecord{rec("y", 70, "q")}}); err != nil {
 		t.Fatalf("restore with one replica down: %v", err)
 	}
 	tc.trans.setDown("n3", true)
-	_, err := s.Restore(ctx, &kvpb.RestoreRequest{Records: []*kvpb.KeyedRecord{rec("z", 70, "q")}})
+	_, err = s.Restore(ctx, &kvpb.RestoreRequest{Records: []*kvpb.KeyedRecord{rec("z", 70, "q")}})
 	wantCode(t, err, kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE)
 	tc.trans.setDown("n2", false)
 	tc.trans.setDown("n3", false)
