@@ -1,5 +1,7 @@
 // Package proto holds the protobuf definitions of ringkv's node-to-node
-// protocol (kv.proto, raft.proto, lin.proto) the client protocol (client.proto) and the backup protocol (backup.proto). The generated Go code lives in proto/kvpb, committed,
+// protocol (kv.proto, raft.proto, lin.proto, repair.proto), the client
+// protocol (client.proto) and the backup protocol (backup.proto). The
+// generated Go code lives in proto/kvpb, committed,
 // so that building ringkv needs no protoc. After editing kv.proto, regenerate
 // it with:
 //
