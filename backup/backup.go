@@ -79,6 +79,27 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// Validate reports every problem with c, joined. Zero fields are valid
+// (they take their defaults), but Dir is required.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Dir == "" {
+		errs = append(errs, errors.New("backup: Dir is required"))
+	}
+	if c.Base != nil && c.Since != 0 && c.Since != c.Base.Timestamp {
+		errs = append(errs, fmt.Errorf("backup: Since %d disagrees with Base's timestamp %d (give one)", c.Since, c.Base.Timestamp))
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{{"Parallelism", int64(c.Parallelism)}, {"PageRecords", int64(c.PageRecords)}, {"PageBytes", c.PageBytes}, {"Lease", int64(c.Lease)}, {"Attempts", int64(c.Attempts)}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("backup: %s is negative (%d)", f.name, f.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (c Config) withDefaults() Config {
 	if c.Parallelism <= 0 {
 		c.Parallelism = 4
@@ -120,17 +141,17 @@ type session struct {
 // writes one file per partition; the manifest is written last. See
 // docs/ARCHITECTURE.md "Backup and restore" for what T guarantees.
 //
-// Errors: ErrExists; ErrTooFewReplicas; the nodes' refusals as the client
+// Errors: the joined Validate errors; ErrExists; ErrTooFewReplicas; the nodes' refusals as the client
 // package's errors (client.ErrPermissionDenied without the admin
 // permission); file system errors. A failed backup leaves no manifest.
 func Run(ctx context.Context, cl Cluster, cfg Config) (*Manifest, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	if cfg.Base != nil {
 		cfg.Since = cfg.Base.Timestamp
-	}
-	if cfg.Dir == "" {
-		return nil, errors.New("backup: no directory given")
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Dir, ManifestName)); err == nil {
 		return nil, fmt.Errorf("%s: %w", cfg.Dir, ErrExists)

@@ -358,6 +358,16 @@ func TestRunRefusesABackupDirectory(t *testing.T) {
 	if _, err := Restore(t.Context(), nil, RestoreConfig{}); err == nil {
 		t.Fatal("restore of nothing: got nil error")
 	}
+	for _, bad := range []Config{{Dir: "x", Parallelism: -1}, {Dir: "x", Since: 5, Base: &Manifest{Timestamp: 6}}} {
+		if err := bad.Validate(); err == nil {
+			t.Fatalf("%+v: Validate got nil", bad)
+		}
+	}
+	for _, bad := range []RestoreConfig{{Dirs: []string{"x"}, BatchBytes: 8 << 20}, {Dirs: []string{"x"}, Attempts: -1}} {
+		if err := bad.Validate(); err == nil {
+			t.Fatalf("%+v: Validate got nil", bad)
+		}
+	}
 	if _, err := Restore(t.Context(), nil, RestoreConfig{Dirs: []string{t.TempDir()}}); !errors.Is(err, ErrNoManifest) {
 		t.Fatalf("restore of an empty directory: got %v, want ErrNoManifest", err)
 	}

@@ -42,6 +42,27 @@ type RestoreConfig struct {
 	Logger *slog.Logger
 }
 
+// Validate reports every problem with c, joined. Zero fields are valid
+// (they take their defaults), but Dirs is required.
+func (c RestoreConfig) Validate() error {
+	var errs []error
+	if len(c.Dirs) == 0 {
+		errs = append(errs, errors.New("backup: RestoreConfig.Dirs is required"))
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"Parallelism", c.Parallelism}, {"BatchRecords", c.BatchRecords}, {"BatchBytes", c.BatchBytes}, {"Attempts", c.Attempts}} {
+		if f.v < 0 {
+			errs = append(errs, fmt.Errorf("backup: %s is negative (%d)", f.name, f.v))
+		}
+	}
+	if c.BatchBytes > 3<<20 {
+		errs = append(errs, fmt.Errorf("backup: BatchBytes %d is over 3 MiB (drpc messages are limited to 4 MiB)", c.BatchBytes))
+	}
+	return errors.Join(errs...)
+}
+
 func (c RestoreConfig) withDefaults() RestoreConfig {
 	if c.Parallelism <= 0 {
 		c.Parallelism = 4
@@ -83,14 +104,14 @@ type RestoreSummary struct {
 // is read (every frame's checksum as it goes, count, size and SHA-256 at
 // its end); a bad frame stops the restore before its batch is sent.
 //
-// Errors: ErrNoManifest; a *FileError wrapping ErrCorrupt; the nodes'
+// Errors: the joined Validate errors; ErrNoManifest; a *FileError wrapping ErrCorrupt; the nodes'
 // refusals as the client package's errors; client.ErrUnavailable once a
 // batch failed cfg.Attempts times.
 func Restore(ctx context.Context, cl Cluster, cfg RestoreConfig) (RestoreSummary, error) {
-	cfg = cfg.withDefaults()
-	if len(cfg.Dirs) == 0 {
-		return RestoreSummary{}, errors.New("backup: no backup directory given")
+	if err := cfg.Validate(); err != nil {
+		return RestoreSummary{}, err
 	}
+	cfg = cfg.withDefaults()
 	type job struct {
 		dir string
 		f   FileInfo
