@@ -3,6 +3,7 @@ package chaos
 import (
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -148,14 +149,15 @@ func TestStaleReadScheduleLinearizable(t *testing.T) {
 func TestChaosHosts(t *testing.T) {
 	nt := hosts.New(t, 5)
 	cfg := Config{
-		Seed:        seed(t),
-		Cluster:     ClusterConfig{Nodes: 5, Spares: 0, Secure: true, Hosts: nt},
-		Workload:    WorkloadConfig{Workers: 16, ActiveKeys: 128, QuorumWorkers: 8, QuorumInterval: 20 * time.Millisecond},
-		Faults:      HostFaults(),
-		EveryKind:   true,
-		MinOps:      int64(envUint(t, "RINGKV_CHAOS_OPS", 3000)),
-		MaxDuration: 90 * time.Second,
-		HoldMin:     5 * time.Second, HoldMax: 5 * time.Second,
+		Seed:          seed(t),
+		Cluster:       ClusterConfig{Nodes: 5, Spares: 0, Secure: true, Hosts: nt},
+		Workload:      WorkloadConfig{Workers: 16, ActiveKeys: 128, QuorumWorkers: 8, QuorumInterval: 20 * time.Millisecond},
+		Faults:        hostFaults(t),
+		EveryKind:     true,
+		ProgressEvery: 5 * time.Second,
+		MinOps:        int64(envUint(t, "RINGKV_CHAOS_OPS", 3000)),
+		MaxDuration:   90 * time.Second,
+		HoldMin:       5 * time.Second, HoldMax: 5 * time.Second,
 		QuietMin: 2 * time.Second, QuietMax: 3 * time.Second,
 		ConvergeBound: 30 * time.Second,
 		CheckTimeout:  time.Minute,
@@ -183,4 +185,26 @@ func TestChaosHosts(t *testing.T) {
 			t.Errorf("fault %s never ran", k)
 		}
 	}
+}
+
+// hostFaults is HostFaults, or the kinds named in RINGKV_CHAOS_FAULTS
+// (comma-separated, e.g. host-freeze).
+func hostFaults(t *testing.T) []FaultKind {
+	names := os.Getenv("RINGKV_CHAOS_FAULTS")
+	if names == "" {
+		return HostFaults()
+	}
+	var out []FaultKind
+	for _, name := range strings.Split(names, ",") {
+		found := false
+		for k := range numFaultKinds {
+			if k.String() == name {
+				out, found = append(out, k), true
+			}
+		}
+		if !found {
+			t.Fatalf("RINGKV_CHAOS_FAULTS: unknown fault %q", name)
+		}
+	}
+	return out
 }

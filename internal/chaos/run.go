@@ -57,6 +57,9 @@ type Config struct {
 	// convergence check (all acknowledged keys are checked for loss).
 	// Default 1000.
 	ConvergeSample int
+	// ProgressEvery, if positive, logs the operations completed so far at
+	// that interval, so a run's log shows its rate through each fault.
+	ProgressEvery time.Duration
 	// OutDir receives the history, visualizations and node logs when the
 	// run fails (empty: a directory under the test's temp dir, kept).
 	OutDir string
@@ -230,6 +233,25 @@ func Run(t testing.TB, cfg Config) Result {
 	deadline := begin.Add(cfg.MaxDuration)
 	ctx := context.Background()
 	total := func() int64 { return w.Ops() + w.qOK.Load() + w.qFail.Load() + w.qUnk.Load() }
+	if cfg.ProgressEvery > 0 {
+		pctx, stopProgress := context.WithCancel(ctx)
+		defer stopProgress()
+		go func() {
+			tk := time.NewTicker(cfg.ProgressEvery)
+			defer tk.Stop()
+			last := total()
+			for {
+				select {
+				case <-pctx.Done():
+					return
+				case <-tk.C:
+					n := total()
+					t.Logf("chaos: %6.1fs progress: %d ops, %.0f ops/s", time.Since(begin).Seconds(), n, float64(n-last)/cfg.ProgressEvery.Seconds())
+					last = n
+				}
+			}
+		}()
+	}
 	for time.Now().Before(deadline) {
 		if total() >= cfg.MinOps && sumFaults(res.Faults) >= cfg.MinFaults && len(pending) == 0 {
 			break
