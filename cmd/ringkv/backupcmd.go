@@ -66,8 +66,8 @@ func backupCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		kind = fmt.Sprintf("incremental since %d (%s)", m.Since, replica.Timestamp(m.Since))
 	}
 	fmt.Fprintf(stdout, "backup %s: timestamp %d (%s), %s\n", *to, m.Timestamp, replica.Timestamp(m.Timestamp), kind)
-	fmt.Fprintf(stdout, "%d partitions from %d nodes, %d records, %s in %s (%s)\n",
-		m.Partitions, len(m.Nodes), m.Records, mb(m.Bytes), took.Round(time.Millisecond), rates(m.Records, m.Bytes, took))
+	fmt.Fprintf(stdout, "%d partitions from %d node(s) (%s), %d records, %s in %s (%s)\n",
+		m.Partitions, len(m.Nodes), strings.Join(m.Nodes, ", "), m.Records, mb(m.Bytes), took.Round(time.Millisecond), rates(m.Records, m.Bytes, took))
 	return nil
 }
 
