@@ -176,17 +176,6 @@ func Run(ctx context.Context, cl Cluster, cfg Config) (*Manifest, error) {
 	}
 	log.Info("backup pinned", "nodes", len(sessions), "timestamp", replica.Timestamp(hlc).String(), "since", cfg.Since)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var bg sync.WaitGroup
-	bg.Add(1)
-	go func() { // renews the leases until the backup is done
-		defer bg.Done()
-		keepAlive(ctx, cl, sessions, cfg.Lease/4, log)
-	}()
-	defer bg.Wait()
-	defer cancel()
-
 	m := &Manifest{
 		Format: manifestFormat, Timestamp: hlc, Since: cfg.Since,
 		Partitions: topo.Partitions, RingVersion: topo.RingVersion, Started: started,
@@ -201,6 +190,20 @@ func Run(ctx context.Context, cl Cluster, cfg Config) (*Manifest, error) {
 		}
 	}
 	slices.Sort(m.Nodes)
+
+	// sessions is read-only from here on: the keep-alive loop and the
+	// partition workers share it.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { // renews the leases until the backup is done
+		defer bg.Done()
+		keepAlive(ctx, cl, sessions, cfg.Lease/4, log)
+	}()
+	defer bg.Wait()
+	defer cancel()
+
 	cfg.Progress.Files.Store(int64(topo.Partitions))
 	files := make([]FileInfo, topo.Partitions)
 	work := make(chan int)

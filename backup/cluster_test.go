@@ -260,7 +260,7 @@ func TestBackupUnderLoadRestoreIntoLargerCluster(t *testing.T) {
 
 	dir1 := filepath.Join(t.TempDir(), "full")
 	runStart := time.Now()
-	m1, err := backup.Run(ctx, cl, backup.Config{Dir: dir1, Logger: log, PageRecords: 100})
+	m1, err := backup.Run(ctx, cl, backup.Config{Dir: dir1, Logger: log, PageRecords: 100, Lease: 2 * time.Second})
 	runEnd := time.Now()
 	if err != nil {
 		t.Fatalf("backup: %v", err)
