@@ -157,8 +157,9 @@ func (c *Client) topologyFrom(ctx context.Context, addr string) (*kvpb.TopologyR
 	return resp, nil
 }
 
-// refreshOrder lists the addresses to ask for the topology: members not
-// marked down, then seeds, then the rest; no duplicates.
+// refreshOrder lists the addresses to ask for the topology: live members
+// neither draining nor marked down, then seeds, then the rest; no
+// duplicates.
 func (c *Client) refreshOrder() []string {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -178,7 +179,9 @@ func (c *Client) refreshOrder() []string {
 	if v := c.mu.view; v != nil {
 		for _, id := range v.ids {
 			m := v.members[id]
-			add(m.addr, m.alive && !c.downLocked(m.addr))
+			// A member that drains or is starting may hold a partial
+			// view (a restarted node learns its peers as they reconnect).
+			add(m.addr, m.alive && !m.draining && !c.downLocked(m.addr))
 		}
 	}
 	for _, s := range c.seeds {

@@ -117,7 +117,7 @@ func (mg *Manager) handOff(ctx context.Context, g *Group) error {
 		return ErrNoVoter
 	}
 	mg.log.Debug("handing leadership over while draining", "group_id", g.id, "peer", best)
-	err := wrapFuture(g.raft.LeadershipTransferToServer(best, raft.ServerAddress(best)), "leadership transfer")
+	err := g.transferLeadership(best)
 	if err == nil {
 		mg.m.drainTransfers.Inc()
 	}

@@ -33,6 +33,18 @@ type Group struct {
 	latches latchSet
 	reads   readBatcher
 
+	// fence orders proposals against leadership transfers: propose holds
+	// it shared around raft.Apply, transferLeadership exclusively to set
+	// transferring. A proposal is therefore either enqueued before the
+	// transfer's barrier (and committed before leadership moves) or
+	// refused as not-the-leader, which is safe to retry; none is left in
+	// flight to fail with "leadership lost" (an unknown outcome).
+	fence        sync.RWMutex
+	transferring bool // guarded by fence
+	// transfer is held by the one transferLeadership running (the
+	// reconcile loop's or a drain's); others give up at once.
+	transfer sync.Mutex
+
 	mu struct {
 		sync.Mutex
 		// barrier is the current term's leader barrier (see leaderReady).
@@ -271,9 +283,46 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 	return true, nil, false, nil
 }
 
+// transferLeadership hands the group's leadership to target (any voter
+// raft picks when empty) without leaving a proposal in flight: new
+// proposals are refused (not the leader) from now on, a barrier waits
+// until every earlier one is committed and applied, and only then does
+// raft transfer. It returns the transfer's error, or the barrier's, or
+// raft.ErrLeadershipTransferInProgress when another transfer runs.
+func (g *Group) transferLeadership(target raft.ServerID) error {
+	if !g.transfer.TryLock() {
+		return fmt.Errorf("consensus: group %d: %w", g.id, raft.ErrLeadershipTransferInProgress)
+	}
+	defer g.transfer.Unlock()
+	g.fence.Lock()
+	g.transferring = true
+	g.fence.Unlock()
+	defer func() {
+		g.fence.Lock()
+		g.transferring = false
+		g.fence.Unlock()
+	}()
+	if err := g.raft.Barrier(5 * time.Second).Error(); err != nil {
+		return fmt.Errorf("barrier before leadership transfer: %w", err)
+	}
+	var f raft.Future
+	if target == "" {
+		f = g.raft.LeadershipTransfer()
+	} else {
+		f = g.raft.LeadershipTransferToServer(target, raft.ServerAddress(target))
+	}
+	return wrapFuture(f, "leadership transfer")
+}
+
 // propose replicates a merge of rec and waits until it is applied here.
 func (g *Group) propose(ctx context.Context, key []byte, rec replica.Record) error {
+	g.fence.RLock()
+	if g.transferring {
+		g.fence.RUnlock()
+		return g.notLeader() // not appended: the caller retries on the next leader
+	}
 	f := g.raft.Apply(encodeMerge(key, rec), timeout(ctx))
+	g.fence.RUnlock()
 	done := make(chan error, 1) // buffered: the waiter may leave on ctx
 	go func() { done <- f.Error() }()
 	var err error

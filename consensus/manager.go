@@ -598,7 +598,7 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (chang
 		}
 		if string(s.ID) == mg.cfg.NodeID {
 			mg.log.Debug("handing over leadership before leaving group", "group_id", g.id)
-			return done(handedOver, mg.cfg.NodeID, wrapFuture(g.raft.LeadershipTransfer(), "leadership transfer"))
+			return done(handedOver, mg.cfg.NodeID, g.transferLeadership(""))
 		}
 		mg.log.Debug("removing raft server", "group_id", g.id, "peer", s.ID)
 		return done(removedServer, string(s.ID), wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server"))
@@ -614,7 +614,7 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (chang
 			return change{}, nil //nolint:nilerr // a primary that is down or behind keeps the leader where it is
 		}
 		mg.log.Debug("transferring leadership to primary", "group_id", g.id, "peer", primary)
-		err = wrapFuture(g.raft.LeadershipTransferToServer(raft.ServerID(primary), raft.ServerAddress(primary)), "leadership transfer to primary")
+		err = g.transferLeadership(raft.ServerID(primary))
 		if errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return change{}, nil // an earlier transfer is still running; the next tick looks again
 		}

@@ -113,6 +113,19 @@ func (n *Node) groupStats() []GroupStats {
 // every partition the ring assigns it, knows every group's leader and does
 // not drain; waiting lists the groups without a known leader.
 func (n *Node) Ready() (ready, joined bool, groups int, waiting []uint32) {
+	ready, joined, groups, waiting = n.readiness()
+	return ready && !n.Draining(), joined, groups, waiting
+}
+
+// readyIgnoringDrain is Ready without the drain: whether the node could
+// serve.
+func (n *Node) readyIgnoringDrain() bool {
+	ready, _, _, _ := n.readiness()
+	return ready
+}
+
+// readiness is Ready, draining or not.
+func (n *Node) readiness() (ready, joined bool, groups int, waiting []uint32) {
 	waiting = []uint32{}
 	all := n.groups.Groups()
 	for _, g := range all {
@@ -124,7 +137,7 @@ func (n *Node) Ready() (ready, joined bool, groups int, waiting []uint32) {
 	if m, ok := r.Member(n.cfg.ID); ok && m.Status == ring.Joined {
 		joined = true
 	}
-	ready = len(waiting) == 0 && joined && len(all) >= len(r.PartitionsOf(n.cfg.ID)) && !n.Draining()
+	ready = len(waiting) == 0 && joined && len(all) >= len(r.PartitionsOf(n.cfg.ID))
 	return ready, joined, len(all), waiting
 }
 

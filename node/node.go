@@ -30,6 +30,7 @@ import (
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/ring/gossip"
 )
 
@@ -147,6 +148,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	gcfg.Profile = cfg.GossipProfile
 	gcfg.KeyringFile = cfg.GossipKeyringFile
 	gcfg.Logger = base.With("component", "gossip")
+	gcfg.Starting = true // until announceReady
 	gdeps := gossip.Deps{Registerer: deps.Registerer}
 	if n.pki != nil {
 		gdeps.Vet = n.vetPeer
@@ -309,6 +311,11 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: start raft groups: %w", err)
 	}
 	n.ae.Start()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.announceReady(ctx)
+	}()
 	log.Info("node started", "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "advertised_http", gcfg.HTTPAddr, "advertised_rpc", gcfg.RPCAddr, "data", cfg.DataDir)
 	return n, nil
 }
@@ -386,6 +393,50 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
+// announceReady stops advertising "starting" once the node is first
+// ready (joined, a group for every partition it replicates, every group's
+// leader known) and knows the address of every other joined member (a
+// restarted node without --join learns them only when they reconnect to
+// it; until then it cannot reach their replicas), or, failing the latter,
+// startPeersWait after it started; or when ctx ends. Goroutine: one,
+// started by Open.
+func (n *Node) announceReady(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	for {
+		if n.readyIgnoringDrain() && (n.peersKnown() || time.Since(start) > startPeersWait) {
+			if err := n.gossip.SetStarting(false); err != nil {
+				n.log.Debug("advertise ready", "err", err)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// startPeersWait bounds how long announceReady waits for the addresses of
+// members that may be down for good.
+const startPeersWait = 10 * time.Second
+
+// peersKnown reports whether gossip gives an RPC address, and liveness,
+// for every other joined member of the ring.
+func (n *Node) peersKnown() bool {
+	for _, m := range n.gossip.Ring().Members() {
+		if m.ID == n.cfg.ID || m.Status != ring.Joined {
+			continue
+		}
+		if info, ok := n.gossip.Member(m.ID); !ok || info.RPCAddr == "" || info.Liveness != gossip.Alive {
+			return false
+		}
+	}
+	return true
+}
+
 // membership adapts gossip to the coordinator's Resolver and Liveness.
 // overrides (Config.PeerDialOverrides, test-only) replaces the address
 // dialed for a peer.
@@ -416,17 +467,19 @@ func (m membership) ClientMembers() []coordinator.ClientMember {
 		}
 		out = append(out, coordinator.ClientMember{
 			ID: mi.ID, Zone: mi.Zone, RPCAddr: mi.RPCAddr, HTTPAddr: mi.HTTPAddr,
-			Alive: mi.Liveness == gossip.Alive, Status: status, Draining: mi.Draining,
+			Alive: mi.Liveness == gossip.Alive, Status: status, Draining: mi.Draining || mi.Starting,
 		})
 	}
 	return out
 }
 
 // Draining implements consensus.DrainSource and the coordinator's
-// optional read-ordering ability: id advertises that it drains.
+// optional read-ordering ability: id advertises that it drains, or that
+// it has not been ready since it started (it gets no leadership and is
+// read from last meanwhile).
 func (m membership) Draining(id string) bool {
 	info, ok := m.g.Member(id)
-	return ok && info.Draining
+	return ok && (info.Draining || info.Starting)
 }
 
 func (m membership) Alive(id string) bool {

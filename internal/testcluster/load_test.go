@@ -21,8 +21,9 @@ import (
 // time without a successful write.
 //
 // Each writer w loops over: a quorum Set of a fresh key, a linearizable
-// Set of a fresh key, a linearizable Get of a key it wrote before (its
-// value must be the one acknowledged), and a compare-and-set that moves
+// Set of a fresh key, a Get of a key it wrote before at the level it was
+// written at (its value must be the one acknowledged), and a
+// compare-and-set that moves
 // its own counter from n to n+1 (it must never find another value than the
 // last one it set, unless an earlier attempt's outcome was unknown).
 type steadyLoad struct {
@@ -110,18 +111,22 @@ func (l *steadyLoad) writer(ctx context.Context, w int) {
 				continue
 			}
 			key := mine[(i/4)%len(mine)]
+			op, level := "lin-get", levelOf(key)
+			if level == client.Quorum {
+				op = "quorum-get"
+			}
 			cctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-			got, err := l.cl.Get(cctx, key, client.WithConsistency(client.Linearizable))
+			got, err := l.cl.Get(cctx, key, client.WithConsistency(level))
 			cancel()
 			l.mu.Lock()
 			want := l.mu.acked[key]
 			switch {
 			case err != nil:
-				l.failLocked("lin-get", err)
+				l.failLocked(op, err)
 			case string(got) != want:
-				l.failLocked("lin-get", fmt.Errorf("stale read of %s: got %q, want %q", key, got, want))
+				l.failLocked(op, fmt.Errorf("stale read of %s: got %q, want %q", key, got, want))
 			default:
-				l.mu.ops["lin-get"]++
+				l.mu.ops[op]++
 			}
 			l.mu.Unlock()
 		case 3:

@@ -341,8 +341,9 @@ type TopologyMember struct {
 	// status is the ring membership: "joined", "leaving", "removed" or "".
 	Status string `protobuf:"bytes,6,opt,name=status,proto3" json:"status,omitempty"`
 	// draining: the member is draining (ringkv cluster drain, or stopping on
-	// SIGTERM) and refuses new client requests with CLOSED; send them
-	// elsewhere. Absent (false) from nodes older than the field.
+	// SIGTERM) and refuses new client requests with CLOSED, or it has not
+	// been ready since it started; send requests elsewhere first. Absent
+	// (false) from nodes older than the field.
 	Draining      bool `protobuf:"varint,7,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -85,6 +85,10 @@ type Config struct {
 	// Open reads it; ReloadKeyring reads it again. Default empty: no
 	// encryption. Turning encryption on or off takes every node restarted.
 	KeyringFile string
+	// Starting is advertised from the first gossip message on, until
+	// SetStarting(false): the embedding node says when it is ready.
+	// Default false.
+	Starting bool
 	// Wire is the range of wire protocol versions this node speaks,
 	// advertised in its metadata; a peer whose range does not overlap it
 	// is refused (wire.go). Zero: CurrentWire. Tests set others.
@@ -153,7 +157,7 @@ func (c Config) Validate() error {
 	}
 	md := c.meta()
 	md.RingVersion = math.MaxUint64 // room for any version it will advertise
-	md.Draining = true
+	md.Draining, md.Starting = true, true
 	if b, err := encodeMeta(md); err != nil {
 		bad("metadata: %v", err)
 	} else if len(b) > memberlist.MetaMaxSize {
@@ -190,7 +194,7 @@ func (c Config) meta() meta {
 	if w == (WireRange{}) {
 		w = CurrentWire()
 	}
-	return meta{Version: metaVersion, Zone: c.Zone, RPCAddr: c.RPCAddr, HTTPAddr: c.HTTPAddr, Wire: [2]int{w.Min, w.Max}}
+	return meta{Version: metaVersion, Zone: c.Zone, RPCAddr: c.RPCAddr, HTTPAddr: c.HTTPAddr, Wire: [2]int{w.Min, w.Max}, Starting: c.Starting}
 }
 
 // memberlistConfig builds memberlist's configuration from c. keyring, if

@@ -374,12 +374,13 @@ func (g *Gossip) infoLocked(r *ring.Ring, id string) (MemberInfo, bool) {
 			mi.RingVersion = n.meta.RingVersion
 			mi.Wire = wireOf(n.meta)
 			mi.Draining = n.meta.Draining && n.liveness == Alive
+			mi.Starting = n.meta.Starting && n.liveness == Alive
 		}
 	}
 	if id == g.cfg.NodeID {
 		mi.RingVersion = r.Version()
 		g.adv.Lock()
-		mi.Draining, mi.Wire = g.adv.md.Draining, wireOf(g.adv.md)
+		mi.Draining, mi.Starting, mi.Wire = g.adv.md.Draining, g.adv.md.Starting, wireOf(g.adv.md)
 		g.adv.Unlock()
 	}
 	return mi, inRing || known
@@ -678,6 +679,13 @@ func (g *Gossip) advertise() {
 // metadata is changed anyway and spreads with the next gossip.
 func (g *Gossip) SetDraining(on bool) error {
 	return g.setMeta(func(md *meta) { md.Draining = on })
+}
+
+// SetStarting advertises (on true) or stops advertising that this node is
+// starting: not ready yet, so client requests go elsewhere first
+// (MemberInfo.Starting). Errors as for SetDraining.
+func (g *Gossip) SetStarting(on bool) error {
+	return g.setMeta(func(md *meta) { md.Starting = on })
 }
 
 // setMeta applies change to this node's metadata and asks memberlist to

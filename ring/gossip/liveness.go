@@ -51,4 +51,7 @@ type MemberInfo struct {
 	// Draining: the member is alive and advertises that it is draining
 	// (Gossip.SetDraining).
 	Draining bool
+	// Starting: the member is alive and advertises that it has not been
+	// ready since it started (Gossip.SetStarting).
+	Starting bool
 }

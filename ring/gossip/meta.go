@@ -24,6 +24,10 @@ type meta struct {
 	// Draining: the node is draining and refuses new client requests;
 	// coordinators and clients send them elsewhere.
 	Draining bool `json:"drain,omitempty"`
+	// Starting: the node has not been ready since it started (it may
+	// not know its peers or its groups' leaders yet); like Draining,
+	// send client requests elsewhere meanwhile.
+	Starting bool `json:"start,omitempty"`
 }
 
 func encodeMeta(m meta) ([]byte, error) {

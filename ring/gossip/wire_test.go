@@ -113,4 +113,13 @@ func TestDrainingAdvertised(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "draining cleared", draining(false))
+	if err := nodes[1].SetStarting(true); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "starting seen", func() string {
+		if mi, _ := nodes[0].Member("n2"); !mi.Starting {
+			return "n1 does not see n2 starting"
+		}
+		return ""
+	})
 }
