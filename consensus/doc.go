@@ -48,6 +48,17 @@
 // preference list) when that replica has caught up, so leaders spread over
 // the members as evenly as the ring spreads primaries.
 //
+// # Leadership transfers and draining
+//
+// Every transfer (to a primary, before leaving a group, while draining)
+// goes through Group.transferLeadership: new proposals are refused as
+// not-the-leader (safe to retry), a barrier commits the earlier ones, and
+// only then does raft transfer, so no proposal is left in flight to fail
+// with "leadership lost". A Manager that drains (SetDraining, HandOff;
+// drain.go) hands every group it leads to its best other voter and keeps
+// doing so each reconcile tick instead of reconfiguring; leaders never
+// hand leadership to a member Deps.Drains reports.
+//
 // # Logging
 //
 // Raft's own messages go through raftLogger (logging.go) at the level

@@ -60,6 +60,14 @@
 // their own timestamps into a quorum of the replicas this node's ring
 // places them on. See docs/ARCHITECTURE.md "Backup and restore".
 //
+// # Draining
+//
+// StartDrain closes the gate of the client entry points (Client service
+// Do, Batch, Pipe operations and List; the HTTP data API): new requests
+// are refused with ErrDraining (CLOSED, 503) before anything is done, and
+// WaitIdle waits for those in flight (drain.go). Peer services are not
+// gated. FlushHints replays the hints for live members at once.
+//
 // # Goroutines
 //
 //   - One per replica per request (bounded by N), tracked by the

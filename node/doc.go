@@ -18,6 +18,9 @@
 //
 // # Goroutines
 //
-// One serving drpc and one serving HTTP, both stopped by Close; the
-// components' own goroutines are documented in their packages.
+// One serving drpc and one serving HTTP, both stopped by Close; one
+// (announceReady) that stops advertising "starting" once the node is first
+// ready and knows its peers, ending then or at Close. Drain runs on its
+// caller's goroutine (drain.go). The components' own goroutines are
+// documented in their packages.
 package node

@@ -15,7 +15,12 @@
 //     only grow; equal versions resolve by ring hash, so every node ends on
 //     the same ring.
 //   - Each member's zone, RPC address and HTTP address travel in its
-//     memberlist node metadata (JSON, at most 512 bytes).
+//     memberlist node metadata (JSON, at most 512 bytes), with the range
+//     of wire protocol versions it speaks and whether it drains or is
+//     starting (SetDraining, SetStarting).
+//   - A peer whose wire range does not overlap this node's is refused by
+//     memberlist's alive and merge delegates (wire.go): it never becomes
+//     a member, and both sides log it at Error, once a minute per peer.
 //
 // # Logging
 //
