@@ -48,9 +48,15 @@ func TestCheckSecure(t *testing.T) {
 	}
 	// serve refuses before it opens anything.
 	var stderr bytes.Buffer
-	err := run(t.Context(), []string{"serve", "--id", "n1", "--data", t.TempDir(), "--http", "0.0.0.0:0"}, io.Discard, &stderr)
+	err := run(t.Context(), []string{"serve", "--id", "n1", "--data", t.TempDir(), "--http", "0.0.0.0:0", "--advertise", "10.0.0.5"}, io.Discard, &stderr)
 	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--insecure") {
 		t.Fatalf("serve on 0.0.0.0 without certificates: got %v, want the refusal", err)
+	}
+	// On 0.0.0.0 without --advertise it would tell its peers an address
+	// nobody can dial: refused first, naming the flag.
+	err = run(t.Context(), []string{"serve", "--id", "n1", "--data", t.TempDir(), "--http", "0.0.0.0:0", "--insecure"}, io.Discard, &stderr)
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--advertise") {
+		t.Fatalf("serve on 0.0.0.0 without --advertise: got %v, want the refusal naming --advertise", err)
 	}
 }
 
