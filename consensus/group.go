@@ -41,6 +41,9 @@ type Group struct {
 	// flight to fail with "leadership lost" (an unknown outcome).
 	fence        sync.RWMutex
 	transferring bool // guarded by fence
+	// transferred is closed when the running transfer ends; made with
+	// transferring set. Guarded by fence.
+	transferred chan struct{}
 	// transfer is held by the one transferLeadership running (the
 	// reconcile loop's or a drain's); others give up at once.
 	transfer sync.Mutex
@@ -285,7 +288,8 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 
 // transferLeadership hands the group's leadership to target (any voter
 // raft picks when empty) without leaving a proposal in flight: new
-// proposals are refused (not the leader) from now on, a barrier waits
+// proposals are refused (not the leader, once the transfer is over, so
+// that they name the next leader) from now on, a barrier waits
 // until every earlier one is committed and applied, and only then does
 // raft transfer. It returns the transfer's error, or the barrier's, or
 // raft.ErrLeadershipTransferInProgress when another transfer runs.
@@ -295,11 +299,12 @@ func (g *Group) transferLeadership(target raft.ServerID) error {
 	}
 	defer g.transfer.Unlock()
 	g.fence.Lock()
-	g.transferring = true
+	g.transferring, g.transferred = true, make(chan struct{})
 	g.fence.Unlock()
 	defer func() {
 		g.fence.Lock()
 		g.transferring = false
+		close(g.transferred)
 		g.fence.Unlock()
 	}()
 	if err := g.raft.Barrier(5 * time.Second).Error(); err != nil {
@@ -318,8 +323,15 @@ func (g *Group) transferLeadership(target raft.ServerID) error {
 func (g *Group) propose(ctx context.Context, key []byte, rec replica.Record) error {
 	g.fence.RLock()
 	if g.transferring {
+		done := g.transferred
 		g.fence.RUnlock()
-		return g.notLeader() // not appended: the caller retries on the next leader
+		// Not appended. Wait for the transfer, so that the error names
+		// the next leader and the caller goes there at once.
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		return g.notLeader()
 	}
 	f := g.raft.Apply(encodeMerge(key, rec), timeout(ctx))
 	g.fence.RUnlock()
