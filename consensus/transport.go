@@ -518,7 +518,13 @@ func (t *Transport) heartbeat(g *groupTransport, target raft.ServerAddress, args
 	select {
 	case <-f.done:
 	case <-timer.C:
-		s.abandon(f, fmt.Errorf("heartbeat to %s: %w", target, context.DeadlineExceeded))
+		// A heartbeat is a few bytes that any live peer answers at once:
+		// one unanswered for Timeout means the stream's connection is
+		// stuck (a cut link put back while TCP still backs off its
+		// retransmissions, a peer frozen and thawed), and every heartbeat
+		// and append behind it would wait the same. Fail the stream, so
+		// the next one dials anew.
+		s.fail(fmt.Errorf("heartbeat to %s: %w", target, context.DeadlineExceeded))
 	case <-g.closed:
 		s.abandon(f, ErrTransportClosed)
 	}

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -57,6 +58,7 @@ type trNode struct {
 	id  string
 	tr  *Transport
 	reg *prometheus.Registry
+	res *trResolver // shared by every node of startTrNodes
 }
 
 // startTrNodes starts n nodes (ids n1..nN) that resolve each other. They
@@ -95,7 +97,7 @@ func startTrNodes(t *testing.T, n int, cfg TransportConfig) []*trNode {
 				t.Errorf("serve %s: %v", id, err)
 			}
 		})
-		nodes[i] = &trNode{id: id, tr: tr, reg: reg}
+		nodes[i] = &trNode{id: id, tr: tr, reg: reg, res: res}
 	}
 	return nodes
 }
@@ -853,4 +855,132 @@ func trRusage(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// stallProxy relays TCP connections to target. stall makes every
+// connection open at that moment stop carrying bytes, in both directions,
+// without closing it: what a connection looks like after a cable was cut
+// and put back while TCP's retransmission backoff still waits. Later
+// connections relay normally.
+type stallProxy struct {
+	lis    net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	stuck  bool
+}
+
+func newStallProxy(t *testing.T, target string) *stallProxy {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{lis: lis, target: target}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		_ = lis.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			_ = c.Close()
+		}
+		p.mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			in, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			stuck := new(atomic.Bool)
+			p.mu.Lock()
+			p.conns = append(p.conns, in, out)
+			p.mu.Unlock()
+			relay := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if err != nil {
+						_ = dst.Close()
+						return
+					}
+					p.mu.Lock()
+					if p.stuck {
+						stuck.Store(true)
+					}
+					p.mu.Unlock()
+					if stuck.Load() {
+						continue // swallowed: the connection hangs
+					}
+					if _, err := dst.Write(buf[:n]); err != nil {
+						_ = src.Close()
+						return
+					}
+				}
+			}
+			wg.Go(func() { relay(out, in) })
+			wg.Go(func() { relay(in, out) })
+		}
+	})
+	return p
+}
+
+func (p *stallProxy) addr() string { return p.lis.Addr().String() }
+
+// stall makes the connections open now hang; new ones relay.
+func (p *stallProxy) stall() {
+	p.mu.Lock()
+	p.stuck = true
+	p.mu.Unlock()
+}
+
+// unstall lets connections opened from now on relay (the stalled ones
+// stay stalled).
+func (p *stallProxy) unstall() {
+	p.mu.Lock()
+	p.stuck = false
+	p.mu.Unlock()
+}
+
+// TestHeartbeatTimeoutReplacesStream: a heartbeat that times out fails
+// the stream it was sent on, so the next heartbeat opens a new
+// connection. Before, the stream stayed in use: after a link came back
+// while its connection waited in TCP's retransmission backoff (tens of
+// seconds after a 30 s cut), every heartbeat and pipelined append to that
+// peer timed out until then (the five-host chaos run: a follower unable
+// to take part in its groups long after its link was restored).
+func TestHeartbeatTimeoutReplacesStream(t *testing.T) {
+	nodes := startTrNodes(t, 2, TransportConfig{Timeout: 300 * time.Millisecond})
+	tr := nodes[1].tr.Group(0)
+	tr.SetHeartbeatHandler(func(rpc raft.RPC) {
+		rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+	})
+	trAnswer(t, tr, func(rpc raft.RPC) { rpc.Respond(nil, fmt.Errorf("unexpected %T", rpc.Command)) })
+	px := newStallProxy(t, nodes[0].res.addrs["n2"])
+	nodes[0].res.mu.Lock()
+	nodes[0].res.addrs["n2"] = px.addr()
+	nodes[0].res.mu.Unlock()
+
+	heartbeat := func() error {
+		req := &raft.AppendEntriesRequest{Term: 1, RPCHeader: raft.RPCHeader{Addr: []byte("n1")}}
+		var resp raft.AppendEntriesResponse
+		return nodes[0].tr.Group(0).AppendEntries("n2", "n2", req, &resp)
+	}
+	if err := heartbeat(); err != nil {
+		t.Fatalf("first heartbeat: %v", err)
+	}
+	px.stall()
+	if err := heartbeat(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("heartbeat on a stalled connection: %v, want a deadline error", err)
+	}
+	px.unstall()
+	if err := heartbeat(); err != nil {
+		t.Fatalf("heartbeat after the stall: %v (the stalled stream was kept)", err)
+	}
 }
