@@ -12,12 +12,12 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
-	"golang.org/x/sync/singleflight"
 )
 
 // Authority keeps a cluster's users, roles and permissions, authenticates
-// principals and authorizes their actions. It is safe for concurrent use
-// and starts no goroutines. Build it with New.
+// principals and authorizes their actions. It is safe for concurrent use.
+// Its only goroutine is a Store read of the state, one at a time, bounded
+// by refreshTimeout. Build it with New.
 type Authority struct {
 	cfg   Config
 	key   []byte // cfg.Key
@@ -27,18 +27,39 @@ type Authority struct {
 	// dummyHash is checked against when Authenticate is given an unknown
 	// user, so that a wrong user costs what a wrong password costs.
 	dummyHash []byte
-	// refresh lets concurrent callers that find the cache too old share
-	// one Store read. Do runs the read on the caller's goroutine.
-	refresh singleflight.Group
-
-	mu struct {
+	mu        struct {
 		sync.Mutex
 		st     *state    // the newest state seen; nil before the first read. Never modified.
 		readAt time.Time // when the read or write that produced st began
 		// failing is set while refreshes fail and closed once calls fail
 		// closed, so that each transition is logged once.
 		failing, closed bool
+		// flight is the Store read in progress, shared by every caller
+		// that finds the cache too old; nil when none is.
+		flight *flight
 	}
+}
+
+// flight is one Store read of the state, on a goroutine of its own.
+type flight struct {
+	start time.Time     // wall clock, for refreshWait
+	done  chan struct{} // closed once st and err are set
+	st    *state
+	err   error
+}
+
+// refreshWait is how long a caller whose cached state is stale but still
+// usable waits for a refresh before it goes on with the cached state; the
+// refresh goes on without it. A read normally takes a few milliseconds,
+// so the caller gets the fresh state; a read stuck behind an unreachable
+// Raft leader costs the requests of its first refreshWait that much, and
+// no more, instead of stalling every request on the node until its
+// deadline.
+const refreshWait = 200 * time.Millisecond
+
+// refreshTimeout bounds one Store read of the state.
+func (a *Authority) refreshTimeout() time.Duration {
+	return max(2*a.cfg.MaxStaleness, 2*time.Second)
 }
 
 // New returns an Authority for the record cfg.Key in deps.Store. It copies
@@ -70,9 +91,14 @@ func New(cfg Config, deps Deps) (*Authority, error) {
 }
 
 // current returns the cached state if it is younger than MaxStaleness, and
-// otherwise reads it again. If the read fails it falls back to the cached
-// state while that is younger than MaxStaleWhenUnavailable, and past that
-// fails closed with an error marked ErrUnavailable.
+// otherwise reads it again (a read shared by concurrent callers, on a
+// goroutine of its own). While the cached state is younger than
+// MaxStaleWhenUnavailable a caller waits for that read at most
+// refreshWait from its start, and otherwise goes on with the cached
+// state; if the read fails it falls back to the cached state likewise.
+// Past MaxStaleWhenUnavailable (or before any state was read) callers wait
+// for the read, and fail closed with an error marked ErrUnavailable if it
+// fails.
 func (a *Authority) current(ctx context.Context) (*state, error) {
 	a.mu.Lock()
 	st, at := a.mu.st, a.mu.readAt
@@ -80,15 +106,84 @@ func (a *Authority) current(ctx context.Context) (*state, error) {
 	if st != nil && a.now().Sub(at) < a.cfg.MaxStaleness {
 		return st, nil
 	}
-	fresh, err := a.load(ctx)
-	if err == nil {
-		return fresh, nil
+	f := a.refresh()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w: read: %w", ErrUnavailable, err)
 	}
-	if ctx.Err() != nil {
-		return nil, err
+	usable := st != nil && a.now().Sub(at) < a.cfg.MaxStaleWhenUnavailable
+	var waitMore <-chan time.Time
+	if usable {
+		d := refreshWait - time.Since(f.start)
+		if d <= 0 {
+			return st, nil // the read is slow: don't queue behind it
+		}
+		timer := time.NewTimer(d)
+		defer timer.Stop()
+		waitMore = timer.C
+	}
+	select {
+	case <-f.done:
+	case <-waitMore:
+		return st, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: read: %w", ErrUnavailable, ctx.Err())
+	}
+	if f.err == nil {
+		return f.st, nil
 	}
 	a.mu.Lock()
 	st, at = a.mu.st, a.mu.readAt
+	a.mu.Unlock()
+	if st != nil && a.now().Sub(at) < a.cfg.MaxStaleWhenUnavailable {
+		return st, nil
+	}
+	return nil, f.err
+}
+
+// load reads the state from the Store, waiting for the read in progress
+// if there is one. Errors are marked ErrUnavailable.
+func (a *Authority) load(ctx context.Context) (*state, error) {
+	f := a.refresh()
+	select {
+	case <-f.done:
+		return f.st, f.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: read: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// refresh returns the Store read in progress, starting one if there is
+// none. The read runs on its own goroutine, bounded by refreshTimeout, so
+// it outlives the caller that started it but not that bound.
+func (a *Authority) refresh() *flight {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if f := a.mu.flight; f != nil {
+		return f
+	}
+	f := &flight{start: time.Now(), done: make(chan struct{})}
+	a.mu.flight = f
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), a.refreshTimeout())
+		defer cancel()
+		f.st, f.err = a.read(ctx)
+		a.mu.Lock()
+		a.mu.flight = nil
+		a.mu.Unlock()
+		if f.err != nil {
+			a.failed(f.err)
+		}
+		close(f.done)
+	}()
+	return f
+}
+
+// failed records a failed read and logs the transitions: the first
+// failure while the cached state is still usable (Warn), the switch to
+// failing closed (Error).
+func (a *Authority) failed(err error) {
+	a.mu.Lock()
+	st, at := a.mu.st, a.mu.readAt
 	usable := st != nil && a.now().Sub(at) < a.cfg.MaxStaleWhenUnavailable
 	firstFailure, firstClosed := !a.mu.failing, !usable && !a.mu.closed
 	a.mu.failing, a.mu.closed = true, !usable
@@ -100,29 +195,6 @@ func (a *Authority) current(ctx context.Context) (*state, error) {
 	if firstClosed {
 		a.cfg.Logger.Error("auth state unreadable, refusing requests", "err", err,
 			"max_stale", a.cfg.MaxStaleWhenUnavailable)
-	}
-	if usable {
-		return st, nil
-	}
-	return nil, err
-}
-
-// load reads the state from the Store, sharing one read among concurrent
-// callers. A caller that joined a read whose leader's ctx ended reads again
-// with its own ctx. Errors are marked ErrUnavailable.
-func (a *Authority) load(ctx context.Context) (*state, error) {
-	for attempt := 0; ; attempt++ {
-		v, err, _ := a.refresh.Do("state", func() (any, error) { return a.read(ctx) })
-		if err == nil {
-			st, _ := v.(*state) // read returns only *state
-			return st, nil
-		}
-		borrowed := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-		if borrowed && ctx.Err() == nil && attempt < 2 {
-			continue
-		}
-		return nil, err //nolint:wrapcheck // read's own errors, passed through singleflight
-
 	}
 }
 

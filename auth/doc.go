@@ -65,12 +65,15 @@
 // Reads (Authenticate, PrincipalFor, Authorize, tokens, Status, List*) use
 // a cached decoded state. When it is older than Config.MaxStaleness
 // (default 1s) the next call re-reads the record; concurrent callers share
-// that one read (singleflight, on the first caller's goroutine). Age is
-// counted from when the read began, so:
+// that one read (see Goroutines). Age is counted from when the read began,
+// so:
 //
 //   - a change made through this Authority takes effect on it at once;
 //   - a change made on another node takes effect here within
-//     MaxStaleness of when it was applied (once a request arrives);
+//     MaxStaleness of when it was applied (once a request arrives), plus
+//     the time the read takes when that is more than 200 ms (callers with
+//     a usable cached state wait that long for the read, then use the
+//     cached state while it goes on);
 //   - if the record cannot be read, the cached state keeps being used
 //     until it is Config.MaxStaleWhenUnavailable old (default 30s); after
 //     that every read method fails closed with ErrUnavailable, including
@@ -127,6 +130,13 @@
 //
 // # Goroutines
 //
-// None. Every call runs on its caller's goroutine, the shared refresh
-// included. An Authority needs no Close.
+// One at a time, and only while the cached state is being refreshed: the
+// Store read, started by the first call that finds the cache older than
+// MaxStaleness and shared by every call until it ends; its context is its
+// own (not the caller's), bounded by max(2*MaxStaleness, 2s), so the read
+// ends by itself. A caller whose cached state is still usable waits for it
+// at most 200 ms from the read's start and then goes on with the cached
+// state: a read stuck behind an unreachable Raft leader no longer holds
+// every request of the node until its deadline. Everything else runs on
+// its caller's goroutine. An Authority needs no Close.
 package auth

@@ -167,42 +167,81 @@ func TestSharedRefresh(t *testing.T) {
 	})
 }
 
-// TestSharedRefreshLeaderCancelled: when the caller leading a shared read
-// gives up, the callers that joined it read again with their own context.
-func TestSharedRefreshLeaderCancelled(t *testing.T) {
+// TestSlowRefreshServesCached: while the cached state is stale but still
+// usable, callers wait for a slow store read at most refreshWait and then
+// go on with the cached state; the read goes on, and once it ends its
+// state is used. (A read stuck behind an unreachable Raft leader used to
+// hold every request of the node until the request's deadline.)
+func TestSlowRefreshServesCached(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := t.Context()
 		store, clock, a := enabled(t)
+		must(t, a.AddRole(ctx, "reader", Permission{Access: Read, Prefix: "a/"}))
 		clock.Advance(a.cfg.MaxStaleness)
-		leading := true
-		store.beforeGet = func(ctx context.Context) error {
-			if !leading {
-				return nil
-			}
-			leading = false
-			<-ctx.Done()
-			return ctx.Err()
+		release := make(chan struct{})
+		store.beforeGet = func(context.Context) error { <-release; return nil }
+		gets, _ := store.counts()
+
+		began := time.Now()
+		const n = 8
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := range n {
+			wg.Go(func() { _, errs[i] = a.Status(ctx) })
 		}
+		wg.Wait() // without the read ending
+		if waited := time.Since(began); waited != refreshWait {
+			t.Errorf("callers waited %v, want refreshWait (%v)", waited, refreshWait)
+		}
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("caller %d: %v, want the cached state", i, err)
+			}
+		}
+		// A caller arriving after refreshWait does not wait at all.
+		began = time.Now()
+		if _, err := a.Status(ctx); err != nil || time.Since(began) != 0 {
+			t.Errorf("late caller: %v after %v, want the cached state at once", err, time.Since(began))
+		}
+		close(release)
+		synctest.Wait()
+		if again, _ := store.counts(); again-gets != 1 {
+			t.Fatalf("%d callers made %d store reads, want 1", n+1, again-gets)
+		}
+	})
+}
+
+// TestRefreshOutlivesCaller: the shared read has its own context: a
+// caller that gives up gets its context's error, and the read goes on for
+// the others.
+func TestRefreshOutlivesCaller(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		store, clock, a := enabled(t)
+		clock.Advance(a.cfg.MaxStaleWhenUnavailable) // nothing usable: callers wait
+		release := make(chan struct{})
+		store.beforeGet = func(context.Context) error { <-release; return nil }
 		gets, _ := store.counts()
 
 		leaderCtx, cancel := context.WithCancel(ctx)
 		var leaderErr, followerErr error
 		var wg sync.WaitGroup
 		wg.Go(func() { _, leaderErr = a.Status(leaderCtx) })
-		synctest.Wait() // the leader is in Get
+		synctest.Wait() // the read is in Get
 		wg.Go(func() { _, followerErr = a.Status(ctx) })
-		synctest.Wait() // the follower waits for the leader
+		synctest.Wait() // the follower waits for it
 		cancel()
+		synctest.Wait()
+		close(release)
 		wg.Wait()
-		if !errors.Is(leaderErr, context.Canceled) {
-			t.Fatalf("leader: got %v, want context.Canceled", leaderErr)
+		if !errors.Is(leaderErr, context.Canceled) || !errors.Is(leaderErr, ErrUnavailable) {
+			t.Fatalf("leader: got %v, want ErrUnavailable and context.Canceled", leaderErr)
 		}
 		if followerErr != nil {
-			t.Fatalf("follower: got %v, want a fresh read", followerErr)
+			t.Fatalf("follower: got %v, want the read's state", followerErr)
 		}
 		if again, _ := store.counts(); again-gets != 1 {
-			// beforeGet returned before counting for the leader.
-			t.Fatalf("got %d counted store reads, want 1 (the follower's)", again-gets)
+			t.Fatalf("got %d store reads, want 1", again-gets)
 		}
 	})
 }
