@@ -14,6 +14,7 @@ import (
 type Op struct {
 	op    *kvpb.ClientOp
 	level Consistency
+	err   error // a bad option (WithTTL)
 }
 
 func newOp(kind kvpb.ClientOp_Kind, key string, opts []CallOption) Op {
@@ -21,13 +22,17 @@ func newOp(kind kvpb.ClientOp_Kind, key string, opts []CallOption) Op {
 	for _, o := range opts {
 		o(&cc)
 	}
-	return Op{op: &kvpb.ClientOp{Kind: kind, Key: []byte(key)}, level: cc.level}
+	o := Op{op: &kvpb.ClientOp{Kind: kind, Key: []byte(key)}, level: cc.level}
+	if kind != kvpb.ClientOp_KIND_GET && kind != kvpb.ClientOp_KIND_DELETE {
+		o.op.TtlMicros, o.err = cc.ttlMicros()
+	}
+	return o
 }
 
 // GetOp reads key; its Result holds the value, or ErrNotFound.
 func GetOp(key string, opts ...CallOption) Op { return newOp(kvpb.ClientOp_KIND_GET, key, opts) }
 
-// SetOp writes value under key.
+// SetOp writes value under key (WithTTL: expiring).
 func SetOp(key string, value []byte, opts ...CallOption) Op {
 	o := newOp(kvpb.ClientOp_KIND_SET, key, opts)
 	o.op.Value = value
@@ -37,9 +42,10 @@ func SetOp(key string, value []byte, opts ...CallOption) Op {
 // DeleteOp deletes key.
 func DeleteOp(key string, opts ...CallOption) Op { return newOp(kvpb.ClientOp_KIND_DELETE, key, opts) }
 
-// CompareAndSetOp is CompareAndSet as a batch operation.
-func CompareAndSetOp(key string, expected, value []byte) Op {
-	o := newOp(kvpb.ClientOp_KIND_CAS, key, nil)
+// CompareAndSetOp is CompareAndSet as a batch operation; of opts only
+// WithTTL counts.
+func CompareAndSetOp(key string, expected, value []byte, opts ...CallOption) Op {
+	o := newOp(kvpb.ClientOp_KIND_CAS, key, opts)
 	if expected == nil {
 		expected = []byte{}
 	}
@@ -47,9 +53,10 @@ func CompareAndSetOp(key string, expected, value []byte) Op {
 	return o
 }
 
-// PutIfAbsentOp is PutIfAbsent as a batch operation.
-func PutIfAbsentOp(key string, value []byte) Op {
-	o := newOp(kvpb.ClientOp_KIND_CAS, key, nil)
+// PutIfAbsentOp is PutIfAbsent as a batch operation; of opts only
+// WithTTL counts.
+func PutIfAbsentOp(key string, value []byte, opts ...CallOption) Op {
+	o := newOp(kvpb.ClientOp_KIND_CAS, key, opts)
 	o.op.Value = value
 	return o
 }
@@ -91,6 +98,10 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 			results[i].Err = fmt.Errorf("%w: zero Op", ErrInvalidArgument)
 			continue
 		}
+		if o.err != nil {
+			results[i].Err = fmt.Errorf("%s %q: %w", opName(o.op.GetKind()), o.op.GetKey(), o.err)
+			continue
+		}
 		level := o.level
 		if level == Default {
 			level = c.cfg.Consistency
@@ -109,7 +120,7 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 		}
 		sent[i] = &kvpb.ClientOp{
 			Kind: o.op.GetKind(), Key: o.op.GetKey(), Value: o.op.GetValue(), Consistency: w,
-			HasExpected: o.op.GetHasExpected(), Expected: o.op.GetExpected(),
+			HasExpected: o.op.GetHasExpected(), Expected: o.op.GetExpected(), TtlMicros: o.op.GetTtlMicros(),
 		}
 		if sent[i].GetKind() != kvpb.ClientOp_KIND_GET && sent[i].Value == nil {
 			sent[i].Value = []byte{}

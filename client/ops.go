@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
@@ -49,6 +50,10 @@ func opName(k kvpb.ClientOp_Kind) string {
 		return "delete"
 	case kvpb.ClientOp_KIND_CAS:
 		return "cas"
+	case kvpb.ClientOp_KIND_EXPIRE:
+		return "expire"
+	case kvpb.ClientOp_KIND_PERSIST:
+		return "persist"
 	default:
 		return "op"
 	}
@@ -69,17 +74,73 @@ func (c *Client) Get(ctx context.Context, key string, opts ...CallOption) ([]byt
 	return res.GetValue(), nil
 }
 
-// Set stores value under key at the call's level. Errors:
-// ErrInvalidArgument, ErrUnavailable (for one/quorum/all the write may
-// have reached some replicas), ErrOutcomeUnknown, ErrTimeout (not
-// applied), ErrClosed. value is not retained after Set returns.
+// Set stores value under key at the call's level; WithTTL makes it
+// expire. Errors: ErrInvalidArgument (a bad TTL included),
+// ErrUnavailable (for one/quorum/all the write may have reached some
+// replicas), ErrOutcomeUnknown, ErrTimeout (not applied), ErrClosed.
+// value is not retained after Set returns.
 func (c *Client) Set(ctx context.Context, key string, value []byte, opts ...CallOption) error {
 	cc := c.callConfig(opts)
+	ttl, err := cc.ttlMicros()
+	if err != nil {
+		return fmt.Errorf("set %q: %w", key, err)
+	}
 	if value == nil {
 		value = []byte{}
 	}
-	_, err := c.do(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte(key), Value: value}, cc.level)
+	_, err = c.do(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte(key), Value: value, TtlMicros: ttl}, cc.level)
 	return err
+}
+
+// TTL returns the time key has left before it expires, by the clock of
+// the node that serves the read (at least a millisecond), or 0 when it
+// never expires, read at the call's level. Errors as for Get
+// (ErrNotFound for an absent or expired key).
+func (c *Client) TTL(ctx context.Context, key string, opts ...CallOption) (time.Duration, error) {
+	cc := c.callConfig(opts)
+	res, err := c.do(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET, Key: []byte(key)}, cc.level)
+	if err != nil {
+		return 0, err
+	}
+	if !res.GetFound() {
+		return 0, fmt.Errorf("ttl %q: %w", key, ErrNotFound)
+	}
+	return time.Duration(res.GetTtlMicros()) * time.Microsecond, nil
+}
+
+// Expire makes key expire ttl from now (the coordinating node's clock),
+// keeping its value. It is a read-modify-write at the call's level: at
+// Linearizable a compare-and-set on the partition's leader, so it never
+// undoes a concurrent write; at one, quorum and all a read and then a
+// write, so a write landing between the two may be overwritten with the
+// value read. Errors: ErrNotFound (the key is absent or expired:
+// nothing written), ErrInvalidArgument (ttl not positive), and those of
+// Set.
+func (c *Client) Expire(ctx context.Context, key string, ttl time.Duration, opts ...CallOption) error {
+	cc := c.callConfig(opts)
+	micros, err := ttlToMicros(ttl)
+	if err != nil {
+		return fmt.Errorf("expire %q: %w", key, err)
+	}
+	return c.setExpiry(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_EXPIRE, Key: []byte(key), TtlMicros: micros}, cc.level)
+}
+
+// Persist removes key's expiry, keeping its value; a key that never
+// expires is left as it is. Otherwise as Expire.
+func (c *Client) Persist(ctx context.Context, key string, opts ...CallOption) error {
+	cc := c.callConfig(opts)
+	return c.setExpiry(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_PERSIST, Key: []byte(key)}, cc.level)
+}
+
+func (c *Client) setExpiry(ctx context.Context, op *kvpb.ClientOp, level Consistency) error {
+	res, err := c.do(ctx, op, level)
+	if err != nil {
+		return err
+	}
+	if !res.GetFound() {
+		return fmt.Errorf("%s %q: %w", opName(op.GetKind()), op.GetKey(), ErrNotFound)
+	}
+	return nil
 }
 
 // Delete removes key at the call's level; deleting an absent key succeeds.
@@ -97,21 +158,33 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...CallOption) err
 // current value when the key held something else or was absent,
 // ErrOutcomeUnknown (it may have swapped: read before trying again),
 // ErrUnavailable (not applied), ErrInvalidArgument, ErrTimeout, ErrClosed.
-func (c *Client) CompareAndSet(ctx context.Context, key string, expected, value []byte, _ ...CallOption) error {
+//
+// Of opts only WithTTL counts: the new value expires.
+func (c *Client) CompareAndSet(ctx context.Context, key string, expected, value []byte, opts ...CallOption) error {
 	if expected == nil {
 		expected = []byte{}
 	}
-	return c.cas(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_CAS, Key: []byte(key), HasExpected: true, Expected: expected, Value: value})
+	return c.cas(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_CAS, Key: []byte(key), HasExpected: true, Expected: expected, Value: value}, opts)
 }
 
 // PutIfAbsent sets key to value if the key is absent (a linearizable
-// compare-and-set). Errors are as for CompareAndSet; a *MismatchError
-// carries the value that is present.
-func (c *Client) PutIfAbsent(ctx context.Context, key string, value []byte, _ ...CallOption) error {
-	return c.cas(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_CAS, Key: []byte(key), Value: value})
+// compare-and-set); an expired key is absent, so with WithTTL it is a
+// lease that times out: once it has expired, the next PutIfAbsent takes
+// it. Errors are as for CompareAndSet; a *MismatchError carries the value
+// that is present.
+func (c *Client) PutIfAbsent(ctx context.Context, key string, value []byte, opts ...CallOption) error {
+	return c.cas(ctx, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_CAS, Key: []byte(key), Value: value}, opts)
 }
 
-func (c *Client) cas(ctx context.Context, op *kvpb.ClientOp) error {
+func (c *Client) cas(ctx context.Context, op *kvpb.ClientOp, opts []CallOption) error {
+	cc := callConfig{}
+	for _, o := range opts {
+		o(&cc)
+	}
+	var err error
+	if op.TtlMicros, err = cc.ttlMicros(); err != nil {
+		return fmt.Errorf("cas %q: %w", op.GetKey(), err)
+	}
 	if op.Value == nil {
 		op.Value = []byte{}
 	}

@@ -284,6 +284,39 @@ type CallOption func(*callConfig)
 type callConfig struct {
 	level Consistency
 	limit int
+	// ttl is WithTTL's, 0 without it; ttlSet tells a bad WithTTL(0)
+	// from none.
+	ttl    time.Duration
+	ttlSet bool
+}
+
+// WithTTL makes a write (Set, SetOp, CompareAndSet, PutIfAbsent) expire
+// ttl after the node that coordinates it writes it: from then on every
+// read at every level finds the key absent, and a PutIfAbsent takes it.
+// ttl must be positive (at most 100 years); otherwise the call fails with
+// ErrInvalidArgument. It rounds up to whole microseconds. Other calls
+// ignore it.
+func WithTTL(ttl time.Duration) CallOption {
+	return func(cc *callConfig) { cc.ttl, cc.ttlSet = ttl, true }
+}
+
+// maxTTL is the node's bound (coordinator.MaxTTL).
+const maxTTL = 100 * 365 * 24 * time.Hour
+
+// ttlMicros returns the call's TTL as the wire carries it (0: none).
+func (cc callConfig) ttlMicros() (int64, error) {
+	if !cc.ttlSet {
+		return 0, nil
+	}
+	return ttlToMicros(cc.ttl)
+}
+
+// ttlToMicros checks ttl and rounds it up to microseconds.
+func ttlToMicros(ttl time.Duration) (int64, error) {
+	if ttl <= 0 || ttl > maxTTL {
+		return 0, fmt.Errorf("%w: ttl %s outside (0, %s]", ErrInvalidArgument, ttl, maxTTL)
+	}
+	return int64((ttl + time.Microsecond - 1) / time.Microsecond), nil
 }
 
 // WithConsistency sets the call's consistency level.

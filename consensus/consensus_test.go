@@ -248,16 +248,16 @@ func TestLinearizableOpsAndCAS(t *testing.T) {
 	g := leaderOf(mgrs, p)
 
 	// put-if-absent, then CAS mismatch and match
-	ok, _, _, err := g.CompareAndSet(ctx, key, nil, []byte("0"))
+	ok, _, _, err := g.CompareAndSet(ctx, key, nil, []byte("0"), time.Time{})
 	if err != nil || !ok {
 		t.Fatalf("put-if-absent: %v %v", ok, err)
 	}
-	ok, cur, found, err := g.CompareAndSet(ctx, key, nil, []byte("x"))
+	ok, cur, found, err := g.CompareAndSet(ctx, key, nil, []byte("x"), time.Time{})
 	if err != nil || ok || !found || string(cur) != "0" {
 		t.Fatalf("second put-if-absent: ok %v cur %q found %v err %v", ok, cur, found, err)
 	}
 	wrong := []byte("7")
-	if ok, cur, _, err = g.CompareAndSet(ctx, key, &wrong, []byte("8")); err != nil || ok || string(cur) != "0" {
+	if ok, cur, _, err = g.CompareAndSet(ctx, key, &wrong, []byte("8"), time.Time{}); err != nil || ok || string(cur) != "0" {
 		t.Fatalf("cas mismatch: ok %v cur %q err %v", ok, cur, err)
 	}
 
@@ -276,7 +276,7 @@ func TestLinearizableOpsAndCAS(t *testing.T) {
 				}
 				n, _ := strconv.Atoi(string(rec.Value))
 				exp := rec.Value
-				ok, _, _, err := g.CompareAndSet(ctx, key, &exp, []byte(strconv.Itoa(n+1)))
+				ok, _, _, err := g.CompareAndSet(ctx, key, &exp, []byte(strconv.Itoa(n+1)), time.Time{})
 				if err != nil {
 					t.Error(err)
 					return
@@ -297,15 +297,15 @@ func TestLinearizableOpsAndCAS(t *testing.T) {
 	}
 
 	// Put and delete; every replica's store converges to the same record.
-	if err := g.Put(ctx, []byte("k"), []byte("v"), false); err != nil {
+	if err := g.Put(ctx, []byte("k"), []byte("v"), false, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	pk := r.PartitionOf([]byte("k"))
 	gk := leaderOf(mgrs, pk)
-	if err := gk.Put(ctx, []byte("k"), []byte("v"), false); err != nil {
+	if err := gk.Put(ctx, []byte("k"), []byte("v"), false, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := gk.Put(ctx, []byte("k"), nil, true); err != nil {
+	if err := gk.Put(ctx, []byte("k"), nil, true, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	rec, err = gk.Get(ctx, []byte("k"))
@@ -333,7 +333,7 @@ func TestLinearizableOpsAndCAS(t *testing.T) {
 		if !errors.As(err, &nle) || nle.Leader != g.nodeID || !errors.Is(err, ErrNotLeader) {
 			t.Fatalf("get on follower %s: %v", id, err)
 		}
-		if err := fg.Put(ctx, key, []byte("x"), false); !errors.Is(err, ErrNotLeader) {
+		if err := fg.Put(ctx, key, []byte("x"), false, time.Time{}); !errors.Is(err, ErrNotLeader) {
 			t.Fatalf("put on follower %s: %v", id, err)
 		}
 		break
@@ -347,7 +347,7 @@ func TestFailoverKeepsCommittedWrites(t *testing.T) {
 	key := []byte("durable")
 	p := c.ring.Ring().PartitionOf(key)
 	g := leaderOf(mgrs, p)
-	if err := g.Put(ctx, key, []byte("before"), false); err != nil {
+	if err := g.Put(ctx, key, []byte("before"), false, time.Time{}); err != nil {
 		t.Fatal(err)
 	}
 	old := g.nodeID
@@ -382,7 +382,7 @@ func TestFailoverKeepsCommittedWrites(t *testing.T) {
 			if string(rec.Value) != "before" && string(rec.Value) != "after" {
 				t.Fatalf("after failover: %q", rec.Value)
 			}
-			return gg.Put(ctx, key, []byte("after"), false)
+			return gg.Put(ctx, key, []byte("after"), false, time.Time{})
 		}
 		return errors.New("no leader")
 	})

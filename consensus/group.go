@@ -208,24 +208,26 @@ func (g *Group) Scan(ctx context.Context, prefix, start []byte, limit int) (keys
 	return keys, recs, truncated, nil
 }
 
-// Put writes value (Tombstone: a delete) linearizably. The record's
-// timestamp is above any this node has seen for the key, so it also wins
-// over older eventual writes. Errors: *NotLeaderError (not applied),
-// ErrAmbiguous (may have applied).
-func (g *Group) Put(ctx context.Context, key, value []byte, tombstone bool) error {
+// Put writes value (Tombstone: a delete) linearizably, expiring at
+// expiresAt (zero: never). The record's timestamp is above any this node
+// has seen for the key, so it also wins over older eventual writes.
+// Errors: *NotLeaderError (not applied), ErrAmbiguous (may have applied).
+func (g *Group) Put(ctx context.Context, key, value []byte, tombstone bool, expiresAt time.Time) error {
 	start := time.Now()
 	defer g.m.observe("put", start)
 	_, _, _, err := g.update(ctx, key, func(replica.Record, bool) (replica.Record, bool) {
-		return replica.Record{Value: value, Tombstone: tombstone}, true
+		return replica.Record{Value: value, Tombstone: tombstone, ExpiresAt: expiresAt}, true
 	})
 	return err
 }
 
-// CompareAndSet sets key to value if its current live value equals
-// *expected, or, with expected nil, if the key is absent (put-if-absent).
-// It returns whether it swapped, and the current value when it did not
-// (found false when the key is absent). Errors as for Put.
-func (g *Group) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte) (swapped bool, current []byte, found bool, err error) {
+// CompareAndSet sets key to value, expiring at expiresAt (zero: never), if
+// its current live value equals *expected, or, with expected nil, if the
+// key is absent (put-if-absent). A key whose record has expired by this
+// leader's clock is absent: a lock that timed out can be taken. It returns
+// whether it swapped, and the current value when it did not (found false
+// when the key is absent). Errors as for Put.
+func (g *Group) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte, expiresAt time.Time) (swapped bool, current []byte, found bool, err error) {
 	start := time.Now()
 	defer g.m.observe("cas", start)
 	return g.update(ctx, key, func(cur replica.Record, live bool) (replica.Record, bool) {
@@ -235,12 +237,16 @@ func (g *Group) CompareAndSet(ctx context.Context, key []byte, expected *[]byte,
 		default:
 			return replica.Record{}, false
 		}
-		return replica.Record{Value: value}, true
+		return replica.Record{Value: value, ExpiresAt: expiresAt}, true
 	})
 }
 
 // update runs decide under the key's latch against the current applied
-// record and, if it says so, proposes the record it returns.
+// record and, if it says so, proposes the record it returns. The leader
+// alone decides whether the current record is live (by its own clock,
+// once, here): the command it proposes is the resulting record, which
+// every replica's FSM merges whole without looking at the time, so
+// applying stays deterministic.
 func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.Record, live bool) (replica.Record, bool)) (bool, []byte, bool, error) {
 	release, err := g.latches.acquire(ctx, string(key))
 	if err != nil {

@@ -279,12 +279,27 @@ func (s *ClientServer) run(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientR
 	key := op.GetKey()
 	level, err := levelFromWire(op.GetConsistency())
 	isWrite := op.GetKind() != kvpb.ClientOp_KIND_GET
+	var wopts []WriteOption
+	ttl := time.Duration(op.GetTtlMicros()) * time.Microsecond
+	switch {
+	case op.GetTtlMicros() < 0 || op.GetTtlMicros() > int64(MaxTTL/time.Microsecond):
+		err = errors.Join(err, fmt.Errorf("%w: ttl_micros %d outside 0..%d", ErrInvalidArgument, op.GetTtlMicros(), int64(MaxTTL/time.Microsecond)))
+	case ttl > 0:
+		wopts = append(wopts, WithTTL(ttl))
+	}
 	if err == nil {
 		switch op.GetKind() {
 		case kvpb.ClientOp_KIND_GET:
-			res.Value, res.Found, err = s.c.Get(ctx, key, level)
+			var it Item
+			it, res.Found, err = s.c.GetItem(ctx, key, level)
+			res.Value = it.Value
+			res.TtlMicros = int64(it.TTL(time.Now()) / time.Microsecond)
 		case kvpb.ClientOp_KIND_SET:
-			err = s.c.Set(ctx, key, op.GetValue(), level)
+			err = s.c.Set(ctx, key, op.GetValue(), level, wopts...)
+		case kvpb.ClientOp_KIND_EXPIRE:
+			res.Found, err = s.c.Expire(ctx, key, ttl, level)
+		case kvpb.ClientOp_KIND_PERSIST:
+			res.Found, err = s.c.Persist(ctx, key, level)
 		case kvpb.ClientOp_KIND_DELETE:
 			err = s.c.Delete(ctx, key, level)
 		case kvpb.ClientOp_KIND_CAS:
@@ -298,7 +313,7 @@ func (s *ClientServer) run(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientR
 				expected = &e
 			}
 			var cas CASResult
-			cas, err = s.c.CompareAndSet(ctx, key, expected, op.GetValue())
+			cas, err = s.c.CompareAndSet(ctx, key, expected, op.GetValue(), wopts...)
 			res.Swapped, res.Found, res.Value = cas.Swapped, cas.Found, cas.Current
 		default:
 			err = fmt.Errorf("%w: unknown operation kind %d", ErrInvalidArgument, int32(op.GetKind()))

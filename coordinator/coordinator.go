@@ -96,13 +96,17 @@ type Pair struct {
 	Value []byte
 }
 
-// Set stores value under key at level. It returns an error wrapping
-// ErrInvalidArgument for bad input and an *UnavailableError when fewer than
-// the level's replicas acknowledged before ctx ended; in that case the write
-// may still have reached some replicas.
-func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) error {
+// Set stores value under key at level; WithTTL or WithExpiresAt makes it
+// expire (see ttl.go). It returns an error wrapping ErrInvalidArgument for
+// bad input (a bad TTL included) and an *UnavailableError when fewer than
+// the level's replicas acknowledged before ctx ended; in that case the
+// write may still have reached some replicas.
+func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level, opts ...WriteOption) error {
 	start := time.Now()
-	err := c.checkKey(ctx, key)
+	wo, err := applyWriteOptions(opts)
+	if err == nil {
+		err = c.checkKey(ctx, key)
+	}
 	if err == nil && len(value) > c.cfg.MaxValueBytes {
 		err = fmt.Errorf("%w: value is %d bytes, limit %d", ErrInvalidArgument, len(value), c.cfg.MaxValueBytes)
 	}
@@ -112,9 +116,9 @@ func (c *Coordinator) Set(ctx context.Context, key, value []byte, level Level) e
 	switch {
 	case err != nil:
 	case level == Linearizable:
-		err = c.linPut(ctx, key, value, false)
+		err = c.linPut(ctx, key, value, false, wo.expiry(c.deps.Clock.Now()))
 	default:
-		err = c.write(ctx, "set", key, replica.Record{Value: value}, level)
+		err = c.write(ctx, "set", key, replica.Record{Value: value}, level, wo)
 	}
 	c.metrics.observe("set", level, start, err)
 	return err
@@ -131,7 +135,7 @@ func (c *Coordinator) Delete(ctx context.Context, key []byte, level Level) error
 	switch {
 	case err != nil:
 	case level == Linearizable:
-		err = c.linPut(ctx, key, nil, true)
+		err = c.linPut(ctx, key, nil, true, time.Time{})
 	default:
 		err = c.write(ctx, "delete", key, replica.Record{Tombstone: true}, level)
 	}
@@ -143,24 +147,27 @@ func (c *Coordinator) Delete(ctx context.Context, key []byte, level Level) error
 // answered with an older record are repaired before Get returns. Errors:
 // ErrInvalidArgument, *UnavailableError, ErrCorrupt.
 func (c *Coordinator) Get(ctx context.Context, key []byte, level Level) (value []byte, found bool, err error) {
-	start := time.Now()
-	defer func() { c.metrics.observe("get", level, start, err) }()
-	if err := c.checkKey(ctx, key); err != nil {
-		return nil, false, err
-	}
-	if err := c.allow(ctx, auth.OpRead, key); err != nil {
-		return nil, false, err
-	}
-	var rec replica.Record
-	if level == Linearizable {
-		rec, found, err = c.linGet(ctx, key)
-	} else {
-		rec, found, err = c.read(ctx, key, level)
-	}
+	rec, found, err := c.get(ctx, key, level)
 	if err != nil || !found {
 		return nil, false, err
 	}
 	return rec.Value, true, nil
+}
+
+// get is Get returning the live record.
+func (c *Coordinator) get(ctx context.Context, key []byte, level Level) (rec replica.Record, found bool, err error) {
+	start := time.Now()
+	defer func() { c.metrics.observe("get", level, start, err) }()
+	if err := c.checkKey(ctx, key); err != nil {
+		return rec, false, err
+	}
+	if err := c.allow(ctx, auth.OpRead, key); err != nil {
+		return rec, false, err
+	}
+	if level == Linearizable {
+		return c.linGet(ctx, key)
+	}
+	return c.read(ctx, key, level)
 }
 
 func (c *Coordinator) checkKey(ctx context.Context, key []byte) error {
@@ -194,17 +201,22 @@ func (c *Coordinator) placement(op string, key []byte, level Level) (uint32, []s
 	return p, r.Replicas(p), nil
 }
 
-// write stamps rec with a fresh HLC timestamp and merges it into every
-// replica of key's partition, answering after level's count of acks. The
+// write stamps rec with a fresh HLC timestamp (and, given a TTL in opts,
+// the expiry that timestamp's wall time plus the TTL makes) and merges it
+// into every replica of key's partition, answering after level's count of
+// acks. The
 // replicas beyond that count keep receiving the write in the background,
 // bounded by ReplicaWriteTimeout. A replica whose merge fails (or times
 // out) gets a hint (hints.go), which does not count as an ack.
-func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec replica.Record, level Level) error {
+func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec replica.Record, level Level, opts ...writeOptions) error {
 	p, replicas, err := c.placement(op, key, level)
 	if err != nil {
 		return err
 	}
 	rec.Timestamp = c.deps.Clock.Now()
+	for _, o := range opts {
+		rec.ExpiresAt = o.expiry(rec.Timestamp)
+	}
 	rec.NodeID = c.cfg.NodeID
 	entry := []replica.Entry{{Partition: p, Key: key, Record: rec}}
 	need := level.required(len(replicas))

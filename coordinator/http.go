@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
@@ -15,8 +17,8 @@ import (
 
 // HTTPHandler serves the client HTTP API of the original spec on top of c:
 //
-//	POST   /api/set     {"key":"k","value":"v"}  -> {"success":true}
-//	GET    /api/get?key=k                        -> {"value":"v","found":true} | 404 {"found":false}
+//	POST   /api/set     {"key":"k","value":"v","ttl":"30s"}  -> {"success":true}
+//	GET    /api/get?key=k                        -> {"value":"v","found":true,"ttl_ms":29998} | 404 {"found":false}
 //	GET    /api/list?prefix=p&limit=N            -> {"pairs":[{"key":"k","value":"v"}]}
 //	DELETE /api/delete?key=k                     -> {"success":true}
 //	POST   /api/cas  {"key":"k","expected":"old","value":"new"}
@@ -36,6 +38,8 @@ func HTTPHandler(c *Coordinator) http.Handler {
 	mux.HandleFunc("/api/list", h.list)
 	mux.HandleFunc("/api/delete", h.delete)
 	mux.HandleFunc("/api/cas", h.cas)
+	mux.HandleFunc("/api/expire", h.expire)
+	mux.HandleFunc("/api/persist", h.persist)
 	return drainHTTP(c, mux)
 }
 
@@ -44,9 +48,10 @@ type httpAPI struct {
 }
 
 type setRequest struct {
-	Key         *string `json:"key"`
-	Value       *string `json:"value"`
-	Consistency string  `json:"consistency,omitempty"`
+	Key         *string         `json:"key"`
+	Value       *string         `json:"value"`
+	Consistency string          `json:"consistency,omitempty"`
+	TTL         json.RawMessage `json:"ttl,omitempty"`
 }
 
 type pairJSON struct {
@@ -75,7 +80,12 @@ func (h *httpAPI) set(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	if err := h.c.Set(r.Context(), []byte(*req.Key), []byte(*req.Value), level); err != nil {
+	opts, err := ttlOptions(r, req.TTL)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if err := h.c.Set(r.Context(), []byte(*req.Key), []byte(*req.Value), level, opts...); err != nil {
 		writeError(w, err)
 		return
 	}
@@ -90,7 +100,7 @@ func (h *httpAPI) get(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	value, found, err := h.c.Get(r.Context(), []byte(r.URL.Query().Get("key")), level)
+	it, found, err := h.c.GetItem(r.Context(), []byte(r.URL.Query().Get("key")), level)
 	switch {
 	case err != nil:
 		writeError(w, err)
@@ -100,7 +110,8 @@ func (h *httpAPI) get(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, struct {
 			Value string `json:"value"`
 			Found bool   `json:"found"`
-		}{string(value), true})
+			TTLMs int64  `json:"ttl_ms,omitempty"`
+		}{string(it.Value), true, it.TTL(time.Now()).Milliseconds()})
 	}
 }
 
@@ -149,10 +160,11 @@ func (h *httpAPI) delete(w http.ResponseWriter, r *http.Request) {
 }
 
 type casRequest struct {
-	Key         *string `json:"key"`
-	Expected    *string `json:"expected"`
-	Value       *string `json:"value"`
-	Consistency string  `json:"consistency,omitempty"`
+	Key         *string         `json:"key"`
+	Expected    *string         `json:"expected"`
+	Value       *string         `json:"value"`
+	Consistency string          `json:"consistency,omitempty"`
+	TTL         json.RawMessage `json:"ttl,omitempty"`
 }
 
 func (h *httpAPI) cas(w http.ResponseWriter, r *http.Request) {
@@ -177,12 +189,17 @@ func (h *httpAPI) cas(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	opts, err := ttlOptions(r, req.TTL)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
 	var expected *[]byte
 	if req.Expected != nil {
 		e := []byte(*req.Expected)
 		expected = &e
 	}
-	res, err := h.c.CompareAndSet(r.Context(), []byte(*req.Key), expected, []byte(*req.Value))
+	res, err := h.c.CompareAndSet(r.Context(), []byte(*req.Key), expected, []byte(*req.Value), opts...)
 	switch {
 	case err != nil:
 		writeError(w, err)
@@ -196,6 +213,115 @@ func (h *httpAPI) cas(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeJSON(w, http.StatusOK, map[string]bool{"success": false})
 	}
+}
+
+type expireRequest struct {
+	Key         *string         `json:"key"`
+	Consistency string          `json:"consistency,omitempty"`
+	TTL         json.RawMessage `json:"ttl,omitempty"`
+}
+
+func (h *httpAPI) expire(w http.ResponseWriter, r *http.Request) { h.setExpiry(w, r, true) }
+
+func (h *httpAPI) persist(w http.ResponseWriter, r *http.Request) { h.setExpiry(w, r, false) }
+
+// setExpiry serves /api/expire (withTTL) and /api/persist.
+func (h *httpAPI) setExpiry(w http.ResponseWriter, r *http.Request, withTTL bool) {
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	var req expireRequest
+	if !h.decodeBody(w, r, &req) {
+		return
+	}
+	if req.Key == nil {
+		writeError(w, fmt.Errorf("%w: body needs a \"key\" string", ErrInvalidArgument))
+		return
+	}
+	levelName := r.URL.Query().Get("consistency")
+	if levelName == "" {
+		levelName = req.Consistency
+	}
+	level, err := ParseLevel(levelName)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	raw := req.TTL
+	if len(raw) == 0 && r.URL.Query().Has("ttl") {
+		raw, _ = json.Marshal(r.URL.Query().Get("ttl")) //nolint:errchkjson // a string always encodes
+	}
+	var found bool
+	switch {
+	case withTTL && len(raw) == 0:
+		err = fmt.Errorf("%w: /api/expire needs a \"ttl\"", ErrInvalidArgument)
+	case withTTL:
+		var ttl time.Duration
+		if ttl, err = ParseTTL(raw); err == nil {
+			found, err = h.c.Expire(r.Context(), []byte(*req.Key), ttl, level)
+		}
+	case len(raw) != 0:
+		err = fmt.Errorf("%w: /api/persist takes no \"ttl\"", ErrInvalidArgument)
+	default:
+		found, err = h.c.Persist(r.Context(), []byte(*req.Key), level)
+	}
+	switch {
+	case err != nil:
+		writeError(w, err)
+	case !found:
+		writeJSON(w, http.StatusNotFound, map[string]bool{"found": false})
+	default:
+		writeJSON(w, http.StatusOK, map[string]bool{"success": true})
+	}
+}
+
+// ttlOptions turns a request's "ttl" (the body's raw JSON, else ?ttl=)
+// into write options: none when there is no TTL.
+func ttlOptions(r *http.Request, raw json.RawMessage) ([]WriteOption, error) {
+	if len(raw) == 0 && r.URL.Query().Has("ttl") {
+		raw, _ = json.Marshal(r.URL.Query().Get("ttl")) //nolint:errchkjson // a string always encodes
+	}
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	ttl, err := ParseTTL(raw)
+	if err != nil {
+		return nil, err
+	}
+	return []WriteOption{WithTTL(ttl)}, nil
+}
+
+// ParseTTL parses an HTTP request's "ttl": a JSON number of seconds, or a
+// JSON string holding a number of seconds or a Go duration ("30s",
+// "1m30s"). The TTL must be positive and at most MaxTTL. Errors wrap
+// ErrInvalidArgument.
+func ParseTTL(raw json.RawMessage) (time.Duration, error) {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return 0, fmt.Errorf("%w: ttl %s: %w", ErrInvalidArgument, raw, err)
+	}
+	var secs float64
+	switch x := v.(type) {
+	case float64:
+		secs = x
+	case string:
+		if f, err := strconv.ParseFloat(x, 64); err == nil {
+			secs = f
+			break
+		}
+		d, err := time.ParseDuration(x)
+		if err != nil {
+			return 0, fmt.Errorf("%w: ttl %q is neither seconds nor a duration like \"30s\"", ErrInvalidArgument, x)
+		}
+		return d, CheckTTL(d)
+	default:
+		return 0, fmt.Errorf("%w: ttl %s is neither seconds nor a duration string", ErrInvalidArgument, raw)
+	}
+	if math.IsNaN(secs) || secs <= 0 || secs > MaxTTL.Seconds() {
+		return 0, fmt.Errorf("%w: ttl %v s outside (0, %s]", ErrInvalidArgument, secs, MaxTTL)
+	}
+	d := time.Duration(secs * float64(time.Second))
+	return d, CheckTTL(d)
 }
 
 // decodeBody decodes one JSON object into v, answering 400 itself when it

@@ -80,7 +80,7 @@ func TestHTTPAPI(t *testing.T) {
 			{"malformed JSON", "POST", "/api/set", `{"key":`, 400},
 			{"not an object", "POST", "/api/set", `[1,2]`, 400},
 			{"trailing data", "POST", "/api/set", `{"key":"k","value":"v"} {}`, 400},
-			{"unknown field", "POST", "/api/set", `{"key":"k","value":"v","ttl":3}`, 400},
+			{"unknown field", "POST", "/api/set", `{"key":"k","value":"v","ttl_ms":3000}`, 400},
 			{"number value", "POST", "/api/set", `{"key":"k","value":3}`, 400},
 			{"body too big", "POST", "/api/set", `{"key":"k","value":"` + strings.Repeat("v", 64<<10) + `"}`, 400},
 			{"unknown level set", "POST", "/api/set?consistency=two", `{"key":"k","value":"v"}`, 400},

@@ -22,8 +22,11 @@ import (
 // unknown comes back as consensus.ErrAmbiguous.
 type LinTransport interface {
 	LinGet(ctx context.Context, node string, partition uint32, key []byte) (replica.Record, bool, error)
-	LinPut(ctx context.Context, node string, partition uint32, key, value []byte, tombstone bool) error
-	LinCAS(ctx context.Context, node string, partition uint32, key []byte, expected *[]byte, value []byte) (CASResult, error)
+	// LinPut and LinCAS write a record expiring at expiresAt (zero:
+	// never). A leader answers LinGet with found false for a record
+	// that has expired by its clock.
+	LinPut(ctx context.Context, node string, partition uint32, key, value []byte, tombstone bool, expiresAt time.Time) error
+	LinCAS(ctx context.Context, node string, partition uint32, key []byte, expected *[]byte, value []byte, expiresAt time.Time) (CASResult, error)
 	// LinScan reads up to limit records of each partition with prefix,
 	// from start on, linearizably on node, which should lead them
 	// (Group.Scan); each part carries its result or its own error (a
@@ -49,12 +52,19 @@ type CASResult struct {
 
 // CompareAndSet sets key to value at the linearizable level if the key's
 // current value equals *expected, or, with expected nil, if the key is
-// absent (put-if-absent). Errors: ErrInvalidArgument, *UnavailableError
-// (no leader reachable in time: not applied), consensus.ErrAmbiguous (the
-// outcome is unknown: it may have applied; do not retry blindly).
-func (c *Coordinator) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte) (res CASResult, err error) {
+// absent (put-if-absent); WithTTL or WithExpiresAt makes the new value
+// expire. A key whose value has expired by the leader's clock is absent:
+// put-if-absent takes it. Errors: ErrInvalidArgument (a bad TTL
+// included), *UnavailableError (no leader reachable in time: not
+// applied), consensus.ErrAmbiguous (the outcome is unknown: it may have
+// applied; do not retry blindly).
+func (c *Coordinator) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte, opts ...WriteOption) (res CASResult, err error) {
 	start := time.Now()
 	defer func() { c.metrics.observe("cas", Linearizable, start, err) }()
+	wo, err := applyWriteOptions(opts)
+	if err != nil {
+		return res, err
+	}
 	if err := c.checkKey(ctx, key); err != nil {
 		return res, err
 	}
@@ -69,25 +79,15 @@ func (c *Coordinator) CompareAndSet(ctx context.Context, key []byte, expected *[
 	if len(value) > c.cfg.MaxValueBytes {
 		return res, fmt.Errorf("%w: value is %d bytes, limit %d", ErrInvalidArgument, len(value), c.cfg.MaxValueBytes)
 	}
-	err = c.onLeader(ctx, "cas", key, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
-		if g != nil {
-			swapped, cur, found, err := g.CompareAndSet(ctx, key, expected, value)
-			res = CASResult{Swapped: swapped, Found: found, Current: cur}
-			return err //nolint:wrapcheck // classified by onLeader
-		}
-		r, err := c.deps.Lin.LinCAS(ctx, node, p, key, expected, value)
-		res = r
-		return err //nolint:wrapcheck // classified by onLeader
-	})
-	return res, err
+	return c.linCAS(ctx, key, expected, value, wo.expiry(c.deps.Clock.Now()))
 }
 
-func (c *Coordinator) linPut(ctx context.Context, key, value []byte, tombstone bool) error {
+func (c *Coordinator) linPut(ctx context.Context, key, value []byte, tombstone bool, expiresAt time.Time) error {
 	return c.onLeader(ctx, "set", key, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		if g != nil {
-			return g.Put(ctx, key, value, tombstone) //nolint:wrapcheck // classified by onLeader
+			return g.Put(ctx, key, value, tombstone, expiresAt) //nolint:wrapcheck // classified by onLeader
 		}
-		return c.deps.Lin.LinPut(ctx, node, p, key, value, tombstone) //nolint:wrapcheck // classified by onLeader
+		return c.deps.Lin.LinPut(ctx, node, p, key, value, tombstone, expiresAt) //nolint:wrapcheck // classified by onLeader
 	})
 }
 
@@ -106,7 +106,9 @@ func (c *Coordinator) linGet(ctx context.Context, key []byte) (replica.Record, b
 				found = false
 				return nil
 			}
-			rec, found = r, err == nil
+			// This node leads: its clock decides expiry, as a remote
+			// leader's does in LinearizableServer.Get.
+			rec, found = r, err == nil && r.Live(time.Now())
 			return err //nolint:wrapcheck // classified by onLeader
 		}
 		r, f, err := c.deps.Lin.LinGet(ctx, node, p, key)
@@ -116,7 +118,8 @@ func (c *Coordinator) linGet(ctx context.Context, key []byte) (replica.Record, b
 	if err != nil {
 		return rec, false, err
 	}
-	return rec, found && rec.Live(time.Now()), nil
+	// The leader decided expiry; a tombstone is absent.
+	return rec, found && !rec.Tombstone, nil
 }
 
 // unsafeLocalGet is the broken read of Config.UnsafeStaleReads: the local

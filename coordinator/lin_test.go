@@ -66,22 +66,22 @@ func (s *serverLin) LinGet(ctx context.Context, _ string, p uint32, key []byte) 
 	return recordFromWire(resp.GetRecord()), true, nil
 }
 
-func (s *serverLin) LinPut(ctx context.Context, _ string, p uint32, key, value []byte, tombstone bool) error {
+func (s *serverLin) LinPut(ctx context.Context, _ string, p uint32, key, value []byte, tombstone bool, expiresAt time.Time) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	resp, err := s.srv.Put(ctx, &kvpb.LinPutRequest{Partition: p, Key: key, Value: value, Tombstone: tombstone})
+	resp, err := s.srv.Put(ctx, &kvpb.LinPutRequest{Partition: p, Key: key, Value: value, Tombstone: tombstone, ExpiresAtUnixNanos: expiryToWire(expiresAt)})
 	if err != nil {
 		return sentWriteError(err)
 	}
 	return redirectError(p, resp.GetRedirect())
 }
 
-func (s *serverLin) LinCAS(ctx context.Context, _ string, p uint32, key []byte, expected *[]byte, value []byte) (CASResult, error) {
+func (s *serverLin) LinCAS(ctx context.Context, _ string, p uint32, key []byte, expected *[]byte, value []byte, expiresAt time.Time) (CASResult, error) {
 	if err := s.check(); err != nil {
 		return CASResult{}, err
 	}
-	req := &kvpb.LinCASRequest{Partition: p, Key: key, Value: value}
+	req := &kvpb.LinCASRequest{Partition: p, Key: key, Value: value, ExpiresAtUnixNanos: expiryToWire(expiresAt)}
 	if expected != nil {
 		req.HasExpected, req.Expected = true, *expected
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
@@ -41,7 +42,9 @@ func redirect(err error) (*kvpb.Redirect, error) {
 	return nil, rpcError(err)
 }
 
-// Get serves a linearizable read on the leader.
+// Get serves a linearizable read on the leader. A record that has expired
+// by this leader's clock is absent (found false): the leader decides
+// expiry at linearizable.
 func (s *LinearizableServer) Get(ctx context.Context, req *kvpb.LinGetRequest) (*kvpb.LinGetResponse, error) {
 	g, err := s.group(req.GetPartition())
 	if err != nil {
@@ -49,6 +52,8 @@ func (s *LinearizableServer) Get(ctx context.Context, req *kvpb.LinGetRequest) (
 	}
 	rec, err := g.Get(ctx, req.GetKey())
 	switch {
+	case err == nil && !rec.Tombstone && !rec.Live(time.Now()):
+		return &kvpb.LinGetResponse{}, nil
 	case err == nil:
 		return &kvpb.LinGetResponse{Found: true, Record: recordToWire(rec)}, nil
 	case errors.Is(err, replica.ErrNotFound):
@@ -64,7 +69,7 @@ func (s *LinearizableServer) Put(ctx context.Context, req *kvpb.LinPutRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if err := g.Put(ctx, req.GetKey(), req.GetValue(), req.GetTombstone()); err != nil {
+	if err := g.Put(ctx, req.GetKey(), req.GetValue(), req.GetTombstone(), expiryFromWire(req.GetExpiresAtUnixNanos())); err != nil {
 		r, err := redirect(err)
 		return &kvpb.LinPutResponse{Redirect: r}, err
 	}
@@ -85,7 +90,7 @@ func (s *LinearizableServer) CompareAndSet(ctx context.Context, req *kvpb.LinCAS
 		}
 		expected = &e
 	}
-	swapped, cur, found, err := g.CompareAndSet(ctx, req.GetKey(), expected, req.GetValue())
+	swapped, cur, found, err := g.CompareAndSet(ctx, req.GetKey(), expected, req.GetValue(), expiryFromWire(req.GetExpiresAtUnixNanos()))
 	if err != nil {
 		r, err := redirect(err)
 		return &kvpb.LinCASResponse{Redirect: r}, err

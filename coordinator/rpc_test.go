@@ -235,7 +235,9 @@ func TestLinWriteDeadlineAfterSendIsAmbiguous(t *testing.T) {
 		cancel()
 		return <-errc
 	}
-	err = call(func(ctx context.Context) error { return tr.LinPut(ctx, "n2", 0, []byte("k"), []byte("v"), false) })
+	err = call(func(ctx context.Context) error {
+		return tr.LinPut(ctx, "n2", 0, []byte("k"), []byte("v"), false, time.Time{})
+	})
 	if !errors.Is(err, consensus.ErrAmbiguous) || !errors.Is(err, context.Canceled) {
 		t.Fatalf("write abandoned after sending: got %v, want ErrAmbiguous wrapping context.Canceled", err)
 	}

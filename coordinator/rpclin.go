@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"storj.io/drpc/drpcerr"
 
@@ -87,9 +88,9 @@ func (t *RPCTransport) LinGet(ctx context.Context, node string, p uint32, key []
 }
 
 // LinPut implements LinTransport.
-func (t *RPCTransport) LinPut(ctx context.Context, node string, p uint32, key, value []byte, tombstone bool) error {
+func (t *RPCTransport) LinPut(ctx context.Context, node string, p uint32, key, value []byte, tombstone bool, expiresAt time.Time) error {
 	resp, err := invokeWrite(ctx, t, node, func(ctx context.Context, c kvpb.DRPCLinearizableClient) (*kvpb.LinPutResponse, error) {
-		resp, err := c.Put(ctx, &kvpb.LinPutRequest{Partition: p, Key: key, Value: value, Tombstone: tombstone})
+		resp, err := c.Put(ctx, &kvpb.LinPutRequest{Partition: p, Key: key, Value: value, Tombstone: tombstone, ExpiresAtUnixNanos: expiryToWire(expiresAt)})
 		if err != nil {
 			return nil, sentWriteError(err)
 		}
@@ -102,8 +103,8 @@ func (t *RPCTransport) LinPut(ctx context.Context, node string, p uint32, key, v
 }
 
 // LinCAS implements LinTransport.
-func (t *RPCTransport) LinCAS(ctx context.Context, node string, p uint32, key []byte, expected *[]byte, value []byte) (CASResult, error) {
-	req := &kvpb.LinCASRequest{Partition: p, Key: key, Value: value}
+func (t *RPCTransport) LinCAS(ctx context.Context, node string, p uint32, key []byte, expected *[]byte, value []byte, expiresAt time.Time) (CASResult, error) {
+	req := &kvpb.LinCASRequest{Partition: p, Key: key, Value: value, ExpiresAtUnixNanos: expiryToWire(expiresAt)}
 	if expected != nil {
 		req.HasExpected, req.Expected = true, *expected
 	}

@@ -117,3 +117,19 @@ func scanResultsToWire(rs []ScanResult) []*kvpb.ScanResult {
 	}
 	return out
 }
+
+// expiryToWire encodes an expiry as Unix nanoseconds, 0 for never.
+func expiryToWire(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// expiryFromWire decodes expiryToWire's encoding.
+func expiryFromWire(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}

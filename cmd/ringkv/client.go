@@ -15,9 +15,10 @@ import (
 // clientArgs are how many positional arguments each client command takes.
 var clientArgs = map[string][2]int{
 	"get": {1, 1}, "set": {2, 2}, "del": {1, 1}, "delete": {1, 1}, "list": {0, 1}, "cas": {2, 3},
+	"ttl": {1, 1}, "expire": {2, 2}, "persist": {1, 1},
 }
 
-// clientCommand runs get, set, del, list and cas through the Go client
+// clientCommand runs get, set, del, list, cas, ttl, expire and persist through the Go client
 // library against any node's drpc address: over TLS with --certs-dir, as
 // the user of a client certificate (--user) or logged in with a password
 // (--user, --password-file). A refusal (not authenticated, permission
@@ -32,6 +33,7 @@ func clientCommand(ctx context.Context, cmd string, args []string, stdout, stder
 	limit := fs.Int("limit", 0, "list: at most this many pairs (0: server default)")
 	absent := fs.Bool("absent", false, "cas: set KEY to VALUE only if KEY is absent (cas KEY VALUE --absent)")
 	timeout := fs.Duration("timeout", 10*time.Second, "request timeout")
+	ttl := fs.Duration("ttl", 0, "set, cas: the value expires this long after it is written (0: never)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -48,6 +50,21 @@ func clientCommand(ctx context.Context, cmd string, args []string, stdout, stder
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	at := client.WithConsistency(level)
+	writeOpts := []client.CallOption{at}
+	switch {
+	case *ttl < 0:
+		return fmt.Errorf("%w: --ttl %s is negative", errUsage, *ttl)
+	case *ttl > 0 && cmd != "set" && cmd != "cas":
+		return fmt.Errorf("%w: --ttl is for set and cas", errUsage)
+	case *ttl > 0:
+		writeOpts = append(writeOpts, client.WithTTL(*ttl))
+	}
+	var expireAfter time.Duration
+	if cmd == "expire" {
+		if expireAfter, err = time.ParseDuration(pos[1]); err != nil || expireAfter <= 0 {
+			return fmt.Errorf("%w: expire takes a positive duration like 30s, got %q", errUsage, pos[1])
+		}
+	}
 	opts, err := secure.clientOptions()
 	if err != nil {
 		return err
@@ -68,7 +85,22 @@ func clientCommand(ctx context.Context, cmd string, args []string, stdout, stder
 		fmt.Fprintln(stdout, string(v))
 		return nil
 	case "set":
-		err = c.Set(ctx, pos[0], []byte(pos[1]), at)
+		err = c.Set(ctx, pos[0], []byte(pos[1]), writeOpts...)
+	case "ttl":
+		left, err := c.TTL(ctx, pos[0], at)
+		if err != nil {
+			return err //nolint:wrapcheck // the client's errors name the call and key
+		}
+		if left == 0 {
+			fmt.Fprintln(stdout, "none")
+		} else {
+			fmt.Fprintln(stdout, left.Round(time.Millisecond))
+		}
+		return nil
+	case "expire":
+		err = c.Expire(ctx, pos[0], expireAfter, at)
+	case "persist":
+		err = c.Persist(ctx, pos[0], at)
 	case "del", "delete":
 		err = c.Delete(ctx, pos[0], at)
 	case "list":
@@ -86,9 +118,9 @@ func clientCommand(ctx context.Context, cmd string, args []string, stdout, stder
 		return nil
 	case "cas":
 		if *absent {
-			err = c.PutIfAbsent(ctx, pos[0], []byte(pos[1]))
+			err = c.PutIfAbsent(ctx, pos[0], []byte(pos[1]), writeOpts...)
 		} else {
-			err = c.CompareAndSet(ctx, pos[0], []byte(pos[1]), []byte(pos[2]))
+			err = c.CompareAndSet(ctx, pos[0], []byte(pos[1]), []byte(pos[2]), writeOpts...)
 		}
 		var me *client.MismatchError
 		if errors.As(err, &me) {

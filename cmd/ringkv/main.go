@@ -30,11 +30,13 @@ Usage:
   ringkv serve [flags]              run one node
   ringkv dev [flags]                run a local 3-node cluster in this process
   ringkv get KEY [flags]            read a key
-  ringkv set KEY VALUE [flags]      write a key
+  ringkv set KEY VALUE [flags]      write a key (--ttl 30s: expiring)
   ringkv del KEY [flags]            delete a key
   ringkv list [PREFIX] [flags]      list keys with a prefix
   ringkv cas KEY EXPECTED NEW       compare-and-set (linearizable)
   ringkv cas KEY VALUE --absent     put-if-absent (linearizable)
+  ringkv ttl KEY                    time a key has left ("none": never expires)
+  ringkv expire KEY DURATION        make a key expire; persist KEY: never
   ringkv cluster status [flags]     show members and raft convergence
   ringkv cluster leave|remove|admit ID [flags]
                                     change a member's ring membership
@@ -99,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, rest, stderr)
 	case "dev":
 		return dev(ctx, rest, stdout, stderr)
-	case "get", "set", "del", "delete", "list", "cas":
+	case "get", "set", "del", "delete", "list", "cas", "ttl", "expire", "persist":
 		return clientCommand(ctx, cmd, rest, stdout, stderr)
 	case "cluster":
 		return clusterCommand(ctx, rest, stdout, stderr)

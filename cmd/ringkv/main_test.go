@@ -38,6 +38,11 @@ func TestUsageErrors(t *testing.T) {
 		{"cas with one arg", []string{"cas", "k"}},
 		{"cas with two args", []string{"cas", "k", "v"}},
 		{"cas absent with three args", []string{"cas", "k", "a", "b", "--absent"}},
+		{"set negative ttl", []string{"set", "k", "v", "--ttl", "-1s"}},
+		{"get with ttl", []string{"get", "k", "--ttl", "1s"}},
+		{"expire bad duration", []string{"expire", "k", "soon"}},
+		{"expire zero", []string{"expire", "k", "0s"}},
+		{"ttl without key", []string{"ttl"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -118,6 +123,12 @@ func TestDevAndClientCommands(t *testing.T) {
 		{[]string{"cas", "new", "1", "--absent", "--addr", addrs[0][1]}, "OK\n", ""},
 		{[]string{"cas", "new", "2", "--absent", "--addr", addrs[0][1]}, "", `current value is "1"`},
 		{[]string{"cas", "gone", "x", "y", "--addr", addrs[0][1]}, "", "key is absent"},
+		{[]string{"set", "session", "s", "--ttl", "1h", "--addr", addrs[0][1]}, "OK\n", ""},
+		{[]string{"persist", "session", "--addr", addrs[1][1], "--consistency", "all"}, "OK\n", ""},
+		{[]string{"ttl", "session", "--addr", addrs[2][1], "--consistency", "all"}, "none\n", ""},
+		{[]string{"expire", "session", "2h", "--addr", addrs[1][1], "--consistency", "linearizable"}, "OK\n", ""},
+		{[]string{"cas", "slock", "me", "--absent", "--ttl", "1h", "--addr", addrs[0][1]}, "OK\n", ""},
+		{[]string{"expire", "nobody", "1m", "--addr", addrs[0][1]}, "", "not found"},
 	}
 	for _, s := range steps {
 		args := s.args

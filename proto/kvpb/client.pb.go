@@ -191,6 +191,12 @@ const (
 	ClientOp_KIND_DELETE      ClientOp_Kind = 3
 	// Compare-and-set, always linearizable; consistency is ignored.
 	ClientOp_KIND_CAS ClientOp_Kind = 4
+	// Set the key's expiry to ttl_micros from now, keeping its value: a
+	// read-modify-write at the op's level (linearizable: through
+	// compare-and-set). The result's found says whether the key existed.
+	ClientOp_KIND_EXPIRE ClientOp_Kind = 5
+	// Remove the key's expiry, keeping its value; as KIND_EXPIRE.
+	ClientOp_KIND_PERSIST ClientOp_Kind = 6
 )
 
 // Enum value maps for ClientOp_Kind.
@@ -201,6 +207,8 @@ var (
 		2: "KIND_SET",
 		3: "KIND_DELETE",
 		4: "KIND_CAS",
+		5: "KIND_EXPIRE",
+		6: "KIND_PERSIST",
 	}
 	ClientOp_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
@@ -208,6 +216,8 @@ var (
 		"KIND_SET":         2,
 		"KIND_DELETE":      3,
 		"KIND_CAS":         4,
+		"KIND_EXPIRE":      5,
+		"KIND_PERSIST":     6,
 	}
 )
 
@@ -571,8 +581,12 @@ type ClientOp struct {
 	Value       []byte      `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
 	Consistency Consistency `protobuf:"varint,4,opt,name=consistency,proto3,enum=ringkv.v1.Consistency" json:"consistency,omitempty"`
 	// CAS: has_expected false means put-if-absent.
-	HasExpected   bool   `protobuf:"varint,5,opt,name=has_expected,json=hasExpected,proto3" json:"has_expected,omitempty"`
-	Expected      []byte `protobuf:"bytes,6,opt,name=expected,proto3" json:"expected,omitempty"`
+	HasExpected bool   `protobuf:"varint,5,opt,name=has_expected,json=hasExpected,proto3" json:"has_expected,omitempty"`
+	Expected    []byte `protobuf:"bytes,6,opt,name=expected,proto3" json:"expected,omitempty"`
+	// ttl_micros (SET, CAS, EXPIRE): the written record expires this long
+	// after the coordinating node's clock reads when it writes; 0 means
+	// never (SET, CAS) and is refused for EXPIRE; negative is refused.
+	TtlMicros     int64 `protobuf:"varint,7,opt,name=ttl_micros,json=ttlMicros,proto3" json:"ttl_micros,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -649,6 +663,13 @@ func (x *ClientOp) GetExpected() []byte {
 	return nil
 }
 
+func (x *ClientOp) GetTtlMicros() int64 {
+	if x != nil {
+		return x.TtlMicros
+	}
+	return 0
+}
+
 // ClientResult is the outcome of one ClientOp.
 type ClientResult struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -660,7 +681,10 @@ type ClientResult struct {
 	Value   []byte `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
 	Swapped bool   `protobuf:"varint,5,opt,name=swapped,proto3" json:"swapped,omitempty"`
 	// leader of the key's partition as the serving node knows it ("" unknown).
-	Leader        string `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	Leader string `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	// GET of a key that expires: the time left, by the serving node's
+	// clock, at least 1; 0 when the key never expires.
+	TtlMicros     int64 `protobuf:"varint,7,opt,name=ttl_micros,json=ttlMicros,proto3" json:"ttl_micros,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -735,6 +759,13 @@ func (x *ClientResult) GetLeader() string {
 		return x.Leader
 	}
 	return ""
+}
+
+func (x *ClientResult) GetTtlMicros() int64 {
+	if x != nil {
+		return x.TtlMicros
+	}
+	return 0
 }
 
 type ClientRequest struct {
@@ -1488,27 +1519,33 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"partitions\x12-\n" +
 	"\x12replication_factor\x18\x03 \x01(\rR\x11replicationFactor\x123\n" +
 	"\amembers\x18\x04 \x03(\v2\x19.ringkv.v1.TopologyMemberR\amembers\x122\n" +
-	"\x05table\x18\x05 \x03(\v2\x1c.ringkv.v1.TopologyPartitionR\x05table\"\xb2\x02\n" +
+	"\x05table\x18\x05 \x03(\v2\x1c.ringkv.v1.TopologyPartitionR\x05table\"\xf4\x02\n" +
 	"\bClientOp\x12,\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x18.ringkv.v1.ClientOp.KindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x128\n" +
 	"\vconsistency\x18\x04 \x01(\x0e2\x16.ringkv.v1.ConsistencyR\vconsistency\x12!\n" +
 	"\fhas_expected\x18\x05 \x01(\bR\vhasExpected\x12\x1a\n" +
-	"\bexpected\x18\x06 \x01(\fR\bexpected\"W\n" +
+	"\bexpected\x18\x06 \x01(\fR\bexpected\x12\x1d\n" +
+	"\n" +
+	"ttl_micros\x18\a \x01(\x03R\tttlMicros\"z\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bKIND_GET\x10\x01\x12\f\n" +
 	"\bKIND_SET\x10\x02\x12\x0f\n" +
 	"\vKIND_DELETE\x10\x03\x12\f\n" +
-	"\bKIND_CAS\x10\x04\"\xb2\x01\n" +
+	"\bKIND_CAS\x10\x04\x12\x0f\n" +
+	"\vKIND_EXPIRE\x10\x05\x12\x10\n" +
+	"\fKIND_PERSIST\x10\x06\"\xd1\x01\n" +
 	"\fClientResult\x12*\n" +
 	"\x05error\x18\x01 \x01(\x0e2\x14.ringkv.v1.ErrorCodeR\x05error\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x14\n" +
 	"\x05found\x18\x03 \x01(\bR\x05found\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\fR\x05value\x12\x18\n" +
 	"\aswapped\x18\x05 \x01(\bR\aswapped\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\tR\x06leader\"[\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\x12\x1d\n" +
+	"\n" +
+	"ttl_micros\x18\a \x01(\x03R\tttlMicros\"[\n" +
 	"\rClientRequest\x12#\n" +
 	"\x02op\x18\x01 \x01(\v2\x13.ringkv.v1.ClientOpR\x02op\x12%\n" +
 	"\x0etimeout_micros\x18\x02 \x01(\x04R\rtimeoutMicros\"r\n" +

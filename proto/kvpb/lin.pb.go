@@ -191,13 +191,15 @@ func (x *LinGetResponse) GetRecord() *Record {
 }
 
 type LinPutRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
-	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
-	Tombstone     bool                   `protobuf:"varint,4,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Key       []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value     []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Tombstone bool                   `protobuf:"varint,4,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	// Expiry of the written record as Unix nanoseconds; 0 means never.
+	ExpiresAtUnixNanos int64 `protobuf:"varint,5,opt,name=expires_at_unix_nanos,json=expiresAtUnixNanos,proto3" json:"expires_at_unix_nanos,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *LinPutRequest) Reset() {
@@ -258,6 +260,13 @@ func (x *LinPutRequest) GetTombstone() bool {
 	return false
 }
 
+func (x *LinPutRequest) GetExpiresAtUnixNanos() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixNanos
+	}
+	return 0
+}
+
 type LinPutResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
@@ -307,11 +316,13 @@ type LinCASRequest struct {
 	Partition uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
 	Key       []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// has_expected false means put-if-absent.
-	HasExpected   bool   `protobuf:"varint,3,opt,name=has_expected,json=hasExpected,proto3" json:"has_expected,omitempty"`
-	Expected      []byte `protobuf:"bytes,4,opt,name=expected,proto3" json:"expected,omitempty"`
-	Value         []byte `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	HasExpected bool   `protobuf:"varint,3,opt,name=has_expected,json=hasExpected,proto3" json:"has_expected,omitempty"`
+	Expected    []byte `protobuf:"bytes,4,opt,name=expected,proto3" json:"expected,omitempty"`
+	Value       []byte `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	// Expiry of the written record as Unix nanoseconds; 0 means never.
+	ExpiresAtUnixNanos int64 `protobuf:"varint,6,opt,name=expires_at_unix_nanos,json=expiresAtUnixNanos,proto3" json:"expires_at_unix_nanos,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *LinCASRequest) Reset() {
@@ -377,6 +388,13 @@ func (x *LinCASRequest) GetValue() []byte {
 		return x.Value
 	}
 	return nil
+}
+
+func (x *LinCASRequest) GetExpiresAtUnixNanos() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixNanos
+	}
+	return 0
 }
 
 type LinCASResponse struct {
@@ -746,20 +764,22 @@ const file_ringkv_v1_lin_proto_rawDesc = "" +
 	"\x0eLinGetResponse\x12/\n" +
 	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x12\x14\n" +
 	"\x05found\x18\x02 \x01(\bR\x05found\x12)\n" +
-	"\x06record\x18\x03 \x01(\v2\x11.ringkv.v1.RecordR\x06record\"s\n" +
+	"\x06record\x18\x03 \x01(\v2\x11.ringkv.v1.RecordR\x06record\"\xa6\x01\n" +
 	"\rLinPutRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1c\n" +
-	"\ttombstone\x18\x04 \x01(\bR\ttombstone\"A\n" +
+	"\ttombstone\x18\x04 \x01(\bR\ttombstone\x121\n" +
+	"\x15expires_at_unix_nanos\x18\x05 \x01(\x03R\x12expiresAtUnixNanos\"A\n" +
 	"\x0eLinPutResponse\x12/\n" +
-	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\"\x94\x01\n" +
+	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\"\xc7\x01\n" +
 	"\rLinCASRequest\x12\x1c\n" +
 	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12!\n" +
 	"\fhas_expected\x18\x03 \x01(\bR\vhasExpected\x12\x1a\n" +
 	"\bexpected\x18\x04 \x01(\fR\bexpected\x12\x14\n" +
-	"\x05value\x18\x05 \x01(\fR\x05value\"\x8b\x01\n" +
+	"\x05value\x18\x05 \x01(\fR\x05value\x121\n" +
+	"\x15expires_at_unix_nanos\x18\x06 \x01(\x03R\x12expiresAtUnixNanos\"\x8b\x01\n" +
 	"\x0eLinCASResponse\x12/\n" +
 	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x12\x18\n" +
 	"\aswapped\x18\x02 \x01(\bR\aswapped\x12\x14\n" +
