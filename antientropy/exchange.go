@@ -181,14 +181,24 @@ func (s *Service) syncBuckets(ctx context.Context, p uint32, peer string, bucket
 }
 
 // collectable reports whether rec is a tombstone older than the grace
-// period: such a tombstone is never transferred to a replica that holds no
-// record of its key, so that one replica's collection is not undone by
+// period, or a value that expired more than the grace period ago (an
+// expired value is a tombstone that carries its value: it still wins the
+// merge against every older record, so it is kept, and collected, exactly
+// like one): such a record is never transferred to a replica that holds
+// no record of its key, so that one replica's collection is not undone by
 // another that has not collected yet.
 func (s *Service) collectable(rec *kvpb.Record) bool {
-	if s.cfg.TombstoneGrace <= 0 || !rec.GetTombstone() {
+	if s.cfg.TombstoneGrace <= 0 {
 		return false
 	}
-	return wallTime(rec.GetTimestamp()).Before(s.cfg.Now().Add(-s.cfg.TombstoneGrace))
+	horizon := s.cfg.Now().Add(-s.cfg.TombstoneGrace)
+	if rec.GetTombstone() {
+		return wallTime(rec.GetTimestamp()).Before(horizon)
+	}
+	// An expired value: both its expiry and its write are past the grace
+	// (an expiry set in the past is older than the write).
+	exp := rec.GetExpiresAtUnixNanos()
+	return exp != 0 && time.Unix(0, exp).Before(horizon) && wallTime(rec.GetTimestamp()).Before(horizon)
 }
 
 // wallTime is the wall-clock part of an HLC timestamp (48 bits of

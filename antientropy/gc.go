@@ -20,8 +20,9 @@ func (s *Service) runCollector(ctx context.Context) {
 }
 
 // CollectTombstones removes, from this node's replicas, the tombstones
-// older than TombstoneGrace that every other replica of their partition
-// is confirmed to hold: asked now, each answers with that tombstone, a
+// older than TombstoneGrace, and the values that expired more than
+// TombstoneGrace ago (collectable), that every other replica of their
+// partition is confirmed to hold: asked now, each answers with that tombstone, a
 // newer record, or no record at all. No replica then holds an older value
 // that a later exchange could bring back. A partition with a replica that
 // is not alive or does not answer keeps its tombstones. It returns how

@@ -60,11 +60,19 @@ func (a testStore) DeleteIfEqual(ctx context.Context, p uint32, key []byte, rec 
 }
 
 func toWire(r replica.Record) *kvpb.Record {
-	return &kvpb.Record{Value: r.Value, Timestamp: uint64(r.Timestamp), NodeId: r.NodeID, Tombstone: r.Tombstone}
+	w := &kvpb.Record{Value: r.Value, Timestamp: uint64(r.Timestamp), NodeId: r.NodeID, Tombstone: r.Tombstone}
+	if !r.ExpiresAt.IsZero() {
+		w.ExpiresAtUnixNanos = r.ExpiresAt.UnixNano()
+	}
+	return w
 }
 
 func fromWire(w *kvpb.Record) replica.Record {
-	return replica.Record{Value: w.GetValue(), Timestamp: replica.Timestamp(w.GetTimestamp()), NodeID: w.GetNodeId(), Tombstone: w.GetTombstone()}
+	r := replica.Record{Value: w.GetValue(), Timestamp: replica.Timestamp(w.GetTimestamp()), NodeID: w.GetNodeId(), Tombstone: w.GetTombstone()}
+	if ns := w.GetExpiresAtUnixNanos(); ns != 0 {
+		r.ExpiresAt = time.Unix(0, ns).UTC()
+	}
+	return r
 }
 
 type staticRing struct{ r *ring.Ring }
@@ -562,5 +570,66 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if _, err := New(Config{NodeID: "n1"}, Deps{}); err == nil {
 		t.Error("missing deps accepted")
+	}
+}
+
+// An expired value is collected like a tombstone: once it expired more
+// than the grace ago and every replica holds it (or newer, or nothing);
+// a replica still holding an older value keeps it from being collected,
+// and an exchange hands that replica the expired value, never the old
+// value back.
+func TestCollectExpiredValues(t *testing.T) {
+	now := time.Now()
+	cfg := manual()
+	cfg.TombstoneGrace = time.Hour
+	cfg.GCInterval = time.Hour
+	cfg.Now = func() time.Time { return now }
+	nodes := newCluster(t, cfg, "n1", "n2", "n3")
+	old := replica.MakeTimestamp(now.Add(-3*time.Hour), 0)
+	expired := func(ts replica.Timestamp, at time.Time) replica.Record {
+		return replica.Record{Value: []byte("v"), Timestamp: ts, NodeID: "n1", ExpiresAt: at}
+	}
+	longAgo := expired(old, now.Add(-2*time.Hour))
+	for _, n := range nodes {
+		put(t, n, "everywhere", longAgo)
+		put(t, n, "recently", expired(old, now.Add(-time.Minute)))
+		put(t, n, "live", expired(old, now.Add(time.Hour)))
+	}
+	put(t, nodes["n1"], "n3-has-old-value", longAgo)
+	put(t, nodes["n2"], "n3-has-old-value", longAgo)
+	put(t, nodes["n3"], "n3-has-old-value", replica.Record{Value: []byte("old"), Timestamp: old - 1, NodeID: "n1"})
+
+	if got := nodes["n1"].svc.CollectTombstones(t.Context()); got != 1 {
+		t.Fatalf("n1 collected %d, want 1 (everywhere)", got)
+	}
+	get := func(n, key string) (replica.Record, error) {
+		return nodes[n].store.Get(partitionOf([]byte(key)), []byte(key))
+	}
+	for _, key := range []string{"recently", "live", "n3-has-old-value"} {
+		if _, err := get("n1", key); err != nil {
+			t.Fatalf("n1 collected %s: %v", key, err)
+		}
+	}
+	if _, err := nodes["n3"].svc.Repair(t.Context(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := get("n1", "everywhere"); !errors.Is(err, replica.ErrNotFound) {
+		t.Fatalf("exchange revived a collected expired value: %v", err)
+	}
+	if rec, err := get("n3", "n3-has-old-value"); err != nil || !rec.ExpiresAt.Equal(longAgo.ExpiresAt) {
+		t.Fatalf("n3 after exchange: %+v %v, want the expired value", rec, err)
+	}
+	for _, id := range []string{"n2", "n3", "n1"} {
+		nodes[id].svc.CollectTombstones(t.Context())
+	}
+	for _, id := range []string{"n1", "n2", "n3"} {
+		for _, key := range []string{"everywhere", "n3-has-old-value"} {
+			if _, err := get(id, key); !errors.Is(err, replica.ErrNotFound) {
+				t.Errorf("%s %s after collection: %v", id, key, err)
+			}
+		}
+		if _, err := get(id, "live"); err != nil {
+			t.Errorf("%s live: %v", id, err)
+		}
 	}
 }

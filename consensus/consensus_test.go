@@ -395,7 +395,7 @@ func TestFailoverKeepsCommittedWrites(t *testing.T) {
 }
 
 func TestCommandCodec(t *testing.T) {
-	rec := replica.Record{Value: []byte("v"), Timestamp: 42, NodeID: "n1"}
+	rec := replica.Record{Value: []byte("v"), Timestamp: 42, NodeID: "n1", ExpiresAt: time.Unix(1_900_000_000, 7).UTC()}
 	b := encodeMerge([]byte("key"), rec)
 	k, got, err := decodeMerge(b)
 	if err != nil || string(k) != "key" || replica.Compare(got, rec) != 0 {
@@ -445,8 +445,13 @@ func TestSnapshotRestoreMerges(t *testing.T) {
 	src, dst := openStore(t), openStore(t)
 	ctx := t.Context()
 	var entries []replica.Entry
+	expiresAt := time.Unix(1_900_000_000, 9).UTC()
 	for i := range 1000 {
-		entries = append(entries, replica.Entry{Partition: 3, Key: fmt.Appendf(nil, "k%04d", i), Record: replica.Record{Value: []byte("old"), Timestamp: 10, NodeID: "a"}})
+		rec := replica.Record{Value: []byte("old"), Timestamp: 10, NodeID: "a"}
+		if i%2 == 1 {
+			rec.ExpiresAt = expiresAt // expiry travels with the record through snapshots
+		}
+		entries = append(entries, replica.Entry{Partition: 3, Key: fmt.Appendf(nil, "k%04d", i), Record: rec})
 	}
 	entries = append(entries, replica.Entry{Partition: 4, Key: []byte("other-partition"), Record: replica.Record{Value: []byte("x"), Timestamp: 10, NodeID: "a"}})
 	if err := src.Merge(ctx, entries); err != nil {
@@ -479,6 +484,9 @@ func TestSnapshotRestoreMerges(t *testing.T) {
 		}
 		if string(rec.Value) != want {
 			t.Errorf("%s: got %q, want %q", key, rec.Value, want)
+		}
+		if odd := key[len(key)-1]%2 == 1; want == "old" && odd != rec.ExpiresAt.Equal(expiresAt) {
+			t.Errorf("%s: expiry %s after restore", key, rec.ExpiresAt)
 		}
 		return true
 	}); err != nil {

@@ -475,7 +475,16 @@ func (nd *Node) Get(ctx context.Context, key, level string) (string, int, error)
 // CAS runs POST /api/cas: expected nil means put-if-absent. It returns
 // whether it swapped, the current value when it did not, and the status.
 func (nd *Node) CAS(ctx context.Context, key string, expected *string, value string) (bool, string, int, error) {
+	return nd.CASWithTTL(ctx, key, expected, value, "")
+}
+
+// CASWithTTL is CAS writing a value that expires after ttl (seconds or a
+// duration string; "" never).
+func (nd *Node) CASWithTTL(ctx context.Context, key string, expected *string, value, ttl string) (bool, string, int, error) {
 	body := map[string]any{"key": key, "value": value}
+	if ttl != "" {
+		body["ttl"] = ttl
+	}
 	if expected != nil {
 		body["expected"] = *expected
 	}
