@@ -31,9 +31,9 @@ type Config struct {
 	ScrubPerSec float64
 	// ScrubBytesPerSec bounds the bytes the scrubber reads. Default 8 MiB/s.
 	ScrubBytesPerSec float64
-	// TombstoneGrace is how long a tombstone is kept at least. After it,
-	// a tombstone is collected once every replica of its partition holds
-	// it (or a newer record, or nothing). Default 72h; negative never
+	// TombstoneGrace is how long a tombstone, or a value past its expiry,
+	// is kept at least. After it, such a record is collected once every
+	// replica of its partition holds it (or a newer record, or nothing). Default 72h; negative never
 	// collects. It must exceed the longest time a replica can be away and
 	// come back with old data (hints, backups).
 	TombstoneGrace time.Duration

@@ -70,6 +70,12 @@
 // to a replica that holds no record of the key, so one replica's
 // collection is not undone by another that has not collected yet.
 //
+// A value whose expiry (Record.expires_at_unix_nanos) and write are both
+// older than TombstoneGrace is collected the same way: an expired value is
+// a tombstone that keeps its value (it is newer than every value before
+// it, and reads find it absent), so it must stay until every replica has
+// it, for the same reason.
+//
 // # Goroutines
 //
 // Service.Start starts, each owned by the Service and stopped by Close

@@ -74,6 +74,11 @@ func (g *Group) LogBounds() (first, last uint64, err error) {
 	return first, last, nil
 }
 
+// Now returns the physical time of the node's clock: what this group,
+// leading, judges expiry by (an expired record is absent to Get's callers
+// and to CompareAndSet).
+func (g *Group) Now() time.Time { return g.clock.Physical() }
+
 // Leader returns the id of the group's current leader, "" if unknown.
 func (g *Group) Leader() string {
 	_, id := g.raft.LeaderWithID()
@@ -266,7 +271,7 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 	if err != nil && !errors.Is(err, replica.ErrNotFound) && !errors.Is(err, replica.ErrCorrupt) {
 		return false, nil, false, fmt.Errorf("consensus: read current: %w", err)
 	}
-	live := found && cur.Live(time.Now())
+	live := found && cur.Live(g.Now())
 	next, ok := decide(cur, live)
 	if !ok {
 		if !live {

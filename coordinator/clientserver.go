@@ -293,7 +293,7 @@ func (s *ClientServer) run(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientR
 			var it Item
 			it, res.Found, err = s.c.GetItem(ctx, key, level)
 			res.Value = it.Value
-			res.TtlMicros = int64(it.TTL(time.Now()) / time.Microsecond)
+			res.TtlMicros = int64(it.TTL(s.c.now()) / time.Microsecond)
 		case kvpb.ClientOp_KIND_SET:
 			err = s.c.Set(ctx, key, op.GetValue(), level, wopts...)
 		case kvpb.ClientOp_KIND_EXPIRE:

@@ -170,6 +170,10 @@ func (c *Coordinator) get(ctx context.Context, key []byte, level Level) (rec rep
 	return c.read(ctx, key, level)
 }
 
+// now is the node's physical time, by which this coordinator judges
+// expiry (Deps.Clock's).
+func (c *Coordinator) now() time.Time { return c.deps.Clock.Physical() }
+
 func (c *Coordinator) checkKey(ctx context.Context, key []byte) error {
 	switch {
 	case c.closed.Load():
@@ -511,7 +515,7 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 			}
 		}()
 	}
-	return newest, newest.Live(time.Now()), nil
+	return newest, newest.Live(c.now()), nil
 }
 
 // repair merges newest into every answering replica that was behind and
@@ -594,7 +598,7 @@ func (c *Coordinator) listPages(ctx context.Context, prefix []byte, limit int, p
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	from := prefix
-	now := time.Now()
+	now := c.now()
 	hideReserved := !isSystem(ctx)
 	for len(pairs) < limit {
 		recs, cutoff, err := page(ctx, from)

@@ -31,6 +31,13 @@
 //     replicas' answers per key, in pages of ListPageSize per partition: a
 //     page is trusted only up to the smallest last key of any truncated
 //     partition answer (the cutoff), and the next page starts after it.
+//   - Expiry (ttl.go): a write with WithTTL stores the absolute expiry
+//     HLC wall time + TTL in its record. Every read judges expiry by this
+//     node's physical clock (Deps.Clock.Physical) when it answers, except
+//     at Linearizable, where the partition's leader judges (Group.Now), so
+//     a compare-and-set on an expired key finds it absent. Expire and
+//     Persist are read-modify-writes: through compare-and-set at
+//     Linearizable, a read then a write at the other levels.
 //   - Too few replicas within the deadline: *UnavailableError saying how
 //     many answered. No request waits past its deadline (RequestTimeout when
 //     the caller's context has none).

@@ -111,7 +111,7 @@ func (h *httpAPI) get(w http.ResponseWriter, r *http.Request) {
 			Value string `json:"value"`
 			Found bool   `json:"found"`
 			TTLMs int64  `json:"ttl_ms,omitempty"`
-		}{string(it.Value), true, it.TTL(time.Now()).Milliseconds()})
+		}{string(it.Value), true, it.TTL(h.c.now()).Milliseconds()})
 	}
 }
 

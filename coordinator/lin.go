@@ -108,7 +108,7 @@ func (c *Coordinator) linGet(ctx context.Context, key []byte) (replica.Record, b
 			}
 			// This node leads: its clock decides expiry, as a remote
 			// leader's does in LinearizableServer.Get.
-			rec, found = r, err == nil && r.Live(time.Now())
+			rec, found = r, err == nil && r.Live(g.Now())
 			return err //nolint:wrapcheck // classified by onLeader
 		}
 		r, f, err := c.deps.Lin.LinGet(ctx, node, p, key)
@@ -137,7 +137,7 @@ func (c *Coordinator) unsafeLocalGet(key []byte) (rec replica.Record, found, ok 
 	case err != nil:
 		return rec, false, false
 	}
-	return rec, rec.Live(time.Now()), true
+	return rec, rec.Live(c.now()), true
 }
 
 // onLeader runs op on the leader of key's partition: locally when this

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
@@ -52,7 +51,7 @@ func (s *LinearizableServer) Get(ctx context.Context, req *kvpb.LinGetRequest) (
 	}
 	rec, err := g.Get(ctx, req.GetKey())
 	switch {
-	case err == nil && !rec.Tombstone && !rec.Live(time.Now()):
+	case err == nil && !rec.Tombstone && !rec.Live(g.Now()):
 		return &kvpb.LinGetResponse{}, nil
 	case err == nil:
 		return &kvpb.LinGetResponse{Found: true, Record: recordToWire(rec)}, nil

@@ -63,6 +63,10 @@ func NewClock(now func() time.Time, maxOffset time.Duration) *Clock {
 	return &Clock{now: now, maxOffset: maxOffset}
 }
 
+// Physical returns the physical time the clock reads (the time.Now it
+// was given, which a test may skew): what a node judges expiry by.
+func (c *Clock) Physical() time.Time { return c.now() }
+
 // Now returns a timestamp greater than every timestamp this clock has
 // returned or been updated with. When the wall clock stands still or goes
 // back, the logical counter advances (carrying into the millisecond).

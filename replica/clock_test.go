@@ -122,3 +122,11 @@ func TestNewClockDefaults(t *testing.T) {
 		t.Errorf("Now with time.Now: got %v from the wall clock, want about 0", d)
 	}
 }
+
+func TestClockPhysical(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	c := NewClock(func() time.Time { return at }, 0)
+	if got := c.Physical(); !got.Equal(at) {
+		t.Fatalf("Physical: %s, want %s", got, at)
+	}
+}
