@@ -120,6 +120,7 @@ func TestTTLOnCluster(t *testing.T) {
 	downWrite := time.Now()
 	n3.Start()
 	c.WaitConverged(60 * time.Second)
+	t.Logf("n3 back %s after the write", time.Since(downWrite).Round(time.Millisecond))
 	c.WaitFor(20*time.Second, "n3's own replica to hold while-down", func(ctx context.Context) error {
 		code, ttl, err := getTTL(ctx, n3, "while-down", "one")
 		switch {
@@ -132,6 +133,7 @@ func TestTTLOnCluster(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("n3 holds while-down %s after the write", time.Since(downWrite).Round(time.Millisecond))
 	code, ttl, err := getTTL(ctx, n3, "survivor", "one")
 	if err != nil || code != http.StatusOK || ttl <= 0 || ttl > 60_000 {
 		t.Fatalf("survivor after n3's restart: %d ttl_ms %d %v", code, ttl, err)
