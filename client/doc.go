@@ -20,10 +20,13 @@
 // # Calls
 //
 // Get, Set, Delete, List, CompareAndSet and PutIfAbsent take a context and
-// CallOptions (WithConsistency; WithLimit for List). Each has an Async form
-// returning a *Future, and Batch sends many keyed operations in one round
-// trip per node (the node runs them concurrently). Calls whose context has
-// no deadline get RequestTimeout; no call outlives its deadline.
+// CallOptions (WithConsistency; WithLimit for List; WithTTL for the
+// writes, making the value expire). Each has an Async form returning a
+// *Future, and Batch sends many keyed operations in one round trip per
+// node (the node runs them concurrently). TTL, Expire and Persist read and
+// change a key's expiry (Expire and Persist are read-modify-writes; at
+// Linearizable through compare-and-set). Calls whose context has no
+// deadline get RequestTimeout; no call outlives its deadline.
 //
 // # Errors and retries
 //
@@ -51,7 +54,7 @@
 // nodes authorize before they act. Permission denied is never retried.
 //
 // Reads are also retried after a connection failure mid-call. A write
-// (Set, Delete, CompareAndSet, PutIfAbsent) is never retried once it may
+// (Set, Delete, CompareAndSet, PutIfAbsent, Expire, Persist) is never retried once it may
 // have been applied: a connection that breaks after the request was sent,
 // a deadline that passes while it is in flight, or a node reporting that
 // the outcome is unknown all return ErrOutcomeUnknown. Retrying such a
