@@ -208,9 +208,8 @@ func (c *Coordinator) placement(op string, key []byte, level Level) (uint32, []s
 // write stamps rec with a fresh HLC timestamp (and, given a TTL in opts,
 // the expiry that timestamp's wall time plus the TTL makes) and merges it
 // into every replica of key's partition, answering after level's count of
-// acks. The
-// replicas beyond that count keep receiving the write in the background,
-// bounded by ReplicaWriteTimeout. A replica whose merge fails (or times
+// acks. The replicas beyond that count keep receiving the write in the
+// background, bounded by ReplicaWriteTimeout. A replica whose merge fails (or times
 // out) gets a hint (hints.go), which does not count as an ack.
 func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec replica.Record, level Level, opts ...writeOptions) error {
 	p, replicas, err := c.placement(op, key, level)
