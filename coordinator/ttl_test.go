@@ -355,3 +355,49 @@ func TestHTTPTTL(t *testing.T) {
 		t.Fatalf("cas without groups: %d %v", code, out) // validated before it is refused
 	}
 }
+
+// Each node judges expiry by its own clock, so with clocks δ apart the
+// instant a key vanishes differs by up to δ between nodes, and no node
+// finds it absent before t + d − δ (t: the writing coordinator's clock
+// when it took the write, d: the TTL). Here n2's clock runs δ = 300 ms
+// ahead of the writer n1's and n3's δ behind.
+func TestExpiryUnderClockSkew(t *testing.T) {
+	const skew, ttl = 300 * time.Millisecond, 600 * time.Millisecond
+	tc := newTestCluster(t, nil)
+	tc.coords["n2"].deps.Clock = replica.NewClock(func() time.Time { return time.Now().Add(skew) }, 0)
+	tc.coords["n3"].deps.Clock = replica.NewClock(func() time.Time { return time.Now().Add(-skew) }, 0)
+	ctx := t.Context()
+	key := []byte("skewed")
+	t0 := time.Now()
+	if err := tc.coords["n1"].Set(ctx, key, []byte("v"), All, WithTTL(ttl)); err != nil {
+		t.Fatal(err)
+	}
+	gone := map[string]time.Time{}
+	waitFor(t, "the key to vanish on every node", func() bool {
+		for _, id := range tc.ids {
+			if _, ok := gone[id]; ok {
+				continue
+			}
+			asked := time.Now()
+			_, found, err := tc.coords[id].Get(ctx, key, One)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !found {
+				if early := t0.Add(ttl - skew); asked.Before(early) {
+					t.Fatalf("%s found the key absent at %s, before t+d-δ", id, asked.Sub(t0))
+				}
+				gone[id] = asked
+			}
+		}
+		return len(gone) == len(tc.ids)
+	})
+	t.Logf("vanished after: n2 (ahead) %s, n1 %s, n3 (behind) %s",
+		gone["n2"].Sub(t0).Round(time.Millisecond), gone["n1"].Sub(t0).Round(time.Millisecond), gone["n3"].Sub(t0).Round(time.Millisecond))
+	if !gone["n2"].Before(gone["n3"]) {
+		t.Fatalf("the node ahead (n2, %s) did not see expiry before the one behind (n3, %s)", gone["n2"].Sub(t0), gone["n3"].Sub(t0))
+	}
+	if spread := gone["n3"].Sub(gone["n2"]); spread > 2*skew+400*time.Millisecond {
+		t.Fatalf("vanishing instants spread over %s, clocks only %s apart", spread, 2*skew)
+	}
+}
