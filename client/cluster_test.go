@@ -260,7 +260,10 @@ func TestClientAgainstCluster(t *testing.T) {
 	}
 
 	// The original spec's string client.
-	s := client.NewClient([]string{nodes[2].RPCAddr()})
+	s, err := client.NewClient([]string{nodes[2].RPCAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Set("hello", "world"); err != nil {
 		t.Fatal(err)
 	}

@@ -101,12 +101,11 @@ func TestConfigValidate(t *testing.T) {
 	if _, err := New([]string{" , "}); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("New without addresses: got %v", err)
 	}
-	s := NewClient(nil)
-	if err := s.Set("k", "v"); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("Simple without addresses: got %v", err)
+	if s, err := NewClient(nil); !errors.Is(err, ErrInvalidArgument) || s != nil {
+		t.Fatalf("NewClient without addresses: got %v, %v", s, err)
 	}
-	if _, err := s.Get("k"); !errors.Is(err, ErrInvalidArgument) {
-		t.Fatalf("Simple without addresses: got %v", err)
+	if _, err := NewClient([]string{"127.0.0.1:1"}, WithRequestTimeout(-1)); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("NewClient with a bad option: got %v", err)
 	}
 }
 
@@ -297,7 +296,10 @@ func TestUnreachable(t *testing.T) {
 	if _, err := New([]string{addr}, WithRequestTimeout(time.Second)); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("New: got %v, want ErrUnavailable", err)
 	}
-	s := NewClient([]string{addr}, WithRetry(3, time.Millisecond, 2*time.Millisecond))
+	s, err := NewClient([]string{addr}, WithRetry(3, time.Millisecond, 2*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer func() { _ = s.Close() }()
 	if err := s.Set("k", "v"); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("set: got %v, want ErrUnavailable (never sent)", err)

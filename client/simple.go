@@ -4,7 +4,8 @@ import "context"
 
 // Simple is the string-valued client of ringkv's original specification:
 //
-//	c := client.NewClient([]string{"127.0.0.1:9001", "127.0.0.1:9002"})
+//	c, err := client.NewClient([]string{"127.0.0.1:9001", "127.0.0.1:9002"})
+//	if err != nil { ... }
 //	defer c.Close()
 //	err := c.Set("hello", "world")
 //	v, err := c.Get("hello")
@@ -15,57 +16,46 @@ import "context"
 // contexts, levels, compare-and-set, async and batch calls use Client
 // (Simple.Client returns the one underneath).
 type Simple struct {
-	c   *Client
-	err error // why NewClient could not build a Client
+	c *Client
 }
 
 // NewClient returns a Simple client for the cluster reachable at nodes
 // (drpc addresses of any of its nodes). It does not contact the cluster:
 // the topology is learned on first use, and until then calls go to the
-// given nodes, any of which can serve them. Bad arguments surface as an
-// error wrapping ErrInvalidArgument from every call.
-func NewClient(nodes []string, opts ...Option) *Simple {
+// given nodes, any of which can serve them. Bad arguments (no address, an
+// invalid option) return an error wrapping ErrInvalidArgument and a nil
+// client.
+func NewClient(nodes []string, opts ...Option) (*Simple, error) {
 	c, err := newClient(nodes, opts)
-	if err == nil {
-		c.requestRefresh()
+	if err != nil {
+		return nil, err
 	}
-	return &Simple{c: c, err: err}
+	c.requestRefresh()
+	return &Simple{c: c}, nil
 }
 
-// Client returns the Client underneath, or nil if NewClient failed.
+// Client returns the Client underneath.
 func (s *Simple) Client() *Client { return s.c }
 
 // Set stores value under key. Errors are those of Client.Set.
 func (s *Simple) Set(key, value string) error {
-	if s.err != nil {
-		return s.err
-	}
 	return s.c.Set(context.Background(), key, []byte(value))
 }
 
 // Get returns key's value, or ErrNotFound. Errors are those of Client.Get.
 func (s *Simple) Get(key string) (string, error) {
-	if s.err != nil {
-		return "", s.err
-	}
 	v, err := s.c.Get(context.Background(), key)
 	return string(v), err
 }
 
 // Delete removes key. Errors are those of Client.Delete.
 func (s *Simple) Delete(key string) error {
-	if s.err != nil {
-		return s.err
-	}
 	return s.c.Delete(context.Background(), key)
 }
 
 // List returns the pairs whose keys start with prefix (at most 1000).
 // Errors are those of Client.List.
 func (s *Simple) List(prefix string) (map[string]string, error) {
-	if s.err != nil {
-		return nil, s.err
-	}
 	kvs, err := s.c.List(context.Background(), prefix)
 	if err != nil {
 		return nil, err
@@ -77,11 +67,7 @@ func (s *Simple) List(prefix string) (map[string]string, error) {
 	return out, nil
 }
 
-// Close releases the client's connections. It returns nil, or the error
-// NewClient met.
+// Close releases the client's connections.
 func (s *Simple) Close() error {
-	if s.c == nil {
-		return s.err
-	}
 	return s.c.Close()
 }

@@ -555,6 +555,16 @@ func (c *Coordinator) repair(ctx context.Context, p uint32, key []byte, newest r
 // count of its replicas, newest record per key winning). limit 0 means
 // DefaultListLimit. Errors: ErrInvalidArgument, *UnavailableError.
 func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level Level) (pairs []Pair, err error) {
+	return c.ListFrom(ctx, prefix, nil, limit, level)
+}
+
+// ListFrom is List starting at key start (inclusive) instead of at
+// prefix's first key: a start before prefix is prefix, a start that does
+// not have prefix after it ends the list. Paging with start set to the
+// last key returned plus a zero byte visits every key once, whatever the
+// ring does meanwhile (the position is a key, not a partition). Errors as
+// for List.
+func (c *Coordinator) ListFrom(ctx context.Context, prefix, from []byte, limit int, level Level) (pairs []Pair, err error) {
 	start := time.Now()
 	defer func() { c.metrics.observe("list", level, start, err) }()
 	switch {
@@ -564,6 +574,8 @@ func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level 
 		return nil, fmt.Errorf("%w: limit %d outside 0..%d", ErrInvalidArgument, limit, c.cfg.MaxListLimit)
 	case len(prefix) > c.cfg.MaxKeyBytes:
 		return nil, fmt.Errorf("%w: prefix is %d bytes, limit %d", ErrInvalidArgument, len(prefix), c.cfg.MaxKeyBytes)
+	case len(from) > c.cfg.MaxKeyBytes+1:
+		return nil, fmt.Errorf("%w: start is %d bytes, limit %d", ErrInvalidArgument, len(from), c.cfg.MaxKeyBytes+1)
 	case IsReserved(prefix) && !isSystem(ctx):
 		return nil, errReservedKey
 	case limit == 0:
@@ -587,16 +599,21 @@ func (c *Coordinator) List(ctx context.Context, prefix []byte, limit int, level 
 			return c.linListPage(ctx, r, prefix, from)
 		}
 	}
-	return c.listPages(ctx, prefix, limit, page)
+	if bytes.Compare(from, prefix) < 0 {
+		from = prefix
+	}
+	if !bytes.HasPrefix(from, prefix) {
+		return nil, nil // every key with prefix sorts before from
+	}
+	return c.listPages(ctx, from, limit, page)
 }
 
 // listPages runs List's rounds: page returns the records of one round
 // from `from` on, in key order up to its cutoff (nil: the scan is done);
 // live pairs are collected until limit.
-func (c *Coordinator) listPages(ctx context.Context, prefix []byte, limit int, page func(ctx context.Context, from []byte) ([]keyedRecord, []byte, error)) (pairs []Pair, err error) {
+func (c *Coordinator) listPages(ctx context.Context, from []byte, limit int, page func(ctx context.Context, from []byte) ([]keyedRecord, []byte, error)) (pairs []Pair, err error) {
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
-	from := prefix
 	now := c.now()
 	hideReserved := !isSystem(ctx)
 	for len(pairs) < limit {

@@ -31,6 +31,9 @@ type Config struct {
 	HTTPAddr   string
 	RPCAddr    string
 	GossipAddr string
+	// RESPAddr is the Redis protocol's listen address (package resp);
+	// empty: not served. TLS on a secure node, like the other ports.
+	RESPAddr string
 	// Advertise is the host (an IP or a DNS name) that peers and clients
 	// reach this node by, when the listen addresses' host is not: a node
 	// listening on 0.0.0.0 (in a container, or on every interface) must

@@ -30,6 +30,7 @@ import (
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/resp"
 	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/ring/gossip"
 )
@@ -72,6 +73,10 @@ type Node struct {
 	rpcLis  net.Listener
 	httpLis net.Listener
 	httpSrv *http.Server
+	// respLis and respSrv serve the Redis protocol; nil when
+	// Config.RESPAddr is empty (resp.go).
+	respLis net.Listener
+	respSrv *resp.Server
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -129,6 +134,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		return nil, fmt.Errorf("node: listen http: %w", err)
 	}
 	if n.rpcLis, n.httpLis, err = n.openSecurity(n.rpcLis, n.httpLis); err != nil {
+		return nil, err
+	}
+	if err := n.listenRESP(); err != nil {
 		return nil, err
 	}
 
@@ -306,6 +314,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
+	if err := n.serveRESP(); err != nil {
+		return nil, err
+	}
 	// Groups start once peers can reach this node's raft service.
 	if err := n.groups.Start(); err != nil {
 		return nil, fmt.Errorf("node: start raft groups: %w", err)
@@ -316,7 +327,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		defer n.wg.Done()
 		n.announceReady(ctx)
 	}()
-	log.Info("node started", "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "advertised_http", gcfg.HTTPAddr, "advertised_rpc", gcfg.RPCAddr, "data", cfg.DataDir)
+	log.Info("node started", "resp", n.RESPAddr(), "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "advertised_http", gcfg.HTTPAddr, "advertised_rpc", gcfg.RPCAddr, "data", cfg.DataDir)
 	return n, nil
 }
 
@@ -353,6 +364,11 @@ func (n *Node) Close() error {
 			cancel()
 		} else if n.httpLis != nil {
 			_ = n.httpLis.Close() // never served; nothing else holds it
+		}
+		if n.respSrv != nil {
+			errs = append(errs, n.respSrv.Close())
+		} else if n.respLis != nil {
+			_ = n.respLis.Close() // never served; nothing else holds it
 		}
 		if n.cancel != nil {
 			n.cancel()

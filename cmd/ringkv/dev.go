@@ -31,6 +31,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	httpPort := fs.Int("http-port", 8081, "HTTP port of n1; node i uses this+i-1 (0: any free port)")
 	rpcPort := fs.Int("rpc-port", 9001, "drpc port of n1; node i uses this+i-1 (0: any free port)")
 	gossipPort := fs.Int("gossip-port", 7001, "gossip port of n1; node i uses this+i-1 (0: any free port)")
+	respPort := fs.Int("resp-port", 6381, "Redis protocol port of n1; node i uses this+i-1 (0: any free port; negative: off)")
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
@@ -49,7 +50,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	lc := localCluster{
-		nodes: *nodes, dataDir: *data, httpPort: *httpPort, rpcPort: *rpcPort, gossipPort: *gossipPort,
+		nodes: *nodes, dataDir: *data, httpPort: *httpPort, rpcPort: *rpcPort, gossipPort: *gossipPort, respPort: *respPort,
 	}
 	if *secure {
 		if lc.certsDir, err = devCerts(*data, *nodes); err != nil {
@@ -66,7 +67,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "ringkv dev: %d nodes ready (data in %s)\n", len(running), *data)
 	for _, n := range running {
-		fmt.Fprintf(stdout, "  %s  http://%s  drpc %s  gossip %s\n", n.ID(), n.HTTPAddr(), n.RPCAddr(), n.GossipAddr())
+		fmt.Fprintf(stdout, "  %s  http://%s  drpc %s  gossip %s  redis %s\n", n.ID(), n.HTTPAddr(), n.RPCAddr(), n.GossipAddr(), n.RESPAddr())
 	}
 	fmt.Fprintln(stdout, `try: curl -s -XPOST localhost:8081/api/set -d '{"key":"user:1001","value":"John Doe"}'`)
 	fmt.Fprintln(stdout, `  or: ringkv set user:1001 "John Doe"   (drpc to 127.0.0.1:9001 through the Go client)`)
@@ -81,6 +82,7 @@ type localCluster struct {
 	nodes                         int
 	dataDir                       string // node i uses dataDir/n<i>
 	httpPort, rpcPort, gossipPort int    // of n1; node i uses port+i-1; 0 picks free ports
+	respPort                      int    // as above; negative: no Redis protocol
 	certsDir                      string // set: node i uses certsDir/n<i> (a secure cluster)
 }
 
@@ -96,6 +98,9 @@ func startLocalCluster(ctx context.Context, lc localCluster, log *slog.Logger) (
 		cfg.HTTPAddr = loopback(lc.httpPort, i)
 		cfg.RPCAddr = loopback(lc.rpcPort, i)
 		cfg.GossipAddr = loopback(lc.gossipPort, i)
+		if lc.respPort >= 0 {
+			cfg.RESPAddr = loopback(lc.respPort, i)
+		}
 		for _, prev := range running { // seed with every earlier node
 			cfg.Join = append(cfg.Join, prev.GossipAddr())
 		}

@@ -79,7 +79,7 @@ func TestDevAndClientCommands(t *testing.T) {
 	done := make(chan error, 1)
 	data := t.TempDir()
 	go func() {
-		done <- run(ctx, []string{"dev", "--data", data, "--http-port", "0", "--rpc-port", "0", "--gossip-port", "0"}, &devOut, &devErr)
+		done <- run(ctx, []string{"dev", "--data", data, "--http-port", "0", "--rpc-port", "0", "--gossip-port", "0", "--resp-port", "0"}, &devOut, &devErr)
 	}()
 	deadline := time.Now().Add(60 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -167,7 +167,7 @@ func TestServeStartsAndStops(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--id", "s1", "--data", t.TempDir(), "--http", "127.0.0.1:0",
-			"--rpc", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--fast-gossip"}, &errOut, &errOut)
+			"--rpc", "127.0.0.1:0", "--gossip", "127.0.0.1:0", "--resp", "127.0.0.1:0", "--fast-gossip"}, &errOut, &errOut)
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(20 * time.Millisecond)

@@ -61,6 +61,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	httpAddr := fs.String("http", envDefault("RINGKV_HTTP", "127.0.0.1:8081"), "HTTP listen address (env RINGKV_HTTP)")
 	rpcAddr := fs.String("rpc", envDefault("RINGKV_RPC", "127.0.0.1:9001"), "drpc listen address (env RINGKV_RPC)")
 	gossipAddr := fs.String("gossip", envDefault("RINGKV_GOSSIP", "127.0.0.1:7001"), "gossip listen address (env RINGKV_GOSSIP)")
+	fs.StringVar(&cfg.RESPAddr, "resp", envDefault("RINGKV_RESP", "127.0.0.1:6379"), "Redis protocol (RESP2/RESP3) listen address; empty: off (env RINGKV_RESP)")
 	fs.StringVar(&cfg.Advertise, "advertise", envDefault("RINGKV_ADVERTISE", ""), "host (IP or DNS name) peers and clients reach this node by, with each listener's port; required when a listen address is 0.0.0.0 (env RINGKV_ADVERTISE)")
 	fs.StringVar(&cfg.AdvertiseHTTPAddr, "advertise-http", envDefault("RINGKV_ADVERTISE_HTTP", ""), "host:port advertised for the HTTP listener, when its port is translated (env RINGKV_ADVERTISE_HTTP)")
 	fs.StringVar(&cfg.AdvertiseRPCAddr, "advertise-rpc", envDefault("RINGKV_ADVERTISE_RPC", ""), "host:port advertised for the drpc listener, when its port is translated (env RINGKV_ADVERTISE_RPC)")
@@ -203,8 +204,8 @@ func checkSecure(cfg node.Config, insecure bool) error {
 	if insecure {
 		return nil
 	}
-	for _, addr := range []string{cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr} {
-		if isLoopback(addr) {
+	for _, addr := range []string{cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr, cfg.RESPAddr} {
+		if addr == "" || isLoopback(addr) {
 			continue
 		}
 		if cfg.CertsDir == "" {

@@ -70,6 +70,19 @@ func build(t testing.TB, race bool) string {
 	return bin
 }
 
+// builtHere reports whether bin is one of the binaries Binary and
+// BinaryNoRace built from this tree.
+func builtHere(bin string) bool {
+	builds.Lock()
+	defer builds.Unlock()
+	for _, b := range builds.bins {
+		if b == bin {
+			return true
+		}
+	}
+	return false
+}
+
 // RaceServers reports whether Binary builds the servers with -race: only
 // when the tests run under -race and RINGKV_RACE_SERVERS=1. By default
 // the server processes are plain builds, so the integration suite fits
@@ -104,8 +117,11 @@ type Node struct {
 	HTTPAddr   string
 	RPCAddr    string
 	GossipAddr string
-	DataDir    string
-	LogPath    string
+	// RESPAddr is the Redis protocol's address (--resp); given only to
+	// the binaries built from this tree (an older release has no --resp).
+	RESPAddr string
+	DataDir  string
+	LogPath  string
 
 	// Args are extra flags for `ringkv serve`, set before Start.
 	Args []string
@@ -234,6 +250,13 @@ func (nd *Node) Start() {
 	}
 	if len(nd.join) > 0 {
 		args = append(args, "--join", strings.Join(nd.join, ","))
+	}
+	if builtHere(nd.bin) {
+		if nd.host != nil {
+			args = append(args, "--resp", "0.0.0.0:6379")
+		} else {
+			args = append(args, "--resp", nd.RESPAddr)
+		}
 	}
 	args = append(args, nd.Args...)
 	cmd := exec.Command(nd.bin, args...)
@@ -582,6 +605,7 @@ func (c *Cluster) AddNode() *Node {
 		HTTPAddr:   freeAddr(c.t),
 		RPCAddr:    freeAddr(c.t),
 		GossipAddr: freeAddr(c.t),
+		RESPAddr:   freeAddr(c.t),
 		Args:       first.Args,
 		t:          c.t,
 		bin:        first.bin,

@@ -109,8 +109,9 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 			nd.HTTPAddr = net.JoinHostPort(nd.host.IP, "8081")
 			nd.RPCAddr = net.JoinHostPort(nd.host.IP, "9001")
 			nd.GossipAddr = net.JoinHostPort(nd.host.IP, "7001")
+			nd.RESPAddr = net.JoinHostPort(nd.host.IP, "6379")
 		} else {
-			nd.HTTPAddr, nd.RPCAddr, nd.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t)
+			nd.HTTPAddr, nd.RPCAddr, nd.GossipAddr, nd.RESPAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 		}
 		nd.Args = append([]string(nil), o.Args...)
 		if o.Hosts != nil && !o.Secure {

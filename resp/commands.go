@@ -1,0 +1,988 @@
+package resp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/tidwall/match"
+	"github.com/tidwall/redcon"
+
+	"github.com/ringkv/ringkv/auth"
+	"github.com/ringkv/ringkv/coordinator"
+)
+
+// Redis's own error texts, so that clients behave as with Redis.
+const (
+	errSyntax     = "ERR syntax error"
+	errNotInteger = "ERR value is not an integer or out of range"
+	errOverflow   = "ERR increment or decrement would overflow"
+	errNoAuth     = "NOAUTH Authentication required."
+	errWrongPass  = "WRONGPASS invalid username-password pair or user is disabled."
+	errTTL        = "ERR ringkv: key expiry (EX, PX, EXAT, PXAT, KEEPTTL, EXPIRE, TTL...) is not available in this build yet"
+)
+
+// command is one command's implementation; args excludes the name.
+type command struct {
+	run func(s *Server, c redcon.Conn, sess *session, args [][]byte)
+	// arity as Redis reports it: n > 0 exactly n words with the name,
+	// n < 0 at least -n.
+	arity int
+	flags []string
+	// first, last, step: positions of key arguments (COMMAND's answer).
+	first, last, step int
+}
+
+// commandTable returns the commands by lower-case name.
+func commandTable() map[string]command {
+	return map[string]command{
+		"ping":               {run: cmdPing, arity: -1, flags: []string{"fast"}},
+		"echo":               {run: cmdEcho, arity: 2, flags: []string{"fast"}},
+		"hello":              {run: cmdHello, arity: -1, flags: []string{"fast", "no-auth"}},
+		"auth":               {run: cmdAuth, arity: -2, flags: []string{"fast", "no-auth"}},
+		"select":             {run: cmdSelect, arity: 2, flags: []string{"fast"}},
+		"client":             {run: cmdClient, arity: -2},
+		"info":               {run: cmdInfo, arity: -1},
+		"command":            {run: cmdCommand, arity: -1},
+		"config":             {run: cmdConfig, arity: -2},
+		"quit":               {run: cmdQuit, arity: -1, flags: []string{"fast", "no-auth"}},
+		"get":                {run: cmdGet, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"set":                {run: cmdSet, arity: -3, flags: []string{"write"}, first: 1, last: 1, step: 1},
+		"setnx":              {run: cmdSetNX, arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"getset":             {run: cmdGetSet, arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"getdel":             {run: cmdGetDel, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"del":                {run: cmdDel, arity: -2, flags: []string{"write"}, first: 1, last: -1, step: 1},
+		"unlink":             {run: cmdDel, arity: -2, flags: []string{"write", "fast"}, first: 1, last: -1, step: 1},
+		"exists":             {run: cmdExists, arity: -2, flags: []string{"readonly", "fast"}, first: 1, last: -1, step: 1},
+		"mget":               {run: cmdMGet, arity: -2, flags: []string{"readonly", "fast"}, first: 1, last: -1, step: 1},
+		"mset":               {run: cmdMSet, arity: -3, flags: []string{"write"}, first: 1, last: -1, step: 2},
+		"msetnx":             {run: cmdMSetNX, arity: -3, flags: []string{"write"}, first: 1, last: -1, step: 2},
+		"incr":               {run: cmdIncr(1, false), arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"decr":               {run: cmdIncr(-1, false), arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"incrby":             {run: cmdIncr(1, true), arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"decrby":             {run: cmdIncr(-1, true), arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"append":             {run: cmdAppend, arity: 3, flags: []string{"write"}, first: 1, last: 1, step: 1},
+		"strlen":             {run: cmdStrlen, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"type":               {run: cmdType, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"scan":               {run: cmdScan, arity: -2, flags: []string{"readonly"}},
+		"keys":               {run: cmdKeys, arity: 2, flags: []string{"readonly"}},
+		"dbsize":             {run: cmdDBSize, arity: 1, flags: []string{"readonly"}},
+		"ttl":                {run: cmdNoTTL, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"pttl":               {run: cmdNoTTL, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"expire":             {run: cmdNoTTL, arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"pexpire":            {run: cmdNoTTL, arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"persist":            {run: cmdNoTTL, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"ringkv.consistency": {run: cmdConsistency, arity: -1, flags: []string{"fast"}},
+		"ringkv.cas":         {run: cmdCAS, arity: -4, flags: []string{"write"}, first: 1, last: 1, step: 1},
+	}
+}
+
+func (s *Server) handle(c redcon.Conn, cmd redcon.Command) {
+	sess, ok := c.Context().(*session)
+	if !ok || sess.quit {
+		return
+	}
+	if !sess.identified {
+		sess.identified = true
+		if s.deps.Auth != nil {
+			nc := c.NetConn()
+			if lc, ok := nc.(*limitConn); ok {
+				nc = lc.Conn
+			}
+			sess.ctx = s.deps.Auth.Conn(sess.ctx, nc)
+		}
+	}
+	name := strings.ToLower(string(cmd.Args[0]))
+	def, ok := s.commands[name]
+	if !ok {
+		var b strings.Builder
+		fmt.Fprintf(&b, "ERR unknown command '%s', with args beginning with: ", clip(cmd.Args[0]))
+		for _, a := range cmd.Args[1:] {
+			fmt.Fprintf(&b, "'%s' ", clip(a))
+		}
+		c.WriteError(b.String())
+		return
+	}
+	if (def.arity > 0 && len(cmd.Args) != def.arity) || (def.arity < 0 && len(cmd.Args) < -def.arity) {
+		c.WriteError("ERR wrong number of arguments for '" + name + "' command")
+		return
+	}
+	def.run(s, c, sess, cmd.Args[1:])
+}
+
+// clip shortens an argument quoted in an error as Redis does (128 bytes)
+// and keeps the line a line.
+func clip(b []byte) string {
+	if len(b) > 128 {
+		b = b[:128]
+	}
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(string(b))
+}
+
+// ctx returns the context of one command's store calls.
+func (s *Server) ctx(sess *session) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(sess.ctx, s.cfg.RequestTimeout)
+}
+
+// writeErr answers err in Redis's terms.
+func writeErr(c redcon.Conn, err error) {
+	msg := strings.NewReplacer("\r", " ", "\n", " ").Replace(err.Error())
+	switch {
+	case errors.Is(err, auth.ErrUnauthenticated):
+		c.WriteError(errNoAuth)
+	case errors.Is(err, auth.ErrPermissionDenied):
+		c.WriteError("NOPERM " + msg)
+	default:
+		c.WriteError("ERR " + msg)
+	}
+}
+
+func writeNull(c redcon.Conn, sess *session) {
+	if sess.resp3 {
+		c.WriteRaw([]byte("_\r\n"))
+		return
+	}
+	c.WriteNull()
+}
+
+func writeValue(c redcon.Conn, sess *session, v []byte, found bool) {
+	if !found {
+		writeNull(c, sess)
+		return
+	}
+	c.WriteBulk(v)
+}
+
+// writeMap writes a map (RESP3) or a flat array of pairs (RESP2).
+func writeMap(c redcon.Conn, sess *session, n int) {
+	if sess.resp3 {
+		c.WriteRaw([]byte("%" + strconv.Itoa(n) + "\r\n"))
+		return
+	}
+	c.WriteArray(2 * n)
+}
+
+func parseInt(b []byte) (int64, bool) {
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	return n, err == nil
+}
+
+func isWord(arg []byte, word string) bool { return strings.EqualFold(string(arg), word) }
+
+// ---- connection commands ----
+
+func cmdPing(_ *Server, c redcon.Conn, _ *session, args [][]byte) {
+	switch len(args) {
+	case 0:
+		c.WriteString("PONG")
+	case 1:
+		c.WriteBulk(args[0])
+	default:
+		c.WriteError("ERR wrong number of arguments for 'ping' command")
+	}
+}
+
+func cmdEcho(_ *Server, c redcon.Conn, _ *session, args [][]byte) { c.WriteBulk(args[0]) }
+
+func cmdSelect(_ *Server, c redcon.Conn, _ *session, args [][]byte) {
+	n, ok := parseInt(args[0])
+	switch {
+	case !ok:
+		c.WriteError(errNotInteger)
+	case n != 0:
+		c.WriteError("ERR DB index is out of range")
+	default:
+		c.WriteString("OK")
+	}
+}
+
+func cmdQuit(_ *Server, c redcon.Conn, sess *session, _ [][]byte) {
+	c.WriteString("OK")
+	sess.quit = true
+	_ = c.Close() // flushes the OK first
+}
+
+func cmdHello(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	proto := 2
+	if sess.resp3 {
+		proto = 3
+	}
+	if len(args) > 0 {
+		v, ok := parseInt(args[0])
+		if !ok {
+			c.WriteError("ERR Protocol version is not an integer or out of range")
+			return
+		}
+		if v != 2 && v != 3 {
+			c.WriteError("NOPROTO unsupported protocol version")
+			return
+		}
+		proto = int(v)
+		args = args[1:]
+	}
+	name := sess.name
+	for len(args) > 0 {
+		switch {
+		case isWord(args[0], "AUTH") && len(args) >= 3:
+			ctx, err := s.login(sess, string(args[1]), string(args[2]))
+			if err != nil {
+				writeAuthErr(c, err)
+				return
+			}
+			sess.ctx = ctx
+			args = args[3:]
+		case isWord(args[0], "SETNAME") && len(args) >= 2:
+			name = string(args[1])
+			args = args[2:]
+		default:
+			c.WriteError("ERR Syntax error in HELLO option '" + clip(args[0]) + "'")
+			return
+		}
+	}
+	sess.name = name
+	sess.resp3 = proto == 3
+	writeMap(c, sess, 7)
+	c.WriteBulkString("server")
+	c.WriteBulkString("ringkv")
+	c.WriteBulkString("version")
+	c.WriteBulkString(s.cfg.Version)
+	c.WriteBulkString("proto")
+	c.WriteInt(proto)
+	c.WriteBulkString("id")
+	c.WriteInt64(sess.id)
+	c.WriteBulkString("mode")
+	c.WriteBulkString("standalone")
+	c.WriteBulkString("role")
+	c.WriteBulkString("master")
+	c.WriteBulkString("modules")
+	c.WriteArray(0)
+}
+
+func (s *Server) login(sess *session, user, password string) (context.Context, error) {
+	if s.deps.Auth == nil {
+		return nil, errNoPassword
+	}
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	callerCtx, err := s.deps.Auth.Login(ctx, user, password)
+	if err != nil {
+		return nil, err //nolint:wrapcheck // answered by writeAuthErr
+	}
+	// Keep the caller, not the command's deadline: rebase on the
+	// connection's lifetime.
+	return detach{Context: sess.ctx, values: callerCtx}, nil
+}
+
+// detach is a context with parent's cancellation and values's values.
+type detach struct {
+	context.Context
+	values context.Context
+}
+
+func (d detach) Value(key any) any { return d.values.Value(key) }
+
+var errNoPassword = errors.New("no password configured")
+
+func writeAuthErr(c redcon.Conn, err error) {
+	switch {
+	case errors.Is(err, errNoPassword):
+		c.WriteError("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+	case errors.Is(err, auth.ErrUnauthenticated):
+		c.WriteError(errWrongPass)
+	default:
+		writeErr(c, err)
+	}
+}
+
+func cmdAuth(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	user, password := "default", ""
+	switch len(args) {
+	case 1:
+		password = string(args[0])
+	case 2:
+		user, password = string(args[0]), string(args[1])
+	default:
+		c.WriteError(errSyntax)
+		return
+	}
+	ctx, err := s.login(sess, user, password)
+	if err != nil {
+		writeAuthErr(c, err)
+		return
+	}
+	sess.ctx = ctx
+	c.WriteString("OK")
+}
+
+func cmdClient(_ *Server, c redcon.Conn, sess *session, args [][]byte) {
+	sub := strings.ToLower(string(args[0]))
+	switch {
+	case sub == "id" && len(args) == 1:
+		c.WriteInt64(sess.id)
+	case sub == "getname" && len(args) == 1:
+		writeValue(c, sess, []byte(sess.name), sess.name != "")
+	case sub == "setname" && len(args) == 2:
+		if bytes.ContainsAny(args[1], " \n\r") {
+			c.WriteError("ERR Client names cannot contain spaces, newlines or special characters.")
+			return
+		}
+		sess.name = string(args[1])
+		c.WriteString("OK")
+	case sub == "setinfo" && len(args) == 3:
+		c.WriteString("OK") // library name and version: accepted, not kept
+	case sub == "id" || sub == "getname" || sub == "setname" || sub == "setinfo":
+		c.WriteError("ERR wrong number of arguments for 'client|" + sub + "' command")
+	default:
+		c.WriteError("ERR unknown subcommand '" + clip(args[0]) + "'. Try CLIENT HELP.")
+	}
+}
+
+func cmdInfo(s *Server, c redcon.Conn, sess *session, _ [][]byte) {
+	info := fmt.Sprintf("# Server\r\nredis_version:7.0.0\r\nringkv_version:%s\r\nredis_mode:standalone\r\nuptime_in_seconds:%d\r\n"+
+		"\r\n# Clients\r\nconnected_clients:%d\r\n"+
+		"\r\n# Replication\r\nrole:master\r\n"+
+		"\r\n# Ringkv\r\nconsistency:%s\r\n",
+		s.cfg.Version, int64(s.sinceStart().Seconds()), s.clients.Load(), sess.level)
+	if sess.resp3 {
+		c.WriteRaw([]byte("=" + strconv.Itoa(len(info)+4) + "\r\ntxt:" + info + "\r\n"))
+		return
+	}
+	c.WriteBulkString(info)
+}
+
+func cmdCommand(s *Server, c redcon.Conn, _ *session, args [][]byte) {
+	if len(args) > 0 {
+		switch strings.ToLower(string(args[0])) {
+		case "count":
+			c.WriteInt(len(s.commands))
+			return
+		case "docs":
+			c.WriteArray(0) // no docs: redis-cli does without hints
+			return
+		case "info":
+			c.WriteArray(len(args) - 1)
+			for _, a := range args[1:] {
+				name := strings.ToLower(string(a))
+				if def, ok := s.commands[name]; ok {
+					writeCommandInfo(c, name, def)
+				} else {
+					c.WriteNull()
+				}
+			}
+			return
+		default:
+			c.WriteError("ERR unknown subcommand '" + clip(args[0]) + "'. Try COMMAND HELP.")
+			return
+		}
+	}
+	c.WriteArray(len(s.commands))
+	for name, def := range s.commands {
+		writeCommandInfo(c, name, def)
+	}
+}
+
+func writeCommandInfo(c redcon.Conn, name string, def command) {
+	c.WriteArray(6)
+	c.WriteBulkString(name)
+	c.WriteInt(def.arity)
+	c.WriteArray(len(def.flags))
+	for _, f := range def.flags {
+		c.WriteString(f)
+	}
+	c.WriteInt(def.first)
+	c.WriteInt(def.last)
+	c.WriteInt(def.step)
+}
+
+// cmdConfig answers CONFIG GET with nothing (redis-benchmark asks for
+// "save" and "appendonly") and refuses the rest.
+func cmdConfig(_ *Server, c redcon.Conn, _ *session, args [][]byte) {
+	if isWord(args[0], "GET") {
+		c.WriteArray(0)
+		return
+	}
+	c.WriteError("ERR ringkv: CONFIG " + clip(args[0]) + " is not supported")
+}
+
+func cmdConsistency(_ *Server, c redcon.Conn, sess *session, args [][]byte) {
+	switch len(args) {
+	case 0:
+		c.WriteBulkString(sess.level.String())
+	case 1:
+		l, err := coordinator.ParseLevel(string(args[0]))
+		if err != nil || len(args[0]) == 0 {
+			c.WriteError("ERR unknown consistency level '" + clip(args[0]) + "' (want one, quorum, all or linearizable)")
+			return
+		}
+		sess.level = l
+		c.WriteString("OK")
+	default:
+		c.WriteError("ERR wrong number of arguments for 'ringkv.consistency' command")
+	}
+}
+
+func cmdNoTTL(_ *Server, c redcon.Conn, _ *session, _ [][]byte) { c.WriteError(errTTL) }
+
+// ---- strings ----
+
+func cmdGet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	v, found, err := s.deps.Store.Get(ctx, args[0], sess.level)
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	writeValue(c, sess, v, found)
+}
+
+func cmdStrlen(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	v, _, err := s.deps.Store.Get(ctx, args[0], sess.level)
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteInt(len(v))
+}
+
+func cmdType(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	_, found, err := s.deps.Store.Get(ctx, args[0], sess.level)
+	switch {
+	case err != nil:
+		writeErr(c, err)
+	case found:
+		c.WriteString("string")
+	default:
+		c.WriteString("none")
+	}
+}
+
+// setOpts are SET's options.
+type setOpts struct {
+	nx, xx, get bool
+}
+
+func cmdSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	var o setOpts
+	for _, a := range args[2:] {
+		switch strings.ToUpper(string(a)) {
+		case "NX":
+			o.nx = true
+		case "XX":
+			o.xx = true
+		case "GET":
+			o.get = true
+		case "EX", "PX", "EXAT", "PXAT", "KEEPTTL":
+			c.WriteError(errTTL)
+			return
+		default:
+			c.WriteError(errSyntax)
+			return
+		}
+	}
+	if o.nx && o.xx {
+		c.WriteError(errSyntax)
+		return
+	}
+	key, val := args[0], args[1]
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	if !o.nx && !o.xx && !o.get {
+		if err := s.deps.Store.Set(ctx, key, val, sess.level); err != nil {
+			writeErr(c, err)
+			return
+		}
+		c.WriteString("OK")
+		return
+	}
+	var old []byte
+	var had, done bool
+	err := s.modify(ctx, key, func(cur []byte, found bool) ([]byte, bool, error) {
+		old, had = cur, found
+		if (o.nx && found) || (o.xx && !found) {
+			return nil, false, nil
+		}
+		done = true
+		return val, true, nil
+	})
+	switch {
+	case err != nil:
+		writeErr(c, err)
+	case o.get:
+		writeValue(c, sess, old, had)
+	case done:
+		c.WriteString("OK")
+	default:
+		writeNull(c, sess)
+	}
+}
+
+func cmdSetNX(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	res, err := s.deps.Store.CompareAndSet(ctx, args[0], nil, args[1])
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteInt(boolInt(res.Swapped))
+}
+
+func cmdGetSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	var old []byte
+	var had bool
+	err := s.modify(ctx, args[0], func(cur []byte, found bool) ([]byte, bool, error) {
+		old, had = cur, found
+		return args[1], true, nil
+	})
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	writeValue(c, sess, old, had)
+}
+
+// cmdGetDel reads the key at linearizable and deletes it at linearizable:
+// there is no compare-and-delete, so a write that lands between the two
+// is deleted unseen (documented).
+func cmdGetDel(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	v, found, err := s.deps.Store.Get(ctx, args[0], coordinator.Linearizable)
+	if err == nil && found {
+		err = s.deps.Store.Delete(ctx, args[0], coordinator.Linearizable)
+	}
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	writeValue(c, sess, v, found)
+}
+
+func cmdAppend(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	var n int
+	err := s.modify(ctx, args[0], func(cur []byte, _ bool) ([]byte, bool, error) {
+		next := append(append(make([]byte, 0, len(cur)+len(args[1])), cur...), args[1]...)
+		n = len(next)
+		return next, true, nil
+	})
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteInt(n)
+}
+
+// replyError is an error answered as is (a Redis error text).
+type replyError string
+
+func (e replyError) Error() string { return string(e) }
+
+func cmdIncr(sign int64, by bool) func(*Server, redcon.Conn, *session, [][]byte) {
+	return func(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+		delta := sign
+		if by {
+			d, ok := parseInt(args[1])
+			if !ok || (sign < 0 && d == math.MinInt64) {
+				c.WriteError(errNotInteger)
+				return
+			}
+			delta = sign * d
+		}
+		ctx, cancel := s.ctx(sess)
+		defer cancel()
+		var result int64
+		err := s.modify(ctx, args[0], func(cur []byte, found bool) ([]byte, bool, error) {
+			var n int64
+			if found {
+				v, ok := parseInt(cur)
+				if !ok || len(cur) > 20 {
+					return nil, false, replyError(errNotInteger)
+				}
+				n = v
+			}
+			if (delta > 0 && n > math.MaxInt64-delta) || (delta < 0 && n < math.MinInt64-delta) {
+				return nil, false, replyError(errOverflow)
+			}
+			result = n + delta
+			return strconv.AppendInt(nil, result, 10), true, nil
+		})
+		var re replyError
+		switch {
+		case errors.As(err, &re):
+			c.WriteError(string(re))
+		case err != nil:
+			writeErr(c, err)
+		default:
+			c.WriteInt64(result)
+		}
+	}
+}
+
+// errContended is returned when a read-modify-write lost CASRetries
+// races in a row.
+var errContended = errors.New("ringkv: too much contention on the key, try again")
+
+// modify runs a read-modify-write at linearizable: it reads key, asks
+// change for the new value (write false: leave the key alone) and swaps
+// it in with compare-and-set, starting over with the value that won when
+// another write came first.
+func (s *Server) modify(ctx context.Context, key []byte, change func(cur []byte, found bool) (next []byte, write bool, err error)) error {
+	cur, found, err := s.deps.Store.Get(ctx, key, coordinator.Linearizable)
+	if err != nil {
+		return err //nolint:wrapcheck // the store's errors are answered as they are
+	}
+	for range s.cfg.CASRetries {
+		next, write, err := change(cur, found)
+		if err != nil || !write {
+			return err
+		}
+		var expected *[]byte
+		if found {
+			expected = &cur
+		}
+		res, err := s.deps.Store.CompareAndSet(ctx, key, expected, next)
+		if err != nil {
+			return err //nolint:wrapcheck // as above
+		}
+		if res.Swapped {
+			return nil
+		}
+		cur, found = res.Current, res.Found
+	}
+	return errContended
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// ---- multi-key ----
+
+// each runs fn for i in [0, n) concurrently, at most 32 at a time.
+func each(n int, fn func(i int)) {
+	if n == 1 {
+		fn(0)
+		return
+	}
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
+func firstErr(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func cmdMGet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	vals := make([][]byte, len(args))
+	found := make([]bool, len(args))
+	errs := make([]error, len(args))
+	each(len(args), func(i int) {
+		vals[i], found[i], errs[i] = s.deps.Store.Get(ctx, args[i], sess.level)
+	})
+	if err := firstErr(errs); err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteArray(len(args))
+	for i := range args {
+		writeValue(c, sess, vals[i], found[i])
+	}
+}
+
+func cmdMSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	if len(args)%2 != 0 {
+		c.WriteError("ERR wrong number of arguments for 'mset' command")
+		return
+	}
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	errs := make([]error, len(args)/2)
+	each(len(args)/2, func(i int) {
+		errs[i] = s.deps.Store.Set(ctx, args[2*i], args[2*i+1], sess.level)
+	})
+	if err := firstErr(errs); err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteString("OK")
+}
+
+// cmdMSetNX checks every key absent at linearizable, then puts each with
+// put-if-absent. It is not atomic across keys: a key taken between the
+// check and its put stays as the other writer left it (answer 0), and the
+// keys put before stay put (documented).
+func cmdMSetNX(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	if len(args)%2 != 0 {
+		c.WriteError("ERR wrong number of arguments for 'msetnx' command")
+		return
+	}
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	n := len(args) / 2
+	found := make([]bool, n)
+	errs := make([]error, n)
+	each(n, func(i int) {
+		_, found[i], errs[i] = s.deps.Store.Get(ctx, args[2*i], coordinator.Linearizable)
+	})
+	if err := firstErr(errs); err != nil {
+		writeErr(c, err)
+		return
+	}
+	for _, f := range found {
+		if f {
+			c.WriteInt(0)
+			return
+		}
+	}
+	swapped := make([]bool, n)
+	each(n, func(i int) {
+		var res coordinator.CASResult
+		res, errs[i] = s.deps.Store.CompareAndSet(ctx, args[2*i], nil, args[2*i+1])
+		swapped[i] = res.Swapped
+	})
+	if err := firstErr(errs); err != nil {
+		writeErr(c, err)
+		return
+	}
+	for _, ok := range swapped {
+		if !ok {
+			c.WriteInt(0)
+			return
+		}
+	}
+	c.WriteInt(1)
+}
+
+func cmdDel(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	found := make([]bool, len(args))
+	errs := make([]error, len(args))
+	each(len(args), func(i int) {
+		if _, found[i], errs[i] = s.deps.Store.Get(ctx, args[i], sess.level); errs[i] == nil && found[i] {
+			errs[i] = s.deps.Store.Delete(ctx, args[i], sess.level)
+		}
+	})
+	if err := firstErr(errs); err != nil {
+		writeErr(c, err)
+		return
+	}
+	n := 0
+	for _, f := range found {
+		n += boolInt(f)
+	}
+	c.WriteInt(n)
+}
+
+func cmdExists(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	found := make([]bool, len(args))
+	errs := make([]error, len(args))
+	each(len(args), func(i int) {
+		_, found[i], errs[i] = s.deps.Store.Get(ctx, args[i], sess.level)
+	})
+	if err := firstErr(errs); err != nil {
+		writeErr(c, err)
+		return
+	}
+	n := 0
+	for _, f := range found {
+		n += boolInt(f)
+	}
+	c.WriteInt(n)
+}
+
+// cmdCAS is RINGKV.CAS key expected new: 1 if the key held expected and
+// now holds new, else 0.
+func cmdCAS(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	if len(args) != 3 {
+		if len(args) > 3 && (isWord(args[3], "EX") || isWord(args[3], "PX")) {
+			c.WriteError(errTTL)
+			return
+		}
+		c.WriteError(errSyntax)
+		return
+	}
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	expected := args[1]
+	res, err := s.deps.Store.CompareAndSet(ctx, args[0], &expected, args[2])
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteInt(boolInt(res.Swapped))
+}
+
+// ---- keyspace ----
+
+// pattern splits a glob into the literal prefix ringkv lists by and the
+// glob itself (nil when the prefix alone decides).
+func pattern(p []byte) (prefix []byte, glob string) {
+	i := bytes.IndexAny(p, `*?[\`)
+	if i < 0 {
+		return p, string(p) // an exact key: still matched (the list has every key with it as a prefix)
+	}
+	if i == len(p)-1 && p[i] == '*' {
+		return p[:i], ""
+	}
+	return p[:i], string(p)
+}
+
+func cmdScan(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	cursor, err := strconv.ParseUint(string(args[0]), 10, 64)
+	if err != nil {
+		c.WriteError("ERR invalid cursor")
+		return
+	}
+	var from []byte
+	if cursor != 0 {
+		last, ok := s.cursors.get(cursor)
+		if !ok {
+			c.WriteError("ERR invalid cursor (ringkv forgets a cursor after many newer ones: start over from 0)")
+			return
+		}
+		from = append(append([]byte(nil), last...), 0)
+	}
+	var prefix []byte
+	var glob string
+	count := s.cfg.ScanCount
+	for rest := args[1:]; len(rest) > 0; rest = rest[2:] {
+		if len(rest) < 2 {
+			c.WriteError(errSyntax)
+			return
+		}
+		switch strings.ToUpper(string(rest[0])) {
+		case "MATCH":
+			prefix, glob = pattern(rest[1])
+		case "COUNT":
+			n, ok := parseInt(rest[1])
+			if !ok {
+				c.WriteError(errNotInteger)
+				return
+			}
+			if n < 1 {
+				c.WriteError(errSyntax)
+				return
+			}
+			count = int(min(n, int64(s.cfg.MaxScanCount)))
+		case "TYPE":
+			if !isWord(rest[1], "string") {
+				prefix, glob = []byte{0xff, 0xff}, "\x00" // nothing but strings here
+			}
+		default:
+			c.WriteError(errSyntax)
+			return
+		}
+	}
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	pairs, err := s.deps.Store.ListFrom(ctx, prefix, from, count, sess.level)
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	var next uint64
+	if len(pairs) == count {
+		next = s.cursors.put(pairs[len(pairs)-1].Key)
+	}
+	c.WriteArray(2)
+	c.WriteBulkString(strconv.FormatUint(next, 10))
+	keys := matching(pairs, glob)
+	c.WriteArray(len(keys))
+	for _, k := range keys {
+		c.WriteBulk(k)
+	}
+}
+
+func matching(pairs []coordinator.Pair, glob string) [][]byte {
+	keys := make([][]byte, 0, len(pairs))
+	for _, p := range pairs {
+		if glob == "" || match.Match(string(p.Key), glob) {
+			keys = append(keys, p.Key)
+		}
+	}
+	return keys
+}
+
+// all lists every key with prefix matching glob, at most max.
+func (s *Server) all(sess *session, level coordinator.Level, prefix []byte, glob string, max int) ([][]byte, error) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	var keys [][]byte
+	var from []byte
+	for {
+		pairs, err := s.deps.Store.ListFrom(ctx, prefix, from, s.cfg.MaxScanCount, level)
+		if err != nil {
+			return nil, err //nolint:wrapcheck // answered as is
+		}
+		keys = append(keys, matching(pairs, glob)...)
+		if len(keys) > max {
+			return nil, fmt.Errorf("more than %d keys: use SCAN", max)
+		}
+		if len(pairs) < s.cfg.MaxScanCount {
+			return keys, nil
+		}
+		from = append(append([]byte(nil), pairs[len(pairs)-1].Key...), 0)
+	}
+}
+
+func cmdKeys(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	prefix, glob := pattern(args[0])
+	keys, err := s.all(sess, sess.level, prefix, glob, s.cfg.MaxKeys)
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteArray(len(keys))
+	for _, k := range keys {
+		c.WriteBulk(k)
+	}
+}
+
+// cmdDBSize counts the keys with a scan at level one: each partition is
+// read from one replica, so the count can miss writes that replica has
+// not received yet (an estimate, documented); it costs a full scan.
+func cmdDBSize(s *Server, c redcon.Conn, sess *session, _ [][]byte) {
+	keys, err := s.all(sess, coordinator.One, nil, "", s.cfg.MaxKeys)
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteInt(len(keys))
+}
