@@ -8,6 +8,7 @@ import (
 	"net"
 
 	"github.com/ringkv/ringkv/auth"
+	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/resp"
 )
@@ -38,7 +39,7 @@ func (n *Node) serveRESP() error {
 	cfg := resp.DefaultConfig()
 	cfg.Logger = n.log.With("component", "resp")
 	cfg.RequestTimeout = n.cfg.Coordinator.RequestTimeout
-	deps := resp.Deps{Store: n.coord}
+	deps := resp.Deps{Store: respStore{n.coord}}
 	if n.pki != nil {
 		deps.Auth = respAuth{n}
 	}
@@ -56,6 +57,27 @@ func (n *Node) serveRESP() error {
 		}
 	}()
 	return nil
+}
+
+// respStore adapts the coordinator to resp.Store.
+type respStore struct{ *coordinator.Coordinator }
+
+func expiryOptions(e resp.Expiry) []coordinator.WriteOption {
+	switch {
+	case e.TTL > 0:
+		return []coordinator.WriteOption{coordinator.WithTTL(e.TTL)}
+	case !e.At.IsZero():
+		return []coordinator.WriteOption{coordinator.WithExpiresAt(e.At)}
+	}
+	return nil
+}
+
+func (s respStore) Set(ctx context.Context, key, value []byte, level coordinator.Level, e resp.Expiry) error {
+	return s.Coordinator.Set(ctx, key, value, level, expiryOptions(e)...) //nolint:wrapcheck // the coordinator's errors are the API
+}
+
+func (s respStore) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte, e resp.Expiry) (coordinator.CASResult, error) {
+	return s.Coordinator.CompareAndSet(ctx, key, expected, value, expiryOptions(e)...) //nolint:wrapcheck // as above
 }
 
 // RESPAddr returns the bound Redis protocol address, or "" when it is

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tidwall/match"
 	"github.com/tidwall/redcon"
@@ -24,7 +25,7 @@ const (
 	errOverflow   = "ERR increment or decrement would overflow"
 	errNoAuth     = "NOAUTH Authentication required."
 	errWrongPass  = "WRONGPASS invalid username-password pair or user is disabled."
-	errTTL        = "ERR ringkv: key expiry (EX, PX, EXAT, PXAT, KEEPTTL, EXPIRE, TTL...) is not available in this build yet"
+	errExpireTime = "ERR invalid expire time in '%s' command"
 )
 
 // command is one command's implementation; args excludes the name.
@@ -72,11 +73,11 @@ func commandTable() map[string]command {
 		"scan":               {run: cmdScan, arity: -2, flags: []string{"readonly"}},
 		"keys":               {run: cmdKeys, arity: 2, flags: []string{"readonly"}},
 		"dbsize":             {run: cmdDBSize, arity: 1, flags: []string{"readonly"}},
-		"ttl":                {run: cmdNoTTL, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
-		"pttl":               {run: cmdNoTTL, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
-		"expire":             {run: cmdNoTTL, arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"pexpire":            {run: cmdNoTTL, arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"persist":            {run: cmdNoTTL, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"ttl":                {run: cmdTTL(time.Second), arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"pttl":               {run: cmdTTL(time.Millisecond), arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"expire":             {run: cmdExpire(time.Second), arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"pexpire":            {run: cmdExpire(time.Millisecond), arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"persist":            {run: cmdPersist, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
 		"ringkv.consistency": {run: cmdConsistency, arity: -1, flags: []string{"fast"}},
 		"ringkv.cas":         {run: cmdCAS, arity: -4, flags: []string{"write"}, first: 1, last: 1, step: 1},
 	}
@@ -122,6 +123,12 @@ func clip(b []byte) string {
 		b = b[:128]
 	}
 	return strings.NewReplacer("\r", " ", "\n", " ").Replace(string(b))
+}
+
+// get is GetItem without the expiry.
+func (s *Server) get(ctx context.Context, key []byte, level coordinator.Level) ([]byte, bool, error) {
+	it, found, err := s.deps.Store.GetItem(ctx, key, level)
+	return it.Value, found, err //nolint:wrapcheck // the store's errors are answered as they are
 }
 
 // ctx returns the context of one command's store calls.
@@ -426,14 +433,140 @@ func cmdConsistency(_ *Server, c redcon.Conn, sess *session, args [][]byte) {
 	}
 }
 
-func cmdNoTTL(_ *Server, c redcon.Conn, _ *session, _ [][]byte) { c.WriteError(errTTL) }
+// ---- expiry ----
+
+func cmdTTL(unit time.Duration) func(*Server, redcon.Conn, *session, [][]byte) {
+	return func(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+		ctx, cancel := s.ctx(sess)
+		defer cancel()
+		it, found, err := s.deps.Store.GetItem(ctx, args[0], sess.level)
+		switch {
+		case err != nil:
+			writeErr(c, err)
+		case !found:
+			c.WriteInt(-2)
+		case it.ExpiresAt.IsZero():
+			c.WriteInt(-1)
+		default:
+			left := it.TTL(time.Now())
+			c.WriteInt64(int64((left + unit/2) / unit)) // rounded, as Redis does
+		}
+	}
+}
+
+func cmdExpire(unit time.Duration) func(*Server, redcon.Conn, *session, [][]byte) {
+	return func(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+		name := "expire"
+		if unit == time.Millisecond {
+			name = "pexpire"
+		}
+		n, ok := parseInt(args[1])
+		if !ok {
+			c.WriteError(errNotInteger)
+			return
+		}
+		if len(args) > 2 {
+			c.WriteError("ERR ringkv: " + strings.ToUpper(name) + " options (NX, XX, GT, LT) are not supported")
+			return
+		}
+		if n > int64(coordinator.MaxTTL/unit) {
+			c.WriteError(fmt.Sprintf(errExpireTime, name))
+			return
+		}
+		ctx, cancel := s.ctx(sess)
+		defer cancel()
+		if n <= 0 { // Redis deletes the key
+			_, found, err := s.get(ctx, args[0], sess.level)
+			if err == nil && found {
+				err = s.deps.Store.Delete(ctx, args[0], sess.level)
+			}
+			if err != nil {
+				writeErr(c, err)
+				return
+			}
+			c.WriteInt(boolInt(found))
+			return
+		}
+		found, err := s.deps.Store.Expire(ctx, args[0], time.Duration(n)*unit, sess.level)
+		if err != nil {
+			writeErr(c, err)
+			return
+		}
+		c.WriteInt(boolInt(found))
+	}
+}
+
+// cmdPersist answers 1 when it removed an expiry, 0 when the key is
+// absent or has none.
+func cmdPersist(s *Server, c redcon.Conn, sess *session, args [][]byte) {
+	ctx, cancel := s.ctx(sess)
+	defer cancel()
+	it, found, err := s.deps.Store.GetItem(ctx, args[0], sess.level)
+	if err == nil && found && !it.ExpiresAt.IsZero() {
+		found, err = s.deps.Store.Persist(ctx, args[0], sess.level)
+	} else {
+		found = false
+	}
+	if err != nil {
+		writeErr(c, err)
+		return
+	}
+	c.WriteInt(boolInt(found))
+}
+
+// expiry is what a write does to the key's expiry.
+type expiry struct {
+	keep bool   // keep the key's current expiry (KEEPTTL, INCR, APPEND)
+	exp  Expiry // else: this one (zero: never expires)
+}
+
+// parseExpiry reads one of EX, PX, EXAT, PXAT (with its argument) or
+// KEEPTTL at args[0]; it returns how many arguments it used (0: none of
+// them) or an error text.
+func parseExpiry(cmd string, args [][]byte, e *expiry) (int, string) {
+	word := strings.ToUpper(string(args[0]))
+	if word == "KEEPTTL" {
+		e.keep = true
+		return 1, ""
+	}
+	var unit time.Duration
+	abs := false
+	switch word {
+	case "EX":
+		unit = time.Second
+	case "PX":
+		unit = time.Millisecond
+	case "EXAT":
+		unit, abs = time.Second, true
+	case "PXAT":
+		unit, abs = time.Millisecond, true
+	default:
+		return 0, ""
+	}
+	if len(args) < 2 {
+		return 0, errSyntax
+	}
+	n, ok := parseInt(args[1])
+	if !ok {
+		return 0, errNotInteger
+	}
+	if n <= 0 || n > int64(coordinator.MaxTTL/unit) {
+		return 0, fmt.Sprintf(errExpireTime, cmd)
+	}
+	if abs {
+		e.exp = Expiry{At: time.Unix(0, 0).Add(time.Duration(n) * unit)}
+	} else {
+		e.exp = Expiry{TTL: time.Duration(n) * unit}
+	}
+	return 2, ""
+}
 
 // ---- strings ----
 
 func cmdGet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
-	v, found, err := s.deps.Store.Get(ctx, args[0], sess.level)
+	v, found, err := s.get(ctx, args[0], sess.level)
 	if err != nil {
 		writeErr(c, err)
 		return
@@ -444,7 +577,7 @@ func cmdGet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 func cmdStrlen(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
-	v, _, err := s.deps.Store.Get(ctx, args[0], sess.level)
+	v, _, err := s.get(ctx, args[0], sess.level)
 	if err != nil {
 		writeErr(c, err)
 		return
@@ -455,7 +588,7 @@ func cmdStrlen(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 func cmdType(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
-	_, found, err := s.deps.Store.Get(ctx, args[0], sess.level)
+	_, found, err := s.get(ctx, args[0], sess.level)
 	switch {
 	case err != nil:
 		writeErr(c, err)
@@ -473,21 +606,30 @@ type setOpts struct {
 
 func cmdSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	var o setOpts
-	for _, a := range args[2:] {
-		switch strings.ToUpper(string(a)) {
+	var e expiry
+	expirySet := false
+	for rest := args[2:]; len(rest) > 0; {
+		switch strings.ToUpper(string(rest[0])) {
 		case "NX":
 			o.nx = true
 		case "XX":
 			o.xx = true
 		case "GET":
 			o.get = true
-		case "EX", "PX", "EXAT", "PXAT", "KEEPTTL":
-			c.WriteError(errTTL)
-			return
 		default:
-			c.WriteError(errSyntax)
-			return
+			n, msg := parseExpiry("set", rest, &e)
+			if msg == "" && (n == 0 || expirySet) {
+				msg = errSyntax
+			}
+			if msg != "" {
+				c.WriteError(msg)
+				return
+			}
+			expirySet = true
+			rest = rest[n:]
+			continue
 		}
+		rest = rest[1:]
 	}
 	if o.nx && o.xx {
 		c.WriteError(errSyntax)
@@ -496,8 +638,8 @@ func cmdSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	key, val := args[0], args[1]
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
-	if !o.nx && !o.xx && !o.get {
-		if err := s.deps.Store.Set(ctx, key, val, sess.level); err != nil {
+	if !o.nx && !o.xx && !o.get && !e.keep {
+		if err := s.deps.Store.Set(ctx, key, val, sess.level, e.exp); err != nil {
 			writeErr(c, err)
 			return
 		}
@@ -506,7 +648,7 @@ func cmdSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	}
 	var old []byte
 	var had, done bool
-	err := s.modify(ctx, key, func(cur []byte, found bool) ([]byte, bool, error) {
+	err := s.modify(ctx, key, e, func(cur []byte, found bool) ([]byte, bool, error) {
 		old, had = cur, found
 		if (o.nx && found) || (o.xx && !found) {
 			return nil, false, nil
@@ -529,7 +671,7 @@ func cmdSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 func cmdSetNX(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
-	res, err := s.deps.Store.CompareAndSet(ctx, args[0], nil, args[1])
+	res, err := s.deps.Store.CompareAndSet(ctx, args[0], nil, args[1], Expiry{})
 	if err != nil {
 		writeErr(c, err)
 		return
@@ -542,7 +684,7 @@ func cmdGetSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	defer cancel()
 	var old []byte
 	var had bool
-	err := s.modify(ctx, args[0], func(cur []byte, found bool) ([]byte, bool, error) {
+	err := s.modify(ctx, args[0], expiry{}, func(cur []byte, found bool) ([]byte, bool, error) {
 		old, had = cur, found
 		return args[1], true, nil
 	})
@@ -559,7 +701,7 @@ func cmdGetSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 func cmdGetDel(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
-	v, found, err := s.deps.Store.Get(ctx, args[0], coordinator.Linearizable)
+	v, found, err := s.get(ctx, args[0], coordinator.Linearizable)
 	if err == nil && found {
 		err = s.deps.Store.Delete(ctx, args[0], coordinator.Linearizable)
 	}
@@ -574,7 +716,7 @@ func cmdAppend(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
 	var n int
-	err := s.modify(ctx, args[0], func(cur []byte, _ bool) ([]byte, bool, error) {
+	err := s.modify(ctx, args[0], expiry{keep: true}, func(cur []byte, _ bool) ([]byte, bool, error) {
 		next := append(append(make([]byte, 0, len(cur)+len(args[1])), cur...), args[1]...)
 		n = len(next)
 		return next, true, nil
@@ -605,7 +747,7 @@ func cmdIncr(sign int64, by bool) func(*Server, redcon.Conn, *session, [][]byte)
 		ctx, cancel := s.ctx(sess)
 		defer cancel()
 		var result int64
-		err := s.modify(ctx, args[0], func(cur []byte, found bool) ([]byte, bool, error) {
+		err := s.modify(ctx, args[0], expiry{keep: true}, func(cur []byte, found bool) ([]byte, bool, error) {
 			var n int64
 			if found {
 				v, ok := parseInt(cur)
@@ -638,30 +780,33 @@ var errContended = errors.New("ringkv: too much contention on the key, try again
 
 // modify runs a read-modify-write at linearizable: it reads key, asks
 // change for the new value (write false: leave the key alone) and swaps
-// it in with compare-and-set, starting over with the value that won when
-// another write came first.
-func (s *Server) modify(ctx context.Context, key []byte, change func(cur []byte, found bool) (next []byte, write bool, err error)) error {
-	cur, found, err := s.deps.Store.Get(ctx, key, coordinator.Linearizable)
-	if err != nil {
-		return err //nolint:wrapcheck // the store's errors are answered as they are
-	}
+// it in with compare-and-set, with e's expiry, starting over when another
+// write came first.
+func (s *Server) modify(ctx context.Context, key []byte, e expiry, change func(cur []byte, found bool) (next []byte, write bool, err error)) error {
 	for range s.cfg.CASRetries {
-		next, write, err := change(cur, found)
+		it, found, err := s.deps.Store.GetItem(ctx, key, coordinator.Linearizable)
+		if err != nil {
+			return err //nolint:wrapcheck // the store's errors are answered as they are
+		}
+		next, write, err := change(it.Value, found)
 		if err != nil || !write {
 			return err
 		}
 		var expected *[]byte
 		if found {
-			expected = &cur
+			expected = &it.Value
 		}
-		res, err := s.deps.Store.CompareAndSet(ctx, key, expected, next)
+		exp := e.exp
+		if e.keep && found {
+			exp = Expiry{At: it.ExpiresAt}
+		}
+		res, err := s.deps.Store.CompareAndSet(ctx, key, expected, next, exp)
 		if err != nil {
 			return err //nolint:wrapcheck // as above
 		}
 		if res.Swapped {
 			return nil
 		}
-		cur, found = res.Current, res.Found
 	}
 	return errContended
 }
@@ -711,7 +856,7 @@ func cmdMGet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	found := make([]bool, len(args))
 	errs := make([]error, len(args))
 	each(len(args), func(i int) {
-		vals[i], found[i], errs[i] = s.deps.Store.Get(ctx, args[i], sess.level)
+		vals[i], found[i], errs[i] = s.get(ctx, args[i], sess.level)
 	})
 	if err := firstErr(errs); err != nil {
 		writeErr(c, err)
@@ -732,7 +877,7 @@ func cmdMSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	defer cancel()
 	errs := make([]error, len(args)/2)
 	each(len(args)/2, func(i int) {
-		errs[i] = s.deps.Store.Set(ctx, args[2*i], args[2*i+1], sess.level)
+		errs[i] = s.deps.Store.Set(ctx, args[2*i], args[2*i+1], sess.level, Expiry{})
 	})
 	if err := firstErr(errs); err != nil {
 		writeErr(c, err)
@@ -756,7 +901,7 @@ func cmdMSetNX(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	found := make([]bool, n)
 	errs := make([]error, n)
 	each(n, func(i int) {
-		_, found[i], errs[i] = s.deps.Store.Get(ctx, args[2*i], coordinator.Linearizable)
+		_, found[i], errs[i] = s.get(ctx, args[2*i], coordinator.Linearizable)
 	})
 	if err := firstErr(errs); err != nil {
 		writeErr(c, err)
@@ -771,7 +916,7 @@ func cmdMSetNX(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	swapped := make([]bool, n)
 	each(n, func(i int) {
 		var res coordinator.CASResult
-		res, errs[i] = s.deps.Store.CompareAndSet(ctx, args[2*i], nil, args[2*i+1])
+		res, errs[i] = s.deps.Store.CompareAndSet(ctx, args[2*i], nil, args[2*i+1], Expiry{})
 		swapped[i] = res.Swapped
 	})
 	if err := firstErr(errs); err != nil {
@@ -793,7 +938,7 @@ func cmdDel(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	found := make([]bool, len(args))
 	errs := make([]error, len(args))
 	each(len(args), func(i int) {
-		if _, found[i], errs[i] = s.deps.Store.Get(ctx, args[i], sess.level); errs[i] == nil && found[i] {
+		if _, found[i], errs[i] = s.get(ctx, args[i], sess.level); errs[i] == nil && found[i] {
 			errs[i] = s.deps.Store.Delete(ctx, args[i], sess.level)
 		}
 	})
@@ -814,7 +959,7 @@ func cmdExists(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	found := make([]bool, len(args))
 	errs := make([]error, len(args))
 	each(len(args), func(i int) {
-		_, found[i], errs[i] = s.deps.Store.Get(ctx, args[i], sess.level)
+		_, found[i], errs[i] = s.get(ctx, args[i], sess.level)
 	})
 	if err := firstErr(errs); err != nil {
 		writeErr(c, err)
@@ -827,21 +972,24 @@ func cmdExists(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	c.WriteInt(n)
 }
 
-// cmdCAS is RINGKV.CAS key expected new: 1 if the key held expected and
-// now holds new, else 0.
+// cmdCAS is RINGKV.CAS key expected new [EX s|PX ms|EXAT t|PXAT t]: 1
+// if the key held expected and now holds new, else 0.
 func cmdCAS(s *Server, c redcon.Conn, sess *session, args [][]byte) {
-	if len(args) != 3 {
-		if len(args) > 3 && (isWord(args[3], "EX") || isWord(args[3], "PX")) {
-			c.WriteError(errTTL)
+	var e expiry
+	if len(args) > 3 {
+		n, msg := parseExpiry("ringkv.cas", args[3:], &e)
+		if msg == "" && (n == 0 || e.keep || len(args) != 3+n) {
+			msg = errSyntax
+		}
+		if msg != "" {
+			c.WriteError(msg)
 			return
 		}
-		c.WriteError(errSyntax)
-		return
 	}
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
 	expected := args[1]
-	res, err := s.deps.Store.CompareAndSet(ctx, args[0], &expected, args[2])
+	res, err := s.deps.Store.CompareAndSet(ctx, args[0], &expected, args[2], e.exp)
 	if err != nil {
 		writeErr(c, err)
 		return

@@ -73,13 +73,23 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Store is what the server needs of the node's coordinator
-// (*coordinator.Coordinator implements it).
+// Expiry is a write's expiry: TTL from the store's clock when it writes,
+// or the absolute time At; both zero: never.
+type Expiry struct {
+	TTL time.Duration
+	At  time.Time
+}
+
+// Store is what the server needs of the node's coordinator (the node
+// adapts *coordinator.Coordinator, turning Expiry into WithTTL or
+// WithExpiresAt).
 type Store interface {
-	Get(ctx context.Context, key []byte, level coordinator.Level) ([]byte, bool, error)
-	Set(ctx context.Context, key, value []byte, level coordinator.Level) error
+	GetItem(ctx context.Context, key []byte, level coordinator.Level) (coordinator.Item, bool, error)
+	Set(ctx context.Context, key, value []byte, level coordinator.Level, exp Expiry) error
 	Delete(ctx context.Context, key []byte, level coordinator.Level) error
-	CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte) (coordinator.CASResult, error)
+	CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte, exp Expiry) (coordinator.CASResult, error)
+	Expire(ctx context.Context, key []byte, ttl time.Duration, level coordinator.Level) (bool, error)
+	Persist(ctx context.Context, key []byte, level coordinator.Level) (bool, error)
 	ListFrom(ctx context.Context, prefix, from []byte, limit int, level coordinator.Level) ([]coordinator.Pair, error)
 }
 

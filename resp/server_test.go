@@ -24,11 +24,11 @@ import (
 // memStore is a Store in memory, with the coordinator's key checks.
 type memStore struct {
 	mu   sync.Mutex
-	data map[string][]byte
+	data map[string]coordinator.Item
 	fail error // returned by every call when set
 }
 
-func newMemStore() *memStore { return &memStore{data: map[string][]byte{}} }
+func newMemStore() *memStore { return &memStore{data: map[string]coordinator.Item{}} }
 
 func (m *memStore) check(ctx context.Context, key []byte) error {
 	if m.fail != nil {
@@ -43,23 +43,41 @@ func (m *memStore) check(ctx context.Context, key []byte) error {
 	return nil
 }
 
-func (m *memStore) Get(ctx context.Context, key []byte, _ coordinator.Level) ([]byte, bool, error) {
+// live returns key's item unless absent or expired; m.mu is held.
+func (m *memStore) live(key string) (coordinator.Item, bool) {
+	it, ok := m.data[key]
+	if ok && !it.ExpiresAt.IsZero() && !time.Now().Before(it.ExpiresAt) {
+		delete(m.data, key)
+		return coordinator.Item{}, false
+	}
+	return it, ok
+}
+
+func item(value []byte, e Expiry) coordinator.Item {
+	it := coordinator.Item{Value: bytes.Clone(value), ExpiresAt: e.At}
+	if e.TTL > 0 {
+		it.ExpiresAt = time.Now().Add(e.TTL)
+	}
+	return it
+}
+
+func (m *memStore) GetItem(_ context.Context, key []byte, _ coordinator.Level) (coordinator.Item, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.fail; err != nil {
-		return nil, false, err
+		return coordinator.Item{}, false, err
 	}
-	v, ok := m.data[string(key)]
-	return v, ok, nil
+	it, ok := m.live(string(key))
+	return it, ok, nil
 }
 
-func (m *memStore) Set(ctx context.Context, key, value []byte, _ coordinator.Level) error {
+func (m *memStore) Set(ctx context.Context, key, value []byte, _ coordinator.Level, e Expiry) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(ctx, key); err != nil {
 		return err
 	}
-	m.data[string(key)] = bytes.Clone(value)
+	m.data[string(key)] = item(value, e)
 	return nil
 }
 
@@ -73,18 +91,46 @@ func (m *memStore) Delete(ctx context.Context, key []byte, _ coordinator.Level) 
 	return nil
 }
 
-func (m *memStore) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte) (coordinator.CASResult, error) {
+func (m *memStore) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte, e Expiry) (coordinator.CASResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := m.check(ctx, key); err != nil {
 		return coordinator.CASResult{}, err
 	}
-	cur, ok := m.data[string(key)]
-	if (expected == nil && !ok) || (expected != nil && ok && bytes.Equal(*expected, cur)) {
-		m.data[string(key)] = bytes.Clone(value)
+	cur, ok := m.live(string(key))
+	if (expected == nil && !ok) || (expected != nil && ok && bytes.Equal(*expected, cur.Value)) {
+		m.data[string(key)] = item(value, e)
 		return coordinator.CASResult{Swapped: true}, nil
 	}
-	return coordinator.CASResult{Found: ok, Current: cur}, nil
+	return coordinator.CASResult{Found: ok, Current: cur.Value}, nil
+}
+
+func (m *memStore) Expire(ctx context.Context, key []byte, ttl time.Duration, _ coordinator.Level) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(ctx, key); err != nil {
+		return false, err
+	}
+	it, ok := m.live(string(key))
+	if ok {
+		it.ExpiresAt = time.Now().Add(ttl)
+		m.data[string(key)] = it
+	}
+	return ok, nil
+}
+
+func (m *memStore) Persist(ctx context.Context, key []byte, _ coordinator.Level) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := m.check(ctx, key); err != nil {
+		return false, err
+	}
+	it, ok := m.live(string(key))
+	if ok {
+		it.ExpiresAt = time.Time{}
+		m.data[string(key)] = it
+	}
+	return ok, nil
 }
 
 func (m *memStore) ListFrom(_ context.Context, prefix, from []byte, limit int, _ coordinator.Level) ([]coordinator.Pair, error) {
@@ -95,7 +141,7 @@ func (m *memStore) ListFrom(_ context.Context, prefix, from []byte, limit int, _
 	}
 	var keys []string
 	for k := range m.data {
-		if strings.HasPrefix(k, string(prefix)) && k >= string(from) {
+		if _, ok := m.live(k); ok && strings.HasPrefix(k, string(prefix)) && k >= string(from) {
 			keys = append(keys, k)
 		}
 	}
@@ -105,7 +151,7 @@ func (m *memStore) ListFrom(_ context.Context, prefix, from []byte, limit int, _
 	}
 	out := make([]coordinator.Pair, len(keys))
 	for i, k := range keys {
-		out[i] = coordinator.Pair{Key: []byte(k), Value: m.data[k]}
+		out[i] = coordinator.Pair{Key: []byte(k), Value: m.data[k].Value}
 	}
 	return out, nil
 }
@@ -250,6 +296,40 @@ func TestCommands(t *testing.T) {
 			eq(r.Do(ctx, "RINGKV.CAS", "lock", "x", "b").Val(), 0)
 			eq(r.Do(ctx, "RINGKV.CAS", "lock", "a", "b").Val(), 1)
 			eq(r.Get(ctx, "lock").Val(), "b")
+			eq(r.Do(ctx, "RINGKV.CAS", "lock", "b", "c", "PX", "60000").Val(), 1)
+			if d := r.PTTL(ctx, "lock").Val(); d <= 0 || d > time.Minute {
+				t.Fatalf("pttl after cas px: %v", d)
+			}
+
+			// Expiry.
+			eq(r.TTL(ctx, "nothing").Val(), time.Duration(-2))
+			must(r.Set(ctx, "e", "1", 0).Err())
+			eq(r.TTL(ctx, "e").Val(), time.Duration(-1))
+			must(r.Set(ctx, "e", "1", 100*time.Second).Err())
+			eq(r.TTL(ctx, "e").Val(), 100*time.Second)
+			eq(r.Incr(ctx, "e").Val(), 2) // keeps the expiry
+			eq(r.TTL(ctx, "e").Val(), 100*time.Second)
+			must(r.SetArgs(ctx, "e", "5", redis.SetArgs{KeepTTL: true}).Err())
+			eq(r.TTL(ctx, "e").Val(), 100*time.Second)
+			eq(r.Persist(ctx, "e").Val(), true)
+			eq(r.Persist(ctx, "e").Val(), false)
+			eq(r.Persist(ctx, "nothing").Val(), false)
+			eq(r.Expire(ctx, "e", 50*time.Second).Val(), true)
+			eq(r.TTL(ctx, "e").Val(), 50*time.Second)
+			eq(r.PExpire(ctx, "nothing", time.Second).Val(), false)
+			must(r.Set(ctx, "e", "x", 0).Err()) // a plain SET clears the expiry
+			eq(r.TTL(ctx, "e").Val(), time.Duration(-1))
+			must(r.SetArgs(ctx, "e", "y", redis.SetArgs{ExpireAt: time.Now().Add(time.Hour)}).Err())
+			if d := r.TTL(ctx, "e").Val(); d < 59*time.Minute || d > time.Hour {
+				t.Fatalf("ttl after exat: %v", d)
+			}
+			must(r.Do(ctx, "SET", "e", "z", "PXAT", time.Now().Add(time.Hour).UnixMilli()).Err())
+			must(r.Do(ctx, "SET", "px", "z", "PX", "1").Err())
+			must(r.SetArgs(ctx, "nx", "z", redis.SetArgs{Mode: "NX", TTL: time.Hour}).Err())
+			eq(r.TTL(ctx, "nx").Val(), time.Hour)
+			eq(r.Expire(ctx, "nx", -1).Val(), true) // deletes, as Redis does
+			eq(r.Exists(ctx, "nx").Val(), 0)
+			eq(r.Expire(ctx, "nx", 0).Val(), false)
 
 			// Errors with Redis's texts.
 			for _, tc := range []struct {
@@ -261,8 +341,13 @@ func TestCommands(t *testing.T) {
 				{[]any{"INCRBY", "ctr", "x"}, "ERR value is not an integer or out of range"},
 				{[]any{"SET", "k", "v", "NX", "XX"}, "ERR syntax error"},
 				{[]any{"SET", "k", "v", "BOGUS"}, "ERR syntax error"},
-				{[]any{"SET", "k", "v", "EX", "10"}, errTTL},
-				{[]any{"TTL", "k"}, errTTL},
+				{[]any{"SET", "k", "v", "EX", "0"}, "ERR invalid expire time in 'set' command"},
+				{[]any{"SET", "k", "v", "EX", "x"}, "ERR value is not an integer or out of range"},
+				{[]any{"SET", "k", "v", "EX"}, "ERR syntax error"},
+				{[]any{"SET", "k", "v", "EX", "1", "PX", "1"}, "ERR syntax error"},
+				{[]any{"EXPIRE", "k", "x"}, "ERR value is not an integer or out of range"},
+				{[]any{"EXPIRE", "k", "10", "NX"}, "ERR ringkv: EXPIRE options (NX, XX, GT, LT) are not supported"},
+				{[]any{"EXPIRE", "k", "99999999999999"}, "ERR invalid expire time in 'expire' command"},
 				{[]any{"AUTH", "pw"}, "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"},
 				{[]any{"HELLO", "4"}, "NOPROTO unsupported protocol version"},
 				{[]any{"MSET", "a", "1", "b"}, "ERR wrong number of arguments for 'mset' command"},
@@ -271,7 +356,8 @@ func TestCommands(t *testing.T) {
 				{[]any{"SCAN", "0", "COUNT", "x"}, "ERR value is not an integer or out of range"},
 				{[]any{"SCAN", "0", "MATCH"}, "ERR syntax error"},
 				{[]any{"CLIENT", "KILL"}, "ERR unknown subcommand 'KILL'. Try CLIENT HELP."},
-				{[]any{"RINGKV.CAS", "k", "a", "b", "EX", "1"}, errTTL},
+				{[]any{"RINGKV.CAS", "k", "a", "b", "KEEPTTL"}, "ERR syntax error"},
+				{[]any{"RINGKV.CAS", "k", "a", "b", "EX", "1", "x"}, "ERR syntax error"},
 				{[]any{"SET", "", "v"}, "ERR coordinator: invalid argument: bad key"},
 			} {
 				if err := r.Do(ctx, tc.args...).Err(); err == nil || err.Error() != tc.want {
