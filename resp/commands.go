@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -783,7 +784,7 @@ var errContended = errors.New("ringkv: too much contention on the key, try again
 // it in with compare-and-set, with e's expiry, starting over when another
 // write came first.
 func (s *Server) modify(ctx context.Context, key []byte, e expiry, change func(cur []byte, found bool) (next []byte, write bool, err error)) error {
-	for range s.cfg.CASRetries {
+	for attempt := range s.cfg.CASRetries {
 		it, found, err := s.deps.Store.GetItem(ctx, key, coordinator.Linearizable)
 		if err != nil {
 			return err //nolint:wrapcheck // the store's errors are answered as they are
@@ -807,8 +808,26 @@ func (s *Server) modify(ctx context.Context, key []byte, e expiry, change func(c
 		if res.Swapped {
 			return nil
 		}
+		if err := backoff(ctx, attempt); err != nil {
+			return err
+		}
 	}
 	return errContended
+}
+
+// backoff waits a random time up to 2^attempt ms (at most 32 ms) after
+// a lost compare-and-set, so that contending writers spread out; it
+// returns ctx's error if ctx ends first.
+func backoff(ctx context.Context, attempt int) error {
+	limit := time.Millisecond << min(attempt, 5)
+	t := time.NewTimer(rand.N(limit))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %w", errContended, ctx.Err())
+	case <-t.C:
+		return nil
+	}
 }
 
 func boolInt(b bool) int {

@@ -29,7 +29,9 @@ type Config struct {
 	// (use SCAN).
 	MaxKeys int
 	// CASRetries bounds the compare-and-set rounds of one
-	// read-modify-write command under contention.
+	// read-modify-write command under contention (each lost round backs
+	// off a random 0..min(2^round, 32) ms; RequestTimeout bounds them
+	// too).
 	CASRetries int
 	// RequestTimeout bounds each command's store calls.
 	RequestTimeout time.Duration
@@ -48,7 +50,7 @@ func DefaultConfig() Config {
 		ScanCount:       10,
 		MaxScanCount:    1000,
 		MaxKeys:         100000,
-		CASRetries:      100,
+		CASRetries:      1000,
 		RequestTimeout:  10 * time.Second,
 		Version:         "dev",
 	}

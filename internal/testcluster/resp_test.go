@@ -1,0 +1,368 @@
+package testcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ringkv/ringkv/client"
+)
+
+// TestRedisProtocol is issue 19's Redis front end on three real
+// processes: go-redis through every node, every command, pipelines, key
+// expiry seen at every level, INCR by 16 clients through different nodes,
+// SCAN while a node joins, redis-cli driven by a script, and the
+// original spec's Go program.
+func TestRedisProtocol(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes")
+	}
+	c := StartOptions(t, Options{Nodes: 3, NoRace: true})
+	c.WaitRaftReady(60*time.Second, 3)
+	ctx := t.Context()
+	var rs []*redis.Client
+	for i, nd := range c.Nodes {
+		r := redis.NewClient(&redis.Options{Addr: nd.RESPAddr, Protocol: 2 + i%2, DisableIdentity: true, ReadTimeout: 15 * time.Second})
+		t.Cleanup(func() { _ = r.Close() })
+		rs = append(rs, r)
+	}
+
+	t.Run("commands", func(t *testing.T) { redisCommands(ctx, t, rs) })
+	t.Run("expiry at every level", func(t *testing.T) { redisExpiry(ctx, t, rs) })
+	t.Run("pipeline", func(t *testing.T) {
+		p := rs[2].Pipeline()
+		var sets []*redis.StatusCmd
+		var gets []*redis.StringCmd
+		for i := range 200 {
+			sets = append(sets, p.Set(ctx, fmt.Sprintf("pipe:%03d", i), i, 0))
+		}
+		for i := range 200 {
+			gets = append(gets, p.Get(ctx, fmt.Sprintf("pipe:%03d", i)))
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 200 {
+			if sets[i].Val() != "OK" || gets[i].Val() != strconv.Itoa(i) {
+				t.Fatalf("reply %d: %q %q", i, sets[i].Val(), gets[i].Val())
+			}
+		}
+	})
+	t.Run("incr by 16 clients", func(t *testing.T) { redisIncr(ctx, t, c) })
+	t.Run("redis-cli", func(t *testing.T) { redisCLI(ctx, t, c.Nodes[0].RESPAddr) })
+	t.Run("spec program", func(t *testing.T) {
+		var nodes []string
+		for _, nd := range c.Nodes {
+			nodes = append(nodes, nd.RPCAddr)
+		}
+		if err := specProgram(nodes); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// Last: it grows the cluster.
+	t.Run("scan while a node joins", func(t *testing.T) { redisScanJoin(ctx, t, c, rs) })
+}
+
+// specProgram is the original specification's example program, as
+// written there.
+func specProgram(nodes []string) error {
+	c, err := client.NewClient(nodes)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+
+	if err := c.Set("user:1001", "John Doe"); err != nil {
+		return err
+	}
+	val, err := c.Get("user:1001")
+	if err != nil {
+		return err
+	}
+	if val != "John Doe" {
+		return fmt.Errorf("got %q", val)
+	}
+	if err := c.Delete("user:1001"); err != nil {
+		return err
+	}
+	if _, err := c.Get("user:1001"); !errors.Is(err, client.ErrNotFound) {
+		return fmt.Errorf("after delete: %w", err)
+	}
+	return nil
+}
+
+func redisCommands(ctx context.Context, t *testing.T, rs []*redis.Client) {
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	eq := func(got, want any) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+	r1, r2, r3 := rs[0], rs[1], rs[2]
+	eq(r1.Ping(ctx).Val(), "PONG")
+	eq(r2.Echo(ctx, "x").Val(), "x")
+	must(r1.Set(ctx, "c:k", "v", 0).Err())
+	eq(r2.Get(ctx, "c:k").Val(), "v")
+	eq(r3.SetNX(ctx, "c:k", "w", 0).Val(), false)
+	eq(r3.SetXX(ctx, "c:k", "w", 0).Val(), true)
+	eq(r1.SetArgs(ctx, "c:k", "x", redis.SetArgs{Get: true}).Val(), "w")
+	eq(r2.GetSet(ctx, "c:k", "y").Val(), "x")
+	eq(r3.GetDel(ctx, "c:k").Val(), "y")
+	if err := r1.Get(ctx, "c:k").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("get after getdel: %v", err)
+	}
+	must(r1.MSet(ctx, "c:a", "1", "c:b", "2").Err())
+	eq(r2.MGet(ctx, "c:a", "c:none", "c:b").Val(), []any{"1", nil, "2"})
+	eq(r3.MSetNX(ctx, "c:a", "x", "c:c", "3").Val(), false)
+	eq(r3.MSetNX(ctx, "c:c", "3", "c:d", "4").Val(), true)
+	eq(r1.Exists(ctx, "c:a", "c:c", "c:none").Val(), 2)
+	eq(r2.IncrBy(ctx, "c:n", 5).Val(), 5)
+	eq(r3.DecrBy(ctx, "c:n", 2).Val(), 3)
+	eq(r1.Decr(ctx, "c:n").Val(), 2)
+	eq(r2.Append(ctx, "c:s", "ab").Val(), 2)
+	eq(r3.Append(ctx, "c:s", "cd").Val(), 4)
+	eq(r1.StrLen(ctx, "c:s").Val(), 4)
+	eq(r2.Type(ctx, "c:s").Val(), "string")
+	eq(r3.Del(ctx, "c:a", "c:b", "c:none").Val(), 2)
+	eq(r1.Unlink(ctx, "c:c").Val(), 1)
+	must(r2.Do(ctx, "RINGKV.CONSISTENCY", "all").Err())
+	eq(r2.Get(ctx, "c:d").Val(), "4")
+	must(r2.Do(ctx, "RINGKV.CONSISTENCY", "linearizable").Err())
+	must(r2.Set(ctx, "c:lin", "1", 0).Err())
+	eq(r2.Get(ctx, "c:lin").Val(), "1")
+	must(r2.Do(ctx, "RINGKV.CONSISTENCY", "quorum").Err())
+	eq(r3.Do(ctx, "RINGKV.CAS", "c:lin", "0", "2").Val(), 0)
+	eq(r3.Do(ctx, "RINGKV.CAS", "c:lin", "1", "2").Val(), 1)
+	eq(r1.Get(ctx, "c:lin").Val(), "2")
+	keys := r1.Keys(ctx, "c:*").Val()
+	if strings.Join(keys, ",") != "c:d,c:lin,c:n,c:s" {
+		t.Fatalf("keys: %v", keys)
+	}
+	if n := r2.DBSize(ctx).Val(); n < 4 {
+		t.Fatalf("dbsize %d", n)
+	}
+	if err := r3.Do(ctx, "NOSUCH").Err(); err == nil || err.Error() != "ERR unknown command 'NOSUCH', with args beginning with: " {
+		t.Fatalf("unknown command: %v", err)
+	}
+	if err := r3.Do(ctx, "SET", "\x00reserved", "x").Err(); err == nil {
+		t.Fatal("reserved key written")
+	}
+}
+
+// redisExpiry: a key written with PX is read at every level through
+// every node until it expires, and is then absent at every level.
+func redisExpiry(ctx context.Context, t *testing.T, rs []*redis.Client) {
+	levels := []string{"one", "quorum", "all", "linearizable"}
+	if err := rs[0].Set(ctx, "ttl:k", "v", 1500*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs[1].Do(ctx, "SET", "ttl:lin", "v", "PX", "1500").Err(); err != nil {
+		t.Fatal(err)
+	}
+	written := time.Now()
+	if d := rs[2].PTTL(ctx, "ttl:k").Val(); d <= 0 || d > 1500*time.Millisecond {
+		t.Fatalf("pttl: %v", d)
+	}
+	// One connection per node and level.
+	conns := map[string]*redis.Conn{}
+	for i, r := range rs {
+		for _, l := range levels {
+			cn := r.Conn()
+			t.Cleanup(func() { _ = cn.Close() })
+			if err := cn.Do(ctx, "RINGKV.CONSISTENCY", l).Err(); err != nil {
+				t.Fatal(err)
+			}
+			conns[fmt.Sprintf("n%d/%s", i+1, l)] = cn
+		}
+	}
+	for name, cn := range conns {
+		v, err := cn.Get(ctx, "ttl:k").Result()
+		if time.Since(written) < time.Second && (err != nil || v != "v") {
+			t.Fatalf("%s before expiry: %q %v", name, v, err)
+		}
+	}
+	deadline := time.NewTimer(time.Until(written.Add(1500 * time.Millisecond)))
+	<-deadline.C
+	for name, cn := range conns {
+		for _, k := range []string{"ttl:k", "ttl:lin"} {
+			if err := cn.Get(ctx, k).Err(); !errors.Is(err, redis.Nil) {
+				t.Fatalf("%s: %s after expiry: %v", name, k, err)
+			}
+			if d := cn.TTL(ctx, k).Val(); d != -2 {
+				t.Fatalf("%s: ttl of %s after expiry: %v", name, k, d)
+			}
+		}
+	}
+	// SET NX takes an expired key, as a lock that timed out.
+	if ok := rs[2].SetNX(ctx, "ttl:k", "mine", time.Minute).Val(); !ok {
+		t.Fatal("set nx on an expired key refused")
+	}
+	if d := rs[0].TTL(ctx, "ttl:k").Val(); d <= 50*time.Second {
+		t.Fatalf("ttl after set nx ex: %v", d)
+	}
+	if !rs[1].Persist(ctx, "ttl:k").Val() || rs[1].TTL(ctx, "ttl:k").Val() != -1 {
+		t.Fatal("persist")
+	}
+	if !rs[0].Expire(ctx, "ttl:k", time.Hour).Val() {
+		t.Fatal("expire")
+	}
+}
+
+// redisIncr: 16 clients, through the three nodes, each INCR the same key
+// 25 times; every reply is distinct and the key ends at 400.
+func redisIncr(ctx context.Context, t *testing.T, c *Cluster) {
+	const clients, each = 16, 25
+	var mu sync.Mutex
+	seen := map[int64]bool{}
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	start := time.Now()
+	for i := range clients {
+		r := redis.NewClient(&redis.Options{Addr: c.Nodes[i%len(c.Nodes)].RESPAddr, DisableIdentity: true, ReadTimeout: 15 * time.Second, MaxRetries: -1})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer r.Close() //nolint:errcheck // test
+			for range each {
+				n, err := r.Incr(ctx, "incr:counter").Result()
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				if seen[n] {
+					errs <- fmt.Errorf("INCR answered %d twice", n)
+				}
+				seen[n] = true
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, err := redis.NewClient(&redis.Options{Addr: c.Nodes[0].RESPAddr, DisableIdentity: true}).Get(ctx, "incr:counter").Int()
+	if err != nil || got != clients*each || len(seen) != clients*each {
+		t.Fatalf("counter %d (%v), %d distinct replies; want %d", got, err, len(seen), clients*each)
+	}
+	t.Logf("%d INCRs by %d clients in %v", clients*each, clients, time.Since(start).Round(time.Millisecond))
+}
+
+// redisScanJoin: SCAN pages through 300 keys while a fourth node joins;
+// every key comes back exactly once.
+func redisScanJoin(ctx context.Context, t *testing.T, c *Cluster, rs []*redis.Client) {
+	var args []any
+	for i := range 300 {
+		args = append(args, fmt.Sprintf("scan:%03d", i), i)
+	}
+	if err := rs[0].MSet(ctx, args...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	var cursor uint64
+	joined := false
+	for page := 0; ; page++ {
+		keys, next, err := rs[1].Scan(ctx, cursor, "scan:*", 20).Result()
+		if err != nil {
+			t.Fatalf("page %d: %v", page, err)
+		}
+		for _, k := range keys {
+			seen[k]++
+		}
+		if page == 3 && !joined {
+			c.AddNode()
+			c.WaitConverged(60 * time.Second)
+			joined = true
+		}
+		if next == 0 {
+			break
+		}
+		cursor = next
+	}
+	if len(seen) != 300 {
+		t.Fatalf("scan saw %d keys, want 300", len(seen))
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s seen %d times", k, n)
+		}
+	}
+}
+
+// redisCLI drives redis-cli with a script and compares its output with
+// what it prints against Redis.
+func redisCLI(ctx context.Context, t *testing.T, addr string) {
+	bin, err := exec.LookPath("redis-cli")
+	if err != nil {
+		if os.Getenv("RINGKV_REDIS_CLI_REQUIRED") == "1" {
+			t.Fatal("redis-cli not found (CI installs redis-tools in .ci/run)")
+		}
+		t.Skip("redis-cli not found: install redis-tools (Debian) to run this test")
+	}
+	host, port, _ := strings.Cut(addr, ":")
+	script := `SET cli:user:1 alice
+GET cli:user:1
+SET cli:session abc EX 100
+TTL cli:session
+GET cli:none
+MSET cli:user:2 bob cli:user:3 carol
+MGET cli:user:1 cli:none cli:user:3
+SCAN 0 MATCH cli:user:* COUNT 100
+DEL cli:user:1 cli:user:2 cli:none
+EXISTS cli:user:1 cli:user:3
+INCR cli:hits
+INCRBY cli:hits 41
+SET cli:session x NX
+PING
+FOO bar
+`
+	want := `OK
+"alice"
+OK
+(integer) 100
+(nil)
+OK
+1) "alice"
+2) (nil)
+3) "carol"
+1) "0"
+2) 1) "cli:user:1"
+   2) "cli:user:2"
+   3) "cli:user:3"
+(integer) 2
+(integer) 1
+(integer) 1
+(integer) 42
+(nil)
+PONG
+(error) ERR unknown command 'FOO', with args beginning with: 'bar' 
+`
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, bin, "-h", host, "-p", port, "--no-raw")
+	cmd.Stdin = strings.NewReader(script)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli: %v\n%s", err, out)
+	}
+	if string(out) != want {
+		t.Fatalf("redis-cli printed:\n%s\nwant:\n%s", out, want)
+	}
+}
