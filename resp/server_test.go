@@ -235,7 +235,7 @@ func TestCommands(t *testing.T) {
 				t.Fatal(err) // Redis 7 allows NX with GET
 			}
 			eq(r.Get(ctx, "k").Val(), "v3")
-			eq(r.GetSet(ctx, "k", "v5").Val(), "v3")
+			eq(r.Do(ctx, "GETSET", "k", "v5").Val(), "v3")
 			eq(r.GetDel(ctx, "k").Val(), "v5")
 			eq(r.Exists(ctx, "k", "n", "n").Val(), 2)
 			must(r.MSet(ctx, "a", "1", "b", "2").Err())
