@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -151,6 +152,9 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 		for _, nd := range c.Nodes {
 			nd.Kill()
 		}
+		if dir := os.Getenv("RINGKV_TESTCLUSTER_LOGS"); dir != "" {
+			keepLogs(t, dir, c.Nodes)
+		}
 		if t.Failed() {
 			for _, nd := range c.Nodes {
 				b, err := os.ReadFile(nd.LogPath)
@@ -169,4 +173,24 @@ func StartOptions(t testing.TB, o Options) *Cluster {
 	}
 	c.WaitConverged(o.ConvergeTimeout)
 	return c
+}
+
+// keepLogs copies every node's log into dir/<test name>/ (RINGKV_TESTCLUSTER_LOGS),
+// for reading a run that passed.
+func keepLogs(t testing.TB, dir string, nodes []*Node) {
+	out := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Logf("keep logs: %v", err)
+		return
+	}
+	for _, nd := range nodes {
+		b, err := os.ReadFile(nd.LogPath)
+		if err != nil {
+			continue // a spare never started
+		}
+		if err := os.WriteFile(filepath.Join(out, nd.ID+".log"), b, 0o644); err != nil {
+			t.Logf("keep logs: %v", err)
+		}
+	}
+	t.Logf("node logs kept in %s", out)
 }
