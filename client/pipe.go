@@ -33,6 +33,11 @@ import (
 // and the writes go to that node as Do calls, those refused included
 // (the node never ran them).
 //
+// A stream that answers nothing by the first unanswered write's budget
+// plus pipeStallGrace (the node answers every write within its budget,
+// with a timeout error if need be) is stuck: a watchdog ends it, as a
+// failure, and the next write dials anew.
+//
 // When the stream fails, the writes it carried that were not answered
 // fail as an RPC failing under a Do does (outcome unknown), the writes not
 // yet sent fail as not sent (retried elsewhere), and the next write opens
@@ -58,13 +63,32 @@ type pipe struct {
 	// Do calls.
 	unsupported atomic.Bool
 
+	// stalls counts the streams the watchdog ended (session).
+	stalls atomic.Int64
+
 	mu struct {
 		sync.Mutex
 		queue   []*laneCall          // made, not yet sent
 		pending map[uint64]*laneCall // sent on the stream, not yet answered
 		nextID  uint64
+		// answerBy is when the stream must have carried an answer: the
+		// deadline (budget plus pipeStallGrace) of the first call sent
+		// since the last message received; zero when every call sent
+		// has been followed by a message.
+		answerBy time.Time
 	}
 }
+
+// pipeStallGrace is how long past a call's server budget the node's
+// answer may take to arrive. A node answers every operation within its
+// budget (with a timeout error if need be), so a stream that has carried
+// nothing back by then is stuck: its connection is dead or waiting in
+// TCP's retransmission backoff after a cut link came back, and would hold
+// every later write to the node until it recovered (tens of seconds).
+const pipeStallGrace = time.Second
+
+// errPipeStalled ends a stream that answered nothing in time.
+var errPipeStalled = errors.New("pipe stalled: no answer within the operations' budget")
 
 // pipe returns addr's pipe, starting it; nil after Close.
 func (c *Client) pipe(addr string) *pipe {
@@ -193,6 +217,16 @@ func (p *pipe) session() {
 		return
 	}
 	rpcconn.SetManualFlush(stream)
+	p.mu.Lock()
+	p.mu.answerBy = time.Time{}
+	p.mu.Unlock()
+	var stalled atomic.Bool
+	watchdog := make(chan struct{})
+	go func() {
+		defer close(watchdog)
+		p.watch(ctx, func() { stalled.Store(true); cancel() })
+	}()
+	defer func() { <-watchdog }() // cancel (below) ends it
 	var recvErr error
 	received := make(chan struct{})
 	go func() {
@@ -223,7 +257,33 @@ func (p *pipe) session() {
 	if drpcerr.Code(recvErr) == 0 && sendErr != nil && !errors.Is(sendErr, context.Canceled) {
 		err = sendErr
 	}
+	if stalled.Load() {
+		err = errPipeStalled
+	}
 	p.failPending(err)
+}
+
+// watch ends the stream (stall) when it has answered nothing by
+// answerBy, until ctx ends.
+func (p *pipe) watch(ctx context.Context, stall func()) {
+	tick := time.NewTicker(pipeStallGrace / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			p.mu.Lock()
+			by := p.mu.answerBy
+			p.mu.Unlock()
+			if !by.IsZero() && now.After(by) {
+				p.stalls.Add(1)
+				p.c.log.Debug("pipe stalled, reconnecting", "addr", p.addr)
+				stall()
+				return
+			}
+		}
+	}
 }
 
 // send writes the queued calls, every call waiting in one message, until
@@ -273,10 +333,18 @@ func (p *pipe) take(n int) []*laneCall {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	batch := takeQueued(&p.mu.queue, n)
+	now := time.Now()
 	for _, call := range batch {
 		p.mu.nextID++
 		call.id = p.mu.nextID
 		p.mu.pending[call.id] = call
+		budget := time.Duration(call.budget) * time.Microsecond //nolint:gosec // budgets are small
+		if call.budget == 0 {
+			budget = p.c.cfg.RequestTimeout
+		}
+		if by := now.Add(budget + pipeStallGrace); p.mu.answerBy.IsZero() || by.Before(p.mu.answerBy) {
+			p.mu.answerBy = by
+		}
 	}
 	return batch
 }
@@ -289,6 +357,9 @@ func (p *pipe) receive(stream kvpb.DRPCClient_PipeClient, tok *token) error {
 		if err != nil {
 			return fmt.Errorf("pipe from %s: %w", p.addr, err)
 		}
+		p.mu.Lock()
+		p.mu.answerBy = time.Time{} // the stream carries answers
+		p.mu.Unlock()
 		hdr := resp.GetHeader()
 		for _, r := range resp.GetResults() {
 			p.mu.Lock()

@@ -27,6 +27,17 @@ type pipeNode struct {
 	seen    map[string]int       // operations received, by key
 	kill    []context.CancelFunc // one per live stream: ends it
 	dos     int                  // Do calls
+	// stalledUpTo: the streams numbered up to it (1-based, in order
+	// opened) answer nothing more, as a connection stuck in TCP's
+	// retransmission backoff; later streams answer.
+	stalledUpTo int
+}
+
+// stall makes every stream open now answer nothing more.
+func (n *pipeNode) stall() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.stalledUpTo = n.streams
 }
 
 func (n *pipeNode) Do(_ context.Context, req *kvpb.ClientRequest) (*kvpb.ClientResponse, error) {
@@ -41,10 +52,17 @@ func (n *pipeNode) Pipe(stream kvpb.DRPCClient_PipeStream) error {
 	defer cancel()
 	n.mu.Lock()
 	n.streams++
+	num := n.streams
 	n.kill = append(n.kill, cancel)
 	n.mu.Unlock()
 	var send sync.Mutex
 	answer := func(id uint64, res *kvpb.ClientResult) {
+		n.mu.Lock()
+		stalled := num <= n.stalledUpTo
+		n.mu.Unlock()
+		if stalled {
+			return
+		}
 		send.Lock()
 		defer send.Unlock()
 		resp := &kvpb.ClientPipeResponse{Header: &kvpb.ClientHeader{NodeId: "fake"}, Results: []*kvpb.ClientPipeResult{{Id: id, Result: res}}}
@@ -292,5 +310,45 @@ func TestPipeClose(t *testing.T) {
 	}
 	if err := c.Set(t.Context(), "k", []byte("v")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("write after Close: %v", err)
+	}
+}
+
+// TestPipeStallReconnects: a stream that answers nothing by a write's
+// budget plus pipeStallGrace is ended, and the next write goes on a new
+// stream. Before, the stream stayed in use, and after a cut link came
+// back (its connection waiting in TCP's retransmission backoff) every
+// write to that node waited for its deadline for tens of seconds.
+func TestPipeStallReconnects(t *testing.T) {
+	node, addr := startPipeNode(t)
+	c, err := newClient([]string{addr}, []Option{WithRetry(1, time.Millisecond, time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	ctx := t.Context()
+	if err := c.Set(ctx, "a", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	node.stall()
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if err := c.Set(short, "b", []byte("v")); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("write on the stalled stream: %v, want ErrTimeout", err)
+	}
+	p := c.pipe(addr)
+	poll(t, "the watchdog to end the stalled stream", func() error {
+		if p.stalls.Load() == 0 {
+			return errors.New("stream still in use")
+		}
+		return nil
+	})
+	if err := c.Set(ctx, "c", []byte("v")); err != nil {
+		t.Fatalf("write after the stall: %v", err)
+	}
+	node.mu.Lock()
+	streams := node.streams
+	node.mu.Unlock()
+	if streams != 2 {
+		t.Fatalf("%d streams, want a second one after the stall", streams)
 	}
 }
