@@ -33,14 +33,17 @@ func TestClientTTL(t *testing.T) {
 			if err := c.Persist(ctx, key, at); err != nil {
 				t.Fatal(err)
 			}
-			if left, err := c.TTL(ctx, key, at); err != nil || left != 0 {
+			// Read at All: a read at One may ask a replica the write at
+			// One has not reached yet.
+			if left, err := c.TTL(ctx, key, client.WithConsistency(client.All)); err != nil || left != 0 {
 				t.Fatalf("ttl after persist: %s %v", left, err)
 			}
 			if err := c.Expire(ctx, key, 300*time.Millisecond, at); err != nil {
 				t.Fatal(err)
 			}
+			// At All: once every replica answers, each holds the expiry.
 			waitFor(t, 10*time.Second, "expiry", func() error {
-				if _, err := c.Get(ctx, key, at); !errors.Is(err, client.ErrNotFound) {
+				if _, err := c.Get(ctx, key, client.WithConsistency(client.All)); !errors.Is(err, client.ErrNotFound) {
 					return fmt.Errorf("get: %w", err)
 				}
 				return nil
