@@ -199,7 +199,7 @@ func TestCompose(t *testing.T) {
 			if s.Image != c.Services["certs"].Image || s.DependsOn["certs"].Condition != "service_completed_successfully" {
 				t.Errorf("image %s depends_on %v: want the certs service's image, after it completed", s.Image, s.DependsOn)
 			}
-			for _, kind := range []string{"HTTP", "RPC", "GOSSIP"} {
+			for _, kind := range []string{"HTTP", "RPC", "GOSSIP", "RESP"} {
 				host, port := hostPort(t, "RINGKV_"+kind, env["RINGKV_"+kind])
 				if host != ip {
 					t.Errorf("RINGKV_%s=%s: want the container's fixed address %s (a node advertises its listen address)", kind, env["RINGKV_"+kind], ip)
@@ -215,8 +215,8 @@ func TestCompose(t *testing.T) {
 					}
 				}
 			}
-			if len(s.Ports) != 4 {
-				t.Errorf("ports %q: want exactly the HTTP, drpc and gossip (TCP, UDP) ports", s.Ports)
+			if len(s.Ports) != 5 {
+				t.Errorf("ports %q: want exactly the HTTP, drpc, gossip (TCP, UDP) and RESP ports", s.Ports)
 			}
 			// Secure: certificates made for this node's id and address,
 			// in the directory it reads, and the gossip key.
@@ -269,7 +269,7 @@ func TestCompose(t *testing.T) {
 		t.Errorf("nodes without RINGKV_JOIN: %q, want exactly one (the founder)", founders)
 	}
 	// The original spec's ports.
-	for kind, want := range map[string][]int{"HTTP": {8081, 8082, 8083}, "RPC": {9001, 9002, 9003}, "GOSSIP": {7001, 7002, 7003}} {
+	for kind, want := range map[string][]int{"HTTP": {8081, 8082, 8083}, "RPC": {9001, 9002, 9003}, "GOSSIP": {7001, 7002, 7003}, "RESP": {6381, 6382, 6383}} {
 		if got := ports[kind]; !slices.Equal(got, want) {
 			t.Errorf("%s ports %v, want %v", kind, got, want)
 		}

@@ -210,6 +210,7 @@ func TestKubernetesStatefulSet(t *testing.T) {
 	}
 	flags, _ := flagValues(mainC.Args[1:])
 	httpPort, rpcPort, gossipPort := listenPort(t, flags, "http"), listenPort(t, flags, "rpc"), listenPort(t, flags, "gossip")
+	respPort := listenPort(t, flags, "resp")
 
 	t.Run("replicas", func(t *testing.T) {
 		if sts.Spec.Replicas == nil || *sts.Spec.Replicas != 3 {
@@ -248,6 +249,7 @@ func TestKubernetesStatefulSet(t *testing.T) {
 			{"rpc", rpcPort, corev1.ProtocolTCP},
 			{"gossip", gossipPort, corev1.ProtocolTCP},
 			{"gossip-udp", gossipPort, corev1.ProtocolUDP},
+			{"resp", respPort, corev1.ProtocolTCP},
 		} {
 			cp, ok := resolvePort(mainC, intstr.FromString(want.name), want.proto)
 			if !ok || cp.ContainerPort != want.port {
@@ -285,7 +287,7 @@ func TestKubernetesStatefulSet(t *testing.T) {
 		if h.Spec.ClusterIP != corev1.ClusterIPNone || !h.Spec.PublishNotReadyAddresses {
 			t.Errorf("Service %s: clusterIP %q publishNotReadyAddresses %v, want None and true", h.Name, h.Spec.ClusterIP, h.Spec.PublishNotReadyAddresses)
 		}
-		want := map[string][]string{h.Name: {"http", "rpc", "gossip", "gossip-udp"}, m.client().Name: {"http", "rpc"}}
+		want := map[string][]string{h.Name: {"http", "rpc", "gossip", "gossip-udp"}, m.client().Name: {"http", "rpc", "resp"}}
 		for name, svc := range m.services {
 			var got []string
 			for _, sp := range svc.Spec.Ports {
