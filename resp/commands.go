@@ -38,13 +38,17 @@ type command struct {
 	flags []string
 	// first, last, step: positions of key arguments (COMMAND's answer).
 	first, last, step int
+	// data: the command reads only the session's level, context and
+	// protocol, so pipelined data commands on distinct keys may run
+	// concurrently (batch).
+	data bool
 }
 
 // commandTable returns the commands by lower-case name.
 func commandTable() map[string]command {
 	return map[string]command{
-		"ping":               {run: cmdPing, arity: -1, flags: []string{"fast"}},
-		"echo":               {run: cmdEcho, arity: 2, flags: []string{"fast"}},
+		"ping":               {data: true, run: cmdPing, arity: -1, flags: []string{"fast"}},
+		"echo":               {data: true, run: cmdEcho, arity: 2, flags: []string{"fast"}},
 		"hello":              {run: cmdHello, arity: -1, flags: []string{"fast", "no-auth"}},
 		"auth":               {run: cmdAuth, arity: -2, flags: []string{"fast", "no-auth"}},
 		"select":             {run: cmdSelect, arity: 2, flags: []string{"fast"}},
@@ -53,34 +57,34 @@ func commandTable() map[string]command {
 		"command":            {run: cmdCommand, arity: -1},
 		"config":             {run: cmdConfig, arity: -2},
 		"quit":               {run: cmdQuit, arity: -1, flags: []string{"fast", "no-auth"}},
-		"get":                {run: cmdGet, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
-		"set":                {run: cmdSet, arity: -3, flags: []string{"write"}, first: 1, last: 1, step: 1},
-		"setnx":              {run: cmdSetNX, arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"getset":             {run: cmdGetSet, arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"getdel":             {run: cmdGetDel, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"del":                {run: cmdDel, arity: -2, flags: []string{"write"}, first: 1, last: -1, step: 1},
-		"unlink":             {run: cmdDel, arity: -2, flags: []string{"write", "fast"}, first: 1, last: -1, step: 1},
-		"exists":             {run: cmdExists, arity: -2, flags: []string{"readonly", "fast"}, first: 1, last: -1, step: 1},
-		"mget":               {run: cmdMGet, arity: -2, flags: []string{"readonly", "fast"}, first: 1, last: -1, step: 1},
-		"mset":               {run: cmdMSet, arity: -3, flags: []string{"write"}, first: 1, last: -1, step: 2},
-		"msetnx":             {run: cmdMSetNX, arity: -3, flags: []string{"write"}, first: 1, last: -1, step: 2},
-		"incr":               {run: cmdIncr(1, false), arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"decr":               {run: cmdIncr(-1, false), arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"incrby":             {run: cmdIncr(1, true), arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"decrby":             {run: cmdIncr(-1, true), arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"append":             {run: cmdAppend, arity: 3, flags: []string{"write"}, first: 1, last: 1, step: 1},
-		"strlen":             {run: cmdStrlen, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
-		"type":               {run: cmdType, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"get":                {data: true, run: cmdGet, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"set":                {data: true, run: cmdSet, arity: -3, flags: []string{"write"}, first: 1, last: 1, step: 1},
+		"setnx":              {data: true, run: cmdSetNX, arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"getset":             {data: true, run: cmdGetSet, arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"getdel":             {data: true, run: cmdGetDel, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"del":                {data: true, run: cmdDel, arity: -2, flags: []string{"write"}, first: 1, last: -1, step: 1},
+		"unlink":             {data: true, run: cmdDel, arity: -2, flags: []string{"write", "fast"}, first: 1, last: -1, step: 1},
+		"exists":             {data: true, run: cmdExists, arity: -2, flags: []string{"readonly", "fast"}, first: 1, last: -1, step: 1},
+		"mget":               {data: true, run: cmdMGet, arity: -2, flags: []string{"readonly", "fast"}, first: 1, last: -1, step: 1},
+		"mset":               {data: true, run: cmdMSet, arity: -3, flags: []string{"write"}, first: 1, last: -1, step: 2},
+		"msetnx":             {data: true, run: cmdMSetNX, arity: -3, flags: []string{"write"}, first: 1, last: -1, step: 2},
+		"incr":               {data: true, run: cmdIncr(1, false), arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"decr":               {data: true, run: cmdIncr(-1, false), arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"incrby":             {data: true, run: cmdIncr(1, true), arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"decrby":             {data: true, run: cmdIncr(-1, true), arity: 3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"append":             {data: true, run: cmdAppend, arity: 3, flags: []string{"write"}, first: 1, last: 1, step: 1},
+		"strlen":             {data: true, run: cmdStrlen, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"type":               {data: true, run: cmdType, arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
 		"scan":               {run: cmdScan, arity: -2, flags: []string{"readonly"}},
 		"keys":               {run: cmdKeys, arity: 2, flags: []string{"readonly"}},
 		"dbsize":             {run: cmdDBSize, arity: 1, flags: []string{"readonly"}},
-		"ttl":                {run: cmdTTL(time.Second), arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
-		"pttl":               {run: cmdTTL(time.Millisecond), arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
-		"expire":             {run: cmdExpire(time.Second), arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"pexpire":            {run: cmdExpire(time.Millisecond), arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
-		"persist":            {run: cmdPersist, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"ttl":                {data: true, run: cmdTTL(time.Second), arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"pttl":               {data: true, run: cmdTTL(time.Millisecond), arity: 2, flags: []string{"readonly", "fast"}, first: 1, last: 1, step: 1},
+		"expire":             {data: true, run: cmdExpire(time.Second), arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"pexpire":            {data: true, run: cmdExpire(time.Millisecond), arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"persist":            {data: true, run: cmdPersist, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
 		"ringkv.consistency": {run: cmdConsistency, arity: -1, flags: []string{"fast"}},
-		"ringkv.cas":         {run: cmdCAS, arity: -4, flags: []string{"write"}, first: 1, last: 1, step: 1},
+		"ringkv.cas":         {data: true, run: cmdCAS, arity: -4, flags: []string{"write"}, first: 1, last: 1, step: 1},
 	}
 }
 
@@ -99,6 +103,15 @@ func (s *Server) handle(c redcon.Conn, cmd redcon.Command) {
 			sess.ctx = s.deps.Auth.Conn(sess.ctx, nc)
 		}
 	}
+	if rest := c.ReadPipeline(); len(rest) > 0 {
+		s.batch(c, sess, append([]redcon.Command{cmd}, rest...))
+		return
+	}
+	s.dispatch(c, sess, cmd)
+}
+
+// dispatch runs one command.
+func (s *Server) dispatch(c redcon.Conn, sess *session, cmd redcon.Command) {
 	name := strings.ToLower(string(cmd.Args[0]))
 	def, ok := s.commands[name]
 	if !ok {

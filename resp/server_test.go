@@ -454,6 +454,32 @@ func TestPipeline(t *testing.T) {
 	if get.Val() != "100" {
 		t.Fatalf("get: %q", get.Val())
 	}
+	// Distinct keys run concurrently, and still each key sees its
+	// commands in order; a session command applies between its
+	// neighbours.
+	p = r.Pipeline()
+	var gets []*redis.StringCmd
+	for i := range 50 {
+		p.Set(ctx, fmt.Sprintf("p:%d", i), i, 0)
+		p.Append(ctx, fmt.Sprintf("p:%d", i), "x")
+		gets = append(gets, p.Get(ctx, fmt.Sprintf("p:%d", i)))
+		if i == 25 {
+			p.Do(ctx, "RINGKV.CONSISTENCY", "one")
+		}
+	}
+	level := p.Do(ctx, "RINGKV.CONSISTENCY")
+	mget := p.MGet(ctx, "p:0", "p:49")
+	if _, err := p.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, g := range gets {
+		if g.Val() != fmt.Sprintf("%dx", i) {
+			t.Fatalf("get p:%d: %q", i, g.Val())
+		}
+	}
+	if level.Val() != "one" || fmt.Sprint(mget.Val()) != "[0x 49x]" {
+		t.Fatalf("level %v, mget %v", level.Val(), mget.Val())
+	}
 }
 
 // AUTH, HELLO AUTH and the store's refusals.

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/node"
@@ -92,6 +95,19 @@ func TestSecureCommands(t *testing.T) {
 	as := func(user string, extra ...string) []string {
 		return append([]string{"--http-addr", addr, "--certs-dir", certs, "--user", user}, extra...)
 	}
+	// The node's raft groups may still be electing their first leaders
+	// (the auth record is read at linearizable): wait for an answer.
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var out, errOut bytes.Buffer
+		err := run(t.Context(), append([]string{"auth", "status"}, as("root")...), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "HTTP 503") || time.Now().After(deadline) {
+			break
+		}
+		<-tick.C
+	}
 	for _, s := range []struct {
 		args []string
 		want string // in the output; "ERR:..." for an error containing it
@@ -105,6 +121,7 @@ func TestSecureCommands(t *testing.T) {
 		{append([]string{"user", "list"}, as("root")...), "alice  reader"},
 		{append([]string{"role", "list"}, as("root")...), `reader  read:"acct/" metrics`},
 		{append([]string{"auth", "status"}, as("root")...), "authentication enabled: 2 users"},
+		{nil, "resp"}, // the Redis protocol's TLS and AUTH: respSecure
 		{append([]string{"cluster", "status"}, as("root")...), "partitions converged"},
 		// alice by certificate and by password: no admin.
 		{append([]string{"cluster", "status"}, as("alice")...), "ERR:HTTP 403"},
@@ -117,6 +134,10 @@ func TestSecureCommands(t *testing.T) {
 		{append([]string{"role", "del", "reader"}, as("root")...), "OK"},
 		{append([]string{"auth", "disable"}, as("root", "--password-file", rootPW)...), "OK"},
 	} {
+		if s.args == nil {
+			respSecure(t, running[0].RESPAddr(), certs)
+			continue
+		}
 		var out, errOut bytes.Buffer
 		err := run(t.Context(), s.args, &out, &errOut)
 		if want, isErr := strings.CutPrefix(s.want, "ERR:"); isErr {
@@ -143,5 +164,46 @@ func TestBenchSecure(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "secure: true") || !strings.Contains(out.String(), "W  quorum") {
 		t.Fatalf("output:\n%s\n%s", out.String(), errOut.String())
+	}
+}
+
+// respSecure checks the Redis protocol port of a secure node with auth
+// enabled: TLS, -NOAUTH without credentials, AUTH with the cluster's
+// users (alice reads acct/ only), a client certificate's user.
+func respSecure(t *testing.T, addr, certs string) {
+	t.Helper()
+	ctx := t.Context()
+	dial := func(user string) *redis.Client {
+		cfg, err := pki.ClientTLS(certs, user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ServerName = "127.0.0.1"
+		r := redis.NewClient(&redis.Options{Addr: addr, TLSConfig: cfg, DisableIdentity: true, Protocol: 2})
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	}
+	anon := dial("")
+	if err := anon.Get(ctx, "acct/1").Err(); err == nil || err.Error() != "NOAUTH Authentication required." {
+		t.Fatalf("anonymous get: %v", err)
+	}
+	if err := anon.Do(ctx, "AUTH", "alice", "wrong").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGPASS") {
+		t.Fatalf("bad password: %v", err)
+	}
+	if err := anon.Do(ctx, "AUTH", "alice", "alicepass").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := anon.Get(ctx, "acct/1").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("alice get: %v", err)
+	}
+	if err := anon.Set(ctx, "acct/1", "x", 0).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+		t.Fatalf("alice set: %v", err)
+	}
+	root := dial("root") // by client certificate
+	if err := root.Set(ctx, "acct/1", "x", 0).Err(); err != nil {
+		t.Fatalf("root set: %v", err)
+	}
+	if v, err := anon.Get(ctx, "acct/1").Result(); err != nil || v != "x" {
+		t.Fatalf("alice get after root set: %q %v", v, err)
 	}
 }
