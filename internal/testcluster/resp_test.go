@@ -69,7 +69,7 @@ func TestRedisProtocol(t *testing.T) {
 		}
 	})
 	// Last: it grows the cluster.
-	t.Run("scan while a node joins", func(t *testing.T) { redisScanJoin(ctx, t, c, rs) })
+	t.Run("scan while a node joins and leaves", func(t *testing.T) { redisScanJoin(ctx, t, c, rs) })
 }
 
 // specProgram is the original specification's example program, as
@@ -265,8 +265,8 @@ func redisIncr(ctx context.Context, t *testing.T, c *Cluster) {
 	t.Logf("%d INCRs by %d clients in %v", clients*each, clients, time.Since(start).Round(time.Millisecond))
 }
 
-// redisScanJoin: SCAN pages through 300 keys while a fourth node joins;
-// every key comes back exactly once.
+// redisScanJoin: SCAN pages through 300 keys while a fourth node joins
+// and then stops; every key comes back exactly once.
 func redisScanJoin(ctx context.Context, t *testing.T, c *Cluster, rs []*redis.Client) {
 	var args []any
 	for i := range 300 {
@@ -286,10 +286,13 @@ func redisScanJoin(ctx context.Context, t *testing.T, c *Cluster, rs []*redis.Cl
 		for _, k := range keys {
 			seen[k]++
 		}
-		if page == 3 && !joined {
+		switch {
+		case page == 3 && !joined:
 			c.AddNode()
 			c.WaitConverged(60 * time.Second)
 			joined = true
+		case page == 8:
+			c.Nodes[3].Stop() // and leaves: quorum still answers
 		}
 		if next == 0 {
 			break
