@@ -26,6 +26,9 @@ type memStore struct {
 	mu   sync.Mutex
 	data map[string]coordinator.Item
 	fail error // returned by every call when set
+	// beforeCAS, when set, runs inside the next CompareAndSet before it
+	// compares (another writer winning the race), then is cleared.
+	beforeCAS func(data map[string]coordinator.Item)
 }
 
 func newMemStore() *memStore { return &memStore{data: map[string]coordinator.Item{}} }
@@ -96,6 +99,10 @@ func (m *memStore) CompareAndSet(ctx context.Context, key []byte, expected *[]by
 	defer m.mu.Unlock()
 	if err := m.check(ctx, key); err != nil {
 		return coordinator.CASResult{}, err
+	}
+	if f := m.beforeCAS; f != nil {
+		m.beforeCAS = nil
+		f(m.data)
 	}
 	cur, ok := m.live(string(key))
 	if (expected == nil && !ok) || (expected != nil && ok && bytes.Equal(*expected, cur.Value)) {
@@ -429,6 +436,34 @@ func TestScanKeys(t *testing.T) {
 	_, _, _ = small.Scan(ctx, 0, "", 5).Result()
 	if err := small.Scan(ctx, c1, "", 5).Err(); err == nil {
 		t.Fatal("forgotten cursor accepted")
+	}
+}
+
+// A read-modify-write that loses its compare-and-set starts over and
+// answers what the next round finds.
+func TestLostRace(t *testing.T) {
+	st := newMemStore()
+	_, addr := startServer(t, DefaultConfig(), Deps{Store: st})
+	r := newRedis(t, addr, 2)
+	ctx := t.Context()
+	other := func(data map[string]coordinator.Item) { data["k"] = coordinator.Item{Value: []byte("10")} }
+	st.mu.Lock()
+	st.beforeCAS = other
+	st.mu.Unlock()
+	if err := r.SetArgs(ctx, "k", "mine", redis.SetArgs{Mode: "NX"}).Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("set nx that lost the race: %v, want nil", err)
+	}
+	st.mu.Lock()
+	st.beforeCAS = func(data map[string]coordinator.Item) { data["k"] = coordinator.Item{Value: []byte("20")} }
+	st.mu.Unlock()
+	if n, err := r.Incr(ctx, "k").Result(); err != nil || n != 21 {
+		t.Fatalf("incr that lost the race: %d %v, want 21", n, err)
+	}
+	st.mu.Lock()
+	st.beforeCAS = func(data map[string]coordinator.Item) { delete(data, "k") }
+	st.mu.Unlock()
+	if err := r.SetArgs(ctx, "k", "x", redis.SetArgs{Mode: "XX"}).Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("set xx that lost the race: %v, want nil", err)
 	}
 }
 
