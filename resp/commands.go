@@ -664,7 +664,7 @@ func cmdSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	var had, done bool
 	err := s.modify(ctx, key, e, func(cur []byte, found bool) ([]byte, bool, error) {
 		old, had = cur, found
-		done = !(o.nx && found) && !(o.xx && !found) // this round's answer: a lost round starts over
+		done = (!o.nx || !found) && (!o.xx || found) // this round's answer: a lost round starts over
 		return val, done, nil
 	})
 	switch {
