@@ -59,6 +59,15 @@ type pairJSON struct {
 	Value string `json:"value"`
 }
 
+// levelNameOf is the request's consistency level name: the query's
+// "consistency", else the body's.
+func levelNameOf(r *http.Request, body string) string {
+	if name := r.URL.Query().Get("consistency"); name != "" {
+		return name
+	}
+	return body
+}
+
 func (h *httpAPI) set(w http.ResponseWriter, r *http.Request) {
 	if !allow(w, r, http.MethodPost, http.MethodPut) {
 		return
@@ -71,10 +80,7 @@ func (h *httpAPI) set(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: body needs \"key\" and \"value\" strings", ErrInvalidArgument))
 		return
 	}
-	levelName := r.URL.Query().Get("consistency")
-	if levelName == "" {
-		levelName = req.Consistency
-	}
+	levelName := levelNameOf(r, req.Consistency)
 	level, err := ParseLevel(levelName)
 	if err != nil {
 		writeError(w, err)
@@ -179,10 +185,7 @@ func (h *httpAPI) cas(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: body needs \"key\" and \"value\" strings", ErrInvalidArgument))
 		return
 	}
-	levelName := r.URL.Query().Get("consistency")
-	if levelName == "" {
-		levelName = req.Consistency
-	}
+	levelName := levelNameOf(r, req.Consistency)
 	if levelName != "" {
 		if level, err := ParseLevel(levelName); err != nil || level != Linearizable {
 			writeError(w, fmt.Errorf("%w: compare-and-set is only linearizable, got consistency %q", ErrInvalidArgument, levelName))
@@ -238,10 +241,7 @@ func (h *httpAPI) setExpiry(w http.ResponseWriter, r *http.Request, withTTL bool
 		writeError(w, fmt.Errorf("%w: body needs a \"key\" string", ErrInvalidArgument))
 		return
 	}
-	levelName := r.URL.Query().Get("consistency")
-	if levelName == "" {
-		levelName = req.Consistency
-	}
+	levelName := levelNameOf(r, req.Consistency)
 	level, err := ParseLevel(levelName)
 	if err != nil {
 		writeError(w, err)

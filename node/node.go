@@ -27,6 +27,7 @@ import (
 	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/internal/loglimit"
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
@@ -66,7 +67,7 @@ type Node struct {
 	// authority holds users and roles; nil on an insecure node.
 	authority *auth.Authority
 	// handshakes limits the log lines about failed TLS handshakes.
-	handshakes logLimiter
+	handshakes loglimit.Limiter
 	// draining: Drain was called and Undrain was not (drain.go).
 	draining atomic.Bool
 
@@ -280,9 +281,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	// (the raft pipeline) flushes each message itself.
 	var handler drpc.Handler = mux
 	if n.pki != nil {
-		var refusals logLimiter
+		var refusals loglimit.Limiter
 		handler = planeGuard{next: mux, warn: func(peer, rpc string) {
-			if refusals.allow(peer, time.Now()) {
+			if refusals.Allow(peer, time.Now()) {
 				log.Warn("refused a peer service to a caller without a node certificate", "peer", peer, "rpc", rpc)
 			}
 		}}

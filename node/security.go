@@ -98,33 +98,6 @@ func remoteAddr(ctx context.Context) string {
 	return "unknown"
 }
 
-// logLimiter logs a refusal at most once a minute per peer address, so a
-// scanner cannot flood the log.
-type logLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-}
-
-func (l *logLimiter) allow(peer string, now time.Time) bool {
-	host, _, err := net.SplitHostPort(peer)
-	if err != nil {
-		host = peer
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last == nil {
-		l.last = make(map[string]time.Time)
-	}
-	if t, ok := l.last[host]; ok && now.Sub(t) < time.Minute {
-		return false
-	}
-	if len(l.last) > 4096 { // bounded: forget everyone rather than grow
-		clear(l.last)
-	}
-	l.last[host] = now
-	return true
-}
-
 // openSecurity loads the node's certificates and wraps the listeners in
 // TLS. It does nothing for an insecure node.
 func (n *Node) openSecurity(rpcLis, httpLis net.Listener) (net.Listener, net.Listener, error) {
@@ -151,7 +124,7 @@ func (n *Node) handshakeFailed(port, peer string, err error) {
 	if splitErr != nil {
 		host = peer
 	}
-	if n.handshakes.allow(port+" "+host, time.Now()) {
+	if n.handshakes.Allow(port+" "+host, time.Now()) {
 		n.log.Warn("tls handshake failed", "port", port, "peer", peer, "err", err)
 	}
 }

@@ -2,7 +2,6 @@ package replica
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -114,30 +113,8 @@ func (sn *Snapshot) Scan(partition uint32, start []byte, fn func(key []byte, rec
 		return ErrClosed
 	}
 	prefix := recordKey(nil, partition, nil)
-	opts := badger.DefaultIteratorOptions
-	opts.Prefix = prefix
-	opts.PrefetchValues = false
-	it := sn.mu.txn.NewIterator(opts)
-	defer it.Close()
-	for it.Seek(recordKey(nil, partition, start)); it.ValidForPrefix(prefix); it.Next() {
-		item := it.Item()
-		var rec Record
-		err := item.Value(func(v []byte) error {
-			var derr error
-			rec, derr = DecodeRecord(v)
-			return derr
-		})
-		userKey := item.KeyCopy(nil)[recordKeyPrefixLen:]
-		if errors.Is(err, ErrCorrupt) {
-			s.corruptFound("backup", partition, userKey, err)
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("snapshot scan partition %d: read value: %w", partition, err)
-		}
-		if !fn(userKey, rec, item.Version()) {
-			return nil
-		}
+	if err := s.scanRecords(sn.mu.txn, "backup", partition, prefix, recordKey(nil, partition, start), fn); err != nil {
+		return fmt.Errorf("snapshot scan partition %d: %w", partition, err)
 	}
 	return nil
 }

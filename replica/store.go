@@ -512,35 +512,45 @@ func (s *Store) Scan(partition uint32, prefix, start []byte, fn func(key []byte,
 		seek = recordKey(nil, partition, start)
 	}
 	err := s.db.View(func(txn *badger.Txn) error {
-		opts := badger.DefaultIteratorOptions
-		opts.Prefix = seekPrefix
-		opts.PrefetchValues = false // values are mostly inline in the LSM tree
-		it := txn.NewIterator(opts)
-		defer it.Close()
-		for it.Seek(seek); it.ValidForPrefix(seekPrefix); it.Next() {
-			item := it.Item()
-			var rec Record
-			err := item.Value(func(v []byte) error {
-				var derr error
-				rec, derr = DecodeRecord(v)
-				return derr
-			})
-			userKey := item.KeyCopy(nil)[recordKeyPrefixLen:]
-			if errors.Is(err, ErrCorrupt) {
-				s.corruptFound("scan", partition, userKey, err)
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("read value: %w", err)
-			}
-			if !fn(userKey, rec) {
-				return nil
-			}
-		}
-		return nil
+		return s.scanRecords(txn, "scan", partition, seekPrefix, seek, func(key []byte, rec Record, _ uint64) bool {
+			return fn(key, rec)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("scan partition %d: %w", partition, err)
+	}
+	return nil
+}
+
+// scanRecords iterates txn's records of partition under prefix from
+// seek, in key order, calling fn with each record that decodes and its
+// Badger version until fn returns false. Records failing verification are
+// skipped and reported as found by where.
+func (s *Store) scanRecords(txn *badger.Txn, where string, partition uint32, prefix, seek []byte, fn func(key []byte, rec Record, version uint64) bool) error {
+	opts := badger.DefaultIteratorOptions
+	opts.Prefix = prefix
+	opts.PrefetchValues = false // values are mostly inline in the LSM tree
+	it := txn.NewIterator(opts)
+	defer it.Close()
+	for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
+		item := it.Item()
+		var rec Record
+		err := item.Value(func(v []byte) error {
+			var derr error
+			rec, derr = DecodeRecord(v)
+			return derr
+		})
+		userKey := item.KeyCopy(nil)[recordKeyPrefixLen:]
+		if errors.Is(err, ErrCorrupt) {
+			s.corruptFound(where, partition, userKey, err)
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read value: %w", err)
+		}
+		if !fn(userKey, rec, item.Version()) {
+			return nil
+		}
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/redcon"
 
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/internal/loglimit"
 )
 
 // Server answers the Redis protocol on the listeners given to Serve. It
@@ -35,7 +36,7 @@ type Server struct {
 
 	nextID  atomic.Int64
 	cursors cursorTable
-	logs    logLimiter
+	logs    loglimit.Limiter
 	clients atomic.Int64 // connected clients (INFO)
 	started time.Time
 }
@@ -130,35 +131,9 @@ func (s *Server) closedConn(c redcon.Conn, err error) {
 	if !protocol && !errors.Is(err, ErrRequestTooLarge) {
 		return // a connection reset, a closed server: nothing to say
 	}
-	if s.logs.allow(c.RemoteAddr(), time.Now()) {
+	if s.logs.Allow(c.RemoteAddr(), time.Now()) {
 		s.log.Warn("redis protocol: closed a connection that sent garbage (logged at most once a minute per address)", "peer", c.RemoteAddr(), "err", err)
 	}
-}
-
-// logLimiter allows a log line at most once a minute per host.
-type logLimiter struct {
-	mu   sync.Mutex
-	last map[string]time.Time
-}
-
-func (l *logLimiter) allow(peer string, now time.Time) bool {
-	host, _, err := net.SplitHostPort(peer)
-	if err != nil {
-		host = peer
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.last == nil {
-		l.last = make(map[string]time.Time)
-	}
-	if t, ok := l.last[host]; ok && now.Sub(t) < time.Minute {
-		return false
-	}
-	if len(l.last) > 4096 { // bounded: forget everyone rather than grow
-		clear(l.last)
-	}
-	l.last[host] = now
-	return true
 }
 
 // limitListener wraps each connection in a limitConn.
