@@ -457,9 +457,15 @@ func TestRaftGroupsOverTransport(t *testing.T) {
 		installed := follower.node.metric(t, "ringkv_consensus_transport_snapshots_installed_total", nil)
 		follower.start(t)
 		c.waitConverged(t, g, commands+100)
-		if got := follower.node.metric(t, "ringkv_consensus_transport_snapshots_installed_total", nil); got <= installed {
-			t.Errorf("snapshots installed on %s: got %v, want > %v", follower.node.id, got, installed)
-		}
+		// Raft restores the FSM before it answers the RPC, and the
+		// transport counts the install after that answer: the digest can
+		// converge a moment before the counter moves.
+		trPollUntil(t, 10*time.Second, "snapshot install counted on "+follower.node.id, func() error {
+			if got := follower.node.metric(t, "ringkv_consensus_transport_snapshots_installed_total", nil); got <= installed {
+				return fmt.Errorf("snapshots installed on %s: got %v, want > %v", follower.node.id, got, installed)
+			}
+			return nil
+		})
 		if follower.fsm.restores == 0 {
 			t.Errorf("follower FSM restores: got 0, want > 0")
 		}
