@@ -24,12 +24,13 @@ func (f *Future[T]) Wait() (T, error) {
 // async runs fn on a goroutine tracked by c (Close waits for it).
 func async[T any](c *Client, fn func() (T, error)) *Future[T] {
 	f := &Future[T]{done: make(chan struct{})}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
+	if !c.wg.Go(func() {
 		defer close(f.done)
 		f.val, f.err = fn()
-	}()
+	}) {
+		f.err = ErrClosed
+		close(f.done)
+	}
 	return f
 }
 

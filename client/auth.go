@@ -193,9 +193,8 @@ func (c *Client) login(stale *token) (*loginFlight, error) {
 	}
 	f := &loginFlight{done: make(chan struct{})}
 	a.mu.flight = f
-	c.wg.Add(1) // under c.mu, before Close can wait
-	go func() {
-		defer c.wg.Done()
+	// Under c.mu, checked open: Close has not begun, so Go runs it.
+	c.wg.Go(func() {
 		tok, err := c.loginCall()
 		a.mu.Lock()
 		a.mu.flight = nil
@@ -209,7 +208,7 @@ func (c *Client) login(stale *token) (*loginFlight, error) {
 		a.mu.Unlock()
 		f.tok, f.err = tok, err
 		close(f.done)
-	}()
+	})
 	return f, nil
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/internal/rpcconn"
+	"github.com/ringkv/ringkv/internal/workgroup"
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
@@ -31,7 +32,7 @@ type Client struct {
 	// lifetime ends with Close; every call's context is cut short by it.
 	lifetime context.Context
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
+	wg       workgroup.Group // Close refuses more and waits
 	// refreshCh wakes the refresher; capacity 1 so a request is never lost
 	// and senders never block. Never closed.
 	refreshCh chan struct{}
@@ -115,8 +116,7 @@ func newClient(addrs []string, opts []Option) (*Client, error) {
 	c.mu.pipes = make(map[string]*pipe)
 	c.mu.down = make(map[string]time.Time)
 	c.rnd.r = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(seeds)))) //nolint:gosec // jitter, not security
-	c.wg.Add(1)
-	go c.refresher()
+	c.wg.Go(c.refresher)
 	return c, nil
 }
 
@@ -133,7 +133,7 @@ func (c *Client) Close() error {
 	pools := c.mu.pools
 	c.mu.Unlock()
 	c.cancel()
-	c.wg.Wait()
+	c.wg.Close()
 	for _, p := range pools {
 		p.close()
 	}

@@ -186,11 +186,11 @@ func (l *lane) run(batch []*laneCall, inline bool) {
 		batch = l.takeLocked()
 		l.mu.Unlock()
 		if inline {
-			l.c.wg.Add(1)
-			go func() {
-				defer l.c.wg.Done()
+			if !l.c.wg.Go(func() { l.run(batch, false) }) {
+				// Closed: its sends fail at once, so the caller may
+				// answer them itself.
 				l.run(batch, false)
-			}()
+			}
 			return
 		}
 	}

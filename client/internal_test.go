@@ -315,3 +315,39 @@ func TestUnreachable(t *testing.T) {
 		t.Fatal("EOF is not a mismatch")
 	}
 }
+
+// TestAsyncAcrossClose starts async calls from 8 goroutines while the
+// client closes: every Future completes, Close waits for the calls it
+// counted, and a call made after Close is refused with ErrClosed without
+// starting a goroutine (a bare WaitGroup's Add could race Close's Wait).
+func TestAsyncAcrossClose(t *testing.T) {
+	for range 20 {
+		c, err := newClient([]string{"127.0.0.1:1"}, []Option{WithRetry(1, time.Millisecond, time.Millisecond)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 8 {
+			wg.Go(func() {
+				<-start
+				for {
+					ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+					_, err := c.GetAsync(ctx, "k").Wait()
+					cancel()
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+				}
+			})
+		}
+		close(start)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		if _, err := c.GetAsync(t.Context(), "k").Wait(); !errors.Is(err, ErrClosed) {
+			t.Fatalf("GetAsync after Close: got %v, want ErrClosed", err)
+		}
+	}
+}

@@ -95,11 +95,8 @@ func (c *Client) pipe(addr string) *pipe {
 	return memo(c, c.mu.pipes, addr, func() *pipe {
 		p := &pipe{c: c, addr: addr, wake: make(chan struct{}, 1)}
 		p.mu.pending = make(map[uint64]*laneCall)
-		c.wg.Add(1) // under c.mu, before Close can wait
-		go func() {
-			defer c.wg.Done()
-			p.run()
-		}()
+		// Under c.mu, checked open: Close has not begun, so Go runs it.
+		c.wg.Go(p.run)
 		return p
 	})
 }

@@ -93,7 +93,6 @@ func (c *Client) requestRefresh() {
 // refresher refreshes the topology on request and every RefreshInterval
 // until Close.
 func (c *Client) refresher() {
-	defer c.wg.Done()
 	ticker := c.newTicker()
 	defer ticker.Stop()
 	for {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/auth"
+	"github.com/ringkv/ringkv/internal/workgroup"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 )
@@ -30,8 +31,9 @@ type Coordinator struct {
 	// repair); cancelled by Close.
 	lifetime context.Context
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closed   atomic.Bool
+	// bg counts that background work; Close refuses more and waits for it.
+	bg     workgroup.Group
+	closed atomic.Bool
 	// gate refuses client requests while draining and counts those in
 	// flight (drain.go).
 	gate drainGate
@@ -70,11 +72,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		cancel:   cancel,
 	}
 	if hints != nil {
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
-			hints.run(ctx)
-		}()
+		c.bg.Go(func() { hints.run(ctx) })
 	}
 	return c, nil
 }
@@ -86,7 +84,7 @@ func (c *Coordinator) Close() error {
 		return nil
 	}
 	c.cancel()
-	c.wg.Wait()
+	c.bg.Close()
 	return nil
 }
 
@@ -233,7 +231,10 @@ func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec repl
 	bg, bgCancel := context.WithTimeout(c.lifetime, c.cfg.ReplicaWriteTimeout)
 	fan := &fanOut{results: make(chan error, len(replicas)), release: bgCancel}
 	fan.pending.Store(int32(len(replicas)))
-	c.wg.Add(len(replicas))
+	if !c.bg.Add(len(replicas)) {
+		bgCancel()
+		return ErrClosed
+	}
 	// Remote replicas first: handing the local merge to the store's
 	// committer may wait for the batch it is committing.
 	first := localIndex(replicas, c.cfg.NodeID) + 1
@@ -242,16 +243,15 @@ func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec repl
 		c.mergeAsync(bg, node, entry, func(err error) {
 			fan.results <- err
 			if err != nil && node != c.cfg.NodeID && c.hints != nil {
-				c.wg.Add(1) // while this replica's count is still held
-				go func() {
-					defer c.wg.Done()
-					c.hint(node, entry) // stores durably: not on the caller's goroutine
-				}()
+				// Stores durably: not on the caller's goroutine. Refused
+				// once Close has begun (the replica's miss is then left
+				// to anti-entropy).
+				c.bg.Go(func() { c.hint(node, entry) })
 			}
 			if fan.pending.Add(-1) == 0 {
 				fan.release()
 			}
-			c.wg.Done()
+			c.bg.Done()
 		})
 	}
 
@@ -432,16 +432,16 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 		node := order[next]
 		next++
 		inflight++
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
+		if !c.bg.Go(func() {
 			rec, err := c.readFrom(bg, node, p, key)
 			if errors.Is(err, replica.ErrNotFound) {
 				replies <- readReply{node: node}
 				return
 			}
 			replies <- readReply{node: node, rec: rec, found: err == nil, err: err}
-		}()
+		}) {
+			replies <- readReply{node: node, err: ErrClosed}
+		}
 	}
 	for next < need {
 		ask()
@@ -501,10 +501,7 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 	}
 	c.repair(ctx, p, key, newest, answers)
 	if late > 0 {
-		handedOff = true
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
+		handedOff = c.bg.Go(func() {
 			defer bgCancel()
 			for range late {
 				r := <-replies
@@ -512,7 +509,7 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 					c.repair(bg, p, key, newest, []readReply{r})
 				}
 			}
-		}()
+		})
 	}
 	return newest, newest.Live(c.now()), nil
 }
@@ -535,9 +532,7 @@ func (c *Coordinator) repair(ctx context.Context, p uint32, key []byte, newest r
 	var wg sync.WaitGroup
 	for _, node := range stale {
 		wg.Add(1)
-		c.wg.Add(1)
-		go func() {
-			defer c.wg.Done()
+		if !c.bg.Go(func() {
 			defer wg.Done()
 			if err := c.mergeInto(ctx, node, entry); err != nil {
 				c.metrics.readRepairs.WithLabelValues("failed").Inc()
@@ -545,7 +540,9 @@ func (c *Coordinator) repair(ctx context.Context, p uint32, key []byte, newest r
 				return
 			}
 			c.metrics.readRepairs.WithLabelValues("repaired").Inc()
-		}()
+		}) {
+			wg.Done() // closing: the repair is left to anti-entropy
+		}
 	}
 	wg.Wait()
 }
@@ -685,12 +682,12 @@ func (c *Coordinator) listPage(ctx context.Context, r *ring.Ring, prefix, from [
 		replies := make(chan scanReply, len(byNode)) // one send per node, never blocks
 		for node, ps := range byNode {
 			req := ScanRequest{Partitions: ps, Prefix: prefix, Start: from, Limit: c.cfg.ListPageSize}
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
+			if !c.bg.Go(func() {
 				res, err := c.scanOn(ctx, node, req)
 				replies <- scanReply{node: node, results: res, err: err}
-			}()
+			}) {
+				replies <- scanReply{node: node, err: ErrClosed}
+			}
 		}
 		for range byNode {
 			rep := <-replies

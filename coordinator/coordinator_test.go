@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,9 +27,21 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/dgraph-io/badger/v4/y.(*WaterMark).process"))
 }
 
-type staticRing struct{ r atomic.Pointer[ring.Ring] }
+type staticRing struct {
+	r atomic.Pointer[ring.Ring]
+	// gate, when set, holds every Ring call until it is closed; held
+	// counts the calls it holds.
+	gate atomic.Pointer[chan struct{}]
+	held atomic.Int64
+}
 
-func (s *staticRing) Ring() *ring.Ring { return s.r.Load() }
+func (s *staticRing) Ring() *ring.Ring {
+	if g := s.gate.Load(); g != nil {
+		s.held.Add(1)
+		<-*g
+	}
+	return s.r.Load()
+}
 
 // memTransport connects coordinators to each other's stores in memory, with
 // switches to take nodes down, stall them, or report corruption.
@@ -40,12 +53,18 @@ type memTransport struct {
 	calls  atomic.Int64
 	// unstalled counts the stalled calls that ended with their context.
 	unstalled atomic.Int64
+	// closed is set by a test once a coordinator's Close has returned;
+	// late counts the calls made while it is set.
+	closed, late atomic.Int64
 }
 
 var errDown = errors.New("test: node down")
 
 func (m *memTransport) check(ctx context.Context, node string) error {
 	m.calls.Add(1)
+	if m.closed.Load() != 0 {
+		m.late.Add(1)
+	}
 	m.mu.Lock()
 	down, stall := m.down[node], m.stall[node]
 	m.mu.Unlock()
@@ -581,5 +600,104 @@ func TestReservedKeys(t *testing.T) {
 	}
 	if pairs, err := c.List(sys, nil, 0, Quorum); err != nil || len(pairs) != 2 {
 		t.Fatalf("List under System: got %v %v, want both keys", pairs, err)
+	}
+}
+
+// TestCloseWaitsForEverythingItStarted closes a coordinator while 8
+// callers write, read and list through it, many times over: Close returns
+// only after the background work it started (replica writes beyond W,
+// repairs, scans) has ended, and no request starts replica work after it
+// (calls get ErrClosed instead). A bare WaitGroup fails this: a request
+// past the closed check could still Add after Close's Wait.
+func TestCloseWaitsForEverythingItStarted(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	ctx := t.Context()
+	for round := range 30 {
+		cfg := DefaultConfig()
+		cfg.NodeID = "n1"
+		cfg.RequestTimeout = 2 * time.Second
+		c, err := New(cfg, Deps{Store: tc.stores["n1"], Clock: replica.NewClock(nil, 0), Ring: tc.ring, Transport: tc.trans})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		var ops atomic.Int64
+		var closing atomic.Bool
+		for w := range 8 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					key := fmt.Appendf(nil, "close-%d-%d", w, i%7)
+					var err error
+					switch i % 3 {
+					case 0:
+						err = c.Set(ctx, key, []byte("v"), Quorum)
+					case 1:
+						_, _, err = c.Get(ctx, key, All)
+					default:
+						_, err = c.List(ctx, []byte("close-"), 10, One)
+					}
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					if err != nil {
+						// In flight when Close cancelled its replica calls.
+						if !closing.Load() {
+							t.Errorf("round %d: %v", round, err)
+						}
+						return
+					}
+					ops.Add(1)
+				}
+			})
+		}
+		for ops.Load() < 50 {
+			runtime.Gosched()
+		}
+		closing.Store(true)
+		if err := c.Close(); err != nil {
+			t.Fatal(err)
+		}
+		tc.trans.closed.Store(1)
+		wg.Wait()
+		tc.trans.closed.Store(0)
+		if n := tc.trans.late.Swap(0); n != 0 {
+			t.Fatalf("round %d: %d replica calls after Close returned", round, n)
+		}
+	}
+
+	// The window itself, made wide: a write holds between its closed
+	// check and its first replica call (in placement's ring lookup) while
+	// Close runs and returns; released, it must get ErrClosed and call no
+	// replica.
+	cfg := DefaultConfig()
+	cfg.NodeID = "n1"
+	c, err := New(cfg, Deps{Store: tc.stores["n1"], Clock: replica.NewClock(nil, 0), Ring: tc.ring, Transport: tc.trans})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	tc.ring.gate.Store(&gate)
+	tc.ring.held.Store(0)
+	done := make(chan error, 1)
+	go func() { done <- c.Set(ctx, []byte("close-window"), []byte("v"), Quorum) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for tc.ring.held.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the write never reached placement")
+		}
+		runtime.Gosched()
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tc.trans.closed.Store(1)
+	tc.ring.gate.Store(nil)
+	close(gate)
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Errorf("write held across Close: got %v, want ErrClosed", err)
+	}
+	tc.trans.closed.Store(0)
+	if n := tc.trans.late.Load(); n != 0 {
+		t.Errorf("%d replica calls after Close returned", n)
 	}
 }
