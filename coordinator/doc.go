@@ -77,16 +77,20 @@
 //
 // # Goroutines
 //
-//   - One per replica per request (bounded by N), tracked by the
-//     Coordinator's WaitGroup; writes' goroutines outlive the request until
-//     every replica answered or ReplicaWriteTimeout. Close cancels and waits.
+//   - Reads: one per asked replica (bounded by N); writes: none of their
+//     own, each replica's merge answers through a callback on the store's
+//     or the RPC transport's goroutines. Either way the work is counted in
+//     the Coordinator's workgroup.Group (bg) and outlives the request until
+//     every replica answered or ReplicaWriteTimeout. Close cancels it,
+//     refuses new work (a request past its closed check gets ErrClosed
+//     rather than starting any), and waits.
 //   - ClientServer.Batch: one per operation of the batch, at most
 //     batchParallelism at a time, all done before Batch returns.
 //   - The hint loop (handoff.run), when HintedHandoff is on: started by
-//     New under the WaitGroup, ticks every HintReplayInterval and starts at
+//     New under bg, ticks every HintReplayInterval and starts at
 //     most one session per hint target, which it waits for; stopped by
-//     Close. A write's replica goroutine stores that replica's hint itself,
-//     after handing its result over.
+//     Close. A write whose merge on a replica failed stores that replica's
+//     hint on a goroutine of its own, under bg.
 //   - BackupServer: a session's lease is a time.AfterFunc (the runtime's
 //     goroutine, stopped by End and Close); Restore runs one merge per
 //     replica node of its batch at once and waits for all before it
