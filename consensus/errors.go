@@ -22,6 +22,16 @@ var (
 	ErrNoVoter = errors.New("consensus: no other live voter to hand leadership to")
 	// ErrCorruptCommand is returned when a log entry cannot be decoded.
 	ErrCorruptCommand = errors.New("consensus: corrupt command")
+	// ErrInvalidTxn is returned by ValidateTxn and Group.Txn for a
+	// malformed transaction or one over the limits; nothing was done.
+	ErrInvalidTxn = errors.New("consensus: invalid transaction")
+	// ErrTxnTooLarge is returned by Group.Txn when the gets of the branch
+	// that would run answer more than MaxTxnBytes; nothing was applied.
+	ErrTxnTooLarge = errors.New("consensus: transaction answer too large")
+	// ErrNotUpgraded is returned by Group.Txn when a transaction would
+	// write while some member does not speak TxnWireVersion (a rolling
+	// upgrade is under way); nothing was applied.
+	ErrNotUpgraded = errors.New("consensus: transactions need every member at wire version 2")
 )
 
 // NotLeaderError says which node leads the group, if this node knows.

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -28,10 +29,19 @@ type Store interface {
 
 // Command encoding (the data of a raft.LogCommand entry):
 //
-//	version byte (1) | op byte (opMerge) | uvarint len(key) | key | record (replica encoding, checksummed)
+//	version byte (1) | op byte | body
+//	opMerge (1), every wire version:  uvarint len(key) | key | record (replica encoding, checksummed)
+//	opBatch (2), wire version 2 on:   uvarint n | n x (uvarint len(key) | key | uvarint len(record) | record)
+//
+// An opBatch's records are applied together, in one store commit: a
+// single-partition transaction (Group.Txn). A binary older than wire
+// version 2 cannot decode opBatch (docs/ARCHITECTURE.md, "Transactions",
+// on rolling back), so a leader proposes it only while every member
+// speaks version 2.
 const (
 	commandVersion byte = 1
 	opMerge        byte = 1
+	opBatch        byte = 2
 )
 
 func encodeMerge(key []byte, rec replica.Record) []byte {
@@ -42,20 +52,95 @@ func encodeMerge(key []byte, rec replica.Record) []byte {
 	return rec.AppendBinary(b)
 }
 
+// encodeBatch encodes entries (their Partition is not encoded: the group's
+// own) as one opBatch command.
+func encodeBatch(entries []replica.Entry) []byte {
+	n := 2 + binary.MaxVarintLen32
+	for _, e := range entries {
+		n += 2*binary.MaxVarintLen32 + len(e.Key) + len(e.Record.Value) + len(e.Record.NodeID) + 32
+	}
+	b := make([]byte, 0, n)
+	b = append(b, commandVersion, opBatch)
+	b = binary.AppendUvarint(b, uint64(len(entries)))
+	var rec []byte
+	for _, e := range entries {
+		b = binary.AppendUvarint(b, uint64(len(e.Key)))
+		b = append(b, e.Key...)
+		rec = e.Record.AppendBinary(rec[:0])
+		b = binary.AppendUvarint(b, uint64(len(rec)))
+		b = append(b, rec...)
+	}
+	return b
+}
+
 func decodeMerge(b []byte) ([]byte, replica.Record, error) {
 	if len(b) < 3 || b[0] != commandVersion || b[1] != opMerge {
 		return nil, replica.Record{}, fmt.Errorf("%w: bad header", ErrCorruptCommand)
 	}
-	n, w := binary.Uvarint(b[2:])
-	if w <= 0 || n > uint64(len(b)-2-w) {
-		return nil, replica.Record{}, fmt.Errorf("%w: bad key length", ErrCorruptCommand)
+	key, rest, err := decodeBytes(b[2:])
+	if err != nil {
+		return nil, replica.Record{}, err
 	}
-	key := b[2+w : 2+w+int(n)]
-	rec, err := replica.DecodeRecord(b[2+w+int(n):])
+	rec, err := replica.DecodeRecord(rest)
 	if err != nil {
 		return nil, replica.Record{}, fmt.Errorf("%w: %w", ErrCorruptCommand, err)
 	}
 	return append([]byte(nil), key...), rec, nil
+}
+
+// decodeBytes reads a uvarint length and that many bytes from b; the
+// result aliases b.
+func decodeBytes(b []byte) (field, rest []byte, err error) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)-w) {
+		return nil, nil, fmt.Errorf("%w: bad length", ErrCorruptCommand)
+	}
+	return b[w : w+int(n)], b[w+int(n):], nil
+}
+
+// decodeCommand decodes an opMerge or opBatch command into entries of
+// partition group, appended to dst. The entries do not alias b.
+func decodeCommand(dst []replica.Entry, group uint32, b []byte) ([]replica.Entry, error) {
+	if len(b) < 3 || b[0] != commandVersion {
+		return dst, fmt.Errorf("%w: bad header", ErrCorruptCommand)
+	}
+	switch b[1] {
+	case opMerge:
+		key, rec, err := decodeMerge(b)
+		if err != nil {
+			return dst, err
+		}
+		return append(dst, replica.Entry{Partition: group, Key: key, Record: rec}), nil
+	case opBatch:
+		n, w := binary.Uvarint(b[2:])
+		// Every entry takes at least a key byte, two lengths and a record.
+		if w <= 0 || n == 0 || n > uint64(len(b)) {
+			return dst, fmt.Errorf("%w: bad batch count", ErrCorruptCommand)
+		}
+		rest := b[2+w:]
+		out := dst
+		for range n {
+			var key, enc []byte
+			var err error
+			if key, rest, err = decodeBytes(rest); err != nil {
+				return dst, err
+			}
+			if enc, rest, err = decodeBytes(rest); err != nil {
+				return dst, err
+			}
+			rec, err := replica.DecodeRecord(enc)
+			if err != nil {
+				return dst, fmt.Errorf("%w: %w", ErrCorruptCommand, err)
+			}
+			out = append(out, replica.Entry{Partition: group, Key: bytes.Clone(key), Record: rec})
+		}
+		if len(rest) != 0 {
+			return dst, fmt.Errorf("%w: %d bytes after the batch", ErrCorruptCommand, len(rest))
+		}
+		return out, nil
+	default:
+		return dst, fmt.Errorf("%w: unknown op %d", ErrCorruptCommand, b[1])
+	}
 }
 
 // fsm applies a group's committed merges to the partition in the node's
@@ -113,12 +198,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		key, rec, err := decodeMerge(l.Data)
-		if err != nil {
+		var err error
+		// A batch's records go into the same store call as every other
+		// command of this raft batch: one Badger commit (see
+		// docs/ARCHITECTURE.md, "Transactions", on atomic visibility).
+		if entries, err = decodeCommand(entries, f.group, l.Data); err != nil {
 			out[i] = err
 			continue
 		}
-		entries = append(entries, replica.Entry{Partition: f.group, Key: key, Record: rec})
 		slots = append(slots, i)
 	}
 	if len(entries) > 0 {

@@ -29,6 +29,9 @@ type Group struct {
 	clock  *replica.Clock
 	log    *slog.Logger
 	m      *metrics
+	// features, if set, says whether every member applies the commands
+	// of a wire version (Txn proposes opBatch only then).
+	features Features
 
 	latches latchSet
 	reads   readBatcher
@@ -279,19 +282,9 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 		}
 		return false, cur.Value, true, nil
 	}
-	if found {
-		// Stamp above every timestamp seen for the key.
-		if err := g.clock.Update(cur.Timestamp); err != nil {
-			g.log.Warn("record timestamp ahead of clock", "group_id", g.id, "err", err)
-		}
-	}
-	next.Timestamp = g.clock.Now()
-	next.NodeID = g.nodeID
-	if found && !next.Newer(cur) {
-		// The clock could not pass a far-future record: step past it.
-		next.Timestamp = cur.Timestamp + 1
-	}
-	if err := g.propose(ctx, key, next); err != nil {
+	// Stamp above every timestamp seen for the key.
+	g.stamp(&next, cur, found)
+	if err := g.proposeData(ctx, encodeMerge(key, next)); err != nil {
 		return false, nil, false, err
 	}
 	return true, nil, false, nil
@@ -330,8 +323,9 @@ func (g *Group) transferLeadership(target raft.ServerID) error {
 	return wrapFuture(f, "leadership transfer")
 }
 
-// propose replicates a merge of rec and waits until it is applied here.
-func (g *Group) propose(ctx context.Context, key []byte, rec replica.Record) error {
+// proposeData replicates a command (encodeMerge, encodeBatch) and waits
+// until it is applied here.
+func (g *Group) proposeData(ctx context.Context, data []byte) error {
 	g.fence.RLock()
 	if g.transferring {
 		done := g.transferred
@@ -344,7 +338,7 @@ func (g *Group) propose(ctx context.Context, key []byte, rec replica.Record) err
 		}
 		return g.notLeader()
 	}
-	f := g.raft.Apply(encodeMerge(key, rec), timeout(ctx))
+	f := g.raft.Apply(data, timeout(ctx))
 	g.fence.RUnlock()
 	done := make(chan error, 1) // buffered: the waiter may leave on ctx
 	go func() { done <- f.Error() }()

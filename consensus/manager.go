@@ -131,6 +131,17 @@ type Deps struct {
 	// Drains, if set, tells which members drain: leadership is never
 	// handed to them (drain.go). Optional.
 	Drains DrainSource
+	// Features, if set, tells whether every member speaks a wire
+	// version; Group.Txn writes only while every member speaks
+	// TxnWireVersion. Nil: every member does (tests, single-version
+	// clusters).
+	Features Features
+}
+
+// Features tells whether every member of the cluster speaks a wire
+// protocol version (gossip metadata knows).
+type Features interface {
+	SpeaksWire(version int) bool
 }
 
 // Manager runs one Raft group per partition this node replicates. It
@@ -480,7 +491,7 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	if err != nil {
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
-	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, trans: trans, fsm: f, logs: logs, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m}
+	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, trans: trans, fsm: f, logs: logs, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features}
 	mg.mu.Lock()
 	mg.mu.groups[p] = g
 	mg.mu.Unlock()

@@ -23,6 +23,13 @@ var (
 	// was done; send them to another node. The Client service reports it
 	// as ERROR_CODE_CLOSED, HTTP as 503.
 	ErrDraining = errors.New("coordinator: node draining, send the request to another node")
+	// ErrNotImplemented is returned for requests of a kind not built yet
+	// (a transaction over several partitions); nothing was done.
+	ErrNotImplemented = errors.New("coordinator: not implemented")
+	// ErrNotUpgraded is returned when a request needs a wire version some
+	// member does not speak yet (a rolling upgrade is under way); nothing
+	// was done. It wraps consensus.ErrNotUpgraded.
+	ErrNotUpgraded = errors.New("coordinator: cluster not upgraded")
 	// ErrNotDraining is returned by WaitIdle when StartDrain was not
 	// called (or Undrain was since).
 	ErrNotDraining = errors.New("coordinator: not draining")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -24,6 +23,8 @@ import (
 //	POST   /api/cas  {"key":"k","expected":"old","value":"new"}
 //	                 -> {"success":true} | {"success":false,"current":"..."}
 //
+// POST /api/txn runs a transaction (txnhttp.go).
+//
 // /api/cas is linearizable; "expected" omitted or null means put-if-absent,
 // and "current" is absent when the key is absent.
 //
@@ -40,6 +41,7 @@ func HTTPHandler(c *Coordinator) http.Handler {
 	mux.HandleFunc("/api/cas", h.cas)
 	mux.HandleFunc("/api/expire", h.expire)
 	mux.HandleFunc("/api/persist", h.persist)
+	mux.HandleFunc("/api/txn", h.txn)
 	return drainHTTP(c, mux)
 }
 
@@ -327,23 +329,7 @@ func ParseTTL(raw json.RawMessage) (time.Duration, error) {
 // decodeBody decodes one JSON object into v, answering 400 itself when it
 // cannot.
 func (h *httpAPI) decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	body := http.MaxBytesReader(w, r.Body, 2*int64(h.c.cfg.MaxValueBytes)+int64(h.c.cfg.MaxKeyBytes)*6+4096)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			writeError(w, fmt.Errorf("%w: request body over %d bytes", ErrInvalidArgument, tooBig.Limit))
-			return false
-		}
-		writeError(w, fmt.Errorf("%w: malformed JSON body: %w", ErrInvalidArgument, err))
-		return false
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeError(w, fmt.Errorf("%w: malformed JSON body: trailing data after the object", ErrInvalidArgument))
-		return false
-	}
-	return true
+	return decodeLimited(w, r, v, 2*int64(h.c.cfg.MaxValueBytes)+int64(h.c.cfg.MaxKeyBytes)*6+4096)
 }
 
 func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
@@ -380,7 +366,9 @@ func StatusFor(err error) int {
 	case errors.Is(err, consensus.ErrAmbiguous):
 		// The write may or may not have been applied.
 		return http.StatusGatewayTimeout
-	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, ErrDraining):
+	case errors.Is(err, ErrNotImplemented):
+		return http.StatusNotImplemented
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, ErrDraining), errors.Is(err, ErrNotUpgraded):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

@@ -32,6 +32,9 @@ type LinTransport interface {
 	// (Group.Scan); each part carries its result or its own error (a
 	// *consensus.NotLeaderError when node does not lead it).
 	LinScan(ctx context.Context, node string, partitions []uint32, prefix, start []byte, limit int) ([]LinScanPart, error)
+	// LinTxn runs a transaction whose keys are all in partition on node,
+	// which should lead it (consensus.Group.Txn; wire version 2).
+	LinTxn(ctx context.Context, node string, partition uint32, t *consensus.Txn) (consensus.TxnResult, error)
 }
 
 // LinScanPart is one partition's page of a linearizable scan, or why it

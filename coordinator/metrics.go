@@ -6,12 +6,16 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/consensus"
 )
 
 type metrics struct {
 	requests    *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
 	readRepairs *prometheus.CounterVec
+	txns        *prometheus.CounterVec
+	txnDuration *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -32,8 +36,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ringkv", Subsystem: "coordinator", Name: "read_repairs_total",
 			Help: "Stale replicas found by reads, by whether the repair merge succeeded.",
 		}, []string{"outcome"}),
+		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "txn_total",
+			Help: "Transactions by outcome: succeeded (compares held), failed (they did not), invalid, unavailable, ambiguous, not_implemented, not_upgraded, error.",
+		}, []string{"outcome"}),
+		txnDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "txn_duration_seconds",
+			Help:    "Transaction latency by the number of partitions touched (1, 2, 3-4, 5+; 0: refused before placement).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17), // 100µs .. 6.5s
+		}, []string{"partitions"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.readRepairs} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.readRepairs, m.txns, m.txnDuration} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register coordinator metrics: %w", err)
 		}
@@ -45,6 +58,36 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 func (m *metrics) observe(op string, level Level, start time.Time, err error) {
 	m.requests.WithLabelValues(op, level.String(), outcome(err)).Inc()
 	m.duration.WithLabelValues(op, level.String()).Observe(time.Since(start).Seconds())
+}
+
+// observeTxn records one finished transaction over partitions
+// partitions (0: refused before they were known).
+func (m *metrics) observeTxn(partitions int, succeeded bool, start time.Time, err error) {
+	o := "failed"
+	switch {
+	case err == nil && succeeded:
+		o = "succeeded"
+	case err == nil:
+	case errors.Is(err, ErrNotImplemented):
+		o = "not_implemented"
+	case errors.Is(err, ErrNotUpgraded):
+		o = "not_upgraded"
+	case errors.Is(err, consensus.ErrAmbiguous):
+		o = "ambiguous"
+	default:
+		o = outcome(err)
+	}
+	m.txns.WithLabelValues(o).Inc()
+	var label string
+	switch {
+	case partitions >= 5:
+		label = "5+"
+	case partitions >= 3:
+		label = "3-4"
+	default:
+		label = fmt.Sprint(partitions)
+	}
+	m.txnDuration.WithLabelValues(label).Observe(time.Since(start).Seconds())
 }
 
 func outcome(err error) string {

@@ -20,6 +20,7 @@ const (
 	codeInvalid     uint64 = 3
 	codeAmbiguous   uint64 = 4
 	codeNoGroup     uint64 = 5
+	codeNotUpgraded uint64 = 6
 )
 
 // errPeer marks errors that came back from a peer's Replica service.
@@ -29,8 +30,11 @@ func codeFor(err error) uint64 {
 	switch {
 	case errors.Is(err, replica.ErrClosed):
 		return codeUnavailable
-	case errors.Is(err, ErrInvalidArgument), errors.Is(err, replica.ErrClockOffset):
+	case errors.Is(err, ErrInvalidArgument), errors.Is(err, replica.ErrClockOffset),
+		errors.Is(err, consensus.ErrInvalidTxn), errors.Is(err, consensus.ErrTxnTooLarge):
 		return codeInvalid
+	case errors.Is(err, consensus.ErrNotUpgraded):
+		return codeNotUpgraded
 	case errors.Is(err, consensus.ErrAmbiguous):
 		return codeAmbiguous
 	case errors.Is(err, consensus.ErrNoGroup):
@@ -54,6 +58,8 @@ func errorFor(err error) error {
 		return fmt.Errorf("%w: %w", consensus.ErrAmbiguous, err)
 	case codeNoGroup:
 		return fmt.Errorf("%w: %w", consensus.ErrNoGroup, err)
+	case codeNotUpgraded:
+		return fmt.Errorf("%w: %w", ErrNotUpgraded, err)
 	default:
 		return fmt.Errorf("%w: %w", errPeer, err)
 	}

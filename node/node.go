@@ -198,6 +198,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		Progress:   n.trans,
 		Registerer: deps.Registerer,
 		Drains:     members,
+		Features:   members,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: consensus: %w", err)
@@ -497,6 +498,21 @@ func (m membership) ClientMembers() []coordinator.ClientMember {
 func (m membership) Draining(id string) bool {
 	info, ok := m.g.Member(id)
 	return ok && (info.Draining || info.Starting)
+}
+
+// SpeaksWire implements consensus.Features: every member of the ring
+// that is not removed advertises a wire range reaching version (a member
+// whose metadata this node never saw does not).
+func (m membership) SpeaksWire(version int) bool {
+	for _, rm := range m.g.Ring().Members() {
+		if rm.Status == ring.Removed {
+			continue
+		}
+		if info, ok := m.g.Member(rm.ID); !ok || info.Wire.Max < version {
+			return false
+		}
+	}
+	return true
 }
 
 func (m membership) Alive(id string) bool {

@@ -749,6 +749,338 @@ func (x *LinScanResponse) GetResults() []*LinScanResult {
 	return nil
 }
 
+// TxnCompare is one compare of a single-partition transaction
+// (consensus.Compare): kind 1 value, 2 absent, 3 version, 4 ttl_at_least.
+type TxnCompare struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          uint32                 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Version       uint64                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	TtlNanos      int64                  `protobuf:"varint,5,opt,name=ttl_nanos,json=ttlNanos,proto3" json:"ttl_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnCompare) Reset() {
+	*x = TxnCompare{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnCompare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnCompare) ProtoMessage() {}
+
+func (x *TxnCompare) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnCompare.ProtoReflect.Descriptor instead.
+func (*TxnCompare) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TxnCompare) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *TxnCompare) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnCompare) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *TxnCompare) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *TxnCompare) GetTtlNanos() int64 {
+	if x != nil {
+		return x.TtlNanos
+	}
+	return 0
+}
+
+// TxnOp is one op of a branch (consensus.Op): kind 1 get, 2 set, 3
+// delete; a set's expiry as Unix nanoseconds, 0 means never.
+type TxnOp struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Kind               uint32                 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Key                []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value              []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	ExpiresAtUnixNanos int64                  `protobuf:"varint,4,opt,name=expires_at_unix_nanos,json=expiresAtUnixNanos,proto3" json:"expires_at_unix_nanos,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *TxnOp) Reset() {
+	*x = TxnOp{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOp) ProtoMessage() {}
+
+func (x *TxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOp.ProtoReflect.Descriptor instead.
+func (*TxnOp) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TxnOp) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *TxnOp) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnOp) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *TxnOp) GetExpiresAtUnixNanos() int64 {
+	if x != nil {
+		return x.ExpiresAtUnixNanos
+	}
+	return 0
+}
+
+// LinTxnRequest runs a transaction whose keys are all in partition on
+// the partition's leader (wire version 2).
+type LinTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	Compares      []*TxnCompare          `protobuf:"bytes,2,rep,name=compares,proto3" json:"compares,omitempty"`
+	Success       []*TxnOp               `protobuf:"bytes,3,rep,name=success,proto3" json:"success,omitempty"`
+	Failure       []*TxnOp               `protobuf:"bytes,4,rep,name=failure,proto3" json:"failure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinTxnRequest) Reset() {
+	*x = LinTxnRequest{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinTxnRequest) ProtoMessage() {}
+
+func (x *LinTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinTxnRequest.ProtoReflect.Descriptor instead.
+func (*LinTxnRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *LinTxnRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LinTxnRequest) GetCompares() []*TxnCompare {
+	if x != nil {
+		return x.Compares
+	}
+	return nil
+}
+
+func (x *LinTxnRequest) GetSuccess() []*TxnOp {
+	if x != nil {
+		return x.Success
+	}
+	return nil
+}
+
+func (x *LinTxnRequest) GetFailure() []*TxnOp {
+	if x != nil {
+		return x.Failure
+	}
+	return nil
+}
+
+// TxnOpResult is one op's result: for a get, whether the key is live and
+// its record; empty for writes.
+type TxnOpResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Record        *Record                `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TxnOpResult) Reset() {
+	*x = TxnOpResult{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnOpResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnOpResult) ProtoMessage() {}
+
+func (x *TxnOpResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnOpResult.ProtoReflect.Descriptor instead.
+func (*TxnOpResult) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TxnOpResult) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *TxnOpResult) GetRecord() *Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+type LinTxnResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	Succeeded     bool                   `protobuf:"varint,2,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	Results       []*TxnOpResult         `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinTxnResponse) Reset() {
+	*x = LinTxnResponse{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinTxnResponse) ProtoMessage() {}
+
+func (x *LinTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinTxnResponse.ProtoReflect.Descriptor instead.
+func (*LinTxnResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LinTxnResponse) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *LinTxnResponse) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *LinTxnResponse) GetResults() []*TxnOpResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 var File_ringkv_v1_lin_proto protoreflect.FileDescriptor
 
 const file_ringkv_v1_lin_proto_rawDesc = "" +
@@ -803,13 +1135,38 @@ const file_ringkv_v1_lin_proto_rawDesc = "" +
 	"\ttruncated\x18\x04 \x01(\bR\ttruncated\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\"E\n" +
 	"\x0fLinScanResponse\x122\n" +
-	"\aresults\x18\x01 \x03(\v2\x18.ringkv.v1.LinScanResultR\aresults2\xcd\x02\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.ringkv.v1.LinScanResultR\aresults\"\x7f\n" +
+	"\n" +
+	"TxnCompare\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x1b\n" +
+	"\tttl_nanos\x18\x05 \x01(\x03R\bttlNanos\"v\n" +
+	"\x05TxnOp\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x121\n" +
+	"\x15expires_at_unix_nanos\x18\x04 \x01(\x03R\x12expiresAtUnixNanos\"\xb8\x01\n" +
+	"\rLinTxnRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x121\n" +
+	"\bcompares\x18\x02 \x03(\v2\x15.ringkv.v1.TxnCompareR\bcompares\x12*\n" +
+	"\asuccess\x18\x03 \x03(\v2\x10.ringkv.v1.TxnOpR\asuccess\x12*\n" +
+	"\afailure\x18\x04 \x03(\v2\x10.ringkv.v1.TxnOpR\afailure\"N\n" +
+	"\vTxnOpResult\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12)\n" +
+	"\x06record\x18\x02 \x01(\v2\x11.ringkv.v1.RecordR\x06record\"\x91\x01\n" +
+	"\x0eLinTxnResponse\x12/\n" +
+	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x12\x1c\n" +
+	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x120\n" +
+	"\aresults\x18\x03 \x03(\v2\x16.ringkv.v1.TxnOpResultR\aresults2\x89\x03\n" +
 	"\fLinearizable\x12:\n" +
 	"\x03Get\x12\x18.ringkv.v1.LinGetRequest\x1a\x19.ringkv.v1.LinGetResponse\x12:\n" +
 	"\x03Put\x12\x18.ringkv.v1.LinPutRequest\x1a\x19.ringkv.v1.LinPutResponse\x12D\n" +
 	"\rCompareAndSet\x12\x18.ringkv.v1.LinCASRequest\x1a\x19.ringkv.v1.LinCASResponse\x12@\n" +
 	"\aApplied\x12\x19.ringkv.v1.AppliedRequest\x1a\x1a.ringkv.v1.AppliedResponse\x12=\n" +
-	"\x04Scan\x12\x19.ringkv.v1.LinScanRequest\x1a\x1a.ringkv.v1.LinScanResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
+	"\x04Scan\x12\x19.ringkv.v1.LinScanRequest\x1a\x1a.ringkv.v1.LinScanResponse\x12:\n" +
+	"\x03Txn\x12\x18.ringkv.v1.LinTxnRequest\x1a\x19.ringkv.v1.LinTxnResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
 	file_ringkv_v1_lin_proto_rawDescOnce sync.Once
@@ -823,7 +1180,7 @@ func file_ringkv_v1_lin_proto_rawDescGZIP() []byte {
 	return file_ringkv_v1_lin_proto_rawDescData
 }
 
-var file_ringkv_v1_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_ringkv_v1_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_ringkv_v1_lin_proto_goTypes = []any{
 	(*Redirect)(nil),        // 0: ringkv.v1.Redirect
 	(*LinGetRequest)(nil),   // 1: ringkv.v1.LinGetRequest
@@ -837,32 +1194,45 @@ var file_ringkv_v1_lin_proto_goTypes = []any{
 	(*LinScanRequest)(nil),  // 9: ringkv.v1.LinScanRequest
 	(*LinScanResult)(nil),   // 10: ringkv.v1.LinScanResult
 	(*LinScanResponse)(nil), // 11: ringkv.v1.LinScanResponse
-	(*Record)(nil),          // 12: ringkv.v1.Record
-	(*KeyedRecord)(nil),     // 13: ringkv.v1.KeyedRecord
+	(*TxnCompare)(nil),      // 12: ringkv.v1.TxnCompare
+	(*TxnOp)(nil),           // 13: ringkv.v1.TxnOp
+	(*LinTxnRequest)(nil),   // 14: ringkv.v1.LinTxnRequest
+	(*TxnOpResult)(nil),     // 15: ringkv.v1.TxnOpResult
+	(*LinTxnResponse)(nil),  // 16: ringkv.v1.LinTxnResponse
+	(*Record)(nil),          // 17: ringkv.v1.Record
+	(*KeyedRecord)(nil),     // 18: ringkv.v1.KeyedRecord
 }
 var file_ringkv_v1_lin_proto_depIdxs = []int32{
 	0,  // 0: ringkv.v1.LinGetResponse.redirect:type_name -> ringkv.v1.Redirect
-	12, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
+	17, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
 	0,  // 2: ringkv.v1.LinPutResponse.redirect:type_name -> ringkv.v1.Redirect
 	0,  // 3: ringkv.v1.LinCASResponse.redirect:type_name -> ringkv.v1.Redirect
 	0,  // 4: ringkv.v1.LinScanResult.redirect:type_name -> ringkv.v1.Redirect
-	13, // 5: ringkv.v1.LinScanResult.records:type_name -> ringkv.v1.KeyedRecord
+	18, // 5: ringkv.v1.LinScanResult.records:type_name -> ringkv.v1.KeyedRecord
 	10, // 6: ringkv.v1.LinScanResponse.results:type_name -> ringkv.v1.LinScanResult
-	1,  // 7: ringkv.v1.Linearizable.Get:input_type -> ringkv.v1.LinGetRequest
-	3,  // 8: ringkv.v1.Linearizable.Put:input_type -> ringkv.v1.LinPutRequest
-	5,  // 9: ringkv.v1.Linearizable.CompareAndSet:input_type -> ringkv.v1.LinCASRequest
-	7,  // 10: ringkv.v1.Linearizable.Applied:input_type -> ringkv.v1.AppliedRequest
-	9,  // 11: ringkv.v1.Linearizable.Scan:input_type -> ringkv.v1.LinScanRequest
-	2,  // 12: ringkv.v1.Linearizable.Get:output_type -> ringkv.v1.LinGetResponse
-	4,  // 13: ringkv.v1.Linearizable.Put:output_type -> ringkv.v1.LinPutResponse
-	6,  // 14: ringkv.v1.Linearizable.CompareAndSet:output_type -> ringkv.v1.LinCASResponse
-	8,  // 15: ringkv.v1.Linearizable.Applied:output_type -> ringkv.v1.AppliedResponse
-	11, // 16: ringkv.v1.Linearizable.Scan:output_type -> ringkv.v1.LinScanResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	12, // 7: ringkv.v1.LinTxnRequest.compares:type_name -> ringkv.v1.TxnCompare
+	13, // 8: ringkv.v1.LinTxnRequest.success:type_name -> ringkv.v1.TxnOp
+	13, // 9: ringkv.v1.LinTxnRequest.failure:type_name -> ringkv.v1.TxnOp
+	17, // 10: ringkv.v1.TxnOpResult.record:type_name -> ringkv.v1.Record
+	0,  // 11: ringkv.v1.LinTxnResponse.redirect:type_name -> ringkv.v1.Redirect
+	15, // 12: ringkv.v1.LinTxnResponse.results:type_name -> ringkv.v1.TxnOpResult
+	1,  // 13: ringkv.v1.Linearizable.Get:input_type -> ringkv.v1.LinGetRequest
+	3,  // 14: ringkv.v1.Linearizable.Put:input_type -> ringkv.v1.LinPutRequest
+	5,  // 15: ringkv.v1.Linearizable.CompareAndSet:input_type -> ringkv.v1.LinCASRequest
+	7,  // 16: ringkv.v1.Linearizable.Applied:input_type -> ringkv.v1.AppliedRequest
+	9,  // 17: ringkv.v1.Linearizable.Scan:input_type -> ringkv.v1.LinScanRequest
+	14, // 18: ringkv.v1.Linearizable.Txn:input_type -> ringkv.v1.LinTxnRequest
+	2,  // 19: ringkv.v1.Linearizable.Get:output_type -> ringkv.v1.LinGetResponse
+	4,  // 20: ringkv.v1.Linearizable.Put:output_type -> ringkv.v1.LinPutResponse
+	6,  // 21: ringkv.v1.Linearizable.CompareAndSet:output_type -> ringkv.v1.LinCASResponse
+	8,  // 22: ringkv.v1.Linearizable.Applied:output_type -> ringkv.v1.AppliedResponse
+	11, // 23: ringkv.v1.Linearizable.Scan:output_type -> ringkv.v1.LinScanResponse
+	16, // 24: ringkv.v1.Linearizable.Txn:output_type -> ringkv.v1.LinTxnResponse
+	19, // [19:25] is the sub-list for method output_type
+	13, // [13:19] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_lin_proto_init() }
@@ -877,7 +1247,7 @@ func file_ringkv_v1_lin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_lin_proto_rawDesc), len(file_ringkv_v1_lin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

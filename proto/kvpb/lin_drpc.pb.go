@@ -43,6 +43,7 @@ type DRPCLinearizableClient interface {
 	CompareAndSet(ctx context.Context, in *LinCASRequest) (*LinCASResponse, error)
 	Applied(ctx context.Context, in *AppliedRequest) (*AppliedResponse, error)
 	Scan(ctx context.Context, in *LinScanRequest) (*LinScanResponse, error)
+	Txn(ctx context.Context, in *LinTxnRequest) (*LinTxnResponse, error)
 }
 
 type drpcLinearizableClient struct {
@@ -100,12 +101,22 @@ func (c *drpcLinearizableClient) Scan(ctx context.Context, in *LinScanRequest) (
 	return out, nil
 }
 
+func (c *drpcLinearizableClient) Txn(ctx context.Context, in *LinTxnRequest) (*LinTxnResponse, error) {
+	out := new(LinTxnResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Linearizable/Txn", drpcEncoding_File_ringkv_v1_lin_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type DRPCLinearizableServer interface {
 	Get(context.Context, *LinGetRequest) (*LinGetResponse, error)
 	Put(context.Context, *LinPutRequest) (*LinPutResponse, error)
 	CompareAndSet(context.Context, *LinCASRequest) (*LinCASResponse, error)
 	Applied(context.Context, *AppliedRequest) (*AppliedResponse, error)
 	Scan(context.Context, *LinScanRequest) (*LinScanResponse, error)
+	Txn(context.Context, *LinTxnRequest) (*LinTxnResponse, error)
 }
 
 type DRPCLinearizableUnimplementedServer struct{}
@@ -130,9 +141,13 @@ func (s *DRPCLinearizableUnimplementedServer) Scan(context.Context, *LinScanRequ
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCLinearizableUnimplementedServer) Txn(context.Context, *LinTxnRequest) (*LinTxnResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCLinearizableDescription struct{}
 
-func (DRPCLinearizableDescription) NumMethods() int { return 5 }
+func (DRPCLinearizableDescription) NumMethods() int { return 6 }
 
 func (DRPCLinearizableDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -181,6 +196,15 @@ func (DRPCLinearizableDescription) Method(n int) (string, drpc.Encoding, drpc.Re
 						in1.(*LinScanRequest),
 					)
 			}, DRPCLinearizableServer.Scan, true
+	case 5:
+		return "/ringkv.v1.Linearizable/Txn", drpcEncoding_File_ringkv_v1_lin_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCLinearizableServer).
+					Txn(
+						ctx,
+						in1.(*LinTxnRequest),
+					)
+			}, DRPCLinearizableServer.Txn, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -284,6 +308,26 @@ func (x *drpcLinearizable_ScanStream) GetStream() drpc.Stream {
 }
 
 func (x *drpcLinearizable_ScanStream) SendAndClose(m *LinScanResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_lin_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCLinearizable_TxnStream interface {
+	drpc.Stream
+	SendAndClose(*LinTxnResponse) error
+}
+
+type drpcLinearizable_TxnStream struct {
+	drpc.Stream
+}
+
+func (x *drpcLinearizable_TxnStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcLinearizable_TxnStream) SendAndClose(m *LinTxnResponse) error {
 	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_lin_proto{}); err != nil {
 		return err
 	}

@@ -22,8 +22,10 @@ import (
 const (
 	// WireVersionMin is the oldest wire version this build speaks.
 	WireVersionMin = 1
-	// WireVersionMax is the newest wire version this build speaks.
-	WireVersionMax = 1
+	// WireVersionMax is the newest wire version this build speaks. 2
+	// brought single-partition transactions: the Raft batch command and
+	// the Linearizable service's Txn (consensus.TxnWireVersion).
+	WireVersionMax = 2
 )
 
 // WireRange is a range of wire protocol versions, both ends included.

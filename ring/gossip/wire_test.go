@@ -68,7 +68,9 @@ func TestIncompatiblePeerRefused(t *testing.T) {
 	var buf testlog.Buffer
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(&buf, testlog.Writer(t)), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	base := t.TempDir()
-	n1 := open(t, testConfig(t, log, base, "n1"))
+	cfg1 := testConfig(t, log, base, "n1")
+	cfg1.Wire = WireRange{1, 1} // a release before wire 2
+	n1 := open(t, cfg1)
 	cfg2 := testConfig(t, log, base, "n2", n1.Addr())
 	cfg2.Wire = WireRange{2, 2}
 	open(t, cfg2)
