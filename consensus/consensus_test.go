@@ -27,6 +27,10 @@ type fabric struct {
 	trans map[uint32]map[string]*raft.InmemTransport
 	logs  map[string]*raft.InmemStore // by node/group, kept across restarts
 	mgrs  map[string]*Manager
+	// wrap, if set, wraps each group transport a node gets (fault seams).
+	wrap func(node string, group uint32, t raft.Transport) raft.Transport
+	// tune, if set, adjusts each node's Config.
+	tune func(*Config)
 }
 
 func newFabric() *fabric {
@@ -50,6 +54,9 @@ func (n nodeTransports) Group(p uint32) raft.Transport {
 		other.Connect(raft.ServerAddress(n.node), t)
 	}
 	n.f.trans[p][n.node] = t
+	if n.f.wrap != nil {
+		return n.f.wrap(n.node, p, t)
+	}
 	return t
 }
 
@@ -101,6 +108,7 @@ func testConfig(t *testing.T, node string) Config {
 	cfg.LeaderLeaseTimeout = 100 * time.Millisecond
 	cfg.CommitTimeout = 20 * time.Millisecond
 	cfg.ReconcileInterval = 50 * time.Millisecond
+	cfg.StuckLeaderTimeout = 2 * time.Second
 	return cfg
 }
 
@@ -139,6 +147,9 @@ func (c *cluster) startWith(node string, founder bool) *Manager {
 	}
 	cfg := testConfig(c.t, node)
 	cfg.Founder = founder
+	if c.f.tune != nil {
+		c.f.tune(&cfg)
+	}
 	m, err := NewManager(cfg, Deps{
 		Store: c.stores[node], Clock: replica.NewClock(nil, 0), Ring: c.ring,
 		Transports: nodeTransports{c.f, node}, Logs: c.f.logFactory(node), Progress: c.f,
@@ -165,11 +176,16 @@ func (c *cluster) startWith(node string, founder bool) *Manager {
 // the ring alone and bootstraps every group, then n2 and n3 join the ring
 // and the leaders add them.
 func newCluster(t *testing.T, partitions int) (*cluster, map[string]*Manager) {
+	return newClusterOn(t, newFabric(), partitions)
+}
+
+// newClusterOn is newCluster over the fabric f.
+func newClusterOn(t *testing.T, f *fabric, partitions int) (*cluster, map[string]*Manager) {
 	r, err := ring.New(ring.Config{Partitions: partitions, ReplicationFactor: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, f: newFabric(), ring: &ringBox{}, stores: map[string]*replica.Store{}, drains: &drainSet{}}
+	c := &cluster{t: t, f: f, ring: &ringBox{}, stores: map[string]*replica.Store{}, drains: &drainSet{}}
 	if r, err = r.Join(ring.Member{ID: "n1"}); err != nil {
 		t.Fatal(err)
 	}

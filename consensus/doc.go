@@ -59,6 +59,24 @@
 // doing so each reconcile tick instead of reconfiguring; leaders never
 // hand leadership to a member Deps.Drains reports.
 //
+// # Stuck leaders
+//
+// hashicorp/raft v1.8.0 can strand a leadership transfer (hashicorp/raft#696,
+// unfixed upstream): the raft instance then refuses every Apply, Barrier
+// and configuration change with ErrLeadershipTransferInProgress whenever it
+// leads, for as long as it runs, while its heartbeats keep the group from
+// electing anyone else. The Manager's watchdog (watchdog.go) restarts such
+// a group on this node: raft calls that may be refused report their
+// outcome to the group's refusal streak (Group.raftOutcome); each tick the
+// Manager probes a group it leads whose streak is open with a Barrier,
+// and once the streak is older than Config.StuckLeaderTimeout (10s; a
+// legitimate transfer refuses for at most about 7s) with at least three
+// refusals, it shuts the instance down and starts a new one over the same
+// log, stable and snapshot stores (a follower; nothing committed is lost),
+// logs a warning, counts ringkv_consensus_group_restarts_total{reason},
+// and backs off (1 min, doubling to 32 min) before restarting that group
+// again.
+//
 // # Logging
 //
 // Raft's own messages go through raftLogger (logging.go) at the level
@@ -72,7 +90,8 @@
 //
 // # Goroutines
 //
-//   - Manager: one reconcile loop (ReconcileInterval), stopped by Close.
+//   - Manager: one reconcile loop (ReconcileInterval), stopped by Close;
+//     it also runs the watchdog's probes and restarts.
 //   - Group: raft's own goroutines (about 25 per group); a verify goroutine
 //     while read-index rounds are pending and a barrier goroutine after
 //     each election won, both ending when their raft call returns.

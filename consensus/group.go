@@ -25,6 +25,7 @@ type Group struct {
 	trans  raft.Transport
 	fsm    *fsm
 	logs   raft.LogStore
+	stable raft.StableStore
 	store  Store
 	clock  *replica.Clock
 	log    *slog.Logger
@@ -35,6 +36,8 @@ type Group struct {
 
 	latches latchSet
 	reads   readBatcher
+	// refusals feeds the Manager's watchdog (watchdog.go).
+	refusals refusalStreak
 
 	// fence orders proposals against leadership transfers: propose holds
 	// it shared around raft.Apply, transferLeadership exclusively to set
@@ -121,7 +124,7 @@ func (g *Group) leaderReady(ctx context.Context) error {
 		go func() {
 			// A barrier commits an entry of this term and waits until
 			// everything before it is applied.
-			err := g.raft.Barrier(10 * time.Second).Error()
+			err := g.raftOutcome(g.raft.Barrier(10 * time.Second).Error())
 			if err != nil {
 				err = fmt.Errorf("consensus: group %d leader barrier: %w", g.id, err)
 			}
@@ -311,7 +314,7 @@ func (g *Group) transferLeadership(target raft.ServerID) error {
 		close(g.transferred)
 		g.fence.Unlock()
 	}()
-	if err := g.raft.Barrier(5 * time.Second).Error(); err != nil {
+	if err := g.raftOutcome(g.raft.Barrier(5 * time.Second).Error()); err != nil {
 		return fmt.Errorf("barrier before leadership transfer: %w", err)
 	}
 	var f raft.Future
@@ -320,7 +323,7 @@ func (g *Group) transferLeadership(target raft.ServerID) error {
 	} else {
 		f = g.raft.LeadershipTransferToServer(target, raft.ServerAddress(target))
 	}
-	return wrapFuture(f, "leadership transfer")
+	return g.raftOutcome(wrapFuture(f, "leadership transfer"))
 }
 
 // proposeData replicates a command (encodeMerge, encodeBatch) and waits
@@ -341,7 +344,7 @@ func (g *Group) proposeData(ctx context.Context, data []byte) error {
 	f := g.raft.Apply(data, timeout(ctx))
 	g.fence.RUnlock()
 	done := make(chan error, 1) // buffered: the waiter may leave on ctx
-	go func() { done <- f.Error() }()
+	go func() { done <- g.raftOutcome(f.Error()) }()
 	var err error
 	select {
 	case err = <-done:

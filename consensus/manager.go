@@ -52,6 +52,15 @@ type Config struct {
 	// CatchUpEntries: a non-voter within this many entries of the leader's
 	// commit index is promoted to voter. Default 64.
 	CatchUpEntries uint64
+	// StuckLeaderTimeout: a group this node leads whose raft instance has
+	// refused every request with raft.ErrLeadershipTransferInProgress for
+	// this long (hashicorp/raft#696) is restarted on this node
+	// (watchdog.go). It must be longer than a transfer raft runs legitimately
+	// refuses requests: about 2 ElectionTimeouts plus one transport RPC
+	// timeout, 7s with the defaults. Default 10s: shorter risks restarting
+	// a group in the middle of a slow transfer, longer keeps a stuck
+	// partition unavailable longer.
+	StuckLeaderTimeout time.Duration
 	// Founder says this node created the cluster's ring (gossip.Founded):
 	// at Start it bootstraps the group of every partition that has no
 	// state yet, with itself as the only voter. No other node ever
@@ -73,6 +82,7 @@ func DefaultConfig() Config {
 		SnapshotInterval:   10 * time.Second,
 		ReconcileInterval:  time.Second,
 		CatchUpEntries:     64,
+		StuckLeaderTimeout: 10 * time.Second,
 	}
 }
 
@@ -89,10 +99,14 @@ func (c Config) Validate() error {
 		"HeartbeatTimeout": c.HeartbeatTimeout, "ElectionTimeout": c.ElectionTimeout,
 		"LeaderLeaseTimeout": c.LeaderLeaseTimeout, "CommitTimeout": c.CommitTimeout,
 		"SnapshotInterval": c.SnapshotInterval, "ReconcileInterval": c.ReconcileInterval,
+		"StuckLeaderTimeout": c.StuckLeaderTimeout,
 	} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("consensus: %s must be positive", name))
 		}
+	}
+	if c.StuckLeaderTimeout > 0 && c.StuckLeaderTimeout <= 2*c.ElectionTimeout {
+		errs = append(errs, fmt.Errorf("consensus: StuckLeaderTimeout %v must exceed 2 ElectionTimeouts (%v): a leadership transfer refuses writes that long", c.StuckLeaderTimeout, 2*c.ElectionTimeout))
 	}
 	if c.SnapshotThreshold == 0 {
 		errs = append(errs, errors.New("consensus: SnapshotThreshold must be positive"))
@@ -305,6 +319,7 @@ func (mg *Manager) loop(ctx context.Context) {
 	tick := time.NewTicker(mg.cfg.ReconcileInterval)
 	defer tick.Stop()
 	watch := newLeaderWatch(leaderlessElections*mg.cfg.ElectionTimeout, leaderlessRepeat)
+	stuck := newStuckWatch(mg.cfg.StuckLeaderTimeout)
 	for {
 		select {
 		case <-ctx.Done():
@@ -318,6 +333,9 @@ func (mg *Manager) loop(ctx context.Context) {
 		var changes changeCounts
 		for _, g := range mg.Groups() {
 			mg.noteLeader(g)
+			if mg.checkStuck(stuck, g) {
+				continue // restarted: the new instance is a follower
+			}
 			if mg.draining.Load() {
 				if err := mg.handOff(ctx, g); err != nil {
 					mg.log.Log(ctx, reconcileErrLevel(err), "hand leadership over while draining", "group_id", g.id, "err", err)
@@ -439,6 +457,19 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	if err != nil {
 		return fmt.Errorf("consensus: open log of group %d: %w", p, err)
 	}
+	return mg.startGroup(p, bootstrap, logs, stable)
+}
+
+// startGroup starts the raft instance of group p over logs and stable
+// (and the snapshots in DataDir/<p>), bootstrapping it if asked and it
+// has no state, and makes it the Manager's group p.
+func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stable raft.StableStore) error {
+	mg.mu.Lock()
+	closed := mg.mu.closed
+	mg.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
 	snapDir := filepath.Join(mg.cfg.DataDir, strconv.FormatUint(uint64(p), 10))
 	if err := os.MkdirAll(snapDir, 0o755); err != nil {
 		return fmt.Errorf("consensus: snapshot dir: %w", err)
@@ -491,7 +522,7 @@ func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	if err != nil {
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
-	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, trans: trans, fsm: f, logs: logs, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features}
+	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, trans: trans, fsm: f, logs: logs, stable: stable, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features}
 	mg.mu.Lock()
 	mg.mu.groups[p] = g
 	mg.mu.Unlock()
@@ -583,7 +614,7 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (chang
 	for _, id := range want {
 		if _, ok := has(id); !ok {
 			mg.log.Debug("adding raft non-voter", "group_id", g.id, "peer", id)
-			return done(addedNonvoter, id, wrapFuture(g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "add non-voter"))
+			return done(addedNonvoter, id, g.raftOutcome(wrapFuture(g.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "add non-voter")))
 		}
 	}
 	for _, id := range want {
@@ -599,7 +630,7 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (chang
 		}
 		if applied+mg.cfg.CatchUpEntries >= g.raft.CommitIndex() {
 			mg.log.Debug("promoting raft voter", "group_id", g.id, "peer", id, "applied", applied)
-			return done(promotedVoter, id, wrapFuture(g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "promote voter"))
+			return done(promotedVoter, id, g.raftOutcome(wrapFuture(g.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(id), 0, changeTimeout), "promote voter")))
 		}
 		return change{}, nil // still catching up
 	}
@@ -612,7 +643,7 @@ func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (chang
 			return done(handedOver, mg.cfg.NodeID, g.transferLeadership(""))
 		}
 		mg.log.Debug("removing raft server", "group_id", g.id, "peer", s.ID)
-		return done(removedServer, string(s.ID), wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server"))
+		return done(removedServer, string(s.ID), g.raftOutcome(wrapFuture(g.raft.RemoveServer(s.ID, 0, changeTimeout), "remove server")))
 	}
 	// The configuration matches the ring: hand leadership to the
 	// partition's primary, so leaders spread as evenly as primaries do

@@ -17,6 +17,7 @@ type metrics struct {
 	snapshotBytes    prometheus.Histogram
 	snapshotInstalls prometheus.Counter
 	drainTransfers   prometheus.Counter
+	groupRestarts    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, error) {
@@ -55,8 +56,13 @@ func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, er
 			Namespace: "ringkv", Subsystem: "consensus", Name: "drain_leadership_transfers_total",
 			Help: "Leadership transfers this node made because it drains.",
 		}),
+		groupRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "group_restarts_total",
+			Help: "Raft groups this node's watchdog restarted, by reason (leadership_transfer_stuck: the group's leader refused every write for StuckLeaderTimeout, hashicorp/raft#696).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, groupCollector{groups}} {
+	m.groupRestarts.WithLabelValues(restartTransferStuck) // the series exists at 0, for alerts
+	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, m.groupRestarts, groupCollector{groups}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register consensus metrics: %w", err)
 		}

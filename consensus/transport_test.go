@@ -33,7 +33,8 @@ func TestMain(m *testing.M) {
 		// already exited (hashicorp/raft#696, fix proposed in #708):
 		// leadershipTransfer blocks sending to that worker, and the
 		// transfer's watcher waits for it. Upstream's bug, seen once in 40
-		// runs of TestFailoverKeepsCommittedWrites; docs/ARCHITECTURE.md
+		// runs of TestFailoverKeepsCommittedWrites and provoked on purpose
+		// by TestWatchdogHealsGroupStuckByTransferBug; docs/ARCHITECTURE.md
 		// (known limits) says what it means for a running node.
 		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*Raft).leadershipTransfer"),
 		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*Raft).leaderLoop.func2"),
