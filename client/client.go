@@ -322,6 +322,8 @@ func codeError(code kvpb.ErrorCode, msg string) (outcome, error) {
 		return final, fmt.Errorf("%w: %s", ErrUnauthenticated, msg)
 	case kvpb.ErrorCode_ERROR_CODE_PERMISSION_DENIED:
 		return final, fmt.Errorf("%w: %s", ErrPermissionDenied, msg)
+	case kvpb.ErrorCode_ERROR_CODE_NOT_IMPLEMENTED:
+		return final, fmt.Errorf("%w: %s", ErrNotImplemented, msg)
 	default:
 		return final, fmt.Errorf("%w: code %d: %s", errInternal, int32(code), msg)
 	}

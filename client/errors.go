@@ -39,6 +39,10 @@ var (
 	// the call needs (the message names it). Nothing was applied. It is
 	// never retried.
 	ErrPermissionDenied = errors.New("client: permission denied")
+	// ErrNotImplemented is returned for a request the cluster does not run
+	// yet: a transaction over keys of several partitions, or one sent to a
+	// node of a release without transactions. Nothing was applied.
+	ErrNotImplemented = errors.New("client: not implemented")
 	// ErrClosed is returned by calls made after Close, or cut short by it.
 	ErrClosed = errors.New("client: closed")
 	// errInternal marks an unexpected error reported by a node.

@@ -85,6 +85,10 @@ func clientCode(err error, level Level, isWrite bool) kvpb.ErrorCode {
 		return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED
 	case errors.Is(err, ErrInvalidArgument):
 		return kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
+	case errors.Is(err, ErrNotImplemented):
+		return kvpb.ErrorCode_ERROR_CODE_NOT_IMPLEMENTED
+	case errors.Is(err, ErrNotUpgraded):
+		return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED
 	case errors.Is(err, consensus.ErrAmbiguous):
 		return kvpb.ErrorCode_ERROR_CODE_OUTCOME_UNKNOWN
 	case errors.Is(err, ErrUnavailable):

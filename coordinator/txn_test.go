@@ -280,3 +280,42 @@ func TestTxnHTTP(t *testing.T) {
 		t.Fatalf("huge body: got %d %v", code, out)
 	}
 }
+
+func TestClientServerTxn(t *testing.T) {
+	n1, n9, _ := newLinNode(t)
+	ctx := t.Context()
+	keys, other := samePartition(t, n1, 2)
+	s := NewClientServer(n9, nil)
+	resp, err := s.Txn(ctx, &kvpb.ClientTxnRequest{
+		Compares: []*kvpb.ClientTxnCompare{{Kind: uint32(consensus.CompareAbsent), Key: keys[0]}},
+		Success:  []*kvpb.ClientTxnOp{{Kind: uint32(consensus.OpSet), Key: keys[0], Value: []byte("v"), TtlMicros: 60e6}, {Kind: uint32(consensus.OpGet), Key: keys[1]}},
+	})
+	if err != nil || resp.GetError() != 0 || !resp.GetSucceeded() || len(resp.GetResults()) != 2 || resp.GetHeader().GetNodeId() != "n9" {
+		t.Fatalf("txn: %v %v", resp, err)
+	}
+	resp, err = s.Txn(ctx, &kvpb.ClientTxnRequest{Failure: []*kvpb.ClientTxnOp{{Kind: uint32(consensus.OpGet), Key: keys[0]}},
+		Compares: []*kvpb.ClientTxnCompare{{Kind: uint32(consensus.CompareAbsent), Key: keys[0]}}})
+	r := resp.GetResults()
+	if err != nil || resp.GetSucceeded() || len(r) != 1 || string(r[0].GetValue()) != "v" || r[0].GetVersion() == 0 ||
+		r[0].GetTtlMicros() <= 0 || r[0].GetTtlMicros() > 60e6 {
+		t.Fatalf("read back: %v %v", resp, err)
+	}
+	for _, tc := range []struct {
+		name string
+		req  *kvpb.ClientTxnRequest
+		want kvpb.ErrorCode
+	}{
+		{"empty", &kvpb.ClientTxnRequest{}, kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"negative ttl", &kvpb.ClientTxnRequest{Success: []*kvpb.ClientTxnOp{{Kind: 2, Key: keys[0], TtlMicros: -1}}}, kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"negative ttl compare", &kvpb.ClientTxnRequest{Compares: []*kvpb.ClientTxnCompare{{Kind: 4, Key: keys[0], TtlMicros: -1}}}, kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"unknown kind", &kvpb.ClientTxnRequest{Success: []*kvpb.ClientTxnOp{{Kind: 300, Key: keys[0]}}}, kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
+		{"two partitions", &kvpb.ClientTxnRequest{Success: []*kvpb.ClientTxnOp{{Kind: 1, Key: keys[0]}, {Kind: 1, Key: other}}}, kvpb.ErrorCode_ERROR_CODE_NOT_IMPLEMENTED},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := s.Txn(ctx, tc.req)
+			if err != nil || resp.GetError() != tc.want || resp.GetMessage() == "" {
+				t.Fatalf("got %v %v, want code %v", resp, err, tc.want)
+			}
+		})
+	}
+}

@@ -121,6 +121,11 @@ const (
 	// serves no TLS), so there is no token to have and every request is
 	// allowed without one.
 	ErrorCode_ERROR_CODE_AUTH_DISABLED ErrorCode = 11
+	// 12 is drpc's own code for an unimplemented method (drpcerr.Unimplemented):
+	// never use it here.
+	// The request is of a kind this cluster does not run yet (a transaction
+	// over several partitions). Not applied; final.
+	ErrorCode_ERROR_CODE_NOT_IMPLEMENTED ErrorCode = 13
 )
 
 // Enum value maps for ErrorCode.
@@ -138,6 +143,7 @@ var (
 		9:  "ERROR_CODE_UNAUTHENTICATED",
 		10: "ERROR_CODE_PERMISSION_DENIED",
 		11: "ERROR_CODE_AUTH_DISABLED",
+		13: "ERROR_CODE_NOT_IMPLEMENTED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":             0,
@@ -152,6 +158,7 @@ var (
 		"ERROR_CODE_UNAUTHENTICATED":         9,
 		"ERROR_CODE_PERMISSION_DENIED":       10,
 		"ERROR_CODE_AUTH_DISABLED":           11,
+		"ERROR_CODE_NOT_IMPLEMENTED":         13,
 	}
 )
 
@@ -1492,6 +1499,384 @@ func (x *LoginResponse) GetExpiresUnixNanos() int64 {
 	return 0
 }
 
+// ClientTxnCompare is one compare of a transaction: kind 1 value equals
+// value, 2 the key is absent, 3 the key's version equals version (0:
+// absent), 4 the key is live with at least ttl_micros left (or no expiry).
+type ClientTxnCompare struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          uint32                 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	Version       uint64                 `protobuf:"varint,4,opt,name=version,proto3" json:"version,omitempty"`
+	TtlMicros     int64                  `protobuf:"varint,5,opt,name=ttl_micros,json=ttlMicros,proto3" json:"ttl_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientTxnCompare) Reset() {
+	*x = ClientTxnCompare{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientTxnCompare) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientTxnCompare) ProtoMessage() {}
+
+func (x *ClientTxnCompare) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientTxnCompare.ProtoReflect.Descriptor instead.
+func (*ClientTxnCompare) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ClientTxnCompare) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *ClientTxnCompare) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ClientTxnCompare) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ClientTxnCompare) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ClientTxnCompare) GetTtlMicros() int64 {
+	if x != nil {
+		return x.TtlMicros
+	}
+	return 0
+}
+
+// ClientTxnOp is one op of a branch: kind 1 get, 2 set (ttl_micros > 0:
+// expiring that long after the coordinating node takes the transaction),
+// 3 delete.
+type ClientTxnOp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          uint32                 `protobuf:"varint,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Key           []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	TtlMicros     int64                  `protobuf:"varint,4,opt,name=ttl_micros,json=ttlMicros,proto3" json:"ttl_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientTxnOp) Reset() {
+	*x = ClientTxnOp{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientTxnOp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientTxnOp) ProtoMessage() {}
+
+func (x *ClientTxnOp) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientTxnOp.ProtoReflect.Descriptor instead.
+func (*ClientTxnOp) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ClientTxnOp) GetKind() uint32 {
+	if x != nil {
+		return x.Kind
+	}
+	return 0
+}
+
+func (x *ClientTxnOp) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ClientTxnOp) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ClientTxnOp) GetTtlMicros() int64 {
+	if x != nil {
+		return x.TtlMicros
+	}
+	return 0
+}
+
+// ClientTxnRequest is a linearizable transaction: if every compare holds,
+// success runs, else failure (docs/ARCHITECTURE.md, "Transactions").
+type ClientTxnRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Compares      []*ClientTxnCompare    `protobuf:"bytes,1,rep,name=compares,proto3" json:"compares,omitempty"`
+	Success       []*ClientTxnOp         `protobuf:"bytes,2,rep,name=success,proto3" json:"success,omitempty"`
+	Failure       []*ClientTxnOp         `protobuf:"bytes,3,rep,name=failure,proto3" json:"failure,omitempty"`
+	TimeoutMicros uint64                 `protobuf:"varint,4,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientTxnRequest) Reset() {
+	*x = ClientTxnRequest{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientTxnRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientTxnRequest) ProtoMessage() {}
+
+func (x *ClientTxnRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientTxnRequest.ProtoReflect.Descriptor instead.
+func (*ClientTxnRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ClientTxnRequest) GetCompares() []*ClientTxnCompare {
+	if x != nil {
+		return x.Compares
+	}
+	return nil
+}
+
+func (x *ClientTxnRequest) GetSuccess() []*ClientTxnOp {
+	if x != nil {
+		return x.Success
+	}
+	return nil
+}
+
+func (x *ClientTxnRequest) GetFailure() []*ClientTxnOp {
+	if x != nil {
+		return x.Failure
+	}
+	return nil
+}
+
+func (x *ClientTxnRequest) GetTimeoutMicros() uint64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+// ClientTxnResult is one op's result: for a get, found and, when found,
+// the value, its version and its time left (0: never expires).
+type ClientTxnResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Version       uint64                 `protobuf:"varint,3,opt,name=version,proto3" json:"version,omitempty"`
+	TtlMicros     int64                  `protobuf:"varint,4,opt,name=ttl_micros,json=ttlMicros,proto3" json:"ttl_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientTxnResult) Reset() {
+	*x = ClientTxnResult{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientTxnResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientTxnResult) ProtoMessage() {}
+
+func (x *ClientTxnResult) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientTxnResult.ProtoReflect.Descriptor instead.
+func (*ClientTxnResult) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ClientTxnResult) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *ClientTxnResult) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ClientTxnResult) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ClientTxnResult) GetTtlMicros() int64 {
+	if x != nil {
+		return x.TtlMicros
+	}
+	return 0
+}
+
+type ClientTxnResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Header  *ClientHeader          `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Error   ErrorCode              `protobuf:"varint,2,opt,name=error,proto3,enum=ringkv.v1.ErrorCode" json:"error,omitempty"`
+	Message string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// succeeded: the compares held and success ran.
+	Succeeded bool `protobuf:"varint,4,opt,name=succeeded,proto3" json:"succeeded,omitempty"`
+	// results: one per op of the branch that ran.
+	Results []*ClientTxnResult `protobuf:"bytes,5,rep,name=results,proto3" json:"results,omitempty"`
+	// leader of the partition of the transaction's first key (in byte
+	// order) as the serving node knows it.
+	Leader        string `protobuf:"bytes,6,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientTxnResponse) Reset() {
+	*x = ClientTxnResponse{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientTxnResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientTxnResponse) ProtoMessage() {}
+
+func (x *ClientTxnResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientTxnResponse.ProtoReflect.Descriptor instead.
+func (*ClientTxnResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ClientTxnResponse) GetHeader() *ClientHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ClientTxnResponse) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *ClientTxnResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ClientTxnResponse) GetSucceeded() bool {
+	if x != nil {
+		return x.Succeeded
+	}
+	return false
+}
+
+func (x *ClientTxnResponse) GetResults() []*ClientTxnResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *ClientTxnResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
 var File_ringkv_v1_client_proto protoreflect.FileDescriptor
 
 const file_ringkv_v1_client_proto_rawDesc = "" +
@@ -1589,13 +1974,44 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\"S\n" +
 	"\rLoginResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x12,\n" +
-	"\x12expires_unix_nanos\x18\x02 \x01(\x03R\x10expiresUnixNanos*\x8a\x01\n" +
+	"\x12expires_unix_nanos\x18\x02 \x01(\x03R\x10expiresUnixNanos\"\x87\x01\n" +
+	"\x10ClientTxnCompare\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x04 \x01(\x04R\aversion\x12\x1d\n" +
+	"\n" +
+	"ttl_micros\x18\x05 \x01(\x03R\tttlMicros\"h\n" +
+	"\vClientTxnOp\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\rR\x04kind\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\fR\x05value\x12\x1d\n" +
+	"\n" +
+	"ttl_micros\x18\x04 \x01(\x03R\tttlMicros\"\xd6\x01\n" +
+	"\x10ClientTxnRequest\x127\n" +
+	"\bcompares\x18\x01 \x03(\v2\x1b.ringkv.v1.ClientTxnCompareR\bcompares\x120\n" +
+	"\asuccess\x18\x02 \x03(\v2\x16.ringkv.v1.ClientTxnOpR\asuccess\x120\n" +
+	"\afailure\x18\x03 \x03(\v2\x16.ringkv.v1.ClientTxnOpR\afailure\x12%\n" +
+	"\x0etimeout_micros\x18\x04 \x01(\x04R\rtimeoutMicros\"v\n" +
+	"\x0fClientTxnResult\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\x04R\aversion\x12\x1d\n" +
+	"\n" +
+	"ttl_micros\x18\x04 \x01(\x03R\tttlMicros\"\xf6\x01\n" +
+	"\x11ClientTxnResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.ringkv.v1.ClientHeaderR\x06header\x12*\n" +
+	"\x05error\x18\x02 \x01(\x0e2\x14.ringkv.v1.ErrorCodeR\x05error\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1c\n" +
+	"\tsucceeded\x18\x04 \x01(\bR\tsucceeded\x124\n" +
+	"\aresults\x18\x05 \x03(\v2\x1a.ringkv.v1.ClientTxnResultR\aresults\x12\x16\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader*\x8a\x01\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCONSISTENCY_ONE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_QUORUM\x10\x02\x12\x13\n" +
 	"\x0fCONSISTENCY_ALL\x10\x03\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x04*\xec\x02\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x04*\x8c\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1a\n" +
@@ -1609,14 +2025,16 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x1aERROR_CODE_UNAUTHENTICATED\x10\t\x12 \n" +
 	"\x1cERROR_CODE_PERMISSION_DENIED\x10\n" +
 	"\x12\x1c\n" +
-	"\x18ERROR_CODE_AUTH_DISABLED\x10\v2\x9a\x03\n" +
+	"\x18ERROR_CODE_AUTH_DISABLED\x10\v\x12\x1e\n" +
+	"\x1aERROR_CODE_NOT_IMPLEMENTED\x10\r2\xdc\x03\n" +
 	"\x06Client\x12C\n" +
 	"\bTopology\x12\x1a.ringkv.v1.TopologyRequest\x1a\x1b.ringkv.v1.TopologyResponse\x129\n" +
 	"\x02Do\x12\x18.ringkv.v1.ClientRequest\x1a\x19.ringkv.v1.ClientResponse\x12F\n" +
 	"\x05Batch\x12\x1d.ringkv.v1.ClientBatchRequest\x1a\x1e.ringkv.v1.ClientBatchResponse\x12C\n" +
 	"\x04List\x12\x1c.ringkv.v1.ClientListRequest\x1a\x1d.ringkv.v1.ClientListResponse\x12G\n" +
 	"\x04Pipe\x12\x1c.ringkv.v1.ClientPipeRequest\x1a\x1d.ringkv.v1.ClientPipeResponse(\x010\x01\x12:\n" +
-	"\x05Login\x12\x17.ringkv.v1.LoginRequest\x1a\x18.ringkv.v1.LoginResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
+	"\x05Login\x12\x17.ringkv.v1.LoginRequest\x1a\x18.ringkv.v1.LoginResponse\x12@\n" +
+	"\x03Txn\x12\x1b.ringkv.v1.ClientTxnRequest\x1a\x1c.ringkv.v1.ClientTxnResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
 	file_ringkv_v1_client_proto_rawDescOnce sync.Once
@@ -1631,7 +2049,7 @@ func file_ringkv_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_ringkv_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_ringkv_v1_client_proto_goTypes = []any{
 	(Consistency)(0),            // 0: ringkv.v1.Consistency
 	(ErrorCode)(0),              // 1: ringkv.v1.ErrorCode
@@ -1656,6 +2074,11 @@ var file_ringkv_v1_client_proto_goTypes = []any{
 	(*ClientPipeResponse)(nil),  // 20: ringkv.v1.ClientPipeResponse
 	(*LoginRequest)(nil),        // 21: ringkv.v1.LoginRequest
 	(*LoginResponse)(nil),       // 22: ringkv.v1.LoginResponse
+	(*ClientTxnCompare)(nil),    // 23: ringkv.v1.ClientTxnCompare
+	(*ClientTxnOp)(nil),         // 24: ringkv.v1.ClientTxnOp
+	(*ClientTxnRequest)(nil),    // 25: ringkv.v1.ClientTxnRequest
+	(*ClientTxnResult)(nil),     // 26: ringkv.v1.ClientTxnResult
+	(*ClientTxnResponse)(nil),   // 27: ringkv.v1.ClientTxnResponse
 }
 var file_ringkv_v1_client_proto_depIdxs = []int32{
 	3,  // 0: ringkv.v1.TopologyResponse.header:type_name -> ringkv.v1.ClientHeader
@@ -1679,23 +2102,31 @@ var file_ringkv_v1_client_proto_depIdxs = []int32{
 	9,  // 18: ringkv.v1.ClientPipeResult.result:type_name -> ringkv.v1.ClientResult
 	3,  // 19: ringkv.v1.ClientPipeResponse.header:type_name -> ringkv.v1.ClientHeader
 	19, // 20: ringkv.v1.ClientPipeResponse.results:type_name -> ringkv.v1.ClientPipeResult
-	4,  // 21: ringkv.v1.Client.Topology:input_type -> ringkv.v1.TopologyRequest
-	10, // 22: ringkv.v1.Client.Do:input_type -> ringkv.v1.ClientRequest
-	12, // 23: ringkv.v1.Client.Batch:input_type -> ringkv.v1.ClientBatchRequest
-	14, // 24: ringkv.v1.Client.List:input_type -> ringkv.v1.ClientListRequest
-	18, // 25: ringkv.v1.Client.Pipe:input_type -> ringkv.v1.ClientPipeRequest
-	21, // 26: ringkv.v1.Client.Login:input_type -> ringkv.v1.LoginRequest
-	7,  // 27: ringkv.v1.Client.Topology:output_type -> ringkv.v1.TopologyResponse
-	11, // 28: ringkv.v1.Client.Do:output_type -> ringkv.v1.ClientResponse
-	13, // 29: ringkv.v1.Client.Batch:output_type -> ringkv.v1.ClientBatchResponse
-	16, // 30: ringkv.v1.Client.List:output_type -> ringkv.v1.ClientListResponse
-	20, // 31: ringkv.v1.Client.Pipe:output_type -> ringkv.v1.ClientPipeResponse
-	22, // 32: ringkv.v1.Client.Login:output_type -> ringkv.v1.LoginResponse
-	27, // [27:33] is the sub-list for method output_type
-	21, // [21:27] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	23, // 21: ringkv.v1.ClientTxnRequest.compares:type_name -> ringkv.v1.ClientTxnCompare
+	24, // 22: ringkv.v1.ClientTxnRequest.success:type_name -> ringkv.v1.ClientTxnOp
+	24, // 23: ringkv.v1.ClientTxnRequest.failure:type_name -> ringkv.v1.ClientTxnOp
+	3,  // 24: ringkv.v1.ClientTxnResponse.header:type_name -> ringkv.v1.ClientHeader
+	1,  // 25: ringkv.v1.ClientTxnResponse.error:type_name -> ringkv.v1.ErrorCode
+	26, // 26: ringkv.v1.ClientTxnResponse.results:type_name -> ringkv.v1.ClientTxnResult
+	4,  // 27: ringkv.v1.Client.Topology:input_type -> ringkv.v1.TopologyRequest
+	10, // 28: ringkv.v1.Client.Do:input_type -> ringkv.v1.ClientRequest
+	12, // 29: ringkv.v1.Client.Batch:input_type -> ringkv.v1.ClientBatchRequest
+	14, // 30: ringkv.v1.Client.List:input_type -> ringkv.v1.ClientListRequest
+	18, // 31: ringkv.v1.Client.Pipe:input_type -> ringkv.v1.ClientPipeRequest
+	21, // 32: ringkv.v1.Client.Login:input_type -> ringkv.v1.LoginRequest
+	25, // 33: ringkv.v1.Client.Txn:input_type -> ringkv.v1.ClientTxnRequest
+	7,  // 34: ringkv.v1.Client.Topology:output_type -> ringkv.v1.TopologyResponse
+	11, // 35: ringkv.v1.Client.Do:output_type -> ringkv.v1.ClientResponse
+	13, // 36: ringkv.v1.Client.Batch:output_type -> ringkv.v1.ClientBatchResponse
+	16, // 37: ringkv.v1.Client.List:output_type -> ringkv.v1.ClientListResponse
+	20, // 38: ringkv.v1.Client.Pipe:output_type -> ringkv.v1.ClientPipeResponse
+	22, // 39: ringkv.v1.Client.Login:output_type -> ringkv.v1.LoginResponse
+	27, // 40: ringkv.v1.Client.Txn:output_type -> ringkv.v1.ClientTxnResponse
+	34, // [34:41] is the sub-list for method output_type
+	27, // [27:34] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_client_proto_init() }
@@ -1709,7 +2140,7 @@ func file_ringkv_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_client_proto_rawDesc), len(file_ringkv_v1_client_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

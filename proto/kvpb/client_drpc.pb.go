@@ -44,6 +44,7 @@ type DRPCClientClient interface {
 	List(ctx context.Context, in *ClientListRequest) (*ClientListResponse, error)
 	Pipe(ctx context.Context) (DRPCClient_PipeClient, error)
 	Login(ctx context.Context, in *LoginRequest) (*LoginResponse, error)
+	Txn(ctx context.Context, in *ClientTxnRequest) (*ClientTxnResponse, error)
 }
 
 type drpcClientClient struct {
@@ -140,6 +141,15 @@ func (c *drpcClientClient) Login(ctx context.Context, in *LoginRequest) (*LoginR
 	return out, nil
 }
 
+func (c *drpcClientClient) Txn(ctx context.Context, in *ClientTxnRequest) (*ClientTxnResponse, error) {
+	out := new(ClientTxnResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Client/Txn", drpcEncoding_File_ringkv_v1_client_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type DRPCClientServer interface {
 	Topology(context.Context, *TopologyRequest) (*TopologyResponse, error)
 	Do(context.Context, *ClientRequest) (*ClientResponse, error)
@@ -147,6 +157,7 @@ type DRPCClientServer interface {
 	List(context.Context, *ClientListRequest) (*ClientListResponse, error)
 	Pipe(DRPCClient_PipeStream) error
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
+	Txn(context.Context, *ClientTxnRequest) (*ClientTxnResponse, error)
 }
 
 type DRPCClientUnimplementedServer struct{}
@@ -175,9 +186,13 @@ func (s *DRPCClientUnimplementedServer) Login(context.Context, *LoginRequest) (*
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCClientUnimplementedServer) Txn(context.Context, *ClientTxnRequest) (*ClientTxnResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCClientDescription struct{}
 
-func (DRPCClientDescription) NumMethods() int { return 6 }
+func (DRPCClientDescription) NumMethods() int { return 7 }
 
 func (DRPCClientDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -234,6 +249,15 @@ func (DRPCClientDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver
 						in1.(*LoginRequest),
 					)
 			}, DRPCClientServer.Login, true
+	case 6:
+		return "/ringkv.v1.Client/Txn", drpcEncoding_File_ringkv_v1_client_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCClientServer).
+					Txn(
+						ctx,
+						in1.(*ClientTxnRequest),
+					)
+			}, DRPCClientServer.Txn, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -367,6 +391,26 @@ func (x *drpcClient_LoginStream) GetStream() drpc.Stream {
 }
 
 func (x *drpcClient_LoginStream) SendAndClose(m *LoginResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_client_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCClient_TxnStream interface {
+	drpc.Stream
+	SendAndClose(*ClientTxnResponse) error
+}
+
+type drpcClient_TxnStream struct {
+	drpc.Stream
+}
+
+func (x *drpcClient_TxnStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcClient_TxnStream) SendAndClose(m *ClientTxnResponse) error {
 	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_client_proto{}); err != nil {
 		return err
 	}
