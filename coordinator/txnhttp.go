@@ -113,6 +113,28 @@ func (h *httpAPI) txn(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// DecodeTxnJSON decodes a transaction in /api/txn's JSON form (unknown
+// fields refused; "consistency", if given, must be linearizable) and
+// checks its shape; Txn checks the rest. Errors wrap ErrInvalidArgument.
+// `ringkv txn` reads the same form.
+func DecodeTxnJSON(r io.Reader) (*TxnRequest, error) {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	var body txnJSON
+	if err := dec.Decode(&body); err != nil {
+		return nil, fmt.Errorf("%w: malformed JSON: %w", ErrInvalidArgument, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: malformed JSON: trailing data after the object", ErrInvalidArgument)
+	}
+	if name := body.Consistency; name != "" {
+		if level, err := ParseLevel(name); err != nil || level != Linearizable {
+			return nil, fmt.Errorf("%w: transactions are only linearizable, got consistency %q", ErrInvalidArgument, name)
+		}
+	}
+	return txnFromJSON(&body)
+}
+
 // txnFromJSON checks the JSON's shape and builds the request; the
 // coordinator checks the rest.
 func txnFromJSON(b *txnJSON) (*TxnRequest, error) {

@@ -35,6 +35,8 @@ Usage:
   ringkv list [PREFIX] [flags]      list keys with a prefix
   ringkv cas KEY EXPECTED NEW       compare-and-set (linearizable)
   ringkv cas KEY VALUE --absent     put-if-absent (linearizable)
+  ringkv txn [FILE]                 run a transaction given as /api/txn's JSON
+                                    (stdin without FILE); prints the answer
   ringkv ttl KEY                    time a key has left ("none": never expires)
   ringkv expire KEY DURATION        make a key expire; persist KEY: never
   ringkv cluster status [flags]     show members and raft convergence
@@ -103,6 +105,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return dev(ctx, rest, stdout, stderr)
 	case "get", "set", "del", "delete", "list", "cas", "ttl", "expire", "persist":
 		return clientCommand(ctx, cmd, rest, stdout, stderr)
+	case "txn":
+		return txnCommand(ctx, rest, os.Stdin, stdout, stderr)
 	case "cluster":
 		return clusterCommand(ctx, rest, stdout, stderr)
 	case "bench":
