@@ -74,27 +74,8 @@ func TestServeHintEnvIsValidated(t *testing.T) {
 // TestDevAndClientCommands runs `ringkv dev` on free ports in-process and
 // drives it with the client subcommands, as a user would.
 func TestDevAndClientCommands(t *testing.T) {
-	ctx, cancel := context.WithCancel(t.Context())
-	var devOut, devErr testlog.Buffer
-	done := make(chan error, 1)
-	data := t.TempDir()
-	go func() {
-		done <- run(ctx, []string{"dev", "--data", data, "--http-port", "0", "--rpc-port", "0", "--gossip-port", "0", "--resp-port", "0"}, &devOut, &devErr)
-	}()
-	deadline := time.Now().Add(60 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !strings.Contains(devOut.String(), "Ctrl-C") {
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("dev never became ready: %s %s", devOut.String(), devErr.String())
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("dev exited early: %v\n%s", err, devErr.String())
-		case <-tick.C:
-		}
-	}
+	d := startDev(t)
+	devOut := &d.out
 	addrs := regexp.MustCompile(`drpc (127\.0\.0\.1:\d+)`).FindAllStringSubmatch(devOut.String(), -1)
 	if len(addrs) != 3 {
 		t.Fatalf("dev printed %d drpc addresses: %s", len(addrs), devOut.String())
@@ -143,8 +124,7 @@ func TestDevAndClientCommands(t *testing.T) {
 			t.Fatalf("%v: got %q %v, want %q", args, got, err, s.want)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := d.stop(); err != nil {
 		t.Fatalf("dev: %v", err)
 	}
 	if !strings.Contains(devOut.String(), "stopping") {
@@ -154,6 +134,50 @@ func TestDevAndClientCommands(t *testing.T) {
 	if _, err := cli("get", "k", "--addr", addrs[0][1], "--timeout", "2s"); err == nil {
 		t.Fatal("get against a stopped cluster succeeded")
 	}
+}
+
+// devRun is a `ringkv dev` running in this process (startDev).
+type devRun struct {
+	out, errOut testlog.Buffer
+	cancel      context.CancelFunc
+	done        chan struct{} // closed by the dev goroutine when run returns, after setting err
+	err         error
+}
+
+// stop stops dev and returns what run returned; it may be called again.
+func (d *devRun) stop() error {
+	d.cancel()
+	<-d.done
+	return d.err
+}
+
+// startDev runs `ringkv dev` in-process as a user would, on free ports
+// and with its own data directory, and returns once it has printed that
+// its nodes are ready (joined). The test's end stops it.
+func startDev(t *testing.T) *devRun {
+	t.Helper()
+	data := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	d := &devRun{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		d.err = run(ctx, []string{"dev", "--data", data, "--http-port", "0", "--rpc-port", "0", "--gossip-port", "0", "--resp-port", "0"}, &d.out, &d.errOut)
+	}()
+	t.Cleanup(func() { _ = d.stop() }) // before data goes: cleanups run last-in first-out
+	deadline := time.Now().Add(60 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(d.out.String(), "Ctrl-C") {
+		if time.Now().After(deadline) {
+			t.Fatalf("dev never became ready: %s %s", d.out.String(), d.errOut.String())
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("dev exited early: %v\n%s", d.err, d.errOut.String())
+		case <-tick.C:
+		}
+	}
+	return d
 }
 
 // TestServeStartsAndStops starts a one-node cluster with JSON logs

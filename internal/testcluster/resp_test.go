@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,7 +56,7 @@ func TestRedisProtocol(t *testing.T) {
 		}
 	})
 	t.Run("incr by 16 clients", func(t *testing.T) { redisIncr(ctx, t, c) })
-	t.Run("redis-cli", func(t *testing.T) { redisCLI(ctx, t, c.Nodes[0].RESPAddr) })
+	t.Run("redis-cli", func(t *testing.T) { RedisCLI(ctx, t, c.Nodes[0].RESPAddr) })
 	t.Run("spec program", func(t *testing.T) {
 		var nodes []string
 		for _, nd := range c.Nodes {
@@ -306,66 +304,5 @@ func redisScanJoin(ctx context.Context, t *testing.T, c *Cluster, rs []*redis.Cl
 		if n != 1 {
 			t.Fatalf("%s seen %d times", k, n)
 		}
-	}
-}
-
-// redisCLI drives redis-cli with a script and compares its output with
-// what it prints against Redis.
-func redisCLI(ctx context.Context, t *testing.T, addr string) {
-	bin, err := exec.LookPath("redis-cli")
-	if err != nil {
-		if os.Getenv("RINGKV_REDIS_CLI_REQUIRED") == "1" {
-			t.Fatal("redis-cli not found (CI installs redis-tools in .ci/run)")
-		}
-		t.Skip("redis-cli not found: install redis-tools (Debian) to run this test")
-	}
-	host, port, _ := strings.Cut(addr, ":")
-	script := `SET cli:user:1 alice
-GET cli:user:1
-SET cli:session abc EX 100
-TTL cli:session
-GET cli:none
-MSET cli:user:2 bob cli:user:3 carol
-MGET cli:user:1 cli:none cli:user:3
-SCAN 0 MATCH cli:user:* COUNT 100
-DEL cli:user:1 cli:user:2 cli:none
-EXISTS cli:user:1 cli:user:3
-INCR cli:hits
-INCRBY cli:hits 41
-SET cli:session x NX
-PING
-FOO bar
-`
-	want := `OK
-"alice"
-OK
-(integer) 100
-(nil)
-OK
-1) "alice"
-2) (nil)
-3) "carol"
-1) "0"
-2) 1) "cli:user:1"
-   2) "cli:user:2"
-   3) "cli:user:3"
-(integer) 2
-(integer) 1
-(integer) 1
-(integer) 42
-(nil)
-PONG
-(error) ERR unknown command 'FOO', with args beginning with: 'bar' 
-`
-	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(cctx, bin, "-h", host, "-p", port, "--no-raw")
-	cmd.Stdin = strings.NewReader(script)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("redis-cli: %v\n%s", err, out)
-	}
-	if string(out) != want {
-		t.Fatalf("redis-cli printed:\n%s\nwant:\n%s", out, want)
 	}
 }
