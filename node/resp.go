@@ -14,7 +14,8 @@ import (
 )
 
 // listenRESP binds the Redis protocol's listener (Config.RESPAddr), in
-// TLS with the node certificate on a secure node.
+// TLS with the node certificate on a secure node; a failed handshake is
+// logged as the drpc port's are, at most once a minute per host.
 func (n *Node) listenRESP() error {
 	if n.cfg.RESPAddr == "" {
 		return nil
@@ -24,7 +25,7 @@ func (n *Node) listenRESP() error {
 		return fmt.Errorf("node: listen resp: %w", err)
 	}
 	if n.pki != nil {
-		lis = tls.NewListener(lis, n.pki.ServerTLS())
+		lis = handshakeListener{Listener: tls.NewListener(lis, n.pki.ServerTLS()), port: "resp", failed: n.handshakeFailed}
 	}
 	n.respLis = lis
 	return nil
@@ -105,7 +106,7 @@ func (a respAuth) Login(ctx context.Context, user, password string) (context.Con
 }
 
 func (a respAuth) Conn(ctx context.Context, c net.Conn) context.Context {
-	tc, ok := c.(*tls.Conn)
+	tc, ok := c.(interface{ ConnectionState() tls.ConnectionState }) // a *handshakeConn
 	if !ok {
 		return withCaller(ctx, caller{anonymous: true})
 	}

@@ -113,7 +113,7 @@ func (n *Node) openSecurity(rpcLis, httpLis net.Listener) (net.Listener, net.Lis
 	n.pki = r
 	httpTLS := r.ServerTLS()
 	httpTLS.NextProtos = []string{"http/1.1"}
-	rpc := handshakeListener{Listener: tls.NewListener(rpcLis, r.ServerTLS()), failed: n.handshakeFailed}
+	rpc := handshakeListener{Listener: tls.NewListener(rpcLis, r.ServerTLS()), port: "rpc", failed: n.handshakeFailed}
 	return rpc, tls.NewListener(httpLis, httpTLS), nil
 }
 
@@ -129,11 +129,14 @@ func (n *Node) handshakeFailed(port, peer string, err error) {
 	}
 }
 
-// handshakeListener makes the TLS handshake of each drpc connection
-// happen on its first read, and reports a failure with the peer's address
-// (drpc reports connection errors without it).
+// handshakeListener makes the TLS handshake of each connection of the
+// drpc and Redis protocol ports happen on its first read, and reports a
+// failure with the port's name and the peer's address (neither server
+// reports it: drpc gives connection errors without the peer, redcon
+// drops them).
 type handshakeListener struct {
 	net.Listener
+	port   string // "rpc" or "resp", for the log line
 	failed func(port, peer string, err error)
 }
 
@@ -146,7 +149,7 @@ func (l handshakeListener) Accept() (net.Conn, error) {
 	if !ok {
 		return c, nil // not a TLS listener's connection: nothing to report
 	}
-	return &handshakeConn{Conn: tc, failed: l.failed}, nil
+	return &handshakeConn{Conn: tc, port: l.port, failed: l.failed}, nil
 }
 
 // handshakeConn is a server-side TLS connection that reports a failed
@@ -154,13 +157,14 @@ func (l handshakeListener) Accept() (net.Conn, error) {
 type handshakeConn struct {
 	*tls.Conn
 	once   sync.Once
+	port   string
 	failed func(port, peer string, err error)
 }
 
 func (c *handshakeConn) Read(b []byte) (int, error) {
 	c.once.Do(func() {
 		if err := c.Handshake(); err != nil {
-			c.failed("rpc", c.RemoteAddr().String(), err)
+			c.failed(c.port, c.RemoteAddr().String(), err)
 		}
 	})
 	return c.Conn.Read(b) //nolint:wrapcheck // the connection's own error

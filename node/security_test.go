@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -396,7 +397,9 @@ func TestSecureHTTPMatrix(t *testing.T) {
 }
 
 // TestHandshakeFailuresLoggedOnce: a peer failing the TLS handshake again
-// and again, on both ports, is logged once a minute per port at most.
+// and again, on the drpc, HTTP and Redis protocol ports, is logged once a
+// minute per port at most; on the Redis port a plain-text client
+// (redis-cli without --tls) fails it too.
 func TestHandshakeFailuresLoggedOnce(t *testing.T) {
 	certs := t.TempDir()
 	testCerts(t, certs, 1)
@@ -404,8 +407,32 @@ func TestHandshakeFailuresLoggedOnce(t *testing.T) {
 	nodes := startClusterWith(t, 1, func(c *Config) {
 		c.CertsDir = filepath.Join(certs, c.ID)
 		c.Auth = auth.LocalConfig()
+		c.RESPAddr = "127.0.0.1:0"
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	})
+	defer func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	}()
+	// A plain-text Redis client first: logged, and its minute starts.
+	plain, err := net.Dial("tcp", nodes[0].RESPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Write([]byte("*1\r\n$4\r\nPING\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Read(make([]byte, 64)); err == nil {
+		t.Fatal("a plain-text PING on the TLS port was answered")
+	}
+	_ = plain.Close()
+	waitUntil(t, 10*time.Second, "the plain-text client logged", func() bool {
+		return strings.Contains(logs.String(), "port=resp")
+	})
+	if s := logs.String(); !strings.Contains(s, "first record does not look like a TLS handshake") {
+		t.Fatalf("the plain-text client's line does not give the cause:\n%s", s)
+	}
 	rogue := t.TempDir()
 	if err := pki.CreateCA(rogue, pki.CAOptions{}); err != nil {
 		t.Fatal(err)
@@ -419,7 +446,7 @@ func TestHandshakeFailuresLoggedOnce(t *testing.T) {
 	}
 	cfg.InsecureSkipVerify = true // mallory does not care who the server is
 	for range 5 {
-		for _, addr := range []string{nodes[0].RPCAddr(), nodes[0].HTTPAddr()} {
+		for _, addr := range []string{nodes[0].RPCAddr(), nodes[0].HTTPAddr(), nodes[0].RESPAddr()} {
 			if c, err := tls.Dial("tcp", addr, cfg); err == nil {
 				_, _ = c.Write([]byte("x")) // TLS 1.3: the server refuses the certificate after the client's Finished
 				_, _ = c.Read(make([]byte, 1))
@@ -427,16 +454,11 @@ func TestHandshakeFailuresLoggedOnce(t *testing.T) {
 			}
 		}
 	}
-	defer func() {
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
-		}
-	}()
-	waitUntil(t, 10*time.Second, "both failures logged", func() bool {
+	waitUntil(t, 10*time.Second, "the failures on every port logged", func() bool {
 		s := logs.String()
 		return strings.Contains(s, "port=rpc") && strings.Contains(s, "port=http")
 	})
-	if n := strings.Count(logs.String(), "tls handshake failed"); n != 2 {
-		t.Fatalf("%d log lines for 10 failed handshakes from one host, want 2 (one per port):\n%s", n, logs.String())
+	if n := strings.Count(logs.String(), "tls handshake failed"); n != 3 {
+		t.Fatalf("%d log lines for 16 failed handshakes from one host, want 3 (one per port):\n%s", n, logs.String())
 	}
 }
