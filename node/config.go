@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/ringkv/ringkv/antientropy"
 	"github.com/ringkv/ringkv/auth"
@@ -86,6 +87,12 @@ type Config struct {
 	// the given offset, so the chaos harness can skew one node's clock
 	// while it runs. Never enable it in production. Default false.
 	ChaosHooks bool
+	// ChaosClockOffset is test-only and needs ChaosHooks: the offset the
+	// node's physical clock starts with, as if POST /chaos/clock-offset had
+	// been called before the node did anything, so a test can restart a
+	// node with its clock already skewed (internal/testcluster,
+	// TestExpiryUnderFaults). Default 0.
+	ChaosClockOffset time.Duration
 
 	// CertsDir holds this node's certificates (ca.crt, node.crt,
 	// node.key; see internal/pki and docs/SECURITY.md). Set, the node
@@ -130,6 +137,9 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateAdvertise()...)
+	if c.ChaosClockOffset != 0 && !c.ChaosHooks {
+		errs = append(errs, errors.New("node: ChaosClockOffset is test-only and needs ChaosHooks"))
+	}
 	if err := c.Ring.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestAdvertiseValidation(t *testing.T) {
@@ -33,6 +34,8 @@ func TestAdvertiseValidation(t *testing.T) {
 		{"override without port", func(c *Config) { c.AdvertiseHTTPAddr = "10.1.2.3" }, "AdvertiseHTTPAddr"},
 		{"override unspecified", func(c *Config) { c.AdvertiseGossipAddr = "0.0.0.0:7946" }, "AdvertiseGossipAddr"},
 		{"ipv6 advertise", func(c *Config) { c.Advertise = "fd00::5" }, ""},
+		{"clock offset without chaos hooks", func(c *Config) { c.ChaosClockOffset = time.Second }, "needs ChaosHooks"},
+		{"clock offset with chaos hooks", func(c *Config) { c.ChaosHooks, c.ChaosClockOffset = true, -time.Second }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base()

@@ -51,7 +51,7 @@ type Node struct {
 	store *replica.Store
 	clock *replica.Clock
 	// clockOffset shifts the clock's physical time (nanoseconds); only the
-	// test-only chaos endpoint changes it (Config.ChaosHooks).
+	// test-only chaos hooks set it (Config.ChaosHooks, ChaosClockOffset).
 	clockOffset atomic.Int64
 	gossip      *gossip.Gossip
 	trans       *coordinator.RPCTransport
@@ -123,6 +123,10 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	n.trees = antientropy.NewTrees()
 	if n.store, err = replica.Open(rcfg, replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees)}); err != nil {
 		return nil, fmt.Errorf("node: open replica store: %w", err)
+	}
+	if cfg.ChaosHooks && cfg.ChaosClockOffset != 0 {
+		n.clockOffset.Store(int64(cfg.ChaosClockOffset))
+		log.Warn("chaos: clock offset set at start", "offset", cfg.ChaosClockOffset)
 	}
 	n.clock = replica.NewClock(func() time.Time {
 		return time.Now().Add(time.Duration(n.clockOffset.Load()))
