@@ -99,7 +99,7 @@ func (f *fabric) logFactory(node string) LogFactory {
 	}
 }
 
-func testConfig(t *testing.T, node string) Config {
+func testConfig(t testing.TB, node string) Config {
 	cfg := DefaultConfig()
 	cfg.NodeID = node
 	cfg.DataDir = t.TempDir()
@@ -113,14 +113,14 @@ func testConfig(t *testing.T, node string) Config {
 }
 
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	f      *fabric
 	ring   *ringBox
 	stores map[string]*replica.Store
 	drains *drainSet
 }
 
-func openStore(t *testing.T) *replica.Store {
+func openStore(t testing.TB) *replica.Store {
 	cfg := replica.DefaultConfig()
 	cfg.InMemory = true
 	s, err := replica.Open(cfg, replica.Deps{})
@@ -175,12 +175,12 @@ func (c *cluster) startWith(node string, founder bool) *Manager {
 // newCluster forms a 3-node cluster the way a real one forms: n1 founds
 // the ring alone and bootstraps every group, then n2 and n3 join the ring
 // and the leaders add them.
-func newCluster(t *testing.T, partitions int) (*cluster, map[string]*Manager) {
+func newCluster(t testing.TB, partitions int) (*cluster, map[string]*Manager) {
 	return newClusterOn(t, newFabric(), partitions)
 }
 
 // newClusterOn is newCluster over the fabric f.
-func newClusterOn(t *testing.T, f *fabric, partitions int) (*cluster, map[string]*Manager) {
+func newClusterOn(t testing.TB, f *fabric, partitions int) (*cluster, map[string]*Manager) {
 	r, err := ring.New(ring.Config{Partitions: partitions, ReplicationFactor: 3})
 	if err != nil {
 		t.Fatal(err)
@@ -237,7 +237,7 @@ func leaderOf(mgrs map[string]*Manager, p uint32) *Group {
 	return nil
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() error) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	tick := time.NewTicker(10 * time.Millisecond)
