@@ -1,0 +1,413 @@
+package consensus
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ringkv/ringkv/replica"
+)
+
+// The deterministic core of transactions across partitions
+// (docs/ARCHITECTURE.md, "Transactions across partitions"): transaction
+// ids and their priority, the transaction record and the intent as they
+// are stored (each the value of a record under a reserved key, so that
+// they replicate, snapshot and repair like data), and the decisions the
+// anchor's and a participant's leaders take on them.
+//
+// NOT WIRED: nothing proposes these yet. The Group methods that will
+// (prepare, decide, resolve), the intent checks on Get, Put,
+// CompareAndSet and Txn, the coordinator's protocol and the recovery
+// sweep are the next increments; until they exist a transaction over
+// several partitions is refused (coordinator.ErrNotImplemented).
+
+// Reserved key prefixes (first byte 0x00: coordinator.IsReserved) of the
+// records transactions across partitions keep.
+const (
+	txnRecordPrefix = "\x00ringkv/txn/"
+	intentPrefix    = "\x00ringkv/intent/"
+)
+
+// txnID names a transaction: the coordinating node and the HLC timestamp
+// it took when the transaction first started, kept across its retries.
+// The timestamp is also its priority: older wins (wound-wait).
+type txnID struct {
+	Start replica.Timestamp
+	Node  string
+}
+
+// String is the id's stored form, which sorts by Start.
+func (id txnID) String() string {
+	return fmt.Sprintf("%016x/%s", uint64(id.Start), id.Node)
+}
+
+// parseTxnID reads String's form.
+func parseTxnID(s string) (txnID, error) {
+	ts, node, ok := strings.Cut(s, "/")
+	if !ok || len(ts) != 16 || node == "" {
+		return txnID{}, fmt.Errorf("%w: transaction id %q", ErrCorruptCommand, s)
+	}
+	var v uint64
+	if _, err := fmt.Sscanf(ts, "%016x", &v); err != nil {
+		return txnID{}, fmt.Errorf("%w: transaction id %q: %w", ErrCorruptCommand, s, err)
+	}
+	return txnID{Start: replica.Timestamp(v), Node: node}, nil
+}
+
+// older reports whether id has priority over o: started earlier, or at
+// the same instant on a smaller node id.
+func (id txnID) older(o txnID) bool {
+	if id.Start != o.Start {
+		return id.Start < o.Start
+	}
+	return id.Node < o.Node
+}
+
+// txnRecordKey is the key of id's transaction record, stored in the
+// anchor partition whatever the key's hash.
+func txnRecordKey(id txnID) []byte { return []byte(txnRecordPrefix + id.String()) }
+
+// intentKey is the key of the intent on key, stored in key's partition.
+func intentKey(key []byte) []byte { return append([]byte(intentPrefix), key...) }
+
+// txnStatus is a transaction record's state. PENDING turns into
+// COMMITTED or ABORTED once, on the anchor's leader, and never back.
+type txnStatus uint8
+
+const (
+	txnPending txnStatus = iota + 1
+	txnCommitted
+	txnAborted
+)
+
+func (s txnStatus) String() string {
+	switch s {
+	case txnPending:
+		return "pending"
+	case txnCommitted:
+		return "committed"
+	case txnAborted:
+		return "aborted"
+	default:
+		return fmt.Sprintf("txnStatus(%d)", uint8(s))
+	}
+}
+
+// txnRecord is the transaction record: the commit point is the Raft
+// commit of its turn to COMMITTED. Once COMMITTED it holds everything
+// needed to finish the transaction: the writes (records unstamped but
+// for their values, expiries and tombstones) and the commit timestamp.
+type txnRecord struct {
+	ID           txnID
+	Status       txnStatus
+	Deadline     time.Time // after it, a PENDING record may be aborted by anyone
+	Participants []uint32  // partitions holding its intents
+	CommitTS     replica.Timestamp
+	Writes       []replica.Entry // COMMITTED only; Partition says where
+}
+
+// Encoding of a transaction record (the value of its record):
+//
+//	version (1) | status | uvarint start | uvarint len(node) | node |
+//	varint deadline (Unix ns) | uvarint n | n x uvarint partition |
+//	uvarint commit ts | uvarint m | m x (uvarint partition | uvarint len(key) | key | uvarint len(rec) | rec)
+//
+// The record around it carries the checksum.
+const txnEncodingVersion = 1
+
+func (r txnRecord) appendBinary(b []byte) []byte {
+	b = append(b, txnEncodingVersion, byte(r.Status))
+	b = binary.AppendUvarint(b, uint64(r.ID.Start))
+	b = binary.AppendUvarint(b, uint64(len(r.ID.Node)))
+	b = append(b, r.ID.Node...)
+	b = binary.AppendVarint(b, deadlineNanos(r.Deadline))
+	b = binary.AppendUvarint(b, uint64(len(r.Participants)))
+	for _, p := range r.Participants {
+		b = binary.AppendUvarint(b, uint64(p))
+	}
+	b = binary.AppendUvarint(b, uint64(r.CommitTS))
+	b = binary.AppendUvarint(b, uint64(len(r.Writes)))
+	var enc []byte
+	for _, w := range r.Writes {
+		b = binary.AppendUvarint(b, uint64(w.Partition))
+		b = binary.AppendUvarint(b, uint64(len(w.Key)))
+		b = append(b, w.Key...)
+		enc = w.Record.AppendBinary(enc[:0])
+		b = binary.AppendUvarint(b, uint64(len(enc)))
+		b = append(b, enc...)
+	}
+	return b
+}
+
+// deadlineNanos encodes a deadline as Unix nanoseconds, the zero time
+// (none: an ABORTED record written for a transaction never prepared) as
+// 0; so the instant of the epoch reads back as none, as expiries do.
+func deadlineNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func deadlineFrom(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+// decoder reads uvarints and byte strings, remembering the first error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad varint", ErrCorruptCommand)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = fmt.Errorf("%w: bad varint", ErrCorruptCommand)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = fmt.Errorf("%w: length %d beyond %d bytes", ErrCorruptCommand, n, len(d.b))
+		return nil
+	}
+	out := bytes.Clone(d.b[:n])
+	d.b = d.b[n:]
+	return out
+}
+
+// count reads a count of items each taking at least min bytes.
+func (d *decoder) count(minBytes int) int {
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)/minBytes) {
+		d.err = fmt.Errorf("%w: count %d beyond the data", ErrCorruptCommand, n)
+		return 0
+	}
+	return int(n)
+}
+
+func decodeTxnRecord(b []byte) (txnRecord, error) {
+	if len(b) < 2 || b[0] != txnEncodingVersion {
+		return txnRecord{}, fmt.Errorf("%w: transaction record header", ErrCorruptCommand)
+	}
+	r := txnRecord{Status: txnStatus(b[1])}
+	if r.Status < txnPending || r.Status > txnAborted {
+		return txnRecord{}, fmt.Errorf("%w: transaction status %d", ErrCorruptCommand, b[1])
+	}
+	d := &decoder{b: b[2:]}
+	r.ID.Start = replica.Timestamp(d.uvarint())
+	r.ID.Node = string(d.bytes())
+	r.Deadline = deadlineFrom(d.varint())
+	if n := d.count(1); n > 0 {
+		r.Participants = make([]uint32, n)
+		for i := range r.Participants {
+			p := d.uvarint()
+			if p > 1<<32-1 {
+				d.err = errors.Join(d.err, fmt.Errorf("%w: partition %d", ErrCorruptCommand, p))
+			}
+			r.Participants[i] = uint32(p)
+		}
+	}
+	r.CommitTS = replica.Timestamp(d.uvarint())
+	if n := d.count(4); n > 0 {
+		r.Writes = make([]replica.Entry, n)
+		for i := range r.Writes {
+			p := d.uvarint()
+			key := d.bytes()
+			enc := d.bytes()
+			if d.err != nil {
+				break
+			}
+			rec, err := replica.DecodeRecord(enc)
+			if err != nil {
+				return txnRecord{}, fmt.Errorf("%w: write %d: %w", ErrCorruptCommand, i, err)
+			}
+			r.Writes[i] = replica.Entry{Partition: uint32(min(p, 1<<32-1)), Key: key, Record: rec}
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%w: %d bytes after the transaction record", ErrCorruptCommand, len(d.b))
+	}
+	if d.err != nil {
+		return txnRecord{}, d.err
+	}
+	if r.ID.Node == "" {
+		return txnRecord{}, fmt.Errorf("%w: transaction record without a node", ErrCorruptCommand)
+	}
+	return r, nil
+}
+
+// intent is the lock a transaction holds on a key: who holds it, where
+// its record is, and until when it may not be aborted by others.
+type intent struct {
+	ID       txnID
+	Anchor   uint32
+	Deadline time.Time
+}
+
+// Encoding of an intent (the value of its record):
+//
+//	version (1) | uvarint start | uvarint len(node) | node | uvarint anchor | varint deadline (Unix ns)
+func (in intent) appendBinary(b []byte) []byte {
+	b = append(b, txnEncodingVersion)
+	b = binary.AppendUvarint(b, uint64(in.ID.Start))
+	b = binary.AppendUvarint(b, uint64(len(in.ID.Node)))
+	b = append(b, in.ID.Node...)
+	b = binary.AppendUvarint(b, uint64(in.Anchor))
+	return binary.AppendVarint(b, deadlineNanos(in.Deadline))
+}
+
+func decodeIntent(b []byte) (intent, error) {
+	if len(b) < 1 || b[0] != txnEncodingVersion {
+		return intent{}, fmt.Errorf("%w: intent header", ErrCorruptCommand)
+	}
+	d := &decoder{b: b[1:]}
+	in := intent{}
+	in.ID.Start = replica.Timestamp(d.uvarint())
+	in.ID.Node = string(d.bytes())
+	anchor := d.uvarint()
+	in.Deadline = deadlineFrom(d.varint())
+	switch {
+	case d.err != nil:
+		return intent{}, d.err
+	case len(d.b) != 0:
+		return intent{}, fmt.Errorf("%w: %d bytes after the intent", ErrCorruptCommand, len(d.b))
+	case in.ID.Node == "" || anchor > 1<<32-1:
+		return intent{}, fmt.Errorf("%w: intent without a node or with partition %d", ErrCorruptCommand, anchor)
+	}
+	in.Anchor = uint32(anchor)
+	return in, nil
+}
+
+// Errors of decide.
+var (
+	// errTxnAborted: a commit found the record ABORTED (someone judged
+	// the transaction abandoned, or an older one wounded it). The
+	// coordinator cleans its intents and retries with the same id.
+	errTxnAborted = errors.New("consensus: transaction aborted")
+	// errTxnCommitted: an abort found the record COMMITTED: the
+	// transaction happened; whoever asked must finish it instead.
+	errTxnCommitted = errors.New("consensus: transaction committed")
+)
+
+// decide is the anchor leader's transition of id's record, under the
+// record key's latch: cur is the stored record (nil: none). want is
+// COMMITTED (with commitTS and writes) or ABORTED. It returns the record
+// to propose, or nil when nothing changes (the same decision was already
+// made: a retried commit or abort is idempotent), or an error saying
+// the other decision was made first. A commit needs a PENDING record
+// (written by the anchor's prepare); an abort also stands for a record
+// never written, so that a late prepare can no longer create it.
+func decide(cur *txnRecord, id txnID, want txnStatus, commitTS replica.Timestamp, writes []replica.Entry) (*txnRecord, error) {
+	switch want {
+	case txnCommitted, txnAborted:
+	default:
+		return nil, fmt.Errorf("consensus: decide %s: not a decision", want)
+	}
+	if cur == nil {
+		if want == txnCommitted {
+			return nil, fmt.Errorf("%w: no record of %s (aborted before it was prepared)", errTxnAborted, id)
+		}
+		return &txnRecord{ID: id, Status: txnAborted}, nil
+	}
+	if cur.ID != id {
+		return nil, fmt.Errorf("consensus: decide %s: the record is %s's", id, cur.ID)
+	}
+	if cur.Status == want {
+		return nil, nil // nothing to propose: decided already
+	}
+	switch cur.Status {
+	case txnCommitted:
+		return nil, errTxnCommitted
+	case txnAborted:
+		return nil, errTxnAborted
+	}
+	next := *cur
+	next.Status = want
+	if want == txnCommitted {
+		next.CommitTS, next.Writes = commitTS, writes
+	}
+	return &next, nil
+}
+
+// conflictAction is what a transaction's prepare does about another
+// transaction's intent on one of its keys.
+type conflictAction int
+
+const (
+	// finishOther: the other transaction COMMITTED: resolve its writes
+	// (a participant's resolve), then take the key.
+	finishOther conflictAction = iota + 1
+	// cleanOther: the other transaction is ABORTED: tombstone its
+	// intent, then take the key.
+	cleanOther
+	// woundOther: the other is PENDING and younger (or past its
+	// deadline): abort it on its anchor (decide ABORTED), then clean.
+	woundOther
+	// dieSelf: the other is PENDING, older and within its deadline:
+	// abort this transaction, release its intents, retry later with the
+	// same id (so that it ages and eventually wins).
+	dieSelf
+)
+
+func (a conflictAction) String() string {
+	switch a {
+	case finishOther:
+		return "finish"
+	case cleanOther:
+		return "clean"
+	case woundOther:
+		return "wound"
+	case dieSelf:
+		return "die"
+	default:
+		return fmt.Sprintf("conflictAction(%d)", int(a))
+	}
+}
+
+// onConflict is the wound-wait rule. status is the other transaction's
+// record status as its anchor's leader reads it (0: no record yet, which
+// counts as PENDING until its intent's deadline). No transaction ever
+// waits on another while holding intents, so no cycle of waits forms;
+// the oldest transaction always wins, so none starves.
+func onConflict(self txnID, other intent, status txnStatus, now time.Time) conflictAction {
+	switch status {
+	case txnCommitted:
+		return finishOther
+	case txnAborted:
+		return cleanOther
+	}
+	if self.older(other.ID) || !now.Before(other.Deadline) {
+		return woundOther
+	}
+	return dieSelf
+}
