@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -410,4 +411,63 @@ func onConflict(self txnID, other intent, status txnStatus, now time.Time) confl
 		return woundOther
 	}
 	return dieSelf
+}
+
+// readTxnRecord reads id's record from this node's store (nil: none).
+// The caller holds the record key's latch on the leader after
+// leaderReady, which makes the read current.
+func (g *Group) readTxnRecord(id txnID) (*txnRecord, error) {
+	rec, err := g.store.Get(g.id, txnRecordKey(id))
+	switch {
+	case errors.Is(err, replica.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("consensus: read transaction record: %w", err)
+	case rec.Tombstone:
+		return nil, nil
+	}
+	r, err := decodeTxnRecord(rec.Value)
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// decideTxn makes id's decision on this node, the leader of its anchor
+// partition (NOT WIRED: see the top of this file): under the record
+// key's latch, after the term's barrier, it applies decide to the stored
+// record and proposes the result as one record, stamped above the stored
+// one. A COMMITTED decision's Raft commit is the transaction's commit
+// point. It returns the record as it stands after the call. Errors:
+// errTxnAborted / errTxnCommitted (the other decision came first),
+// *NotLeaderError, ErrAmbiguous, ErrNotUpgraded.
+func (g *Group) decideTxn(ctx context.Context, id txnID, want txnStatus, commitTS replica.Timestamp, writes []replica.Entry) (*txnRecord, error) {
+	key := txnRecordKey(id)
+	release, err := g.latches.acquire(ctx, string(key))
+	if err != nil {
+		return nil, fmt.Errorf("consensus: record latch: %w", err)
+	}
+	defer release()
+	if err := g.leaderReady(ctx); err != nil {
+		return nil, err
+	}
+	cur, err := g.readTxnRecord(id)
+	if err != nil {
+		return nil, err
+	}
+	next, err := decide(cur, id, want, commitTS, writes)
+	if err != nil || next == nil {
+		return cur, err
+	}
+	if g.features != nil && !g.features.SpeaksWire(TxnWireVersion) {
+		return nil, ErrNotUpgraded
+	}
+	stored, serr := g.store.Get(g.id, key)
+	found := serr == nil
+	rec := replica.Record{Value: next.appendBinary(nil)}
+	g.stamp(&rec, stored, found)
+	if err := g.proposeData(ctx, encodeBatch([]replica.Entry{{Partition: g.id, Key: key, Record: rec}})); err != nil {
+		return nil, err
+	}
+	return next, nil
 }

@@ -2,8 +2,11 @@ package consensus
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,4 +209,112 @@ func TestOnConflict(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The commit point: on a 3-replica anchor group, commits and aborts of
+// one PENDING transaction race; exactly one decision is made, every
+// caller hears which, and every replica stores it.
+func TestDecideTxnOnGroup(t *testing.T) {
+	c, mgrs := newCluster(t, 2)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	const p = 0
+	id := txnID{Start: 1000, Node: "n1"}
+	commit := func(id txnID) (*txnRecord, error) {
+		var got *txnRecord
+		err := onLeaderOf(ctx, mgrs, p, func(g *Group) error {
+			var err error
+			got, err = g.decideTxn(ctx, id, txnCommitted, 2000, []replica.Entry{{Partition: 1, Key: []byte("k"), Record: replica.Record{Value: []byte("v")}}})
+			return err
+		})
+		return got, err
+	}
+	abort := func(id txnID) (*txnRecord, error) {
+		var got *txnRecord
+		err := onLeaderOf(ctx, mgrs, p, func(g *Group) error {
+			var err error
+			got, err = g.decideTxn(ctx, id, txnAborted, 0, nil)
+			return err
+		})
+		return got, err
+	}
+	// No record: a commit is refused; an abort fences the id.
+	if _, err := commit(id); !errors.Is(err, errTxnAborted) {
+		t.Fatalf("commit without a record: got %v, want errTxnAborted", err)
+	}
+	fenced := txnID{Start: 999, Node: "n2"}
+	if rec, err := abort(fenced); err != nil || rec.Status != txnAborted {
+		t.Fatalf("abort without a record: %+v %v", rec, err)
+	}
+	if _, err := commit(fenced); !errors.Is(err, errTxnAborted) {
+		t.Fatalf("commit after the fence: got %v, want errTxnAborted", err)
+	}
+
+	// A PENDING record, as the anchor's prepare will write it.
+	pending := txnRecord{ID: id, Status: txnPending, Deadline: time.Now().Add(time.Minute), Participants: []uint32{0, 1}}
+	if err := onLeaderOf(ctx, mgrs, p, func(g *Group) error {
+		rec := replica.Record{Value: pending.appendBinary(nil)}
+		g.stamp(&rec, replica.Record{}, false)
+		return g.proposeData(ctx, encodeBatch([]replica.Entry{{Partition: p, Key: txnRecordKey(id), Record: rec}}))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		commit bool
+		rec    *txnRecord
+		err    error
+	}
+	results := make(chan outcome, 8)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%2 == 0 {
+				rec, err := commit(id)
+				results <- outcome{true, rec, err}
+			} else {
+				rec, err := abort(id)
+				results <- outcome{false, rec, err}
+			}
+		}()
+	}
+	wg.Wait()
+	close(results)
+	var committed, aborted int
+	for o := range results {
+		switch {
+		case o.err == nil && o.commit && o.rec.Status == txnCommitted:
+			committed++
+		case o.err == nil && !o.commit && o.rec.Status == txnAborted:
+			aborted++
+		case o.commit && errors.Is(o.err, errTxnAborted), !o.commit && errors.Is(o.err, errTxnCommitted):
+		default:
+			t.Fatalf("commit=%v: %+v %v", o.commit, o.rec, o.err)
+		}
+	}
+	if (committed == 0) == (aborted == 0) {
+		t.Fatalf("%d commits and %d aborts succeeded: want exactly one kind", committed, aborted)
+	}
+	want := txnCommitted
+	if aborted > 0 {
+		want = txnAborted
+	}
+	waitFor(t, 10*time.Second, "every replica to store the decision", func() error {
+		for node, s := range c.stores {
+			rec, err := s.Get(p, txnRecordKey(id))
+			if err != nil {
+				return fmt.Errorf("%s: %w", node, err)
+			}
+			r, err := decodeTxnRecord(rec.Value)
+			if err != nil || r.Status != want || !reflect.DeepEqual(r.Participants, pending.Participants) {
+				return fmt.Errorf("%s: %+v %v, want %s", node, r, err, want)
+			}
+			if want == txnCommitted && (r.CommitTS != 2000 || len(r.Writes) != 1) {
+				return fmt.Errorf("%s: committed record without its writes: %+v", node, r)
+			}
+		}
+		return nil
+	})
+	t.Logf("decision: %s (%d callers heard it made by them)", want, committed+aborted)
 }
