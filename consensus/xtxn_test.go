@@ -308,7 +308,7 @@ func TestDecideTxnOnGroup(t *testing.T) {
 			}
 			r, err := decodeTxnRecord(rec.Value)
 			if err != nil || r.Status != want || !reflect.DeepEqual(r.Participants, pending.Participants) {
-				return fmt.Errorf("%s: %+v %v, want %s", node, r, err, want)
+				return fmt.Errorf("%s: %+v, want %s: %w", node, r, want, err)
 			}
 			if want == txnCommitted && (r.CommitTS != 2000 || len(r.Writes) != 1) {
 				return fmt.Errorf("%s: committed record without its writes: %+v", node, r)
