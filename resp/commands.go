@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/redcon"
 
 	"github.com/ringkv/ringkv/auth"
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
 )
 
@@ -706,21 +707,37 @@ func cmdGetSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	writeValue(c, sess, old, had)
 }
 
-// cmdGetDel reads the key at linearizable and deletes it at linearizable:
-// there is no compare-and-delete, so a write that lands between the two
-// is deleted unseen (documented).
+// cmdGetDel reads the key at linearizable, then deletes it with a
+// one-key transaction that holds only if the value is still the one read
+// (a compare-and-delete), retrying when another write came in between:
+// the value answered is the one deleted. On a cluster with a member too
+// old for transactions it falls back to a read then a delete (a write
+// landing between the two is then deleted unseen).
 func cmdGetDel(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
-	v, found, err := s.get(ctx, args[0], coordinator.Linearizable)
-	if err == nil && found {
-		err = s.deps.Store.Delete(ctx, args[0], coordinator.Linearizable)
-	}
-	if err != nil {
-		writeErr(c, err)
+	key := args[0]
+	for {
+		v, found, err := s.get(ctx, key, coordinator.Linearizable)
+		if err == nil && found {
+			var res coordinator.TxnResult
+			res, err = s.deps.Store.Txn(ctx, &coordinator.TxnRequest{
+				Compares: []consensus.Compare{{Kind: consensus.CompareValue, Key: key, Value: v}},
+				Success:  []coordinator.TxnOp{{Kind: consensus.OpDelete, Key: key}},
+			})
+			if errors.Is(err, coordinator.ErrNotUpgraded) {
+				err = s.deps.Store.Delete(ctx, key, coordinator.Linearizable)
+			} else if err == nil && !res.Succeeded {
+				continue // changed since the read: read it again
+			}
+		}
+		if err != nil {
+			writeErr(c, err)
+			return
+		}
+		writeValue(c, sess, v, found)
 		return
 	}
-	writeValue(c, sess, v, found)
 }
 
 func cmdAppend(s *Server, c redcon.Conn, sess *session, args [][]byte) {

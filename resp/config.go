@@ -93,6 +93,8 @@ type Store interface {
 	Expire(ctx context.Context, key []byte, ttl time.Duration, level coordinator.Level) (bool, error)
 	Persist(ctx context.Context, key []byte, level coordinator.Level) (bool, error)
 	ListFrom(ctx context.Context, prefix, from []byte, limit int, level coordinator.Level) ([]coordinator.Pair, error)
+	// Txn runs a transaction at linearizable (GETDEL's compare-and-delete).
+	Txn(ctx context.Context, req *coordinator.TxnRequest) (coordinator.TxnResult, error)
 }
 
 // Authenticator checks AUTH's credentials. Nil in Deps: the node has no

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ringkv/ringkv/auth"
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
 )
 
@@ -29,6 +30,8 @@ type memStore struct {
 	// beforeCAS, when set, runs inside the next CompareAndSet before it
 	// compares (another writer winning the race), then is cleared.
 	beforeCAS func(data map[string]coordinator.Item)
+	// txnErr, when set, is Txn's answer (e.g. a member too old).
+	txnErr error
 }
 
 func newMemStore() *memStore { return &memStore{data: map[string]coordinator.Item{}} }
@@ -110,6 +113,55 @@ func (m *memStore) CompareAndSet(ctx context.Context, key []byte, expected *[]by
 		return coordinator.CASResult{Swapped: true}, nil
 	}
 	return coordinator.CASResult{Found: ok, Current: cur.Value}, nil
+}
+
+// Txn runs what GETDEL sends: value and absent compares, then deletes,
+// sets and gets. beforeCAS runs inside it too (a writer between the read
+// and the transaction).
+func (m *memStore) Txn(ctx context.Context, req *coordinator.TxnRequest) (coordinator.TxnResult, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.txnErr != nil {
+		return coordinator.TxnResult{}, m.txnErr
+	}
+	if f := m.beforeCAS; f != nil {
+		m.beforeCAS = nil
+		f(m.data)
+	}
+	holds := true
+	for _, cmp := range req.Compares {
+		if err := m.check(ctx, cmp.Key); err != nil {
+			return coordinator.TxnResult{}, err
+		}
+		cur, ok := m.live(string(cmp.Key))
+		switch cmp.Kind {
+		case consensus.CompareValue:
+			holds = holds && ok && bytes.Equal(cur.Value, cmp.Value)
+		case consensus.CompareAbsent:
+			holds = holds && !ok
+		default:
+			return coordinator.TxnResult{}, fmt.Errorf("%w: memStore: compare %v", coordinator.ErrInvalidArgument, cmp.Kind)
+		}
+	}
+	ops := req.Failure
+	if holds {
+		ops = req.Success
+	}
+	res := coordinator.TxnResult{Succeeded: holds}
+	for _, op := range ops {
+		var r consensus.OpResult
+		switch op.Kind {
+		case consensus.OpGet:
+			cur, ok := m.live(string(op.Key))
+			r.Found, r.Record.Value = ok, cur.Value
+		case consensus.OpSet:
+			m.data[string(op.Key)] = item(op.Value, Expiry{TTL: op.TTL})
+		case consensus.OpDelete:
+			delete(m.data, string(op.Key))
+		}
+		res.Results = append(res.Results, r)
+	}
+	return res, nil
 }
 
 func (m *memStore) Expire(ctx context.Context, key []byte, ttl time.Duration, _ coordinator.Level) (bool, error) {
@@ -464,6 +516,35 @@ func TestLostRace(t *testing.T) {
 	st.mu.Unlock()
 	if err := r.SetArgs(ctx, "k", "x", redis.SetArgs{Mode: "XX"}).Err(); !errors.Is(err, redis.Nil) {
 		t.Fatalf("set xx that lost the race: %v, want nil", err)
+	}
+
+	// GETDEL whose key is rewritten between its read and its delete: the
+	// compare-and-delete fails, it reads again, and it answers the value
+	// it deleted (the write is not deleted unseen).
+	if err := r.Set(ctx, "g", "old", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	st.beforeCAS = func(data map[string]coordinator.Item) { data["g"] = coordinator.Item{Value: []byte("new")} }
+	st.mu.Unlock()
+	if v, err := r.GetDel(ctx, "g").Result(); err != nil || v != "new" {
+		t.Fatalf("getdel that lost the race: %q %v, want \"new\"", v, err)
+	}
+	if err := r.Get(ctx, "g").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("get after getdel: %v, want nil", err)
+	}
+	// A member too old for transactions: read then delete.
+	if err := r.Set(ctx, "g", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st.mu.Lock()
+	st.txnErr = fmt.Errorf("%w: a member speaks wire 1", coordinator.ErrNotUpgraded)
+	st.mu.Unlock()
+	if v, err := r.GetDel(ctx, "g").Result(); err != nil || v != "v" {
+		t.Fatalf("getdel on an old cluster: %q %v, want \"v\"", v, err)
+	}
+	if err := r.Get(ctx, "g").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("get after getdel on an old cluster: %v, want nil", err)
 	}
 }
 

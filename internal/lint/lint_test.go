@@ -31,7 +31,7 @@ var allowed = map[string][]string{
 	"backup":               {"client", "proto/kvpb", "replica"},
 	"examples/quickstart":  {"client"},
 	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb", "internal/pki", "auth", "resp", "internal/loglimit"},
-	"resp":                 {"coordinator", "auth", "internal/loglimit"},
+	"resp":                 {"coordinator", "consensus", "auth", "internal/loglimit"},
 	"cmd/ringkv":           {"*"},
 	"internal/testcluster": {"internal/pki", "internal/rpcconn", "internal/hosts"},
 	"internal/hosts":       {},
