@@ -264,9 +264,10 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 		return false, nil, false, fmt.Errorf("consensus: key latch: %w", err)
 	}
 	defer release()
-	// No leadership round trip: if this node was deposed, its proposal
-	// cannot commit (the majority has seen a newer term), so a decision made
-	// on its state is never applied. The barrier of leaderReady plus the
+	// No leadership round trip for a write: if this node was deposed, its
+	// proposal cannot commit (the majority has seen a newer term), so a
+	// decision made on its state is never applied (a decision to write
+	// nothing is confirmed below). The barrier of leaderReady plus the
 	// latch (held until the entry is applied here) make the applied state
 	// current for this key.
 	if err := g.leaderReady(ctx); err != nil {
@@ -280,6 +281,13 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 	live := found && cur.Live(g.Now())
 	next, ok := decide(cur, live)
 	if !ok {
+		// Nothing to propose: what it answers is a read of this node's
+		// state, so answer only if still the leader (as a read-only
+		// transaction does); a deposed leader that has not yet noticed
+		// would otherwise answer a failed CAS with a stale value.
+		if err := g.reads.verify(ctx, g); err != nil {
+			return false, nil, false, err
+		}
 		if !live {
 			return false, nil, false, nil
 		}
