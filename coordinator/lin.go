@@ -197,6 +197,11 @@ func (c *Coordinator) onPartitionLeader(ctx context.Context, op string, p uint32
 			return nil
 		case errors.Is(err, consensus.ErrAmbiguous):
 			return err
+		case errors.Is(err, ErrInvalidArgument), errors.Is(err, ErrNotUpgraded):
+			// The leader refused the request itself (a peer's answer
+			// comes back as these through errorFor): asking again,
+			// there or elsewhere, gets the same answer.
+			return err
 		case errors.As(err, &nle) && nle.Leader != "" && nle.Leader != target:
 			target = nle.Leader // follow the redirect at once
 			last = err

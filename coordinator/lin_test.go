@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"storj.io/drpc/drpcerr"
 
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
@@ -35,6 +36,7 @@ func (noProgress) AppliedIndex(context.Context, string, uint32) (uint64, error) 
 type serverLin struct {
 	srv   *LinearizableServer
 	down  bool
+	fail  error // every call's answer when set (and not down)
 	calls int
 	mu    sync.Mutex
 }
@@ -46,7 +48,7 @@ func (s *serverLin) check() error {
 	if s.down {
 		return errors.New("test: unreachable")
 	}
-	return nil
+	return s.fail
 }
 
 func (s *serverLin) LinGet(ctx context.Context, _ string, p uint32, key []byte) (replica.Record, bool, error) {
@@ -340,5 +342,28 @@ func TestNoGroupsMeansUnavailable(t *testing.T) {
 	}
 	if StatusFor(consensus.ErrAmbiguous) != 504 {
 		t.Fatal("ambiguous must map to 504")
+	}
+}
+
+// TestLeaderRefusalIsNotRetried: a peer leader that refuses a forwarded
+// request as invalid answers the caller at once, as invalid, rather than
+// being asked again until the deadline and reported unavailable.
+func TestLeaderRefusalIsNotRetried(t *testing.T) {
+	_, n9, lin := newLinNode(t)
+	lin.mu.Lock()
+	lin.fail = errorFor(drpcerr.WithCode(errors.New("test: timestamp too far ahead"), codeInvalid))
+	lin.mu.Unlock()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := n9.Set(ctx, []byte("k"), []byte("v"), Linearizable)
+	if !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("forwarded set the leader refused: got %v, want ErrInvalidArgument", err)
+	}
+	lin.mu.Lock()
+	calls := lin.calls
+	lin.mu.Unlock()
+	if calls != 1 {
+		t.Errorf("leader asked %d times, want 1 (in %v)", calls, time.Since(start))
 	}
 }
