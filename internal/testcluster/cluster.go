@@ -83,6 +83,35 @@ func builtHere(bin string) bool {
 	return false
 }
 
+// respFlag memoizes, per binary, whether its serve takes --resp.
+var respFlag struct {
+	sync.Mutex
+	bins map[string]bool
+}
+
+// servesRESP reports whether bin's serve has the --resp flag: every
+// binary built here, and a previous release's (TestRollingUpgrade) when
+// it has one. Such a binary listens on 127.0.0.1:6379 unless told
+// otherwise, so each node must be given its own port.
+func servesRESP(bin string) bool {
+	if builtHere(bin) {
+		return true
+	}
+	respFlag.Lock()
+	defer respFlag.Unlock()
+	if ok, seen := respFlag.bins[bin]; seen {
+		return ok
+	}
+	// serve -h prints the flags and exits non-zero (flag.ErrHelp).
+	out, _ := exec.Command(bin, "serve", "-h").CombinedOutput() //nolint:errcheck // the usage text is what counts
+	ok := strings.Contains(string(out), "-resp ")
+	if respFlag.bins == nil {
+		respFlag.bins = map[string]bool{}
+	}
+	respFlag.bins[bin] = ok
+	return ok
+}
+
 // RaceServers reports whether Binary builds the servers with -race: only
 // when the tests run under -race and RINGKV_RACE_SERVERS=1. By default
 // the server processes are plain builds, so the integration suite fits
@@ -251,7 +280,7 @@ func (nd *Node) Start() {
 	if len(nd.join) > 0 {
 		args = append(args, "--join", strings.Join(nd.join, ","))
 	}
-	if builtHere(nd.bin) {
+	if servesRESP(nd.bin) {
 		if nd.host != nil {
 			args = append(args, "--resp", "0.0.0.0:6379")
 		} else {
