@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/replica"
@@ -49,13 +50,42 @@ type txnOpJSON struct {
 	TTL    json.RawMessage `json:"ttl,omitempty"`
 }
 
-type txnResultJSON struct {
+// TxnAnswer is /api/txn's answer, and what `ringkv txn` prints: which
+// branch ran, and one result per op of it.
+type TxnAnswer struct {
+	Succeeded bool          `json:"succeeded"`
+	Results   []TxnOpAnswer `json:"results"`
+}
+
+// TxnOpAnswer is one op's result; a get's carries what it found.
+type TxnOpAnswer struct {
 	Op      string  `json:"op"`
 	Key     string  `json:"key"`
 	Found   *bool   `json:"found,omitempty"`
 	Value   *string `json:"value,omitempty"`
 	Version string  `json:"version,omitempty"`
 	TTLMs   int64   `json:"ttl_ms,omitempty"`
+}
+
+// NewTxnAnswer lays out the answer of a transaction whose chosen branch
+// is branch; got(i) gives what the branch's i-th op, a get, found (ok
+// false when the answer has no result for it).
+func NewTxnAnswer(succeeded bool, branch []TxnOp, got func(i int) (found bool, value []byte, version uint64, ttl time.Duration, ok bool)) TxnAnswer {
+	out := TxnAnswer{Succeeded: succeeded, Results: make([]TxnOpAnswer, len(branch))}
+	for i, op := range branch {
+		o := TxnOpAnswer{Op: op.Kind.String(), Key: string(op.Key)}
+		if op.Kind == consensus.OpGet {
+			if found, value, version, ttl, ok := got(i); ok {
+				o.Found = &found
+				if found {
+					v := string(value)
+					o.Value, o.Version, o.TTLMs = &v, strconv.FormatUint(version, 10), ttl.Milliseconds()
+				}
+			}
+		}
+		out.Results[i] = o
+	}
+	return out
 }
 
 // maxTxnBodyBytes bounds a /api/txn body: JSON escaping may take several
@@ -91,25 +121,14 @@ func (h *httpAPI) txn(w http.ResponseWriter, r *http.Request) {
 	if !res.Succeeded {
 		branch = req.Failure
 	}
-	out := struct {
-		Succeeded bool            `json:"succeeded"`
-		Results   []txnResultJSON `json:"results"`
-	}{res.Succeeded, make([]txnResultJSON, len(branch))}
 	now := h.c.now()
-	for i, op := range branch {
-		o := txnResultJSON{Op: op.Kind.String(), Key: string(op.Key)}
-		if op.Kind == consensus.OpGet && i < len(res.Results) {
-			got := res.Results[i]
-			o.Found = &got.Found
-			if got.Found {
-				v := string(got.Record.Value)
-				o.Value = &v
-				o.Version = strconv.FormatUint(Version(got.Record), 10)
-				o.TTLMs = Item{Value: got.Record.Value, ExpiresAt: got.Record.ExpiresAt}.TTL(now).Milliseconds()
-			}
+	out := NewTxnAnswer(res.Succeeded, branch, func(i int) (bool, []byte, uint64, time.Duration, bool) {
+		if i >= len(res.Results) {
+			return false, nil, 0, 0, false
 		}
-		out.Results[i] = o
-	}
+		got := res.Results[i]
+		return got.Found, got.Record.Value, Version(got.Record), Item{Value: got.Record.Value, ExpiresAt: got.Record.ExpiresAt}.TTL(now), true
+	})
 	writeJSON(w, http.StatusOK, out)
 }
 

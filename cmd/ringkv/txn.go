@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -86,30 +85,13 @@ func txnCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if !res.Succeeded {
 		branch = req.Failure
 	}
-	type result struct {
-		Op      string  `json:"op"`
-		Key     string  `json:"key"`
-		Found   *bool   `json:"found,omitempty"`
-		Value   *string `json:"value,omitempty"`
-		Version string  `json:"version,omitempty"`
-		TTLMs   int64   `json:"ttl_ms,omitempty"`
-	}
-	out := struct {
-		Succeeded bool     `json:"succeeded"`
-		Results   []result `json:"results"`
-	}{res.Succeeded, make([]result, len(branch))}
-	for i, op := range branch {
-		r := result{Op: op.Kind.String(), Key: string(op.Key)}
-		if op.Kind == consensus.OpGet && i < len(res.Results) {
-			got := res.Results[i]
-			r.Found = &got.Found
-			if got.Found {
-				v := string(got.Value)
-				r.Value, r.Version, r.TTLMs = &v, strconv.FormatUint(got.Version, 10), got.TTL.Milliseconds()
-			}
+	out := coordinator.NewTxnAnswer(res.Succeeded, branch, func(i int) (bool, []byte, uint64, time.Duration, bool) {
+		if i >= len(res.Results) {
+			return false, nil, 0, 0, false
 		}
-		out.Results[i] = r
-	}
+		got := res.Results[i]
+		return got.Found, got.Value, got.Version, got.TTL, true
+	})
 	enc := json.NewEncoder(stdout)
 	if err := enc.Encode(out); err != nil {
 		return fmt.Errorf("txn: write answer: %w", err)
