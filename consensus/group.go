@@ -179,14 +179,33 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 }
 
 // Get returns the key's record at the linearizable level: ErrNotFound when
-// absent (the caller checks Live for tombstones and expiry).
+// absent (the caller checks Live for tombstones and expiry). When a
+// transaction holds an intent on the key it returns an *IntentError whose
+// one KeyIntent carries the record under the intent: the caller asks the
+// transaction's anchor what to answer (docs/ARCHITECTURE.md, "Readers and
+// intents"). The intent is read before the key, so a resolve landing
+// between the two reads shows as an intent whose transaction committed.
 func (g *Group) Get(ctx context.Context, key []byte) (replica.Record, error) {
 	start := time.Now()
 	defer g.m.observe("get", start)
 	if err := g.ReadIndex(ctx); err != nil {
 		return replica.Record{}, err
 	}
+	in, _, _, err := g.readIntent(key)
+	if err != nil {
+		return replica.Record{}, err
+	}
 	rec, err := g.store.Get(g.id, key)
+	if in != nil {
+		ki := KeyIntent{Key: key, Intent: *in}
+		switch {
+		case err == nil:
+			ki.Found, ki.Record = true, rec
+		case !errors.Is(err, replica.ErrNotFound):
+			return rec, fmt.Errorf("consensus: read: %w", err)
+		}
+		return rec, &IntentError{Group: g.id, Intents: []KeyIntent{ki}}
+	}
 	if err != nil {
 		return rec, fmt.Errorf("consensus: read: %w", err)
 	}
@@ -222,7 +241,8 @@ func (g *Group) Scan(ctx context.Context, prefix, start []byte, limit int) (keys
 // Put writes value (Tombstone: a delete) linearizably, expiring at
 // expiresAt (zero: never). The record's timestamp is above any this node
 // has seen for the key, so it also wins over older eventual writes.
-// Errors: *NotLeaderError (not applied), ErrAmbiguous (may have applied).
+// Errors: *IntentError (a transaction holds the key; not applied),
+// *NotLeaderError (not applied), ErrAmbiguous (may have applied).
 func (g *Group) Put(ctx context.Context, key, value []byte, tombstone bool, expiresAt time.Time) error {
 	start := time.Now()
 	defer g.m.observe("put", start)
@@ -271,6 +291,10 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 	// latch (held until the entry is applied here) make the applied state
 	// current for this key.
 	if err := g.leaderReady(ctx); err != nil {
+		return false, nil, false, err
+	}
+	// A transaction's intent locks the key: never write under it.
+	if err := g.checkIntents([][]byte{key}); err != nil {
 		return false, nil, false, err
 	}
 	cur, err := g.store.Get(g.id, key)

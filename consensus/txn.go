@@ -293,7 +293,8 @@ func evaluate(t *Txn, cur map[string]current, now time.Time) (TxnResult, []repli
 // (read-index) before answering. Every key must belong to this group's
 // partition (the caller's duty).
 //
-// Errors: ErrInvalidTxn (t is malformed, see ValidateTxn), ErrTxnTooLarge
+// Errors: *IntentError (a transaction across partitions holds one of the
+// keys; nothing applied), ErrInvalidTxn (t is malformed, see ValidateTxn), ErrTxnTooLarge
 // (the answer would be too large; nothing applied), ErrNotUpgraded (some
 // member cannot apply the command; nothing applied), *NotLeaderError (not
 // applied), ErrAmbiguous (may have applied). Safe for concurrent use.
@@ -312,6 +313,11 @@ func (g *Group) Txn(ctx context.Context, t *Txn) (TxnResult, error) {
 		defer release()
 	}
 	if err := g.leaderReady(ctx); err != nil {
+		return TxnResult{}, err
+	}
+	// A cross-partition transaction's intent locks its keys for reads as
+	// well as writes.
+	if err := g.checkIntents(keys); err != nil {
 		return TxnResult{}, err
 	}
 	cur := make(map[string]current, len(keys))

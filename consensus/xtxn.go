@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,11 +20,8 @@ import (
 // they replicate, snapshot and repair like data), and the decisions the
 // anchor's and a participant's leaders take on them.
 //
-// NOT WIRED: nothing proposes these yet. The Group methods that will
-// (prepare, decide, resolve), the intent checks on Get, Put,
-// CompareAndSet and Txn, the coordinator's protocol and the recovery
-// sweep are the next increments; until they exist a transaction over
-// several partitions is refused (coordinator.ErrNotImplemented).
+// The Group methods that propose them are in xtxn_group.go; the protocol
+// that strings them together across groups is the coordinator's.
 
 // Reserved key prefixes (first byte 0x00: coordinator.IsReserved) of the
 // records transactions across partitions keep.
@@ -32,35 +30,43 @@ const (
 	intentPrefix    = "\x00ringkv/intent/"
 )
 
-// txnID names a transaction: the coordinating node and the HLC timestamp
-// it took when the transaction first started, kept across its retries.
-// The timestamp is also its priority: older wins (wound-wait).
-type txnID struct {
-	Start replica.Timestamp
-	Node  string
+// TxnID names one attempt of a transaction: the coordinating node, the
+// HLC timestamp it took when the transaction first started, and the
+// attempt. A retry keeps Start and Node and counts Attempt up, so an
+// aborted attempt's record never stands in the way of the next, while
+// the transaction keeps its priority: Start, older wins (wound-wait).
+type TxnID struct {
+	Start   replica.Timestamp
+	Attempt uint32
+	Node    string
 }
 
 // String is the id's stored form, which sorts by Start.
-func (id txnID) String() string {
-	return fmt.Sprintf("%016x/%s", uint64(id.Start), id.Node)
+func (id TxnID) String() string {
+	return fmt.Sprintf("%016x/%08x/%s", uint64(id.Start), id.Attempt, id.Node)
 }
 
-// parseTxnID reads String's form.
-func parseTxnID(s string) (txnID, error) {
-	ts, node, ok := strings.Cut(s, "/")
-	if !ok || len(ts) != 16 || node == "" {
-		return txnID{}, fmt.Errorf("%w: transaction id %q", ErrCorruptCommand, s)
+// ParseTxnID reads String's form.
+func ParseTxnID(s string) (TxnID, error) {
+	parts := strings.SplitN(s, "/", 3)
+	if len(parts) != 3 || len(parts[0]) != 16 || len(parts[1]) != 8 || parts[2] == "" {
+		return TxnID{}, fmt.Errorf("%w: transaction id %q", ErrCorruptCommand, s)
 	}
-	var v uint64
-	if _, err := fmt.Sscanf(ts, "%016x", &v); err != nil {
-		return txnID{}, fmt.Errorf("%w: transaction id %q: %w", ErrCorruptCommand, s, err)
+	start, err := strconv.ParseUint(parts[0], 16, 64)
+	if err != nil {
+		return TxnID{}, fmt.Errorf("%w: transaction id %q: %w", ErrCorruptCommand, s, err)
 	}
-	return txnID{Start: replica.Timestamp(v), Node: node}, nil
+	attempt, err := strconv.ParseUint(parts[1], 16, 32)
+	if err != nil {
+		return TxnID{}, fmt.Errorf("%w: transaction id %q: %w", ErrCorruptCommand, s, err)
+	}
+	return TxnID{Start: replica.Timestamp(start), Attempt: uint32(attempt), Node: parts[2]}, nil
 }
 
-// older reports whether id has priority over o: started earlier, or at
-// the same instant on a smaller node id.
-func (id txnID) older(o txnID) bool {
+// Older reports whether id has priority over o: started earlier, or at
+// the same instant on a smaller node id. Two attempts of one
+// transaction are never older than each other (only one is live).
+func (id TxnID) Older(o TxnID) bool {
 	if id.Start != o.Start {
 		return id.Start < o.Start
 	}
@@ -69,41 +75,41 @@ func (id txnID) older(o txnID) bool {
 
 // txnRecordKey is the key of id's transaction record, stored in the
 // anchor partition whatever the key's hash.
-func txnRecordKey(id txnID) []byte { return []byte(txnRecordPrefix + id.String()) }
+func txnRecordKey(id TxnID) []byte { return []byte(txnRecordPrefix + id.String()) }
 
 // intentKey is the key of the intent on key, stored in key's partition.
 func intentKey(key []byte) []byte { return append([]byte(intentPrefix), key...) }
 
-// txnStatus is a transaction record's state. PENDING turns into
+// TxnStatus is a transaction record's state. PENDING turns into
 // COMMITTED or ABORTED once, on the anchor's leader, and never back.
-type txnStatus uint8
+type TxnStatus uint8
 
 const (
-	txnPending txnStatus = iota + 1
-	txnCommitted
-	txnAborted
+	TxnPending TxnStatus = iota + 1
+	TxnCommitted
+	TxnAborted
 )
 
-func (s txnStatus) String() string {
+func (s TxnStatus) String() string {
 	switch s {
-	case txnPending:
+	case TxnPending:
 		return "pending"
-	case txnCommitted:
+	case TxnCommitted:
 		return "committed"
-	case txnAborted:
+	case TxnAborted:
 		return "aborted"
 	default:
-		return fmt.Sprintf("txnStatus(%d)", uint8(s))
+		return fmt.Sprintf("TxnStatus(%d)", uint8(s))
 	}
 }
 
-// txnRecord is the transaction record: the commit point is the Raft
+// TxnRecord is the transaction record: the commit point is the Raft
 // commit of its turn to COMMITTED. Once COMMITTED it holds everything
 // needed to finish the transaction: the writes (records unstamped but
 // for their values, expiries and tombstones) and the commit timestamp.
-type txnRecord struct {
-	ID           txnID
-	Status       txnStatus
+type TxnRecord struct {
+	ID           TxnID
+	Status       TxnStatus
 	Deadline     time.Time // after it, a PENDING record may be aborted by anyone
 	Participants []uint32  // partitions holding its intents
 	CommitTS     replica.Timestamp
@@ -112,16 +118,17 @@ type txnRecord struct {
 
 // Encoding of a transaction record (the value of its record):
 //
-//	version (1) | status | uvarint start | uvarint len(node) | node |
+//	version (1) | status | uvarint start | uvarint attempt | uvarint len(node) | node |
 //	varint deadline (Unix ns) | uvarint n | n x uvarint partition |
 //	uvarint commit ts | uvarint m | m x (uvarint partition | uvarint len(key) | key | uvarint len(rec) | rec)
 //
 // The record around it carries the checksum.
 const txnEncodingVersion = 1
 
-func (r txnRecord) appendBinary(b []byte) []byte {
+func (r TxnRecord) appendBinary(b []byte) []byte {
 	b = append(b, txnEncodingVersion, byte(r.Status))
 	b = binary.AppendUvarint(b, uint64(r.ID.Start))
+	b = binary.AppendUvarint(b, uint64(r.ID.Attempt))
 	b = binary.AppendUvarint(b, uint64(len(r.ID.Node)))
 	b = append(b, r.ID.Node...)
 	b = binary.AppendVarint(b, deadlineNanos(r.Deadline))
@@ -192,6 +199,15 @@ func (d *decoder) varint() int64 {
 	return v
 }
 
+// uint32 reads a uvarint that must fit 32 bits.
+func (d *decoder) uint32() uint32 {
+	v := d.uvarint()
+	if d.err == nil && v > 1<<32-1 {
+		d.err = fmt.Errorf("%w: %d does not fit 32 bits", ErrCorruptCommand, v)
+	}
+	return uint32(v)
+}
+
 func (d *decoder) bytes() []byte {
 	n := d.uvarint()
 	if d.err != nil {
@@ -216,16 +232,17 @@ func (d *decoder) count(minBytes int) int {
 	return int(n)
 }
 
-func decodeTxnRecord(b []byte) (txnRecord, error) {
+func decodeTxnRecord(b []byte) (TxnRecord, error) {
 	if len(b) < 2 || b[0] != txnEncodingVersion {
-		return txnRecord{}, fmt.Errorf("%w: transaction record header", ErrCorruptCommand)
+		return TxnRecord{}, fmt.Errorf("%w: transaction record header", ErrCorruptCommand)
 	}
-	r := txnRecord{Status: txnStatus(b[1])}
-	if r.Status < txnPending || r.Status > txnAborted {
-		return txnRecord{}, fmt.Errorf("%w: transaction status %d", ErrCorruptCommand, b[1])
+	r := TxnRecord{Status: TxnStatus(b[1])}
+	if r.Status < TxnPending || r.Status > TxnAborted {
+		return TxnRecord{}, fmt.Errorf("%w: transaction status %d", ErrCorruptCommand, b[1])
 	}
 	d := &decoder{b: b[2:]}
 	r.ID.Start = replica.Timestamp(d.uvarint())
+	r.ID.Attempt = d.uint32()
 	r.ID.Node = string(d.bytes())
 	r.Deadline = deadlineFrom(d.varint())
 	if n := d.count(1); n > 0 {
@@ -250,7 +267,7 @@ func decodeTxnRecord(b []byte) (txnRecord, error) {
 			}
 			rec, err := replica.DecodeRecord(enc)
 			if err != nil {
-				return txnRecord{}, fmt.Errorf("%w: write %d: %w", ErrCorruptCommand, i, err)
+				return TxnRecord{}, fmt.Errorf("%w: write %d: %w", ErrCorruptCommand, i, err)
 			}
 			r.Writes[i] = replica.Entry{Partition: uint32(min(p, 1<<32-1)), Key: key, Record: rec}
 		}
@@ -259,51 +276,53 @@ func decodeTxnRecord(b []byte) (txnRecord, error) {
 		d.err = fmt.Errorf("%w: %d bytes after the transaction record", ErrCorruptCommand, len(d.b))
 	}
 	if d.err != nil {
-		return txnRecord{}, d.err
+		return TxnRecord{}, d.err
 	}
 	if r.ID.Node == "" {
-		return txnRecord{}, fmt.Errorf("%w: transaction record without a node", ErrCorruptCommand)
+		return TxnRecord{}, fmt.Errorf("%w: transaction record without a node", ErrCorruptCommand)
 	}
 	return r, nil
 }
 
 // intent is the lock a transaction holds on a key: who holds it, where
 // its record is, and until when it may not be aborted by others.
-type intent struct {
-	ID       txnID
+type Intent struct {
+	ID       TxnID
 	Anchor   uint32
 	Deadline time.Time
 }
 
 // Encoding of an intent (the value of its record):
 //
-//	version (1) | uvarint start | uvarint len(node) | node | uvarint anchor | varint deadline (Unix ns)
-func (in intent) appendBinary(b []byte) []byte {
+//	version (1) | uvarint start | uvarint attempt | uvarint len(node) | node | uvarint anchor | varint deadline (Unix ns)
+func (in Intent) appendBinary(b []byte) []byte {
 	b = append(b, txnEncodingVersion)
 	b = binary.AppendUvarint(b, uint64(in.ID.Start))
+	b = binary.AppendUvarint(b, uint64(in.ID.Attempt))
 	b = binary.AppendUvarint(b, uint64(len(in.ID.Node)))
 	b = append(b, in.ID.Node...)
 	b = binary.AppendUvarint(b, uint64(in.Anchor))
 	return binary.AppendVarint(b, deadlineNanos(in.Deadline))
 }
 
-func decodeIntent(b []byte) (intent, error) {
+func decodeIntent(b []byte) (Intent, error) {
 	if len(b) < 1 || b[0] != txnEncodingVersion {
-		return intent{}, fmt.Errorf("%w: intent header", ErrCorruptCommand)
+		return Intent{}, fmt.Errorf("%w: intent header", ErrCorruptCommand)
 	}
 	d := &decoder{b: b[1:]}
-	in := intent{}
+	in := Intent{}
 	in.ID.Start = replica.Timestamp(d.uvarint())
+	in.ID.Attempt = d.uint32()
 	in.ID.Node = string(d.bytes())
 	anchor := d.uvarint()
 	in.Deadline = deadlineFrom(d.varint())
 	switch {
 	case d.err != nil:
-		return intent{}, d.err
+		return Intent{}, d.err
 	case len(d.b) != 0:
-		return intent{}, fmt.Errorf("%w: %d bytes after the intent", ErrCorruptCommand, len(d.b))
+		return Intent{}, fmt.Errorf("%w: %d bytes after the intent", ErrCorruptCommand, len(d.b))
 	case in.ID.Node == "" || anchor > 1<<32-1:
-		return intent{}, fmt.Errorf("%w: intent without a node or with partition %d", ErrCorruptCommand, anchor)
+		return Intent{}, fmt.Errorf("%w: intent without a node or with partition %d", ErrCorruptCommand, anchor)
 	}
 	in.Anchor = uint32(anchor)
 	return in, nil
@@ -311,13 +330,13 @@ func decodeIntent(b []byte) (intent, error) {
 
 // Errors of decide.
 var (
-	// errTxnAborted: a commit found the record ABORTED (someone judged
+	// ErrTxnAborted: a commit found the record ABORTED (someone judged
 	// the transaction abandoned, or an older one wounded it). The
 	// coordinator cleans its intents and retries with the same id.
-	errTxnAborted = errors.New("consensus: transaction aborted")
-	// errTxnCommitted: an abort found the record COMMITTED: the
+	ErrTxnAborted = errors.New("consensus: transaction aborted")
+	// ErrTxnCommitted: an abort found the record COMMITTED: the
 	// transaction happened; whoever asked must finish it instead.
-	errTxnCommitted = errors.New("consensus: transaction committed")
+	ErrTxnCommitted = errors.New("consensus: transaction committed")
 )
 
 // decide is the anchor leader's transition of id's record, under the
@@ -328,17 +347,17 @@ var (
 // the other decision was made first. A commit needs a PENDING record
 // (written by the anchor's prepare); an abort also stands for a record
 // never written, so that a late prepare can no longer create it.
-func decide(cur *txnRecord, id txnID, want txnStatus, commitTS replica.Timestamp, writes []replica.Entry) (*txnRecord, error) {
+func decide(cur *TxnRecord, id TxnID, want TxnStatus, commitTS replica.Timestamp, writes []replica.Entry) (*TxnRecord, error) {
 	switch want {
-	case txnCommitted, txnAborted:
+	case TxnCommitted, TxnAborted:
 	default:
 		return nil, fmt.Errorf("consensus: decide %s: not a decision", want)
 	}
 	if cur == nil {
-		if want == txnCommitted {
-			return nil, fmt.Errorf("%w: no record of %s (aborted before it was prepared)", errTxnAborted, id)
+		if want == TxnCommitted {
+			return nil, fmt.Errorf("%w: no record of %s (aborted before it was prepared)", ErrTxnAborted, id)
 		}
-		return &txnRecord{ID: id, Status: txnAborted}, nil
+		return &TxnRecord{ID: id, Status: TxnAborted}, nil
 	}
 	if cur.ID != id {
 		return nil, fmt.Errorf("consensus: decide %s: the record is %s's", id, cur.ID)
@@ -347,76 +366,76 @@ func decide(cur *txnRecord, id txnID, want txnStatus, commitTS replica.Timestamp
 		return nil, nil // nothing to propose: decided already
 	}
 	switch cur.Status {
-	case txnCommitted:
-		return nil, errTxnCommitted
-	case txnAborted:
-		return nil, errTxnAborted
+	case TxnCommitted:
+		return nil, ErrTxnCommitted
+	case TxnAborted:
+		return nil, ErrTxnAborted
 	}
 	next := *cur
 	next.Status = want
-	if want == txnCommitted {
+	if want == TxnCommitted {
 		next.CommitTS, next.Writes = commitTS, writes
 	}
 	return &next, nil
 }
 
-// conflictAction is what a transaction's prepare does about another
+// ConflictAction is what a transaction's prepare does about another
 // transaction's intent on one of its keys.
-type conflictAction int
+type ConflictAction int
 
 const (
-	// finishOther: the other transaction COMMITTED: resolve its writes
+	// FinishOther: the other transaction COMMITTED: resolve its writes
 	// (a participant's resolve), then take the key.
-	finishOther conflictAction = iota + 1
-	// cleanOther: the other transaction is ABORTED: tombstone its
+	FinishOther ConflictAction = iota + 1
+	// CleanOther: the other transaction is ABORTED: tombstone its
 	// intent, then take the key.
-	cleanOther
-	// woundOther: the other is PENDING and younger (or past its
+	CleanOther
+	// WoundOther: the other is PENDING and younger (or past its
 	// deadline): abort it on its anchor (decide ABORTED), then clean.
-	woundOther
-	// dieSelf: the other is PENDING, older and within its deadline:
+	WoundOther
+	// DieSelf: the other is PENDING, older and within its deadline:
 	// abort this transaction, release its intents, retry later with the
 	// same id (so that it ages and eventually wins).
-	dieSelf
+	DieSelf
 )
 
-func (a conflictAction) String() string {
+func (a ConflictAction) String() string {
 	switch a {
-	case finishOther:
+	case FinishOther:
 		return "finish"
-	case cleanOther:
+	case CleanOther:
 		return "clean"
-	case woundOther:
+	case WoundOther:
 		return "wound"
-	case dieSelf:
+	case DieSelf:
 		return "die"
 	default:
-		return fmt.Sprintf("conflictAction(%d)", int(a))
+		return fmt.Sprintf("ConflictAction(%d)", int(a))
 	}
 }
 
-// onConflict is the wound-wait rule. status is the other transaction's
+// OnConflict is the wound-wait rule. status is the other transaction's
 // record status as its anchor's leader reads it (0: no record yet, which
 // counts as PENDING until its intent's deadline). No transaction ever
 // waits on another while holding intents, so no cycle of waits forms;
 // the oldest transaction always wins, so none starves.
-func onConflict(self txnID, other intent, status txnStatus, now time.Time) conflictAction {
+func OnConflict(self TxnID, other Intent, status TxnStatus, now time.Time) ConflictAction {
 	switch status {
-	case txnCommitted:
-		return finishOther
-	case txnAborted:
-		return cleanOther
+	case TxnCommitted:
+		return FinishOther
+	case TxnAborted:
+		return CleanOther
 	}
-	if self.older(other.ID) || !now.Before(other.Deadline) {
-		return woundOther
+	if self.Older(other.ID) || !now.Before(other.Deadline) {
+		return WoundOther
 	}
-	return dieSelf
+	return DieSelf
 }
 
 // readTxnRecord reads id's record from this node's store (nil: none).
 // The caller holds the record key's latch on the leader after
 // leaderReady, which makes the read current.
-func (g *Group) readTxnRecord(id txnID) (*txnRecord, error) {
+func (g *Group) readTxnRecord(id TxnID) (*TxnRecord, error) {
 	rec, err := g.store.Get(g.id, txnRecordKey(id))
 	switch {
 	case errors.Is(err, replica.ErrNotFound):
@@ -434,14 +453,14 @@ func (g *Group) readTxnRecord(id txnID) (*txnRecord, error) {
 }
 
 // decideTxn makes id's decision on this node, the leader of its anchor
-// partition (NOT WIRED: see the top of this file): under the record
+// partition (DecideTxn): under the record
 // key's latch, after the term's barrier, it applies decide to the stored
 // record and proposes the result as one record, stamped above the stored
 // one. A COMMITTED decision's Raft commit is the transaction's commit
 // point. It returns the record as it stands after the call. Errors:
-// errTxnAborted / errTxnCommitted (the other decision came first),
+// ErrTxnAborted / ErrTxnCommitted (the other decision came first),
 // *NotLeaderError, ErrAmbiguous, ErrNotUpgraded.
-func (g *Group) decideTxn(ctx context.Context, id txnID, want txnStatus, commitTS replica.Timestamp, writes []replica.Entry) (*txnRecord, error) {
+func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitTS replica.Timestamp, writes []replica.Entry) (*TxnRecord, error) {
 	key := txnRecordKey(id)
 	release, err := g.latches.acquire(ctx, string(key))
 	if err != nil {

@@ -14,19 +14,19 @@ import (
 )
 
 func TestTxnIDOrderAndForm(t *testing.T) {
-	a := txnID{Start: 100, Node: "n2"}
-	b := txnID{Start: 100, Node: "n3"}
-	c := txnID{Start: 101, Node: "n1"}
+	a := TxnID{Start: 100, Node: "n2"}
+	b := TxnID{Start: 100, Node: "n3"}
+	c := TxnID{Start: 101, Node: "n1"}
 	for _, tc := range []struct {
-		x, y txnID
+		x, y TxnID
 		want bool
 	}{{a, b, true}, {b, a, false}, {a, c, true}, {c, a, false}, {a, a, false}} {
-		if got := tc.x.older(tc.y); got != tc.want {
+		if got := tc.x.Older(tc.y); got != tc.want {
 			t.Errorf("%s older than %s: got %v, want %v", tc.x, tc.y, got, tc.want)
 		}
 	}
-	for _, id := range []txnID{a, c, {Start: 1<<63 + 5, Node: "node/with/slashes"}} {
-		got, err := parseTxnID(id.String())
+	for _, id := range []TxnID{a, c, {Start: 1<<63 + 5, Attempt: 1<<32 - 1, Node: "node/with/slashes"}} {
+		got, err := ParseTxnID(id.String())
 		if err != nil || got != id {
 			t.Errorf("parse(%q): got %+v %v, want %+v", id.String(), got, err, id)
 		}
@@ -35,8 +35,8 @@ func TestTxnIDOrderAndForm(t *testing.T) {
 	if a.String() >= c.String() {
 		t.Errorf("%q sorts after %q", a.String(), c.String())
 	}
-	for _, bad := range []string{"", "abc", "0000000000000064", "0000000000000064/", "zz00000000000064/n1", "64/n1"} {
-		if _, err := parseTxnID(bad); !errors.Is(err, ErrCorruptCommand) {
+	for _, bad := range []string{"", "abc", "0000000000000064", "0000000000000064/", "zz00000000000064/n1", "64/n1", "0000000000000064/00000000/", "0000000000000064/0000000z/n1", "0000000000000064/1/n1"} {
+		if _, err := ParseTxnID(bad); !errors.Is(err, ErrCorruptCommand) {
 			t.Errorf("parse(%q): got %v, want ErrCorruptCommand", bad, err)
 		}
 	}
@@ -48,9 +48,9 @@ func TestTxnIDOrderAndForm(t *testing.T) {
 	}
 }
 
-func sampleRecord() txnRecord {
-	return txnRecord{
-		ID: txnID{Start: 77, Node: "n1"}, Status: txnCommitted,
+func sampleRecord() TxnRecord {
+	return TxnRecord{
+		ID: TxnID{Start: 77, Node: "n1"}, Status: TxnCommitted,
 		Deadline:     time.Unix(1_900_000_000, 5).UTC(),
 		Participants: []uint32{3, 17, 1<<32 - 1},
 		CommitTS:     99,
@@ -62,10 +62,10 @@ func sampleRecord() txnRecord {
 }
 
 func TestTxnRecordCodec(t *testing.T) {
-	for _, r := range []txnRecord{
+	for _, r := range []TxnRecord{
 		sampleRecord(),
-		{ID: txnID{Start: 1, Node: "x"}, Status: txnPending, Deadline: time.Unix(0, 1).UTC(), Participants: []uint32{0}},
-		{ID: txnID{Start: 2, Node: "y"}, Status: txnAborted}, // decide's record for a transaction never prepared
+		{ID: TxnID{Start: 1, Node: "x"}, Status: TxnPending, Deadline: time.Unix(0, 1).UTC(), Participants: []uint32{0}},
+		{ID: TxnID{Start: 2, Node: "y"}, Status: TxnAborted}, // decide's record for a transaction never prepared
 	} {
 		b := r.appendBinary(nil)
 		got, err := decodeTxnRecord(b)
@@ -91,7 +91,7 @@ func TestTxnRecordCodec(t *testing.T) {
 }
 
 func TestIntentCodec(t *testing.T) {
-	in := intent{ID: txnID{Start: 5, Node: "n3"}, Anchor: 42, Deadline: time.Unix(1_900_000_000, 0).UTC()}
+	in := Intent{ID: TxnID{Start: 5, Node: "n3"}, Anchor: 42, Deadline: time.Unix(1_900_000_000, 0).UTC()}
 	b := in.appendBinary(nil)
 	got, err := decodeIntent(b)
 	if err != nil || got != in {
@@ -110,7 +110,7 @@ func TestIntentCodec(t *testing.T) {
 func FuzzDecodeTxnRecord(f *testing.F) {
 	r := sampleRecord()
 	f.Add(r.appendBinary(nil))
-	f.Add(intent{ID: txnID{Start: 1, Node: "n"}, Anchor: 1}.appendBinary(nil))
+	f.Add(Intent{ID: TxnID{Start: 1, Node: "n"}, Anchor: 1}.appendBinary(nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if r, err := decodeTxnRecord(b); err == nil {
 			again, err := decodeTxnRecord(r.appendBinary(nil))
@@ -127,26 +127,26 @@ func FuzzDecodeTxnRecord(f *testing.F) {
 }
 
 func TestDecide(t *testing.T) {
-	id := txnID{Start: 10, Node: "n1"}
-	pending := &txnRecord{ID: id, Status: txnPending, Participants: []uint32{1, 2}}
-	committed := &txnRecord{ID: id, Status: txnCommitted, CommitTS: 50}
-	aborted := &txnRecord{ID: id, Status: txnAborted}
+	id := TxnID{Start: 10, Node: "n1"}
+	pending := &TxnRecord{ID: id, Status: TxnPending, Participants: []uint32{1, 2}}
+	committed := &TxnRecord{ID: id, Status: TxnCommitted, CommitTS: 50}
+	aborted := &TxnRecord{ID: id, Status: TxnAborted}
 	writes := []replica.Entry{{Partition: 2, Key: []byte("k"), Record: replica.Record{Value: []byte("v")}}}
 	for _, tc := range []struct {
 		name    string
-		cur     *txnRecord
-		want    txnStatus
-		next    txnStatus // 0: nothing proposed
+		cur     *TxnRecord
+		want    TxnStatus
+		next    TxnStatus // 0: nothing proposed
 		wantErr error
 	}{
-		{"commit pending", pending, txnCommitted, txnCommitted, nil},
-		{"abort pending", pending, txnAborted, txnAborted, nil},
-		{"commit again", committed, txnCommitted, 0, nil},
-		{"abort again", aborted, txnAborted, 0, nil},
-		{"commit aborted", aborted, txnCommitted, 0, errTxnAborted},
-		{"abort committed", committed, txnAborted, 0, errTxnCommitted},
-		{"commit absent", nil, txnCommitted, 0, errTxnAborted},
-		{"abort absent", nil, txnAborted, txnAborted, nil},
+		{"commit pending", pending, TxnCommitted, TxnCommitted, nil},
+		{"abort pending", pending, TxnAborted, TxnAborted, nil},
+		{"commit again", committed, TxnCommitted, 0, nil},
+		{"abort again", aborted, TxnAborted, 0, nil},
+		{"commit aborted", aborted, TxnCommitted, 0, ErrTxnAborted},
+		{"abort committed", committed, TxnAborted, 0, ErrTxnCommitted},
+		{"commit absent", nil, TxnCommitted, 0, ErrTxnAborted},
+		{"abort absent", nil, TxnAborted, TxnAborted, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			next, err := decide(tc.cur, id, tc.want, 60, writes)
@@ -158,53 +158,53 @@ func TestDecide(t *testing.T) {
 			case tc.next != 0 && (next == nil || next.Status != tc.next || next.ID != id):
 				t.Fatalf("proposed %+v, want status %s", next, tc.next)
 			}
-			if tc.next == txnCommitted && (next.CommitTS != 60 || len(next.Writes) != 1 || !reflect.DeepEqual(next.Participants, pending.Participants)) {
+			if tc.next == TxnCommitted && (next.CommitTS != 60 || len(next.Writes) != 1 || !reflect.DeepEqual(next.Participants, pending.Participants)) {
 				t.Fatalf("commit record: %+v", next)
 			}
-			if tc.cur != nil && tc.cur.Status == txnPending && tc.cur == pending && pending.Status != txnPending {
+			if tc.cur != nil && tc.cur.Status == TxnPending && tc.cur == pending && pending.Status != TxnPending {
 				t.Fatal("decide changed the stored record in place")
 			}
 		})
 	}
 	// An abort of a transaction never prepared stores a record that
 	// reads back the same.
-	rec, err := decide(nil, id, txnAborted, 0, nil)
+	rec, err := decide(nil, id, TxnAborted, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if back, err := decodeTxnRecord(rec.appendBinary(nil)); err != nil || !reflect.DeepEqual(back, *rec) {
 		t.Fatalf("aborted-unprepared record: got %+v %v, want %+v", back, err, *rec)
 	}
-	if _, err := decide(pending, txnID{Start: 11, Node: "n1"}, txnCommitted, 1, nil); err == nil {
+	if _, err := decide(pending, TxnID{Start: 11, Node: "n1"}, TxnCommitted, 1, nil); err == nil {
 		t.Fatal("decided another transaction's record")
 	}
-	if _, err := decide(pending, id, txnPending, 1, nil); err == nil {
+	if _, err := decide(pending, id, TxnPending, 1, nil); err == nil {
 		t.Fatal("PENDING accepted as a decision")
 	}
 }
 
 func TestOnConflict(t *testing.T) {
 	now := time.Unix(1_900_000_000, 0)
-	old := txnID{Start: 10, Node: "n1"}
-	young := txnID{Start: 20, Node: "n1"}
+	old := TxnID{Start: 10, Node: "n1"}
+	young := TxnID{Start: 20, Node: "n1"}
 	live := now.Add(time.Second)
 	for _, tc := range []struct {
 		name   string
-		self   txnID
-		other  intent
-		status txnStatus
-		want   conflictAction
+		self   TxnID
+		other  Intent
+		status TxnStatus
+		want   ConflictAction
 	}{
-		{"other committed", old, intent{ID: young, Deadline: live}, txnCommitted, finishOther},
-		{"other aborted", young, intent{ID: old, Deadline: live}, txnAborted, cleanOther},
-		{"older wounds younger", old, intent{ID: young, Deadline: live}, txnPending, woundOther},
-		{"younger dies", young, intent{ID: old, Deadline: live}, txnPending, dieSelf},
-		{"younger takes an expired one", young, intent{ID: old, Deadline: now}, txnPending, woundOther},
-		{"no record yet counts as pending", young, intent{ID: old, Deadline: live}, 0, dieSelf},
-		{"no record past deadline", young, intent{ID: old, Deadline: now.Add(-time.Second)}, 0, woundOther},
+		{"other committed", old, Intent{ID: young, Deadline: live}, TxnCommitted, FinishOther},
+		{"other aborted", young, Intent{ID: old, Deadline: live}, TxnAborted, CleanOther},
+		{"older wounds younger", old, Intent{ID: young, Deadline: live}, TxnPending, WoundOther},
+		{"younger dies", young, Intent{ID: old, Deadline: live}, TxnPending, DieSelf},
+		{"younger takes an expired one", young, Intent{ID: old, Deadline: now}, TxnPending, WoundOther},
+		{"no record yet counts as pending", young, Intent{ID: old, Deadline: live}, 0, DieSelf},
+		{"no record past deadline", young, Intent{ID: old, Deadline: now.Add(-time.Second)}, 0, WoundOther},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := onConflict(tc.self, tc.other, tc.status, now); got != tc.want {
+			if got := OnConflict(tc.self, tc.other, tc.status, now); got != tc.want {
 				t.Fatalf("got %s, want %s", got, tc.want)
 			}
 		})
@@ -219,39 +219,39 @@ func TestDecideTxnOnGroup(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	const p = 0
-	id := txnID{Start: 1000, Node: "n1"}
-	commit := func(id txnID) (*txnRecord, error) {
-		var got *txnRecord
+	id := TxnID{Start: 1000, Node: "n1"}
+	commit := func(id TxnID) (*TxnRecord, error) {
+		var got *TxnRecord
 		err := onLeaderOf(ctx, mgrs, p, func(g *Group) error {
 			var err error
-			got, err = g.decideTxn(ctx, id, txnCommitted, 2000, []replica.Entry{{Partition: 1, Key: []byte("k"), Record: replica.Record{Value: []byte("v")}}})
+			got, err = g.decideTxn(ctx, id, TxnCommitted, 2000, []replica.Entry{{Partition: 1, Key: []byte("k"), Record: replica.Record{Value: []byte("v")}}})
 			return err
 		})
 		return got, err
 	}
-	abort := func(id txnID) (*txnRecord, error) {
-		var got *txnRecord
+	abort := func(id TxnID) (*TxnRecord, error) {
+		var got *TxnRecord
 		err := onLeaderOf(ctx, mgrs, p, func(g *Group) error {
 			var err error
-			got, err = g.decideTxn(ctx, id, txnAborted, 0, nil)
+			got, err = g.decideTxn(ctx, id, TxnAborted, 0, nil)
 			return err
 		})
 		return got, err
 	}
 	// No record: a commit is refused; an abort fences the id.
-	if _, err := commit(id); !errors.Is(err, errTxnAborted) {
-		t.Fatalf("commit without a record: got %v, want errTxnAborted", err)
+	if _, err := commit(id); !errors.Is(err, ErrTxnAborted) {
+		t.Fatalf("commit without a record: got %v, want ErrTxnAborted", err)
 	}
-	fenced := txnID{Start: 999, Node: "n2"}
-	if rec, err := abort(fenced); err != nil || rec.Status != txnAborted {
+	fenced := TxnID{Start: 999, Node: "n2"}
+	if rec, err := abort(fenced); err != nil || rec.Status != TxnAborted {
 		t.Fatalf("abort without a record: %+v %v", rec, err)
 	}
-	if _, err := commit(fenced); !errors.Is(err, errTxnAborted) {
-		t.Fatalf("commit after the fence: got %v, want errTxnAborted", err)
+	if _, err := commit(fenced); !errors.Is(err, ErrTxnAborted) {
+		t.Fatalf("commit after the fence: got %v, want ErrTxnAborted", err)
 	}
 
 	// A PENDING record, as the anchor's prepare will write it.
-	pending := txnRecord{ID: id, Status: txnPending, Deadline: time.Now().Add(time.Minute), Participants: []uint32{0, 1}}
+	pending := TxnRecord{ID: id, Status: TxnPending, Deadline: time.Now().Add(time.Minute), Participants: []uint32{0, 1}}
 	if err := onLeaderOf(ctx, mgrs, p, func(g *Group) error {
 		rec := replica.Record{Value: pending.appendBinary(nil)}
 		g.stamp(&rec, replica.Record{}, false)
@@ -261,7 +261,7 @@ func TestDecideTxnOnGroup(t *testing.T) {
 	}
 	type outcome struct {
 		commit bool
-		rec    *txnRecord
+		rec    *TxnRecord
 		err    error
 	}
 	results := make(chan outcome, 8)
@@ -284,11 +284,11 @@ func TestDecideTxnOnGroup(t *testing.T) {
 	var committed, aborted int
 	for o := range results {
 		switch {
-		case o.err == nil && o.commit && o.rec.Status == txnCommitted:
+		case o.err == nil && o.commit && o.rec.Status == TxnCommitted:
 			committed++
-		case o.err == nil && !o.commit && o.rec.Status == txnAborted:
+		case o.err == nil && !o.commit && o.rec.Status == TxnAborted:
 			aborted++
-		case o.commit && errors.Is(o.err, errTxnAborted), !o.commit && errors.Is(o.err, errTxnCommitted):
+		case o.commit && errors.Is(o.err, ErrTxnAborted), !o.commit && errors.Is(o.err, ErrTxnCommitted):
 		default:
 			t.Fatalf("commit=%v: %+v %v", o.commit, o.rec, o.err)
 		}
@@ -296,9 +296,9 @@ func TestDecideTxnOnGroup(t *testing.T) {
 	if (committed == 0) == (aborted == 0) {
 		t.Fatalf("%d commits and %d aborts succeeded: want exactly one kind", committed, aborted)
 	}
-	want := txnCommitted
+	want := TxnCommitted
 	if aborted > 0 {
-		want = txnAborted
+		want = TxnAborted
 	}
 	waitFor(t, 10*time.Second, "every replica to store the decision", func() error {
 		for node, s := range c.stores {
@@ -310,7 +310,7 @@ func TestDecideTxnOnGroup(t *testing.T) {
 			if err != nil || r.Status != want || !reflect.DeepEqual(r.Participants, pending.Participants) {
 				return fmt.Errorf("%s: %+v, want %s: %w", node, r, want, err)
 			}
-			if want == txnCommitted && (r.CommitTS != 2000 || len(r.Writes) != 1) {
+			if want == TxnCommitted && (r.CommitTS != 2000 || len(r.Writes) != 1) {
 				return fmt.Errorf("%s: committed record without its writes: %+v", node, r)
 			}
 		}
