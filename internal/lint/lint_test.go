@@ -41,7 +41,8 @@ var allowed = map[string][]string{
 	"internal/testlog":     {},
 	"internal/rpcconn":     {},
 	"internal/pki":         {},
-	"internal/chaos":       {"client", "internal/testcluster", "internal/pki", "internal/hosts"},
+	"internal/chaos":       {"client", "internal/testcluster", "internal/pki", "internal/hosts", "internal/txncheck"},
+	"internal/txncheck":    {},
 	"internal/lint":        {},
 }
 
