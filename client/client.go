@@ -121,8 +121,8 @@ func newClient(addrs []string, opts []Option) (*Client, error) {
 }
 
 // Close cancels calls in progress (they return ErrClosed), stops the
-// refresher and closes every connection. It is safe to call more than
-// once; later calls return ErrClosed.
+// refresher and closes every connection. It always returns nil and is
+// safe to call more than once; calls made after it return ErrClosed.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.mu.closed {

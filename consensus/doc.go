@@ -8,7 +8,9 @@
 // entry of earlier terms (a Barrier once per term), evaluates the condition (CAS, put-if-absent) against the stored record,
 // stamps the new record with an HLC timestamp above the stored one, and
 // proposes it as a plain merge. Every replica applies the same merge in log
-// order (fsm, a raft.BatchingFSM: one store Merge, one fsync, per batch).
+// order (fsm, a raft.BatchingFSM: one store MergeUnsynced per batch,
+// without an fsync of its own: the Raft log, durable on a majority before
+// an entry is applied, is the durable copy, replayed after a restart).
 // The latch is released after the entry is applied on the leader, so the
 // next update of the key sees it. Writes skip the leadership confirmation
 // that reads need: a deposed leader's proposal cannot commit, so a decision

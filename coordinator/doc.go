@@ -53,8 +53,9 @@
 // # Client RPCs
 //
 // ClientServer serves the Client drpc service (proto/ringkv/v1/client.proto) that the
-// Go client library speaks: Topology, and Do/Batch/List running through the
-// Coordinator at the requested level. Data calls report errors in-band as
+// Go client library speaks: Topology, Do/Batch/List running through the
+// Coordinator at the requested level, Txn, and Pipe, a stream on which
+// operations run as they arrive and are answered as they finish (pipe.go). Data calls report errors in-band as
 // a kvpb.ErrorCode (clientCode is the table), so that every answer carries
 // the node's ring version and the key's partition leader.
 //
@@ -77,15 +78,20 @@
 //
 // # Goroutines
 //
-//   - Reads: one per asked replica (bounded by N); writes: none of their
-//     own, each replica's merge answers through a callback on the store's
-//     or the RPC transport's goroutines. Either way the work is counted in
+//   - Reads: one per asked replica, started as the speculation needs them
+//     (at most N); writes: none of their own, each replica's merge answers
+//     through a callback on the store's committer or syncer or on the RPC
+//     transport's senders (a transport without MergeAsync, in tests, takes
+//     a goroutine per replica). Either way the work is counted in
 //     the Coordinator's workgroup.Group (bg) and outlives the request until
 //     every replica answered or ReplicaWriteTimeout. Close cancels it,
 //     refuses new work (a request past its closed check gets ErrClosed
 //     rather than starting any), and waits.
 //   - ClientServer.Batch: one per operation of the batch, at most
 //     batchParallelism at a time, all done before Batch returns.
+//   - ClientServer.Pipe: per stream, a reader (the handler), one writer
+//     and up to maxPipeInflight workers, started as operations arrive and
+//     kept until the stream ends; all stop with the stream.
 //   - The hint loop (handoff.run), when HintedHandoff is on: started by
 //     New under bg, ticks every HintReplayInterval and starts at
 //     most one session per hint target, which it waits for; stopped by

@@ -54,8 +54,10 @@
 //
 // # Goroutines
 //
-// The store runs one goroutine of its own, the committer
-// (Store.runCommitter), besides Badger's internal ones.
+// The store runs two goroutines of its own besides Badger's internal
+// ones: the committer (Store.runCommitter), the only one that writes to
+// Badger, and the syncer (sync.go, syncer.run), which fsyncs what the
+// committer committed and answers the durable requests.
 //
 //   - Fed by Merge and WriteRaw through the unbuffered channel Store.reqs:
 //     each call builds its keys and encodings (or copies) on its own
@@ -67,8 +69,9 @@
 //     stored one, each raw set, and a delete of every key in each raw delete
 //     range; then it commits and answers each request on its buffered done
 //     channel.
-//   - Because it is the only goroutine that writes, read-compare-write needs
-//     no locks and Badger conflict detection is off.
+//   - Because it is the only goroutine that writes (the syncer only
+//     fsyncs files), read-compare-write needs no locks and Badger conflict
+//     detection is off.
 //   - Stopped by Close, which closes Store.closing: the committer finishes
 //     the batch in hand and exits; Merge and WriteRaw calls not yet handed
 //     over return ErrClosed. Close waits for it (and for in-flight reads:
