@@ -62,6 +62,42 @@ func DefaultRPCConfig() RPCConfig {
 	return RPCConfig{ConnsPerPeer: 2, InvokeConnsPerPeer: 8, MaxBatch: 512, QueueDepth: 4096, DialTimeout: time.Second}
 }
 
+// fill sets the zero fields of c to their defaults.
+func (c *RPCConfig) fill() {
+	def := DefaultRPCConfig()
+	if c.ConnsPerPeer == 0 {
+		c.ConnsPerPeer = def.ConnsPerPeer
+	}
+	if c.InvokeConnsPerPeer == 0 {
+		c.InvokeConnsPerPeer = def.InvokeConnsPerPeer
+	}
+	if c.MaxBatch == 0 {
+		c.MaxBatch = def.MaxBatch
+	}
+	if c.QueueDepth == 0 {
+		c.QueueDepth = def.QueueDepth
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = def.DialTimeout
+	}
+}
+
+// Validate reports every problem with c, joined: after fill, every count
+// and the dial timeout must be positive (a negative value is a mistake,
+// not a request for the default).
+func (c RPCConfig) Validate() error {
+	var errs []error
+	for name, v := range map[string]int{"ConnsPerPeer": c.ConnsPerPeer, "InvokeConnsPerPeer": c.InvokeConnsPerPeer, "MaxBatch": c.MaxBatch, "QueueDepth": c.QueueDepth} {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("coordinator: RPCConfig.%s must be positive, got %d", name, v))
+		}
+	}
+	if c.DialTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("coordinator: RPCConfig.DialTimeout must be positive, got %s", c.DialTimeout))
+	}
+	return errors.Join(errs...)
+}
+
 // RPCTransport is the drpc Transport. Each peer gets a bounded pool of
 // ConnsPerPeer connections, each driven by one sender goroutine. A sender
 // takes every operation waiting for that peer at that moment (up to
@@ -159,21 +195,9 @@ type callResult struct {
 // NewRPCTransport returns a transport resolving node ids with resolver and
 // registering its metrics on reg (nil keeps them private).
 func NewRPCTransport(cfg RPCConfig, resolver Resolver, reg prometheus.Registerer) (*RPCTransport, error) {
-	def := DefaultRPCConfig()
-	if cfg.ConnsPerPeer <= 0 {
-		cfg.ConnsPerPeer = def.ConnsPerPeer
-	}
-	if cfg.InvokeConnsPerPeer <= 0 {
-		cfg.InvokeConnsPerPeer = def.InvokeConnsPerPeer
-	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = def.MaxBatch
-	}
-	if cfg.QueueDepth <= 0 {
-		cfg.QueueDepth = def.QueueDepth
-	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = def.DialTimeout
+	cfg.fill()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if resolver == nil {
 		return nil, errors.New("coordinator: RPCTransport needs a Resolver")

@@ -425,3 +425,16 @@ func TestRPCTransportSplitsLargeMerges(t *testing.T) {
 		}
 	}
 }
+
+func TestRPCConfigFillThenValidate(t *testing.T) {
+	// Zero fields take their defaults.
+	if _, err := NewRPCTransport(RPCConfig{}, mapResolver{}, nil); err != nil {
+		t.Fatalf("zero config: %v", err)
+	}
+	// A negative field is refused, not silently replaced.
+	for _, cfg := range []RPCConfig{{ConnsPerPeer: -1}, {InvokeConnsPerPeer: -2}, {MaxBatch: -1}, {QueueDepth: -1}, {DialTimeout: -time.Second}} {
+		if _, err := NewRPCTransport(cfg, mapResolver{}, nil); err == nil {
+			t.Errorf("%+v: accepted", cfg)
+		}
+	}
+}
