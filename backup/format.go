@@ -8,8 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"io"
+
+	"github.com/ringkv/ringkv/internal/crc"
 
 	"github.com/ringkv/ringkv/replica"
 )
@@ -36,8 +37,6 @@ const (
 	// length never makes it allocate more.
 	MaxFrameBytes = 64 << 20
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // Writer writes one backup file. It is not safe for concurrent use.
 type Writer struct {
@@ -74,7 +73,7 @@ func (w *Writer) Write(key []byte, rec replica.Record) error {
 	var hdr [binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(hdr[:], uint64(len(body)))
 	frame := append(hdr[:n:n], body...)
-	frame = binary.BigEndian.AppendUint32(frame, crc32.Checksum(body, castagnoli))
+	frame = binary.BigEndian.AppendUint32(frame, crc.Sum(body))
 	if _, err := w.w.Write(frame); err != nil {
 		return fmt.Errorf("write record: %w", err)
 	}
@@ -151,7 +150,7 @@ func (r *Reader) Next() ([]byte, replica.Record, error) {
 	}
 	r.bytes += int64(uvarintLen(n)) + int64(len(frame))
 	body := frame[:n]
-	if got, want := crc32.Checksum(body, castagnoli), binary.BigEndian.Uint32(frame[n:]); got != want {
+	if got, want := crc.Sum(body), binary.BigEndian.Uint32(frame[n:]); got != want {
 		return nil, replica.Record{}, fmt.Errorf("%w: frame checksum %08x, want %08x, at offset %d", ErrCorrupt, got, want, at)
 	}
 	klen, k := binary.Uvarint(body)

@@ -5,11 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/crc"
 
 	"github.com/hashicorp/raft"
 
@@ -471,8 +472,6 @@ const (
 	logFixedLen     = 3 + logCRCLen
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // encodedLogLen is an upper bound of the encoding of l.
 func encodedLogLen(l *raft.Log) int {
 	return logFixedLen + 5*binary.MaxVarintLen64 + len(l.Data) + len(l.Extensions)
@@ -495,7 +494,7 @@ func appendLog(dst []byte, l *raft.Log) []byte {
 	dst = append(dst, l.Data...)
 	dst = binary.AppendUvarint(dst, uint64(len(l.Extensions)))
 	dst = append(dst, l.Extensions...)
-	return binary.BigEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+	return binary.BigEndian.AppendUint32(dst, crc.Sum(dst[start:]))
 }
 
 // decodeLog decodes b into l, whose Data and Extensions then alias b (nil
@@ -506,7 +505,7 @@ func decodeLog(b []byte, l *raft.Log) error {
 		return fmt.Errorf("%w: log entry of %d bytes is too short", ErrCorruptLog, len(b))
 	}
 	body := b[:len(b)-logCRCLen]
-	if got, want := crc32.Checksum(body, castagnoli), binary.BigEndian.Uint32(b[len(body):]); got != want {
+	if got, want := crc.Sum(body), binary.BigEndian.Uint32(b[len(body):]); got != want {
 		return fmt.Errorf("%w: log entry checksum %08x, want %08x", ErrCorruptLog, got, want)
 	}
 	if body[0] != logVersion {

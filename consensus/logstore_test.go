@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"math"
 	"slices"
@@ -15,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/crc"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -611,7 +612,7 @@ func TestLogCodec(t *testing.T) {
 // lsSeal appends a valid checksum to body, so that tests and the fuzzer
 // reach the field checks behind it.
 func lsSeal(body []byte) []byte {
-	return binary.BigEndian.AppendUint32(bytes.Clone(body), crc32.Checksum(body, castagnoli))
+	return binary.BigEndian.AppendUint32(bytes.Clone(body), crc.Sum(body))
 }
 
 func TestDecodeLogRejects(t *testing.T) {

@@ -45,12 +45,13 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/crc"
 
 	"golang.org/x/time/rate"
 
@@ -69,8 +70,6 @@ const (
 	// bounded steps.
 	hintScanFactor = 4
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // hintPrefix returns the key prefix of every hint for target.
 func hintPrefix(target string) []byte {
@@ -105,7 +104,7 @@ func appendHint(b []byte, e replica.Entry) []byte {
 	b = binary.AppendUvarint(b, uint64(len(e.Key)))
 	b = append(b, e.Key...)
 	b = e.Record.AppendBinary(b)
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
+	return binary.BigEndian.AppendUint32(b, crc.Sum(b[start:]))
 }
 
 // decodeHint decodes appendHint's encoding. Any problem returns an error
@@ -115,7 +114,7 @@ func decodeHint(b []byte) (replica.Entry, error) {
 		return replica.Entry{}, fmt.Errorf("%w: hint of %d bytes", ErrCorrupt, len(b))
 	}
 	body, sum := b[:len(b)-hintCRCLen], binary.BigEndian.Uint32(b[len(b)-hintCRCLen:])
-	if got := crc32.Checksum(body, castagnoli); got != sum {
+	if got := crc.Sum(body); got != sum {
 		return replica.Entry{}, fmt.Errorf("%w: hint checksum %08x, want %08x", ErrCorrupt, got, sum)
 	}
 	if body[0] != hintVersion {

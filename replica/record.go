@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"strings"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/crc"
 )
 
 // Record is the one stored unit per key: a value or a tombstone, stamped with
@@ -100,8 +101,6 @@ const (
 	minRecordLen = recordHeaderLen + 1 + recordCRCLen
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 func expiryNanos(t time.Time) int64 {
 	if t.IsZero() {
 		return 0
@@ -137,7 +136,7 @@ func (r Record) AppendBinary(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(len(r.NodeID)))
 	b = append(b, r.NodeID...)
 	b = append(b, r.Value...)
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b[start:], castagnoli))
+	return binary.BigEndian.AppendUint32(b, crc.Sum(b[start:]))
 }
 
 // DecodeRecord decodes an encoding made by AppendBinary. Any problem (short
@@ -154,7 +153,7 @@ func decodeRecord(b []byte, copyValue bool) (Record, error) {
 		return Record{}, fmt.Errorf("%w: %d bytes, need at least %d", ErrCorrupt, len(b), minRecordLen)
 	}
 	body, sum := b[:len(b)-recordCRCLen], binary.BigEndian.Uint32(b[len(b)-recordCRCLen:])
-	if got := crc32.Checksum(body, castagnoli); got != sum {
+	if got := crc.Sum(body); got != sum {
 		return Record{}, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, sum)
 	}
 	if body[0] != recordVersion {

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/crc"
 )
 
 var (
@@ -281,7 +282,7 @@ func TestDecodeRecordCorruption(t *testing.T) {
 
 // appendChecksum seals body with its CRC-32C, as AppendBinary does.
 func appendChecksum(body []byte) []byte {
-	return binary.BigEndian.AppendUint32(body, crc32.Checksum(body, castagnoli))
+	return binary.BigEndian.AppendUint32(body, crc.Sum(body))
 }
 
 func FuzzDecodeRecord(f *testing.F) {

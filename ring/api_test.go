@@ -5,10 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/ringkv/ringkv/internal/crc"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -296,7 +297,7 @@ func encodeRaw(logP, n byte, version uint64, members []Member, table [][]uint64)
 
 // withCRC appends the checksum Decode expects.
 func withCRC(b []byte) []byte {
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return binary.LittleEndian.AppendUint32(b, crc.Sum(b))
 }
 
 func TestDecodeInvalid(t *testing.T) {

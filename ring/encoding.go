@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"math/bits"
 	"slices"
+
+	"github.com/ringkv/ringkv/internal/crc"
 )
 
 // Encoding (format 1), all integers unsigned varints unless noted:
@@ -44,10 +45,8 @@ func (r *Ring) encode() []byte {
 			b = binary.AppendUvarint(b, uint64(index[id]))
 		}
 	}
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return binary.LittleEndian.AppendUint32(b, crc.Sum(b))
 }
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // MarshalBinary returns the canonical encoding of r: compact (about 0.5 KB
 // for 7 members and 64 partitions) and deterministic. It never fails. The
@@ -117,7 +116,7 @@ func Decode(b []byte) (*Ring, error) {
 		return nil, fmt.Errorf("%w: bad magic or format", ErrInvalid)
 	}
 	body := b[:len(b)-4]
-	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(body):]) {
+	if crc.Sum(body) != binary.LittleEndian.Uint32(b[len(body):]) {
 		return nil, fmt.Errorf("%w: checksum mismatch", ErrInvalid)
 	}
 	d := &decoder{b: body[len(magic):]}

@@ -4,7 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
+
+	"github.com/ringkv/ringkv/internal/crc"
 
 	"github.com/ringkv/ringkv/ring"
 )
@@ -86,7 +87,7 @@ func (r record) encode() ([]byte, error) {
 		b = append(b, c.id[:]...)
 		b = binary.AppendUvarint(b, c.version)
 	}
-	binary.BigEndian.PutUint32(b[5:9], crc32.Checksum(b[recordHeaderLen:], castagnoli))
+	binary.BigEndian.PutUint32(b[5:9], crc.Sum(b[recordHeaderLen:]))
 	return b, nil
 }
 
@@ -105,7 +106,7 @@ func decodeRecord(b []byte) (record, error) {
 		return bad("unknown format version %d", b[4])
 	}
 	rest := b[recordHeaderLen:]
-	if want, got := binary.BigEndian.Uint32(b[5:9]), crc32.Checksum(rest, castagnoli); got != want {
+	if want, got := binary.BigEndian.Uint32(b[5:9]), crc.Sum(rest); got != want {
 		return bad("checksum %08x, want %08x", got, want)
 	}
 	n, k := binary.Uvarint(rest)

@@ -5,10 +5,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/ringkv/ringkv/internal/crc"
 
 	"github.com/ringkv/ringkv/ring"
 )
@@ -24,8 +25,6 @@ const (
 	stateVersion   = 1
 	stateHeaderLen = 4 + 1 + 4
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // loadRing reads the persisted ring. It returns (nil, nil) if there is none
 // and an error marked ErrCorrupt if the file cannot be decoded.
@@ -56,7 +55,7 @@ func decodeState(b []byte) (*ring.Ring, error) {
 		return nil, fmt.Errorf("%w: unknown format version %d", ErrCorrupt, b[4])
 	}
 	payload := b[stateHeaderLen:]
-	if want, got := binary.BigEndian.Uint32(b[5:9]), crc32.Checksum(payload, castagnoli); got != want {
+	if want, got := binary.BigEndian.Uint32(b[5:9]), crc.Sum(payload); got != want {
 		return nil, fmt.Errorf("%w: checksum %08x, want %08x", ErrCorrupt, got, want)
 	}
 	r, err := ring.Decode(payload)
@@ -70,7 +69,7 @@ func encodeState(payload []byte) []byte {
 	b := make([]byte, stateHeaderLen, stateHeaderLen+len(payload))
 	copy(b, stateMagic[:])
 	b[4] = stateVersion
-	binary.BigEndian.PutUint32(b[5:9], crc32.Checksum(payload, castagnoli))
+	binary.BigEndian.PutUint32(b[5:9], crc.Sum(payload))
 	return append(b, payload...)
 }
 

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ringkv/ringkv/internal/crc"
 
 	"github.com/ringkv/ringkv/ring"
 )
@@ -63,7 +64,7 @@ func TestCorruptState(t *testing.T) {
 	good := encodeState(enc)
 	withCRC := func(payload []byte) []byte {
 		b := append([]byte(nil), good[:stateHeaderLen]...)
-		binary.BigEndian.PutUint32(b[5:9], crc32.Checksum(payload, castagnoli))
+		binary.BigEndian.PutUint32(b[5:9], crc.Sum(payload))
 		return append(b, payload...)
 	}
 	for _, tc := range []struct {
