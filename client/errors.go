@@ -43,6 +43,11 @@ var (
 	// yet: a transaction over keys of several partitions, or one sent to a
 	// node of a release without transactions. Nothing was applied.
 	ErrNotImplemented = errors.New("client: not implemented")
+	// ErrConflict is returned when a transaction across partitions kept
+	// losing to conflicting transactions until the node's retries ran out.
+	// Nothing was applied: the caller may retry it (it is not retried by
+	// the client itself).
+	ErrConflict = errors.New("client: conflict with other transactions")
 	// ErrClosed is returned by calls made after Close, or cut short by it.
 	ErrClosed = errors.New("client: closed")
 	// errInternal marks an unexpected error reported by a node.

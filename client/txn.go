@@ -111,8 +111,10 @@ type TxnResult struct {
 
 // Commit runs the transaction. Errors: ErrInvalidArgument (malformed,
 // over the limits: 128 keys, 2 MiB, a key twice among one branch's ops;
-// nothing done), ErrNotImplemented (keys in several partitions, or a
-// node that does not serve transactions), ErrUnavailable (no leader in
+// nothing done), ErrNotImplemented (a node that does not serve
+// transactions), ErrConflict (a transaction across partitions lost to
+// conflicting ones on every retry the node made: nothing applied, may be
+// retried), ErrUnavailable (no leader in
 // time: not applied), ErrOutcomeUnknown (a transaction that writes was
 // sent and its answer lost: it may have applied), ErrTimeout, ErrClosed,
 // ErrUnauthenticated, ErrPermissionDenied.

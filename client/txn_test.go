@@ -76,12 +76,19 @@ func TestTxnAgainstCluster(t *testing.T) {
 		{"bad ttl", c.Txn(ctx).Then(client.SetOp(a, []byte("x"), client.WithTTL(-time.Second))), client.ErrInvalidArgument},
 		{"bad ttl compare", c.Txn(ctx).If(client.TTLAtLeast(a, -time.Second)), client.ErrInvalidArgument},
 		{"duplicate key", c.Txn(ctx).Then(client.GetOp(a), client.DeleteOp(a)), client.ErrInvalidArgument},
-		{"two partitions", c.Txn(ctx).Then(client.GetOp(a), client.GetOp(other)), client.ErrNotImplemented},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := tc.txn.Commit(); !errors.Is(err, tc.want) {
 				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
+	}
+	// Keys of two partitions: a transaction across partitions.
+	res, err = c.Txn(ctx).If(client.ValueEquals(a, []byte("7"))).Then(client.SetOp(other, []byte("o")), client.GetOp(b)).Commit()
+	if err != nil || !res.Succeeded || string(res.Results[1].Value) != "8" {
+		t.Fatalf("two partitions: %+v %v", res, err)
+	}
+	if got, err := c.Get(ctx, other, client.WithConsistency(client.Linearizable)); err != nil || string(got) != "o" {
+		t.Fatalf("other after the transaction across partitions: %q %v", got, err)
 	}
 }

@@ -87,6 +87,8 @@ func clientCode(err error, level Level, isWrite bool) kvpb.ErrorCode {
 		return kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT
 	case errors.Is(err, ErrNotImplemented):
 		return kvpb.ErrorCode_ERROR_CODE_NOT_IMPLEMENTED
+	case errors.Is(err, ErrConflict):
+		return kvpb.ErrorCode_ERROR_CODE_CONFLICT
 	case errors.Is(err, ErrNotUpgraded):
 		return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED
 	case errors.Is(err, consensus.ErrAmbiguous):

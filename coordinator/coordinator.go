@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,13 @@ type Coordinator struct {
 	// gate refuses client requests while draining and counts those in
 	// flight (drain.go).
 	gate drainGate
+
+	// hooks stop transactions across partitions midway (tests only; set
+	// before use).
+	hooks xtxnHooks
+	// rng jitters the backoff of transactions' retries.
+	rngMu sync.Mutex
+	rng   *rand.Rand
 }
 
 // New returns a Coordinator. It returns an error if cfg or deps is invalid.
@@ -70,9 +78,13 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		hints:    hints,
 		lifetime: ctx,
 		cancel:   cancel,
+		rng:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(cfg.NodeID)))), //nolint:gosec // jitter, not secrets
 	}
 	if hints != nil {
 		c.bg.Go(func() { hints.run(ctx) })
+	}
+	if deps.Groups != nil {
+		c.bg.Go(func() { c.sweep(ctx) })
 	}
 	return c, nil
 }

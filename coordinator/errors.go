@@ -23,9 +23,15 @@ var (
 	// was done; send them to another node. The Client service reports it
 	// as ERROR_CODE_CLOSED, HTTP as 503.
 	ErrDraining = errors.New("coordinator: node draining, send the request to another node")
-	// ErrNotImplemented is returned for requests of a kind not built yet
-	// (a transaction over several partitions); nothing was done.
+	// ErrNotImplemented is returned for requests of a kind not built yet;
+	// nothing was done.
 	ErrNotImplemented = errors.New("coordinator: not implemented")
+	// ErrConflict is returned when a transaction across partitions lost to
+	// conflicting transactions on every attempt (wound-wait kept aborting
+	// it), or a write waited on another transaction's intent until its
+	// deadline: nothing was applied; the caller may retry. HTTP 409, the
+	// Client service's ERROR_CODE_CONFLICT.
+	ErrConflict = errors.New("coordinator: conflict with other transactions")
 	// ErrNotUpgraded is returned when a request needs a wire version some
 	// member does not speak yet (a rolling upgrade is under way); nothing
 	// was done. It wraps consensus.ErrNotUpgraded.

@@ -368,6 +368,8 @@ func StatusFor(err error) int {
 		return http.StatusGatewayTimeout
 	case errors.Is(err, ErrNotImplemented):
 		return http.StatusNotImplemented
+	case errors.Is(err, ErrConflict):
+		return http.StatusConflict
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, ErrDraining), errors.Is(err, ErrNotUpgraded):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

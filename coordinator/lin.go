@@ -35,6 +35,17 @@ type LinTransport interface {
 	// LinTxn runs a transaction whose keys are all in partition on node,
 	// which should lead it (consensus.Group.Txn; wire version 2).
 	LinTxn(ctx context.Context, node string, partition uint32, t *consensus.Txn) (consensus.TxnResult, error)
+
+	// The steps of a transaction across partitions, each run on node,
+	// which should lead partition (consensus.Group's Prepare, DecideTxn,
+	// TxnStatus, ResolveTxn and ForgetTxn, with their errors:
+	// *consensus.IntentError from LinPrepare, consensus.ErrTxnAborted and
+	// consensus.ErrTxnCommitted; wire version 2).
+	LinPrepare(ctx context.Context, node string, partition uint32, req *consensus.PrepareRequest) (consensus.PrepareResult, error)
+	LinDecide(ctx context.Context, node string, partition uint32, id consensus.TxnID, commit bool, commitTS replica.Timestamp, writes []replica.Entry) (*consensus.TxnRecord, error)
+	LinTxnStatus(ctx context.Context, node string, partition uint32, id consensus.TxnID) (*consensus.TxnRecord, error)
+	LinResolve(ctx context.Context, node string, partition uint32, id consensus.TxnID, commit bool, commitTS replica.Timestamp, writes []replica.Entry) (int, error)
+	LinForget(ctx context.Context, node string, partition uint32, id consensus.TxnID) error
 }
 
 // LinScanPart is one partition's page of a linearizable scan, or why it
@@ -88,7 +99,9 @@ func (c *Coordinator) CompareAndSet(ctx context.Context, key []byte, expected *[
 func (c *Coordinator) linPut(ctx context.Context, key, value []byte, tombstone bool, expiresAt time.Time) error {
 	return c.onLeader(ctx, "set", key, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		if g != nil {
-			return g.Put(ctx, key, value, tombstone, expiresAt) //nolint:wrapcheck // classified by onLeader
+			return c.writeThrough(ctx, func() error {
+				return g.Put(ctx, key, value, tombstone, expiresAt) //nolint:wrapcheck // classified by onLeader
+			})
 		}
 		return c.deps.Lin.LinPut(ctx, node, p, key, value, tombstone, expiresAt) //nolint:wrapcheck // classified by onLeader
 	})
@@ -104,15 +117,12 @@ func (c *Coordinator) linGet(ctx context.Context, key []byte) (replica.Record, b
 	var found bool
 	err := c.onLeader(ctx, "get", key, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		if g != nil {
-			r, err := g.Get(ctx, key)
-			if errors.Is(err, replica.ErrNotFound) {
-				found = false
-				return nil
-			}
 			// This node leads: its clock decides expiry, as a remote
-			// leader's does in LinearizableServer.Get.
-			rec, found = r, err == nil && r.Live(g.Now())
-			return err //nolint:wrapcheck // classified by onLeader
+			// leader's does in LinearizableServer.Get; intents are read
+			// through here.
+			var err error
+			rec, found, err = c.getOn(ctx, g, key)
+			return err
 		}
 		r, f, err := c.deps.Lin.LinGet(ctx, node, p, key)
 		rec, found = r, f
@@ -197,7 +207,7 @@ func (c *Coordinator) onPartitionLeader(ctx context.Context, op string, p uint32
 			return nil
 		case errors.Is(err, consensus.ErrAmbiguous):
 			return err
-		case errors.Is(err, ErrInvalidArgument), errors.Is(err, ErrNotUpgraded):
+		case errors.Is(err, ErrInvalidArgument), errors.Is(err, ErrNotUpgraded), errors.Is(err, ErrConflict):
 			// The leader refused the request itself (a peer's answer
 			// comes back as these through errorFor): asking again,
 			// there or elsewhere, gets the same answer.

@@ -171,6 +171,7 @@ func newLinNode(t *testing.T) (n1, n9 *Coordinator, lin *serverLin) {
 		return c
 	}
 	n1, n9 = mk("n1", mgr), mk("n9", mgr9)
+	lin.srv.SetResolver(n1) // n1 leads every group: forwarded operations read and write through intents there
 	t.Cleanup(func() {
 		_ = n1.Close() // always nil
 		_ = n9.Close() // always nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
@@ -16,6 +17,24 @@ import (
 // the applied-index query leaders use to promote caught-up replicas.
 type LinearizableServer struct {
 	groups *consensus.Manager
+	// resolver reads and writes through transactions' intents
+	// (SetResolver); nil: an intent fails the operation.
+	resolver atomic.Pointer[Coordinator]
+}
+
+// SetResolver makes the server read and write through intents of
+// transactions across partitions with c, the node's Coordinator: a get
+// answers by the holder's status, a write finishes, aborts or waits for
+// the holder (docs/ARCHITECTURE.md, "Readers and intents"). Safe to call
+// while serving.
+func (s *LinearizableServer) SetResolver(c *Coordinator) { s.resolver.Store(c) }
+
+// writeThrough runs write through intents when a resolver is set.
+func (s *LinearizableServer) writeThrough(ctx context.Context, write func() error) error {
+	if c := s.resolver.Load(); c != nil {
+		return c.writeThrough(ctx, write)
+	}
+	return write()
 }
 
 // NewLinearizableServer returns a server over groups.
@@ -49,6 +68,17 @@ func (s *LinearizableServer) Get(ctx context.Context, req *kvpb.LinGetRequest) (
 	if err != nil {
 		return nil, err
 	}
+	if c := s.resolver.Load(); c != nil {
+		rec, found, err := c.getOn(ctx, g, req.GetKey())
+		if err != nil {
+			r, err := redirect(err)
+			return &kvpb.LinGetResponse{Redirect: r}, err
+		}
+		if !found {
+			return &kvpb.LinGetResponse{}, nil
+		}
+		return &kvpb.LinGetResponse{Found: true, Record: recordToWire(rec)}, nil
+	}
 	rec, err := g.Get(ctx, req.GetKey())
 	switch {
 	case err == nil && !rec.Tombstone && !rec.Live(g.Now()):
@@ -68,7 +98,10 @@ func (s *LinearizableServer) Put(ctx context.Context, req *kvpb.LinPutRequest) (
 	if err != nil {
 		return nil, err
 	}
-	if err := g.Put(ctx, req.GetKey(), req.GetValue(), req.GetTombstone(), expiryFromWire(req.GetExpiresAtUnixNanos())); err != nil {
+	err = s.writeThrough(ctx, func() error {
+		return g.Put(ctx, req.GetKey(), req.GetValue(), req.GetTombstone(), expiryFromWire(req.GetExpiresAtUnixNanos())) //nolint:wrapcheck // mapped below
+	})
+	if err != nil {
 		r, err := redirect(err)
 		return &kvpb.LinPutResponse{Redirect: r}, err
 	}
@@ -89,7 +122,13 @@ func (s *LinearizableServer) CompareAndSet(ctx context.Context, req *kvpb.LinCAS
 		}
 		expected = &e
 	}
-	swapped, cur, found, err := g.CompareAndSet(ctx, req.GetKey(), expected, req.GetValue(), expiryFromWire(req.GetExpiresAtUnixNanos()))
+	var swapped, found bool
+	var cur []byte
+	err = s.writeThrough(ctx, func() error {
+		var err error
+		swapped, cur, found, err = g.CompareAndSet(ctx, req.GetKey(), expected, req.GetValue(), expiryFromWire(req.GetExpiresAtUnixNanos()))
+		return err //nolint:wrapcheck // mapped below
+	})
 	if err != nil {
 		r, err := redirect(err)
 		return &kvpb.LinCASResponse{Redirect: r}, err

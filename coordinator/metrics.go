@@ -16,7 +16,30 @@ type metrics struct {
 	readRepairs *prometheus.CounterVec
 	txns        *prometheus.CounterVec
 	txnDuration *prometheus.HistogramVec
+	// Transactions across partitions (xtxn.go, xtxn_intents.go).
+	txnAborts       *prometheus.CounterVec // by cause
+	txnConflicts    prometheus.Counter
+	intentsResolved *prometheus.CounterVec // by resolver
+	abandoned       prometheus.Counter
 }
+
+// Causes of an aborted attempt of a transaction across partitions
+// (ringkv_coordinator_txn_aborts_total{cause}).
+const (
+	abortWounded     = "wounded"     // an older transaction aborted it (decide found ABORTED)
+	abortDied        = "died"        // it met an older transaction's intent (wound-wait)
+	abortExpired     = "expired"     // its deadline passed before it was prepared
+	abortAmbiguous   = "ambiguous"   // a prepare's outcome was unknown
+	abortUnavailable = "unavailable" // a prepare failed for good: reported to the client
+)
+
+// Who cleared intents (ringkv_coordinator_intents_resolved_total{by}).
+const (
+	byCoordinator = "coordinator" // the transaction's own coordinator, or one meeting it in a prepare
+	byReader      = "reader"
+	byWriter      = "writer"
+	bySweep       = "sweep"
+)
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
@@ -38,18 +61,41 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"outcome"}),
 		txns: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ringkv", Subsystem: "coordinator", Name: "txn_total",
-			Help: "Transactions by outcome: succeeded (compares held), failed (they did not), invalid, unavailable, ambiguous, not_implemented, not_upgraded, error.",
+			Help: "Transactions by outcome: succeeded (compares held), failed (they did not), invalid, unavailable, ambiguous, not_implemented, conflict, not_upgraded, error.",
 		}, []string{"outcome"}),
 		txnDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ringkv", Subsystem: "coordinator", Name: "txn_duration_seconds",
 			Help:    "Transaction latency by the number of partitions touched (1, 2, 3-4, 5+; 0: refused before placement).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 17), // 100µs .. 6.5s
 		}, []string{"partitions"}),
+		txnAborts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "txn_aborts_total",
+			Help: "Aborted attempts of transactions across partitions, by cause (wounded, died, expired, ambiguous, unavailable).",
+		}, []string{"cause"}),
+		txnConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "txn_conflicts_total",
+			Help: "Other transactions' intents met by prepares of transactions across partitions.",
+		}),
+		intentsResolved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "intents_resolved_total",
+			Help: "Intents cleared, by who cleared them (coordinator, reader, writer, sweep).",
+		}, []string{"by"}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "abandoned_recovered_total",
+			Help: "Transactions found past their deadline by the sweep and finished or aborted.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.readRepairs, m.txns, m.txnDuration} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.readRepairs, m.txns, m.txnDuration,
+		m.txnAborts, m.txnConflicts, m.intentsResolved, m.abandoned} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register coordinator metrics: %w", err)
 		}
+	}
+	for _, c := range []string{abortWounded, abortDied, abortExpired, abortAmbiguous, abortUnavailable} {
+		m.txnAborts.WithLabelValues(c)
+	}
+	for _, b := range []string{byCoordinator, byReader, byWriter, bySweep} {
+		m.intentsResolved.WithLabelValues(b)
 	}
 	return m, nil
 }
@@ -70,6 +116,8 @@ func (m *metrics) observeTxn(partitions int, succeeded bool, start time.Time, er
 	case err == nil:
 	case errors.Is(err, ErrNotImplemented):
 		o = "not_implemented"
+	case errors.Is(err, ErrConflict):
+		o = "conflict"
 	case errors.Is(err, ErrNotUpgraded):
 		o = "not_upgraded"
 	case errors.Is(err, consensus.ErrAmbiguous):

@@ -192,9 +192,11 @@ func (c *Coordinator) setExpiry(ctx context.Context, op string, key []byte, ttl 
 func (c *Coordinator) linCAS(ctx context.Context, key []byte, expected *[]byte, value []byte, expiresAt time.Time) (res CASResult, err error) {
 	err = c.onLeader(ctx, "cas", key, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		if g != nil {
-			swapped, cur, found, err := g.CompareAndSet(ctx, key, expected, value, expiresAt)
-			res = CASResult{Swapped: swapped, Found: found, Current: cur}
-			return err //nolint:wrapcheck // classified by onLeader
+			return c.writeThrough(ctx, func() error {
+				swapped, cur, found, err := g.CompareAndSet(ctx, key, expected, value, expiresAt)
+				res = CASResult{Swapped: swapped, Found: found, Current: cur}
+				return err //nolint:wrapcheck // classified by onLeader
+			})
 		}
 		r, err := c.deps.Lin.LinCAS(ctx, node, p, key, expected, value, expiresAt)
 		res = r

@@ -34,10 +34,12 @@ type TxnResult = consensus.TxnResult
 
 // Txn runs a transaction at the linearizable level: atomically, strictly
 // serializable with every other transaction and linearizable operation.
-// Only transactions whose keys all fall in one partition are built; one
-// over several partitions returns ErrNotImplemented. Errors:
+// Keys of one partition run as one command on its leader
+// (consensus.Group.Txn); keys of several partitions run the protocol of
+// xtxn.go. Errors:
 // ErrInvalidArgument (malformed, over the limits, reserved keys, an
-// answer too large: nothing done), ErrNotImplemented, ErrNotUpgraded
+// answer too large: nothing done), ErrConflict (across partitions: every
+// attempt lost to conflicting transactions; nothing done), ErrNotUpgraded
 // (wraps consensus.ErrNotUpgraded: some member is older; nothing done),
 // *UnavailableError (no leader in time: not applied), auth errors, and
 // consensus.ErrAmbiguous (the outcome is unknown).
@@ -60,17 +62,21 @@ func (c *Coordinator) Txn(ctx context.Context, req *TxnRequest) (res TxnResult, 
 		parts[r.PartitionOf(k)] = struct{}{}
 	}
 	partitions = len(parts)
-	if partitions > 1 {
-		return res, fmt.Errorf("%w: a transaction over %d partitions (only single-partition transactions are built; issue 20)", ErrNotImplemented, partitions)
-	}
 	if c.deps.Groups == nil {
 		return res, &UnavailableError{Op: "txn", Level: Linearizable, Required: 1, Cause: errors.New("this node runs no raft groups")}
+	}
+	if partitions > 1 {
+		return c.xtxn(ctx, r, t)
 	}
 	var refused error // the leader's answer that retrying cannot change
 	err = c.onPartitionLeader(ctx, "txn", p, r.Replicas(p), func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		var err error
 		if g != nil {
-			res, err = g.Txn(ctx, t)
+			err = c.writeThrough(ctx, func() error {
+				var err error
+				res, err = g.Txn(ctx, t)
+				return err //nolint:wrapcheck // classified below
+			})
 		} else {
 			res, err = c.deps.Lin.LinTxn(ctx, node, p, t)
 		}

@@ -137,7 +137,7 @@ func TestTxnRefused(t *testing.T) {
 		{"bad ttl", &TxnRequest{Success: []TxnOp{{Kind: consensus.OpSet, Key: a, TTL: -time.Second}}}, ErrInvalidArgument},
 		{"delete with value", &TxnRequest{Success: []TxnOp{{Kind: consensus.OpDelete, Key: a, Value: []byte("v")}}}, ErrInvalidArgument},
 		{"unknown op", &TxnRequest{Success: []TxnOp{{Kind: 7, Key: a}}}, ErrInvalidArgument},
-		{"two partitions", &TxnRequest{Success: []TxnOp{get(a), get(other)}}, ErrNotImplemented},
+		{"two partitions, one invalid", &TxnRequest{Success: []TxnOp{get(a), {Kind: consensus.OpDelete, Key: other, Value: []byte("v")}}}, ErrInvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := lin.calls
@@ -264,7 +264,7 @@ func TestTxnHTTP(t *testing.T) {
 		{"129 keys", "POST", `{"success":[` + strings.Join(many, ",") + `]}`, 400, "129 distinct keys"},
 		{"not linearizable", "POST", `{"success":[{"get":"a"}],"consistency":"quorum"}`, 400, "only linearizable"},
 		{"reserved key", "POST", `{"success":[{"get":"\u0000ringkv/ring"}]}`, 400, "reserved"},
-		{"two partitions", "POST", fmt.Sprintf(`{"success":[{"get":%q},{"get":%q}]}`, a, other), 501, "partitions"},
+		{"two partitions, one invalid", "POST", fmt.Sprintf(`{"success":[{"get":%q},{"delete":%q,"value":"v"}]}`, a, other), 400, "only a set"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out := do(t, tc.method, tc.body)
@@ -309,7 +309,7 @@ func TestClientServerTxn(t *testing.T) {
 		{"negative ttl", &kvpb.ClientTxnRequest{Success: []*kvpb.ClientTxnOp{{Kind: 2, Key: keys[0], TtlMicros: -1}}}, kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 		{"negative ttl compare", &kvpb.ClientTxnRequest{Compares: []*kvpb.ClientTxnCompare{{Kind: 4, Key: keys[0], TtlMicros: -1}}}, kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 		{"unknown kind", &kvpb.ClientTxnRequest{Success: []*kvpb.ClientTxnOp{{Kind: 300, Key: keys[0]}}}, kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
-		{"two partitions", &kvpb.ClientTxnRequest{Success: []*kvpb.ClientTxnOp{{Kind: 1, Key: keys[0]}, {Kind: 1, Key: other}}}, kvpb.ErrorCode_ERROR_CODE_NOT_IMPLEMENTED},
+		{"two partitions, one invalid", &kvpb.ClientTxnRequest{Success: []*kvpb.ClientTxnOp{{Kind: 1, Key: keys[0]}, {Kind: 300, Key: other}}}, kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, err := s.Txn(ctx, tc.req)

@@ -77,7 +77,13 @@ func (s *LinearizableServer) Txn(ctx context.Context, req *kvpb.LinTxnRequest) (
 	if err != nil {
 		return nil, err
 	}
-	res, err := g.Txn(ctx, txnFromWire(req))
+	t := txnFromWire(req)
+	var res consensus.TxnResult
+	err = s.writeThrough(ctx, func() error {
+		var err error
+		res, err = g.Txn(ctx, t)
+		return err //nolint:wrapcheck // mapped below
+	})
 	if err != nil {
 		r, err := redirect(err)
 		return &kvpb.LinTxnResponse{Redirect: r}, err

@@ -21,6 +21,9 @@ const (
 	codeAmbiguous   uint64 = 4
 	codeNoGroup     uint64 = 5
 	codeNotUpgraded uint64 = 6
+	codeTxnAborted  uint64 = 7 // consensus.ErrTxnAborted
+	codeTxnCommit   uint64 = 8 // consensus.ErrTxnCommitted
+	codeConflict    uint64 = 9 // ErrConflict
 )
 
 // errPeer marks errors that came back from a peer's Replica service.
@@ -35,6 +38,12 @@ func codeFor(err error) uint64 {
 		return codeInvalid
 	case errors.Is(err, consensus.ErrNotUpgraded):
 		return codeNotUpgraded
+	case errors.Is(err, consensus.ErrTxnAborted):
+		return codeTxnAborted
+	case errors.Is(err, consensus.ErrTxnCommitted):
+		return codeTxnCommit
+	case errors.Is(err, ErrConflict):
+		return codeConflict
 	case errors.Is(err, consensus.ErrAmbiguous):
 		return codeAmbiguous
 	case errors.Is(err, consensus.ErrNoGroup):
@@ -60,6 +69,12 @@ func errorFor(err error) error {
 		return fmt.Errorf("%w: %w", consensus.ErrNoGroup, err)
 	case codeNotUpgraded:
 		return fmt.Errorf("%w: %w", ErrNotUpgraded, err)
+	case codeTxnAborted:
+		return fmt.Errorf("%w: %w", consensus.ErrTxnAborted, err)
+	case codeTxnCommit:
+		return fmt.Errorf("%w: %w", consensus.ErrTxnCommitted, err)
+	case codeConflict:
+		return fmt.Errorf("%w: %w", ErrConflict, err)
 	default:
 		return fmt.Errorf("%w: %w", errPeer, err)
 	}

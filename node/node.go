@@ -259,7 +259,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if err := kvpb.DRPCRegisterReplica(mux, coordinator.NewReplicaServer(n.store, n.clock, log.With("component", "replica_server"))); err != nil {
 		return nil, fmt.Errorf("node: register replica service: %w", err)
 	}
-	if err := kvpb.DRPCRegisterLinearizable(mux, coordinator.NewLinearizableServer(n.groups)); err != nil {
+	lin := coordinator.NewLinearizableServer(n.groups)
+	lin.SetResolver(n.coord) // forwarded operations read and write through transactions' intents
+	if err := kvpb.DRPCRegisterLinearizable(mux, lin); err != nil {
 		return nil, fmt.Errorf("node: register linearizable service: %w", err)
 	}
 	if err := kvpb.DRPCRegisterClient(mux, coordinator.NewClientServer(n.coord, members)); err != nil {

@@ -126,6 +126,9 @@ const (
 	// The request is of a kind this cluster does not run yet (a transaction
 	// over several partitions). Not applied; final.
 	ErrorCode_ERROR_CODE_NOT_IMPLEMENTED ErrorCode = 13
+	// A transaction across partitions lost to conflicting transactions on
+	// every retry: nothing was applied; retry later.
+	ErrorCode_ERROR_CODE_CONFLICT ErrorCode = 14
 )
 
 // Enum value maps for ErrorCode.
@@ -144,6 +147,7 @@ var (
 		10: "ERROR_CODE_PERMISSION_DENIED",
 		11: "ERROR_CODE_AUTH_DISABLED",
 		13: "ERROR_CODE_NOT_IMPLEMENTED",
+		14: "ERROR_CODE_CONFLICT",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":             0,
@@ -159,6 +163,7 @@ var (
 		"ERROR_CODE_PERMISSION_DENIED":       10,
 		"ERROR_CODE_AUTH_DISABLED":           11,
 		"ERROR_CODE_NOT_IMPLEMENTED":         13,
+		"ERROR_CODE_CONFLICT":                14,
 	}
 )
 
@@ -2011,7 +2016,7 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x0fCONSISTENCY_ONE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_QUORUM\x10\x02\x12\x13\n" +
 	"\x0fCONSISTENCY_ALL\x10\x03\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x04*\x8c\x03\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x04*\xa5\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1a\n" +
@@ -2026,7 +2031,8 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x1cERROR_CODE_PERMISSION_DENIED\x10\n" +
 	"\x12\x1c\n" +
 	"\x18ERROR_CODE_AUTH_DISABLED\x10\v\x12\x1e\n" +
-	"\x1aERROR_CODE_NOT_IMPLEMENTED\x10\r2\xdc\x03\n" +
+	"\x1aERROR_CODE_NOT_IMPLEMENTED\x10\r\x12\x17\n" +
+	"\x13ERROR_CODE_CONFLICT\x10\x0e2\xdc\x03\n" +
 	"\x06Client\x12C\n" +
 	"\bTopology\x12\x1a.ringkv.v1.TopologyRequest\x1a\x1b.ringkv.v1.TopologyResponse\x129\n" +
 	"\x02Do\x12\x18.ringkv.v1.ClientRequest\x1a\x19.ringkv.v1.ClientResponse\x12F\n" +

@@ -1081,6 +1081,846 @@ func (x *LinTxnResponse) GetResults() []*TxnOpResult {
 	return nil
 }
 
+// TxnIntent is an intent found on a key (consensus.KeyIntent): the
+// holder's id, its anchor partition and its deadline.
+type TxnIntent struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Key               []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	TxnId             string                 `protobuf:"bytes,2,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Anchor            uint32                 `protobuf:"varint,3,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	DeadlineUnixNanos int64                  `protobuf:"varint,4,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TxnIntent) Reset() {
+	*x = TxnIntent{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnIntent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnIntent) ProtoMessage() {}
+
+func (x *TxnIntent) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnIntent.ProtoReflect.Descriptor instead.
+func (*TxnIntent) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *TxnIntent) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *TxnIntent) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
+func (x *TxnIntent) GetAnchor() uint32 {
+	if x != nil {
+		return x.Anchor
+	}
+	return 0
+}
+
+func (x *TxnIntent) GetDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
+type LinPrepareRequest struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	Partition         uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	TxnId             string                 `protobuf:"bytes,2,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Anchor            uint32                 `protobuf:"varint,3,opt,name=anchor,proto3" json:"anchor,omitempty"`
+	DeadlineUnixNanos int64                  `protobuf:"varint,4,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
+	Participants      []uint32               `protobuf:"varint,5,rep,packed,name=participants,proto3" json:"participants,omitempty"`
+	// Sorted, distinct: the transaction's keys in partition.
+	Keys          [][]byte      `protobuf:"bytes,6,rep,name=keys,proto3" json:"keys,omitempty"`
+	Compares      []*TxnCompare `protobuf:"bytes,7,rep,name=compares,proto3" json:"compares,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinPrepareRequest) Reset() {
+	*x = LinPrepareRequest{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinPrepareRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinPrepareRequest) ProtoMessage() {}
+
+func (x *LinPrepareRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinPrepareRequest.ProtoReflect.Descriptor instead.
+func (*LinPrepareRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LinPrepareRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LinPrepareRequest) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
+func (x *LinPrepareRequest) GetAnchor() uint32 {
+	if x != nil {
+		return x.Anchor
+	}
+	return 0
+}
+
+func (x *LinPrepareRequest) GetDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
+func (x *LinPrepareRequest) GetParticipants() []uint32 {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *LinPrepareRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *LinPrepareRequest) GetCompares() []*TxnCompare {
+	if x != nil {
+		return x.Compares
+	}
+	return nil
+}
+
+// KeyRead is one prepared key's record: found says it is live by the
+// leader's clock; record is set whenever the key has one (tombstones and
+// expired records included).
+type KeyRead struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Record        *Record                `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyRead) Reset() {
+	*x = KeyRead{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyRead) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyRead) ProtoMessage() {}
+
+func (x *KeyRead) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyRead.ProtoReflect.Descriptor instead.
+func (*KeyRead) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *KeyRead) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *KeyRead) GetRecord() *Record {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+// LinPrepareResponse: intents is set when keys hold other transactions'
+// intents (nothing was written); otherwise holds, one read per key and
+// the greatest timestamp among them.
+type LinPrepareResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	Intents       []*TxnIntent           `protobuf:"bytes,2,rep,name=intents,proto3" json:"intents,omitempty"`
+	Holds         bool                   `protobuf:"varint,3,opt,name=holds,proto3" json:"holds,omitempty"`
+	Reads         []*KeyRead             `protobuf:"bytes,4,rep,name=reads,proto3" json:"reads,omitempty"`
+	MaxTimestamp  uint64                 `protobuf:"varint,5,opt,name=max_timestamp,json=maxTimestamp,proto3" json:"max_timestamp,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinPrepareResponse) Reset() {
+	*x = LinPrepareResponse{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinPrepareResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinPrepareResponse) ProtoMessage() {}
+
+func (x *LinPrepareResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinPrepareResponse.ProtoReflect.Descriptor instead.
+func (*LinPrepareResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *LinPrepareResponse) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *LinPrepareResponse) GetIntents() []*TxnIntent {
+	if x != nil {
+		return x.Intents
+	}
+	return nil
+}
+
+func (x *LinPrepareResponse) GetHolds() bool {
+	if x != nil {
+		return x.Holds
+	}
+	return false
+}
+
+func (x *LinPrepareResponse) GetReads() []*KeyRead {
+	if x != nil {
+		return x.Reads
+	}
+	return nil
+}
+
+func (x *LinPrepareResponse) GetMaxTimestamp() uint64 {
+	if x != nil {
+		return x.MaxTimestamp
+	}
+	return 0
+}
+
+// TxnRecordMsg is a transaction record (consensus.TxnRecord): status 1
+// pending, 2 committed, 3 aborted; writes carry their partition.
+type TxnRecordMsg struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TxnId             string                 `protobuf:"bytes,1,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Status            uint32                 `protobuf:"varint,2,opt,name=status,proto3" json:"status,omitempty"`
+	DeadlineUnixNanos int64                  `protobuf:"varint,3,opt,name=deadline_unix_nanos,json=deadlineUnixNanos,proto3" json:"deadline_unix_nanos,omitempty"`
+	Participants      []uint32               `protobuf:"varint,4,rep,packed,name=participants,proto3" json:"participants,omitempty"`
+	CommitTs          uint64                 `protobuf:"varint,5,opt,name=commit_ts,json=commitTs,proto3" json:"commit_ts,omitempty"`
+	Writes            []*KeyedRecord         `protobuf:"bytes,6,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TxnRecordMsg) Reset() {
+	*x = TxnRecordMsg{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TxnRecordMsg) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TxnRecordMsg) ProtoMessage() {}
+
+func (x *TxnRecordMsg) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TxnRecordMsg.ProtoReflect.Descriptor instead.
+func (*TxnRecordMsg) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *TxnRecordMsg) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
+func (x *TxnRecordMsg) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *TxnRecordMsg) GetDeadlineUnixNanos() int64 {
+	if x != nil {
+		return x.DeadlineUnixNanos
+	}
+	return 0
+}
+
+func (x *TxnRecordMsg) GetParticipants() []uint32 {
+	if x != nil {
+		return x.Participants
+	}
+	return nil
+}
+
+func (x *TxnRecordMsg) GetCommitTs() uint64 {
+	if x != nil {
+		return x.CommitTs
+	}
+	return 0
+}
+
+func (x *TxnRecordMsg) GetWrites() []*KeyedRecord {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+type LinDecideRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	TxnId         string                 `protobuf:"bytes,2,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Commit        bool                   `protobuf:"varint,3,opt,name=commit,proto3" json:"commit,omitempty"`
+	CommitTs      uint64                 `protobuf:"varint,4,opt,name=commit_ts,json=commitTs,proto3" json:"commit_ts,omitempty"`
+	Writes        []*KeyedRecord         `protobuf:"bytes,5,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinDecideRequest) Reset() {
+	*x = LinDecideRequest{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinDecideRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinDecideRequest) ProtoMessage() {}
+
+func (x *LinDecideRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinDecideRequest.ProtoReflect.Descriptor instead.
+func (*LinDecideRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *LinDecideRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LinDecideRequest) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
+func (x *LinDecideRequest) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
+}
+
+func (x *LinDecideRequest) GetCommitTs() uint64 {
+	if x != nil {
+		return x.CommitTs
+	}
+	return 0
+}
+
+func (x *LinDecideRequest) GetWrites() []*KeyedRecord {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+type LinDecideResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	Record        *TxnRecordMsg          `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinDecideResponse) Reset() {
+	*x = LinDecideResponse{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinDecideResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinDecideResponse) ProtoMessage() {}
+
+func (x *LinDecideResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinDecideResponse.ProtoReflect.Descriptor instead.
+func (*LinDecideResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *LinDecideResponse) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *LinDecideResponse) GetRecord() *TxnRecordMsg {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+type LinTxnStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	TxnId         string                 `protobuf:"bytes,2,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinTxnStatusRequest) Reset() {
+	*x = LinTxnStatusRequest{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinTxnStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinTxnStatusRequest) ProtoMessage() {}
+
+func (x *LinTxnStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinTxnStatusRequest.ProtoReflect.Descriptor instead.
+func (*LinTxnStatusRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *LinTxnStatusRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LinTxnStatusRequest) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
+// LinTxnStatusResponse: record unset when there is none.
+type LinTxnStatusResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	Record        *TxnRecordMsg          `protobuf:"bytes,2,opt,name=record,proto3" json:"record,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinTxnStatusResponse) Reset() {
+	*x = LinTxnStatusResponse{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinTxnStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinTxnStatusResponse) ProtoMessage() {}
+
+func (x *LinTxnStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinTxnStatusResponse.ProtoReflect.Descriptor instead.
+func (*LinTxnStatusResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LinTxnStatusResponse) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *LinTxnStatusResponse) GetRecord() *TxnRecordMsg {
+	if x != nil {
+		return x.Record
+	}
+	return nil
+}
+
+type LinResolveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	TxnId         string                 `protobuf:"bytes,2,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	Commit        bool                   `protobuf:"varint,3,opt,name=commit,proto3" json:"commit,omitempty"`
+	CommitTs      uint64                 `protobuf:"varint,4,opt,name=commit_ts,json=commitTs,proto3" json:"commit_ts,omitempty"`
+	Writes        []*KeyedRecord         `protobuf:"bytes,5,rep,name=writes,proto3" json:"writes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinResolveRequest) Reset() {
+	*x = LinResolveRequest{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinResolveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinResolveRequest) ProtoMessage() {}
+
+func (x *LinResolveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinResolveRequest.ProtoReflect.Descriptor instead.
+func (*LinResolveRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LinResolveRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LinResolveRequest) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
+func (x *LinResolveRequest) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
+}
+
+func (x *LinResolveRequest) GetCommitTs() uint64 {
+	if x != nil {
+		return x.CommitTs
+	}
+	return 0
+}
+
+func (x *LinResolveRequest) GetWrites() []*KeyedRecord {
+	if x != nil {
+		return x.Writes
+	}
+	return nil
+}
+
+type LinResolveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	Cleared       uint32                 `protobuf:"varint,2,opt,name=cleared,proto3" json:"cleared,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinResolveResponse) Reset() {
+	*x = LinResolveResponse{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinResolveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinResolveResponse) ProtoMessage() {}
+
+func (x *LinResolveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinResolveResponse.ProtoReflect.Descriptor instead.
+func (*LinResolveResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *LinResolveResponse) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
+func (x *LinResolveResponse) GetCleared() uint32 {
+	if x != nil {
+		return x.Cleared
+	}
+	return 0
+}
+
+type LinForgetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Partition     uint32                 `protobuf:"varint,1,opt,name=partition,proto3" json:"partition,omitempty"`
+	TxnId         string                 `protobuf:"bytes,2,opt,name=txn_id,json=txnId,proto3" json:"txn_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinForgetRequest) Reset() {
+	*x = LinForgetRequest{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinForgetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinForgetRequest) ProtoMessage() {}
+
+func (x *LinForgetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinForgetRequest.ProtoReflect.Descriptor instead.
+func (*LinForgetRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *LinForgetRequest) GetPartition() uint32 {
+	if x != nil {
+		return x.Partition
+	}
+	return 0
+}
+
+func (x *LinForgetRequest) GetTxnId() string {
+	if x != nil {
+		return x.TxnId
+	}
+	return ""
+}
+
+type LinForgetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Redirect      *Redirect              `protobuf:"bytes,1,opt,name=redirect,proto3" json:"redirect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinForgetResponse) Reset() {
+	*x = LinForgetResponse{}
+	mi := &file_ringkv_v1_lin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinForgetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinForgetResponse) ProtoMessage() {}
+
+func (x *LinForgetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_lin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinForgetResponse.ProtoReflect.Descriptor instead.
+func (*LinForgetResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_lin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *LinForgetResponse) GetRedirect() *Redirect {
+	if x != nil {
+		return x.Redirect
+	}
+	return nil
+}
+
 var File_ringkv_v1_lin_proto protoreflect.FileDescriptor
 
 const file_ringkv_v1_lin_proto_rawDesc = "" +
@@ -1159,14 +1999,77 @@ const file_ringkv_v1_lin_proto_rawDesc = "" +
 	"\x0eLinTxnResponse\x12/\n" +
 	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x12\x1c\n" +
 	"\tsucceeded\x18\x02 \x01(\bR\tsucceeded\x120\n" +
-	"\aresults\x18\x03 \x03(\v2\x16.ringkv.v1.TxnOpResultR\aresults2\x89\x03\n" +
+	"\aresults\x18\x03 \x03(\v2\x16.ringkv.v1.TxnOpResultR\aresults\"|\n" +
+	"\tTxnIntent\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x15\n" +
+	"\x06txn_id\x18\x02 \x01(\tR\x05txnId\x12\x16\n" +
+	"\x06anchor\x18\x03 \x01(\rR\x06anchor\x12.\n" +
+	"\x13deadline_unix_nanos\x18\x04 \x01(\x03R\x11deadlineUnixNanos\"\xfb\x01\n" +
+	"\x11LinPrepareRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x15\n" +
+	"\x06txn_id\x18\x02 \x01(\tR\x05txnId\x12\x16\n" +
+	"\x06anchor\x18\x03 \x01(\rR\x06anchor\x12.\n" +
+	"\x13deadline_unix_nanos\x18\x04 \x01(\x03R\x11deadlineUnixNanos\x12\"\n" +
+	"\fparticipants\x18\x05 \x03(\rR\fparticipants\x12\x12\n" +
+	"\x04keys\x18\x06 \x03(\fR\x04keys\x121\n" +
+	"\bcompares\x18\a \x03(\v2\x15.ringkv.v1.TxnCompareR\bcompares\"J\n" +
+	"\aKeyRead\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12)\n" +
+	"\x06record\x18\x02 \x01(\v2\x11.ringkv.v1.RecordR\x06record\"\xda\x01\n" +
+	"\x12LinPrepareResponse\x12/\n" +
+	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x12.\n" +
+	"\aintents\x18\x02 \x03(\v2\x14.ringkv.v1.TxnIntentR\aintents\x12\x14\n" +
+	"\x05holds\x18\x03 \x01(\bR\x05holds\x12(\n" +
+	"\x05reads\x18\x04 \x03(\v2\x12.ringkv.v1.KeyReadR\x05reads\x12#\n" +
+	"\rmax_timestamp\x18\x05 \x01(\x04R\fmaxTimestamp\"\xde\x01\n" +
+	"\fTxnRecordMsg\x12\x15\n" +
+	"\x06txn_id\x18\x01 \x01(\tR\x05txnId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\rR\x06status\x12.\n" +
+	"\x13deadline_unix_nanos\x18\x03 \x01(\x03R\x11deadlineUnixNanos\x12\"\n" +
+	"\fparticipants\x18\x04 \x03(\rR\fparticipants\x12\x1b\n" +
+	"\tcommit_ts\x18\x05 \x01(\x04R\bcommitTs\x12.\n" +
+	"\x06writes\x18\x06 \x03(\v2\x16.ringkv.v1.KeyedRecordR\x06writes\"\xac\x01\n" +
+	"\x10LinDecideRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x15\n" +
+	"\x06txn_id\x18\x02 \x01(\tR\x05txnId\x12\x16\n" +
+	"\x06commit\x18\x03 \x01(\bR\x06commit\x12\x1b\n" +
+	"\tcommit_ts\x18\x04 \x01(\x04R\bcommitTs\x12.\n" +
+	"\x06writes\x18\x05 \x03(\v2\x16.ringkv.v1.KeyedRecordR\x06writes\"u\n" +
+	"\x11LinDecideResponse\x12/\n" +
+	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x12/\n" +
+	"\x06record\x18\x02 \x01(\v2\x17.ringkv.v1.TxnRecordMsgR\x06record\"J\n" +
+	"\x13LinTxnStatusRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x15\n" +
+	"\x06txn_id\x18\x02 \x01(\tR\x05txnId\"x\n" +
+	"\x14LinTxnStatusResponse\x12/\n" +
+	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x12/\n" +
+	"\x06record\x18\x02 \x01(\v2\x17.ringkv.v1.TxnRecordMsgR\x06record\"\xad\x01\n" +
+	"\x11LinResolveRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x15\n" +
+	"\x06txn_id\x18\x02 \x01(\tR\x05txnId\x12\x16\n" +
+	"\x06commit\x18\x03 \x01(\bR\x06commit\x12\x1b\n" +
+	"\tcommit_ts\x18\x04 \x01(\x04R\bcommitTs\x12.\n" +
+	"\x06writes\x18\x05 \x03(\v2\x16.ringkv.v1.KeyedRecordR\x06writes\"_\n" +
+	"\x12LinResolveResponse\x12/\n" +
+	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect\x12\x18\n" +
+	"\acleared\x18\x02 \x01(\rR\acleared\"G\n" +
+	"\x10LinForgetRequest\x12\x1c\n" +
+	"\tpartition\x18\x01 \x01(\rR\tpartition\x12\x15\n" +
+	"\x06txn_id\x18\x02 \x01(\tR\x05txnId\"D\n" +
+	"\x11LinForgetResponse\x12/\n" +
+	"\bredirect\x18\x01 \x01(\v2\x13.ringkv.v1.RedirectR\bredirect2\xf1\x05\n" +
 	"\fLinearizable\x12:\n" +
 	"\x03Get\x12\x18.ringkv.v1.LinGetRequest\x1a\x19.ringkv.v1.LinGetResponse\x12:\n" +
 	"\x03Put\x12\x18.ringkv.v1.LinPutRequest\x1a\x19.ringkv.v1.LinPutResponse\x12D\n" +
 	"\rCompareAndSet\x12\x18.ringkv.v1.LinCASRequest\x1a\x19.ringkv.v1.LinCASResponse\x12@\n" +
 	"\aApplied\x12\x19.ringkv.v1.AppliedRequest\x1a\x1a.ringkv.v1.AppliedResponse\x12=\n" +
 	"\x04Scan\x12\x19.ringkv.v1.LinScanRequest\x1a\x1a.ringkv.v1.LinScanResponse\x12:\n" +
-	"\x03Txn\x12\x18.ringkv.v1.LinTxnRequest\x1a\x19.ringkv.v1.LinTxnResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
+	"\x03Txn\x12\x18.ringkv.v1.LinTxnRequest\x1a\x19.ringkv.v1.LinTxnResponse\x12F\n" +
+	"\aPrepare\x12\x1c.ringkv.v1.LinPrepareRequest\x1a\x1d.ringkv.v1.LinPrepareResponse\x12C\n" +
+	"\x06Decide\x12\x1b.ringkv.v1.LinDecideRequest\x1a\x1c.ringkv.v1.LinDecideResponse\x12L\n" +
+	"\tTxnStatus\x12\x1e.ringkv.v1.LinTxnStatusRequest\x1a\x1f.ringkv.v1.LinTxnStatusResponse\x12F\n" +
+	"\aResolve\x12\x1c.ringkv.v1.LinResolveRequest\x1a\x1d.ringkv.v1.LinResolveResponse\x12C\n" +
+	"\x06Forget\x12\x1b.ringkv.v1.LinForgetRequest\x1a\x1c.ringkv.v1.LinForgetResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
 	file_ringkv_v1_lin_proto_rawDescOnce sync.Once
@@ -1180,59 +2083,96 @@ func file_ringkv_v1_lin_proto_rawDescGZIP() []byte {
 	return file_ringkv_v1_lin_proto_rawDescData
 }
 
-var file_ringkv_v1_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_ringkv_v1_lin_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_ringkv_v1_lin_proto_goTypes = []any{
-	(*Redirect)(nil),        // 0: ringkv.v1.Redirect
-	(*LinGetRequest)(nil),   // 1: ringkv.v1.LinGetRequest
-	(*LinGetResponse)(nil),  // 2: ringkv.v1.LinGetResponse
-	(*LinPutRequest)(nil),   // 3: ringkv.v1.LinPutRequest
-	(*LinPutResponse)(nil),  // 4: ringkv.v1.LinPutResponse
-	(*LinCASRequest)(nil),   // 5: ringkv.v1.LinCASRequest
-	(*LinCASResponse)(nil),  // 6: ringkv.v1.LinCASResponse
-	(*AppliedRequest)(nil),  // 7: ringkv.v1.AppliedRequest
-	(*AppliedResponse)(nil), // 8: ringkv.v1.AppliedResponse
-	(*LinScanRequest)(nil),  // 9: ringkv.v1.LinScanRequest
-	(*LinScanResult)(nil),   // 10: ringkv.v1.LinScanResult
-	(*LinScanResponse)(nil), // 11: ringkv.v1.LinScanResponse
-	(*TxnCompare)(nil),      // 12: ringkv.v1.TxnCompare
-	(*TxnOp)(nil),           // 13: ringkv.v1.TxnOp
-	(*LinTxnRequest)(nil),   // 14: ringkv.v1.LinTxnRequest
-	(*TxnOpResult)(nil),     // 15: ringkv.v1.TxnOpResult
-	(*LinTxnResponse)(nil),  // 16: ringkv.v1.LinTxnResponse
-	(*Record)(nil),          // 17: ringkv.v1.Record
-	(*KeyedRecord)(nil),     // 18: ringkv.v1.KeyedRecord
+	(*Redirect)(nil),             // 0: ringkv.v1.Redirect
+	(*LinGetRequest)(nil),        // 1: ringkv.v1.LinGetRequest
+	(*LinGetResponse)(nil),       // 2: ringkv.v1.LinGetResponse
+	(*LinPutRequest)(nil),        // 3: ringkv.v1.LinPutRequest
+	(*LinPutResponse)(nil),       // 4: ringkv.v1.LinPutResponse
+	(*LinCASRequest)(nil),        // 5: ringkv.v1.LinCASRequest
+	(*LinCASResponse)(nil),       // 6: ringkv.v1.LinCASResponse
+	(*AppliedRequest)(nil),       // 7: ringkv.v1.AppliedRequest
+	(*AppliedResponse)(nil),      // 8: ringkv.v1.AppliedResponse
+	(*LinScanRequest)(nil),       // 9: ringkv.v1.LinScanRequest
+	(*LinScanResult)(nil),        // 10: ringkv.v1.LinScanResult
+	(*LinScanResponse)(nil),      // 11: ringkv.v1.LinScanResponse
+	(*TxnCompare)(nil),           // 12: ringkv.v1.TxnCompare
+	(*TxnOp)(nil),                // 13: ringkv.v1.TxnOp
+	(*LinTxnRequest)(nil),        // 14: ringkv.v1.LinTxnRequest
+	(*TxnOpResult)(nil),          // 15: ringkv.v1.TxnOpResult
+	(*LinTxnResponse)(nil),       // 16: ringkv.v1.LinTxnResponse
+	(*TxnIntent)(nil),            // 17: ringkv.v1.TxnIntent
+	(*LinPrepareRequest)(nil),    // 18: ringkv.v1.LinPrepareRequest
+	(*KeyRead)(nil),              // 19: ringkv.v1.KeyRead
+	(*LinPrepareResponse)(nil),   // 20: ringkv.v1.LinPrepareResponse
+	(*TxnRecordMsg)(nil),         // 21: ringkv.v1.TxnRecordMsg
+	(*LinDecideRequest)(nil),     // 22: ringkv.v1.LinDecideRequest
+	(*LinDecideResponse)(nil),    // 23: ringkv.v1.LinDecideResponse
+	(*LinTxnStatusRequest)(nil),  // 24: ringkv.v1.LinTxnStatusRequest
+	(*LinTxnStatusResponse)(nil), // 25: ringkv.v1.LinTxnStatusResponse
+	(*LinResolveRequest)(nil),    // 26: ringkv.v1.LinResolveRequest
+	(*LinResolveResponse)(nil),   // 27: ringkv.v1.LinResolveResponse
+	(*LinForgetRequest)(nil),     // 28: ringkv.v1.LinForgetRequest
+	(*LinForgetResponse)(nil),    // 29: ringkv.v1.LinForgetResponse
+	(*Record)(nil),               // 30: ringkv.v1.Record
+	(*KeyedRecord)(nil),          // 31: ringkv.v1.KeyedRecord
 }
 var file_ringkv_v1_lin_proto_depIdxs = []int32{
 	0,  // 0: ringkv.v1.LinGetResponse.redirect:type_name -> ringkv.v1.Redirect
-	17, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
+	30, // 1: ringkv.v1.LinGetResponse.record:type_name -> ringkv.v1.Record
 	0,  // 2: ringkv.v1.LinPutResponse.redirect:type_name -> ringkv.v1.Redirect
 	0,  // 3: ringkv.v1.LinCASResponse.redirect:type_name -> ringkv.v1.Redirect
 	0,  // 4: ringkv.v1.LinScanResult.redirect:type_name -> ringkv.v1.Redirect
-	18, // 5: ringkv.v1.LinScanResult.records:type_name -> ringkv.v1.KeyedRecord
+	31, // 5: ringkv.v1.LinScanResult.records:type_name -> ringkv.v1.KeyedRecord
 	10, // 6: ringkv.v1.LinScanResponse.results:type_name -> ringkv.v1.LinScanResult
 	12, // 7: ringkv.v1.LinTxnRequest.compares:type_name -> ringkv.v1.TxnCompare
 	13, // 8: ringkv.v1.LinTxnRequest.success:type_name -> ringkv.v1.TxnOp
 	13, // 9: ringkv.v1.LinTxnRequest.failure:type_name -> ringkv.v1.TxnOp
-	17, // 10: ringkv.v1.TxnOpResult.record:type_name -> ringkv.v1.Record
+	30, // 10: ringkv.v1.TxnOpResult.record:type_name -> ringkv.v1.Record
 	0,  // 11: ringkv.v1.LinTxnResponse.redirect:type_name -> ringkv.v1.Redirect
 	15, // 12: ringkv.v1.LinTxnResponse.results:type_name -> ringkv.v1.TxnOpResult
-	1,  // 13: ringkv.v1.Linearizable.Get:input_type -> ringkv.v1.LinGetRequest
-	3,  // 14: ringkv.v1.Linearizable.Put:input_type -> ringkv.v1.LinPutRequest
-	5,  // 15: ringkv.v1.Linearizable.CompareAndSet:input_type -> ringkv.v1.LinCASRequest
-	7,  // 16: ringkv.v1.Linearizable.Applied:input_type -> ringkv.v1.AppliedRequest
-	9,  // 17: ringkv.v1.Linearizable.Scan:input_type -> ringkv.v1.LinScanRequest
-	14, // 18: ringkv.v1.Linearizable.Txn:input_type -> ringkv.v1.LinTxnRequest
-	2,  // 19: ringkv.v1.Linearizable.Get:output_type -> ringkv.v1.LinGetResponse
-	4,  // 20: ringkv.v1.Linearizable.Put:output_type -> ringkv.v1.LinPutResponse
-	6,  // 21: ringkv.v1.Linearizable.CompareAndSet:output_type -> ringkv.v1.LinCASResponse
-	8,  // 22: ringkv.v1.Linearizable.Applied:output_type -> ringkv.v1.AppliedResponse
-	11, // 23: ringkv.v1.Linearizable.Scan:output_type -> ringkv.v1.LinScanResponse
-	16, // 24: ringkv.v1.Linearizable.Txn:output_type -> ringkv.v1.LinTxnResponse
-	19, // [19:25] is the sub-list for method output_type
-	13, // [13:19] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 13: ringkv.v1.LinPrepareRequest.compares:type_name -> ringkv.v1.TxnCompare
+	30, // 14: ringkv.v1.KeyRead.record:type_name -> ringkv.v1.Record
+	0,  // 15: ringkv.v1.LinPrepareResponse.redirect:type_name -> ringkv.v1.Redirect
+	17, // 16: ringkv.v1.LinPrepareResponse.intents:type_name -> ringkv.v1.TxnIntent
+	19, // 17: ringkv.v1.LinPrepareResponse.reads:type_name -> ringkv.v1.KeyRead
+	31, // 18: ringkv.v1.TxnRecordMsg.writes:type_name -> ringkv.v1.KeyedRecord
+	31, // 19: ringkv.v1.LinDecideRequest.writes:type_name -> ringkv.v1.KeyedRecord
+	0,  // 20: ringkv.v1.LinDecideResponse.redirect:type_name -> ringkv.v1.Redirect
+	21, // 21: ringkv.v1.LinDecideResponse.record:type_name -> ringkv.v1.TxnRecordMsg
+	0,  // 22: ringkv.v1.LinTxnStatusResponse.redirect:type_name -> ringkv.v1.Redirect
+	21, // 23: ringkv.v1.LinTxnStatusResponse.record:type_name -> ringkv.v1.TxnRecordMsg
+	31, // 24: ringkv.v1.LinResolveRequest.writes:type_name -> ringkv.v1.KeyedRecord
+	0,  // 25: ringkv.v1.LinResolveResponse.redirect:type_name -> ringkv.v1.Redirect
+	0,  // 26: ringkv.v1.LinForgetResponse.redirect:type_name -> ringkv.v1.Redirect
+	1,  // 27: ringkv.v1.Linearizable.Get:input_type -> ringkv.v1.LinGetRequest
+	3,  // 28: ringkv.v1.Linearizable.Put:input_type -> ringkv.v1.LinPutRequest
+	5,  // 29: ringkv.v1.Linearizable.CompareAndSet:input_type -> ringkv.v1.LinCASRequest
+	7,  // 30: ringkv.v1.Linearizable.Applied:input_type -> ringkv.v1.AppliedRequest
+	9,  // 31: ringkv.v1.Linearizable.Scan:input_type -> ringkv.v1.LinScanRequest
+	14, // 32: ringkv.v1.Linearizable.Txn:input_type -> ringkv.v1.LinTxnRequest
+	18, // 33: ringkv.v1.Linearizable.Prepare:input_type -> ringkv.v1.LinPrepareRequest
+	22, // 34: ringkv.v1.Linearizable.Decide:input_type -> ringkv.v1.LinDecideRequest
+	24, // 35: ringkv.v1.Linearizable.TxnStatus:input_type -> ringkv.v1.LinTxnStatusRequest
+	26, // 36: ringkv.v1.Linearizable.Resolve:input_type -> ringkv.v1.LinResolveRequest
+	28, // 37: ringkv.v1.Linearizable.Forget:input_type -> ringkv.v1.LinForgetRequest
+	2,  // 38: ringkv.v1.Linearizable.Get:output_type -> ringkv.v1.LinGetResponse
+	4,  // 39: ringkv.v1.Linearizable.Put:output_type -> ringkv.v1.LinPutResponse
+	6,  // 40: ringkv.v1.Linearizable.CompareAndSet:output_type -> ringkv.v1.LinCASResponse
+	8,  // 41: ringkv.v1.Linearizable.Applied:output_type -> ringkv.v1.AppliedResponse
+	11, // 42: ringkv.v1.Linearizable.Scan:output_type -> ringkv.v1.LinScanResponse
+	16, // 43: ringkv.v1.Linearizable.Txn:output_type -> ringkv.v1.LinTxnResponse
+	20, // 44: ringkv.v1.Linearizable.Prepare:output_type -> ringkv.v1.LinPrepareResponse
+	23, // 45: ringkv.v1.Linearizable.Decide:output_type -> ringkv.v1.LinDecideResponse
+	25, // 46: ringkv.v1.Linearizable.TxnStatus:output_type -> ringkv.v1.LinTxnStatusResponse
+	27, // 47: ringkv.v1.Linearizable.Resolve:output_type -> ringkv.v1.LinResolveResponse
+	29, // 48: ringkv.v1.Linearizable.Forget:output_type -> ringkv.v1.LinForgetResponse
+	38, // [38:49] is the sub-list for method output_type
+	27, // [27:38] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_lin_proto_init() }
@@ -1247,7 +2187,7 @@ func file_ringkv_v1_lin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_lin_proto_rawDesc), len(file_ringkv_v1_lin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

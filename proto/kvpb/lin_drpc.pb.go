@@ -44,6 +44,11 @@ type DRPCLinearizableClient interface {
 	Applied(ctx context.Context, in *AppliedRequest) (*AppliedResponse, error)
 	Scan(ctx context.Context, in *LinScanRequest) (*LinScanResponse, error)
 	Txn(ctx context.Context, in *LinTxnRequest) (*LinTxnResponse, error)
+	Prepare(ctx context.Context, in *LinPrepareRequest) (*LinPrepareResponse, error)
+	Decide(ctx context.Context, in *LinDecideRequest) (*LinDecideResponse, error)
+	TxnStatus(ctx context.Context, in *LinTxnStatusRequest) (*LinTxnStatusResponse, error)
+	Resolve(ctx context.Context, in *LinResolveRequest) (*LinResolveResponse, error)
+	Forget(ctx context.Context, in *LinForgetRequest) (*LinForgetResponse, error)
 }
 
 type drpcLinearizableClient struct {
@@ -110,6 +115,51 @@ func (c *drpcLinearizableClient) Txn(ctx context.Context, in *LinTxnRequest) (*L
 	return out, nil
 }
 
+func (c *drpcLinearizableClient) Prepare(ctx context.Context, in *LinPrepareRequest) (*LinPrepareResponse, error) {
+	out := new(LinPrepareResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Linearizable/Prepare", drpcEncoding_File_ringkv_v1_lin_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *drpcLinearizableClient) Decide(ctx context.Context, in *LinDecideRequest) (*LinDecideResponse, error) {
+	out := new(LinDecideResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Linearizable/Decide", drpcEncoding_File_ringkv_v1_lin_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *drpcLinearizableClient) TxnStatus(ctx context.Context, in *LinTxnStatusRequest) (*LinTxnStatusResponse, error) {
+	out := new(LinTxnStatusResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Linearizable/TxnStatus", drpcEncoding_File_ringkv_v1_lin_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *drpcLinearizableClient) Resolve(ctx context.Context, in *LinResolveRequest) (*LinResolveResponse, error) {
+	out := new(LinResolveResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Linearizable/Resolve", drpcEncoding_File_ringkv_v1_lin_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *drpcLinearizableClient) Forget(ctx context.Context, in *LinForgetRequest) (*LinForgetResponse, error) {
+	out := new(LinForgetResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Linearizable/Forget", drpcEncoding_File_ringkv_v1_lin_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type DRPCLinearizableServer interface {
 	Get(context.Context, *LinGetRequest) (*LinGetResponse, error)
 	Put(context.Context, *LinPutRequest) (*LinPutResponse, error)
@@ -117,6 +167,11 @@ type DRPCLinearizableServer interface {
 	Applied(context.Context, *AppliedRequest) (*AppliedResponse, error)
 	Scan(context.Context, *LinScanRequest) (*LinScanResponse, error)
 	Txn(context.Context, *LinTxnRequest) (*LinTxnResponse, error)
+	Prepare(context.Context, *LinPrepareRequest) (*LinPrepareResponse, error)
+	Decide(context.Context, *LinDecideRequest) (*LinDecideResponse, error)
+	TxnStatus(context.Context, *LinTxnStatusRequest) (*LinTxnStatusResponse, error)
+	Resolve(context.Context, *LinResolveRequest) (*LinResolveResponse, error)
+	Forget(context.Context, *LinForgetRequest) (*LinForgetResponse, error)
 }
 
 type DRPCLinearizableUnimplementedServer struct{}
@@ -145,9 +200,29 @@ func (s *DRPCLinearizableUnimplementedServer) Txn(context.Context, *LinTxnReques
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCLinearizableUnimplementedServer) Prepare(context.Context, *LinPrepareRequest) (*LinPrepareResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
+func (s *DRPCLinearizableUnimplementedServer) Decide(context.Context, *LinDecideRequest) (*LinDecideResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
+func (s *DRPCLinearizableUnimplementedServer) TxnStatus(context.Context, *LinTxnStatusRequest) (*LinTxnStatusResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
+func (s *DRPCLinearizableUnimplementedServer) Resolve(context.Context, *LinResolveRequest) (*LinResolveResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
+func (s *DRPCLinearizableUnimplementedServer) Forget(context.Context, *LinForgetRequest) (*LinForgetResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCLinearizableDescription struct{}
 
-func (DRPCLinearizableDescription) NumMethods() int { return 6 }
+func (DRPCLinearizableDescription) NumMethods() int { return 11 }
 
 func (DRPCLinearizableDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -205,6 +280,51 @@ func (DRPCLinearizableDescription) Method(n int) (string, drpc.Encoding, drpc.Re
 						in1.(*LinTxnRequest),
 					)
 			}, DRPCLinearizableServer.Txn, true
+	case 6:
+		return "/ringkv.v1.Linearizable/Prepare", drpcEncoding_File_ringkv_v1_lin_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCLinearizableServer).
+					Prepare(
+						ctx,
+						in1.(*LinPrepareRequest),
+					)
+			}, DRPCLinearizableServer.Prepare, true
+	case 7:
+		return "/ringkv.v1.Linearizable/Decide", drpcEncoding_File_ringkv_v1_lin_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCLinearizableServer).
+					Decide(
+						ctx,
+						in1.(*LinDecideRequest),
+					)
+			}, DRPCLinearizableServer.Decide, true
+	case 8:
+		return "/ringkv.v1.Linearizable/TxnStatus", drpcEncoding_File_ringkv_v1_lin_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCLinearizableServer).
+					TxnStatus(
+						ctx,
+						in1.(*LinTxnStatusRequest),
+					)
+			}, DRPCLinearizableServer.TxnStatus, true
+	case 9:
+		return "/ringkv.v1.Linearizable/Resolve", drpcEncoding_File_ringkv_v1_lin_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCLinearizableServer).
+					Resolve(
+						ctx,
+						in1.(*LinResolveRequest),
+					)
+			}, DRPCLinearizableServer.Resolve, true
+	case 10:
+		return "/ringkv.v1.Linearizable/Forget", drpcEncoding_File_ringkv_v1_lin_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCLinearizableServer).
+					Forget(
+						ctx,
+						in1.(*LinForgetRequest),
+					)
+			}, DRPCLinearizableServer.Forget, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -328,6 +448,106 @@ func (x *drpcLinearizable_TxnStream) GetStream() drpc.Stream {
 }
 
 func (x *drpcLinearizable_TxnStream) SendAndClose(m *LinTxnResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_lin_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCLinearizable_PrepareStream interface {
+	drpc.Stream
+	SendAndClose(*LinPrepareResponse) error
+}
+
+type drpcLinearizable_PrepareStream struct {
+	drpc.Stream
+}
+
+func (x *drpcLinearizable_PrepareStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcLinearizable_PrepareStream) SendAndClose(m *LinPrepareResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_lin_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCLinearizable_DecideStream interface {
+	drpc.Stream
+	SendAndClose(*LinDecideResponse) error
+}
+
+type drpcLinearizable_DecideStream struct {
+	drpc.Stream
+}
+
+func (x *drpcLinearizable_DecideStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcLinearizable_DecideStream) SendAndClose(m *LinDecideResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_lin_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCLinearizable_TxnStatusStream interface {
+	drpc.Stream
+	SendAndClose(*LinTxnStatusResponse) error
+}
+
+type drpcLinearizable_TxnStatusStream struct {
+	drpc.Stream
+}
+
+func (x *drpcLinearizable_TxnStatusStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcLinearizable_TxnStatusStream) SendAndClose(m *LinTxnStatusResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_lin_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCLinearizable_ResolveStream interface {
+	drpc.Stream
+	SendAndClose(*LinResolveResponse) error
+}
+
+type drpcLinearizable_ResolveStream struct {
+	drpc.Stream
+}
+
+func (x *drpcLinearizable_ResolveStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcLinearizable_ResolveStream) SendAndClose(m *LinResolveResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_lin_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCLinearizable_ForgetStream interface {
+	drpc.Stream
+	SendAndClose(*LinForgetResponse) error
+}
+
+type drpcLinearizable_ForgetStream struct {
+	drpc.Stream
+}
+
+func (x *drpcLinearizable_ForgetStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcLinearizable_ForgetStream) SendAndClose(m *LinForgetResponse) error {
 	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_lin_proto{}); err != nil {
 		return err
 	}

@@ -1,0 +1,500 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
+)
+
+// The coordinator's side of transactions across partitions
+// (docs/ARCHITECTURE.md, "Transactions across partitions"): prepare on
+// every participant's leader in parallel, wound-wait on the intents met,
+// the commit point on the anchor, then resolve and forget on a context of
+// the transaction's own. The groups' steps are consensus.Group's
+// (xtxn_group.go there); this file strings them together.
+
+const (
+	// xtxnMaxAttempts bounds the attempts of one transaction: after them
+	// it fails with ErrConflict (nothing applied).
+	xtxnMaxAttempts = 10
+	// xtxnFinishGrace is how long past an attempt's deadline its
+	// coordinator keeps finishing it (deciding, resolving, forgetting);
+	// what is left then is the sweep's.
+	xtxnFinishGrace = 5 * time.Second
+)
+
+// errTxnStopped is returned by a transaction a test hook stopped midway
+// (the coordinator "killed").
+var errTxnStopped = errors.New("coordinator: transaction stopped by a test hook")
+
+// xtxnHooks stop the protocol midway, as a coordinator dying there would:
+// tests only. Each returns true to stop.
+type xtxnHooks struct {
+	afterPrepare func(consensus.TxnID) bool
+	afterCommit  func(consensus.TxnID) bool
+}
+
+// xtxnPart is one participant partition's share of a transaction.
+type xtxnPart struct {
+	p        uint32
+	keys     [][]byte // sorted, distinct
+	compares []consensus.Compare
+}
+
+// isTxnAnswer reports whether err is an answer of the protocol that
+// asking again cannot change: onTxnLeader returns those at once.
+func isTxnAnswer(err error) bool {
+	var ie *consensus.IntentError
+	return errors.As(err, &ie) || errors.Is(err, consensus.ErrTxnAborted) || errors.Is(err, consensus.ErrTxnCommitted) ||
+		errors.Is(err, consensus.ErrInvalidTxn) || errors.Is(err, ErrConflict)
+}
+
+func asIntentError(err error) (*consensus.IntentError, bool) {
+	var ie *consensus.IntentError
+	ok := errors.As(err, &ie)
+	return ie, ok
+}
+
+// onTxnLeader runs run on the leader of partition p (onPartitionLeader),
+// returning the protocol's answers (isTxnAnswer) at once.
+func (c *Coordinator) onTxnLeader(ctx context.Context, op string, p uint32, run func(ctx context.Context, node string, g *consensus.Group) error) error {
+	if c.deps.Groups == nil {
+		return &UnavailableError{Op: op, Level: Linearizable, Required: 1, Cause: errors.New("this node runs no raft groups")}
+	}
+	r := c.deps.Ring.Ring()
+	if r == nil {
+		return &UnavailableError{Op: op, Level: Linearizable, Required: 1, Cause: errors.New("node has not joined a ring yet")}
+	}
+	var answer error
+	err := c.onPartitionLeader(ctx, op, p, r.Replicas(p), func(ctx context.Context, node string, _ uint32, g *consensus.Group) error {
+		err := run(ctx, node, g)
+		if isTxnAnswer(err) {
+			answer = err
+			return nil
+		}
+		return err
+	})
+	if err == nil {
+		err = answer
+	}
+	return err
+}
+
+func (c *Coordinator) prepareOn(ctx context.Context, p uint32, req *consensus.PrepareRequest) (res consensus.PrepareResult, err error) {
+	err = c.onTxnLeader(ctx, "prepare", p, func(ctx context.Context, node string, g *consensus.Group) error {
+		var err error
+		if g != nil {
+			res, err = g.Prepare(ctx, req)
+		} else {
+			res, err = c.deps.Lin.LinPrepare(ctx, node, p, req)
+		}
+		return err //nolint:wrapcheck // classified by onTxnLeader
+	})
+	return res, err
+}
+
+func (c *Coordinator) decideOn(ctx context.Context, anchor uint32, id consensus.TxnID, commit bool, ts replica.Timestamp, writes []replica.Entry) (rec *consensus.TxnRecord, err error) {
+	err = c.onTxnLeader(ctx, "decide", anchor, func(ctx context.Context, node string, g *consensus.Group) error {
+		var err error
+		if g != nil {
+			rec, err = g.DecideTxn(ctx, id, commit, ts, writes)
+		} else {
+			rec, err = c.deps.Lin.LinDecide(ctx, node, anchor, id, commit, ts, writes)
+		}
+		return err //nolint:wrapcheck // classified by onTxnLeader
+	})
+	return rec, err
+}
+
+// statusOn reads id's record on its anchor's leader (nil: none).
+func (c *Coordinator) statusOn(ctx context.Context, anchor uint32, id consensus.TxnID) (rec *consensus.TxnRecord, err error) {
+	err = c.onTxnLeader(ctx, "txn_status", anchor, func(ctx context.Context, node string, g *consensus.Group) error {
+		var err error
+		if g != nil {
+			rec, err = g.TxnStatus(ctx, id)
+		} else {
+			rec, err = c.deps.Lin.LinTxnStatus(ctx, node, anchor, id)
+		}
+		return err //nolint:wrapcheck // classified by onTxnLeader
+	})
+	return rec, err
+}
+
+// resolveOn clears id's intents in partition p (merging its writes when
+// commit), counting them as resolved by by.
+func (c *Coordinator) resolveOn(ctx context.Context, p uint32, id consensus.TxnID, commit bool, ts replica.Timestamp, writes []replica.Entry, by string) error {
+	n := 0
+	err := c.onTxnLeader(ctx, "resolve", p, func(ctx context.Context, node string, g *consensus.Group) error {
+		var err error
+		if g != nil {
+			n, err = g.ResolveTxn(ctx, id, commit, ts, writes)
+		} else {
+			n, err = c.deps.Lin.LinResolve(ctx, node, p, id, commit, ts, writes)
+		}
+		return err //nolint:wrapcheck // classified by onTxnLeader
+	})
+	if n > 0 {
+		c.metrics.intentsResolved.WithLabelValues(by).Add(float64(n))
+	}
+	return err
+}
+
+func (c *Coordinator) forgetOn(ctx context.Context, anchor uint32, id consensus.TxnID) error {
+	return c.onTxnLeader(ctx, "forget", anchor, func(ctx context.Context, node string, g *consensus.Group) error {
+		if g != nil {
+			return g.ForgetTxn(ctx, id) //nolint:wrapcheck // classified by onTxnLeader
+		}
+		return c.deps.Lin.LinForget(ctx, node, anchor, id) //nolint:wrapcheck // classified by onTxnLeader
+	})
+}
+
+// resolveAll resolves id on every partition of parts in parallel.
+func (c *Coordinator) resolveAll(ctx context.Context, parts []uint32, id consensus.TxnID, commit bool, ts replica.Timestamp, writes []replica.Entry, by string) error {
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.resolveOn(ctx, p, id, commit, ts, writes, by)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// finishLater resolves a decided record on every participant and then
+// forgets it, in the background (bounded by xtxnFinishGrace past the
+// deadline, at least that long from now): the sweep does what it leaves.
+func (c *Coordinator) finishLater(anchor uint32, rec *consensus.TxnRecord, by string) {
+	c.bg.Go(func() {
+		ctx, cancel := context.WithDeadline(c.lifetime, later(rec.Deadline, time.Now()).Add(xtxnFinishGrace))
+		defer cancel()
+		c.finish(ctx, anchor, rec, by)
+	})
+}
+
+// finish resolves a decided record on every participant and then
+// forgets it; failures are left to the sweep.
+func (c *Coordinator) finish(ctx context.Context, anchor uint32, rec *consensus.TxnRecord, by string) {
+	commit := rec.Status == consensus.TxnCommitted
+	if err := c.resolveAll(ctx, rec.Participants, rec.ID, commit, rec.CommitTS, rec.Writes, by); err != nil {
+		c.log.Debug("transaction resolve left to the sweep", "txn", rec.ID.String(), "err", err)
+		return
+	}
+	if err := c.forgetOn(ctx, anchor, rec.ID); err != nil {
+		c.log.Debug("transaction forget left to the sweep", "txn", rec.ID.String(), "err", err)
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// splitTxn groups t's keys and compares by partition; the anchor is the
+// partition of the smallest key.
+func splitTxn(r *ring.Ring, t *consensus.Txn) (anchor uint32, parts []*xtxnPart) {
+	keys := t.Keys() // sorted
+	byP := map[uint32]*xtxnPart{}
+	for _, k := range keys {
+		p := r.PartitionOf(k)
+		xp := byP[p]
+		if xp == nil {
+			xp = &xtxnPart{p: p}
+			byP[p] = xp
+			parts = append(parts, xp)
+		}
+		xp.keys = append(xp.keys, k)
+	}
+	for _, cmp := range t.Compares {
+		xp := byP[r.PartitionOf(cmp.Key)]
+		xp.compares = append(xp.compares, cmp)
+	}
+	slices.SortFunc(parts, func(a, b *xtxnPart) int { return int(a.p) - int(b.p) })
+	return r.PartitionOf(keys[0]), parts
+}
+
+// xtxn runs t, whose keys span several partitions, as a transaction
+// across partitions: attempts of prepare, decide and (in the background)
+// resolve, retried with the same priority after wound-wait aborts it.
+// Errors: ErrConflict (every attempt lost; nothing applied),
+// consensus.ErrAmbiguous (the decision's outcome is unknown),
+// *UnavailableError and ErrNotUpgraded (nothing applied), ErrInvalidArgument.
+func (c *Coordinator) xtxn(ctx context.Context, r *ring.Ring, t *consensus.Txn) (consensus.TxnResult, error) {
+	anchor, parts := splitTxn(r, t)
+	participants := make([]uint32, len(parts))
+	for i, xp := range parts {
+		participants[i] = xp.p
+	}
+	id := consensus.TxnID{Start: c.deps.Clock.Now(), Node: c.cfg.NodeID}
+	backoff := 2 * time.Millisecond
+	var last error
+	for attempt := range xtxnMaxAttempts {
+		id.Attempt = uint32(attempt) //nolint:gosec // below xtxnMaxAttempts
+		res, retry, err := c.xtxnAttempt(ctx, r, t, id, anchor, parts, participants)
+		if !retry {
+			return res, err
+		}
+		last = err
+		if ctx.Err() != nil || attempt == xtxnMaxAttempts-1 {
+			break
+		}
+		if err := c.sleep(ctx, c.jitter(backoff)); err != nil {
+			break
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+	return consensus.TxnResult{}, fmt.Errorf("%w: transaction %s gave up: %w", ErrConflict, id, last)
+}
+
+// sleep waits d or until ctx ends.
+func (c *Coordinator) sleep(ctx context.Context, d time.Duration) error {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err() //nolint:wrapcheck // the caller's own context
+	}
+}
+
+// jitter spreads d over [d/2, 3d/2).
+func (c *Coordinator) jitter(d time.Duration) time.Duration {
+	c.rngMu.Lock()
+	defer c.rngMu.Unlock()
+	return d/2 + time.Duration(c.rng.Int64N(int64(d)+1))
+}
+
+// xtxnAttempt runs one attempt. retry says it was aborted (err says why)
+// and may be tried again with the next attempt number.
+func (c *Coordinator) xtxnAttempt(ctx context.Context, r *ring.Ring, t *consensus.Txn, id consensus.TxnID, anchor uint32, parts []*xtxnPart, participants []uint32) (res consensus.TxnResult, retry bool, err error) {
+	deadline := c.now().Add(consensus.TxnTimeout)
+	// Once anything may be prepared, the attempt is finished (decided and
+	// cleaned) on a context of its own, whatever becomes of the client's.
+	own, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline.Add(xtxnFinishGrace))
+	defer cancel()
+	// abort decides the attempt ABORTED and cleans its intents in the
+	// background. When the abort fails, nothing was applied all the same
+	// (the attempt never asked to commit): the sweep aborts and cleans it
+	// past its deadline, and a retry's prepare wounds its intents.
+	abort := func(cause string) {
+		c.metrics.txnAborts.WithLabelValues(cause).Inc()
+		rec, err := c.decideOn(own, anchor, id, false, 0, nil)
+		if err != nil {
+			c.log.Debug("transaction abort left to the sweep", "txn", id.String(), "err", err)
+			return
+		}
+		c.finishLater(anchor, rec, byCoordinator)
+	}
+
+	results := make([]consensus.PrepareResult, len(parts))
+	pending := slices.Clone(parts)
+	for len(pending) > 0 {
+		errs := make([]error, len(pending))
+		var wg sync.WaitGroup
+		for i, xp := range pending {
+			req := &consensus.PrepareRequest{ID: id, Anchor: anchor, Deadline: deadline, Participants: participants, Keys: xp.keys, Compares: xp.compares}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var res consensus.PrepareResult
+				res, errs[i] = c.prepareOn(ctx, xp.p, req)
+				if errs[i] == nil {
+					results[slices.Index(parts, xp)] = res
+				}
+			}()
+		}
+		wg.Wait()
+		var again []*xtxnPart
+		var conflicts []*consensus.IntentError
+		for i, err := range errs {
+			ie, ok := asIntentError(err)
+			switch {
+			case err == nil:
+			case ok:
+				conflicts = append(conflicts, ie)
+				again = append(again, pending[i])
+			case errors.Is(err, consensus.ErrTxnAborted):
+				abort(abortExpired)
+				return consensus.TxnResult{}, true, err
+			case errors.Is(err, consensus.ErrAmbiguous):
+				abort(abortAmbiguous)
+				return consensus.TxnResult{}, true, err
+			default:
+				abort(abortUnavailable)
+				return consensus.TxnResult{}, false, txnError(err)
+			}
+		}
+		for _, ie := range conflicts {
+			if err := c.woundWait(own, id, ie); err != nil {
+				if errors.Is(err, errDie) {
+					abort(abortDied)
+					return consensus.TxnResult{}, true, err
+				}
+				abort(abortUnavailable)
+				return consensus.TxnResult{}, false, err
+			}
+		}
+		pending = again
+	}
+	if h := c.hooks.afterPrepare; h != nil && h(id) {
+		return consensus.TxnResult{}, false, errTxnStopped
+	}
+
+	// Every partition prepared: pick the branch, answer the gets, build
+	// the writes, and take the commit timestamp above all prepared.
+	holds := true
+	var maxTS replica.Timestamp
+	reads := map[string]consensus.KeyRead{}
+	for i, xp := range parts {
+		holds = holds && results[i].Holds
+		maxTS = max(maxTS, results[i].MaxTimestamp)
+		for j, k := range xp.keys {
+			if j < len(results[i].Reads) {
+				reads[string(k)] = results[i].Reads[j]
+			}
+		}
+	}
+	branch := t.Failure
+	if holds {
+		branch = t.Success
+	}
+	res = consensus.TxnResult{Succeeded: holds, Results: make([]consensus.OpResult, len(branch))}
+	var writes []replica.Entry
+	answer := 0
+	for i, op := range branch {
+		switch op.Kind {
+		case consensus.OpGet:
+			if kr := reads[string(op.Key)]; kr.Found {
+				res.Results[i] = consensus.OpResult{Found: true, Record: kr.Record}
+				answer += len(op.Key) + len(kr.Record.Value)
+			}
+		case consensus.OpSet:
+			writes = append(writes, replica.Entry{Partition: r.PartitionOf(op.Key), Key: op.Key, Record: replica.Record{Value: op.Value, ExpiresAt: op.ExpiresAt}})
+		case consensus.OpDelete:
+			writes = append(writes, replica.Entry{Partition: r.PartitionOf(op.Key), Key: op.Key, Record: replica.Record{Tombstone: true}})
+		}
+	}
+	if answer > consensus.MaxTxnBytes {
+		err := fmt.Errorf("%w: %w: the gets would answer %d bytes, limit %d", ErrInvalidArgument, consensus.ErrTxnTooLarge, answer, consensus.MaxTxnBytes)
+		abort(abortUnavailable)
+		return consensus.TxnResult{}, false, err
+	}
+	if err := c.deps.Clock.Update(maxTS); err != nil {
+		c.log.Warn("prepared timestamp ahead of clock", "txn", id.String(), "err", err)
+	}
+	commitTS := c.deps.Clock.Now()
+
+	// The commit point. An ambiguous answer is asked again (deciding is
+	// idempotent) until it is known or the attempt's time is up.
+	rec, err := c.decideOn(own, anchor, id, true, commitTS, writes)
+	for errors.Is(err, consensus.ErrAmbiguous) || errors.Is(err, ErrUnavailable) {
+		if own.Err() != nil {
+			return consensus.TxnResult{}, false, fmt.Errorf("%w: commit of %s: %w", consensus.ErrAmbiguous, id, err)
+		}
+		rec, err = c.decideOn(own, anchor, id, true, commitTS, writes)
+	}
+	switch {
+	case errors.Is(err, consensus.ErrTxnAborted):
+		c.metrics.txnAborts.WithLabelValues(abortWounded).Inc()
+		c.finishLater(anchor, &consensus.TxnRecord{ID: id, Status: consensus.TxnAborted, Deadline: deadline, Participants: participants}, byCoordinator)
+		return consensus.TxnResult{}, true, err
+	case err != nil:
+		return consensus.TxnResult{}, false, txnError(err)
+	}
+	if h := c.hooks.afterCommit; h != nil && h(id) {
+		return res, false, nil
+	}
+	if rec == nil {
+		rec = &consensus.TxnRecord{ID: id, Status: consensus.TxnCommitted, Deadline: deadline, Participants: participants, CommitTS: commitTS, Writes: writes}
+	}
+	c.finishLater(anchor, rec, byCoordinator)
+	return res, false, nil
+}
+
+// errDie says wound-wait decided this transaction must abort: an older
+// one holds a key.
+var errDie = errors.New("coordinator: an older transaction holds a key")
+
+// woundWait settles the intents a prepare of id met (ie): a decided holder
+// is finished, a younger or expired one aborted and cleaned; an older
+// one, PENDING within its deadline, makes id die (errDie).
+func (c *Coordinator) woundWait(ctx context.Context, id consensus.TxnID, ie *consensus.IntentError) error {
+	seen := map[consensus.TxnID]bool{}
+	for _, ki := range ie.Intents {
+		other := ki.Intent
+		if seen[other.ID] {
+			continue
+		}
+		seen[other.ID] = true
+		c.metrics.txnConflicts.Inc()
+		rec, err := c.statusOn(ctx, other.Anchor, other.ID)
+		if err != nil {
+			return err
+		}
+		var status consensus.TxnStatus
+		if rec != nil {
+			status = rec.Status
+		}
+		action := consensus.OnConflict(id, other, status, c.now())
+		if other.ID.Start == id.Start && other.ID.Node == id.Node {
+			action = consensus.WoundOther // an earlier attempt of this transaction
+		}
+		if action == consensus.DieSelf {
+			return fmt.Errorf("%w: %s holds %q", errDie, other.ID, truncate(ki.Key))
+		}
+		if _, err := c.settleIntent(ctx, ie.Group, other, rec, true, byCoordinator); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// settleIntent finishes the transaction holding intent in on partition p
+// when it is decided (rec, its record as read: nil for none), or, when
+// abort is set or its deadline has passed, aborts it on its anchor first
+// (an abort finding it COMMITTED finishes it instead). It returns false,
+// touching nothing, for a transaction PENDING (or without a record)
+// within its deadline when abort is not set.
+func (c *Coordinator) settleIntent(ctx context.Context, p uint32, in consensus.Intent, rec *consensus.TxnRecord, abort bool, by string) (bool, error) {
+	if rec == nil || rec.Status == consensus.TxnPending {
+		if !abort && c.now().Before(in.Deadline) {
+			return false, nil
+		}
+		var err error
+		rec, err = c.decideOn(ctx, in.Anchor, in.ID, false, 0, nil)
+		if errors.Is(err, consensus.ErrTxnCommitted) {
+			rec, err = c.statusOn(ctx, in.Anchor, in.ID)
+		}
+		if err != nil {
+			return false, err
+		}
+		if rec == nil {
+			// Committed and forgotten: forgetting follows every
+			// participant's resolve, so the intent is gone already.
+			return true, nil
+		}
+	}
+	commit := rec.Status == consensus.TxnCommitted
+	return true, c.resolveOn(ctx, p, in.ID, commit, rec.CommitTS, rec.Writes, by)
+}
+
+// truncate shortens a key for an error message.
+func truncate(k []byte) []byte {
+	if len(k) > 32 {
+		return append(bytes.Clone(k[:32]), "..."...)
+	}
+	return k
+}
