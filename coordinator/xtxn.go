@@ -400,8 +400,8 @@ func (c *Coordinator) xtxnAttempt(ctx context.Context, r *ring.Ring, t *consensu
 	// The commit point. An ambiguous answer is asked again (deciding is
 	// idempotent) until it is known or the attempt's time is up.
 	rec, err := c.decideOn(own, anchor, id, true, commitTS, writes)
-	for errors.Is(err, consensus.ErrAmbiguous) || errors.Is(err, ErrUnavailable) {
-		if own.Err() != nil {
+	for wait := 10 * time.Millisecond; errors.Is(err, consensus.ErrAmbiguous) || errors.Is(err, ErrUnavailable); wait = min(2*wait, 200*time.Millisecond) {
+		if own.Err() != nil || c.sleep(own, wait) != nil {
 			return consensus.TxnResult{}, false, fmt.Errorf("%w: commit of %s: %w", consensus.ErrAmbiguous, id, err)
 		}
 		rec, err = c.decideOn(own, anchor, id, true, commitTS, writes)

@@ -161,6 +161,7 @@ func (c *Coordinator) writeThrough(ctx context.Context, write func() error) erro
 func (c *Coordinator) sweep(ctx context.Context) {
 	ticker := time.NewTicker(sweepInterval)
 	defer ticker.Stop()
+	fences := map[consensus.TxnID]time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -172,18 +173,31 @@ func (c *Coordinator) sweep(ctx context.Context) {
 			if !ok {
 				continue
 			}
-			if err := c.sweepGroup(ctx, g); err != nil && ctx.Err() == nil {
+			if err := c.sweepGroup(ctx, g, fences); err != nil && ctx.Err() == nil {
 				c.log.Debug("transaction sweep", "group_id", p, "err", err)
+			}
+		}
+		for id, seen := range fences {
+			if time.Since(seen) > 10*fenceKeep {
+				delete(fences, id) // forgotten by another node meanwhile
 			}
 		}
 	}
 }
 
+// fenceKeep is how long the sweep keeps an ABORTED record without a
+// deadline (a fence: an abort of a transaction whose anchor had no record
+// yet) after first seeing it. The fenced attempt held an intent when it
+// was aborted, so it had started, and its deadline is at most TxnTimeout
+// after the fence was written: past it no prepare of the attempt can
+// write a PENDING record, and the fence may go.
+const fenceKeep = consensus.TxnTimeout + sweepForgetAfter
+
 // sweepGroup is one sweep of g: intents past their deadline are settled
 // through their anchors; records anchored here are aborted when PENDING
 // past their deadline, and finished and forgotten when decided and
 // sweepForgetAfter past it.
-func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group) error {
+func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, fences map[consensus.TxnID]time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	intents, err := g.Intents(ctx)
@@ -229,6 +243,14 @@ func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group) error 
 				c.metrics.abandoned.Inc()
 			}
 			c.finish(ctx, g.ID(), rec, bySweep)
+		case tx.Status != consensus.TxnPending && tx.Deadline.IsZero():
+			seen, ok := fences[tx.ID]
+			if !ok {
+				fences[tx.ID] = time.Now()
+			} else if time.Since(seen) >= fenceKeep {
+				c.finish(ctx, g.ID(), tx, bySweep)
+				delete(fences, tx.ID)
+			}
 		case tx.Status != consensus.TxnPending && !now.Before(tx.Deadline.Add(sweepForgetAfter)):
 			c.finish(ctx, g.ID(), tx, bySweep)
 		}
