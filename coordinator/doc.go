@@ -42,6 +42,19 @@
 //     many answered. No request waits past its deadline (RequestTimeout when
 //     the caller's context has none).
 //
+// # Transactions
+//
+// Txn over one partition is one command on its leader (txn.go); over
+// several it is the protocol of docs/ARCHITECTURE.md "Transactions across
+// partitions" (xtxn.go): prepares in parallel on every participant's
+// leader, wound-wait on the intents they meet (consensus.OnConflict), the
+// anchor's decision as the commit point, then resolve and forget in the
+// background. Linearizable gets, sets, compare-and-sets and
+// single-partition transactions read or write through intents on the
+// leader they reach (xtxn_intents.go: getOn, writeThrough), here or, for
+// operations forwarded by peers, in LinearizableServer through its
+// resolver. Steps of the protocol and its RPCs are in xtxnrpc.go.
+//
 // # Replica RPCs
 //
 // ReplicaServer serves the node's store to peers (kvpb.DRPCReplicaServer).
@@ -101,6 +114,15 @@
 //     goroutine, stopped by End and Close); Restore runs one merge per
 //     replica node of its batch at once and waits for all before it
 //     answers.
+//   - Transactions across partitions: one goroutine per participant for
+//     the prepares (all done before the attempt goes on) and for resolves;
+//     after a decision, finishing (resolve every participant, forget) runs
+//     under bg on a context of its own, bounded by the attempt's deadline
+//     plus xtxnFinishGrace; a reader that meets a decided transaction's
+//     intent resolves the partition under bg too.
+//   - The sweep (Coordinator.sweep), when Deps.Groups is set: started by New
+//     under bg, every second settles the expired intents and records of
+//     the partitions this node leads; stopped by Close.
 //   - RPCTransport: ConnsPerPeer + InvokeConnsPerPeer senders per peer, fed
 //     by the peer's two queues, stopped by RPCTransport.Close.
 //

@@ -42,11 +42,24 @@ func spread(t *testing.T, c *Coordinator, prefix string, n int) [][]byte {
 func set(k []byte, v string) TxnOp { return TxnOp{Kind: consensus.OpSet, Key: k, Value: []byte(v)} }
 func getOp(k []byte) TxnOp         { return TxnOp{Kind: consensus.OpGet, Key: k} }
 
+// pollUntil polls cond every few milliseconds until it holds, failing
+// the test after within.
+func pollUntil(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %s", what, within)
+		}
+		timer := time.NewTimer(5 * time.Millisecond)
+		<-timer.C
+	}
+}
+
 // waitClean polls until no partition of n1 holds an intent.
 func waitClean(t *testing.T, n1 *Coordinator, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
+	pollUntil(t, within, "partition free of intents", func() bool {
 		left := 0
 		for _, g := range n1.deps.Groups.Groups() {
 			in, err := g.Intents(t.Context())
@@ -55,14 +68,8 @@ func waitClean(t *testing.T, n1 *Coordinator, within time.Duration) {
 			}
 			left += len(in)
 		}
-		if left == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d intents left after %s", left, within)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
-	}
+		return left == 0
+	})
 }
 
 // records counts the transaction records of n1's partitions.
@@ -133,13 +140,7 @@ func TestCrossPartitionTransfer(t *testing.T) {
 	// Each transaction's coordinator resolves its intents and forgets its
 	// record in the background.
 	waitClean(t, n1, 5*time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for records(t, n1) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d transaction records left", records(t, n1))
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
-	}
+	pollUntil(t, 5*time.Second, "partition free of transaction records", func() bool { return records(t, n1) == 0 })
 	// (A reader that came first resolves a committed transaction's intents
 	// in its partition itself.)
 	got := 0.0
@@ -198,13 +199,9 @@ func TestCrossPartitionConflictDieAndWound(t *testing.T) {
 		})
 		bDone <- answer{res, err}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for testutil.ToFloat64(n9.metrics.txnAborts.WithLabelValues(abortDied)) < 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the younger transaction never died on the older one's intent")
-		}
-		time.Sleep(5 * time.Millisecond) // polling a condition, with a deadline
-	}
+	pollUntil(t, 5*time.Second, "death of the younger transaction on the older one's intents", func() bool {
+		return testutil.ToFloat64(n9.metrics.txnAborts.WithLabelValues(abortDied)) >= 1
+	})
 	release()
 	if err := <-aDone; err != nil {
 		t.Fatalf("A: %v", err)
@@ -249,6 +246,7 @@ func TestCrossPartitionConflictDieAndWound(t *testing.T) {
 }
 
 func TestCrossPartitionNoLostUpdate(t *testing.T) {
+	t.Parallel()
 	n1, n9, _ := newLinNode(t)
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -312,6 +310,7 @@ func TestCrossPartitionNoLostUpdate(t *testing.T) {
 // prepares and another after its commit point, as a coordinator dying
 // there would: readers, writers and the sweep finish or abort them.
 func TestCrossPartitionCoordinatorKilled(t *testing.T) {
+	t.Parallel()
 	n1, n9, _ := newLinNode(t)
 	ctx := t.Context()
 	pre := spread(t, n1, "p", 3)
