@@ -76,6 +76,42 @@ func onePartition(ctx context.Context, t *testing.T, nd *Node, n int) []string {
 // restarted, never create or lose money, every read-only transaction sees
 // the total intact, and the restarted node ends up with the same balances.
 func TestTxnBankAcrossFailover(t *testing.T) {
+	bankAcrossFailover(t, 4, onePartition)
+}
+
+// TestTxnBankAcrossPartitionsFailover is the bank over accounts each in a
+// partition of its own: every transfer and every read of the total is a
+// transaction across partitions, and the node killed leads the first
+// account's partition (the anchor of every transaction touching it) and
+// coordinates some of the transactions in flight.
+func TestTxnBankAcrossPartitionsFailover(t *testing.T) {
+	bankAcrossFailover(t, 5, spreadPartitions)
+}
+
+// spreadPartitions finds n keys each in a partition of its own.
+func spreadPartitions(ctx context.Context, t *testing.T, nd *Node, n int) []string {
+	t.Helper()
+	s, err := nd.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := len(s.Groups)
+	if parts < n {
+		t.Fatalf("%d raft groups for %d keys", parts, n)
+	}
+	seen := map[uint64]bool{}
+	var keys []string
+	for i := 0; len(keys) < n; i++ {
+		k := "acct-" + strconv.Itoa(i)
+		if p := xxhash.Sum64String(k) >> (64 - (bits.Len(uint(parts)) - 1)); !seen[p] {
+			seen[p] = true
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
+func bankAcrossFailover(t *testing.T, accounts int, place func(ctx context.Context, t *testing.T, nd *Node, n int) []string) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
@@ -83,8 +119,8 @@ func TestTxnBankAcrossFailover(t *testing.T) {
 	c.WaitRaftReady(90*time.Second, 3)
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
-	const accounts, start = 4, 1000
-	keys := onePartition(ctx, t, c.Nodes[0], accounts)
+	const start = 1000
+	keys := place(ctx, t, c.Nodes[0], accounts)
 	// Bad transactions are refused with 400 before anything is done.
 	many := make([]string, 129)
 	for i := range many {
@@ -120,7 +156,7 @@ func TestTxnBankAcrossFailover(t *testing.T) {
 			}
 		}
 	}
-	var committed, failedCompare, unknown, readsChecked atomic.Int64
+	var committed, failedCompare, conflicts, unknown, readsChecked atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	report := func(err error) {
@@ -154,6 +190,8 @@ func TestTxnBankAcrossFailover(t *testing.T) {
 					committed.Add(1)
 				case err == nil && code == 200:
 					failedCompare.Add(1)
+				case err == nil && code == http.StatusConflict:
+					conflicts.Add(1) // nothing applied
 				case code == http.StatusGatewayTimeout || err != nil:
 					unknown.Add(1) // applied whole or not at all
 				case code == http.StatusBadRequest:
@@ -223,8 +261,8 @@ func TestTxnBankAcrossFailover(t *testing.T) {
 	if readsChecked.Load() == 0 {
 		t.Fatal("no read-only transaction was checked")
 	}
-	t.Logf("killed %s; %d transfers committed, %d failed their compares, %d with an unknown outcome; %d totals checked",
-		victim.ID, committed.Load(), failedCompare.Load(), unknown.Load(), readsChecked.Load())
+	t.Logf("killed %s; %d transfers committed, %d failed their compares, %d conflicts, %d with an unknown outcome; %d totals checked",
+		victim.ID, committed.Load(), failedCompare.Load(), conflicts.Load(), unknown.Load(), readsChecked.Load())
 
 	// Every replica holds the same balances, the restarted one included.
 	var final txnAnswer
