@@ -21,6 +21,12 @@ const (
 	// sweepInterval is how often the sweep looks at the partitions this
 	// node leads.
 	sweepInterval = time.Second
+	// sweepRecordsEvery is how many sweeps pass between two looks at the
+	// transaction records (each a linearizable read per partition led):
+	// an abandoned PENDING record always has an intent in its own
+	// partition (the anchor holds the smallest key), which every sweep
+	// finds; the records pass is for forgetting decided records.
+	sweepRecordsEvery = 10
 	// sweepForgetAfter is how long past its deadline a decided record is
 	// left to its coordinator before the sweep finishes and forgets it.
 	sweepForgetAfter = 30 * time.Second
@@ -162,7 +168,7 @@ func (c *Coordinator) sweep(ctx context.Context) {
 	ticker := time.NewTicker(sweepInterval)
 	defer ticker.Stop()
 	fences := map[consensus.TxnID]time.Time{}
-	for {
+	for round := 0; ; round++ {
 		select {
 		case <-ctx.Done():
 			return
@@ -173,7 +179,7 @@ func (c *Coordinator) sweep(ctx context.Context) {
 			if !ok {
 				continue
 			}
-			if err := c.sweepGroup(ctx, g, fences); err != nil && ctx.Err() == nil {
+			if err := c.sweepGroup(ctx, g, round%sweepRecordsEvery == 0, fences); err != nil && ctx.Err() == nil {
 				c.log.Debug("transaction sweep", "group_id", p, "err", err)
 			}
 		}
@@ -194,10 +200,11 @@ func (c *Coordinator) sweep(ctx context.Context) {
 const fenceKeep = consensus.TxnTimeout + sweepForgetAfter
 
 // sweepGroup is one sweep of g: intents past their deadline are settled
-// through their anchors; records anchored here are aborted when PENDING
-// past their deadline, and finished and forgotten when decided and
-// sweepForgetAfter past it.
-func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, fences map[consensus.TxnID]time.Time) error {
+// through their anchors; withRecords, records anchored here are aborted
+// when PENDING past their deadline, and finished and forgotten: ABORTED
+// ones past their deadline, COMMITTED ones (whose coordinator finishes
+// them) sweepForgetAfter past it, fences after fenceKeep.
+func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, withRecords bool, fences map[consensus.TxnID]time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	intents, err := g.Intents(ctx)
@@ -222,6 +229,9 @@ func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, fences
 			continue
 		}
 		c.metrics.abandoned.Inc()
+	}
+	if !withRecords {
+		return errors.Join(errs...)
 	}
 	records, err := g.TxnRecords(ctx)
 	if err != nil {
@@ -251,7 +261,8 @@ func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, fences
 				c.finish(ctx, g.ID(), tx, bySweep)
 				delete(fences, tx.ID)
 			}
-		case tx.Status != consensus.TxnPending && !now.Before(tx.Deadline.Add(sweepForgetAfter)):
+		case tx.Status == consensus.TxnAborted && !now.Before(tx.Deadline),
+			tx.Status == consensus.TxnCommitted && !now.Before(tx.Deadline.Add(sweepForgetAfter)):
 			c.finish(ctx, g.ID(), tx, bySweep)
 		}
 	}

@@ -462,3 +462,72 @@ func TestXTxnWire(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepRecords drives one sweep of a partition by hand: an abandoned
+// attempt (prepared with a deadline 200 ms ahead, then left) is aborted,
+// cleaned and forgotten; a fence (an abort of an attempt without a
+// record) is kept.
+func TestSweepRecords(t *testing.T) {
+	n1, _, _ := newLinNode(t)
+	ctx := t.Context()
+	keys := spread(t, n1, "s", 2)
+	r := n1.deps.Ring.Ring()
+	anchor, other := r.PartitionOf(keys[0]), r.PartitionOf(keys[1])
+	ga, _ := n1.deps.Groups.Group(anchor)
+	for _, k := range keys { // waits for the groups' leaders
+		if err := n1.Set(ctx, k, []byte("v"), Linearizable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := consensus.TxnID{Start: n1.deps.Clock.Now(), Node: "gone"}
+	deadline := n1.now().Add(200 * time.Millisecond)
+	for i, p := range []uint32{anchor, other} {
+		req := &consensus.PrepareRequest{ID: id, Anchor: anchor, Deadline: deadline, Participants: []uint32{anchor, other}, Keys: [][]byte{keys[i]}}
+		if _, err := n1.prepareOn(ctx, p, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fenced := consensus.TxnID{Start: 5, Node: "gone"}
+	if _, err := n1.decideOn(ctx, anchor, fenced, false, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	fences := map[consensus.TxnID]time.Time{}
+	// sweep runs one sweep of the anchor (again while its leader, on
+	// this loaded in-memory raft, steps down and back).
+	sweep := func() {
+		t.Helper()
+		var last error
+		pollUntil(t, 5*time.Second, "sweep on the leader", func() bool {
+			last = n1.sweepGroup(ctx, ga, true, fences)
+			var nle *consensus.NotLeaderError
+			return !errors.As(last, &nle)
+		})
+		if last != nil {
+			t.Fatal(last)
+		}
+	}
+	// Before the deadline nothing is touched.
+	sweep()
+	if n := records(t, n1); n != 2 {
+		t.Fatalf("records before the deadline: %d, want 2", n)
+	}
+	pollUntil(t, 5*time.Second, "deadline", func() bool { return !n1.now().Before(deadline) })
+	sweep()
+	recs, err := ga.TxnRecords(ctx)
+	if err != nil || len(recs) != 1 || recs[0].ID != fenced {
+		t.Fatalf("records after the sweep: %+v %v, want only the fence", recs, err)
+	}
+	if _, ok := fences[fenced]; !ok {
+		t.Fatal("the sweep did not note the fence")
+	}
+	waitClean(t, n1, time.Second)
+	if got := testutil.ToFloat64(n1.metrics.abandoned); got < 1 {
+		t.Fatalf("abandoned recovered: %v, want 1", got)
+	}
+	// A fence seen long enough ago goes.
+	fences[fenced] = time.Now().Add(-fenceKeep)
+	sweep()
+	if n := records(t, n1); n != 0 {
+		t.Fatalf("records after the fence's time: %d, want 0", n)
+	}
+}
