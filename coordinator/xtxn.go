@@ -171,23 +171,27 @@ func (c *Coordinator) resolveAll(ctx context.Context, parts []uint32, id consens
 	return errors.Join(errs...)
 }
 
-// finishLater resolves a decided record on every participant and then
-// forgets it, in the background (bounded by xtxnFinishGrace past the
-// deadline, at least that long from now): the sweep does what it leaves.
-func (c *Coordinator) finishLater(anchor uint32, rec *consensus.TxnRecord, by string) {
+// finishLater resolves a decided record on every participant and then,
+// when forget is set, forgets it, in the background (bounded by
+// xtxnFinishGrace past the deadline, at least that long from now): the
+// sweep does what it leaves.
+func (c *Coordinator) finishLater(anchor uint32, rec *consensus.TxnRecord, forget bool, by string) {
 	c.bg.Go(func() {
 		ctx, cancel := context.WithDeadline(c.lifetime, later(rec.Deadline, time.Now()).Add(xtxnFinishGrace))
 		defer cancel()
-		c.finish(ctx, anchor, rec, by)
+		c.finish(ctx, anchor, rec, forget, by)
 	})
 }
 
-// finish resolves a decided record on every participant and then
-// forgets it; failures are left to the sweep.
-func (c *Coordinator) finish(ctx context.Context, anchor uint32, rec *consensus.TxnRecord, by string) {
+// finish resolves a decided record on every participant and then, when
+// forget is set, forgets it; failures are left to the sweep.
+func (c *Coordinator) finish(ctx context.Context, anchor uint32, rec *consensus.TxnRecord, forget bool, by string) {
 	commit := rec.Status == consensus.TxnCommitted
 	if err := c.resolveAll(ctx, rec.Participants, rec.ID, commit, rec.CommitTS, rec.Writes, by); err != nil {
 		c.log.Debug("transaction resolve left to the sweep", "txn", rec.ID.String(), "err", err)
+		return
+	}
+	if !forget {
 		return
 	}
 	if err := c.forgetOn(ctx, anchor, rec.ID); err != nil {
@@ -296,7 +300,14 @@ func (c *Coordinator) xtxnAttempt(ctx context.Context, r *ring.Ring, t *consensu
 			c.log.Debug("transaction abort left to the sweep", "txn", id.String(), "err", err)
 			return
 		}
-		c.finishLater(anchor, rec, byCoordinator)
+		// Clean every partition the attempt tried, whatever the record
+		// lists: an abort before the anchor's prepare wrote a fence
+		// without participants while others may hold intents. A fence
+		// is not forgotten (the sweep does, later): it keeps the
+		// anchor's prepare, if still on its way, from writing a record.
+		done := *rec
+		done.Participants, done.Deadline = participants, deadline
+		c.finishLater(anchor, &done, !rec.Deadline.IsZero(), byCoordinator)
 	}
 
 	results := make([]consensus.PrepareResult, len(parts))
@@ -409,7 +420,7 @@ func (c *Coordinator) xtxnAttempt(ctx context.Context, r *ring.Ring, t *consensu
 	switch {
 	case errors.Is(err, consensus.ErrTxnAborted):
 		c.metrics.txnAborts.WithLabelValues(abortWounded).Inc()
-		c.finishLater(anchor, &consensus.TxnRecord{ID: id, Status: consensus.TxnAborted, Deadline: deadline, Participants: participants}, byCoordinator)
+		c.finishLater(anchor, &consensus.TxnRecord{ID: id, Status: consensus.TxnAborted, Deadline: deadline, Participants: participants}, true, byCoordinator)
 		return consensus.TxnResult{}, true, err
 	case err != nil:
 		return consensus.TxnResult{}, false, txnError(err)
@@ -420,7 +431,7 @@ func (c *Coordinator) xtxnAttempt(ctx context.Context, r *ring.Ring, t *consensu
 	if rec == nil {
 		rec = &consensus.TxnRecord{ID: id, Status: consensus.TxnCommitted, Deadline: deadline, Participants: participants, CommitTS: commitTS, Writes: writes}
 	}
-	c.finishLater(anchor, rec, byCoordinator)
+	c.finishLater(anchor, rec, true, byCoordinator)
 	return res, false, nil
 }
 

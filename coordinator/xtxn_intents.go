@@ -252,18 +252,18 @@ func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, withRe
 			if !done[tx.ID] {
 				c.metrics.abandoned.Inc()
 			}
-			c.finish(ctx, g.ID(), rec, bySweep)
+			c.finish(ctx, g.ID(), rec, true, bySweep)
 		case tx.Status != consensus.TxnPending && tx.Deadline.IsZero():
 			seen, ok := fences[tx.ID]
 			if !ok {
 				fences[tx.ID] = time.Now()
 			} else if time.Since(seen) >= fenceKeep {
-				c.finish(ctx, g.ID(), tx, bySweep)
+				c.finish(ctx, g.ID(), tx, true, bySweep)
 				delete(fences, tx.ID)
 			}
 		case tx.Status == consensus.TxnAborted && !now.Before(tx.Deadline),
 			tx.Status == consensus.TxnCommitted && !now.Before(tx.Deadline.Add(sweepForgetAfter)):
-			c.finish(ctx, g.ID(), tx, bySweep)
+			c.finish(ctx, g.ID(), tx, true, bySweep)
 		}
 	}
 	return errors.Join(errs...)

@@ -63,8 +63,8 @@ func waitClean(t *testing.T, n1 *Coordinator, within time.Duration) {
 		left := 0
 		for _, g := range n1.deps.Groups.Groups() {
 			in, err := g.Intents(t.Context())
-			if err != nil {
-				t.Fatal(err)
+			if notLeader(t, err) {
+				return false
 			}
 			left += len(in)
 		}
@@ -72,17 +72,36 @@ func waitClean(t *testing.T, n1 *Coordinator, within time.Duration) {
 	})
 }
 
+// notLeader reports whether err says the group has no leader right now
+// (a loaded in-memory raft steps down and back now and then); any other
+// error fails the test.
+func notLeader(t *testing.T, err error) bool {
+	t.Helper()
+	var nle *consensus.NotLeaderError
+	switch {
+	case errors.As(err, &nle):
+		return true
+	case err != nil:
+		t.Fatal(err)
+	}
+	return false
+}
+
 // records counts the transaction records of n1's partitions.
 func records(t *testing.T, n1 *Coordinator) int {
 	t.Helper()
 	n := 0
-	for _, g := range n1.deps.Groups.Groups() {
-		recs, err := g.TxnRecords(t.Context())
-		if err != nil {
-			t.Fatal(err)
+	pollUntil(t, 5*time.Second, "answer from every group's leader", func() bool {
+		n = 0
+		for _, g := range n1.deps.Groups.Groups() {
+			recs, err := g.TxnRecords(t.Context())
+			if notLeader(t, err) {
+				return false
+			}
+			n += len(recs)
 		}
-		n += len(recs)
-	}
+		return true
+	})
 	return n
 }
 
@@ -513,7 +532,12 @@ func TestSweepRecords(t *testing.T) {
 	}
 	pollUntil(t, 5*time.Second, "deadline", func() bool { return !n1.now().Before(deadline) })
 	sweep()
-	recs, err := ga.TxnRecords(ctx)
+	var recs []consensus.TxnRecord
+	var err error
+	pollUntil(t, 5*time.Second, "answer from the anchor's leader", func() bool {
+		recs, err = ga.TxnRecords(ctx)
+		return !notLeader(t, err)
+	})
 	if err != nil || len(recs) != 1 || recs[0].ID != fenced {
 		t.Fatalf("records after the sweep: %+v %v, want only the fence", recs, err)
 	}
