@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/internal/txncheck"
 	"github.com/ringkv/ringkv/replica"
 )
 
@@ -554,4 +557,117 @@ func TestSweepRecords(t *testing.T) {
 	if n := records(t, n1); n != 0 {
 		t.Fatalf("records after the fence's time: %d, want 0", n)
 	}
+}
+
+// TestCrossPartitionListAppendSerializable records a history of
+// list-append transactions across partitions, made by 4 clients through
+// two coordinators, and checks it with Elle's inference (txncheck): every
+// transaction reads the lists of some keys and appends a unique element
+// to others, as a read of every key it touches, then a transaction whose
+// version compares make the reads and the appends one instant.
+func TestCrossPartitionListAppendSerializable(t *testing.T) {
+	t.Parallel()
+	n1, n9, _ := newLinNode(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	var keys [][]byte
+	for i := range 6 {
+		keys = append(keys, []byte("la"+strconv.Itoa(i)))
+	}
+	parse := func(v []byte) []int {
+		var out []int
+		for _, f := range strings.Split(string(v), ",") {
+			if n, err := strconv.Atoi(f); err == nil {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	join := func(list []int) string {
+		f := make([]string, len(list))
+		for i, n := range list {
+			f[i] = strconv.Itoa(n)
+		}
+		return strings.Join(f, ",")
+	}
+	var mu sync.Mutex
+	var history []txncheck.Txn
+	var next atomic.Int64
+	const clients, each = 4, 8
+	var wg sync.WaitGroup
+	for w := range clients {
+		c := []*Coordinator{n1, n9}[w%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 11))
+			for range each {
+				// 3 keys: one or two appended, the rest read.
+				perm := rng.Perm(len(keys))[:3]
+				appends := 1 + rng.IntN(2)
+				var gets []TxnOp
+				for _, i := range perm {
+					gets = append(gets, getOp(keys[i]))
+				}
+				read, err := c.Txn(ctx, &TxnRequest{Success: gets})
+				if err != nil {
+					continue
+				}
+				req := &TxnRequest{}
+				var mops []txncheck.Mop
+				for j, i := range perm {
+					k, r := keys[i], read.Results[j]
+					if r.Found {
+						req.Compares = append(req.Compares, consensus.Compare{Kind: consensus.CompareVersion, Key: k, Version: r.Record.Timestamp})
+					} else {
+						req.Compares = append(req.Compares, consensus.Compare{Kind: consensus.CompareAbsent, Key: k})
+					}
+					list := parse(r.Record.Value)
+					if j < appends {
+						v := int(next.Add(1))
+						req.Success = append(req.Success, set(k, join(append(slices.Clone(list), v))))
+						mops = append(mops, txncheck.Mop{Key: string(k), Read: list}, txncheck.Mop{Key: string(k), Append: true, Value: v})
+					} else {
+						mops = append(mops, txncheck.Mop{Key: string(k), Read: list})
+					}
+				}
+				parts := map[uint32]bool{}
+				for _, i := range perm {
+					parts[n1.deps.Ring.Ring().PartitionOf(keys[i])] = true
+				}
+				invoke := time.Now()
+				res, err := c.Txn(ctx, req)
+				h := txncheck.Txn{Invoke: invoke, Complete: time.Now(), Mops: mops, Label: fmt.Sprintf("%s over %d partitions", c.cfg.NodeID, len(parts))}
+				switch {
+				case errors.Is(err, consensus.ErrAmbiguous):
+					h.Outcome = txncheck.Unknown
+				case err != nil || !res.Succeeded:
+					h.Outcome = txncheck.Fail
+				default:
+					h.Outcome = txncheck.OK
+				}
+				mu.Lock()
+				history = append(history, h)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res := txncheck.Check(history)
+	ok, across := 0, 0
+	for _, h := range history {
+		if h.Outcome == txncheck.OK {
+			ok++
+			if !strings.HasSuffix(h.Label, " 1 partitions") {
+				across++
+			}
+		}
+	}
+	if !res.Valid() {
+		t.Fatal(res)
+	}
+	if ok < clients || across == 0 {
+		t.Fatalf("only %d of %d transactions committed, %d across partitions", ok, len(history), across)
+	}
+	t.Logf("%d of %d committed (%d across partitions); %s", ok, len(history), across, res)
 }
