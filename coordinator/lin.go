@@ -353,7 +353,7 @@ func (c *Coordinator) linScanOn(ctx context.Context, node string, ps []uint32, p
 				out[i].Err = &consensus.NotLeaderError{Group: p}
 				return
 			}
-			keys, recs, truncated, err := g.Scan(ctx, prefix, from, c.cfg.ListPageSize)
+			keys, recs, truncated, err := c.scanThrough(ctx, g, prefix, from, c.cfg.ListPageSize)
 			out[i] = LinScanPart{Result: ScanResult{Partition: p, Keys: keys, Records: recs, Truncated: truncated}, Err: err}
 		}()
 	}

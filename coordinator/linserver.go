@@ -168,7 +168,13 @@ func (s *LinearizableServer) scanOne(ctx context.Context, p uint32, req *kvpb.Li
 		res.Error = fmt.Sprintf("%v: %d", consensus.ErrNoGroup, p)
 		return res
 	}
-	keys, recs, truncated, err := g.Scan(ctx, req.GetPrefix(), req.GetStart(), int(req.GetLimit()))
+	scan := g.Scan
+	if c := s.resolver.Load(); c != nil {
+		scan = func(ctx context.Context, prefix, start []byte, limit int) ([][]byte, []replica.Record, bool, error) {
+			return c.scanThrough(ctx, g, prefix, start, limit)
+		}
+	}
+	keys, recs, truncated, err := scan(ctx, req.GetPrefix(), req.GetStart(), int(req.GetLimit()))
 	if err != nil {
 		var nle *consensus.NotLeaderError
 		if errors.As(err, &nle) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/ringkv/ringkv/consensus"
@@ -267,4 +268,45 @@ func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, withRe
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// scanThrough is g.Scan read through intents: a page of a linearizable
+// list, each key of the page's range that holds an intent read as getOn
+// reads it (a committed transaction's write, or the record under a
+// pending one's intent; absent keys a tombstone, so the list hides them).
+// It costs one more linearizable read of the partition's intents, and a
+// status read on the anchor per intent in range.
+func (c *Coordinator) scanThrough(ctx context.Context, g *consensus.Group, prefix, start []byte, limit int) ([][]byte, []replica.Record, bool, error) {
+	keys, recs, truncated, err := g.Scan(ctx, prefix, start, limit)
+	if err != nil {
+		return nil, nil, false, err //nolint:wrapcheck // classified by the caller
+	}
+	intents, err := g.Intents(ctx)
+	if err != nil {
+		return nil, nil, false, err //nolint:wrapcheck // classified by the caller
+	}
+	for _, ki := range intents {
+		k := ki.Key
+		switch {
+		case !bytes.HasPrefix(k, prefix), bytes.Compare(k, start) < 0:
+			continue
+		case truncated && len(keys) > 0 && bytes.Compare(k, keys[len(keys)-1]) > 0:
+			continue // beyond this page: the next one reads it
+		}
+		rec, found, err := c.getOn(ctx, g, k)
+		if err != nil {
+			return nil, nil, false, err
+		}
+		if !found {
+			rec = replica.Record{Tombstone: true, Timestamp: rec.Timestamp, NodeID: rec.NodeID}
+		}
+		i, ok := slices.BinarySearchFunc(keys, k, bytes.Compare)
+		switch {
+		case ok:
+			recs[i] = rec
+		case found:
+			keys, recs = slices.Insert(keys, i, k), slices.Insert(recs, i, rec)
+		}
+	}
+	return keys, recs, truncated, nil
 }

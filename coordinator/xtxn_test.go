@@ -356,6 +356,21 @@ func TestCrossPartitionCoordinatorKilled(t *testing.T) {
 	}
 	n1.hooks.afterCommit = nil
 
+	// Lists (paged by 4) see the committed writes and the pending
+	// transaction's keys as they were.
+	for _, c := range []*Coordinator{n9, n1} {
+		for prefix, want := range map[string]string{"q": "after", "p": "before"} {
+			pairs, err := c.List(ctx, []byte(prefix), 0, Linearizable)
+			if err != nil || len(pairs) < 2 {
+				t.Fatalf("%s: list %s: %v %v", c.cfg.NodeID, prefix, pairs, err)
+			}
+			for _, pr := range pairs {
+				if string(pr.Value) != want {
+					t.Fatalf("%s: list %s: %s = %q, want %q", c.cfg.NodeID, prefix, pr.Key, pr.Value, want)
+				}
+			}
+		}
+	}
 	// Readers: the committed transaction's writes at once, through either
 	// node; the pending one's keys as they were before it.
 	for _, c := range []*Coordinator{n9, n1} {
