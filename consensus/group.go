@@ -33,6 +33,8 @@ type Group struct {
 	// features, if set, says whether every member applies the commands
 	// of a wire version (Txn proposes opBatch only then).
 	features Features
+	// ignoreIntents is Config.UnsafeIgnoreIntents (broken, tests only).
+	ignoreIntents bool
 
 	latches latchSet
 	reads   readBatcher

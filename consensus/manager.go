@@ -66,6 +66,12 @@ type Config struct {
 	// state yet, with itself as the only voter. No other node ever
 	// bootstraps a group.
 	Founder bool
+	// UnsafeIgnoreIntents is a deliberately broken mode for testing the
+	// transactions' checkers (internal/chaos): every group ignores the
+	// intents of transactions across partitions, so that reads see values
+	// under them and writes and prepares go through them. Never set it
+	// outside tests.
+	UnsafeIgnoreIntents bool
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -522,7 +528,7 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 	if err != nil {
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
-	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, trans: trans, fsm: f, logs: logs, stable: stable, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features}
+	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, trans: trans, fsm: f, logs: logs, stable: stable, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features, ignoreIntents: mg.cfg.UnsafeIgnoreIntents}
 	mg.mu.Lock()
 	mg.mu.groups[p] = g
 	mg.mu.Unlock()

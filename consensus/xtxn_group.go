@@ -141,6 +141,16 @@ func (g *Group) lockKeys(ctx context.Context, keys []string) (func(), error) {
 // readIntent reads the intent on key from this node's store: nil when
 // there is none (never written, or cleared).
 func (g *Group) readIntent(key []byte) (*Intent, replica.Record, bool, error) {
+	if g.ignoreIntents {
+		// Broken on purpose (Config.UnsafeIgnoreIntents): readers,
+		// writers and prepares see no intent (resolve still does).
+		return nil, replica.Record{}, false, nil
+	}
+	return g.readIntentRaw(key)
+}
+
+// readIntentRaw is readIntent whatever Config.UnsafeIgnoreIntents says.
+func (g *Group) readIntentRaw(key []byte) (*Intent, replica.Record, bool, error) {
 	rec, err := g.store.Get(g.id, intentKey(key))
 	switch {
 	case errors.Is(err, replica.ErrNotFound):
@@ -271,7 +281,7 @@ func (g *Group) Prepare(ctx context.Context, req *PrepareRequest) (PrepareResult
 	value := in.appendBinary(nil)
 	for _, k := range req.Keys {
 		ik := intentKey(k)
-		_, stored, found, err := g.readIntent(k)
+		_, stored, found, err := g.readIntentRaw(k)
 		if err != nil {
 			return PrepareResult{}, err
 		}
@@ -410,7 +420,7 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 	var entries []replica.Entry
 	for _, k := range keys {
 		key := []byte(k)
-		in, stored, _, err := g.readIntent(key)
+		in, stored, _, err := g.readIntentRaw(key)
 		if err != nil {
 			return 0, err
 		}

@@ -99,6 +99,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.ChaosHooks, "chaos-hooks", false, "TEST ONLY: enable POST /chaos/clock-offset (clock skew)")
 	fs.DurationVar(&cfg.ChaosClockOffset, "chaos-clock-offset", 0, "TEST ONLY (needs --chaos-hooks): start with the clock shifted by this much (clock skew from the first instant)")
 	fs.BoolVar(&cfg.Coordinator.UnsafeStaleReads, "unsafe-stale-reads", false, "TEST ONLY, BROKEN: serve linearizable reads from the local replica without read-index")
+	fs.BoolVar(&cfg.Consensus.UnsafeIgnoreIntents, "unsafe-ignore-intents", false, "TEST ONLY, BROKEN: raft groups ignore the intents of transactions across partitions")
 	if err := setFromEnv(fs, map[string]string{
 		"hints": "RINGKV_HINTS", "hint-window": "RINGKV_HINT_WINDOW", "hint-replay-rate": "RINGKV_HINT_REPLAY_RATE",
 		"drain-timeout": "RINGKV_DRAIN_TIMEOUT",

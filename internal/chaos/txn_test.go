@@ -1,0 +1,76 @@
+package chaos
+
+import (
+	"os"
+	"testing"
+	"time"
+)
+
+// TestChaosTxn runs the bank, list-append and fractured-read workloads of
+// transactions across partitions under faults (txn.go): by default the CI
+// mode (every fault kind once, bounded to about two minutes); with
+// RINGKV_CHAOS_TXN_LONG=1 the long mode (at least 100,000 transactions
+// and 50 faults; RINGKV_CHAOS_OPS overrides the count). RINGKV_CHAOS_SEED
+// replays a schedule.
+func TestChaosTxn(t *testing.T) {
+	cfg := TxnConfig{
+		Seed:      seed(t),
+		Cluster:   ClusterConfig{Nodes: 5, Spares: 1},
+		EveryKind: true,
+	}
+	if os.Getenv("RINGKV_CHAOS_TXN_LONG") == "1" {
+		cfg.Cluster.Spares = 4
+		cfg.MinTxns = int64(envUint(t, "RINGKV_CHAOS_OPS", 100_000))
+		cfg.MinFaults = 50
+		cfg.MaxDuration = 4 * time.Hour
+	} else {
+		cfg.MinTxns = int64(envUint(t, "RINGKV_CHAOS_OPS", 2000))
+		cfg.MaxDuration = 90 * time.Second
+		cfg.HoldMin, cfg.HoldMax = 2*time.Second, 3*time.Second
+		cfg.QuietMin, cfg.QuietMax = 500*time.Millisecond, time.Second
+	}
+	res := RunTxn(t, cfg)
+	if len(res.BankViolations) > 0 {
+		t.Errorf("bank: %d violations, first: %s", len(res.BankViolations), res.BankViolations[0])
+	}
+	if !res.Append.Valid() {
+		t.Errorf("list-append: %s", res.Append)
+	}
+	if len(res.FracturedViolations) > 0 {
+		t.Errorf("fractured reads: %d, first: %s", len(res.FracturedViolations), res.FracturedViolations[0])
+	}
+	if res.BankReads == 0 || res.BankCommitted == 0 || res.FracturedReads == 0 || res.Append.Txns == 0 {
+		t.Errorf("a workload made no progress: %s", res.Summary())
+	}
+	for _, k := range cfg.Faults {
+		if res.Faults[k.String()] == 0 && len(cfg.Faults) > 0 {
+			t.Errorf("fault %s never ran", k)
+		}
+	}
+}
+
+// TestTxnCheckersCatchIgnoredIntents runs the workloads against a cluster
+// whose raft groups ignore transactions' intents
+// (--unsafe-ignore-intents, broken on purpose): reads see values under
+// intents and prepares go through them, so transactions overlap. The
+// list-append history must then fail txncheck, as the bank and the
+// fractured reads must fail theirs; TestChaosTxn is the control.
+func TestTxnCheckersCatchIgnoredIntents(t *testing.T) {
+	res := RunTxn(t, TxnConfig{
+		Seed:        seed(t),
+		Cluster:     ClusterConfig{Nodes: 3, Args: []string{"--unsafe-ignore-intents"}},
+		Faults:      []FaultKind{FaultSlow},
+		MinTxns:     1500,
+		MinFaults:   1,
+		MaxDuration: 40 * time.Second,
+	})
+	if res.Append.Valid() {
+		t.Errorf("txncheck passed a history of transactions that ignored each other's intents: %s", res.Append)
+	}
+	if len(res.BankViolations) == 0 {
+		t.Errorf("the bank held with intents ignored")
+	}
+	if len(res.FracturedViolations) == 0 {
+		t.Errorf("no fractured read with intents ignored")
+	}
+}
