@@ -375,3 +375,38 @@ func (g *Group) stamp(next *replica.Record, cur replica.Record, found bool) {
 		next.Timestamp = cur.Timestamp + 1
 	}
 }
+
+// EvaluateReads is evaluate for a coordinator that read every key of t
+// itself (a read-only transaction answered from a snapshot of reads): it
+// judges t's compares against reads (by key; Found: live as the reading
+// leader judged it) at now and answers the branch that runs. It fails
+// with ErrInvalidTxn if that branch writes: the caller may only answer
+// read-only branches this way.
+func EvaluateReads(t *Txn, reads map[string]KeyRead, now time.Time) (TxnResult, error) {
+	cur := make(map[string]current, len(reads))
+	for k, r := range reads {
+		if r.Found {
+			cur[k] = current{rec: r.Record, found: true}
+		}
+	}
+	res, writes, err := evaluate(t, cur, now)
+	if err != nil {
+		return TxnResult{}, err
+	}
+	if len(writes) > 0 {
+		return TxnResult{}, fmt.Errorf("%w: the branch that runs writes", ErrInvalidTxn)
+	}
+	return res, nil
+}
+
+// ReadOnly reports whether neither branch of t writes.
+func (t *Txn) ReadOnly() bool {
+	for _, ops := range [][]Op{t.Success, t.Failure} {
+		for _, op := range ops {
+			if op.Kind != OpGet {
+				return false
+			}
+		}
+	}
+	return true
+}

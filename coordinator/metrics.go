@@ -21,6 +21,10 @@ type metrics struct {
 	txnConflicts    prometheus.Counter
 	intentsResolved *prometheus.CounterVec // by resolver
 	abandoned       prometheus.Counter
+	// snapshotReads counts the double reads of read-only transactions
+	// across partitions (xtxn_read.go): ok, or changed (a write landed
+	// between the passes).
+	snapshotReads *prometheus.CounterVec
 }
 
 // Causes of an aborted attempt of a transaction across partitions
@@ -84,9 +88,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ringkv", Subsystem: "coordinator", Name: "abandoned_recovered_total",
 			Help: "Transactions found past their deadline by the sweep and finished or aborted.",
 		}),
+		snapshotReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "txn_snapshot_reads_total",
+			Help: "Double reads of read-only transactions across partitions: ok (answered from the snapshot), changed (a write landed between the passes).",
+		}, []string{"outcome"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.readRepairs, m.txns, m.txnDuration,
-		m.txnAborts, m.txnConflicts, m.intentsResolved, m.abandoned} {
+		m.txnAborts, m.txnConflicts, m.intentsResolved, m.abandoned, m.snapshotReads} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register coordinator metrics: %w", err)
 		}

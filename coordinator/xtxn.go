@@ -236,6 +236,13 @@ func splitTxn(r *ring.Ring, t *consensus.Txn) (anchor uint32, parts []*xtxnPart)
 // consensus.ErrAmbiguous (the decision's outcome is unknown),
 // *UnavailableError and ErrNotUpgraded (nothing applied), ErrInvalidArgument.
 func (c *Coordinator) xtxn(ctx context.Context, r *ring.Ring, t *consensus.Txn) (consensus.TxnResult, error) {
+	if t.ReadOnly() {
+		// No locks for a read: a double read (xtxn_read.go), unless
+		// writes keep landing between its passes.
+		if res, ok, err := c.snapshotTxn(ctx, t); ok || err != nil {
+			return res, err
+		}
+	}
 	anchor, parts := splitTxn(r, t)
 	participants := make([]uint32, len(parts))
 	for i, xp := range parts {

@@ -1,0 +1,105 @@
+package coordinator
+
+import (
+	"context"
+	"sync"
+
+	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/replica"
+)
+
+// Read-only transactions across partitions do not lock (docs/ARCHITECTURE.md,
+// "Multi-key reads"): every key is read linearizably on its leader (intent
+// aware: a key under a PENDING intent answers its value before the
+// transaction, one under a COMMITTED one the committed value), noting its
+// version, then every key again. If no version changed, each key held
+// its value from its first read to its second, so all of them held their
+// values together at the instant between the two passes, which lies
+// inside the call (versions never repeat): the compares are judged and
+// the gets answered from that snapshot. A change means a write landed in
+// between; after snapshotTries such tries the transaction runs through
+// prepare and commit like any other, where it cannot starve.
+
+// snapshotTries bounds the double reads of a read-only transaction
+// before it falls back to the locking protocol.
+const snapshotTries = 3
+
+// snapshotParallelism bounds the keys one pass reads at once.
+const snapshotParallelism = 32
+
+// keyRead is one key as one pass read it.
+type keyRead struct {
+	rec   replica.Record
+	found bool
+	err   error
+}
+
+func (k keyRead) sameVersion(o keyRead) bool {
+	if k.found != o.found {
+		return false
+	}
+	return !k.found || k.rec.Timestamp == o.rec.Timestamp
+}
+
+// readPass reads every key linearizably, concurrently.
+func (c *Coordinator) readPass(ctx context.Context, keys [][]byte) ([]keyRead, error) {
+	out := make([]keyRead, len(keys))
+	sem := make(chan struct{}, snapshotParallelism)
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			rec, found, err := c.linGet(ctx, k)
+			out[i] = keyRead{rec: rec, found: found, err: err}
+		}()
+	}
+	wg.Wait()
+	for _, r := range out {
+		if r.err != nil {
+			return nil, r.err
+		}
+	}
+	return out, nil
+}
+
+// snapshotTxn answers the read-only transaction t from a double read. ok
+// false (and no error) says every try saw a write land between its
+// passes: run t through the locking protocol instead.
+func (c *Coordinator) snapshotTxn(ctx context.Context, t *consensus.Txn) (res consensus.TxnResult, ok bool, err error) {
+	keys := t.Keys()
+	first, err := c.readPass(ctx, keys)
+	if err != nil {
+		return res, false, err
+	}
+	for range snapshotTries {
+		second, err := c.readPass(ctx, keys)
+		if err != nil {
+			return res, false, err
+		}
+		same := true
+		for i := range keys {
+			if !first[i].sameVersion(second[i]) {
+				same = false
+				break
+			}
+		}
+		if same {
+			reads := make(map[string]consensus.KeyRead, len(keys))
+			for i, k := range keys {
+				reads[string(k)] = consensus.KeyRead{Found: second[i].found, Record: second[i].rec}
+			}
+			res, err := consensus.EvaluateReads(t, reads, c.now())
+			if err != nil {
+				return res, false, txnError(err)
+			}
+			c.metrics.snapshotReads.WithLabelValues("ok").Inc()
+			return res, true, nil
+		}
+		c.metrics.snapshotReads.WithLabelValues("changed").Inc()
+		first = second
+	}
+	return res, false, nil
+}

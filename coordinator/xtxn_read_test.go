@@ -1,0 +1,95 @@
+package coordinator
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/ringkv/ringkv/consensus"
+)
+
+// TestSnapshotReadsSeeTotals reads three accounts in three partitions in
+// one read-only transaction (a double read, no locks) while transfers
+// between them commit: every read sees the total, most are answered from
+// the snapshot, and a compare in a read-only transaction is judged on it.
+func TestSnapshotReadsSeeTotals(t *testing.T) {
+	n1, n9, _ := newLinNode(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	keys := spread(t, n1, "snap", 3)
+	for _, k := range keys {
+		if err := n1.Set(ctx, k, []byte("100"), Linearizable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readAll := &TxnRequest{Success: []TxnOp{getOp(keys[0]), getOp(keys[1]), getOp(keys[2])}}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	transfers := 0
+	go func() {
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			from, to := keys[i%3], keys[(i+1)%3]
+			res, err := n9.Txn(ctx, &TxnRequest{Success: []TxnOp{getOp(from), getOp(to)}})
+			if err != nil {
+				continue
+			}
+			fv, _ := strconv.Atoi(string(res.Results[0].Record.Value))
+			tv, _ := strconv.Atoi(string(res.Results[1].Record.Value))
+			if _, err := n9.Txn(ctx, &TxnRequest{
+				Compares: []consensus.Compare{
+					{Kind: consensus.CompareVersion, Key: from, Version: res.Results[0].Record.Timestamp},
+					{Kind: consensus.CompareVersion, Key: to, Version: res.Results[1].Record.Timestamp},
+				},
+				Success: []TxnOp{set(from, strconv.Itoa(fv-1)), set(to, strconv.Itoa(tv+1))},
+			}); err == nil {
+				transfers++
+			}
+		}
+	}()
+	reads := 0
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) || reads < 20; reads++ {
+		res, err := n1.Txn(ctx, readAll)
+		if err != nil {
+			t.Fatalf("read of every account: %v", err)
+		}
+		total := 0
+		for _, r := range res.Results {
+			v, err := strconv.Atoi(string(r.Record.Value))
+			if err != nil || !r.Found {
+				t.Fatalf("account: %+v %v", r, err)
+			}
+			total += v
+		}
+		if total != 300 {
+			t.Fatalf("read %d saw a total of %d, want 300: %+v", reads, total, res.Results)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	ok := testutil.ToFloat64(n1.metrics.snapshotReads.WithLabelValues("ok"))
+	changed := testutil.ToFloat64(n1.metrics.snapshotReads.WithLabelValues("changed"))
+	t.Logf("%d reads during %d transfers: %v answered from the snapshot, %v passes saw a change", reads, transfers, ok, changed)
+	if transfers == 0 || ok == 0 {
+		t.Fatalf("transfers %d, snapshot answers %v: the test did not exercise the path", transfers, ok)
+	}
+	// A compare in a read-only transaction is judged on the snapshot.
+	res, err := n1.Txn(ctx, &TxnRequest{
+		Compares: []consensus.Compare{{Kind: consensus.CompareAbsent, Key: keys[0]}},
+		Success:  []TxnOp{getOp(keys[1])},
+		Failure:  []TxnOp{getOp(keys[0]), getOp(keys[2])},
+	})
+	if err != nil || res.Succeeded || len(res.Results) != 2 || !res.Results[0].Found {
+		t.Fatalf("read-only transaction with a compare: %+v %v", res, err)
+	}
+}
