@@ -436,6 +436,24 @@ func TestGroupTxnNeedsUpgrade(t *testing.T) {
 	if _, err := g.Txn(ctx, &Txn{Success: []Op{{Kind: OpSet, Key: []byte("k"), Value: []byte("v")}}}); err != nil {
 		t.Fatalf("after the upgrade: %v", err)
 	}
+	// Transactions across partitions need wire 3: no intent is written
+	// while a member of wire 2 could serve reads without reading through
+	// it, and nothing is decided either.
+	id := TxnID{Start: replica.MakeTimestamp(time.Now(), 0), Node: "n1"}
+	prep := &PrepareRequest{ID: id, Anchor: 0, Deadline: time.Now().Add(time.Minute), Participants: []uint32{0, 1}, Keys: [][]byte{[]byte("k")}}
+	if _, err := g.Prepare(ctx, prep); !errors.Is(err, ErrNotUpgraded) {
+		t.Fatalf("prepare at wire 2: got %v, want ErrNotUpgraded", err)
+	}
+	if _, err := g.DecideTxn(ctx, id, false, 0, nil); !errors.Is(err, ErrNotUpgraded) {
+		t.Fatalf("decide at wire 2: got %v, want ErrNotUpgraded", err)
+	}
+	if in, err := c.stores["n1"].Get(0, intentKey([]byte("k"))); !errors.Is(err, replica.ErrNotFound) {
+		t.Fatalf("refused prepare wrote an intent %+v (%v)", in, err)
+	}
+	g.features = wireFeatures(3)
+	if res, err := g.Prepare(ctx, prep); err != nil || !res.Holds {
+		t.Fatalf("prepare at wire 3: %+v %v", res, err)
+	}
 }
 
 // wireFeatures says every member speaks up to its version.

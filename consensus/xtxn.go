@@ -478,8 +478,8 @@ func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitT
 	if err != nil || next == nil {
 		return cur, err
 	}
-	if g.features != nil && !g.features.SpeaksWire(TxnWireVersion) {
-		return nil, ErrNotUpgraded
+	if !g.speaksXTxn() {
+		return nil, errNotUpgradedXTxn
 	}
 	stored, serr := g.store.Get(g.id, key)
 	found := serr == nil

@@ -19,6 +19,21 @@ import (
 // of the keys it touches, and proposes at most one opBatch command; the
 // protocol that strings them together across groups is the coordinator's.
 
+// XTxnWireVersion is the wire protocol version that brings transactions
+// across partitions: a leader writes intents (Prepare) only while every
+// member speaks it, because a leader of an older release would serve
+// reads without reading through them. Their resolution and decision are
+// gated alike.
+const XTxnWireVersion = 3
+
+// errNotUpgradedXTxn is ErrNotUpgraded for transactions across partitions.
+var errNotUpgradedXTxn = fmt.Errorf("%w (transactions across partitions need wire version %d)", ErrNotUpgraded, XTxnWireVersion)
+
+// speaksXTxn reports whether every member speaks XTxnWireVersion.
+func (g *Group) speaksXTxn() bool {
+	return g.features == nil || g.features.SpeaksWire(XTxnWireVersion)
+}
+
 // TxnTimeout is how long an attempt may stay PENDING: its intents' and
 // record's deadline is its start plus TxnTimeout. After it, anyone may
 // abort it.
@@ -274,8 +289,8 @@ func (g *Group) Prepare(ctx context.Context, req *PrepareRequest) (PrepareResult
 			break
 		}
 	}
-	if g.features != nil && !g.features.SpeaksWire(TxnWireVersion) {
-		return PrepareResult{}, ErrNotUpgraded
+	if !g.speaksXTxn() {
+		return PrepareResult{}, errNotUpgradedXTxn
 	}
 	in := Intent{ID: req.ID, Anchor: req.Anchor, Deadline: req.Deadline}
 	value := in.appendBinary(nil)
@@ -443,8 +458,8 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 	if len(entries) == 0 {
 		return 0, nil
 	}
-	if g.features != nil && !g.features.SpeaksWire(TxnWireVersion) {
-		return 0, ErrNotUpgraded
+	if !g.speaksXTxn() {
+		return 0, errNotUpgradedXTxn
 	}
 	if err := g.proposeData(ctx, encodeBatch(entries)); err != nil {
 		return 0, err

@@ -8,7 +8,8 @@ import (
 
 // TestChaosTxn runs the bank, list-append and fractured-read workloads of
 // transactions across partitions under faults (txn.go): by default the CI
-// mode (every fault kind once, bounded to about two minutes); with
+// mode (every fault kind once, at least 500 transactions, traffic for at
+// most 75 s); with
 // RINGKV_CHAOS_TXN_LONG=1 the long mode (at least 100,000 transactions
 // and 50 faults; RINGKV_CHAOS_OPS overrides the count). RINGKV_CHAOS_SEED
 // replays a schedule.
@@ -24,8 +25,8 @@ func TestChaosTxn(t *testing.T) {
 		cfg.MinFaults = 50
 		cfg.MaxDuration = 4 * time.Hour
 	} else {
-		cfg.MinTxns = int64(envUint(t, "RINGKV_CHAOS_OPS", 2000))
-		cfg.MaxDuration = 90 * time.Second
+		cfg.MinTxns = int64(envUint(t, "RINGKV_CHAOS_OPS", 500))
+		cfg.MaxDuration = 75 * time.Second
 		cfg.HoldMin, cfg.HoldMax = 2*time.Second, 3*time.Second
 		cfg.QuietMin, cfg.QuietMax = 500*time.Millisecond, time.Second
 	}
@@ -54,8 +55,12 @@ func TestChaosTxn(t *testing.T) {
 // (--unsafe-ignore-intents, broken on purpose): reads see values under
 // intents and prepares go through them, so transactions overlap. The
 // list-append history must then fail txncheck, as the bank and the
-// fractured reads must fail theirs; TestChaosTxn is the control.
+// fractured reads must fail theirs; TestChaosTxn is the control. About
+// 45 s: run by hand (RINGKV_CHAOS_TXN_BROKEN=1), not in CI.
 func TestTxnCheckersCatchIgnoredIntents(t *testing.T) {
+	if os.Getenv("RINGKV_CHAOS_TXN_BROKEN") != "1" {
+		t.Skip("the broken mode runs by hand: RINGKV_CHAOS_TXN_BROKEN=1")
+	}
 	res := RunTxn(t, TxnConfig{
 		Seed:        seed(t),
 		Cluster:     ClusterConfig{Nodes: 3, Args: []string{"--unsafe-ignore-intents"}},

@@ -24,8 +24,11 @@ const (
 	WireVersionMin = 1
 	// WireVersionMax is the newest wire version this build speaks. 2
 	// brought single-partition transactions: the Raft batch command and
-	// the Linearizable service's Txn (consensus.TxnWireVersion).
-	WireVersionMax = 2
+	// the Linearizable service's Txn (consensus.TxnWireVersion). 3
+	// brought transactions across partitions: intents, which every
+	// leader must read through, and the Linearizable service's Prepare,
+	// Decide, TxnStatus, Resolve and Forget (consensus.XTxnWireVersion).
+	WireVersionMax = 3
 )
 
 // WireRange is a range of wire protocol versions, both ends included.
