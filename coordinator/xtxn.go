@@ -261,6 +261,18 @@ func (c *Coordinator) xtxn(ctx context.Context, r *ring.Ring, t *consensus.Txn) 
 		if ctx.Err() != nil || attempt == xtxnMaxAttempts-1 {
 			break
 		}
+		var de *dieError
+		if errors.As(err, &de) {
+			// The wait of wound-wait, holding nothing: until the older
+			// transaction that made this one die is decided, then at once
+			// (retrying blindly meanwhile only meets its intents again),
+			// but no longer than dieWait, so that attempts still run out
+			// against a holder that is stuck.
+			if err := c.awaitHolder(ctx, de.holder, dieWait); err != nil {
+				break
+			}
+			continue
+		}
 		if err := c.sleep(ctx, c.jitter(backoff)); err != nil {
 			break
 		}
@@ -446,6 +458,41 @@ func (c *Coordinator) xtxnAttempt(ctx context.Context, r *ring.Ring, t *consensu
 // one holds a key.
 var errDie = errors.New("coordinator: an older transaction holds a key")
 
+// dieError is errDie naming the older transaction (its intent) that
+// holds key.
+type dieError struct {
+	holder consensus.Intent
+	key    []byte
+}
+
+func (e *dieError) Error() string {
+	return fmt.Sprintf("%v: %s holds %q", errDie, e.holder.ID, truncate(e.key))
+}
+
+func (e *dieError) Unwrap() error { return errDie }
+
+// dieWait bounds one wait of a transaction that died for an older one.
+const dieWait = 250 * time.Millisecond
+
+// awaitHolder waits, polling its anchor (5 ms doubling to 50 ms), until
+// the transaction of holder is no longer PENDING (decided, or its record
+// gone), its deadline has passed or limit is up, or ctx ends (its error).
+func (c *Coordinator) awaitHolder(ctx context.Context, holder consensus.Intent, limit time.Duration) error {
+	wait := 5 * time.Millisecond
+	until := c.now().Add(limit)
+	for now := c.now(); now.Before(holder.Deadline) && now.Before(until); now = c.now() {
+		if err := c.sleep(ctx, c.jitter(wait)); err != nil {
+			return err
+		}
+		rec, err := c.statusOn(ctx, holder.Anchor, holder.ID)
+		if err == nil && (rec == nil || rec.Status != consensus.TxnPending) {
+			return nil
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+	return nil
+}
+
 // woundWait settles the intents a prepare of id met (ie): a decided holder
 // is finished, a younger or expired one aborted and cleaned; an older
 // one, PENDING within its deadline, makes id die (errDie).
@@ -471,7 +518,7 @@ func (c *Coordinator) woundWait(ctx context.Context, id consensus.TxnID, ie *con
 			action = consensus.WoundOther // an earlier attempt of this transaction
 		}
 		if action == consensus.DieSelf {
-			return fmt.Errorf("%w: %s holds %q", errDie, other.ID, truncate(ki.Key))
+			return &dieError{holder: other, key: ki.Key}
 		}
 		if _, err := c.settleIntent(ctx, ie.Group, other, rec, true, byCoordinator); err != nil {
 			return err
