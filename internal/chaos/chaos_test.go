@@ -78,7 +78,7 @@ func TestChaos(t *testing.T) {
 	}
 	res := Run(t, cfg)
 	if !res.Lin.Linearizable() {
-		t.Errorf("not linearizable: %d keys illegal, %d timed out (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
+		t.Errorf("not linearizable: %d keys illegal, %d unproven (the checker gave up) (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
 	}
 	if res.Lost > 0 {
 		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
@@ -131,7 +131,7 @@ func TestCheckerCatchesStaleReads(t *testing.T) {
 func TestStaleReadScheduleLinearizable(t *testing.T) {
 	res := Run(t, staleReadConfig(t))
 	if !res.Lin.Linearizable() {
-		t.Fatalf("not linearizable: %d keys illegal, %d timed out (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
+		t.Fatalf("not linearizable: %d keys illegal, %d unproven (the checker gave up) (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
 	}
 	if res.Lost > 0 {
 		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
@@ -172,7 +172,7 @@ func TestChaosHosts(t *testing.T) {
 	}
 	res := Run(t, cfg)
 	if !res.Lin.Linearizable() {
-		t.Errorf("not linearizable: %d keys illegal, %d timed out (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
+		t.Errorf("not linearizable: %d keys illegal, %d unproven (the checker gave up) (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
 	}
 	if res.Lost > 0 {
 		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)

@@ -20,7 +20,25 @@ type kvState struct {
 	Found bool
 }
 
-// model is a register per key with get, set and compare-and-set. An
+// model is a register per key with get, set and compare-and-set.
+//
+// Partitioning is per key only. Cutting a key's history further, at an
+// instant T when no operation is in flight, would be sound only if (1) no
+// operation of unknown outcome was called before T, since such an
+// operation may linearize anywhere after its call, after T too, so the
+// two sides would not be independent; and (2) the state at T were known:
+// the operations before T may linearize in several orders ending in
+// different states (two concurrent sets), so the part after T would have
+// to be checked from each state the part before T can end in (each found
+// by checking that part followed by a read of that state), not from one.
+// By (1) every cut falls before the key's first unknown write, and what
+// follows that write, the part that makes porcupine's search grow, stays
+// one piece. A cut would split only the cheap part of a key, so there is
+// none: the workload bounds each key's operations and its unknown writes
+// instead (WorkloadConfig.MaxOpsPerKey, MaxUnknownPerKey), which bounds
+// the search where it grows.
+//
+// An
 // operation whose outcome is unknown "returns" after every other one
 // (toPorcupine), so it may linearize anywhere after its call; not taking
 // effect at all is the same as taking effect at the very end, where no
@@ -114,8 +132,15 @@ type LinResult struct {
 	Ops int
 	// BadKeys names (some of) the failing keys.
 	BadKeys []string
-	// Took is the checker's time.
-	Took time.Duration
+	// MaxOps and MaxUnknown are the most operations, and the most
+	// operations of unknown outcome, that one key's history held: the
+	// size of the largest search.
+	MaxOps, MaxUnknown int
+	// Took is the checker's time; Slowest the longest check of one key,
+	// SlowestKey that key.
+	Took       time.Duration
+	Slowest    time.Duration
+	SlowestKey string
 }
 
 // Linearizable is true when every key passed.
@@ -156,6 +181,16 @@ func CheckLinearizable(ops []Op, perKey time.Duration, outDir string) LinResult 
 	}
 	sort.Strings(keys)
 	res := LinResult{Keys: len(keys), Ops: len(ops)}
+	for _, k := range keys {
+		unknown := 0
+		for _, op := range byKey[k] {
+			if op.Outcome == Unknown {
+				unknown++
+			}
+		}
+		res.MaxOps = max(res.MaxOps, len(byKey[k]))
+		res.MaxUnknown = max(res.MaxUnknown, unknown)
+	}
 	m := model
 	var mu sync.Mutex
 	work := make(chan string) // closed by the feeder below
@@ -165,11 +200,17 @@ func CheckLinearizable(ops []Op, perKey time.Duration, outDir string) LinResult 
 		go func() {
 			defer wg.Done()
 			for k := range work {
+				began := time.Now()
 				r := porcupine.CheckOperationsTimeout(m, toPorcupine(byKey[k]), perKey)
+				took := time.Since(began)
+				mu.Lock()
+				if took > res.Slowest {
+					res.Slowest, res.SlowestKey = took, k
+				}
 				if r == porcupine.Ok {
+					mu.Unlock()
 					continue
 				}
-				mu.Lock()
 				if r == porcupine.Illegal {
 					res.Illegal++
 				} else {
@@ -181,7 +222,7 @@ func CheckLinearizable(ops []Op, perKey time.Duration, outDir string) LinResult 
 				}
 				mu.Unlock()
 				if keep && outDir != "" {
-					saveKey(m, k, byKey[k], perKey, outDir)
+					saveKey(m, k, byKey[k], r == porcupine.Illegal, perKey, outDir)
 				}
 			}
 		}()
@@ -195,11 +236,17 @@ func CheckLinearizable(ops []Op, perKey time.Duration, outDir string) LinResult 
 	return res
 }
 
-// saveKey writes key's history (JSON) and porcupine's visualization.
-func saveKey(m porcupine.Model, key string, ops []Op, perKey time.Duration, outDir string) {
+// saveKey writes key's history (JSON) and, when the key is illegal,
+// porcupine's visualization. A key that timed out gets none: drawing the
+// partial search of a key the checker gave up on took 20 minutes once;
+// TestRecheckSavedHistories re-checks its history instead.
+func saveKey(m porcupine.Model, key string, ops []Op, illegal bool, perKey time.Duration, outDir string) {
 	name := strings.NewReplacer("/", "_").Replace(key)
 	if b, err := json.MarshalIndent(ops, "", " "); err == nil {
 		_ = os.WriteFile(filepath.Join(outDir, name+".history.json"), b, 0o644) // diagnostics: best effort
+	}
+	if !illegal {
+		return
 	}
 	_, info := porcupine.CheckOperationsVerbose(m, toPorcupine(ops), perKey)
 	_ = porcupine.VisualizePath(m, info, filepath.Join(outDir, name+".html")) // diagnostics: best effort

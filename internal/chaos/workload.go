@@ -22,14 +22,19 @@ type WorkloadConfig struct {
 	Workers int
 	// ActiveKeys is how many keys the linearizable workers share at a
 	// time; a key retires after MaxOpsPerKey operations and a fresh key
-	// takes its place. Defaults 32 and 200.
+	// takes its place. Defaults 32 and 100.
 	ActiveKeys   int
 	MaxOpsPerKey int
-	// MaxUnknownPerKey retires a key once this many of its writes ended
-	// with an unknown outcome. An unknown write stays open until the end
-	// of the history, so the checker must try it at every later point:
-	// each one doubles the search, and a key that collects twenty under
-	// a long fault schedule can outrun any checker budget. Default 4.
+	// MaxUnknownPerKey bounds the writes of unknown outcome a key can
+	// ever have. An unknown write stays open until the end of the
+	// history, so the checker must try it at every later point: each one
+	// multiplies the search, and a key that collected nine behind a
+	// paused leader outran a 10-minute budget. The bound is hard: a
+	// write starts on a key only while the key's writes in flight plus
+	// its writes already unknown are fewer than MaxUnknownPerKey (a write
+	// in flight may yet end unknown); otherwise the key retires and the
+	// write goes to a fresh key. A key also retires once it has that many
+	// unknown writes. Default 3.
 	MaxUnknownPerKey int
 	// HTTPFraction of linearizable operations go through a random
 	// member's HTTP API (exercising the coordinator's forwarding through
@@ -63,10 +68,10 @@ func (c *WorkloadConfig) fill() {
 		c.ActiveKeys = 32
 	}
 	if c.MaxOpsPerKey <= 0 {
-		c.MaxOpsPerKey = 200
+		c.MaxOpsPerKey = 100
 	}
 	if c.MaxUnknownPerKey <= 0 {
-		c.MaxUnknownPerKey = 4
+		c.MaxUnknownPerKey = 3
 	}
 	if c.HTTPFraction < 0 {
 		c.HTTPFraction = 0
@@ -119,8 +124,9 @@ type Workload struct {
 }
 
 // keySpace hands out keys so that each gets at most maxOps operations
-// and at most about maxUnknown writes of unknown outcome (operations
-// already in flight when a key retires still finish on it).
+// and at most maxUnknown writes of unknown outcome (operations already in
+// flight when a key retires still finish on it, which the second bound
+// counts: see pick).
 type keySpace struct {
 	mu         sync.Mutex
 	active     []*keyState
@@ -131,8 +137,9 @@ type keySpace struct {
 
 type keyState struct {
 	name    string
-	ops     int          // guarded by keySpace.mu
-	unknown int          // guarded by keySpace.mu
+	ops     int          // operations started; guarded by keySpace.mu
+	writing int          // writes in flight; guarded by keySpace.mu
+	unknown int          // writes ended unknown; guarded by keySpace.mu
 	last    atomic.Value // string: a recently seen value, a CAS guess
 }
 
@@ -148,23 +155,44 @@ func (ks *keySpace) freshLocked() *keyState {
 	return &keyState{name: fmt.Sprintf("lin/%06d", ks.next)}
 }
 
-func (ks *keySpace) pick(rng *rand.Rand) *keyState {
+// pick returns the key of the next operation, a write when write; the
+// caller reports its end with done. A write never starts on a key whose
+// writes in flight plus writes already unknown reach maxUnknown: each of
+// those may end unknown, so the key could pass the bound. Such a key
+// retires and a fresh key takes its slot and the write. So a key's
+// unknown writes are at most maxUnknown, whatever the faults do.
+func (ks *keySpace) pick(rng *rand.Rand, write bool) *keyState {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
 	i := rng.IntN(len(ks.active))
 	k := ks.active[i]
+	if write && k.writing+k.unknown >= ks.maxUnknown {
+		k = ks.freshLocked()
+		ks.active[i] = k
+	}
 	k.ops++
+	if write {
+		k.writing++
+	}
 	if k.ops >= ks.maxOps {
 		ks.active[i] = ks.freshLocked()
 	}
 	return k
 }
 
-// unknownOutcome records a write of unknown outcome on k and retires k
-// once it has maxUnknown of them.
-func (ks *keySpace) unknownOutcome(k *keyState) {
+// done records the end of an operation pick handed out, with its
+// outcome, and retires k once it has maxUnknown writes of unknown
+// outcome.
+func (ks *keySpace) done(k *keyState, write bool, o Outcome) {
 	ks.mu.Lock()
 	defer ks.mu.Unlock()
+	if !write {
+		return
+	}
+	k.writing--
+	if o != Unknown {
+		return
+	}
 	k.unknown++
 	if k.unknown < ks.maxUnknown {
 		return
@@ -247,9 +275,8 @@ func (w *Workload) linWorker(ctx context.Context, worker int) {
 	pid := worker
 	seq := 0
 	for ctx.Err() == nil {
-		k := w.keys.pick(rng)
 		seq++
-		op := Op{Client: pid, Key: k.name}
+		op := Op{Client: pid}
 		switch r := rng.IntN(10); {
 		case r < 5:
 			op.Kind = OpGet
@@ -258,6 +285,11 @@ func (w *Workload) linWorker(ctx context.Context, worker int) {
 			op.Value = fmt.Sprintf("%d.%d", worker, seq)
 		default:
 			op.Kind = OpCAS
+		}
+		write := op.Kind != OpGet
+		k := w.keys.pick(rng, write)
+		op.Key = k.name
+		if op.Kind == OpCAS {
 			op.Value = fmt.Sprintf("%d.%d", worker, seq)
 			if last, ok := k.last.Load().(string); ok && rng.IntN(5) > 0 {
 				op.Expected = last
@@ -288,13 +320,12 @@ func (w *Workload) linWorker(ctx context.Context, worker int) {
 		}
 		op.Return = w.hist.Now()
 		cancel()
-		if ctx.Err() != nil && op.Outcome != OK {
-			// Cut short by Stop: an unknown write still belongs to the
-			// history; a read that did not finish does not.
-			if op.Kind == OpGet {
-				continue
-			}
-			op.Outcome = Unknown
+		if ctx.Err() != nil && op.Outcome != OK && write {
+			op.Outcome = Unknown // cut short by Stop: still in the history
+		}
+		w.keys.done(k, write, op.Outcome)
+		if ctx.Err() != nil && op.Outcome != OK && !write {
+			continue // a read that did not finish is not in the history
 		}
 		w.counts[op.Kind][op.Outcome].Add(1)
 		switch {
@@ -312,7 +343,6 @@ func (w *Workload) linWorker(ctx context.Context, worker int) {
 			// A process with an operation in doubt never issues another
 			// (Jepsen's rule): continue as a new one.
 			pid = int(w.nextPID.Add(1))
-			w.keys.unknownOutcome(k)
 		}
 	}
 }
