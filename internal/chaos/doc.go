@@ -21,11 +21,19 @@
 //     everything and always runs at the end of Run, even when the test
 //     fails midway.
 //   - Workload: linearizable get/set/CAS with unique values on keys that
-//     retire after a few hundred operations, through the client library
-//     and through random nodes' HTTP APIs; QUORUM writes of unique keys.
-//   - Checks: porcupine per key (a timeout is a failure), with the HTML
-//     visualization and history of failing keys and every node's log saved
-//     on failure; no acknowledged QUORUM write lost after the heal; every
+//     retire after 100 operations, through the client library and through
+//     random nodes' HTTP APIs; QUORUM writes of unique keys. A key never
+//     has more than 3 writes of unknown outcome (WorkloadConfig.
+//     MaxUnknownPerKey): a write starts on a key only while its writes in
+//     flight plus its unknown ones are fewer, else the key retires and the
+//     write goes to a fresh key. That bounds porcupine's search per key,
+//     which each unknown write, open to the end of the history, multiplies.
+//   - Checks: porcupine per key; a key the checker gives up on is
+//     unproven and fails the run like an illegal one. The summary gives
+//     the keys, the most operations and unknown writes on one key, the
+//     checker's time and its slowest key. The HTML visualization (illegal
+//     keys) and history of failing keys and every node's log are saved on
+//     failure; no acknowledged QUORUM write lost after the heal; every
 //     replica of a sample of QUORUM keys holds its value within a bound,
 //     with p50/p99 of the time it took.
 //
