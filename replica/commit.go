@@ -80,6 +80,11 @@ func (s *Store) runCommitter() {
 				break gather
 			}
 		}
+		if s.space != nil {
+			if batch = s.admit(batch); len(batch) == 0 {
+				continue
+			}
+		}
 		if s.hooks.beforeBatch != nil {
 			s.hooks.beforeBatch(len(batch))
 		}
@@ -136,6 +141,12 @@ func (s *Store) commitBatch(batch []*request, errs []error) (_ []error, vlog boo
 	if w.failed != nil {
 		s.versions.reset() // what it learnt from this batch is lost with it
 		s.log.Error("group commit failed", "requests", len(batch), "err", w.failed)
+		if isNoSpace(w.failed) {
+			w.failed = errors.Join(ErrDiskFull, w.failed)
+		}
+		if s.space != nil {
+			s.space.writeFailed(w.failed)
+		}
 		for i := range errs {
 			errs[i] = w.failed
 		}

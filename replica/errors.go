@@ -25,6 +25,13 @@ var (
 	// record namespace; nothing of that call is applied. GetRaw, ScanRaw and
 	// LastRaw return it for a key or prefix in the record namespace.
 	ErrInvalidEntry = errors.New("replica: invalid entry")
+	// ErrDiskFull is returned (wrapped, with the reason) by Merge,
+	// MergeAsync and raw writes to the Raft log or hints while the data
+	// directory's free space is below Config.MinFreeBytes, or after a
+	// write to it failed until a probe write succeeds (space.go); nothing
+	// of that call was applied. Also joined to a commit error caused by a
+	// full file system (ENOSPC).
+	ErrDiskFull = errors.New("replica: insufficient storage")
 )
 
 // CorruptError reports a stored record that failed verification. It matches

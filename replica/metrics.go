@@ -17,6 +17,10 @@ type metrics struct {
 	corrupt        prometheus.Counter
 	corruptRemoved *prometheus.CounterVec
 	diskBytes      prometheus.GaugeFunc
+	// diskFull is 1 while admitted writes are refused (space.go).
+	diskFull        prometheus.Gauge
+	diskFullEvents  prometheus.Counter
+	diskFullRefused prometheus.Counter
 
 	reg        prometheus.Registerer
 	registered []prometheus.Collector
@@ -58,9 +62,22 @@ func newMetrics(diskBytes func() float64) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "disk_bytes",
 			Help: "Size of the Badger LSM tree and value log on disk, as last measured by Badger (about once a minute).",
 		}, diskBytes),
+		diskFull: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "disk_full",
+			Help: "1 while the store refuses writes because its data directory is (nearly) full or a write to it failed, else 0.",
+		}),
+		diskFullEvents: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "disk_full_events_total",
+			Help: "Times the store entered the disk-full state.",
+		}),
+		diskFullRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "disk_full_refused_total",
+			Help: "Writes refused with ErrDiskFull.",
+		}),
 	}
 	// merges is registered as the vector; the curried counters are kept for speed.
-	m.registered = []prometheus.Collector{merges, m.batchEntries, m.commitDuration, m.syncDuration, m.corrupt, m.corruptRemoved, m.diskBytes}
+	m.registered = []prometheus.Collector{merges, m.batchEntries, m.commitDuration, m.syncDuration, m.corrupt, m.corruptRemoved, m.diskBytes,
+		m.diskFull, m.diskFullEvents, m.diskFullRefused}
 	return m
 }
 

@@ -54,6 +54,21 @@ type Config struct {
 	// LingerBelow is how many writes the syncer holds from which it stops
 	// lingering. Default 16.
 	LingerBelow int
+	// MinFreeBytes is the free space (statfs of Dir, bytes available to
+	// unprivileged users) below which the store refuses admitted writes
+	// with ErrDiskFull (space.go). It must cover what Badger may still
+	// write once the store stops admitting: Badger writes through mmaps of
+	// sparse files, so running out of space is a SIGBUS that kills the
+	// process. Default DefaultMinFreeBytes(MemTableBytes): four memtables
+	// (the rest of the memtable in use, its flush and that of the other
+	// one to tables, and compaction's new tables before the old go).
+	// Negative: no guard (a full disk crashes the process).
+	MinFreeBytes int64
+	// DiskCheckInterval is how often the free space is checked while no
+	// write comes (the committer also checks it before every batch of
+	// admitted writes): it bounds how late a full store notices freed
+	// space. Default 250ms.
+	DiskCheckInterval time.Duration
 	// Logger receives Info (lifecycle), Warn (corruption found) and Error
 	// logs, and Badger's own logs. Nil discards.
 	Logger *slog.Logger
@@ -65,12 +80,13 @@ type Config struct {
 
 // Defaults used for zero Config fields.
 const (
-	DefaultBlockCacheBytes = 16 << 20
-	DefaultIndexCacheBytes = 8 << 20
-	DefaultMemTableBytes   = 16 << 20
-	DefaultMaxBatchEntries = 1024
-	DefaultSyncLinger      = 4 * time.Millisecond
-	DefaultLingerBelow     = 16
+	DefaultBlockCacheBytes   = 16 << 20
+	DefaultIndexCacheBytes   = 8 << 20
+	DefaultMemTableBytes     = 16 << 20
+	DefaultMaxBatchEntries   = 1024
+	DefaultSyncLinger        = 4 * time.Millisecond
+	DefaultLingerBelow       = 16
+	DefaultDiskCheckInterval = 250 * time.Millisecond
 
 	minMemTableBytes = 1 << 20
 )
@@ -85,16 +101,22 @@ const (
 	MaxRecordBytes = 256 << 20
 )
 
+// DefaultMinFreeBytes returns the default Config.MinFreeBytes for
+// memtables of memTableBytes: four of them.
+func DefaultMinFreeBytes(memTableBytes int64) int64 { return 4 * memTableBytes }
+
 // DefaultConfig returns a fresh Config with every default filled in. Dir is
 // left empty: callers must set it (or InMemory).
 func DefaultConfig() Config {
 	return Config{
-		BlockCacheBytes: DefaultBlockCacheBytes,
-		IndexCacheBytes: DefaultIndexCacheBytes,
-		MemTableBytes:   DefaultMemTableBytes,
-		MaxBatchEntries: DefaultMaxBatchEntries,
-		SyncLinger:      DefaultSyncLinger,
-		LingerBelow:     DefaultLingerBelow,
+		BlockCacheBytes:   DefaultBlockCacheBytes,
+		IndexCacheBytes:   DefaultIndexCacheBytes,
+		MemTableBytes:     DefaultMemTableBytes,
+		MaxBatchEntries:   DefaultMaxBatchEntries,
+		SyncLinger:        DefaultSyncLinger,
+		LingerBelow:       DefaultLingerBelow,
+		MinFreeBytes:      DefaultMinFreeBytes(DefaultMemTableBytes),
+		DiskCheckInterval: DefaultDiskCheckInterval,
 	}
 }
 
@@ -117,6 +139,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LingerBelow == 0 {
 		c.LingerBelow = DefaultLingerBelow
+	}
+	if c.MinFreeBytes == 0 {
+		c.MinFreeBytes = DefaultMinFreeBytes(c.MemTableBytes)
+	}
+	if c.DiskCheckInterval == 0 {
+		c.DiskCheckInterval = DefaultDiskCheckInterval
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -152,6 +180,9 @@ func (c Config) Validate() error {
 	if c.LingerBelow < 0 {
 		errs = append(errs, fmt.Errorf("replica: LingerBelow %d is negative", c.LingerBelow))
 	}
+	if c.DiskCheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("replica: DiskCheckInterval %v is negative", c.DiskCheckInterval))
+	}
 	if c.SyncLinger > time.Second {
 		errs = append(errs, fmt.Errorf("replica: SyncLinger %v is over a second", c.SyncLinger))
 	}
@@ -166,6 +197,11 @@ type Deps struct {
 	// Observer, if set, is told about every committed record change (see
 	// Observer for its duties). Nil: nobody is told.
 	Observer Observer
+	// SyncFault, if set, runs before every fsync of the store's files; an
+	// error fails that fsync as a failed fsync would, and a call that
+	// blocks stalls it. A test seam (node's --chaos-hooks); nil in
+	// production.
+	SyncFault func() error
 }
 
 // Entry is one record to merge under a partition and key.
@@ -197,6 +233,9 @@ type Store struct {
 	valueThreshold int64
 	// syncer makes committed writes durable; nil for an InMemory store.
 	syncer *syncer
+	// space refuses admitted writes when the disk is (nearly) full
+	// (space.go); nil for an InMemory store or MinFreeBytes < 0.
+	space *spaceGuard
 
 	// reqs carries requests to the committer. Unbuffered: a request is either
 	// received by the committer (and then always answered) or still with its
@@ -294,9 +333,12 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 		return nil, errors.Join(err, db.Close())
 	}
 	if !cfg.InMemory {
-		if s.syncer, err = newSyncer(cfg.Dir, s.log, s.metrics, cfg.SyncLinger, cfg.LingerBelow); err != nil {
+		if s.syncer, err = newSyncer(cfg.Dir, s.log, s.metrics, cfg.SyncLinger, cfg.LingerBelow, deps.SyncFault); err != nil {
 			s.metrics.unregister()
 			return nil, errors.Join(err, db.Close())
+		}
+		if cfg.MinFreeBytes > 0 {
+			s.space = newSpaceGuard(cfg.Dir, cfg.MinFreeBytes, cfg.DiskCheckInterval, s.log, s.metrics)
 		}
 	}
 	s.committer.Add(1)
@@ -322,6 +364,9 @@ func (s *Store) Close() error {
 		s.committer.Wait()
 		if s.syncer != nil {
 			s.syncer.close() // answers the committed requests it holds
+		}
+		if s.space != nil {
+			s.space.close()
 		}
 		s.life.readers.Wait()
 		s.closeSnapshots()

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -71,10 +72,17 @@ type syncer struct {
 	done sync.WaitGroup
 
 	// Owned by the syncer goroutine.
-	files     map[string]*os.File // open files by name, for fsync
-	sealed    map[string]bool     // older files synced after their last write
-	failed    error               // the first fsync failure; sticky
-	lastBatch int                 // requests the previous sync answered (linger)
+	files  map[string]*os.File // open files by name, for fsync
+	sealed map[string]bool     // older files synced after their last write
+	failed error               // the first fsync failure; sticky
+	// failedShared is failed for other goroutines (DiskState).
+	failedShared atomic.Pointer[error]
+	// syncStart is when the fsync in progress began (unix nanoseconds);
+	// 0 when none runs. Read by DiskState.
+	syncStart atomic.Int64
+	// fault is Deps.SyncFault; nil in production.
+	fault     func() error
+	lastBatch int // requests the previous sync answered (linger)
 	// The last listing of dir: the .mem and .vlog files in it, the newest
 	// of each kind, and when it was listed. listedMtime is dir's
 	// modification time seen just before, zero when it cannot be trusted
@@ -109,8 +117,8 @@ type syncer struct {
 // every file there: what Badger recovered at open (written by a process
 // that crashed before its fsync) is durable before anything is served.
 // linger and lingerBelow are Config.SyncLinger and Config.LingerBelow.
-func newSyncer(dir string, log *slog.Logger, m *metrics, linger time.Duration, lingerBelow int) (*syncer, error) {
-	y := &syncer{dir: dir, log: log, m: m, wake: make(chan struct{}, 1),
+func newSyncer(dir string, log *slog.Logger, m *metrics, linger time.Duration, lingerBelow int, fault func() error) (*syncer, error) {
+	y := &syncer{dir: dir, log: log, m: m, wake: make(chan struct{}, 1), fault: fault,
 		files: make(map[string]*os.File), sealed: make(map[string]bool),
 		lingerMax: linger, lingerBelow: lingerBelow, listTTL: dirListTTL}
 	if err := y.sync(true); err != nil {
@@ -260,20 +268,44 @@ func (y *syncer) sync(vlog bool) error {
 		return y.failed
 	}
 	start := time.Now()
+	y.syncStart.Store(start.UnixNano())
+	defer y.syncStart.Store(0)
 	var err error
 	if y.hooks.beforeSync != nil {
 		err = y.hooks.beforeSync()
+	}
+	if err == nil && y.fault != nil {
+		err = y.fault()
 	}
 	if err == nil {
 		err = y.syncFiles(vlog)
 	}
 	if err != nil {
 		y.failed = errors.Join(ErrSyncFailed, err)
+		y.failedShared.Store(&y.failed)
 		y.log.Error("fsync failed; durable writes are refused until the store is reopened", "dir", y.dir, "err", err)
 		return y.failed
 	}
 	y.m.syncDuration.Observe(time.Since(start).Seconds())
 	return nil
+}
+
+// failure returns the sticky fsync failure, or nil. Safe for concurrent use.
+func (y *syncer) failure() error {
+	if p := y.failedShared.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// stall returns how long the fsync in progress has run; 0 when none runs.
+// Safe for concurrent use.
+func (y *syncer) stall() time.Duration {
+	start := y.syncStart.Load()
+	if start == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, start))
 }
 
 // dirListTTL is the longest a listing of the directory is reused, and
