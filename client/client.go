@@ -326,6 +326,8 @@ func codeError(code kvpb.ErrorCode, msg string) (outcome, error) {
 		return final, fmt.Errorf("%w: %s", ErrNotImplemented, msg)
 	case kvpb.ErrorCode_ERROR_CODE_CONFLICT:
 		return final, fmt.Errorf("%w: %s", ErrConflict, msg)
+	case kvpb.ErrorCode_ERROR_CODE_INSUFFICIENT_STORAGE:
+		return final, fmt.Errorf("%w: %s", ErrInsufficientStorage, msg)
 	default:
 		return final, fmt.Errorf("%w: code %d: %s", errInternal, int32(code), msg)
 	}

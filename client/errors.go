@@ -48,6 +48,11 @@ var (
 	// Nothing was applied: the caller may retry it (it is not retried by
 	// the client itself).
 	ErrConflict = errors.New("client: conflict with other transactions")
+	// ErrInsufficientStorage is returned for a write refused because the
+	// disk of the node that had to store it is full (or failed a write):
+	// nothing was applied. The node serves reads meanwhile and takes
+	// writes again by itself once space is freed. It is not retried.
+	ErrInsufficientStorage = errors.New("client: insufficient storage")
 	// ErrClosed is returned by calls made after Close, or cut short by it.
 	ErrClosed = errors.New("client: closed")
 	// errInternal marks an unexpected error reported by a node.

@@ -200,7 +200,9 @@ func (s *LogStore) StoreLog(log *raft.Log) error {
 // hold it on disk, which is what raft's log durability promises.
 //
 // Errors: ErrLogStoreBroken; a wrapped replica.ErrInvalidEntry if an entry is
-// too large for the store (nothing is stored); otherwise the store's error,
+// too large for the store, or a wrapped replica.ErrDiskFull while the
+// node's disk is full (nothing is stored either way: raft retries, or a
+// leader steps down); otherwise the store's error,
 // after which the LogStore is broken (part of logs may be stored).
 func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
@@ -311,7 +313,7 @@ func (s *LogStore) loadIndexesLocked() error {
 // failLocked marks the LogStore broken unless err shows that nothing was
 // applied, and returns err.
 func (s *LogStore) failLocked(err error) error {
-	if errors.Is(err, replica.ErrInvalidEntry) || errors.Is(err, replica.ErrClosed) {
+	if errors.Is(err, replica.ErrInvalidEntry) || errors.Is(err, replica.ErrClosed) || errors.Is(err, replica.ErrDiskFull) {
 		return err // nothing applied: the cached indexes still hold
 	}
 	broken := errors.Join(ErrLogStoreBroken, err)

@@ -12,6 +12,7 @@ import (
 	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/proto/kvpb"
+	"github.com/ringkv/ringkv/replica"
 )
 
 // ClientMember is one cluster member as the Client service's Topology call
@@ -93,6 +94,8 @@ func clientCode(err error, level Level, isWrite bool) kvpb.ErrorCode {
 		return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED
 	case errors.Is(err, consensus.ErrAmbiguous):
 		return kvpb.ErrorCode_ERROR_CODE_OUTCOME_UNKNOWN
+	case errors.Is(err, replica.ErrDiskFull):
+		return kvpb.ErrorCode_ERROR_CODE_INSUFFICIENT_STORAGE
 	case errors.Is(err, ErrUnavailable):
 		if !isWrite || level == Linearizable {
 			return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/replica"
 )
 
 // HTTPHandler serves the client HTTP API of the original spec on top of c:
@@ -370,6 +371,9 @@ func StatusFor(err error) int {
 		return http.StatusNotImplemented
 	case errors.Is(err, ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, replica.ErrDiskFull):
+		// The node's disk is full: nothing applied, reads still served.
+		return http.StatusInsufficientStorage
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, ErrDraining), errors.Is(err, ErrNotUpgraded):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

@@ -21,9 +21,10 @@ const (
 	codeAmbiguous   uint64 = 4
 	codeNoGroup     uint64 = 5
 	codeNotUpgraded uint64 = 6
-	codeTxnAborted  uint64 = 7 // consensus.ErrTxnAborted
-	codeTxnCommit   uint64 = 8 // consensus.ErrTxnCommitted
-	codeConflict    uint64 = 9 // ErrConflict
+	codeTxnAborted  uint64 = 7  // consensus.ErrTxnAborted
+	codeTxnCommit   uint64 = 8  // consensus.ErrTxnCommitted
+	codeConflict    uint64 = 9  // ErrConflict
+	codeDiskFull    uint64 = 10 // replica.ErrDiskFull
 )
 
 // errPeer marks errors that came back from a peer's Replica service.
@@ -48,6 +49,8 @@ func codeFor(err error) uint64 {
 		return codeAmbiguous
 	case errors.Is(err, consensus.ErrNoGroup):
 		return codeNoGroup
+	case errors.Is(err, replica.ErrDiskFull):
+		return codeDiskFull
 	default:
 		return codeInternal
 	}
@@ -75,6 +78,8 @@ func errorFor(err error) error {
 		return fmt.Errorf("%w: %w", consensus.ErrTxnCommitted, err)
 	case codeConflict:
 		return fmt.Errorf("%w: %w", ErrConflict, err)
+	case codeDiskFull:
+		return fmt.Errorf("%w: %w", replica.ErrDiskFull, err)
 	default:
 		return fmt.Errorf("%w: %w", errPeer, err)
 	}

@@ -74,6 +74,12 @@ type Config struct {
 	AntiEntropy antientropy.Config
 	// Logger receives every component's logs; nil discards.
 	Logger *slog.Logger
+	// DiskStallTimeout is how long an fsync may run before the node
+	// counts its disk unhealthy: not ready, leadership handed away
+	// (disk.go). It should be below the Raft groups' failover time, so a
+	// stalled leader hands over before its writes time out. Default 1s;
+	// negative: never.
+	DiskStallTimeout time.Duration
 
 	// PeerDialOverrides is a test-only hook for the chaos harness
 	// (internal/chaos): peer node id -> the address this node dials to
@@ -119,8 +125,13 @@ func DefaultConfig() Config {
 		Consensus:   consensus.DefaultConfig(),
 		AntiEntropy: antientropy.DefaultConfig(),
 		Auth:        auth.DefaultConfig(),
+
+		DiskStallTimeout: DefaultDiskStallTimeout,
 	}
 }
+
+// DefaultDiskStallTimeout is Config.DiskStallTimeout's default.
+const DefaultDiskStallTimeout = time.Second
 
 // Validate reports every problem with c, joined.
 func (c Config) Validate() error {

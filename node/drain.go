@@ -130,8 +130,12 @@ func (n *Node) Undrain() {
 	if !n.draining.Swap(false) {
 		return
 	}
-	n.groups.SetDraining(false)
 	n.coord.Undrain()
+	if n.DiskUnhealthy() {
+		n.log.Info("drain ended; the disk is still unhealthy, so leadership stays away")
+		return
+	}
+	n.groups.SetDraining(false)
 	if err := n.gossip.SetDraining(false); err != nil {
 		n.log.Debug("advertise end of drain", "err", err)
 	}

@@ -24,6 +24,7 @@ func (n *Node) httpHandler(g prometheus.Gatherer) http.Handler {
 	n.registerAuth(mux)
 	if n.cfg.ChaosHooks {
 		mux.HandleFunc("POST /chaos/clock-offset", n.chaosClockOffset)
+		mux.HandleFunc("POST /chaos/disk", n.chaosDisk)
 	}
 	mux.HandleFunc("GET /health", n.health)
 	mux.HandleFunc("GET /api/stats", n.stats)
@@ -111,10 +112,11 @@ func (n *Node) groupStats() []GroupStats {
 
 // Ready reports whether this node has joined the ring, runs a group for
 // every partition the ring assigns it, knows every group's leader and does
-// not drain; waiting lists the groups without a known leader.
+// not drain, and its disk is healthy (disk.go); waiting lists the groups
+// without a known leader.
 func (n *Node) Ready() (ready, joined bool, groups int, waiting []uint32) {
 	ready, joined, groups, waiting = n.readiness()
-	return ready && !n.Draining(), joined, groups, waiting
+	return ready && !n.Draining() && !n.DiskUnhealthy(), joined, groups, waiting
 }
 
 // readyIgnoringDrain is Ready without the drain: whether the node could
@@ -149,7 +151,8 @@ func (n *Node) ready(w http.ResponseWriter, _ *http.Request) {
 	if !ready {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]any{"ready": ready, "joined": joined, "groups": groups, "groups_without_leader": waiting, "draining": n.Draining()})
+	writeJSON(w, code, map[string]any{"ready": ready, "joined": joined, "groups": groups, "groups_without_leader": waiting,
+		"draining": n.Draining(), "disk": n.diskHealth()})
 }
 
 // MemberStats is one member as this node sees it.

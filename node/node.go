@@ -53,15 +53,28 @@ type Node struct {
 	// clockOffset shifts the clock's physical time (nanoseconds); only the
 	// test-only chaos hooks set it (Config.ChaosHooks, ChaosClockOffset).
 	clockOffset atomic.Int64
-	gossip      *gossip.Gossip
-	trans       *coordinator.RPCTransport
-	raftTr      *consensus.Transport
-	groups      *consensus.Manager
-	coord       *coordinator.Coordinator
-	backup      *coordinator.BackupServer
-	trees       *antientropy.Trees
-	aeCli       *antientropy.Client
-	ae          *antientropy.Service
+	// diskBad: watchDisk found the disk unhealthy (disk.go).
+	diskBad atomic.Bool
+	// stalledAt is when diskHealth last saw an fsync stalled (unix
+	// nanoseconds; 0: never).
+	stalledAt atomic.Int64
+	// diskGauge is ringkv_node_disk_unhealthy; diskReg the registerer it
+	// is on, for Close.
+	diskGauge prometheus.Gauge
+	diskReg   prometheus.Registerer
+	// syncDelay (nanoseconds) and syncFail are the fsync fault set through
+	// POST /chaos/disk (Config.ChaosHooks only).
+	syncDelay atomic.Int64
+	syncFail  atomic.Bool
+	gossip    *gossip.Gossip
+	trans     *coordinator.RPCTransport
+	raftTr    *consensus.Transport
+	groups    *consensus.Manager
+	coord     *coordinator.Coordinator
+	backup    *coordinator.BackupServer
+	trees     *antientropy.Trees
+	aeCli     *antientropy.Client
+	ae        *antientropy.Service
 	// pki serves and dials TLS; nil on an insecure node.
 	pki *pki.Reloader
 	// authority holds users and roles; nil on an insecure node.
@@ -121,7 +134,11 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	rcfg.Dir = filepath.Join(cfg.DataDir, "replica")
 	rcfg.Logger = log.With("component", "replica")
 	n.trees = antientropy.NewTrees()
-	if n.store, err = replica.Open(rcfg, replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees)}); err != nil {
+	rdeps := replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees)}
+	if cfg.ChaosHooks {
+		rdeps.SyncFault = n.syncFault
+	}
+	if n.store, err = replica.Open(rcfg, rdeps); err != nil {
 		return nil, fmt.Errorf("node: open replica store: %w", err)
 	}
 	if cfg.ChaosHooks && cfg.ChaosClockOffset != 0 {
@@ -335,6 +352,16 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		defer n.wg.Done()
 		n.announceReady(ctx)
 	}()
+	n.diskGauge = newDiskGauge()
+	if err := deps.Registerer.Register(n.diskGauge); err != nil {
+		return nil, fmt.Errorf("node: register metrics: %w", err)
+	}
+	n.diskReg = deps.Registerer
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.watchDisk(ctx)
+	}()
 	log.Info("node started", "resp", n.RESPAddr(), "http", n.HTTPAddr(), "rpc", n.RPCAddr(), "gossip", n.GossipAddr(), "advertised_http", gcfg.HTTPAddr, "advertised_rpc", gcfg.RPCAddr, "data", cfg.DataDir)
 	return n, nil
 }
@@ -384,6 +411,9 @@ func (n *Node) Close() error {
 			_ = n.rpcLis.Close() // never served; nothing else holds it
 		}
 		n.wg.Wait()
+		if n.diskReg != nil {
+			n.diskReg.Unregister(n.diskGauge)
+		}
 		if n.ae != nil {
 			errs = append(errs, n.ae.Close())
 		}

@@ -83,6 +83,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.AntiEntropy.TombstoneGrace, "tombstone-grace", cfg.AntiEntropy.TombstoneGrace, "how long tombstones are kept at least before collection; negative never collects")
 	fs.DurationVar(&cfg.AntiEntropy.GCInterval, "gc-interval", cfg.AntiEntropy.GCInterval, "how often collectable tombstones are looked for")
 	fs.DurationVar(&cfg.Replica.SyncLinger, "sync-linger", cfg.Replica.SyncLinger, "longest an fsync waits for more committed writes under load while it covers fewer than 16 (ends early after a quiet quarter of it; fewer, larger fsyncs); negative: sync at once")
+	fs.Int64Var(&cfg.Replica.MemTableBytes, "memtable-bytes", cfg.Replica.MemTableBytes, "size of one Badger memtable (two are held); smaller suits a small disk")
+	minFree := fs.Int64("min-free-bytes", 0, "free space of the data directory below which the node refuses writes (HTTP 507) and hands its raft leadership away, until space is freed; it must cover what Badger may write after that (memtable flushes, compactions); 0: four memtables; negative: no guard (a full disk crashes the node)")
+	fs.DurationVar(&cfg.DiskStallTimeout, "disk-stall-timeout", cfg.DiskStallTimeout, "an fsync running longer than this makes the node hand its raft leadership away and report itself not ready; negative: never")
 	fs.StringVar(&cfg.CertsDir, "certs-dir", envDefault("RINGKV_CERTS_DIR", ""), "this node's certificates (ca.crt, node.crt, node.key; see 'ringkv certs'): TLS on every port, mutual TLS between nodes, users and roles (env RINGKV_CERTS_DIR)")
 	fs.StringVar(&cfg.GossipKeyringFile, "gossip-key-file", envDefault("RINGKV_GOSSIP_KEY_FILE", ""), "gossip keyring: one base64 key per line, the first encrypts, all decrypt ('ringkv certs create-gossip-key' writes one); SIGHUP reloads it; empty: gossip is not encrypted (env RINGKV_GOSSIP_KEY_FILE)")
 	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without --certs-dir: plaintext, no authentication")
@@ -96,7 +99,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	// docs/RELIABILITY.md. They are not listed in the usage text's examples
 	// and must never be used in production.
 	dialOverrides := fs.String("chaos-dial-overrides", "", "TEST ONLY: peer=addr,... dial these addresses for peers' drpc traffic (chaos proxies)")
-	fs.BoolVar(&cfg.ChaosHooks, "chaos-hooks", false, "TEST ONLY: enable POST /chaos/clock-offset (clock skew)")
+	fs.BoolVar(&cfg.ChaosHooks, "chaos-hooks", false, "TEST ONLY: enable POST /chaos/clock-offset (clock skew) and POST /chaos/disk (stalled or failing fsyncs)")
 	fs.DurationVar(&cfg.ChaosClockOffset, "chaos-clock-offset", 0, "TEST ONLY (needs --chaos-hooks): start with the clock shifted by this much (clock skew from the first instant)")
 	fs.BoolVar(&cfg.Coordinator.UnsafeStaleReads, "unsafe-stale-reads", false, "TEST ONLY, BROKEN: serve linearizable reads from the local replica without read-index")
 	fs.BoolVar(&cfg.Consensus.UnsafeIgnoreIntents, "unsafe-ignore-intents", false, "TEST ONLY, BROKEN: raft groups ignore the intents of transactions across partitions")
@@ -109,6 +112,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
+	cfg.Replica.MinFreeBytes = *minFree // 0: derived from the memtable size
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, fs.Args())
 	}
