@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringkv/ringkv/internal/testcluster"
+)
+
+// Issue 21 item 2: disks that fill up or stall, with real `ringkv serve`
+// processes. RINGKV_DISK_LONG=1 runs the longer variants (more rounds).
+
+// mountTmpfs mounts a size-limited tmpfs on a new directory, unmounted at
+// cleanup (after the cluster's processes are killed: cleanups run last
+// registered first, so call it before starting the cluster). It skips the
+// test where mounting is refused.
+func mountTmpfs(t *testing.T, size int64) string {
+	t.Helper()
+	dir := t.TempDir()
+	out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "tmpfs", dir).CombinedOutput()
+	if err != nil {
+		t.Skipf("cannot mount a %d-byte tmpfs (needs root and mount rights): %v: %s", size, err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// diskValue is the 64 KB value written under key: the key, then letters
+// from a generator seeded by the key, so that a read can be checked
+// against it and Badger cannot compress it away.
+func diskValue(key string) string {
+	var seed [32]byte
+	copy(seed[:], key)
+	r := rand.NewChaCha8(seed)
+	b := make([]byte, 64<<10)
+	copy(b, key+":")
+	for i := len(key) + 1; i < len(b); i++ {
+		b[i] = 'a' + byte(r.Uint64()%26)
+	}
+	return string(b)
+}
+
+type readiness struct {
+	Ready bool `json:"ready"`
+	Disk  struct {
+		Healthy   bool   `json:"healthy"`
+		Reason    string `json:"reason"`
+		FreeBytes int64  `json:"free_bytes"`
+	} `json:"disk"`
+}
+
+func diskReady(ctx context.Context, nd *testcluster.Node) (readiness, int, error) {
+	var r readiness
+	code, body, err := nd.Do(ctx, http.MethodGet, "/ready", nil, nil)
+	if err != nil {
+		return r, code, err
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return r, code, fmt.Errorf("decode /ready: %w: %s", err, body)
+	}
+	return r, code, nil
+}
+
+// leading returns the groups nd leads, by its own /api/stats.
+func leading(ctx context.Context, nd *testcluster.Node) ([]uint32, error) {
+	st, err := nd.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint32
+	for _, g := range st.Groups {
+		if g.State == "Leader" {
+			out = append(out, g.Partition)
+		}
+	}
+	return out, nil
+}
+
+// TestDiskFullNode is the issue's reproduction: three nodes, the third
+// with its data on a 64 MB tmpfs, 64 KB values written at QUORUM (and
+// some linearizable) until that disk is full. The third node must not
+// die; it refuses what it cannot store, is not ready, leads no group,
+// serves reads, and takes writes again within 10 s of a filler file being
+// removed; no acknowledged write is lost and no record is corrupt.
+func TestDiskFullNode(t *testing.T) {
+	mnt := mountTmpfs(t, 64<<20)
+	filler := filepath.Join(mnt, "filler")
+	if err := os.WriteFile(filler, make([]byte, 12<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.StartOptions(t, testcluster.Options{Nodes: 3, Args: []string{"--partitions", "8"},
+		Prepare: func(nodes []*testcluster.Node) {
+			nodes[2].DataDir = filepath.Join(mnt, "n3")
+			nodes[2].Args = append(nodes[2].Args, "--memtable-bytes", "4194304", "--min-free-bytes", "16777216")
+		}})
+	c.WaitRaftReady(60*time.Second, 3)
+	n3 := c.Nodes[2]
+	ctx := t.Context()
+
+	// Fill: 64 KB values at QUORUM, every fourth linearizable, through n1
+	// and n2, until n3 reports its disk full, then a few more.
+	var acked []string
+	full := time.Time{}
+	start := time.Now()
+	for i := 0; ; i++ {
+		if i > 4000 {
+			t.Fatalf("n3 never reported a full disk after %d writes", i)
+		}
+		key := fmt.Sprintf("fill/%05d", i)
+		level := "quorum"
+		if i%4 == 3 {
+			level = "linearizable"
+		}
+		code, err := c.Nodes[i%2].Set(ctx, key, diskValue(key), level)
+		if err != nil {
+			t.Fatalf("set %s: %v", key, err)
+		}
+		if code == http.StatusOK || code == http.StatusNoContent {
+			acked = append(acked, key)
+		} else if code != http.StatusServiceUnavailable && code != http.StatusGatewayTimeout {
+			t.Fatalf("set %s at %s: HTTP %d, want success (n1 and n2 make a quorum)", key, level, code)
+		}
+		if full.IsZero() && i%16 == 0 {
+			if v, err := n3.Metric(ctx, "ringkv_replica_disk_full"); err == nil && v == 1 {
+				full = time.Now()
+			}
+		}
+		if !full.IsZero() && time.Since(full) > 2*time.Second {
+			break
+		}
+	}
+	t.Logf("n3's 64 MB tmpfs (12 MB filler, --min-free-bytes 16 MiB) full after %v; %d writes of 64 KB acknowledged by the cluster", full.Sub(start).Round(time.Millisecond), len(acked))
+	if !n3.Running() {
+		t.Fatal("n3 exited when its disk filled (SIGBUS?)")
+	}
+
+	// n3 tells the cluster: not ready, leads nothing, metric set.
+	c.WaitFor(30*time.Second, "n3 to report its disk and lead no group", func(ctx context.Context) error {
+		r, code, err := diskReady(ctx, n3)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusServiceUnavailable || r.Disk.Healthy || !strings.Contains(r.Disk.Reason, "insufficient storage") {
+			return fmt.Errorf("/ready: HTTP %d %+v, want 503 with an insufficient storage reason", code, r)
+		}
+		led, err := leading(ctx, n3)
+		if err != nil {
+			return err
+		}
+		if len(led) > 0 {
+			return fmt.Errorf("n3 still leads groups %v", led)
+		}
+		return nil
+	})
+	// A write that needs n3 is refused with 507; reads through n3 work.
+	code, body, err := n3.Do(ctx, http.MethodPost, "/api/set", url.Values{"consistency": {"all"}},
+		map[string]string{"key": "needs-n3", "value": diskValue("needs-n3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != http.StatusInsufficientStorage {
+		t.Errorf("write at ALL while n3 is full: HTTP %d %s, want 507", code, body)
+	}
+	if v, code, err := n3.Get(ctx, acked[0], "quorum"); err != nil || code != http.StatusOK || v != diskValue(acked[0]) {
+		t.Errorf("read through n3 while full: HTTP %d, err %v, value ok %v", code, err, v == diskValue(acked[0]))
+	}
+
+	// Free space: n3 takes writes again within 10 s.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	freed := time.Now()
+	var back time.Duration
+	c.WaitFor(10*time.Second, "n3 to take writes again after the filler's removal", func(ctx context.Context) error {
+		key := fmt.Sprintf("after/%d", time.Now().UnixNano())
+		code, body, err := n3.Do(ctx, http.MethodPost, "/api/set", url.Values{"consistency": {"all"}},
+			map[string]string{"key": key, "value": "x"})
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK && code != http.StatusNoContent {
+			return fmt.Errorf("write at ALL through n3: HTTP %d %s", code, body)
+		}
+		back = time.Since(freed)
+		return nil
+	})
+	t.Logf("n3 took a write at ALL %v after the filler's removal", back.Round(time.Millisecond))
+	c.WaitFor(30*time.Second, "n3 ready again", func(ctx context.Context) error {
+		r, code, err := diskReady(ctx, n3)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !r.Disk.Healthy {
+			return fmt.Errorf("/ready: HTTP %d %+v", code, r)
+		}
+		return nil
+	})
+
+	// Nothing acknowledged lost, nothing corrupt: every acknowledged key
+	// reads back whole at QUORUM through each node, and at ONE from n3
+	// after a restart (its own copy of what it stored, or a repair).
+	lost := 0
+	for _, nd := range c.Nodes {
+		for _, key := range acked {
+			v, code, err := nd.Get(ctx, key, "quorum")
+			if err != nil || code != http.StatusOK || v != diskValue(key) {
+				lost++
+				t.Errorf("read %s through %s: HTTP %d, err %v, value ok %v", key, nd.ID, code, err, v == diskValue(key))
+			}
+		}
+	}
+	for _, nd := range c.Nodes {
+		if v, err := nd.Metric(ctx, "ringkv_replica_corrupt_records_total"); err != nil || v != 0 {
+			t.Errorf("%s: ringkv_replica_corrupt_records_total %v (err %v), want 0", nd.ID, v, err)
+		}
+	}
+	n3.Stop()
+	n3.Start()
+	c.WaitRaftReady(60*time.Second, 3)
+	if v, err := n3.Metric(ctx, "ringkv_replica_corrupt_records_total"); err != nil || v != 0 {
+		t.Errorf("n3 after restart: ringkv_replica_corrupt_records_total %v (err %v), want 0", v, err)
+	}
+	t.Logf("%d acknowledged writes read back through every node: %d lost; 0 corrupt records", len(acked), lost)
+}
+
+// TestDiskStallLeader stalls every fsync of the node leading the most
+// groups for 5 s (POST /chaos/disk): each group it led gets a new leader,
+// and QUORUM writes through the other nodes keep completing.
+func TestDiskStallLeader(t *testing.T) {
+	c := testcluster.StartOptions(t, testcluster.Options{Nodes: 3, Args: []string{"--partitions", "8", "--chaos-hooks"}})
+	c.WaitRaftReady(60*time.Second, 3)
+	ctx := t.Context()
+	var victim *testcluster.Node
+	var led []uint32
+	for _, nd := range c.Nodes {
+		l, err := leading(ctx, nd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l) > len(led) {
+			victim, led = nd, l
+		}
+	}
+	if victim == nil {
+		t.Fatal("no node leads a group")
+	}
+	var others []*testcluster.Node
+	for _, nd := range c.Nodes {
+		if nd != victim {
+			others = append(others, nd)
+		}
+	}
+	write := func(i int) time.Duration {
+		key := fmt.Sprintf("stall/%05d", i)
+		t0 := time.Now()
+		code, err := others[i%2].Set(ctx, key, "v", "quorum")
+		if err != nil || (code != http.StatusOK && code != http.StatusNoContent) {
+			t.Errorf("set %s: HTTP %d, err %v", key, code, err)
+		}
+		return time.Since(t0)
+	}
+	rounds := 200
+	if os.Getenv("RINGKV_DISK_LONG") == "1" {
+		rounds = 2000
+	}
+	var base []time.Duration
+	for i := range rounds {
+		base = append(base, write(i))
+	}
+
+	code, body, err := victim.Do(ctx, http.MethodPost, "/chaos/disk", url.Values{"sync-delay": {"5s"}}, nil)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("POST /chaos/disk: HTTP %d %s, err %v", code, body, err)
+	}
+	stalled := time.Now()
+	// Writes go on (each one makes the victim's replica fsync, so its
+	// disk stays stalled) until it leads nothing.
+	var during []time.Duration
+	var moved time.Duration
+	for i := rounds; ; i++ {
+		during = append(during, write(i))
+		if i%8 == 0 {
+			l, err := leading(ctx, victim)
+			if err == nil && len(l) == 0 {
+				moved = time.Since(stalled)
+				break
+			}
+		}
+		if time.Since(stalled) > 30*time.Second {
+			t.Fatalf("%s still leads groups 30 s after its fsyncs stalled", victim.ID)
+		}
+	}
+	for range rounds {
+		during = append(during, write(len(base)+len(during)))
+	}
+	if code, _, err := victim.Do(ctx, http.MethodPost, "/chaos/disk", url.Values{"sync-delay": {"0s"}}, nil); err != nil || code != http.StatusOK {
+		t.Fatalf("end the stall: HTTP %d, err %v", code, err)
+	}
+	for _, nd := range others {
+		l, err := leading(ctx, nd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s leads %v", nd.ID, l)
+	}
+	p99 := func(d []time.Duration) time.Duration {
+		d = slices.Clone(d)
+		slices.Sort(d)
+		return d[len(d)*99/100]
+	}
+	t.Logf("%s led %d groups; all led elsewhere %v after its fsyncs stalled 5 s each; QUORUM write p99 %v unloaded, %v during the stall (%d writes)",
+		victim.ID, len(led), moved.Round(time.Millisecond), p99(base), p99(during), len(during))
+}
