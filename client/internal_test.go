@@ -127,6 +127,7 @@ func TestCodeErrors(t *testing.T) {
 		{kvpb.ErrorCode_ERROR_CODE_UNAUTHENTICATED, ErrUnauthenticated, final},
 		{kvpb.ErrorCode_ERROR_CODE_PERMISSION_DENIED, ErrPermissionDenied, final},
 		{kvpb.ErrorCode_ERROR_CODE_CONFLICT, ErrConflict, final},
+		{kvpb.ErrorCode_ERROR_CODE_INSUFFICIENT_STORAGE, ErrInsufficientStorage, final},
 	} {
 		how, err := codeError(tc.code, "m")
 		if !errors.Is(err, tc.want) || how != tc.how {

@@ -40,6 +40,7 @@ func TestClientCodeTable(t *testing.T) {
 		{context.DeadlineExceeded, Quorum, false, kvpb.ErrorCode_ERROR_CODE_TIMEOUT},
 		{context.DeadlineExceeded, Quorum, true, kvpb.ErrorCode_ERROR_CODE_OUTCOME_UNKNOWN},
 		{errors.New("boom"), Quorum, false, kvpb.ErrorCode_ERROR_CODE_INTERNAL},
+		{&UnavailableError{Cause: fmt.Errorf("x: %w", replica.ErrDiskFull)}, All, true, kvpb.ErrorCode_ERROR_CODE_INSUFFICIENT_STORAGE},
 		{fmt.Errorf("x: %w", auth.ErrUnauthenticated), Quorum, true, kvpb.ErrorCode_ERROR_CODE_UNAUTHENTICATED},
 		{&auth.PermissionError{User: "u", Need: auth.Permission{Access: auth.Write, Prefix: "k"}}, Quorum, true, kvpb.ErrorCode_ERROR_CODE_PERMISSION_DENIED},
 		{fmt.Errorf("x: %w", auth.ErrAuthDisabled), Quorum, false, kvpb.ErrorCode_ERROR_CODE_AUTH_DISABLED},

@@ -2,11 +2,14 @@ package coordinator
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/ringkv/ringkv/replica"
 )
 
 func TestHTTPAPI(t *testing.T) {
@@ -141,6 +144,8 @@ func TestStatusFor(t *testing.T) {
 	}{
 		{ErrInvalidArgument, 400}, {&UnavailableError{}, 503}, {ErrClosed, 503},
 		{ErrCorrupt, 500}, {io.EOF, 500},
+		{fmt.Errorf("merge: %w", replica.ErrDiskFull), 507},
+		{&UnavailableError{Cause: errorFor(rpcError(replica.ErrDiskFull))}, 507},
 	} {
 		if got := StatusFor(tt.err); got != tt.want {
 			t.Errorf("StatusFor(%v): got %d, want %d", tt.err, got, tt.want)

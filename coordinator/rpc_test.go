@@ -151,6 +151,7 @@ func TestErrorCodeTable(t *testing.T) {
 		{replica.ErrClosed, codeUnavailable},
 		{fmt.Errorf("x: %w", ErrInvalidArgument), codeInvalid},
 		{replica.ErrClockOffset, codeInvalid},
+		{fmt.Errorf("x: %w", replica.ErrDiskFull), codeDiskFull},
 		{errors.New("boom"), codeInternal},
 	} {
 		if got := codeFor(tt.err); got != tt.code {
@@ -160,7 +161,10 @@ func TestErrorCodeTable(t *testing.T) {
 		if tt.code == codeInvalid && !errors.Is(back, ErrInvalidArgument) {
 			t.Errorf("errorFor(rpcError(%v)) = %v, want ErrInvalidArgument", tt.err, back)
 		}
-		if tt.code != codeInvalid && !errors.Is(back, errPeer) {
+		if tt.code == codeDiskFull && !errors.Is(back, replica.ErrDiskFull) {
+			t.Errorf("errorFor(rpcError(%v)) = %v, want replica.ErrDiskFull", tt.err, back)
+		}
+		if tt.code != codeInvalid && tt.code != codeDiskFull && !errors.Is(back, errPeer) {
 			t.Errorf("errorFor(rpcError(%v)) = %v, want errPeer", tt.err, back)
 		}
 	}

@@ -149,11 +149,22 @@ func (g *spaceGuard) close() {
 	g.done.Wait()
 }
 
-// check refreshes the free space and leaves the full state when there is
-// enough again (and, after a write error, a probe write succeeds).
+// check refreshes the free space: it enters the full state below the
+// reserve (so the node tells the cluster before a write is refused), and
+// leaves it when there is enough again (and, after a write error, a probe
+// write succeeds).
 func (g *spaceGuard) check() {
 	free, ok := g.refresh()
-	if !ok || !g.full.Load() || free < g.resume {
+	if !ok {
+		return
+	}
+	if !g.full.Load() {
+		if free < g.minFree {
+			g.setFull(true, g.lowReason(free))
+		}
+		return
+	}
+	if free < g.resume {
 		return
 	}
 	g.mu.Lock()
@@ -183,10 +194,14 @@ func (g *spaceGuard) admit(need int64) bool {
 	}
 	free, ok := g.refresh()
 	if ok && free-need < g.minFree {
-		g.setFull(true, fmt.Sprintf("free space %d bytes in %s is below the reserve of %d bytes (--min-free-bytes)", free, g.dir, g.minFree))
+		g.setFull(true, g.lowReason(free-need))
 		return false
 	}
 	return true
+}
+
+func (g *spaceGuard) lowReason(free int64) string {
+	return fmt.Sprintf("free space %d bytes in %s is below the reserve of %d bytes (--min-free-bytes)", free, g.dir, g.minFree)
 }
 
 // refresh reads the free space; ok is false when statfs failed (the state
