@@ -20,7 +20,11 @@
 //
 // One serving drpc and one serving HTTP, both stopped by Close; one
 // (announceReady) that stops advertising "starting" once the node is first
-// ready and knows its peers, ending then or at Close. Drain runs on its
+// ready and knows its peers, ending then or at Close; one (watchDisk,
+// disk.go) that follows the store's disk state every 100 ms and, while the
+// disk is full, failed or stalls its fsyncs, keeps the node not ready,
+// advertised as draining and leading no group, ending at Close (with the
+// HandOff it may start, bounded at 10 s). Drain runs on its
 // caller's goroutine (drain.go). The components' own goroutines are
 // documented in their packages.
 package node

@@ -54,10 +54,12 @@
 //
 // # Goroutines
 //
-// The store runs two goroutines of its own besides Badger's internal
+// The store runs three goroutines of its own besides Badger's internal
 // ones: the committer (Store.runCommitter), the only one that writes to
-// Badger, and the syncer (sync.go, syncer.run), which fsyncs what the
-// committer committed and answers the durable requests.
+// Badger, the syncer (sync.go, syncer.run), which fsyncs what the
+// committer committed and answers the durable requests, and the space
+// guard (space.go, spaceGuard.run), which checks the data directory's free
+// space every Config.DiskCheckInterval and is stopped by Close.
 //
 //   - Fed by Merge and WriteRaw through the unbuffered channel Store.reqs:
 //     each call builds its keys and encodings (or copies) on its own
@@ -101,6 +103,16 @@
 // through a callback. A failed fsync is sticky (ErrSyncFailed): the store
 // acknowledges no durable write after it. Open fsyncs every file Badger
 // recovered before the store is used.
+//
+// # Full disks
+//
+// Badger writes through mmaps of sparse files, so a full file system is a
+// SIGBUS, not an error. The committer refuses admitted writes (durable
+// merges, Raft log appends, hints) with ErrDiskFull before the free space
+// falls below Config.MinFreeBytes, and after a failed commit until a probe
+// write succeeds; it lets the Raft state machine's applies, the stable
+// store and deletes through. The store admits again by itself once space
+// is freed. DiskState reports it all (space.go).
 //
 // Config.InMemory is for tests and gives no durability.
 package replica

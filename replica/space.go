@@ -40,7 +40,9 @@ import (
 // A commit that fails (ENOSPC from a file Badger could not create, or any
 // other write error) also puts the store in the full state, whatever the
 // free space says. The guard's goroutine (run) checks the free space every
-// Config.DiskCheckInterval; the store leaves the full state once the free
+// Config.DiskCheckInterval, entering the full state below the reserve even
+// while no write comes (so the node tells the cluster early); the store
+// leaves the full state once the free
 // space is back above MinFreeBytes plus an eighth (so that it does not flap)
 // and, after a write error, a probe write (create, write, fsync, remove a
 // file in the directory) succeeds. Nothing committed is lost either way:

@@ -716,6 +716,9 @@ func TestMetricsRegistration(t *testing.T) {
 		"ringkv_replica_commit_duration_seconds",
 		"ringkv_replica_corrupt_records_total",
 		"ringkv_replica_disk_bytes",
+		"ringkv_replica_disk_full",
+		"ringkv_replica_disk_full_events_total",
+		"ringkv_replica_disk_full_refused_total",
 		"ringkv_replica_merges_total",
 		"ringkv_replica_sync_duration_seconds",
 	}
