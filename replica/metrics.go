@@ -19,6 +19,7 @@ type metrics struct {
 	diskBytes      prometheus.GaugeFunc
 	// diskFull is 1 while admitted writes are refused (space.go).
 	diskFull        prometheus.Gauge
+	diskReserve     prometheus.Gauge
 	diskFullEvents  prometheus.Counter
 	diskFullRefused prometheus.Counter
 
@@ -66,6 +67,10 @@ func newMetrics(diskBytes func() float64) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "disk_full",
 			Help: "1 while the store refuses writes because its data directory is (nearly) full or a write to it failed, else 0.",
 		}),
+		diskReserve: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "disk_reserve_bytes",
+			Help: "Free space the store keeps in its data directory: below it, writes are refused (the larger of --min-free-bytes and the tables' size plus three memtables).",
+		}),
 		diskFullEvents: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "disk_full_events_total",
 			Help: "Times the store entered the disk-full state.",
@@ -77,7 +82,7 @@ func newMetrics(diskBytes func() float64) *metrics {
 	}
 	// merges is registered as the vector; the curried counters are kept for speed.
 	m.registered = []prometheus.Collector{merges, m.batchEntries, m.commitDuration, m.syncDuration, m.corrupt, m.corruptRemoved, m.diskBytes,
-		m.diskFull, m.diskFullEvents, m.diskFullRefused}
+		m.diskFull, m.diskReserve, m.diskFullEvents, m.diskFullRefused}
 	return m
 }
 

@@ -24,10 +24,15 @@ import (
 // system get that full: the committer, the only writer, refuses a batch of
 // admitted writes (see guarded) with ErrDiskFull when the free space of
 // the data directory (statfs, blocks available to unprivileged users)
-// minus the batch's bytes would fall below Config.MinFreeBytes. The
-// reserve it keeps is what Badger may still write after the store stops
-// admitting: the rest of the memtable in use and its flush to a table,
-// compactions, and the writes the store lets through while full (below).
+// minus the batch's bytes would fall below the reserve. The reserve is
+// what Badger may still write after the store stops admitting: the rest
+// of the memtable log in use (the writes let through while full), a flush
+// of both memtables to tables, and compactions, which write their new tables
+// before deleting the old and may together rewrite every table (measured:
+// with a fixed 16 MiB reserve, a node holding 41 MB on a 64 MB tmpfs died
+// of a SIGBUS in a compaction after it had stopped admitting). So the
+// reserve is the larger of Config.MinFreeBytes and the tables' size plus
+// three memtables, recomputed at every check.
 //
 // While full the store refuses only admitted writes: durable merges
 // (Merge, MergeAsync: client and repair writes) and raw writes to the Raft
@@ -97,8 +102,13 @@ func (s *Store) DiskState() DiskState {
 // recovers from it.
 type spaceGuard struct {
 	dir     string
-	minFree int64 // Config.MinFreeBytes
-	resume  int64 // free space at which a full store admits again
+	minFree int64 // Config.MinFreeBytes: the reserve's floor
+	flushes int64 // three memtables: the rest of the memtable log in use, and flushing both memtables
+	// lsmBytes returns the on-disk size of Badger's tables (db.Tables).
+	lsmBytes func() int64
+	// reserve is the free space the store keeps (reserveNow), refreshed by
+	// every check.
+	reserve atomic.Int64
 	log     *slog.Logger
 	m       *metrics
 
@@ -119,8 +129,8 @@ type spaceGuard struct {
 	done sync.WaitGroup
 }
 
-func newSpaceGuard(dir string, minFree int64, interval time.Duration, log *slog.Logger, m *metrics) *spaceGuard {
-	g := &spaceGuard{dir: dir, minFree: minFree, resume: minFree + minFree/8, log: log, m: m,
+func newSpaceGuard(dir string, minFree, memTableBytes int64, lsmBytes func() int64, interval time.Duration, log *slog.Logger, m *metrics) *spaceGuard {
+	g := &spaceGuard{dir: dir, minFree: minFree, flushes: 3 * memTableBytes, lsmBytes: lsmBytes, log: log, m: m,
 		stop: make(chan struct{})}
 	g.mu.statfs, g.mu.probe = statFree, probeWrite
 	g.free.Store(-1)
@@ -156,17 +166,18 @@ func (g *spaceGuard) close() {
 // leaves it when there is enough again (and, after a write error, a probe
 // write succeeds).
 func (g *spaceGuard) check() {
+	reserve := g.reserveNow()
 	free, ok := g.refresh()
 	if !ok {
 		return
 	}
 	if !g.full.Load() {
-		if free < g.minFree {
-			g.setFull(true, g.lowReason(free))
+		if free < reserve {
+			g.setFull(true, g.lowReason(free, reserve))
 		}
 		return
 	}
-	if free < g.resume {
+	if free < reserve+reserve/8 { // hysteresis: do not flap at the edge
 		return
 	}
 	g.mu.Lock()
@@ -195,15 +206,28 @@ func (g *spaceGuard) admit(need int64) bool {
 		}
 	}
 	free, ok := g.refresh()
-	if ok && free-need < g.minFree {
-		g.setFull(true, g.lowReason(free-need))
+	if reserve := g.reserve.Load(); ok && free-need < reserve {
+		g.setFull(true, g.lowReason(free-need, reserve))
 		return false
 	}
 	return true
 }
 
-func (g *spaceGuard) lowReason(free int64) string {
-	return fmt.Sprintf("free space %d bytes in %s is below the reserve of %d bytes (--min-free-bytes)", free, g.dir, g.minFree)
+func (g *spaceGuard) lowReason(free, reserve int64) string {
+	return fmt.Sprintf("free space %d bytes in %s is below the reserve of %d bytes (the larger of --min-free-bytes and the tables plus three memtables)", free, g.dir, reserve)
+}
+
+// reserveNow computes and stores the reserve: the larger of MinFreeBytes
+// and what Badger may write with no new write admitted: the rest of the
+// memtable log in use and a flush of both memtables (three memtables),
+// plus compactions rewriting every table (a compaction writes
+// its new tables before it deletes the old, and never writes more than it
+// read).
+func (g *spaceGuard) reserveNow() int64 {
+	r := max(g.minFree, g.lsmBytes()+g.flushes)
+	g.reserve.Store(r)
+	g.m.diskReserve.Set(float64(r))
+	return r
 }
 
 // refresh reads the free space; ok is false when statfs failed (the state
@@ -242,7 +266,7 @@ func (g *spaceGuard) setFull(on bool, why string) {
 		g.m.diskFull.Set(1)
 		g.m.diskFullEvents.Inc()
 		g.log.Error("data directory full: refusing writes until space is freed", "dir", g.dir, "reason", why,
-			"free_bytes", g.free.Load(), "min_free_bytes", g.minFree)
+			"free_bytes", g.free.Load(), "reserve_bytes", g.reserve.Load())
 		return
 	}
 	g.m.diskFull.Set(0)

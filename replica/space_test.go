@@ -27,6 +27,7 @@ func TestDiskFullRefusesAdmittedWritesOnly(t *testing.T) {
 	cfg.Dir = t.TempDir()
 	cfg.Logger = testLogger(t)
 	cfg.MinFreeBytes = minFree
+	cfg.MemTableBytes = 1 << 20 // the reserve is minFree, above three memtables
 	cfg.DiskCheckInterval = 10 * time.Millisecond
 	s, err := Open(cfg, Deps{Registerer: reg})
 	if err != nil {
@@ -135,7 +136,9 @@ func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 }
 
 func TestWriteErrorNeedsAProbeToRecover(t *testing.T) {
-	s := openTest(t, func(c *Config) { c.MinFreeBytes = 1 << 20; c.DiskCheckInterval = 10 * time.Millisecond })
+	s := openTest(t, func(c *Config) {
+		c.MinFreeBytes, c.MemTableBytes, c.DiskCheckInterval = 1<<20, 1<<20, 10*time.Millisecond
+	})
 	disk := &fakeDisk{}
 	disk.free.Store(1 << 30)
 	var probeErr atomic.Pointer[error]
@@ -267,7 +270,7 @@ func TestFillTmpfs(t *testing.T) {
 		t.Fatalf("after %d writes: got %v, want ErrDiskFull", acked, full)
 	}
 	st := s.DiskState()
-	t.Logf("64 MB tmpfs (8 MB filler, 4 MB memtables, reserve %d): %d writes of 64 KB acknowledged, then refused; free %d bytes", cfg.MinFreeBytes, acked, st.FreeBytes)
+	t.Logf("64 MB tmpfs (8 MB filler, 4 MB memtables, reserve at least %d): %d writes of 64 KB acknowledged, then refused; free %d bytes, reserve %d", cfg.MinFreeBytes, acked, st.FreeBytes, s.space.reserve.Load())
 	check := func() {
 		t.Helper()
 		for i := range acked {

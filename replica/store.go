@@ -54,15 +54,15 @@ type Config struct {
 	// LingerBelow is how many writes the syncer holds from which it stops
 	// lingering. Default 16.
 	LingerBelow int
-	// MinFreeBytes is the free space (statfs of Dir, bytes available to
-	// unprivileged users) below which the store refuses admitted writes
-	// with ErrDiskFull (space.go). It must cover what Badger may still
-	// write once the store stops admitting: Badger writes through mmaps of
-	// sparse files, so running out of space is a SIGBUS that kills the
-	// process. Default DefaultMinFreeBytes(MemTableBytes): four memtables
-	// (the rest of the memtable in use, its flush and that of the other
-	// one to tables, and compaction's new tables before the old go).
-	// Negative: no guard (a full disk crashes the process).
+	// MinFreeBytes is the floor of the reserve: the free space (statfs of
+	// Dir, bytes available to unprivileged users) below which the store
+	// refuses admitted writes with ErrDiskFull (space.go). The reserve is
+	// the larger of it and the size of Badger's tables plus three memtables,
+	// what Badger may still write once the store stops admitting (flushes
+	// and compactions): Badger writes through mmaps of sparse files, so
+	// running out of space is a SIGBUS that kills the process. Default
+	// DefaultMinFreeBytes(MemTableBytes): four memtables. Negative: no
+	// guard (a full disk crashes the process).
 	MinFreeBytes int64
 	// DiskCheckInterval is how often the free space is checked while no
 	// write comes (the committer also checks it before every batch of
@@ -338,7 +338,7 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 			return nil, errors.Join(err, db.Close())
 		}
 		if cfg.MinFreeBytes > 0 {
-			s.space = newSpaceGuard(cfg.Dir, cfg.MinFreeBytes, cfg.DiskCheckInterval, s.log, s.metrics)
+			s.space = newSpaceGuard(cfg.Dir, cfg.MinFreeBytes, cfg.MemTableBytes, s.tablesBytes, cfg.DiskCheckInterval, s.log, s.metrics)
 		}
 	}
 	s.committer.Add(1)
@@ -378,6 +378,15 @@ func (s *Store) Close() error {
 		s.log.Info("replica store closed", "dir", s.cfg.Dir)
 	})
 	return err
+}
+
+// tablesBytes returns the on-disk size of Badger's tables (the LSM tree).
+func (s *Store) tablesBytes() int64 {
+	var n int64
+	for _, t := range s.db.Tables() {
+		n += int64(t.OnDiskSize)
+	}
+	return n
 }
 
 // acquire registers a reader; false means the store is closed.

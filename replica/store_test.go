@@ -719,6 +719,7 @@ func TestMetricsRegistration(t *testing.T) {
 		"ringkv_replica_disk_full",
 		"ringkv_replica_disk_full_events_total",
 		"ringkv_replica_disk_full_refused_total",
+		"ringkv_replica_disk_reserve_bytes",
 		"ringkv_replica_merges_total",
 		"ringkv_replica_sync_duration_seconds",
 	}
