@@ -36,7 +36,20 @@ var (
 	// ErrCorruptLog marks a stored log entry, log key or stable-store value
 	// that fails to decode (returned wrapped).
 	ErrCorruptLog = errors.New("consensus: corrupt raft log or stable store")
+	// ErrSyncStalled is returned (wrapped) by StoreLogs, with nothing
+	// stored, while the store's fsync in progress has run longer than the
+	// limit set by SetSyncStallLimit. A leader that gets it from its log
+	// store steps down at once (hashicorp/raft does so on any log store
+	// error), so the group elects a leader whose disk keeps up; a follower
+	// fails the append and the leader retries it.
+	ErrSyncStalled = errors.New("consensus: raft log append refused: the disk's fsync is stalled")
 )
+
+// StallReporter is the optional ability of a RawStore to tell how long
+// its fsync in progress has run (0 when none runs); replica.Store has it.
+type StallReporter interface {
+	SyncStall() time.Duration
+}
 
 // RawStore is what LogStore needs from the node's store; replica.Store
 // implements it. Writes must be durable when WriteRaw returns nil.
@@ -95,6 +108,11 @@ type LogStore struct {
 	last    atomic.Uint64         // largest stored index; 0 if the log is empty
 	broken  atomic.Pointer[error] // set by a write that may have partly applied
 
+	// stallLimit (nanoseconds; 0: none) is SetSyncStallLimit's; stalls is
+	// the store as a StallReporter, nil if it is not one.
+	stallLimit atomic.Int64
+	stalls     StallReporter
+
 	// dur tracks durability: StoreLogs returns once its entries are
 	// visible, and the store reports later when they are fsynced.
 	dur struct {
@@ -115,6 +133,7 @@ func NewLogStore(store RawStore, group uint32) (*LogStore, error) {
 		logPrefix:  binary.BigEndian.AppendUint32([]byte{nsRaftLog}, group),
 		stablePref: binary.BigEndian.AppendUint32([]byte{nsRaftStable}, group),
 	}
+	s.stalls, _ = store.(StallReporter)
 	if err := s.loadIndexesLocked(); err != nil {
 		return nil, err
 	}
@@ -225,6 +244,9 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 		lo, hi = min(lo, l.Index), max(hi, l.Index)
 	}
 
+	if err := s.checkStall(); err != nil {
+		return err
+	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if err := s.brokenErr(); err != nil {
@@ -307,6 +329,24 @@ func (s *LogStore) loadIndexesLocked() error {
 	}
 	s.first.Store(first)
 	s.last.Store(last)
+	return nil
+}
+
+// SetSyncStallLimit makes StoreLogs refuse appends (ErrSyncStalled) while
+// the store's fsync in progress has run longer than limit, if the store
+// reports its stalls (StallReporter); 0 or negative: never. Safe for
+// concurrent use.
+func (s *LogStore) SetSyncStallLimit(limit time.Duration) { s.stallLimit.Store(int64(limit)) }
+
+// checkStall returns ErrSyncStalled if the store's fsync stalls beyond the limit.
+func (s *LogStore) checkStall() error {
+	limit := time.Duration(s.stallLimit.Load())
+	if limit <= 0 || s.stalls == nil {
+		return nil
+	}
+	if d := s.stalls.SyncStall(); d > limit {
+		return fmt.Errorf("store logs of group %d: %w (running for %v, over %v)", s.group, ErrSyncStalled, d.Round(time.Millisecond), limit)
+	}
 	return nil
 }
 

@@ -3,7 +3,9 @@ package consensus
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/ringkv/ringkv/replica"
 )
@@ -26,4 +28,39 @@ func TestLogStoreDiskFullBreaksNothing(t *testing.T) {
 		t.Fatalf("StoreLogs once there is room: got %v, want nil", err)
 	}
 	lsCheckBounds(t, ls, 1, 6)
+}
+
+// stallingStore reports a fsync stall of its choosing.
+type stallingStore struct {
+	*replica.Store
+	stall atomic.Int64
+}
+
+func (s *stallingStore) SyncStall() time.Duration { return time.Duration(s.stall.Load()) }
+
+// While the store's fsync stalls past the limit, StoreLogs refuses appends
+// (a leader steps down on it), storing nothing and breaking nothing.
+func TestLogStoreRefusesAppendsWhileSyncStalls(t *testing.T) {
+	st := &stallingStore{Store: lsOpenStore(t, "", replica.Deps{})}
+	ls := lsNew(t, st, 1)
+	if err := ls.StoreLogs(lsLogs(1, 2, 1)); err != nil {
+		t.Fatalf("StoreLogs: got %v, want nil", err)
+	}
+	st.stall.Store(int64(3 * time.Second))
+	if err := ls.StoreLogs(lsLogs(3, 3, 1)); err != nil {
+		t.Fatalf("StoreLogs with no limit set: got %v, want nil", err)
+	}
+	ls.SetSyncStallLimit(time.Second)
+	if err := ls.StoreLogs(lsLogs(4, 4, 1)); !errors.Is(err, ErrSyncStalled) {
+		t.Fatalf("StoreLogs while the fsync stalls: got %v, want ErrSyncStalled", err)
+	}
+	lsCheckBounds(t, ls, 1, 3)
+	if err := ls.Set([]byte("term"), []byte("7")); err != nil {
+		t.Fatalf("Set while the fsync stalls: got %v, want nil (raft must save its term)", err)
+	}
+	st.stall.Store(int64(500 * time.Millisecond))
+	if err := ls.StoreLogs(lsLogs(4, 4, 1)); err != nil {
+		t.Fatalf("StoreLogs once the stall is under the limit: got %v, want nil", err)
+	}
+	lsCheckBounds(t, ls, 1, 4)
 }

@@ -29,7 +29,11 @@ import (
 //     their requests elsewhere;
 //   - leadership of every Raft group it leads goes to another voter
 //     (consensus.Manager.HandOff), and while the disk is bad the reconcile
-//     loop hands on any group that elects it again;
+//     loop hands on any group that elects it again. A transfer waits for
+//     a barrier, which a stalled fsync holds up, so each Raft log store
+//     also refuses appends while an fsync has run longer than
+//     DiskStallTimeout (consensus.ErrSyncStalled): a leader steps down at
+//     its next write, and its followers elect another;
 //   - ringkv_node_disk_unhealthy is 1.
 //
 // Reads are served throughout, and client writes it coordinates still
@@ -63,10 +67,7 @@ type DiskHealth struct {
 func (n *Node) diskHealth() DiskHealth {
 	st := n.store.DiskState()
 	h := DiskHealth{Healthy: true, FreeBytes: st.FreeBytes}
-	stall := n.cfg.DiskStallTimeout
-	if stall == 0 {
-		stall = DefaultDiskStallTimeout
-	}
+	stall := n.cfg.diskStallTimeout()
 	switch {
 	case st.SyncFailed:
 		h.Healthy, h.Reason = false, "fsync failed (restart the node): "+st.Reason
@@ -81,6 +82,14 @@ func (n *Node) diskHealth() DiskHealth {
 		h.Healthy, h.Reason = false, fmt.Sprintf("an fsync stalled over %v less than %v ago", stall, stallQuiet*stall)
 	}
 	return h
+}
+
+// diskStallTimeout is DiskStallTimeout with its default filled in.
+func (c Config) diskStallTimeout() time.Duration {
+	if c.DiskStallTimeout == 0 {
+		return DefaultDiskStallTimeout
+	}
+	return c.DiskStallTimeout
 }
 
 // stallQuiet is how many stall bounds must pass without a stalled fsync

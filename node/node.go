@@ -214,6 +214,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 			if err != nil {
 				return nil, nil, fmt.Errorf("log store: %w", err)
 			}
+			ls.SetSyncStallLimit(cfg.diskStallTimeout()) // a stalled leader steps down (disk.go)
 			return ls, ls, nil
 		},
 		Progress:   n.trans,

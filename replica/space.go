@@ -97,6 +97,15 @@ func (s *Store) DiskState() DiskState {
 	return st
 }
 
+// SyncStall returns how long the fsync in progress has been running; 0
+// when none runs (or the store is InMemory). Safe for concurrent use.
+func (s *Store) SyncStall() time.Duration {
+	if s.syncer == nil {
+		return 0
+	}
+	return s.syncer.stall()
+}
+
 // spaceGuard keeps the data directory's free space above the reserve. The
 // committer calls admit; run (its own goroutine) refreshes the state and
 // recovers from it.

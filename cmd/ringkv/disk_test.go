@@ -100,22 +100,24 @@ func leading(ctx context.Context, nd *testcluster.Node) ([]uint32, error) {
 // die; it refuses what it cannot store, is not ready, leads no group,
 // serves reads, and takes writes again within 10 s of a filler file being
 // removed; no acknowledged write is lost and no record is corrupt.
-// RINGKV_DISK_LONG=1 fills and frees the disk four times.
+// RINGKV_DISK_LONG=1 fills and frees a 256 MB tmpfs four times.
 func TestDiskFullNode(t *testing.T) {
-	const tmpfsBytes, reserve = 64 << 20, 16 << 20
+	const minFree = 16 << 20
+	tmpfsBytes, cycles := int64(64<<20), 1
+	if os.Getenv("RINGKV_DISK_LONG") == "1" {
+		// The reserve grows with n3's tables (as large again, plus three
+		// memtables), so more data needs a larger disk.
+		tmpfsBytes, cycles = 256<<20, 4
+	}
 	mnt := mountTmpfs(t, tmpfsBytes)
 	c := testcluster.StartOptions(t, testcluster.Options{Nodes: 3, Args: []string{"--partitions", "8"},
 		Prepare: func(nodes []*testcluster.Node) {
 			nodes[2].DataDir = filepath.Join(mnt, "n3")
-			nodes[2].Args = append(nodes[2].Args, "--memtable-bytes", "4194304", "--min-free-bytes", strconv.Itoa(reserve))
+			nodes[2].Args = append(nodes[2].Args, "--memtable-bytes", "4194304", "--min-free-bytes", strconv.Itoa(minFree))
 		}})
 	c.WaitRaftReady(60*time.Second, 3)
 	n3 := c.Nodes[2]
 	ctx := t.Context()
-	cycles := 1
-	if os.Getenv("RINGKV_DISK_LONG") == "1" {
-		cycles = 4
-	}
 	var acked []string
 	next := 0
 	for cycle := range cycles {
@@ -291,6 +293,32 @@ func TestDiskStallLeader(t *testing.T) {
 	c := testcluster.StartOptions(t, testcluster.Options{Nodes: 3, Args: []string{"--partitions", "8", "--chaos-hooks"}})
 	c.WaitRaftReady(60*time.Second, 3)
 	ctx := t.Context()
+	// Leadership settles first (leaders hand groups to their primaries):
+	// the same leaders, every group led, for three polls in a row.
+	var prev string
+	same := 0
+	c.WaitFor(60*time.Second, "leadership to settle", func(ctx context.Context) error {
+		var b strings.Builder
+		total := 0
+		for _, nd := range c.Nodes {
+			l, err := leading(ctx, nd)
+			if err != nil {
+				return err
+			}
+			total += len(l)
+			fmt.Fprintf(&b, "%s%v ", nd.ID, l)
+		}
+		if b.String() == prev && total == 8 {
+			same++
+		} else {
+			same = 0
+		}
+		prev = b.String()
+		if same < 3 {
+			return fmt.Errorf("leaders %s (%d groups led) not settled", prev, total)
+		}
+		return nil
+	})
 	var victim *testcluster.Node
 	var led []uint32
 	for _, nd := range c.Nodes {
@@ -334,6 +362,30 @@ func TestDiskStallLeader(t *testing.T) {
 		t.Fatalf("POST /chaos/disk: HTTP %d %s, err %v", code, body, err)
 	}
 	stalled := time.Now()
+	// Linearizable writes through the others meanwhile: those of the
+	// victim's groups wait for its leadership to move.
+	linDone := make(chan struct{})
+	linStop := make(chan struct{})
+	var lin []time.Duration
+	linFailed := 0
+	go func() {
+		defer close(linDone)
+		for i := 0; ; i++ {
+			select {
+			case <-linStop:
+				return
+			default:
+			}
+			key := fmt.Sprintf("stall-lin/%05d", i)
+			t0 := time.Now()
+			code, err := others[i%2].Set(ctx, key, "v", "linearizable")
+			if err != nil || (code != http.StatusOK && code != http.StatusNoContent) {
+				linFailed++
+				continue
+			}
+			lin = append(lin, time.Since(t0))
+		}
+	}()
 	// Writes go on (each one makes the victim's replica fsync, so its
 	// disk stays stalled) until it leads nothing.
 	var during []time.Duration
@@ -354,6 +406,8 @@ func TestDiskStallLeader(t *testing.T) {
 	for range rounds {
 		during = append(during, write(len(base)+len(during)))
 	}
+	close(linStop)
+	<-linDone
 	if code, _, err := victim.Do(ctx, http.MethodPost, "/chaos/disk", url.Values{"sync-delay": {"0s"}}, nil); err != nil || code != http.StatusOK {
 		t.Fatalf("end the stall: HTTP %d, err %v", code, err)
 	}
@@ -371,4 +425,43 @@ func TestDiskStallLeader(t *testing.T) {
 	}
 	t.Logf("%s led %d groups; all led elsewhere %v after its fsyncs stalled 5 s each; QUORUM write p99 %v unloaded, %v during the stall (%d writes)",
 		victim.ID, len(led), moved.Round(time.Millisecond), p99(base), p99(during), len(during))
+	if len(lin) > 0 {
+		t.Logf("linearizable writes during the stall: %d ok, %d failed, p99 %v, max %v", len(lin), linFailed, p99(lin), slices.Max(lin))
+	} else {
+		t.Logf("linearizable writes during the stall: 0 ok, %d failed", linFailed)
+	}
+
+	// For comparison, the failover time of a crash: SIGKILL the node that
+	// now leads the most groups and time until the last one leads them all.
+	var killed, last *testcluster.Node
+	var killedLed []uint32
+	for _, nd := range others {
+		l, err := leading(ctx, nd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if killed == nil || len(l) > len(killedLed) {
+			if killed != nil {
+				last = killed
+			}
+			killed, killedLed = nd, l
+		} else {
+			last = nd
+		}
+	}
+	killed.Kill()
+	t0 := time.Now()
+	c.WaitFor(60*time.Second, "the groups of the killed leader to elect new leaders", func(ctx context.Context) error {
+		st, err := last.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		for _, g := range st.Groups {
+			if g.Leader == "" || g.Leader == killed.ID {
+				return fmt.Errorf("group %d has no live leader", g.Partition)
+			}
+		}
+		return nil
+	})
+	t.Logf("for comparison: SIGKILL of %s (leading %d groups): all led elsewhere after %v", killed.ID, len(killedLed), time.Since(t0).Round(time.Millisecond))
 }
