@@ -89,6 +89,11 @@ var (
 // committer answers every request it took; the rest get replica.ErrClosed).
 // This is the one place a ctx is made up.
 //
+// Appends the store refuses for lack of space (replica.ErrDiskFull) or
+// that SetSyncStallLimit refuses while the store's fsync stalls
+// (ErrSyncStalled) store nothing and leave the LogStore usable; raft
+// retries them, or a leader steps down.
+//
 // LogStore is safe for concurrent use (raft calls it from its main loop and
 // its snapshot goroutine). Log writes (StoreLogs, DeleteRange) are
 // serialized; reads and stable-store calls are not.
