@@ -378,8 +378,12 @@ func TestDiskStallLeader(t *testing.T) {
 			}
 			key := fmt.Sprintf("stall-lin/%05d", i)
 			t0 := time.Now()
-			code, err := others[i%2].Set(ctx, key, "v", "linearizable")
+			code, body, err := others[i%2].Do(ctx, http.MethodPost, "/api/set", url.Values{"consistency": {"linearizable"}},
+				map[string]string{"key": key, "value": "v"})
 			if err != nil || (code != http.StatusOK && code != http.StatusNoContent) {
+				if linFailed == 0 {
+					t.Logf("first failed linearizable write (after %v): HTTP %d %s, err %v", time.Since(t0).Round(time.Millisecond), code, body, err)
+				}
 				linFailed++
 				continue
 			}
@@ -403,7 +407,9 @@ func TestDiskStallLeader(t *testing.T) {
 			t.Fatalf("%s still leads groups 30 s after its fsyncs stalled", victim.ID)
 		}
 	}
-	for range rounds {
+	// And on, at least 8 s into the stall (past the writes caught in its
+	// first second, which wait for it), and at least rounds more.
+	for n := 0; n < rounds || time.Since(stalled) < 8*time.Second; n++ {
 		during = append(during, write(len(base)+len(during)))
 	}
 	close(linStop)
