@@ -36,11 +36,11 @@ func post(t *testing.T, url string) int {
 
 // A node whose fsyncs stall (POST /chaos/disk) hands its leadership away
 // and reports itself not ready, then takes leadership back after a quiet
-// spell; one whose fsync fails stays unhealthy, even past an Undrain.
-func TestDiskStallAndSyncFailure(t *testing.T) {
+// spell.
+func TestDiskStall(t *testing.T) {
 	nodes := startClusterWith(t, 3, func(c *Config) {
 		c.ChaosHooks = true
-		c.DiskStallTimeout = 200 * time.Millisecond
+		c.DiskStallTimeout = 500 * time.Millisecond
 	})
 	waitUntil(t, 30*time.Second, "every node ready", func() bool {
 		for _, nd := range nodes {
@@ -57,7 +57,7 @@ func TestDiskStallAndSyncFailure(t *testing.T) {
 			t.Errorf("POST %s: got %d, want 400", bad, code)
 		}
 	}
-	if code := post(t, base+"/chaos/disk?sync-delay=1s"); code != http.StatusOK {
+	if code := post(t, base+"/chaos/disk?sync-delay=2s"); code != http.StatusOK {
 		t.Fatalf("POST /chaos/disk: got %d, want 200", code)
 	}
 	ctx := t.Context()
@@ -93,30 +93,37 @@ func TestDiskStallAndSyncFailure(t *testing.T) {
 	})
 
 	t.Log("healthy again")
-	// A failed fsync: sticky.
+}
+
+// A node whose fsync failed stays unhealthy (the store refuses durable
+// writes until reopened), even across an Undrain. One node: with peers, the
+// first vote it is asked for would need its term saved, and hashicorp/raft
+// panics when its stable store fails (fail-stop; a restart recovers).
+func TestDiskSyncFailureIsSticky(t *testing.T) {
+	nodes := startClusterWith(t, 1, func(c *Config) { c.ChaosHooks = true })
+	nd := nodes[0]
+	base := "http://" + nd.HTTPAddr()
+	waitUntil(t, 30*time.Second, "the node ready", func() bool { r, _, _, _ := nd.Ready(); return r })
 	if code := post(t, base+"/chaos/disk?sync-fail=true"); code != http.StatusOK {
 		t.Fatalf("POST /chaos/disk: got %d, want 200", code)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if err := nodes[0].Coordinator().Set(cctx, []byte("fail"), []byte("v"), coordinator.All); err == nil {
-		t.Error("write at ALL with n2's fsync failing: got nil, want an error")
+	if err := nd.Coordinator().Set(ctx, []byte("fail"), []byte("v"), coordinator.One); err == nil {
+		t.Error("write with the fsync failing: got nil, want an error")
 	}
-	waitUntil(t, 30*time.Second, "n2 unhealthy after a failed fsync", nd.DiskUnhealthy)
-	t.Log("unhealthy after fail")
+	waitUntil(t, 30*time.Second, "the node unhealthy after a failed fsync", nd.DiskUnhealthy)
 	nd.Undrain() // not draining: a no-op
-	if _, err := nd.Drain(cctx); err != nil {
+	if _, err := nd.Drain(ctx); err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
 	nd.Undrain()
 	if ready, _, _, _ := nd.Ready(); ready || !nd.groups.Draining() {
 		t.Error("Undrain with a failed fsync: the node is ready or takes leadership again")
 	}
+	var rb readyBody
 	if code := getJSON(t, base+"/ready", &rb); code != http.StatusServiceUnavailable || !strings.Contains(rb.Disk.Reason, "fsync failed") {
 		t.Errorf("/ready after a failed fsync: got %d %+v, want 503 naming it", code, rb)
-	}
-	if code := post(t, base+"/chaos/disk?sync-fail=false"); code != http.StatusOK {
-		t.Fatalf("POST /chaos/disk: got %d, want 200", code)
 	}
 }
 
