@@ -3,6 +3,9 @@ package lint
 import (
 	"bufio"
 	"bytes"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -135,5 +138,46 @@ func TestBannedCalls(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// sequential lists the packages that run one goroutine, code and tests
+// alike: scripts/test.sh runs their tests without the race detector,
+// which has nothing to find there and makes them many times slower.
+var sequential = []string{"ring"}
+
+// TestSequentialPackages keeps those packages free of go statements,
+// t.Parallel and the sync packages, so that running them without -race
+// stays sound.
+func TestSequentialPackages(t *testing.T) {
+	for _, pkg := range sequential {
+		dir := filepath.Join("..", "..", filepath.FromSlash(pkg))
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("%s: no Go files (%v)", pkg, err)
+		}
+		fset := token.NewFileSet()
+		for _, path := range files {
+			f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range f.Imports {
+				if p := strings.Trim(imp.Path.Value, `"`); p == "sync" || p == "sync/atomic" {
+					t.Errorf("%s imports %s: %s must stay sequential (scripts/test.sh runs it without -race)", fset.Position(imp.Pos()), p, pkg)
+				}
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				switch n := n.(type) {
+				case *ast.GoStmt:
+					t.Errorf("%s: go statement: %s must stay sequential (scripts/test.sh runs it without -race)", fset.Position(n.Pos()), pkg)
+				case *ast.SelectorExpr:
+					if n.Sel.Name == "Parallel" {
+						t.Errorf("%s: Parallel: %s must stay sequential (scripts/test.sh runs it without -race)", fset.Position(n.Pos()), pkg)
+					}
+				}
+				return true
+			})
+		}
 	}
 }
