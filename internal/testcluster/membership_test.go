@@ -285,6 +285,7 @@ func TestMembershipRemoveRefused(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
+	t.Parallel() // waits more than it computes (see doc.go)
 	c := Start(t, 3)
 	n1, n3 := c.Nodes[0], c.Nodes[2]
 	n3.Kill()

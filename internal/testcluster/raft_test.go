@@ -19,7 +19,9 @@ func TestRaftElectionAndFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	Binary(t) // build first: the clock starts when the processes do
+	t.Parallel() // waits more than it computes (see doc.go)
+	// Build first: the clock starts when the processes do.
+	Binary(t)
 	start := time.Now()
 	c := Start(t, 3)
 	c.WaitRaftReady(60*time.Second, 0)

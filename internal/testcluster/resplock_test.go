@@ -30,6 +30,7 @@ func TestRedisLockFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
+	t.Parallel() // waits more than it computes (see doc.go)
 	const (
 		ttl   = 2000 * time.Millisecond
 		delta = 500 * time.Millisecond

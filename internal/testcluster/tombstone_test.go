@@ -20,6 +20,7 @@ func TestDeletedKeyStaysDeleted(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
+	t.Parallel() // waits more than it computes (see doc.go)
 	const grace = 3 * time.Second
 	c := StartWith(t, 3, "--ae-interval", "1s", "--tombstone-grace", grace.String(), "--gc-interval", "500ms", "--scrub-rate", "-1")
 	c.WaitRaftReady(120*time.Second, 0)

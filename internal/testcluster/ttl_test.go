@@ -44,6 +44,7 @@ func TestTTLOnCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
+	t.Parallel() // waits more than it computes (see doc.go)
 	// No hinted handoff: a replica that was down gets what it missed from
 	// anti-entropy alone.
 	c := StartWith(t, 3, "--ae-interval", "1s", "--scrub-rate", "-1", "--hints=false")
