@@ -66,6 +66,15 @@ type Config struct {
 	// one target; a hint that would exceed it is dropped and counted.
 	// Default 1 GiB.
 	MaxHintBytesPerTarget int64
+	// BatchReplayAge is how old a logged batch's entry (MSet at an
+	// eventual level, batchlog.go) must be before the replayer writes its
+	// records again and clears it: a batch whose coordinator died midway.
+	// Shorter repairs sooner, at the cost of replaying batches still being
+	// written (harmless: replays are idempotent). Default 1m.
+	BatchReplayAge time.Duration
+	// BatchReplayInterval is how often the replayer scans the batch
+	// entries of the partitions this node is primary for. Default 10s.
+	BatchReplayInterval time.Duration
 	// UnsafeStaleReads is a deliberately broken mode for testing the chaos
 	// harness's linearizability checker (internal/chaos): linearizable
 	// reads are served from this node's local replica, without read-index
@@ -95,6 +104,9 @@ func DefaultConfig() Config {
 		HintReplayBatch:       256,
 		HintReplayInterval:    time.Second,
 		MaxHintBytesPerTarget: 1 << 30,
+
+		BatchReplayAge:      time.Minute,
+		BatchReplayInterval: 10 * time.Second,
 	}
 }
 
@@ -121,6 +133,8 @@ func (c Config) Validate() error {
 		{"HintReplayBatch", int64(c.HintReplayBatch)},
 		{"HintReplayInterval", int64(c.HintReplayInterval)},
 		{"MaxHintBytesPerTarget", c.MaxHintBytesPerTarget},
+		{"BatchReplayAge", int64(c.BatchReplayAge)},
+		{"BatchReplayInterval", int64(c.BatchReplayInterval)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {

@@ -42,6 +42,8 @@ type Coordinator struct {
 	// hooks stop transactions across partitions midway (tests only; set
 	// before use).
 	hooks xtxnHooks
+	// batchHooks stop logged batches midway (tests only; set before use).
+	batchHooks batchHooks
 	// rng jitters the backoff of transactions' retries.
 	rngMu sync.Mutex
 	rng   *rand.Rand
@@ -86,6 +88,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if deps.Groups != nil {
 		c.bg.Go(func() { c.sweep(ctx) })
 	}
+	c.bg.Go(func() { c.replayBatches(ctx) })
 	return c, nil
 }
 
@@ -231,7 +234,14 @@ func (c *Coordinator) write(ctx context.Context, op string, key []byte, rec repl
 		rec.ExpiresAt = o.expiry(rec.Timestamp)
 	}
 	rec.NodeID = c.cfg.NodeID
-	entry := []replica.Entry{{Partition: p, Key: key, Record: rec}}
+	return c.writeEntry(ctx, op, replicas, replica.Entry{Partition: p, Key: key, Record: rec}, level)
+}
+
+// writeEntry merges e, already stamped, into every replica in replicas,
+// answering after level's count of acks (see write). Merging the same
+// entry again is harmless: a logged batch's replay relies on it.
+func (c *Coordinator) writeEntry(ctx context.Context, op string, replicas []string, e replica.Entry, level Level) error {
+	entry := []replica.Entry{e}
 	need := level.required(len(replicas))
 
 	ctx, cancel := c.withTimeout(ctx)

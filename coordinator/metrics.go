@@ -25,6 +25,8 @@ type metrics struct {
 	// across partitions (xtxn_read.go): ok, or changed (a write landed
 	// between the passes).
 	snapshotReads *prometheus.CounterVec
+	// Logged batches (batchlog.go), by event: written, replayed.
+	batches *prometheus.CounterVec
 }
 
 // Causes of an aborted attempt of a transaction across partitions
@@ -92,15 +94,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ringkv", Subsystem: "coordinator", Name: "txn_snapshot_reads_total",
 			Help: "Double reads of read-only transactions across partitions: ok (answered from the snapshot), changed (a write landed between the passes).",
 		}, []string{"outcome"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "coordinator", Name: "batches_total",
+			Help: "Logged batches (mset at an eventual level) by event: written (logged by this coordinator), replayed (found old and written again by this node's replayer).",
+		}, []string{"event"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.readRepairs, m.txns, m.txnDuration,
-		m.txnAborts, m.txnConflicts, m.intentsResolved, m.abandoned, m.snapshotReads} {
+		m.txnAborts, m.txnConflicts, m.intentsResolved, m.abandoned, m.snapshotReads, m.batches} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register coordinator metrics: %w", err)
 		}
 	}
 	for _, c := range []string{abortWounded, abortDied, abortExpired, abortAmbiguous, abortUnavailable} {
 		m.txnAborts.WithLabelValues(c)
+	}
+	for _, e := range []string{batchWritten, batchReplayed} {
+		m.batches.WithLabelValues(e)
 	}
 	for _, b := range []string{byCoordinator, byReader, byWriter, bySweep} {
 		m.intentsResolved.WithLabelValues(b)
