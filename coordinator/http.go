@@ -24,7 +24,8 @@ import (
 //	POST   /api/cas  {"key":"k","expected":"old","value":"new"}
 //	                 -> {"success":true} | {"success":false,"current":"..."}
 //
-// POST /api/txn runs a transaction (txnhttp.go).
+// POST /api/txn runs a transaction (txnhttp.go); POST /api/mset and GET
+// /api/mget are multi-key shorthands (multihttp.go).
 //
 // /api/cas is linearizable; "expected" omitted or null means put-if-absent,
 // and "current" is absent when the key is absent.
@@ -43,6 +44,8 @@ func HTTPHandler(c *Coordinator) http.Handler {
 	mux.HandleFunc("/api/expire", h.expire)
 	mux.HandleFunc("/api/persist", h.persist)
 	mux.HandleFunc("/api/txn", h.txn)
+	mux.HandleFunc("/api/mset", h.mset)
+	mux.HandleFunc("/api/mget", h.mget)
 	return drainHTTP(c, mux)
 }
 
