@@ -91,4 +91,6 @@ func TestTxnAgainstCluster(t *testing.T) {
 	if got, err := c.Get(ctx, other, client.WithConsistency(client.Linearizable)); err != nil || string(got) != "o" {
 		t.Fatalf("other after the transaction across partitions: %q %v", got, err)
 	}
+	// MGet and MSet share the cluster (multi_test.go).
+	t.Run("multi", func(t *testing.T) { checkMulti(t, c) })
 }

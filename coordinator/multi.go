@@ -28,6 +28,8 @@ type MGetResult struct {
 	Value   []byte
 	Found   bool
 	Version uint64
+	// ExpiresAt is when the key expires (zero: never).
+	ExpiresAt time.Time
 }
 
 // MSetPair is one key of MSet: its value and, when TTL is not 0, how long
@@ -162,6 +164,7 @@ func mgetResults(keys [][]byte, recs []found) []MGetResult {
 		out[i] = MGetResult{Key: bytes.Clone(keys[i])}
 		if f.live {
 			out[i].Found, out[i].Value, out[i].Version = true, f.rec.Value, Version(f.rec)
+			out[i].ExpiresAt = f.rec.ExpiresAt
 		}
 	}
 	return out

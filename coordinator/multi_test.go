@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 )
 
@@ -299,5 +300,55 @@ func TestSameVersions(t *testing.T) {
 				t.Fatalf("got %v, want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestClientServerMulti(t *testing.T) {
+	n1, _, _ := newLinNode(t)
+	s := NewClientServer(n1, nil)
+	keys := spread(t, n1, "c", 3)
+	for _, level := range []kvpb.Consistency{kvpb.Consistency_CONSISTENCY_ONE, kvpb.Consistency_CONSISTENCY_LINEARIZABLE} {
+		req := &kvpb.ClientMSetRequest{Consistency: level}
+		for i, k := range keys {
+			req.Pairs = append(req.Pairs, &kvpb.ClientMSetPair{Key: k, Value: fmt.Appendf(nil, "%s-%d", level, i), TtlMicros: int64(i) * 1e6})
+		}
+		resp, err := s.MSet(t.Context(), req)
+		if err != nil || resp.GetError() != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			t.Fatalf("mset at %s: %v %v", level, resp, err)
+		}
+		got, err := s.MGet(t.Context(), &kvpb.ClientMGetRequest{Keys: append([][]byte{[]byte("none")}, keys...), Consistency: level})
+		if err != nil || got.GetError() != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED || len(got.GetResults()) != 4 {
+			t.Fatalf("mget at %s: %v %v", level, got, err)
+		}
+		if got.GetResults()[0].GetFound() {
+			t.Fatalf("absent key found: %v", got.GetResults()[0])
+		}
+		for i, r := range got.GetResults()[1:] {
+			if !r.GetFound() || string(r.GetValue()) != fmt.Sprintf("%s-%d", level, i) || r.GetVersion() == 0 || (i > 0) != (r.GetTtlMicros() > 0) {
+				t.Fatalf("mget at %s key %d: got %v", level, i, r)
+			}
+		}
+	}
+	for name, code := range map[string]kvpb.ErrorCode{
+		"mset ttl": func() kvpb.ErrorCode {
+			r, _ := s.MSet(t.Context(), &kvpb.ClientMSetRequest{Pairs: []*kvpb.ClientMSetPair{{Key: []byte("a"), TtlMicros: -1}}})
+			return r.GetError()
+		}(),
+		"mset level": func() kvpb.ErrorCode {
+			r, _ := s.MSet(t.Context(), &kvpb.ClientMSetRequest{Pairs: []*kvpb.ClientMSetPair{{Key: []byte("a")}}, Consistency: 99})
+			return r.GetError()
+		}(),
+		"mget level": func() kvpb.ErrorCode {
+			r, _ := s.MGet(t.Context(), &kvpb.ClientMGetRequest{Keys: [][]byte{[]byte("a")}, Consistency: 99})
+			return r.GetError()
+		}(),
+		"mget duplicate": func() kvpb.ErrorCode {
+			r, _ := s.MGet(t.Context(), &kvpb.ClientMGetRequest{Keys: [][]byte{[]byte("a"), []byte("a")}})
+			return r.GetError()
+		}(),
+	} {
+		if code != kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+			t.Errorf("%s: got %s, want INVALID_ARGUMENT", name, code)
+		}
 	}
 }

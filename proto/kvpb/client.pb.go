@@ -1888,6 +1888,325 @@ func (x *ClientTxnResponse) GetLeader() string {
 	return ""
 }
 
+// ClientMGetRequest reads keys (at most 128, each once) at consistency;
+// at LINEARIZABLE the answer is one snapshot, at the other levels each
+// key is read on its own.
+type ClientMGetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          [][]byte               `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	Consistency   Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=ringkv.v1.Consistency" json:"consistency,omitempty"`
+	TimeoutMicros uint64                 `protobuf:"varint,3,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientMGetRequest) Reset() {
+	*x = ClientMGetRequest{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientMGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientMGetRequest) ProtoMessage() {}
+
+func (x *ClientMGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientMGetRequest.ProtoReflect.Descriptor instead.
+func (*ClientMGetRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ClientMGetRequest) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ClientMGetRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *ClientMGetRequest) GetTimeoutMicros() uint64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+type ClientMGetResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Header  *ClientHeader          `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Error   ErrorCode              `protobuf:"varint,2,opt,name=error,proto3,enum=ringkv.v1.ErrorCode" json:"error,omitempty"`
+	Message string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// results: one per key, in request order (found, value, version,
+	// ttl_micros as a transaction's get answers them).
+	Results       []*ClientTxnResult `protobuf:"bytes,4,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientMGetResponse) Reset() {
+	*x = ClientMGetResponse{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientMGetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientMGetResponse) ProtoMessage() {}
+
+func (x *ClientMGetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientMGetResponse.ProtoReflect.Descriptor instead.
+func (*ClientMGetResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ClientMGetResponse) GetHeader() *ClientHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ClientMGetResponse) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *ClientMGetResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *ClientMGetResponse) GetResults() []*ClientTxnResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ClientMSetPair is one key of an MSet: ttl_micros > 0 makes it expire
+// that long after the coordinating node writes it.
+type ClientMSetPair struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	TtlMicros     int64                  `protobuf:"varint,3,opt,name=ttl_micros,json=ttlMicros,proto3" json:"ttl_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientMSetPair) Reset() {
+	*x = ClientMSetPair{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientMSetPair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientMSetPair) ProtoMessage() {}
+
+func (x *ClientMSetPair) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientMSetPair.ProtoReflect.Descriptor instead.
+func (*ClientMSetPair) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ClientMSetPair) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *ClientMSetPair) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *ClientMSetPair) GetTtlMicros() int64 {
+	if x != nil {
+		return x.TtlMicros
+	}
+	return 0
+}
+
+// ClientMSetRequest writes pairs (at most 128 keys, each once) at
+// consistency: at LINEARIZABLE one transaction, at the other levels a
+// logged batch (every pair is eventually applied once acknowledged; no
+// isolation).
+type ClientMSetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Pairs         []*ClientMSetPair      `protobuf:"bytes,1,rep,name=pairs,proto3" json:"pairs,omitempty"`
+	Consistency   Consistency            `protobuf:"varint,2,opt,name=consistency,proto3,enum=ringkv.v1.Consistency" json:"consistency,omitempty"`
+	TimeoutMicros uint64                 `protobuf:"varint,3,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientMSetRequest) Reset() {
+	*x = ClientMSetRequest{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientMSetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientMSetRequest) ProtoMessage() {}
+
+func (x *ClientMSetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientMSetRequest.ProtoReflect.Descriptor instead.
+func (*ClientMSetRequest) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ClientMSetRequest) GetPairs() []*ClientMSetPair {
+	if x != nil {
+		return x.Pairs
+	}
+	return nil
+}
+
+func (x *ClientMSetRequest) GetConsistency() Consistency {
+	if x != nil {
+		return x.Consistency
+	}
+	return Consistency_CONSISTENCY_UNSPECIFIED
+}
+
+func (x *ClientMSetRequest) GetTimeoutMicros() uint64 {
+	if x != nil {
+		return x.TimeoutMicros
+	}
+	return 0
+}
+
+type ClientMSetResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *ClientHeader          `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Error         ErrorCode              `protobuf:"varint,2,opt,name=error,proto3,enum=ringkv.v1.ErrorCode" json:"error,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClientMSetResponse) Reset() {
+	*x = ClientMSetResponse{}
+	mi := &file_ringkv_v1_client_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientMSetResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientMSetResponse) ProtoMessage() {}
+
+func (x *ClientMSetResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_client_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientMSetResponse.ProtoReflect.Descriptor instead.
+func (*ClientMSetResponse) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_client_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ClientMSetResponse) GetHeader() *ClientHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *ClientMSetResponse) GetError() ErrorCode {
+	if x != nil {
+		return x.Error
+	}
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
+}
+
+func (x *ClientMSetResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_ringkv_v1_client_proto protoreflect.FileDescriptor
 
 const file_ringkv_v1_client_proto_rawDesc = "" +
@@ -2016,7 +2335,29 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x12\x1c\n" +
 	"\tsucceeded\x18\x04 \x01(\bR\tsucceeded\x124\n" +
 	"\aresults\x18\x05 \x03(\v2\x1a.ringkv.v1.ClientTxnResultR\aresults\x12\x16\n" +
-	"\x06leader\x18\x06 \x01(\tR\x06leader*\x8a\x01\n" +
+	"\x06leader\x18\x06 \x01(\tR\x06leader\"\x88\x01\n" +
+	"\x11ClientMGetRequest\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x128\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x16.ringkv.v1.ConsistencyR\vconsistency\x12%\n" +
+	"\x0etimeout_micros\x18\x03 \x01(\x04R\rtimeoutMicros\"\xc1\x01\n" +
+	"\x12ClientMGetResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.ringkv.v1.ClientHeaderR\x06header\x12*\n" +
+	"\x05error\x18\x02 \x01(\x0e2\x14.ringkv.v1.ErrorCodeR\x05error\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x124\n" +
+	"\aresults\x18\x04 \x03(\v2\x1a.ringkv.v1.ClientTxnResultR\aresults\"W\n" +
+	"\x0eClientMSetPair\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x1d\n" +
+	"\n" +
+	"ttl_micros\x18\x03 \x01(\x03R\tttlMicros\"\xa5\x01\n" +
+	"\x11ClientMSetRequest\x12/\n" +
+	"\x05pairs\x18\x01 \x03(\v2\x19.ringkv.v1.ClientMSetPairR\x05pairs\x128\n" +
+	"\vconsistency\x18\x02 \x01(\x0e2\x16.ringkv.v1.ConsistencyR\vconsistency\x12%\n" +
+	"\x0etimeout_micros\x18\x03 \x01(\x04R\rtimeoutMicros\"\x8b\x01\n" +
+	"\x12ClientMSetResponse\x12/\n" +
+	"\x06header\x18\x01 \x01(\v2\x17.ringkv.v1.ClientHeaderR\x06header\x12*\n" +
+	"\x05error\x18\x02 \x01(\x0e2\x14.ringkv.v1.ErrorCodeR\x05error\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage*\x8a\x01\n" +
 	"\vConsistency\x12\x1b\n" +
 	"\x17CONSISTENCY_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fCONSISTENCY_ONE\x10\x01\x12\x16\n" +
@@ -2039,7 +2380,7 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x18ERROR_CODE_AUTH_DISABLED\x10\v\x12\x1e\n" +
 	"\x1aERROR_CODE_NOT_IMPLEMENTED\x10\r\x12\x17\n" +
 	"\x13ERROR_CODE_CONFLICT\x10\x0e\x12#\n" +
-	"\x1fERROR_CODE_INSUFFICIENT_STORAGE\x10\x0f2\xdc\x03\n" +
+	"\x1fERROR_CODE_INSUFFICIENT_STORAGE\x10\x0f2\xe6\x04\n" +
 	"\x06Client\x12C\n" +
 	"\bTopology\x12\x1a.ringkv.v1.TopologyRequest\x1a\x1b.ringkv.v1.TopologyResponse\x129\n" +
 	"\x02Do\x12\x18.ringkv.v1.ClientRequest\x1a\x19.ringkv.v1.ClientResponse\x12F\n" +
@@ -2047,7 +2388,9 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x04List\x12\x1c.ringkv.v1.ClientListRequest\x1a\x1d.ringkv.v1.ClientListResponse\x12G\n" +
 	"\x04Pipe\x12\x1c.ringkv.v1.ClientPipeRequest\x1a\x1d.ringkv.v1.ClientPipeResponse(\x010\x01\x12:\n" +
 	"\x05Login\x12\x17.ringkv.v1.LoginRequest\x1a\x18.ringkv.v1.LoginResponse\x12@\n" +
-	"\x03Txn\x12\x1b.ringkv.v1.ClientTxnRequest\x1a\x1c.ringkv.v1.ClientTxnResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
+	"\x03Txn\x12\x1b.ringkv.v1.ClientTxnRequest\x1a\x1c.ringkv.v1.ClientTxnResponse\x12C\n" +
+	"\x04MGet\x12\x1c.ringkv.v1.ClientMGetRequest\x1a\x1d.ringkv.v1.ClientMGetResponse\x12C\n" +
+	"\x04MSet\x12\x1c.ringkv.v1.ClientMSetRequest\x1a\x1d.ringkv.v1.ClientMSetResponseB%Z#github.com/ringkv/ringkv/proto/kvpbb\x06proto3"
 
 var (
 	file_ringkv_v1_client_proto_rawDescOnce sync.Once
@@ -2062,7 +2405,7 @@ func file_ringkv_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_ringkv_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_ringkv_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_ringkv_v1_client_proto_goTypes = []any{
 	(Consistency)(0),            // 0: ringkv.v1.Consistency
 	(ErrorCode)(0),              // 1: ringkv.v1.ErrorCode
@@ -2092,6 +2435,11 @@ var file_ringkv_v1_client_proto_goTypes = []any{
 	(*ClientTxnRequest)(nil),    // 25: ringkv.v1.ClientTxnRequest
 	(*ClientTxnResult)(nil),     // 26: ringkv.v1.ClientTxnResult
 	(*ClientTxnResponse)(nil),   // 27: ringkv.v1.ClientTxnResponse
+	(*ClientMGetRequest)(nil),   // 28: ringkv.v1.ClientMGetRequest
+	(*ClientMGetResponse)(nil),  // 29: ringkv.v1.ClientMGetResponse
+	(*ClientMSetPair)(nil),      // 30: ringkv.v1.ClientMSetPair
+	(*ClientMSetRequest)(nil),   // 31: ringkv.v1.ClientMSetRequest
+	(*ClientMSetResponse)(nil),  // 32: ringkv.v1.ClientMSetResponse
 }
 var file_ringkv_v1_client_proto_depIdxs = []int32{
 	3,  // 0: ringkv.v1.TopologyResponse.header:type_name -> ringkv.v1.ClientHeader
@@ -2121,25 +2469,37 @@ var file_ringkv_v1_client_proto_depIdxs = []int32{
 	3,  // 24: ringkv.v1.ClientTxnResponse.header:type_name -> ringkv.v1.ClientHeader
 	1,  // 25: ringkv.v1.ClientTxnResponse.error:type_name -> ringkv.v1.ErrorCode
 	26, // 26: ringkv.v1.ClientTxnResponse.results:type_name -> ringkv.v1.ClientTxnResult
-	4,  // 27: ringkv.v1.Client.Topology:input_type -> ringkv.v1.TopologyRequest
-	10, // 28: ringkv.v1.Client.Do:input_type -> ringkv.v1.ClientRequest
-	12, // 29: ringkv.v1.Client.Batch:input_type -> ringkv.v1.ClientBatchRequest
-	14, // 30: ringkv.v1.Client.List:input_type -> ringkv.v1.ClientListRequest
-	18, // 31: ringkv.v1.Client.Pipe:input_type -> ringkv.v1.ClientPipeRequest
-	21, // 32: ringkv.v1.Client.Login:input_type -> ringkv.v1.LoginRequest
-	25, // 33: ringkv.v1.Client.Txn:input_type -> ringkv.v1.ClientTxnRequest
-	7,  // 34: ringkv.v1.Client.Topology:output_type -> ringkv.v1.TopologyResponse
-	11, // 35: ringkv.v1.Client.Do:output_type -> ringkv.v1.ClientResponse
-	13, // 36: ringkv.v1.Client.Batch:output_type -> ringkv.v1.ClientBatchResponse
-	16, // 37: ringkv.v1.Client.List:output_type -> ringkv.v1.ClientListResponse
-	20, // 38: ringkv.v1.Client.Pipe:output_type -> ringkv.v1.ClientPipeResponse
-	22, // 39: ringkv.v1.Client.Login:output_type -> ringkv.v1.LoginResponse
-	27, // 40: ringkv.v1.Client.Txn:output_type -> ringkv.v1.ClientTxnResponse
-	34, // [34:41] is the sub-list for method output_type
-	27, // [27:34] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	0,  // 27: ringkv.v1.ClientMGetRequest.consistency:type_name -> ringkv.v1.Consistency
+	3,  // 28: ringkv.v1.ClientMGetResponse.header:type_name -> ringkv.v1.ClientHeader
+	1,  // 29: ringkv.v1.ClientMGetResponse.error:type_name -> ringkv.v1.ErrorCode
+	26, // 30: ringkv.v1.ClientMGetResponse.results:type_name -> ringkv.v1.ClientTxnResult
+	30, // 31: ringkv.v1.ClientMSetRequest.pairs:type_name -> ringkv.v1.ClientMSetPair
+	0,  // 32: ringkv.v1.ClientMSetRequest.consistency:type_name -> ringkv.v1.Consistency
+	3,  // 33: ringkv.v1.ClientMSetResponse.header:type_name -> ringkv.v1.ClientHeader
+	1,  // 34: ringkv.v1.ClientMSetResponse.error:type_name -> ringkv.v1.ErrorCode
+	4,  // 35: ringkv.v1.Client.Topology:input_type -> ringkv.v1.TopologyRequest
+	10, // 36: ringkv.v1.Client.Do:input_type -> ringkv.v1.ClientRequest
+	12, // 37: ringkv.v1.Client.Batch:input_type -> ringkv.v1.ClientBatchRequest
+	14, // 38: ringkv.v1.Client.List:input_type -> ringkv.v1.ClientListRequest
+	18, // 39: ringkv.v1.Client.Pipe:input_type -> ringkv.v1.ClientPipeRequest
+	21, // 40: ringkv.v1.Client.Login:input_type -> ringkv.v1.LoginRequest
+	25, // 41: ringkv.v1.Client.Txn:input_type -> ringkv.v1.ClientTxnRequest
+	28, // 42: ringkv.v1.Client.MGet:input_type -> ringkv.v1.ClientMGetRequest
+	31, // 43: ringkv.v1.Client.MSet:input_type -> ringkv.v1.ClientMSetRequest
+	7,  // 44: ringkv.v1.Client.Topology:output_type -> ringkv.v1.TopologyResponse
+	11, // 45: ringkv.v1.Client.Do:output_type -> ringkv.v1.ClientResponse
+	13, // 46: ringkv.v1.Client.Batch:output_type -> ringkv.v1.ClientBatchResponse
+	16, // 47: ringkv.v1.Client.List:output_type -> ringkv.v1.ClientListResponse
+	20, // 48: ringkv.v1.Client.Pipe:output_type -> ringkv.v1.ClientPipeResponse
+	22, // 49: ringkv.v1.Client.Login:output_type -> ringkv.v1.LoginResponse
+	27, // 50: ringkv.v1.Client.Txn:output_type -> ringkv.v1.ClientTxnResponse
+	29, // 51: ringkv.v1.Client.MGet:output_type -> ringkv.v1.ClientMGetResponse
+	32, // 52: ringkv.v1.Client.MSet:output_type -> ringkv.v1.ClientMSetResponse
+	44, // [44:53] is the sub-list for method output_type
+	35, // [35:44] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_client_proto_init() }
@@ -2153,7 +2513,7 @@ func file_ringkv_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_client_proto_rawDesc), len(file_ringkv_v1_client_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   25,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

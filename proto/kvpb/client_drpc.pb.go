@@ -45,6 +45,8 @@ type DRPCClientClient interface {
 	Pipe(ctx context.Context) (DRPCClient_PipeClient, error)
 	Login(ctx context.Context, in *LoginRequest) (*LoginResponse, error)
 	Txn(ctx context.Context, in *ClientTxnRequest) (*ClientTxnResponse, error)
+	MGet(ctx context.Context, in *ClientMGetRequest) (*ClientMGetResponse, error)
+	MSet(ctx context.Context, in *ClientMSetRequest) (*ClientMSetResponse, error)
 }
 
 type drpcClientClient struct {
@@ -150,6 +152,24 @@ func (c *drpcClientClient) Txn(ctx context.Context, in *ClientTxnRequest) (*Clie
 	return out, nil
 }
 
+func (c *drpcClientClient) MGet(ctx context.Context, in *ClientMGetRequest) (*ClientMGetResponse, error) {
+	out := new(ClientMGetResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Client/MGet", drpcEncoding_File_ringkv_v1_client_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *drpcClientClient) MSet(ctx context.Context, in *ClientMSetRequest) (*ClientMSetResponse, error) {
+	out := new(ClientMSetResponse)
+	err := c.cc.Invoke(ctx, "/ringkv.v1.Client/MSet", drpcEncoding_File_ringkv_v1_client_proto{}, in, out)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 type DRPCClientServer interface {
 	Topology(context.Context, *TopologyRequest) (*TopologyResponse, error)
 	Do(context.Context, *ClientRequest) (*ClientResponse, error)
@@ -158,6 +178,8 @@ type DRPCClientServer interface {
 	Pipe(DRPCClient_PipeStream) error
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)
 	Txn(context.Context, *ClientTxnRequest) (*ClientTxnResponse, error)
+	MGet(context.Context, *ClientMGetRequest) (*ClientMGetResponse, error)
+	MSet(context.Context, *ClientMSetRequest) (*ClientMSetResponse, error)
 }
 
 type DRPCClientUnimplementedServer struct{}
@@ -190,9 +212,17 @@ func (s *DRPCClientUnimplementedServer) Txn(context.Context, *ClientTxnRequest) 
 	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
 }
 
+func (s *DRPCClientUnimplementedServer) MGet(context.Context, *ClientMGetRequest) (*ClientMGetResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
+func (s *DRPCClientUnimplementedServer) MSet(context.Context, *ClientMSetRequest) (*ClientMSetResponse, error) {
+	return nil, drpcerr.WithCode(errors.New("Unimplemented"), drpcerr.Unimplemented)
+}
+
 type DRPCClientDescription struct{}
 
-func (DRPCClientDescription) NumMethods() int { return 7 }
+func (DRPCClientDescription) NumMethods() int { return 9 }
 
 func (DRPCClientDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver, interface{}, bool) {
 	switch n {
@@ -258,6 +288,24 @@ func (DRPCClientDescription) Method(n int) (string, drpc.Encoding, drpc.Receiver
 						in1.(*ClientTxnRequest),
 					)
 			}, DRPCClientServer.Txn, true
+	case 7:
+		return "/ringkv.v1.Client/MGet", drpcEncoding_File_ringkv_v1_client_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCClientServer).
+					MGet(
+						ctx,
+						in1.(*ClientMGetRequest),
+					)
+			}, DRPCClientServer.MGet, true
+	case 8:
+		return "/ringkv.v1.Client/MSet", drpcEncoding_File_ringkv_v1_client_proto{},
+			func(srv interface{}, ctx context.Context, in1, in2 interface{}) (drpc.Message, error) {
+				return srv.(DRPCClientServer).
+					MSet(
+						ctx,
+						in1.(*ClientMSetRequest),
+					)
+			}, DRPCClientServer.MSet, true
 	default:
 		return "", nil, nil, nil, false
 	}
@@ -411,6 +459,46 @@ func (x *drpcClient_TxnStream) GetStream() drpc.Stream {
 }
 
 func (x *drpcClient_TxnStream) SendAndClose(m *ClientTxnResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_client_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCClient_MGetStream interface {
+	drpc.Stream
+	SendAndClose(*ClientMGetResponse) error
+}
+
+type drpcClient_MGetStream struct {
+	drpc.Stream
+}
+
+func (x *drpcClient_MGetStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcClient_MGetStream) SendAndClose(m *ClientMGetResponse) error {
+	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_client_proto{}); err != nil {
+		return err
+	}
+	return x.CloseSend()
+}
+
+type DRPCClient_MSetStream interface {
+	drpc.Stream
+	SendAndClose(*ClientMSetResponse) error
+}
+
+type drpcClient_MSetStream struct {
+	drpc.Stream
+}
+
+func (x *drpcClient_MSetStream) GetStream() drpc.Stream {
+	return x.Stream
+}
+
+func (x *drpcClient_MSetStream) SendAndClose(m *ClientMSetResponse) error {
 	if err := x.MsgSend(m, drpcEncoding_File_ringkv_v1_client_proto{}); err != nil {
 		return err
 	}
