@@ -61,6 +61,9 @@ func (n *Node) serveRESP() error {
 }
 
 // respStore adapts the coordinator to resp.Store.
+// respStore has the coordinator's MGet and MSet: MGET and MSET go through them.
+var _ resp.MultiStore = respStore{}
+
 type respStore struct{ *coordinator.Coordinator }
 
 func expiryOptions(e resp.Expiry) []coordinator.WriteOption {

@@ -900,6 +900,24 @@ func cmdMGet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	defer cancel()
 	vals := make([][]byte, len(args))
 	found := make([]bool, len(args))
+	if ms, ok := s.deps.Store.(MultiStore); ok {
+		// The coordinator takes each key once: ask for the distinct keys
+		// and answer every position from them.
+		keys, at := distinct(args)
+		if len(keys) <= consensus.MaxTxnKeys || sess.level == coordinator.Linearizable {
+			res, err := ms.MGet(ctx, keys, sess.level)
+			if err != nil {
+				writeErr(c, err)
+				return
+			}
+			for i := range args {
+				r := res[at[i]]
+				vals[i], found[i] = r.Value, r.Found
+			}
+			writeValues(c, sess, vals, found)
+			return
+		}
+	}
 	errs := make([]error, len(args))
 	each(len(args), func(i int) {
 		vals[i], found[i], errs[i] = s.get(ctx, args[i], sess.level)
@@ -908,12 +926,52 @@ func cmdMGet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 		writeErr(c, err)
 		return
 	}
-	c.WriteArray(len(args))
-	for i := range args {
+	writeValues(c, sess, vals, found)
+}
+
+func writeValues(c redcon.Conn, sess *session, vals [][]byte, found []bool) {
+	c.WriteArray(len(vals))
+	for i := range vals {
 		writeValue(c, sess, vals[i], found[i])
 	}
 }
 
+// distinct returns keys' distinct members in first-seen order, and for
+// each of keys its index among them.
+func distinct(keys [][]byte) (out [][]byte, at []int) {
+	at = make([]int, len(keys))
+	seen := make(map[string]int, len(keys))
+	for i, k := range keys {
+		j, ok := seen[string(k)]
+		if !ok {
+			j = len(out)
+			seen[string(k)] = j
+			out = append(out, k)
+		}
+		at[i] = j
+	}
+	return out, at
+}
+
+// msetPairs returns MSET's pairs with each key once, its last value
+// winning (as Redis applies them in order).
+func msetPairs(args [][]byte) []coordinator.MSetPair {
+	keys := make([][]byte, len(args)/2)
+	for i := range keys {
+		keys[i] = args[2*i]
+	}
+	uniq, at := distinct(keys)
+	pairs := make([]coordinator.MSetPair, len(uniq))
+	for i := range keys {
+		pairs[at[i]] = coordinator.MSetPair{Key: keys[i], Value: args[2*i+1]}
+	}
+	return pairs
+}
+
+// cmdMSet writes the pairs: at linearizable one transaction (atomic), at
+// the other levels logged batches of at most consensus.MaxTxnKeys keys
+// (each applied whole eventually, no isolation), through the Store's
+// MultiStore; without it key by key.
 func cmdMSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	if len(args)%2 != 0 {
 		c.WriteError("ERR wrong number of arguments for 'mset' command")
@@ -921,6 +979,23 @@ func cmdMSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	}
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
+	if ms, ok := s.deps.Store.(MultiStore); ok {
+		pairs := msetPairs(args)
+		step := consensus.MaxTxnKeys
+		if sess.level == coordinator.Linearizable {
+			step = len(pairs) // one transaction; over the limit it is refused
+		}
+		for len(pairs) > 0 {
+			n := min(step, len(pairs))
+			if err := ms.MSet(ctx, pairs[:n], sess.level); err != nil {
+				writeErr(c, err)
+				return
+			}
+			pairs = pairs[n:]
+		}
+		c.WriteString("OK")
+		return
+	}
 	errs := make([]error, len(args)/2)
 	each(len(args)/2, func(i int) {
 		errs[i] = s.deps.Store.Set(ctx, args[2*i], args[2*i+1], sess.level, Expiry{})
@@ -932,10 +1007,9 @@ func cmdMSet(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	c.WriteString("OK")
 }
 
-// cmdMSetNX checks every key absent at linearizable, then puts each with
-// put-if-absent. It is not atomic across keys: a key taken between the
-// check and its put stays as the other writer left it (answer 0), and the
-// keys put before stay put (documented).
+// cmdMSetNX is one transaction: every key absent, then every set
+// (atomic). While a member is too old for transactions it falls back to
+// msetNXByCAS.
 func cmdMSetNX(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	if len(args)%2 != 0 {
 		c.WriteError("ERR wrong number of arguments for 'msetnx' command")
@@ -943,6 +1017,28 @@ func cmdMSetNX(s *Server, c redcon.Conn, sess *session, args [][]byte) {
 	}
 	ctx, cancel := s.ctx(sess)
 	defer cancel()
+	pairs := msetPairs(args)
+	req := &coordinator.TxnRequest{}
+	for _, p := range pairs {
+		req.Compares = append(req.Compares, consensus.Compare{Kind: consensus.CompareAbsent, Key: p.Key})
+		req.Success = append(req.Success, coordinator.TxnOp{Kind: consensus.OpSet, Key: p.Key, Value: p.Value})
+	}
+	res, err := s.deps.Store.Txn(ctx, req)
+	switch {
+	case errors.Is(err, coordinator.ErrNotUpgraded):
+		msetNXByCAS(ctx, s, c, args)
+	case err != nil:
+		writeErr(c, err)
+	default:
+		c.WriteInt(boolInt(res.Succeeded))
+	}
+}
+
+// msetNXByCAS checks every key absent at linearizable, then puts each with
+// put-if-absent. It is not atomic across keys: a key taken between the
+// check and its put stays as the other writer left it (answer 0), and the
+// keys put before stay put.
+func msetNXByCAS(ctx context.Context, s *Server, c redcon.Conn, args [][]byte) {
 	n := len(args) / 2
 	found := make([]bool, n)
 	errs := make([]error, n)

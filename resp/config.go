@@ -97,6 +97,16 @@ type Store interface {
 	Txn(ctx context.Context, req *coordinator.TxnRequest) (coordinator.TxnResult, error)
 }
 
+// MultiStore is an optional ability of a Store: multi-key reads and
+// writes (coordinator.Coordinator's MGet and MSet: at linearizable a
+// snapshot and one transaction, at the other levels reads key by key and
+// a logged batch). With it MGET and MSET go through them; without it they
+// run key by key.
+type MultiStore interface {
+	MGet(ctx context.Context, keys [][]byte, level coordinator.Level) ([]coordinator.MGetResult, error)
+	MSet(ctx context.Context, pairs []coordinator.MSetPair, level coordinator.Level) error
+}
+
 // Authenticator checks AUTH's credentials. Nil in Deps: the node has no
 // users, and AUTH answers as a Redis without a password does.
 type Authenticator interface {
