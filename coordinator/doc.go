@@ -123,6 +123,11 @@
 //   - The sweep (Coordinator.sweep), when Deps.Groups is set: started by New
 //     under bg, every second settles the expired intents and records of
 //     the partitions this node leads; stopped by Close.
+//   - The batch replayer (Coordinator.replayBatches, batchlog.go): started
+//     by New under bg, every BatchReplayInterval replays the old logged
+//     batches of the partitions this node is primary for; stopped by
+//     Close. MGet and MSet read and write up to 16 keys at once, each
+//     under bg, all done before they answer.
 //   - RPCTransport: ConnsPerPeer + InvokeConnsPerPeer senders per peer, fed
 //     by the peer's two queues, stopped by RPCTransport.Close.
 //
