@@ -43,10 +43,6 @@ type MSetPair struct {
 // mgetParallel bounds the keys one MGet reads at once.
 const mgetParallel = 16
 
-// mgetTries is how many double reads a linearizable MGet tries before it
-// falls back to a read-only transaction.
-const mgetTries = 3
-
 // MGet reads keys at level and answers one result per key, in the order
 // given.
 //
@@ -54,13 +50,12 @@ const mgetTries = 3
 // once; no snapshot is promised: a write of several keys landing
 // meanwhile may show for some keys and not others.
 //
-// At linearizable the answer is a snapshot: every key is read
-// linearizably and its version noted, then every key is read again; if no
-// version changed (versions never repeat for a key), no key was written
-// between its two reads, so all the second reads held at one instant
-// (after the first round ended), and they are the answer. After three
-// failed double reads it runs a read-only transaction over the keys
-// (Txn's errors apply then).
+// At linearizable the answer is a snapshot: it is a read-only
+// transaction of gets (Txn): over one partition one Raft command on its
+// leader; over several the double read of xtxn_read.go (every key read
+// linearizably and its version noted, then every key again, answered when
+// no version changed), falling back to the locking protocol after three
+// tries. Txn's errors apply.
 //
 // Errors: ErrInvalidArgument (no key, more than consensus.MaxTxnKeys, a
 // duplicate, a reserved, empty or oversized key), auth errors,
@@ -75,26 +70,13 @@ func (c *Coordinator) MGet(ctx context.Context, keys [][]byte, level Level) (res
 	ctx, cancel := c.withTimeout(ctx)
 	defer cancel()
 	if level != Linearizable {
-		recs, err := c.readAll(ctx, keys, func(ctx context.Context, key []byte) (replica.Record, bool, error) {
+		recs, err := c.readAll(ctx, keys, level, func(ctx context.Context, key []byte) (replica.Record, bool, error) {
 			return c.read(ctx, key, level)
 		})
 		if err != nil {
 			return nil, err
 		}
 		return mgetResults(keys, recs), nil
-	}
-	for range mgetTries {
-		first, err := c.readAll(ctx, keys, c.linGet)
-		if err != nil {
-			return nil, err
-		}
-		second, err := c.readAll(ctx, keys, c.linGet)
-		if err != nil {
-			return nil, err
-		}
-		if sameVersions(first, second) {
-			return mgetResults(keys, second), nil
-		}
 	}
 	return c.mgetTxn(ctx, keys)
 }
@@ -108,7 +90,7 @@ type found struct {
 
 // readAll reads every key with read, up to mgetParallel at once; the
 // first error stops it.
-func (c *Coordinator) readAll(ctx context.Context, keys [][]byte, read func(ctx context.Context, key []byte) (replica.Record, bool, error)) ([]found, error) {
+func (c *Coordinator) readAll(ctx context.Context, keys [][]byte, level Level, read func(ctx context.Context, key []byte) (replica.Record, bool, error)) ([]found, error) {
 	out := make([]found, len(keys))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -142,20 +124,9 @@ func (c *Coordinator) readAll(ctx context.Context, keys [][]byte, read func(ctx 
 		}
 	}
 	if first == nil && started < len(keys) {
-		first = &UnavailableError{Op: "mget", Level: Linearizable, Required: len(keys), Answered: started, Cause: ctx.Err()}
+		first = &UnavailableError{Op: "mget", Level: level, Required: len(keys), Answered: started, Cause: ctx.Err()}
 	}
 	return out, first
-}
-
-// sameVersions reports whether every key's record (tombstones included)
-// is the same in both reads.
-func sameVersions(a, b []found) bool {
-	for i := range a {
-		if a[i].rec.Timestamp != b[i].rec.Timestamp || a[i].live != b[i].live {
-			return false
-		}
-	}
-	return true
 }
 
 func mgetResults(keys [][]byte, recs []found) []MGetResult {
@@ -170,7 +141,7 @@ func mgetResults(keys [][]byte, recs []found) []MGetResult {
 	return out
 }
 
-// mgetTxn is MGet's fallback: one read-only transaction over keys.
+// mgetTxn is MGet at linearizable: one read-only transaction over keys.
 func (c *Coordinator) mgetTxn(ctx context.Context, keys [][]byte) ([]MGetResult, error) {
 	req := &TxnRequest{Success: make([]TxnOp, len(keys))}
 	for i, k := range keys {

@@ -273,33 +273,13 @@ func TestMGetMSetLinearizable(t *testing.T) {
 			}
 		}
 	}
-	// The fallback: a read-only transaction answers as the double read does.
-	got, err := n1.mgetTxn(t.Context(), append([][]byte{[]byte("nope")}, multi...))
+	// Through n1, the leader: the transaction runs locally.
+	got, err := n1.MGet(t.Context(), append([][]byte{[]byte("nope")}, multi...), Linearizable)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got[0].Found || !got[1].Found || string(got[1].Value) != "x-0" || got[1].Version == 0 {
 		t.Fatalf("got %+v", got)
-	}
-}
-
-func TestSameVersions(t *testing.T) {
-	a := []found{{rec: replica.Record{Timestamp: 5}, live: true}, {}}
-	for _, tt := range []struct {
-		name string
-		b    []found
-		want bool
-	}{
-		{"same", []found{{rec: replica.Record{Timestamp: 5}, live: true}, {}}, true},
-		{"written", []found{{rec: replica.Record{Timestamp: 6}, live: true}, {}}, false},
-		{"deleted", []found{{rec: replica.Record{Timestamp: 5}, live: true}, {rec: replica.Record{Timestamp: 9, Tombstone: true}}}, false},
-		{"expired", []found{{rec: replica.Record{Timestamp: 5}}, {}}, false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := sameVersions(a, tt.b); got != tt.want {
-				t.Fatalf("got %v, want %v", got, tt.want)
-			}
-		})
 	}
 }
 
