@@ -62,8 +62,12 @@ func TestBenchShortSmoke(t *testing.T) {
 	if len(rep.Results) != 5*4+1 {
 		t.Fatalf("%d results, want 21", len(rep.Results))
 	}
+	// --short runs each workload and level for 300 ms: one error of a
+	// loaded machine (an outcome unknown while a leadership transfer
+	// settles, seen once in CI at load 10: 9 ops, 1 unknown) is tolerated,
+	// more than a tenth of the operations is not.
 	for _, r := range rep.Results {
-		if r.Ops == 0 || r.Errors > r.Ops/10 {
+		if r.Ops == 0 || r.Errors > max(1, r.Ops/10) {
 			t.Errorf("%s at %s: %d ops, %d errors %v", r.Spec.Workload, r.Spec.Level, r.Ops, r.Errors, r.ErrorsByKind)
 		}
 	}
