@@ -340,16 +340,19 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		if klen == 0 {
 			return flush()
 		}
-		key := make([]byte, klen)
-		if _, err := io.ReadFull(r, key); err != nil {
+		if klen > replica.MaxKeyBytes {
+			return fmt.Errorf("consensus: restore group %d: key length %d over %d: %w", f.group, klen, replica.MaxKeyBytes, ErrCorruptCommand)
+		}
+		key, err := readN(r, klen)
+		if err != nil {
 			return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
 		}
 		rlen, err := binary.ReadUvarint(r)
-		if err != nil || rlen > 1<<30 {
+		if err != nil || rlen > maxSnapshotRecordBytes {
 			return fmt.Errorf("consensus: restore group %d: bad record length: %w", f.group, errors.Join(err, ErrCorruptCommand))
 		}
-		enc := make([]byte, rlen)
-		if _, err := io.ReadFull(r, enc); err != nil {
+		enc, err := readN(r, rlen)
+		if err != nil {
 			return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
 		}
 		rec, err := replica.DecodeRecord(enc)
@@ -363,4 +366,30 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			}
 		}
 	}
+}
+
+// maxSnapshotRecordBytes bounds one encoded record in a snapshot stream: the
+// largest value a store holds plus room for the record's header.
+const maxSnapshotRecordBytes = replica.MaxRecordBytes + 1<<20
+
+// readN reads exactly n bytes of r. Memory grows with the bytes actually
+// read, never with n alone, so a length field the stream does not back
+// cannot make it allocate; a short stream is io.ErrUnexpectedEOF.
+func readN(r io.Reader, n uint64) ([]byte, error) {
+	if n <= 64<<10 {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	var buf bytes.Buffer
+	got, err := io.Copy(&buf, io.LimitReader(r, int64(n)))
+	if err != nil {
+		return nil, err
+	}
+	if uint64(got) != n {
+		return nil, io.ErrUnexpectedEOF
+	}
+	return buf.Bytes(), nil
 }
