@@ -121,7 +121,7 @@ type testCluster struct {
 	ring   *staticRing
 }
 
-func newTestCluster(t *testing.T, mutate func(*Config)) *testCluster {
+func newTestCluster(t testing.TB, mutate func(*Config)) *testCluster {
 	t.Helper()
 	rcfg := ring.DefaultConfig()
 	r, err := ring.New(rcfg)
