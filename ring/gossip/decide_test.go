@@ -16,7 +16,7 @@ import (
 
 // statusRing returns a ring with the given members, each Joined then moved
 // to its status, in order.
-func statusRing(t *testing.T, members ...ring.Member) *ring.Ring {
+func statusRing(t testing.TB, members ...ring.Member) *ring.Ring {
 	t.Helper()
 	r, err := ring.New(ring.Config{Partitions: 16, ReplicationFactor: 3})
 	if err != nil {
