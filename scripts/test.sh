@@ -31,6 +31,13 @@ go test -cover -count=1 -timeout 6m ./internal/chaos/ 2>&1 | tee -a "$out" || st
 # and peer link through the proxies, encrypted gossip): about a minute.
 RINGKV_CHAOS_SECURE=1 go test -count=1 -timeout 6m -run 'TestChaos$' ./internal/chaos/ 2>&1 | tee -a "$out" || status=1
 
+# Opt-in: RINGKV_FUZZ_SECONDS=N runs every fuzz target for N seconds
+# (scripts/fuzz.sh). .ci/run leaves it unset: 30-odd targets at 20 s each
+# do not fit CI's budget; their seed corpora run above as plain tests.
+if [ -n "${RINGKV_FUZZ_SECONDS:-}" ]; then
+  bash scripts/fuzz.sh "$RINGKV_FUZZ_SECONDS" 2>&1 | tee -a "$out" || status=1
+fi
+
 # Every package with statements must meet the floor, except proto/kvpb,
 # which is generated code, and examples/, runnable programs that need a
 # running cluster (go vet compiles them).
