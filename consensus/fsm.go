@@ -379,14 +379,14 @@ func readN(r io.Reader, n uint64) ([]byte, error) {
 	if n <= 64<<10 {
 		b := make([]byte, n)
 		if _, err := io.ReadFull(r, b); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("read %d bytes: %w", n, err)
 		}
 		return b, nil
 	}
 	var buf bytes.Buffer
 	got, err := io.Copy(&buf, io.LimitReader(r, int64(n)))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("read %d bytes: %w", n, err)
 	}
 	if uint64(got) != n {
 		return nil, io.ErrUnexpectedEOF

@@ -19,7 +19,9 @@ func (s *countStore) Merge(_ context.Context, e []replica.Entry) error {
 func (s *countStore) MergeUnsynced(ctx context.Context, e []replica.Entry) error {
 	return s.Merge(ctx, e)
 }
-func (s *countStore) Get(uint32, []byte) (replica.Record, error) { return replica.Record{}, replica.ErrNotFound }
+func (s *countStore) Get(uint32, []byte) (replica.Record, error) {
+	return replica.Record{}, replica.ErrNotFound
+}
 func (s *countStore) Scan(_ uint32, _, _ []byte, fn func([]byte, replica.Record) bool) error {
 	for _, e := range s.merged {
 		if !fn(e.Key, e.Record) {
