@@ -27,8 +27,10 @@ func TestChaosTxn(t *testing.T) {
 	} else {
 		cfg.MinTxns = int64(envUint(t, "RINGKV_CHAOS_OPS", 500))
 		cfg.MaxDuration = 75 * time.Second
-		cfg.HoldMin, cfg.HoldMax = 2*time.Second, 3*time.Second
-		cfg.QuietMin, cfg.QuietMax = 500*time.Millisecond, time.Second
+		// Shorter holds than TestChaos's: every kind still runs once,
+		// and the run ends sooner (CI's budget).
+		cfg.HoldMin, cfg.HoldMax = 1500*time.Millisecond, 2*time.Second
+		cfg.QuietMin, cfg.QuietMax = 300*time.Millisecond, 600*time.Millisecond
 	}
 	res := RunTxn(t, cfg)
 	if len(res.BankViolations) > 0 {
