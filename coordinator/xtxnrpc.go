@@ -138,15 +138,25 @@ func (s *LinearizableServer) Prepare(ctx context.Context, req *kvpb.LinPrepareRe
 	return prepareResultToWire(res), nil
 }
 
+// txnGroup returns the group of partition and the transaction id a
+// request names: the prologue of Decide, TxnStatus, Resolve and Forget.
+func (s *LinearizableServer) txnGroup(partition uint32, wire string) (*consensus.Group, consensus.TxnID, error) {
+	g, err := s.group(partition)
+	if err != nil {
+		return nil, consensus.TxnID{}, err
+	}
+	id, err := txnIDFromWire(wire)
+	if err != nil {
+		return nil, consensus.TxnID{}, rpcError(err)
+	}
+	return g, id, nil
+}
+
 // Decide serves the anchor's decision (consensus.Group.DecideTxn).
 func (s *LinearizableServer) Decide(ctx context.Context, req *kvpb.LinDecideRequest) (*kvpb.LinDecideResponse, error) {
-	g, err := s.group(req.GetPartition())
+	g, id, err := s.txnGroup(req.GetPartition(), req.GetTxnId())
 	if err != nil {
 		return nil, err
-	}
-	id, err := txnIDFromWire(req.GetTxnId())
-	if err != nil {
-		return nil, rpcError(err)
 	}
 	rec, err := g.DecideTxn(ctx, id, req.GetCommit(), replica.Timestamp(req.GetCommitTs()), entriesFromWire(req.GetWrites()))
 	if err != nil {
@@ -159,13 +169,9 @@ func (s *LinearizableServer) Decide(ctx context.Context, req *kvpb.LinDecideRequ
 // TxnStatus serves a linearizable read of a transaction record
 // (consensus.Group.TxnStatus).
 func (s *LinearizableServer) TxnStatus(ctx context.Context, req *kvpb.LinTxnStatusRequest) (*kvpb.LinTxnStatusResponse, error) {
-	g, err := s.group(req.GetPartition())
+	g, id, err := s.txnGroup(req.GetPartition(), req.GetTxnId())
 	if err != nil {
 		return nil, err
-	}
-	id, err := txnIDFromWire(req.GetTxnId())
-	if err != nil {
-		return nil, rpcError(err)
 	}
 	rec, err := g.TxnStatus(ctx, id)
 	if err != nil {
@@ -177,13 +183,9 @@ func (s *LinearizableServer) TxnStatus(ctx context.Context, req *kvpb.LinTxnStat
 
 // Resolve serves a participant's resolve (consensus.Group.ResolveTxn).
 func (s *LinearizableServer) Resolve(ctx context.Context, req *kvpb.LinResolveRequest) (*kvpb.LinResolveResponse, error) {
-	g, err := s.group(req.GetPartition())
+	g, id, err := s.txnGroup(req.GetPartition(), req.GetTxnId())
 	if err != nil {
 		return nil, err
-	}
-	id, err := txnIDFromWire(req.GetTxnId())
-	if err != nil {
-		return nil, rpcError(err)
 	}
 	n, err := g.ResolveTxn(ctx, id, req.GetCommit(), replica.Timestamp(req.GetCommitTs()), entriesFromWire(req.GetWrites()))
 	if err != nil {
@@ -196,13 +198,9 @@ func (s *LinearizableServer) Resolve(ctx context.Context, req *kvpb.LinResolveRe
 // Forget serves the anchor's forgetting of a decided record
 // (consensus.Group.ForgetTxn).
 func (s *LinearizableServer) Forget(ctx context.Context, req *kvpb.LinForgetRequest) (*kvpb.LinForgetResponse, error) {
-	g, err := s.group(req.GetPartition())
+	g, id, err := s.txnGroup(req.GetPartition(), req.GetTxnId())
 	if err != nil {
 		return nil, err
-	}
-	id, err := txnIDFromWire(req.GetTxnId())
-	if err != nil {
-		return nil, rpcError(err)
 	}
 	if err := g.ForgetTxn(ctx, id); err != nil {
 		r, err := redirect(err)
