@@ -17,7 +17,8 @@ const maxBatchParallel = 16
 // command (or one touching a key of the run) first waits for the run, so
 // every key sees its commands in the order they were sent, and session
 // commands (HELLO, AUTH, RINGKV.CONSISTENCY...) apply exactly between
-// the commands around them.
+// the commands around them. Inside MULTI every command is dispatched in
+// order, so the queue keeps the order sent.
 func (s *Server) batch(c redcon.Conn, sess *session, cmds []redcon.Command) {
 	var group []redcon.Command
 	keys := map[string]struct{}{}
@@ -31,7 +32,7 @@ func (s *Server) batch(c redcon.Conn, sess *session, cmds []redcon.Command) {
 			return
 		}
 		def, ok := s.commands[strings.ToLower(string(cmd.Args[0]))]
-		if !ok || !def.data {
+		if !ok || !def.data || sess.multi.active {
 			flush()
 			s.dispatch(c, sess, cmd)
 			continue

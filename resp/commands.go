@@ -84,6 +84,11 @@ func commandTable() map[string]command {
 		"expire":             {data: true, run: cmdExpire(time.Second), arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
 		"pexpire":            {data: true, run: cmdExpire(time.Millisecond), arity: -3, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
 		"persist":            {data: true, run: cmdPersist, arity: 2, flags: []string{"write", "fast"}, first: 1, last: 1, step: 1},
+		"multi":              {run: cmdMulti, arity: 1, flags: []string{"fast"}},
+		"exec":               {run: cmdExec, arity: 1},
+		"discard":            {run: cmdDiscard, arity: 1, flags: []string{"fast"}},
+		"watch":              {run: cmdWatch, arity: -2, flags: []string{"fast"}, first: 1, last: -1, step: 1},
+		"unwatch":            {run: cmdUnwatch, arity: 1, flags: []string{"fast"}},
 		"ringkv.consistency": {run: cmdConsistency, arity: -1, flags: []string{"fast"}},
 		"ringkv.cas":         {data: true, run: cmdCAS, arity: -4, flags: []string{"write"}, first: 1, last: 1, step: 1},
 	}
@@ -114,6 +119,9 @@ func (s *Server) handle(c redcon.Conn, cmd redcon.Command) {
 // dispatch runs one command.
 func (s *Server) dispatch(c redcon.Conn, sess *session, cmd redcon.Command) {
 	name := strings.ToLower(string(cmd.Args[0]))
+	if s.queueing(c, sess, name, cmd) {
+		return
+	}
 	def, ok := s.commands[name]
 	if !ok {
 		var b strings.Builder

@@ -107,6 +107,7 @@ type session struct {
 	ctx        context.Context // carries the caller (AUTH, a client certificate)
 	identified bool            // ctx has been through Authenticator.Conn
 	quit       bool
+	multi      multiState // MULTI ... EXEC
 }
 
 func (s *Server) accept(c redcon.Conn) bool {

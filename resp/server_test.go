@@ -15,11 +15,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/replica"
 )
 
 // memStore is a Store in memory, with the coordinator's key checks.
@@ -139,6 +142,8 @@ func (m *memStore) Txn(ctx context.Context, req *coordinator.TxnRequest) (coordi
 			holds = holds && ok && bytes.Equal(cur.Value, cmp.Value)
 		case consensus.CompareAbsent:
 			holds = holds && !ok
+		case consensus.CompareVersion:
+			holds = holds && memVersion(cur, ok) == cmp.Version
 		default:
 			return coordinator.TxnResult{}, fmt.Errorf("%w: memStore: compare %v", coordinator.ErrInvalidArgument, cmp.Kind)
 		}
@@ -153,7 +158,7 @@ func (m *memStore) Txn(ctx context.Context, req *coordinator.TxnRequest) (coordi
 		switch op.Kind {
 		case consensus.OpGet:
 			cur, ok := m.live(string(op.Key))
-			r.Found, r.Record.Value = ok, cur.Value
+			r.Found, r.Record.Value, r.Record.ExpiresAt, r.Record.Timestamp = ok, cur.Value, cur.ExpiresAt, memVersion(cur, ok)
 		case consensus.OpSet:
 			m.data[string(op.Key)] = item(op.Value, Expiry{TTL: op.TTL})
 		case consensus.OpDelete:
@@ -162,6 +167,15 @@ func (m *memStore) Txn(ctx context.Context, req *coordinator.TxnRequest) (coordi
 		res.Results = append(res.Results, r)
 	}
 	return res, nil
+}
+
+// memVersion is a key's version in memStore: its value's hash (0 when
+// absent), enough for EXEC's compares in these tests.
+func memVersion(it coordinator.Item, found bool) replica.Timestamp {
+	if !found {
+		return 0
+	}
+	return replica.Timestamp(xxhash.Sum64(it.Value)|1) + replica.Timestamp(it.ExpiresAt.UnixNano())
 }
 
 func (m *memStore) Expire(ctx context.Context, key []byte, ttl time.Duration, _ coordinator.Level) (bool, error) {
