@@ -72,7 +72,11 @@ func BenchmarkIdleCycle(b *testing.B) {
 	if err := kvpb.DRPCRegisterRepair(mux, n2.svc); err != nil {
 		b.Fatal(err)
 	}
-	if err := kvpb.DRPCRegisterReplica(mux, coordinator.NewReplicaServer(n2.store, replica.NewClock(nil, 0), nil)); err != nil {
+	rs, err := coordinator.NewReplicaServer(n2.store, replica.NewClock(nil, 0), coordinator.ReplicaServerOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := kvpb.DRPCRegisterReplica(mux, rs); err != nil {
 		b.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

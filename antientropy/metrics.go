@@ -20,6 +20,7 @@ type metrics struct {
 	scrubRepaired prometheus.Counter
 	scrubPasses   prometheus.Counter
 	collected     prometheus.Counter
+	refused       prometheus.Counter
 
 	reg prometheus.Registerer
 	all []prometheus.Collector
@@ -45,9 +46,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		scrubRepaired: counter("scrub_repaired_total", "Quarantined records repaired from another replica."),
 		scrubPasses:   counter("scrub_passes_total", "Complete scrubber passes over every partition."),
 		collected:     counter("tombstones_collected_total", "Tombstones removed after their grace period, once every replica was confirmed to hold them."),
+		refused:       counter("requests_refused_total", "Tree and fetch requests refused for a partition this node does not replicate."),
 	}
 	m.all = []prometheus.Collector{m.exchanges, m.differing, m.repaired, m.bytes, m.lastFull, m.rebuilds,
-		m.scrubbed, m.scrubCorrupt, m.scrubRepaired, m.scrubPasses, m.collected}
+		m.scrubbed, m.scrubCorrupt, m.scrubRepaired, m.scrubPasses, m.collected, m.refused}
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}

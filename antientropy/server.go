@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 	"storj.io/drpc/drpcerr"
@@ -17,6 +19,7 @@ const (
 	codeInternal uint64 = 1
 	codeNotReady uint64 = 2
 	codeBad      uint64 = 3
+	codeNotOurs  uint64 = 4
 )
 
 func codeFor(err error) uint64 {
@@ -25,6 +28,8 @@ func codeFor(err error) uint64 {
 		return codeNotReady
 	case errors.Is(err, ErrBadRequest):
 		return codeBad
+	case errors.Is(err, ErrNotReplica):
+		return codeNotOurs
 	default:
 		return codeInternal
 	}
@@ -36,6 +41,8 @@ func errorFor(err error) error {
 		return fmt.Errorf("%w: %w", ErrNotReady, err)
 	case codeBad:
 		return fmt.Errorf("%w: %w", ErrBadRequest, err)
+	case codeNotOurs:
+		return fmt.Errorf("%w: %w", ErrNotReplica, err)
 	default:
 		return fmt.Errorf("antientropy: peer: %w", err)
 	}
@@ -48,10 +55,35 @@ func checkShape(fanout, depth uint32) error {
 	return nil
 }
 
+// checkOurs returns ErrNotReplica (counted and logged) unless this node
+// replicates p in the ring it holds. A node with no ring yet answers as
+// before (its trees are not ready).
+func (s *Service) checkOurs(rpc string, p uint32) error {
+	r := s.deps.Ring.Ring()
+	if r == nil || r.Partitions() == 0 || len(r.Active()) == 0 {
+		return nil
+	}
+	if int(p) < r.Partitions() && slices.Contains(r.Replicas(p), s.cfg.NodeID) {
+		return nil
+	}
+	err := fmt.Errorf("%w: %s of partition %d, which ring version %d does not place on %s", ErrNotReplica, rpc, p, r.Version(), s.cfg.NodeID)
+	s.metrics.refused.Inc()
+	now, last := time.Now().UnixNano(), s.lastRefusal.Load()
+	if now-last >= int64(time.Minute) && s.lastRefusal.CompareAndSwap(last, now) {
+		s.log.Warn("refused a repair request (one line a minute; ringkv_antientropy_requests_refused_total counts them)", "err", err)
+	}
+	return drpcerr.WithCode(err, codeNotOurs)
+}
+
 // Tree serves nodes of this node's tree of a partition (kvpb.DRPCRepairServer).
+// It refuses another tree shape (ErrBadRequest) and a partition this node
+// does not replicate (ErrNotReplica).
 func (s *Service) Tree(_ context.Context, req *kvpb.TreeRequest) (*kvpb.TreeResponse, error) {
 	if err := checkShape(req.GetFanout(), req.GetDepth()); err != nil {
 		return nil, drpcerr.WithCode(err, codeBad)
+	}
+	if err := s.checkOurs("tree", req.GetPartition()); err != nil {
+		return nil, err
 	}
 	hashes, err := s.deps.Trees.Nodes(req.GetPartition(), int(req.GetLevel()), req.GetNodes())
 	if err != nil {
@@ -61,10 +93,13 @@ func (s *Service) Tree(_ context.Context, req *kvpb.TreeRequest) (*kvpb.TreeResp
 }
 
 // Fetch serves a page of this node's records of some leaf buckets of a
-// partition (kvpb.DRPCRepairServer).
+// partition (kvpb.DRPCRepairServer). It refuses as Tree does.
 func (s *Service) Fetch(_ context.Context, req *kvpb.FetchRequest) (*kvpb.FetchResponse, error) {
 	if err := checkShape(req.GetFanout(), req.GetDepth()); err != nil {
 		return nil, drpcerr.WithCode(err, codeBad)
+	}
+	if err := s.checkOurs("fetch", req.GetPartition()); err != nil {
+		return nil, err
 	}
 	var set bucketSet
 	for _, b := range req.GetBuckets() {

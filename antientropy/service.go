@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,6 +89,9 @@ type Service struct {
 	deps    Deps
 	log     *slog.Logger
 	metrics *metrics
+	// lastRefusal is when a refused request was last logged (Unix
+	// nanoseconds): one line a minute.
+	lastRefusal atomic.Int64
 
 	// keys and bytes budget every record transfer (pull and push).
 	keys, bytes *rate.Limiter

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -515,7 +516,11 @@ func TestClientOverDRPC(t *testing.T) {
 	if err := kvpb.DRPCRegisterRepair(mux, n2.svc); err != nil {
 		t.Fatal(err)
 	}
-	if err := kvpb.DRPCRegisterReplica(mux, coordinator.NewReplicaServer(n2.store, replica.NewClock(nil, 0), nil)); err != nil {
+	rs, err := coordinator.NewReplicaServer(n2.store, replica.NewClock(nil, 0), coordinator.ReplicaServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kvpb.DRPCRegisterReplica(mux, rs); err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -631,5 +636,43 @@ func TestCollectExpiredValues(t *testing.T) {
 		if _, err := get(id, "live"); err != nil {
 			t.Errorf("%s live: %v", id, err)
 		}
+	}
+}
+
+// TestTreeAndFetchRefuseOtherPartitions: a repair request for a partition
+// the node does not replicate (or one out of range) is refused with
+// ErrNotReplica and counted, before any tree is touched.
+func TestTreeAndFetchRefuseOtherPartitions(t *testing.T) {
+	ids := []string{"n1", "n2", "n3", "n4"}
+	nodes := newCluster(t, manual(), ids...)
+	r := testRing(t, ids...)
+	n1 := nodes["n1"]
+	var mine, other uint32 = testPartitions, testPartitions
+	for p := range uint32(testPartitions) {
+		if slices.Contains(r.Replicas(p), "n1") {
+			mine = p
+		} else {
+			other = p
+		}
+	}
+	if mine == testPartitions || other == testPartitions {
+		t.Fatalf("ring places n1 on every partition or none: %v", r)
+	}
+	ctx := t.Context()
+	for _, p := range []uint32{other, 1 << 31} {
+		_, err := n1.svc.Tree(ctx, &kvpb.TreeRequest{Partition: p, Fanout: Fanout, Depth: Depth})
+		if !errors.Is(errorFor(err), ErrNotReplica) {
+			t.Errorf("Tree of partition %d: %v, want ErrNotReplica", p, err)
+		}
+		_, err = n1.svc.Fetch(ctx, &kvpb.FetchRequest{Partition: p, Buckets: []uint32{0}, Fanout: Fanout, Depth: Depth})
+		if !errors.Is(errorFor(err), ErrNotReplica) {
+			t.Errorf("Fetch of partition %d: %v, want ErrNotReplica", p, err)
+		}
+	}
+	if got := testutil.ToFloat64(n1.svc.metrics.refused); got != 4 {
+		t.Errorf("requests_refused_total = %v, want 4", got)
+	}
+	if _, err := n1.svc.Tree(ctx, &kvpb.TreeRequest{Partition: mine, Fanout: Fanout, Depth: Depth}); err != nil {
+		t.Errorf("Tree of its own partition %d: %v", mine, err)
 	}
 }

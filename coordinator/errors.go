@@ -36,6 +36,9 @@ var (
 	// member does not speak yet (a rolling upgrade is under way); nothing
 	// was done. It wraps consensus.ErrNotUpgraded.
 	ErrNotUpgraded = errors.New("coordinator: cluster not upgraded")
+	// ErrNotReplica is returned by ReplicaServer.Merge for a record of a
+	// partition this node does not replicate in the ring it holds.
+	ErrNotReplica = errors.New("coordinator: not a replica of the partition")
 	// ErrNotDraining is returned by WaitIdle when StartDrain was not
 	// called (or Undrain was since).
 	ErrNotDraining = errors.New("coordinator: not draining")

@@ -47,6 +47,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -429,7 +430,7 @@ func (h *handoff) session(ctx context.Context, target string, mode sessionMode) 
 			"replayed", replayed, "dropped", dropped, "pending", h.pending(target))
 	}()
 	for ctx.Err() == nil {
-		b, err := h.scan(prefix, start, mode)
+		b, err := h.scan(target, prefix, start, mode)
 		if err != nil {
 			h.log.Warn("hint scan failed", "peer", target, "err", err)
 			return
@@ -458,9 +459,13 @@ func (h *handoff) session(ctx context.Context, target string, mode sessionMode) 
 // scan reads target's hints from start on (prefix is target's): up to
 // HintReplayBatch replayable ones (or hintReplayBatchBytes) in replay mode,
 // and the ones to drop on the way.
-func (h *handoff) scan(prefix, start []byte, mode sessionMode) (hintBatch, error) {
+func (h *handoff) scan(target string, prefix, start []byte, mode sessionMode) (hintBatch, error) {
 	var b hintBatch
 	now := h.now()
+	r := h.ring.Ring()
+	if r != nil && (r.Partitions() == 0 || len(r.Active()) == 0) {
+		r = nil // says nothing about placement yet
+	}
 	visited, limited := 0, false
 	err := h.store.ScanRaw(prefix, start, func(k, v []byte) bool {
 		_, seq, ok := parseHintKey(k)
@@ -479,6 +484,13 @@ func (h *handoff) scan(prefix, start []byte, mode sessionMode) (hintBatch, error
 			e, err := decodeHint(v)
 			if err != nil {
 				b.drops = append(b.drops, hintDrop{k, size, dropCorrupt})
+				break
+			}
+			if r != nil && (int(e.Partition) >= r.Partitions() || !slices.Contains(r.Replicas(e.Partition), target)) {
+				// The ring moved the partition away from target since the
+				// hint was written: target would refuse it (ErrNotReplica);
+				// its new replicas get the write from anti-entropy.
+				b.drops = append(b.drops, hintDrop{k, size, dropMoved})
 				break
 			}
 			b.keys = append(b.keys, k)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -582,6 +583,48 @@ func TestHintsSurviveRestart(t *testing.T) {
 	for i := range 7 {
 		if !rig.delivered(t, i) {
 			t.Fatalf("hint %d stored before the restart was not delivered", i)
+		}
+	}
+}
+
+// TestHintsDroppedForMovedPartitions: once the ring moves a partition
+// away from a hint's target (a join took its slot), the hint is dropped
+// (reason moved: the target would refuse it as not its replica) and the
+// others are delivered.
+func TestHintsDroppedForMovedPartitions(t *testing.T) {
+	rig := newHandoffRig(t, openMemStore(t), func(c *Config) { c.HintReplayBatch = 64 })
+	r := rig.ring.Ring()
+	for p := range uint32(r.Partitions()) {
+		rig.h.add("n3", replica.Entry{Partition: p, Key: fmt.Appendf(nil, "k%d", p), Record: replica.Record{Value: []byte("v"), Timestamp: 1, NodeID: "n1"}})
+	}
+	joined, err := r.Join(ring.Member{ID: "n4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig.ring.r.Store(joined)
+	moved := 0
+	for p := range uint32(r.Partitions()) {
+		if !slices.Contains(joined.Replicas(p), "n3") {
+			moved++
+		}
+	}
+	if moved == 0 {
+		t.Fatal("n4's join moved no partition away from n3")
+	}
+	rig.run(t.Context())
+	if got := rig.h.pending("n3"); got != 0 {
+		t.Fatalf("pending: got %d, want 0", got)
+	}
+	if got := testutil.ToFloat64(rig.h.m.dropped.WithLabelValues(dropMoved)); got != float64(moved) {
+		t.Fatalf("dropped moved: got %v, want %d", got, moved)
+	}
+	if got := testutil.ToFloat64(rig.h.m.replayed.WithLabelValues("n3")); got != float64(r.Partitions()-moved) {
+		t.Fatalf("replayed: got %v, want %d", got, r.Partitions()-moved)
+	}
+	for p := range uint32(r.Partitions()) {
+		_, err := rig.dest.Get(p, fmt.Appendf(nil, "k%d", p))
+		if delivered := err == nil; delivered != slices.Contains(joined.Replicas(p), "n3") {
+			t.Errorf("partition %d: delivered %v, n3 a replica %v", p, delivered, !delivered)
 		}
 	}
 }

@@ -185,6 +185,7 @@ const (
 	dropRemoved  = "removed"  // its target left the ring for good
 	dropOverflow = "overflow" // its target already had MaxHintBytesPerTarget
 	dropCorrupt  = "corrupt"  // it failed its checksum
+	dropMoved    = "moved"    // the ring no longer makes its target a replica of its partition
 	dropError    = "error"    // storing it failed
 )
 
@@ -203,7 +204,7 @@ func newHintMetrics(reg prometheus.Registerer) (*hintMetrics, error) {
 		}, []string{"target"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ringkv", Subsystem: "coordinator", Name: "hints_dropped_total",
-			Help: "Hints given up without delivery, by reason (expired, removed, overflow, corrupt, error).",
+			Help: "Hints given up without delivery, by reason (expired, removed, moved, overflow, corrupt, error).",
 		}, []string{"reason"}),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "ringkv", Subsystem: "coordinator", Name: "hints_pending",

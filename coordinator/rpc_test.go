@@ -35,7 +35,11 @@ func serveReplica(t *testing.T) (string, *replica.Store) {
 		t.Fatal(err)
 	}
 	mux := drpcmux.New()
-	if err := kvpb.DRPCRegisterReplica(mux, NewReplicaServer(store, replica.NewClock(nil, 0), nil)); err != nil {
+	rs, err := NewReplicaServer(store, replica.NewClock(nil, 0), ReplicaServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kvpb.DRPCRegisterReplica(mux, rs); err != nil {
 		t.Fatal(err)
 	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -5,9 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/internal/loglimit"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
 )
 
 // ReplicaServer serves this node's replica store to other nodes'
@@ -16,30 +22,93 @@ import (
 type ReplicaServer struct {
 	store *replica.Store
 	clock *replica.Clock
-	log   *slog.Logger
+	opts  ReplicaServerOptions
+	// refused counts refused merges by reason (refuseClock,
+	// refuseNotReplica, refuseInvalid).
+	refused *prometheus.CounterVec
+	logs    loglimit.Limiter // one warning a minute per reason
 }
+
+// ReplicaServerOptions configure a ReplicaServer. The zero value serves
+// every merge whose timestamps are within the clock's offset, for any
+// partition (tests of the transport alone).
+type ReplicaServerOptions struct {
+	// NodeID and Ring let Merge refuse records of partitions this node
+	// does not replicate in the ring it holds (ErrNotReplica), of a
+	// partition out of range or whose key hashes to another partition
+	// (ErrInvalidArgument). Either empty disables those checks, as does
+	// a ring with no active member (a node that has not joined yet).
+	NodeID string
+	Ring   RingSource
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Registerer receives ringkv_coordinator_replica_merges_refused_total;
+	// nil keeps it private.
+	Registerer prometheus.Registerer
+}
+
+// Reasons a Merge is refused (the reason label of
+// ringkv_coordinator_replica_merges_refused_total).
+const (
+	refuseClock      = "clock_offset" // a record stamped beyond the clock's maximum offset
+	refuseNotReplica = "not_replica"  // a partition this node does not replicate
+	refuseInvalid    = "invalid"      // no key or record, a partition out of range or not the key's
+)
 
 // NewReplicaServer returns a server over store. clock observes the
-// timestamps of merged records so this node's writes stamp after them.
-func NewReplicaServer(store *replica.Store, clock *replica.Clock, log *slog.Logger) *ReplicaServer {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+// timestamps of merged records so this node's writes stamp after them. It
+// fails only when the metric cannot be registered.
+func NewReplicaServer(store *replica.Store, clock *replica.Clock, opts ReplicaServerOptions) (*ReplicaServer, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &ReplicaServer{store: store, clock: clock, log: log}
+	reg := opts.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "ringkv", Subsystem: "coordinator", Name: "replica_merges_refused_total",
+		Help: "Replica Merge requests refused whole, by reason: clock_offset (a record stamped further ahead than the maximum clock offset), not_replica (a partition this node does not replicate), invalid.",
+	}, []string{"reason"})
+	if err := reg.Register(refused); err != nil {
+		return nil, fmt.Errorf("coordinator: register replica server metrics: %w", err)
+	}
+	for _, r := range []string{refuseClock, refuseNotReplica, refuseInvalid} {
+		refused.WithLabelValues(r)
+	}
+	return &ReplicaServer{store: store, clock: clock, opts: opts, refused: refused}, nil
 }
 
-// Merge durably merges the request's records, answering after fsync. A
-// record stamped further ahead of this node's clock than the allowed offset
-// is refused (the whole request fails with an invalid-argument code).
+// Merge durably merges the request's records, answering after fsync. The
+// whole request is refused, nothing merged, when a record:
+//   - has no key or no record, names a partition out of the ring's range,
+//     or one its key does not hash to (ErrInvalidArgument);
+//   - belongs to a partition this node does not replicate in the ring it
+//     holds (ErrNotReplica): a hint or repair of a ring this node does not
+//     share (the sender retries once the rings agree, or drops its hints);
+//   - is stamped further ahead of this node's clock than the allowed
+//     offset (replica.ErrClockOffset): an LWW timestamp from the future
+//     would otherwise win over every write for as long as it is ahead.
+//
+// Each refusal is counted by reason and logged (one line a minute per
+// reason).
 func (s *ReplicaServer) Merge(ctx context.Context, req *kvpb.MergeRequest) (*kvpb.MergeResponse, error) {
+	r := s.ring()
 	entries := make([]replica.Entry, len(req.GetRecords()))
 	for i, kr := range req.GetRecords() {
 		if len(kr.GetKey()) == 0 || kr.GetRecord() == nil {
-			return nil, rpcError(fmt.Errorf("%w: record %d has no key or no record", ErrInvalidArgument, i))
+			return nil, s.refuse(refuseInvalid, fmt.Errorf("%w: record %d has no key or no record", ErrInvalidArgument, i))
+		}
+		if err := s.checkPlacement(r, kr.GetPartition(), kr.GetKey()); err != nil {
+			reason := refuseInvalid
+			if errors.Is(err, ErrNotReplica) {
+				reason = refuseNotReplica
+			}
+			return nil, s.refuse(reason, fmt.Errorf("merge record %d: %w", i, err))
 		}
 		rec := recordFromWire(kr.GetRecord())
 		if err := s.clock.Update(rec.Timestamp); err != nil {
-			return nil, rpcError(fmt.Errorf("merge: %w", err))
+			return nil, s.refuse(refuseClock, fmt.Errorf("merge: %w", err))
 		}
 		entries[i] = replica.Entry{Partition: kr.GetPartition(), Key: kr.GetKey(), Record: rec}
 	}
@@ -47,6 +116,46 @@ func (s *ReplicaServer) Merge(ctx context.Context, req *kvpb.MergeRequest) (*kvp
 		return nil, rpcError(fmt.Errorf("merge: %w", err))
 	}
 	return &kvpb.MergeResponse{}, nil
+}
+
+// ring returns the ring placement is checked against, or nil when the
+// checks are off (no NodeID or Ring, or a ring with no active member).
+func (s *ReplicaServer) ring() *ring.Ring {
+	if s.opts.NodeID == "" || s.opts.Ring == nil {
+		return nil
+	}
+	r := s.opts.Ring.Ring()
+	if r == nil || r.Partitions() == 0 || len(r.Active()) == 0 {
+		return nil
+	}
+	return r
+}
+
+// checkPlacement returns nil when r is nil or key belongs in partition p
+// and this node replicates p in r.
+func (s *ReplicaServer) checkPlacement(r *ring.Ring, p uint32, key []byte) error {
+	if r == nil {
+		return nil
+	}
+	if int(p) >= r.Partitions() {
+		return fmt.Errorf("%w: partition %d out of range (the ring has %d)", ErrInvalidArgument, p, r.Partitions())
+	}
+	if kp := r.PartitionOf(key); kp != p {
+		return fmt.Errorf("%w: the key belongs to partition %d, not %d", ErrInvalidArgument, kp, p)
+	}
+	if !slices.Contains(r.Replicas(p), s.opts.NodeID) {
+		return fmt.Errorf("%w: partition %d is replicated by %v in ring version %d, not by %s", ErrNotReplica, p, r.Replicas(p), r.Version(), s.opts.NodeID)
+	}
+	return nil
+}
+
+// refuse counts and logs a refused merge and returns err with its code.
+func (s *ReplicaServer) refuse(reason string, err error) error {
+	s.refused.WithLabelValues(reason).Inc()
+	if s.logs.Allow(reason, time.Now()) {
+		s.opts.Logger.Warn("refused a replica merge (one line a minute per reason; ringkv_coordinator_replica_merges_refused_total counts them)", "reason", reason, "err", err)
+	}
+	return rpcError(err)
 }
 
 // Read returns one result per requested key, in order. A record that fails
@@ -61,7 +170,7 @@ func (s *ReplicaServer) Read(_ context.Context, req *kvpb.ReadRequest) (*kvpb.Re
 		case errors.Is(err, replica.ErrNotFound):
 			out[i] = &kvpb.ReadResult{Status: kvpb.ReadResult_STATUS_NOT_FOUND}
 		case errors.Is(err, replica.ErrCorrupt):
-			s.log.Warn("read found corrupt record", "partition", k.GetPartition(), "err", err)
+			s.opts.Logger.Warn("read found corrupt record", "partition", k.GetPartition(), "err", err)
 			out[i] = &kvpb.ReadResult{Status: kvpb.ReadResult_STATUS_CORRUPT}
 		default:
 			return nil, rpcError(fmt.Errorf("read: %w", err))

@@ -25,6 +25,7 @@ const (
 	codeTxnCommit   uint64 = 8  // consensus.ErrTxnCommitted
 	codeConflict    uint64 = 9  // ErrConflict
 	codeDiskFull    uint64 = 10 // replica.ErrDiskFull
+	codeNotReplica  uint64 = 11 // ErrNotReplica
 )
 
 // errPeer marks errors that came back from a peer's Replica service.
@@ -51,6 +52,8 @@ func codeFor(err error) uint64 {
 		return codeNoGroup
 	case errors.Is(err, replica.ErrDiskFull):
 		return codeDiskFull
+	case errors.Is(err, ErrNotReplica):
+		return codeNotReplica
 	default:
 		return codeInternal
 	}
@@ -80,6 +83,8 @@ func errorFor(err error) error {
 		return fmt.Errorf("%w: %w", ErrConflict, err)
 	case codeDiskFull:
 		return fmt.Errorf("%w: %w", replica.ErrDiskFull, err)
+	case codeNotReplica:
+		return fmt.Errorf("%w: %w", ErrNotReplica, err)
 	default:
 		return fmt.Errorf("%w: %w", errPeer, err)
 	}

@@ -274,7 +274,13 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	}
 
 	mux := drpcmux.New()
-	if err := kvpb.DRPCRegisterReplica(mux, coordinator.NewReplicaServer(n.store, n.clock, log.With("component", "replica_server"))); err != nil {
+	rs, err := coordinator.NewReplicaServer(n.store, n.clock, coordinator.ReplicaServerOptions{
+		NodeID: cfg.ID, Ring: n.gossip, Logger: log.With("component", "replica_server"), Registerer: deps.Registerer,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("node: replica service: %w", err)
+	}
+	if err := kvpb.DRPCRegisterReplica(mux, rs); err != nil {
 		return nil, fmt.Errorf("node: register replica service: %w", err)
 	}
 	lin := coordinator.NewLinearizableServer(n.groups)

@@ -26,7 +26,7 @@ var allowed = map[string][]string{
 	"replica":              {"internal/crc"},
 	"proto":                {},
 	"proto/kvpb":           {},
-	"coordinator":          {"ring", "replica", "proto/kvpb", "consensus", "internal/rpcconn", "auth", "internal/workgroup", "internal/crc"},
+	"coordinator":          {"ring", "replica", "proto/kvpb", "consensus", "internal/rpcconn", "auth", "internal/workgroup", "internal/crc", "internal/loglimit"},
 	"consensus":            {"ring", "replica", "proto/kvpb", "internal/rpcconn", "internal/crc"},
 	"antientropy":          {"ring", "proto/kvpb", "internal/rpcconn"},
 	"client":               {"proto/kvpb", "internal/rpcconn", "internal/pki", "auth", "internal/workgroup"},
