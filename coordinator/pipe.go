@@ -27,9 +27,17 @@ const maxPipeInflight = 1024
 // order they finish. One writer sends the answers: each message carries
 // every answer ready when it is written, in one write to the socket.
 //
+// An operation's id is the client's handle on its answer, so it must be
+// unique among the stream's operations in flight: a message that repeats
+// an id, within itself or of an operation still running, is refused whole
+// (none of its operations runs) and ends the stream with
+// INVALID_ARGUMENT, since its answers could not be told apart. An id may
+// be used again once its answer was queued.
+//
 // The stream ends when the client closes its side (after every operation
 // it sent is answered), when the connection fails, or on a message of
-// more than maxBatchOps operations (refused with INVALID_ARGUMENT).
+// more than maxBatchOps operations or with a duplicate id (refused with
+// INVALID_ARGUMENT; the operations already running are still answered).
 // Operations still running when the connection fails are cancelled, as
 // a Do whose client went away is.
 func (s *ClientServer) Pipe(stream kvpb.DRPCClient_PipeStream) error {
@@ -69,8 +77,9 @@ type pipeServer struct {
 	started int          // workers started; owned by the reader
 	idle    atomic.Int32 // workers waiting for work
 
-	mu    sync.Mutex
-	queue []*kvpb.ClientPipeResult // answers not yet written
+	mu       sync.Mutex
+	inflight map[uint64]struct{}      // ids of operations handed over and not yet answered
+	queue    []*kvpb.ClientPipeResult // answers not yet written
 	wake  chan struct{}            // buffered(1): queue was added to
 	done  chan struct{}            // closed when every worker has finished
 
@@ -92,6 +101,9 @@ func (p *pipeServer) read() error {
 			err := fmt.Errorf("%w: pipe message of %d operations, limit %d", ErrInvalidArgument, n, maxBatchOps)
 			return drpcerr.WithCode(err, uint64(kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT))
 		}
+		if err := p.claimIDs(req.GetOps()); err != nil {
+			return drpcerr.WithCode(err, uint64(kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT))
+		}
 		for _, op := range req.GetOps() {
 			if p.idle.Load() == 0 && p.started < maxPipeInflight {
 				p.started++
@@ -105,6 +117,27 @@ func (p *pipeServer) read() error {
 			}
 		}
 	}
+}
+
+// claimIDs marks ops' ids in flight, or marks none and returns an error
+// wrapping ErrInvalidArgument when one repeats another of ops or of an
+// operation still in flight.
+func (p *pipeServer) claimIDs(ops []*kvpb.ClientPipeOp) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inflight == nil {
+		p.inflight = make(map[uint64]struct{})
+	}
+	for i, op := range ops {
+		if _, dup := p.inflight[op.GetId()]; dup {
+			for _, o := range ops[:i] {
+				delete(p.inflight, o.GetId())
+			}
+			return fmt.Errorf("%w: pipe operation id %d is already in flight on this stream (ids must be unique among unanswered operations); the message was not run", ErrInvalidArgument, op.GetId())
+		}
+		p.inflight[op.GetId()] = struct{}{}
+	}
+	return nil
 }
 
 // worker runs operations until reading ends.
@@ -122,6 +155,7 @@ func (p *pipeServer) worker() {
 		cancel()
 		p.mu.Lock()
 		p.queue = append(p.queue, &kvpb.ClientPipeResult{Id: op.GetId(), Result: res})
+		delete(p.inflight, op.GetId())
 		p.mu.Unlock()
 		select {
 		case p.wake <- struct{}{}:

@@ -209,3 +209,80 @@ func TestPipeClientGone(t *testing.T) {
 		<-time.After(time.Millisecond)
 	}
 }
+
+// TestPipeRefusesDuplicateIDs: a message that repeats an id, within itself
+// or of an operation still in flight, ends the stream with
+// INVALID_ARGUMENT and none of its operations runs; the operation already
+// in flight is still answered once; an id may be used again once
+// answered.
+func TestPipeRefusesDuplicateIDs(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	cl := servePipe(t, NewClientServer(tc.coords["n1"], nil))
+	set := func(id uint64, key, value string, level kvpb.Consistency) *kvpb.ClientPipeOp {
+		return &kvpb.ClientPipeOp{Id: id, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte(key), Value: []byte(value), Consistency: level}, TimeoutMicros: 1_000_000}
+	}
+	one, all := kvpb.Consistency_CONSISTENCY_ONE, kvpb.Consistency_CONSISTENCY_ALL
+	// drain reads until the stream ends and returns the answers by id.
+	drain := func(stream kvpb.DRPCClient_PipeClient) map[uint64]*kvpb.ClientResult {
+		t.Helper()
+		got := map[uint64]*kvpb.ClientResult{}
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if code := drpcerr.Code(err); code != uint64(kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT) {
+					t.Fatalf("stream ended with %v (code %d), want INVALID_ARGUMENT", err, code)
+				}
+				return got
+			}
+			for _, r := range resp.GetResults() {
+				if _, dup := got[r.GetId()]; dup {
+					t.Fatalf("id %d answered twice", r.GetId())
+				}
+				got[r.GetId()] = r.GetResult()
+			}
+		}
+	}
+	absent := func(key string) {
+		t.Helper()
+		for id, s := range tc.stores {
+			if _, err := s.Get(tc.coords["n1"].deps.Ring.Ring().PartitionOf([]byte(key)), []byte(key)); err == nil {
+				t.Fatalf("%s stored %q of a refused message", id, key)
+			}
+		}
+	}
+
+	t.Run("within a message", func(t *testing.T) {
+		stream := openPipe(t, cl)
+		sendPipe(t, stream, set(5, "dup-a", "x", one), set(6, "dup-b", "x", one), set(5, "dup-a", "y", one))
+		if got := drain(stream); len(got) != 0 {
+			t.Fatalf("answers to a refused message: %v", got)
+		}
+		absent("dup-a")
+		absent("dup-b")
+	})
+
+	t.Run("of an operation in flight", func(t *testing.T) {
+		stream := openPipe(t, cl)
+		sendPipe(t, stream, set(1, "reuse", "first", one))
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(resp.GetResults()) == 1 && resp.GetResults()[0].GetResult().GetError() == 0 {
+				break
+			}
+		}
+		// Answered: id 1 may be used again. Now keep it in flight.
+		tc.trans.setStall("n2", true)
+		defer tc.trans.setStall("n2", false)
+		sendPipe(t, stream, set(1, "slow", "v", all))
+		sendPipe(t, stream, set(2, "dup-c", "x", one), set(1, "dup-d", "other payload", one))
+		got := drain(stream)
+		if len(got) != 1 || got[1] == nil || got[1].GetError() != kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE {
+			t.Fatalf("answers: %v, want only the stalled write's (unavailable)", got)
+		}
+		absent("dup-c")
+		absent("dup-d")
+	})
+}
