@@ -21,7 +21,8 @@ var (
 	ErrNoKeyring = errors.New("gossip: no keyring file configured")
 
 	// ErrCorrupt is returned by Open when the persisted ring state cannot be
-	// read back (bad magic, checksum or encoding). The operator must act:
+	// read back (bad magic, checksum or encoding), or the cluster id file
+	// holds no valid id. The operator must act:
 	// restore the file or delete it and re-admit the node.
 	ErrCorrupt = errors.New("gossip: corrupt ring state")
 
@@ -48,6 +49,11 @@ var (
 	// range does not overlap this node's; the concrete error is an
 	// *IncompatibleError.
 	ErrIncompatible = errors.New("gossip: incompatible wire protocol")
+
+	// ErrForeignCluster marks a peer refused because it advertises
+	// another cluster id than this node's; the concrete error is a
+	// *ForeignClusterError.
+	ErrForeignCluster = errors.New("gossip: peer of another cluster")
 )
 
 // ConflictError is the ErrConflict that Change returns when the member's

@@ -47,6 +47,9 @@ type Gossip struct {
 
 	// founded is true when this Open created the cluster's ring.
 	founded bool
+	// cluster is the cluster id ("" while none: cluster.go); set at Open
+	// or once by adoptClusterID on run.
+	cluster atomic.Pointer[string]
 
 	// snap is the adopted ring. Written only by the run goroutine (and Open).
 	snap atomic.Pointer[snapshot]
@@ -195,12 +198,26 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 	if err != nil {
 		return nil, err
 	}
+	clusterID, err := loadClusterID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	if bootstrap {
+		// The id first: a ring without it would make a restart look like
+		// a node of a cluster founded before ids.
+		if clusterID, err = newClusterID(); err != nil {
+			return nil, err
+		}
+		if err := saveClusterID(cfg.DataDir, clusterID); err != nil {
+			return nil, err
+		}
 		if err := saveRing(cfg.DataDir, snap.msg[1:]); err != nil {
 			return nil, err
 		}
 	}
-	metaBytes, err := encodeMeta(cfg.meta())
+	md := cfg.meta()
+	md.Cluster = clusterID
+	metaBytes, err := encodeMeta(md)
 	if err != nil {
 		return nil, fmt.Errorf("encode metadata: %w", err)
 	}
@@ -227,7 +244,8 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 		founded:   bootstrap,
 	}
 	g.meta.Store(&metaBytes)
-	g.adv.md = cfg.meta()
+	g.adv.md = md
+	g.cluster.Store(&clusterID)
 	g.vet = deps.Vet
 	g.snap.Store(snap)
 	g.joined.Store(len(cfg.Seeds) == 0)
@@ -567,6 +585,7 @@ func (g *Gossip) run(ctx context.Context) {
 			req.done <- err
 		}
 		g.adoptReceived()
+		g.adoptClusterID()
 		if g.joined.Load() && g.store.Load() != nil {
 			if next, _, _ := claim(g.cfg.NodeID, g.Ring(), g.aliveNodes()); next != nil {
 				select {

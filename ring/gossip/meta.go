@@ -24,6 +24,9 @@ type meta struct {
 	// Draining: the node is draining and refuses new client requests;
 	// coordinators and clients send them elsewhere.
 	Draining bool `json:"drain,omitempty"`
+	// Cluster is the id of the node's cluster (cluster.go); absent from
+	// nodes older than ids and from a joining node that has none yet.
+	Cluster string `json:"cluster,omitempty"`
 	// Starting: the node has not been ready since it started (it may
 	// not know its peers or its groups' leaders yet); like Draining,
 	// send client requests elsewhere meanwhile.

@@ -12,6 +12,9 @@ type metrics struct {
 	members     *prometheus.GaugeVec // by liveness, over Gossip.Members
 	ringVersion prometheus.Gauge
 	ringChanges prometheus.Counter // rings adopted after Open
+	// peersRefused counts memberlist messages and merges refused, by
+	// reason: wire (no common wire version), cluster (another cluster id).
+	peersRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -28,8 +31,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "ringkv", Subsystem: "gossip", Name: "ring_changes_total",
 			Help: "Rings adopted by this node, made locally or received.",
 		}),
+		peersRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "gossip", Name: "peers_refused_total",
+			Help: "Gossip from peers refused (alive messages and merges), by reason: wire (no wire protocol version in common), cluster (another cluster id).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.members, m.ringVersion, m.ringChanges} {
+	for _, r := range []string{"wire", "cluster"} {
+		m.peersRefused.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.members, m.ringVersion, m.ringChanges, m.peersRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register gossip metrics: %w", err)
 		}
@@ -51,4 +61,5 @@ func (m *metrics) unregister(reg prometheus.Registerer) {
 	reg.Unregister(m.members)
 	reg.Unregister(m.ringVersion)
 	reg.Unregister(m.ringChanges)
+	reg.Unregister(m.peersRefused)
 }

@@ -75,9 +75,14 @@ func encodeState(payload []byte) []byte {
 
 // saveRing atomically replaces the persisted ring with enc (the ring's
 // MarshalBinary): temp file, fsync, rename, fsync dir.
-func saveRing(dir string, enc []byte) (err error) {
-	path := filepath.Join(dir, stateFile)
-	f, err := os.CreateTemp(dir, stateFile+".tmp*")
+func saveRing(dir string, enc []byte) error {
+	return writeAtomic(dir, stateFile, encodeState(enc))
+}
+
+// writeAtomic replaces dir/name with b: temp file, fsync, rename, fsync dir.
+func writeAtomic(dir, name string, b []byte) (err error) {
+	path := filepath.Join(dir, name)
+	f, err := os.CreateTemp(dir, name+".tmp*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -88,7 +93,7 @@ func saveRing(dir string, enc []byte) (err error) {
 			_ = os.Remove(tmp)
 		}
 	}()
-	if _, err = f.Write(encodeState(enc)); err != nil {
+	if _, err = f.Write(b); err != nil {
 		return fmt.Errorf("write %s: %w", tmp, err)
 	}
 	if err = f.Sync(); err != nil {

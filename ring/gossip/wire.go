@@ -78,10 +78,11 @@ func (e *IncompatibleError) Error() string {
 func (e *IncompatibleError) Is(target error) bool { return target == ErrIncompatible }
 
 // checkPeer returns an *IncompatibleError when n advertises a wire range
-// that does not overlap local, and nil for this node itself and for nodes
-// without readable ringkv metadata (those are let in but never joined to
-// the ring: observe warns about them).
-func checkPeer(self string, local WireRange, n *memberlist.Node) error {
+// that does not overlap local, a *ForeignClusterError when n and this
+// node (cluster) both have a cluster id and they differ, and nil for this
+// node itself and for nodes without readable ringkv metadata (those are
+// let in but never joined to the ring: observe warns about them).
+func checkPeer(self string, local WireRange, cluster string, n *memberlist.Node) error {
 	if n.Name == self {
 		return nil
 	}
@@ -92,7 +93,18 @@ func checkPeer(self string, local WireRange, n *memberlist.Node) error {
 	if w := wireOf(md); !w.valid() || !w.Overlaps(local) {
 		return &IncompatibleError{Peer: n.Name, PeerWire: w, Local: local}
 	}
+	if cluster != "" && md.Cluster != "" && md.Cluster != cluster {
+		return &ForeignClusterError{Peer: n.Name, PeerCluster: md.Cluster, Local: cluster}
+	}
 	return nil
+}
+
+// refusalReason is the reason label of peers_refused_total for err.
+func refusalReason(err error) string {
+	if errors.Is(err, ErrForeignCluster) {
+		return "cluster"
+	}
+	return "wire"
 }
 
 // refusals limits the log line about a refused peer to one a minute per
@@ -116,27 +128,34 @@ func (r *refusals) allow(peer string, now time.Time) bool {
 }
 
 // NotifyAlive refuses (memberlist ignores the message) a peer whose wire
-// range does not overlap this node's.
+// range does not overlap this node's, or that belongs to another cluster.
 func (d *delegate) NotifyAlive(n *memberlist.Node) error {
-	err := checkPeer(d.g.cfg.NodeID, d.g.cfg.Wire, n)
-	if err != nil && d.g.refused.allow(n.Name, time.Now()) {
-		d.g.log.Error("refused a peer that speaks an incompatible wire protocol", "peer", n.Name, "err", err)
+	err := checkPeer(d.g.cfg.NodeID, d.g.cfg.Wire, d.g.ClusterID(), n)
+	if err == nil {
+		return nil
+	}
+	d.g.metrics.peersRefused.WithLabelValues(refusalReason(err)).Inc()
+	if d.g.refused.allow(n.Name, time.Now()) {
+		d.g.log.Error("refused a peer", "peer", n.Name, "err", err)
 	}
 	return err
 }
 
-// NotifyMerge cancels a join (either side's) when any node of the other
-// side speaks no wire version this node speaks.
+// NotifyMerge cancels a join or push-pull (either side's) when any node of
+// the other side speaks no wire version this node speaks or belongs to
+// another cluster.
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	var errs []error
+	cluster := d.g.ClusterID()
 	for _, n := range peers {
-		if err := checkPeer(d.g.cfg.NodeID, d.g.cfg.Wire, n); err != nil {
+		if err := checkPeer(d.g.cfg.NodeID, d.g.cfg.Wire, cluster, n); err != nil {
+			d.g.metrics.peersRefused.WithLabelValues(refusalReason(err)).Inc()
 			errs = append(errs, err)
 		}
 	}
 	err := errors.Join(errs...)
 	if err != nil {
-		d.g.log.Error("refused to merge with a cluster that speaks an incompatible wire protocol", "err", err)
+		d.g.log.Error("refused to merge with the nodes of another cluster or wire protocol", "err", err)
 	}
 	return err
 }

@@ -50,7 +50,7 @@ func TestCheckPeer(t *testing.T) {
 		{"not ringkv metadata: left to observe", memberlist.Node{Name: "p", Meta: []byte("x")}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := checkPeer("me", local, &tc.node)
+			err := checkPeer("me", local, "", &tc.node)
 			if got := err != nil; got != tc.bad {
 				t.Fatalf("got %v, want refused=%v", err, tc.bad)
 			}
