@@ -15,6 +15,7 @@ import (
 	"storj.io/drpc/drpcserver"
 
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 )
@@ -87,7 +88,7 @@ func BenchmarkIdleCycle(b *testing.B) {
 	served := make(chan error, 1)
 	go func() { served <- drpcserver.New(mux).Serve(ctx, lis) }()
 	defer func() { cancel(); <-served }()
-	cli := NewClient(resolverFunc(func(string) (string, bool) { return lis.Addr().String(), true }), nil)
+	cli := NewClient(resolverFunc(func(string) (string, bool) { return lis.Addr().String(), true }), nil, rpcconn.Identity{})
 	defer func() { _ = cli.Close() }()
 	n1.svc.deps.Peers = cli
 

@@ -24,6 +24,7 @@ type Client struct {
 	resolver    Resolver
 	dialTimeout time.Duration
 	tls         rpcconn.TLSFor
+	id          rpcconn.Identity // sent with every call
 
 	mu struct {
 		sync.Mutex
@@ -36,9 +37,10 @@ const idlePerPeer = 2
 
 // NewClient returns a Client resolving node ids with resolver. tlsFor
 // gives the TLS configuration for dialing a peer's address; nil dials
-// plain TCP.
-func NewClient(resolver Resolver, tlsFor func(addr string) *tls.Config) *Client {
-	c := &Client{resolver: resolver, dialTimeout: time.Second, tls: tlsFor}
+// plain TCP. id is sent with every call (rpcconn.Conn.SetIdentity; the
+// zero value sends none).
+func NewClient(resolver Resolver, tlsFor func(addr string) *tls.Config, id rpcconn.Identity) *Client {
+	c := &Client{resolver: resolver, dialTimeout: time.Second, tls: tlsFor, id: id}
 	c.mu.idle = make(map[string][]*rpcconn.Conn)
 	return c
 }
@@ -83,6 +85,7 @@ func (c *Client) call(ctx context.Context, node string, f func(conn *rpcconn.Con
 		if err != nil {
 			return fmt.Errorf("dial %s: %w", node, err)
 		}
+		conn.SetIdentity(c.id)
 	}
 	err := f(conn)
 	select {

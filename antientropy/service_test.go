@@ -20,6 +20,7 @@ import (
 
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/fault"
+	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
@@ -532,7 +533,7 @@ func TestClientOverDRPC(t *testing.T) {
 	go func() { served <- drpcserver.New(mux).Serve(ctx, lis) }()
 	defer func() { cancel(); <-served }()
 
-	cli := NewClient(resolverFunc(func(id string) (string, bool) { return lis.Addr().String(), id == "n2" }), nil)
+	cli := NewClient(resolverFunc(func(id string) (string, bool) { return lis.Addr().String(), id == "n2" }), nil, rpcconn.Identity{})
 	defer func() { _ = cli.Close() }()
 	n1 := nodes["n1"]
 	for i := range 40 {

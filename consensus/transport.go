@@ -137,6 +137,10 @@ type TransportConfig struct {
 	// TLS gives the configuration for dialing a peer's address; nil
 	// dials plain TCP (an insecure cluster).
 	TLS func(addr string) *tls.Config
+	// Identity is sent with every call (rpcconn.Conn.SetIdentity), so
+	// that peers can refuse calls from another cluster or from a node
+	// outside their membership; the zero value sends none.
+	Identity rpcconn.Identity
 	// Logger receives transport events; nil discards them.
 	Logger *slog.Logger
 }
@@ -388,6 +392,7 @@ func (t *Transport) dial(ctx context.Context, addr string) (*rpcconn.Conn, error
 	if err != nil {
 		return nil, fmt.Errorf("dial raft peer %s: %w", addr, err)
 	}
+	conn.SetIdentity(t.cfg.Identity)
 	return conn, nil
 }
 

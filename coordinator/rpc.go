@@ -53,6 +53,10 @@ type RPCConfig struct {
 	// TLS gives the configuration for dialing a peer's address; nil
 	// dials plain TCP (an insecure cluster).
 	TLS func(addr string) *tls.Config
+	// Identity is sent with every call (rpcconn.Conn.SetIdentity), so
+	// that peers can refuse calls from another cluster or from a node
+	// outside their membership; the zero value sends none.
+	Identity rpcconn.Identity
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -460,6 +464,7 @@ func (t *RPCTransport) dial(addr string) (*rpcconn.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
+	conn.SetIdentity(t.cfg.Identity)
 	return conn, nil
 }
 

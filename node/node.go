@@ -29,6 +29,7 @@ import (
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/loglimit"
 	"github.com/ringkv/ringkv/internal/pki"
+	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/resp"
@@ -188,13 +189,15 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	}
 
 	members := membership{g: n.gossip, overrides: cfg.PeerDialOverrides}
+	self := rpcconn.Identity{NodeID: cfg.ID, Cluster: n.gossip.ClusterID}
 	tcfg := cfg.RPC
 	tcfg.Logger = log.With("component", "transport")
 	tcfg.TLS = n.peerTLS()
+	tcfg.Identity = self
 	if n.trans, err = coordinator.NewRPCTransport(tcfg, members, deps.Registerer); err != nil {
 		return nil, fmt.Errorf("node: transport: %w", err)
 	}
-	rtcfg := consensus.TransportConfig{NodeID: cfg.ID, Logger: log.With("component", "raft_transport"), TLS: n.peerTLS()}
+	rtcfg := consensus.TransportConfig{NodeID: cfg.ID, Logger: log.With("component", "raft_transport"), TLS: n.peerTLS(), Identity: self}
 	if n.raftTr, err = consensus.NewTransport(rtcfg, members, deps.Registerer); err != nil {
 		return nil, fmt.Errorf("node: raft transport: %w", err)
 	}
@@ -258,7 +261,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	aecfg := cfg.AntiEntropy
 	aecfg.NodeID = cfg.ID
 	aecfg.Logger = log.With("component", "antientropy")
-	n.aeCli = antientropy.NewClient(members, n.peerTLS())
+	n.aeCli = antientropy.NewClient(members, n.peerTLS(), self)
 	n.ae, err = antientropy.New(aecfg, antientropy.Deps{
 		Trees:      n.trees,
 		Store:      aeStore{n.store},
@@ -310,10 +313,14 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	// ManualFlush: a unary answer and the stream's close go out in one
 	// write instead of two. The one server stream that sends and goes on
 	// (the raft pipeline) flushes each message itself.
-	var handler drpc.Handler = mux
+	pc, err := newPeerCheck(mux, n.gossip, deps.Registerer, log.Warn)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	var handler drpc.Handler = pc
 	if n.pki != nil {
 		var refusals loglimit.Limiter
-		handler = planeGuard{next: mux, warn: func(peer, rpc string) {
+		handler = planeGuard{next: pc, warn: func(peer, rpc string) {
 			if refusals.Allow(peer, time.Now()) {
 				log.Warn("refused a peer service to a caller without a node certificate", "peer", peer, "rpc", rpc)
 			}

@@ -33,7 +33,7 @@ var allowed = map[string][]string{
 	"bench":                {"client"},
 	"backup":               {"client", "proto/kvpb", "replica", "internal/crc"},
 	"examples/quickstart":  {"client"},
-	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb", "internal/pki", "auth", "resp", "internal/loglimit"},
+	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb", "internal/pki", "auth", "resp", "internal/loglimit", "internal/rpcconn"},
 	"resp":                 {"coordinator", "consensus", "auth", "internal/loglimit"},
 	"cmd/ringkv":           {"*"},
 	"internal/testcluster": {"internal/pki", "internal/rpcconn", "internal/hosts"},

@@ -30,6 +30,7 @@ var ErrExtraMessage = errors.New("rpcconn: unary call answered with more than on
 // at a time; streams (NewStream) behave as drpcconn's.
 type Conn struct {
 	*drpcconn.Conn
+	id Identity // sent with every call (SetIdentity)
 }
 
 // New returns a Conn over tr.

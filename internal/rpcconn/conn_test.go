@@ -13,6 +13,7 @@ import (
 	"storj.io/drpc"
 	"storj.io/drpc/drpcerr"
 	"storj.io/drpc/drpcmanager"
+	"storj.io/drpc/drpcmetadata"
 	"storj.io/drpc/drpcserver"
 	"storj.io/drpc/drpcstream"
 
@@ -55,6 +56,9 @@ func (h *handler) HandleRPC(stream drpc.Stream, rpc string) error {
 		return err //nolint:wrapcheck // test server
 	}
 	switch rpc {
+	case "/md":
+		md, _ := drpcmetadata.Get(stream.Context())
+		return stream.MsgSend(&kvpb.ReadKey{Key: []byte(md[MetaNode] + "|" + md[MetaCluster] + "|" + md["other"])}, protoEnc{}) //nolint:wrapcheck // test server
 	case "/fail":
 		return drpcerr.WithCode(errors.New("no such thing"), 42)
 	case "/block":
