@@ -64,7 +64,10 @@ func (n *Node) registerAdmin(mux *http.ServeMux) {
 // ClusterStatus is the body of GET /api/cluster/status: the ring and the
 // Raft groups as this node sees them.
 type ClusterStatus struct {
-	NodeID            string        `json:"node_id"`
+	NodeID string `json:"node_id"`
+	// ClusterID names the cluster (drawn by its founder; "" for a cluster
+	// founded before ids, or a node that has not learned it yet).
+	ClusterID         string        `json:"cluster_id,omitempty"`
 	RingVersion       uint64        `json:"ring_version"`
 	PartitionCount    int           `json:"partition_count"`
 	ReplicationFactor int           `json:"replication_factor"`
@@ -113,6 +116,7 @@ func (n *Node) ClusterStatus() ClusterStatus {
 	rg := n.gossip.Ring()
 	st := ClusterStatus{
 		NodeID:            n.cfg.ID,
+		ClusterID:         n.gossip.ClusterID(),
 		RingVersion:       rg.Version(),
 		PartitionCount:    rg.Partitions(),
 		ReplicationFactor: rg.ReplicationFactor(),

@@ -18,13 +18,15 @@ import (
 // nothing was stored (the case's key is still absent and a sentinel key
 // keeps its value), and that the node is still healthy (/health 200).
 //
-// Cases of issue 21 that this test cannot assert yet are subtests that
-// skip with the reason; docs/ARCHITECTURE.md "Known limits" lists them.
+// The cluster runs with replication factor 2, so that each node has
+// partitions it does not replicate, and without anti-entropy exchanges
+// or scrubbing, so that a record corrupted on purpose stays so until
+// read.
 func TestHostileInput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
-	c := Start(t, 3)
+	c := StartWith(t, 3, "--replicas", "2", "--ae-interval", "-1s", "--scrub-rate", "-1")
 	c.WaitRaftReady(120*time.Second, 0)
 	ctx := t.Context()
 	nd := c.Nodes[0]
@@ -129,19 +131,8 @@ func TestHostileInput(t *testing.T) {
 		})
 	}
 
-	for _, gap := range []struct{ name, why string }{
-		{"wrong protocol version", "the drpc handshake carries no protocol version a raw connection could get wrong; versions travel in gossip metadata (FuzzDecodeMeta, ring/gossip TestWire*)"},
-		{"peer from another cluster", "not tested yet: whether peers check a cluster id is unverified (docs/ARCHITECTURE.md Known limits); a secure cluster refuses peers without a certificate of its CA"},
-		{"node id not in membership", "not tested yet: a drpc client speaking as a node id outside membership needs a hand-built client (Known limits)"},
-		{"membership change losing quorum", "not asserted here: a removal needs a 3-node cluster of its own; see TestMembership* in this package"},
-		{"hint or anti-entropy for a partition not replicated", "not tested yet: needs a hand-built hint/anti-entropy drpc request (Known limits)"},
-		{"timestamp beyond the clock skew", "not tested yet: needs a hand-built replica write carrying its own timestamp; whether one beyond the allowed skew is refused is unverified (Known limits)"},
-		{"duplicate request id with another payload", "not tested yet: the client API has no request ids as far as this test knows (Known limits)"},
-		{"read of a corrupt record", "asserted by TestScrubberRepairsCorruption (a key corrupt on every replica reads as an error, never bytes); restarting this cluster would double this test's time"},
-		{"level impossible for the replication factor", "every level is possible with RF=3 and 3 nodes; the coordinator answers 503 when fewer replicas answer (TestHTTPAPI in coordinator)"},
-	} {
-		t.Run(gap.name, func(t *testing.T) { t.Skip(gap.why) })
-	}
+	hostilePeerCases(t, c, key)
+	hostileRestartCases(t, c, key)
 }
 
 // checkUnchanged fails unless key is absent, the sentinel still reads v0
