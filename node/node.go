@@ -262,11 +262,20 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	aecfg.NodeID = cfg.ID
 	aecfg.Logger = log.With("component", "antientropy")
 	n.aeCli = antientropy.NewClient(members, n.peerTLS(), self)
+	ahead := prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ringkv", Subsystem: "node", Name: "repair_records_ahead_total",
+		Help: "Records anti-entropy pulled from a peer and skipped: stamped further ahead of this node's clock than the maximum clock offset.",
+	})
+	if deps.Registerer != nil {
+		if err := deps.Registerer.Register(ahead); err != nil {
+			return nil, fmt.Errorf("node: register metrics: %w", err)
+		}
+	}
 	n.ae, err = antientropy.New(aecfg, antientropy.Deps{
 		Trees:      n.trees,
-		Store:      aeStore{n.store},
-		Scrub:      aeStore{n.store},
-		Collect:    aeStore{n.store},
+		Store:      aeStore{s: n.store, clock: n.clock, ahead: ahead, log: aecfg.Logger, logs: new(loglimit.Limiter)},
+		Scrub:      aeStore{s: n.store},
+		Collect:    aeStore{s: n.store},
 		Peers:      n.aeCli,
 		Ring:       n.gossip,
 		Liveness:   members,

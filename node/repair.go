@@ -3,11 +3,15 @@ package node
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ringkv/ringkv/antientropy"
+	"github.com/ringkv/ringkv/internal/loglimit"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
 )
@@ -15,7 +19,15 @@ import (
 // aeStore adapts replica.Store to what antientropy reads and repairs
 // (antientropy.Store, Scrubbable and Collector): antientropy sees records
 // only in their wire form.
-type aeStore struct{ s *replica.Store }
+type aeStore struct {
+	s *replica.Store
+	// clock, when set, refuses pulled records stamped beyond its maximum
+	// offset (Merge skips them and counts them in ahead).
+	clock *replica.Clock
+	ahead prometheus.Counter
+	log   *slog.Logger
+	logs  *loglimit.Limiter // one warning a minute
+}
 
 func (a aeStore) ScanSnapshot(ctx context.Context, p uint32, begin func(), fn func(keyHash, recHash uint64) bool) error {
 	if err := a.s.ScanSnapshot(ctx, p, begin, fn); err != nil {
@@ -34,10 +46,31 @@ func (a aeStore) Records(p uint32, start []byte, fn func(key []byte, hash uint64
 	return nil
 }
 
+// Merge merges records anti-entropy pulled from a peer or the scrubber
+// repairs with. With a clock, a record stamped further ahead of it than
+// its maximum offset is skipped (counted, and logged once a minute), as
+// the Replica service refuses it: a timestamp from the future would win
+// every compare of its key until the clocks reach it. The peer keeps it,
+// and it is pulled once it is no longer ahead.
 func (a aeStore) Merge(ctx context.Context, recs []*kvpb.KeyedRecord) error {
-	entries := make([]replica.Entry, len(recs))
-	for i, kr := range recs {
-		entries[i] = replica.Entry{Partition: kr.GetPartition(), Key: kr.GetKey(), Record: recordFromWire(kr.GetRecord())}
+	entries := make([]replica.Entry, 0, len(recs))
+	var skipped error
+	for _, kr := range recs {
+		rec := recordFromWire(kr.GetRecord())
+		if a.clock != nil {
+			if err := a.clock.Update(rec.Timestamp); err != nil {
+				a.ahead.Inc()
+				skipped = err
+				continue
+			}
+		}
+		entries = append(entries, replica.Entry{Partition: kr.GetPartition(), Key: kr.GetKey(), Record: rec})
+	}
+	if skipped != nil && a.logs.Allow("ahead", time.Now()) {
+		a.log.Warn("anti-entropy skipped records stamped ahead of this node's clock", "records", len(recs)-len(entries), "err", skipped)
+	}
+	if len(entries) == 0 {
+		return nil
 	}
 	if err := a.s.Merge(ctx, entries); err != nil {
 		return fmt.Errorf("merge: %w", err)
