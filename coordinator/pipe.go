@@ -80,8 +80,8 @@ type pipeServer struct {
 	mu       sync.Mutex
 	inflight map[uint64]struct{}      // ids of operations handed over and not yet answered
 	queue    []*kvpb.ClientPipeResult // answers not yet written
-	wake  chan struct{}            // buffered(1): queue was added to
-	done  chan struct{}            // closed when every worker has finished
+	wake     chan struct{}            // buffered(1): queue was added to
+	done     chan struct{}            // closed when every worker has finished
 
 	writeErr error // owned by the writer until done is closed and it returns
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/ringkv/ringkv/internal/loglimit"
 	"github.com/ringkv/ringkv/internal/rpcconn"
-	"github.com/ringkv/ringkv/ring"
 	"github.com/ringkv/ringkv/ring/gossip"
 )
 
@@ -27,8 +26,10 @@ const codePeerRefused uint64 = 421
 // to a peer service (peerServices) that names its caller (the metadata
 // rpcconn.Conn.SetIdentity sends) is refused when the caller says it
 // belongs to another cluster than this node's, or names a node this
-// node's membership does not know (neither the ring nor gossip) or the
-// ring lists as removed. Calls that name no caller (a node older than
+// node's membership does not know (neither the ring nor gossip). A node
+// the ring lists as removed is still known: while it runs it may
+// coordinate requests, and an operator may admit it again through it.
+// Calls that name no caller (a node older than
 // identities, a hand-made client) pass: like the gossip cluster id,
 // this catches misconfiguration and stale nodes; authentication is the
 // node certificates' job (planeGuard). Each refusal is counted
@@ -49,7 +50,7 @@ func newPeerCheck(next drpc.Handler, g *gossip.Gossip, reg prometheus.Registerer
 	}
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "ringkv", Subsystem: "node", Name: "peer_calls_refused_total",
-		Help: "Calls to the peer services (Replica, Linearizable, Repair, Raft) refused for their caller, by reason: cluster (another cluster id), not_member (a node id unknown to the membership or removed from the ring).",
+		Help: "Calls to the peer services (Replica, Linearizable, Repair, Raft) refused for their caller, by reason: cluster (another cluster id), not_member (a node id unknown to the ring and to gossip).",
 	}, []string{"reason"})
 	if err := reg.Register(refused); err != nil {
 		return nil, fmt.Errorf("register peer check metrics: %w", err)
@@ -85,13 +86,9 @@ func (p *peerCheck) check(stream drpc.Stream, rpc string) error {
 	if theirs, ours := md[rpcconn.MetaCluster], p.cluster(); theirs != "" && ours != "" && theirs != ours {
 		reason = "cluster"
 		err = fmt.Errorf("%w: %s from node %s of cluster %s: this node belongs to cluster %s", errPeerRefused, rpc, caller, theirs, ours)
-	} else if mi, known := p.member(caller); !known || mi.Status == ring.Removed {
+	} else if _, known := p.member(caller); !known {
 		reason = "not_member"
-		why := "unknown to this node's membership"
-		if known {
-			why = "removed from the ring"
-		}
-		err = fmt.Errorf("%w: %s from node %s, %s", errPeerRefused, rpc, caller, why)
+		err = fmt.Errorf("%w: %s from node %s, unknown to this node's membership (neither the ring nor gossip)", errPeerRefused, rpc, caller)
 	}
 	if err == nil {
 		return nil
