@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/ringkv/ringkv/replica"
 )
 
@@ -508,11 +510,33 @@ func (g *Group) ForgetTxn(ctx context.Context, id TxnID) error {
 }
 
 // Intents reads, linearizably on the leader, every intent held in the
-// partition (for the recovery sweep).
+// partition (for a linearizable list).
 func (g *Group) Intents(ctx context.Context) ([]KeyIntent, error) {
 	if err := g.ReadIndex(ctx); err != nil {
 		return nil, err
 	}
+	return g.scanIntents()
+}
+
+// SweepIntents is Intents for the recovery sweep, which looks at every
+// partition it leads each second: when this node's copy of the partition
+// holds no intent it returns none at once, without a read-index round
+// (an idle partition costs a local scan, not a heartbeat round); that
+// answer may be stale, and the next sweep finds an intent written
+// meanwhile. Otherwise it is Intents. Errors as for Intents, and
+// *NotLeaderError when this node does not lead the group.
+func (g *Group) SweepIntents(ctx context.Context) ([]KeyIntent, error) {
+	if g.raft.State() != raft.Leader {
+		return nil, g.notLeader()
+	}
+	out, err := g.scanIntents()
+	if err != nil || len(out) == 0 {
+		return nil, err
+	}
+	return g.Intents(ctx)
+}
+
+func (g *Group) scanIntents() ([]KeyIntent, error) {
 	var out []KeyIntent
 	var bad error
 	err := g.store.Scan(g.id, []byte(intentPrefix), nil, func(k []byte, rec replica.Record) bool {
@@ -537,11 +561,29 @@ func (g *Group) Intents(ctx context.Context) ([]KeyIntent, error) {
 }
 
 // TxnRecords reads, linearizably on the leader, every transaction record
-// anchored in the partition (for the recovery sweep).
+// anchored in the partition.
 func (g *Group) TxnRecords(ctx context.Context) ([]TxnRecord, error) {
 	if err := g.ReadIndex(ctx); err != nil {
 		return nil, err
 	}
+	return g.scanTxnRecords()
+}
+
+// SweepTxnRecords is TxnRecords for the recovery sweep, as SweepIntents
+// is Intents: none held locally returns none at once (possibly stale),
+// otherwise it is TxnRecords.
+func (g *Group) SweepTxnRecords(ctx context.Context) ([]TxnRecord, error) {
+	if g.raft.State() != raft.Leader {
+		return nil, g.notLeader()
+	}
+	out, err := g.scanTxnRecords()
+	if err != nil || len(out) == 0 {
+		return nil, err
+	}
+	return g.TxnRecords(ctx)
+}
+
+func (g *Group) scanTxnRecords() ([]TxnRecord, error) {
 	var out []TxnRecord
 	var bad error
 	err := g.store.Scan(g.id, []byte(txnRecordPrefix), nil, func(_ []byte, rec replica.Record) bool {

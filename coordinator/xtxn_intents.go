@@ -208,7 +208,7 @@ const fenceKeep = consensus.TxnTimeout + sweepForgetAfter
 func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, withRecords bool, fences map[consensus.TxnID]time.Time) error {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	intents, err := g.Intents(ctx)
+	intents, err := g.SweepIntents(ctx)
 	if err != nil {
 		return fmt.Errorf("intents: %w", err)
 	}
@@ -234,7 +234,7 @@ func (c *Coordinator) sweepGroup(ctx context.Context, g *consensus.Group, withRe
 	if !withRecords {
 		return errors.Join(errs...)
 	}
-	records, err := g.TxnRecords(ctx)
+	records, err := g.SweepTxnRecords(ctx)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("records: %w", err))...)
 	}
