@@ -106,6 +106,7 @@ func testConfig(t testing.TB, node string) Config {
 	cfg.HeartbeatTimeout = 200 * time.Millisecond
 	cfg.ElectionTimeout = 200 * time.Millisecond
 	cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+	cfg.QuietHeartbeatTimeout = 300 * time.Millisecond
 	cfg.CommitTimeout = 20 * time.Millisecond
 	cfg.ReconcileInterval = 50 * time.Millisecond
 	cfg.StuckLeaderTimeout = 2 * time.Second

@@ -79,6 +79,25 @@
 // and backs off (1 min, doubling to 32 min) before restarting that group
 // again.
 //
+// # Idle groups
+//
+// An idle group costs almost nothing on the network (liveness.go): every
+// 200 ms each node sends each peer one liveness message naming the groups
+// it leads and those in which it follows that peer, with their terms. It
+// stands for raft's periodic heartbeats and its idle CommitTimeout
+// appends: a leader's transport answers them itself while the follower's
+// node is live (a message younger than 600 ms) and follows it at that
+// term; a follower's node hands each of its groups that follows the
+// sender at the named term the heartbeat the leader's raft would have
+// sent. Raft's election timer, lease and terms are untouched: when a node
+// dies or is cut off its messages stop and everything times out as it
+// would without heartbeats. Heartbeats of a leadership confirmation
+// (reads) always travel. A group this node leads runs with
+// Config.QuietHeartbeatTimeout (3s) instead of HeartbeatTimeout, so raft
+// wakes its heartbeat goroutines a third as often; its followers keep
+// the normal timeouts, and the Manager's tick gives a group it no longer
+// leads its normal timeouts back.
+//
 // # Logging
 //
 // Raft's own messages go through raftLogger (logging.go) at the level

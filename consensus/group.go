@@ -40,6 +40,9 @@ type Group struct {
 	reads   readBatcher
 	// refusals feeds the Manager's watchdog (watchdog.go).
 	refusals refusalStreak
+	// timeouts are the group's normal raft timeouts, which a transfer
+	// restores; nil when leaders keep them (no QuietHeartbeatTimeout).
+	timeouts *groupTimeouts
 
 	// fence orders proposals against leadership transfers: propose holds
 	// it shared around raft.Apply, transferLeadership exclusively to set
@@ -348,6 +351,11 @@ func (g *Group) transferLeadership(target raft.ServerID) error {
 		close(g.transferred)
 		g.fence.Unlock()
 	}()
+	// A transfer times out after ElectionTimeout: the normal one, not a
+	// quiet leader's (manager.go, QuietHeartbeatTimeout).
+	if g.timeouts != nil {
+		g.setTimeouts(g.timeouts.heartbeat, g.timeouts.election)
+	}
 	if err := g.raftOutcome(g.raft.Barrier(5 * time.Second).Error()); err != nil {
 		return fmt.Errorf("barrier before leadership transfer: %w", err)
 	}

@@ -33,8 +33,23 @@ type Config struct {
 	// each by default; failover takes about 2x.
 	HeartbeatTimeout time.Duration
 	ElectionTimeout  time.Duration
-	// LeaderLeaseTimeout: default 500ms.
+	// LeaderLeaseTimeout: a leader that has heard from no majority of its
+	// group for this long steps down. Default 1s (it must not exceed
+	// HeartbeatTimeout); it bounds QuietHeartbeatTimeout.
 	LeaderLeaseTimeout time.Duration
+	// QuietHeartbeatTimeout is the HeartbeatTimeout (and, if larger, the
+	// ElectionTimeout) of a group while this node leads it: raft's
+	// leader sends each follower a heartbeat every tenth to fifth of it.
+	// Most of those never travel (liveness.go), but each still wakes a
+	// goroutine; the longer timeout wakes them a third as often. It never
+	// applies to followers, whose election timer stays HeartbeatTimeout,
+	// so failover is unchanged; a group this node stops leading gets its
+	// normal timeouts back at the next reconcile tick, and before a
+	// leadership transfer. Default 3s; zero keeps HeartbeatTimeout
+	// always. It must be at least HeartbeatTimeout and at most 3x
+	// LeaderLeaseTimeout, so that heartbeats, at most a fifth of it
+	// apart, keep the leader's lease with room to spare.
+	QuietHeartbeatTimeout time.Duration
 	// CommitTimeout is raft's idle tick. DESIGN.md measured that 50ms
 	// makes two thirds of idle traffic over 64 groups; default 500ms.
 	CommitTimeout time.Duration
@@ -79,16 +94,17 @@ type Config struct {
 // DefaultConfig returns fresh defaults; NodeID and DataDir are left empty.
 func DefaultConfig() Config {
 	return Config{
-		HeartbeatTimeout:   time.Second,
-		ElectionTimeout:    time.Second,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      500 * time.Millisecond,
-		SnapshotThreshold:  8192,
-		TrailingLogs:       1024,
-		SnapshotInterval:   10 * time.Second,
-		ReconcileInterval:  time.Second,
-		CatchUpEntries:     64,
-		StuckLeaderTimeout: 10 * time.Second,
+		HeartbeatTimeout:      time.Second,
+		ElectionTimeout:       time.Second,
+		LeaderLeaseTimeout:    time.Second,
+		CommitTimeout:         500 * time.Millisecond,
+		QuietHeartbeatTimeout: 3 * time.Second,
+		SnapshotThreshold:     8192,
+		TrailingLogs:          1024,
+		SnapshotInterval:      10 * time.Second,
+		ReconcileInterval:     time.Second,
+		CatchUpEntries:        64,
+		StuckLeaderTimeout:    10 * time.Second,
 	}
 }
 
@@ -113,6 +129,9 @@ func (c Config) Validate() error {
 	}
 	if c.StuckLeaderTimeout > 0 && c.StuckLeaderTimeout <= 2*c.ElectionTimeout {
 		errs = append(errs, fmt.Errorf("consensus: StuckLeaderTimeout %v must exceed 2 ElectionTimeouts (%v): a leadership transfer refuses writes that long", c.StuckLeaderTimeout, 2*c.ElectionTimeout))
+	}
+	if q := c.QuietHeartbeatTimeout; q != 0 && (q < c.HeartbeatTimeout || q > 3*c.LeaderLeaseTimeout) {
+		errs = append(errs, fmt.Errorf("consensus: QuietHeartbeatTimeout %v must be 0 or within [HeartbeatTimeout %v, 3x LeaderLeaseTimeout %v]", q, c.HeartbeatTimeout, 3*c.LeaderLeaseTimeout))
 	}
 	if c.SnapshotThreshold == 0 {
 		errs = append(errs, errors.New("consensus: SnapshotThreshold must be positive"))
@@ -235,6 +254,9 @@ func (mg *Manager) Start() error {
 	if err := mg.ensureGroups(r, false); err != nil {
 		return err
 	}
+	if lt, ok := mg.deps.Transports.(livenessTransport); ok {
+		lt.SetLiveness(mg)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	mg.cancel = cancel
 	mg.wg.Add(1)
@@ -339,6 +361,7 @@ func (mg *Manager) loop(ctx context.Context) {
 		var changes changeCounts
 		for _, g := range mg.Groups() {
 			mg.noteLeader(g)
+			mg.quiet(g)
 			if mg.checkStuck(stuck, g) {
 				continue // restarted: the new instance is a follower
 			}
@@ -528,7 +551,11 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 	if err != nil {
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
-	g := &Group{id: p, nodeID: mg.cfg.NodeID, raft: r, trans: trans, fsm: f, logs: logs, stable: stable, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features, ignoreIntents: mg.cfg.UnsafeIgnoreIntents}
+	var timeouts *groupTimeouts
+	if mg.cfg.QuietHeartbeatTimeout > mg.cfg.HeartbeatTimeout {
+		timeouts = &groupTimeouts{heartbeat: mg.cfg.HeartbeatTimeout, election: mg.cfg.ElectionTimeout}
+	}
+	g := &Group{id: p, nodeID: mg.cfg.NodeID, timeouts: timeouts, raft: r, trans: trans, fsm: f, logs: logs, stable: stable, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features, ignoreIntents: mg.cfg.UnsafeIgnoreIntents}
 	mg.mu.Lock()
 	mg.mu.groups[p] = g
 	mg.mu.Unlock()

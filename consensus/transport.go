@@ -134,6 +134,18 @@ type TransportConfig struct {
 	// DialTimeout bounds connecting to a peer, the TLS handshake
 	// included. Default 1s.
 	DialTimeout time.Duration
+	// LivenessInterval is how often, once SetLiveness is called, the
+	// transport tells each peer which groups this node leads and in which
+	// it follows that peer (liveness.go). Default 200ms; negative sends
+	// none, and every heartbeat travels.
+	LivenessInterval time.Duration
+	// LivenessTimeout is how long a peer's last liveness message stands
+	// for the heartbeats of the groups it follows this node in. It must
+	// exceed LivenessInterval; keep it below raft's LeaderLeaseTimeout
+	// plus a little, since a leader cut off from its followers steps down
+	// only once their liveness has lapsed and its lease has run out.
+	// Default 600ms.
+	LivenessTimeout time.Duration
 	// TLS gives the configuration for dialing a peer's address; nil
 	// dials plain TCP (an insecure cluster).
 	TLS func(addr string) *tls.Config
@@ -148,10 +160,12 @@ type TransportConfig struct {
 // DefaultTransportConfig returns fresh defaults (NodeID still to be set).
 func DefaultTransportConfig() TransportConfig {
 	return TransportConfig{
-		ConnsPerPeer:    4,
-		Timeout:         5 * time.Second,
-		HeartbeatWindow: 25 * time.Millisecond,
-		DialTimeout:     time.Second,
+		ConnsPerPeer:     4,
+		Timeout:          5 * time.Second,
+		HeartbeatWindow:  25 * time.Millisecond,
+		DialTimeout:      time.Second,
+		LivenessInterval: 200 * time.Millisecond,
+		LivenessTimeout:  600 * time.Millisecond,
 	}
 }
 
@@ -169,6 +183,9 @@ func (c TransportConfig) Validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("consensus: TransportConfig.DialTimeout %v, want > 0", c.DialTimeout))
+	}
+	if c.LivenessInterval > 0 && c.LivenessTimeout <= c.LivenessInterval {
+		errs = append(errs, fmt.Errorf("consensus: TransportConfig.LivenessTimeout %v, want > LivenessInterval %v", c.LivenessTimeout, c.LivenessInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -188,6 +205,20 @@ func (c TransportConfig) Validate() error {
 // fast path. A stream frame costs one write on each side where a unary
 // drpc call costs about four, which is what idle groups mostly pay for.
 //
+// Once the Manager calls SetLiveness, most periodic heartbeats do not
+// travel at all (liveness.go): every LivenessInterval each node sends each
+// peer one liveness message on its stream, naming the groups it leads and
+// those in which it follows that peer, with their terms. A leader's
+// periodic heartbeat to a follower whose node's last message is younger
+// than LivenessTimeout and says it follows this leader at the heartbeat's
+// term is answered by the transport itself; a follower's node, receiving a
+// leader's message, hands each of its groups that follows that leader at
+// the named term the heartbeat raft would have sent. Raft's timers are
+// unchanged: when a node dies or is cut off its messages stop, its
+// followers' election timers and its peers' leader leases run out as they
+// would without heartbeats. Heartbeats of a group confirming its
+// leadership for reads (BeginUrgent) always travel.
+//
 // Incoming RPCs for a group this node does not host (not yet created, or
 // removed) are answered at once with ErrUnknownGroup; raft backs off and
 // retries, so a group created a little later than its peers' catches up.
@@ -197,6 +228,8 @@ func (c TransportConfig) Validate() error {
 //     and pipelines) and the reader (fed by the peer), which also owns the
 //     stream's connection; a failed stream ends both and is reopened on
 //     the next heartbeat or AppendEntriesPipeline;
+//   - once SetLiveness is called, one goroutine sending the liveness
+//     messages;
 //   - per pipeline, one goroutine delivering completed futures in order to
 //     raft, stopped by the pipeline's Close;
 //   - server side, per incoming stream (in the drpc server's handler
@@ -225,6 +258,10 @@ type Transport struct {
 		closed bool
 		groups map[uint32]*groupTransport
 		peers  map[string]*peer // by drpc address
+		// liveness reports this node's groups (SetLiveness); nil until set.
+		liveness LivenessSource
+		// live holds each peer node's last liveness message, by node id.
+		live map[string]*peerLiveness
 	}
 }
 
@@ -245,6 +282,12 @@ func NewTransport(cfg TransportConfig, resolver Resolver, reg prometheus.Registe
 	}
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = def.DialTimeout
+	}
+	if cfg.LivenessInterval == 0 {
+		cfg.LivenessInterval = def.LivenessInterval
+	}
+	if cfg.LivenessTimeout == 0 {
+		cfg.LivenessTimeout = max(def.LivenessTimeout, 3*cfg.LivenessInterval)
 	}
 	err := cfg.Validate()
 	if resolver == nil {
@@ -268,6 +311,7 @@ func NewTransport(cfg TransportConfig, resolver Resolver, reg prometheus.Registe
 	t := &Transport{cfg: cfg, resolver: resolver, log: log, m: m, lifetime: ctx, cancel: cancel}
 	t.mu.groups = make(map[uint32]*groupTransport)
 	t.mu.peers = make(map[string]*peer)
+	t.mu.live = make(map[string]*peerLiveness)
 	return t, nil
 }
 
@@ -378,6 +422,7 @@ func (t *Transport) peerFor(target raft.ServerAddress) (*peer, error) {
 	}
 	p := &peer{
 		addr:  addr,
+		node:  string(target),
 		slots: make(chan struct{}, t.cfg.ConnsPerPeer),
 		idle:  make(chan *rpcconn.Conn, t.cfg.ConnsPerPeer),
 	}
@@ -460,6 +505,8 @@ func (t *Transport) acquire(ctx context.Context, p *peer) (*rpcconn.Conn, error)
 // peer is the client side of one peer node.
 type peer struct {
 	addr string
+	// node is the node id the peer was first resolved from.
+	node string
 	// slots holds a token per open pooled connection (idle or in use).
 	slots chan struct{}
 	// idle holds the pooled connections not in use; its capacity equals

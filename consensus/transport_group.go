@@ -179,7 +179,7 @@ func (g *groupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 		return nil, err
 	}
 	pl := &pipeline{
-		g: g, s: s,
+		g: g, s: s, target: target,
 		inflight: make(chan *appendFuture, pipelineDepth),
 		done:     make(chan raft.AppendFuture, pipelineDepth),
 		closed:   make(chan struct{}),

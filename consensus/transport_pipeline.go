@@ -29,6 +29,9 @@ func (t *Transport) heartbeat(g *groupTransport, target raft.ServerAddress, args
 	if err != nil {
 		return err
 	}
+	if t.elideHeartbeat(g, target, args, resp) {
+		return nil
+	}
 	t.m.sent.WithLabelValues(rpcHeartbeat).Inc()
 	f := &appendFuture{start: time.Now(), args: args, resp: resp, heartbeat: true, urgent: g.urgent.Load() > 0, done: make(chan struct{})}
 	f.wire = g.appendToWire(args)
@@ -148,6 +151,20 @@ func (s *appendStream) enqueue(f *appendFuture) error {
 	}
 }
 
+// sendLiveness queues msg for the writer unless the queue is full or the
+// stream has failed; it reports whether it queued it. Nothing answers it.
+func (s *appendStream) sendLiveness(msg *kvpb.Liveness) bool {
+	f := &appendFuture{liveness: msg, done: make(chan struct{})}
+	select {
+	case s.sendq <- f:
+		return true
+	case <-s.ctx.Done():
+		return false
+	default:
+		return false
+	}
+}
+
 // abandon completes f with err unless a response already claimed it.
 func (s *appendStream) abandon(f *appendFuture, err error) {
 	s.mu.Lock()
@@ -188,7 +205,7 @@ func (s *appendStream) write() {
 	window := s.t.cfg.HeartbeatWindow
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	batch := &kvpb.AppendEntriesBatch{}
+	batch := &frame{}
 	for {
 		var f *appendFuture
 		select {
@@ -196,7 +213,9 @@ func (s *appendStream) write() {
 		case <-s.ctx.Done():
 			return
 		}
-		batch.Requests = append(batch.Requests[:0], f.wire)
+		batch.Requests = batch.Requests[:0]
+		batch.Liveness = nil
+		batch.add(f)
 		size := f.size
 		heartbeats := 0
 		if f.heartbeat {
@@ -208,7 +227,7 @@ func (s *appendStream) write() {
 			for len(batch.Requests) < maxFrameRequests {
 				select {
 				case f := <-s.sendq:
-					batch.Requests = append(batch.Requests, f.wire)
+					batch.add(f)
 					size += f.size
 					if !f.heartbeat {
 						break gather
@@ -230,7 +249,7 @@ func (s *appendStream) write() {
 		for len(batch.Requests) < maxFrameRequests && size < maxFrameBytes {
 			select {
 			case f := <-s.sendq:
-				batch.Requests = append(batch.Requests, f.wire)
+				batch.add(f)
 				size += f.size
 				if f.heartbeat {
 					heartbeats++
@@ -243,12 +262,25 @@ func (s *appendStream) write() {
 			s.t.m.heartbeatBatch.Observe(float64(heartbeats))
 		}
 		s.t.m.frames.WithLabelValues(rpcPipeline).Inc()
-		if err := s.stream.Send(batch); err != nil {
+		if err := s.stream.Send(&batch.AppendEntriesBatch); err != nil {
 			s.fail(err)
 			return
 		}
 		clear(batch.Requests)
 	}
+}
+
+// frame is the batch the stream writer is filling.
+type frame struct{ kvpb.AppendEntriesBatch }
+
+// add puts f's request, or its liveness message, in the frame; a newer
+// liveness message replaces an older one.
+func (b *frame) add(f *appendFuture) {
+	if f.liveness != nil {
+		b.Liveness = f.liveness
+		return
+	}
+	b.Requests = append(b.Requests, f.wire)
 }
 
 // read completes futures as their responses arrive; it owns the stream's
@@ -278,6 +310,9 @@ func (s *appendStream) read(conn *rpcconn.Conn) {
 // group was confirming leadership as it was sent), or a pipelined
 // AppendEntries (for which it implements raft.AppendFuture).
 type appendFuture struct {
+	// liveness, if set, makes this a liveness message (no request, no
+	// answer, never pending).
+	liveness  *kvpb.Liveness
 	heartbeat bool
 	urgent    bool
 	start     time.Time
@@ -306,8 +341,13 @@ func (f *appendFuture) Response() *raft.AppendEntriesResponse { return f.resp }
 // pipeline implements raft.AppendPipeline for one group to one peer over
 // the peer's shared stream.
 type pipeline struct {
-	g *groupTransport
-	s *appendStream
+	g      *groupTransport
+	s      *appendStream
+	target raft.ServerAddress
+	// last is the last empty request sent (raft's CommitTimeout tick):
+	// one saying the same again may be elided. Only raft's replication
+	// goroutine, AppendEntries' one caller, touches it.
+	last *kvpb.AppendEntriesRequest
 	// inflight holds sent futures in order; its capacity is the pipeline
 	// depth. Closed by nobody.
 	inflight chan *appendFuture
@@ -320,11 +360,26 @@ type pipeline struct {
 func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) (raft.AppendFuture, error) {
 	f := &appendFuture{start: time.Now(), args: args, resp: resp, done: make(chan struct{})}
 	f.wire = p.g.appendToWire(args)
-	f.size = proto.Size(f.wire)
+	elide := p.elidable(f.wire, f.start)
+	if !elide && len(f.wire.Entries) == 0 {
+		p.last = f.wire
+	}
+	if elide {
+		// Raft's idle tick (CommitTimeout) with nothing new: answered
+		// here, in order with the requests before it.
+		*resp = raft.AppendEntriesResponse{Term: args.Term, LastLog: args.PrevLogEntry, Success: true}
+		f.complete(nil)
+	} else {
+		f.size = proto.Size(f.wire)
+	}
 	select {
 	case p.inflight <- f:
 	case <-p.closed:
 		return nil, raft.ErrPipelineShutdown
+	}
+	if elide {
+		p.g.t.m.heartbeatsElided.Inc()
+		return f, nil
 	}
 	p.g.t.m.sent.WithLabelValues(rpcPipeline).Inc()
 	if err := p.s.enqueue(f); err != nil {
@@ -332,6 +387,21 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, err
 	}
 	return f, nil
+}
+
+// elidable reports whether w, about to be sent at now, may be answered
+// without sending it: it carries no entries and says nothing the last
+// empty request this pipeline sent did not (same term, previous entry and
+// commit index), the group is not confirming its leadership, and the
+// follower's liveness stands for it (Transport.standsFor).
+func (p *pipeline) elidable(w *kvpb.AppendEntriesRequest, now time.Time) bool {
+	last := p.last
+	if len(w.Entries) > 0 || last == nil || p.g.urgent.Load() > 0 ||
+		w.Term != last.Term || w.PrevLogEntry != last.PrevLogEntry || w.PrevLogTerm != last.PrevLogTerm ||
+		w.LeaderCommitIndex != last.LeaderCommitIndex {
+		return false
+	}
+	return p.g.t.standsFor(p.target, p.g.group, w.Term, now) && p.g.urgent.Load() == 0
 }
 
 func (p *pipeline) Consumer() <-chan raft.AppendFuture { return p.done }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"storj.io/drpc"
@@ -120,6 +121,9 @@ func (s raftServer) AppendEntriesPipeline(stream kvpb.DRPCRaft_AppendEntriesPipe
 				return nil
 			}
 			return fmt.Errorf("receive raft pipeline frame: %w", err)
+		}
+		if l := in.GetLiveness(); l != nil {
+			t.noteLiveness(l, time.Now())
 		}
 		for _, req := range in.GetRequests() {
 			if wireIsHeartbeat(req) {

@@ -115,6 +115,13 @@ type transportMetrics struct {
 	heartbeatBatch prometheus.Histogram
 	// snapshotsInstalled counts snapshots received that raft installed.
 	snapshotsInstalled prometheus.Counter
+	// livenessSent counts liveness messages queued to peers;
+	// heartbeatsElided the periodic heartbeats a follower's liveness
+	// answered here; heartbeatsInjected the heartbeats a leader's liveness
+	// handed to local followers (liveness.go).
+	livenessSent       prometheus.Counter
+	heartbeatsElided   prometheus.Counter
+	heartbeatsInjected prometheus.Counter
 }
 
 func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
@@ -140,8 +147,20 @@ func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
 			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_snapshots_installed_total",
 			Help: "Snapshots received from a leader and installed by a local group.",
 		}),
+		livenessSent: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_liveness_sent_total",
+			Help: "Liveness messages queued to peers; each stands for the periodic heartbeats of the groups the two nodes share.",
+		}),
+		heartbeatsElided: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_heartbeats_elided_total",
+			Help: "Periodic heartbeats and idle appends (raft's CommitTimeout tick) of groups led here answered by the follower node's liveness instead of sent.",
+		}),
+		heartbeatsInjected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_heartbeats_injected_total",
+			Help: "Heartbeats handed to local followers on behalf of their leader node's liveness message.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled} {
+	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected} {
 		if err := reg.Register(c); err != nil {
 			return transportMetrics{}, fmt.Errorf("register raft transport metrics: %w", err)
 		}

@@ -274,6 +274,7 @@ func TestWatchdogHealsGroupStuckByTransferBug(t *testing.T) {
 	warnings := &warnLog{}
 	f.tune = func(cfg *Config) {
 		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = election, election, election/2
+		cfg.QuietHeartbeatTimeout = 0 // the transfers' timing as designed
 		cfg.StuckLeaderTimeout = 3 * election
 		cfg.Logger = slog.New(warnings)
 	}

@@ -130,6 +130,7 @@ func newLinNode(t *testing.T) (n1, n9 *Coordinator, lin *serverLin) {
 	ccfg := consensus.DefaultConfig()
 	ccfg.NodeID, ccfg.DataDir = "n1", t.TempDir()
 	ccfg.HeartbeatTimeout, ccfg.ElectionTimeout, ccfg.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 50*time.Millisecond
+	ccfg.QuietHeartbeatTimeout = 150 * time.Millisecond
 	ccfg.CommitTimeout = 10 * time.Millisecond
 	ccfg.Founder = true
 	clock := replica.NewClock(nil, 0)

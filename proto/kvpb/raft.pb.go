@@ -407,8 +407,12 @@ func (x *AppendEntriesResponse) GetNoRetryBackoff() bool {
 // groups bound for the same node: coalesced heartbeats on the unary RPC,
 // every pipelined request waiting at that moment on the stream.
 type AppendEntriesBatch struct {
-	state         protoimpl.MessageState  `protogen:"open.v1"`
-	Requests      []*AppendEntriesRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	state    protoimpl.MessageState  `protogen:"open.v1"`
+	Requests []*AppendEntriesRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	// liveness, when set, is the sender's periodic liveness word to the
+	// receiver (sent on the pipeline stream only, about every 200 ms, in a
+	// frame of its own or with requests). Older nodes ignore it.
+	Liveness      *Liveness `protobuf:"bytes,2,opt,name=liveness,proto3" json:"liveness,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -450,6 +454,96 @@ func (x *AppendEntriesBatch) GetRequests() []*AppendEntriesRequest {
 	return nil
 }
 
+func (x *AppendEntriesBatch) GetLiveness() *Liveness {
+	if x != nil {
+		return x.Liveness
+	}
+	return nil
+}
+
+// Liveness is what a node tells one peer, periodically, about the groups
+// they share: it stands for the heartbeats of those groups
+// (consensus/liveness.go). Groups and terms are parallel lists.
+type Liveness struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// node is the sender's node id.
+	Node string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// led_groups are the groups the sender leads, at led_terms.
+	LedGroups []uint32 `protobuf:"varint,2,rep,packed,name=led_groups,json=ledGroups,proto3" json:"led_groups,omitempty"`
+	LedTerms  []uint64 `protobuf:"varint,3,rep,packed,name=led_terms,json=ledTerms,proto3" json:"led_terms,omitempty"`
+	// followed_groups are the groups in which the sender follows the
+	// receiver as their leader, at followed_terms.
+	FollowedGroups []uint32 `protobuf:"varint,4,rep,packed,name=followed_groups,json=followedGroups,proto3" json:"followed_groups,omitempty"`
+	FollowedTerms  []uint64 `protobuf:"varint,5,rep,packed,name=followed_terms,json=followedTerms,proto3" json:"followed_terms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Liveness) Reset() {
+	*x = Liveness{}
+	mi := &file_ringkv_v1_raft_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Liveness) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Liveness) ProtoMessage() {}
+
+func (x *Liveness) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_raft_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Liveness.ProtoReflect.Descriptor instead.
+func (*Liveness) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Liveness) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *Liveness) GetLedGroups() []uint32 {
+	if x != nil {
+		return x.LedGroups
+	}
+	return nil
+}
+
+func (x *Liveness) GetLedTerms() []uint64 {
+	if x != nil {
+		return x.LedTerms
+	}
+	return nil
+}
+
+func (x *Liveness) GetFollowedGroups() []uint32 {
+	if x != nil {
+		return x.FollowedGroups
+	}
+	return nil
+}
+
+func (x *Liveness) GetFollowedTerms() []uint64 {
+	if x != nil {
+		return x.FollowedTerms
+	}
+	return nil
+}
+
 // AppendEntriesBatchResponse answers an AppendEntriesBatch: on the unary
 // RPC one response per request in request order; on the stream, responses
 // matched to requests by id, in any order across groups.
@@ -462,7 +556,7 @@ type AppendEntriesBatchResponse struct {
 
 func (x *AppendEntriesBatchResponse) Reset() {
 	*x = AppendEntriesBatchResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[5]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +568,7 @@ func (x *AppendEntriesBatchResponse) String() string {
 func (*AppendEntriesBatchResponse) ProtoMessage() {}
 
 func (x *AppendEntriesBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[5]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +581,7 @@ func (x *AppendEntriesBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendEntriesBatchResponse.ProtoReflect.Descriptor instead.
 func (*AppendEntriesBatchResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{5}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AppendEntriesBatchResponse) GetResponses() []*AppendEntriesResponse {
@@ -513,7 +607,7 @@ type RequestVoteRequest struct {
 
 func (x *RequestVoteRequest) Reset() {
 	*x = RequestVoteRequest{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[6]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -525,7 +619,7 @@ func (x *RequestVoteRequest) String() string {
 func (*RequestVoteRequest) ProtoMessage() {}
 
 func (x *RequestVoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[6]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -538,7 +632,7 @@ func (x *RequestVoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestVoteRequest.ProtoReflect.Descriptor instead.
 func (*RequestVoteRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{6}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RequestVoteRequest) GetGroup() uint32 {
@@ -603,7 +697,7 @@ type RequestVoteResponse struct {
 
 func (x *RequestVoteResponse) Reset() {
 	*x = RequestVoteResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[7]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +709,7 @@ func (x *RequestVoteResponse) String() string {
 func (*RequestVoteResponse) ProtoMessage() {}
 
 func (x *RequestVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[7]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +722,7 @@ func (x *RequestVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestVoteResponse.ProtoReflect.Descriptor instead.
 func (*RequestVoteResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{7}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RequestVoteResponse) GetHeader() *RPCHeader {
@@ -673,7 +767,7 @@ type RequestPreVoteRequest struct {
 
 func (x *RequestPreVoteRequest) Reset() {
 	*x = RequestPreVoteRequest{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[8]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +779,7 @@ func (x *RequestPreVoteRequest) String() string {
 func (*RequestPreVoteRequest) ProtoMessage() {}
 
 func (x *RequestPreVoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[8]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +792,7 @@ func (x *RequestPreVoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestPreVoteRequest.ProtoReflect.Descriptor instead.
 func (*RequestPreVoteRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RequestPreVoteRequest) GetGroup() uint32 {
@@ -748,7 +842,7 @@ type RequestPreVoteResponse struct {
 
 func (x *RequestPreVoteResponse) Reset() {
 	*x = RequestPreVoteResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[9]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -760,7 +854,7 @@ func (x *RequestPreVoteResponse) String() string {
 func (*RequestPreVoteResponse) ProtoMessage() {}
 
 func (x *RequestPreVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[9]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -773,7 +867,7 @@ func (x *RequestPreVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestPreVoteResponse.ProtoReflect.Descriptor instead.
 func (*RequestPreVoteResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RequestPreVoteResponse) GetHeader() *RPCHeader {
@@ -808,7 +902,7 @@ type TimeoutNowRequest struct {
 
 func (x *TimeoutNowRequest) Reset() {
 	*x = TimeoutNowRequest{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[10]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +914,7 @@ func (x *TimeoutNowRequest) String() string {
 func (*TimeoutNowRequest) ProtoMessage() {}
 
 func (x *TimeoutNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[10]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +927,7 @@ func (x *TimeoutNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeoutNowRequest.ProtoReflect.Descriptor instead.
 func (*TimeoutNowRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TimeoutNowRequest) GetGroup() uint32 {
@@ -860,7 +954,7 @@ type TimeoutNowResponse struct {
 
 func (x *TimeoutNowResponse) Reset() {
 	*x = TimeoutNowResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[11]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +966,7 @@ func (x *TimeoutNowResponse) String() string {
 func (*TimeoutNowResponse) ProtoMessage() {}
 
 func (x *TimeoutNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[11]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +979,7 @@ func (x *TimeoutNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeoutNowResponse.ProtoReflect.Descriptor instead.
 func (*TimeoutNowResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TimeoutNowResponse) GetHeader() *RPCHeader {
@@ -916,7 +1010,7 @@ type InstallSnapshotRequest struct {
 
 func (x *InstallSnapshotRequest) Reset() {
 	*x = InstallSnapshotRequest{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[12]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -928,7 +1022,7 @@ func (x *InstallSnapshotRequest) String() string {
 func (*InstallSnapshotRequest) ProtoMessage() {}
 
 func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[12]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -941,7 +1035,7 @@ func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{12}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *InstallSnapshotRequest) GetGroup() uint32 {
@@ -1034,7 +1128,7 @@ type InstallSnapshotChunk struct {
 
 func (x *InstallSnapshotChunk) Reset() {
 	*x = InstallSnapshotChunk{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[13]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1140,7 @@ func (x *InstallSnapshotChunk) String() string {
 func (*InstallSnapshotChunk) ProtoMessage() {}
 
 func (x *InstallSnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[13]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1153,7 @@ func (x *InstallSnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotChunk.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{13}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *InstallSnapshotChunk) GetRequest() *InstallSnapshotRequest {
@@ -1088,7 +1182,7 @@ type InstallSnapshotResponse struct {
 
 func (x *InstallSnapshotResponse) Reset() {
 	*x = InstallSnapshotResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[14]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1100,7 +1194,7 @@ func (x *InstallSnapshotResponse) String() string {
 func (*InstallSnapshotResponse) ProtoMessage() {}
 
 func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[14]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1113,7 +1207,7 @@ func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{14}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InstallSnapshotResponse) GetHeader() *RPCHeader {
@@ -1175,9 +1269,17 @@ const file_ringkv_v1_raft_proto_rawDesc = "" +
 	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x19\n" +
 	"\blast_log\x18\a \x01(\x04R\alastLog\x12\x18\n" +
 	"\asuccess\x18\b \x01(\bR\asuccess\x12(\n" +
-	"\x10no_retry_backoff\x18\t \x01(\bR\x0enoRetryBackoff\"Q\n" +
+	"\x10no_retry_backoff\x18\t \x01(\bR\x0enoRetryBackoff\"\x82\x01\n" +
 	"\x12AppendEntriesBatch\x12;\n" +
-	"\brequests\x18\x01 \x03(\v2\x1f.ringkv.v1.AppendEntriesRequestR\brequests\"\\\n" +
+	"\brequests\x18\x01 \x03(\v2\x1f.ringkv.v1.AppendEntriesRequestR\brequests\x12/\n" +
+	"\bliveness\x18\x02 \x01(\v2\x13.ringkv.v1.LivenessR\bliveness\"\xaa\x01\n" +
+	"\bLiveness\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"led_groups\x18\x02 \x03(\rR\tledGroups\x12\x1b\n" +
+	"\tled_terms\x18\x03 \x03(\x04R\bledTerms\x12'\n" +
+	"\x0ffollowed_groups\x18\x04 \x03(\rR\x0efollowedGroups\x12%\n" +
+	"\x0efollowed_terms\x18\x05 \x03(\x04R\rfollowedTerms\"\\\n" +
 	"\x1aAppendEntriesBatchResponse\x12>\n" +
 	"\tresponses\x18\x01 \x03(\v2 .ringkv.v1.AppendEntriesResponseR\tresponses\"\x85\x02\n" +
 	"\x12RequestVoteRequest\x12\x14\n" +
@@ -1249,56 +1351,58 @@ func file_ringkv_v1_raft_proto_rawDescGZIP() []byte {
 	return file_ringkv_v1_raft_proto_rawDescData
 }
 
-var file_ringkv_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_ringkv_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_ringkv_v1_raft_proto_goTypes = []any{
 	(*RPCHeader)(nil),                  // 0: ringkv.v1.RPCHeader
 	(*RaftLog)(nil),                    // 1: ringkv.v1.RaftLog
 	(*AppendEntriesRequest)(nil),       // 2: ringkv.v1.AppendEntriesRequest
 	(*AppendEntriesResponse)(nil),      // 3: ringkv.v1.AppendEntriesResponse
 	(*AppendEntriesBatch)(nil),         // 4: ringkv.v1.AppendEntriesBatch
-	(*AppendEntriesBatchResponse)(nil), // 5: ringkv.v1.AppendEntriesBatchResponse
-	(*RequestVoteRequest)(nil),         // 6: ringkv.v1.RequestVoteRequest
-	(*RequestVoteResponse)(nil),        // 7: ringkv.v1.RequestVoteResponse
-	(*RequestPreVoteRequest)(nil),      // 8: ringkv.v1.RequestPreVoteRequest
-	(*RequestPreVoteResponse)(nil),     // 9: ringkv.v1.RequestPreVoteResponse
-	(*TimeoutNowRequest)(nil),          // 10: ringkv.v1.TimeoutNowRequest
-	(*TimeoutNowResponse)(nil),         // 11: ringkv.v1.TimeoutNowResponse
-	(*InstallSnapshotRequest)(nil),     // 12: ringkv.v1.InstallSnapshotRequest
-	(*InstallSnapshotChunk)(nil),       // 13: ringkv.v1.InstallSnapshotChunk
-	(*InstallSnapshotResponse)(nil),    // 14: ringkv.v1.InstallSnapshotResponse
+	(*Liveness)(nil),                   // 5: ringkv.v1.Liveness
+	(*AppendEntriesBatchResponse)(nil), // 6: ringkv.v1.AppendEntriesBatchResponse
+	(*RequestVoteRequest)(nil),         // 7: ringkv.v1.RequestVoteRequest
+	(*RequestVoteResponse)(nil),        // 8: ringkv.v1.RequestVoteResponse
+	(*RequestPreVoteRequest)(nil),      // 9: ringkv.v1.RequestPreVoteRequest
+	(*RequestPreVoteResponse)(nil),     // 10: ringkv.v1.RequestPreVoteResponse
+	(*TimeoutNowRequest)(nil),          // 11: ringkv.v1.TimeoutNowRequest
+	(*TimeoutNowResponse)(nil),         // 12: ringkv.v1.TimeoutNowResponse
+	(*InstallSnapshotRequest)(nil),     // 13: ringkv.v1.InstallSnapshotRequest
+	(*InstallSnapshotChunk)(nil),       // 14: ringkv.v1.InstallSnapshotChunk
+	(*InstallSnapshotResponse)(nil),    // 15: ringkv.v1.InstallSnapshotResponse
 }
 var file_ringkv_v1_raft_proto_depIdxs = []int32{
 	0,  // 0: ringkv.v1.AppendEntriesRequest.header:type_name -> ringkv.v1.RPCHeader
 	1,  // 1: ringkv.v1.AppendEntriesRequest.entries:type_name -> ringkv.v1.RaftLog
 	0,  // 2: ringkv.v1.AppendEntriesResponse.header:type_name -> ringkv.v1.RPCHeader
 	2,  // 3: ringkv.v1.AppendEntriesBatch.requests:type_name -> ringkv.v1.AppendEntriesRequest
-	3,  // 4: ringkv.v1.AppendEntriesBatchResponse.responses:type_name -> ringkv.v1.AppendEntriesResponse
-	0,  // 5: ringkv.v1.RequestVoteRequest.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 6: ringkv.v1.RequestVoteResponse.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 7: ringkv.v1.RequestPreVoteRequest.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 8: ringkv.v1.RequestPreVoteResponse.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 9: ringkv.v1.TimeoutNowRequest.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 10: ringkv.v1.TimeoutNowResponse.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 11: ringkv.v1.InstallSnapshotRequest.header:type_name -> ringkv.v1.RPCHeader
-	12, // 12: ringkv.v1.InstallSnapshotChunk.request:type_name -> ringkv.v1.InstallSnapshotRequest
-	0,  // 13: ringkv.v1.InstallSnapshotResponse.header:type_name -> ringkv.v1.RPCHeader
-	4,  // 14: ringkv.v1.Raft.AppendEntries:input_type -> ringkv.v1.AppendEntriesBatch
-	4,  // 15: ringkv.v1.Raft.AppendEntriesPipeline:input_type -> ringkv.v1.AppendEntriesBatch
-	6,  // 16: ringkv.v1.Raft.RequestVote:input_type -> ringkv.v1.RequestVoteRequest
-	8,  // 17: ringkv.v1.Raft.RequestPreVote:input_type -> ringkv.v1.RequestPreVoteRequest
-	10, // 18: ringkv.v1.Raft.TimeoutNow:input_type -> ringkv.v1.TimeoutNowRequest
-	13, // 19: ringkv.v1.Raft.InstallSnapshot:input_type -> ringkv.v1.InstallSnapshotChunk
-	5,  // 20: ringkv.v1.Raft.AppendEntries:output_type -> ringkv.v1.AppendEntriesBatchResponse
-	5,  // 21: ringkv.v1.Raft.AppendEntriesPipeline:output_type -> ringkv.v1.AppendEntriesBatchResponse
-	7,  // 22: ringkv.v1.Raft.RequestVote:output_type -> ringkv.v1.RequestVoteResponse
-	9,  // 23: ringkv.v1.Raft.RequestPreVote:output_type -> ringkv.v1.RequestPreVoteResponse
-	11, // 24: ringkv.v1.Raft.TimeoutNow:output_type -> ringkv.v1.TimeoutNowResponse
-	14, // 25: ringkv.v1.Raft.InstallSnapshot:output_type -> ringkv.v1.InstallSnapshotResponse
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	5,  // 4: ringkv.v1.AppendEntriesBatch.liveness:type_name -> ringkv.v1.Liveness
+	3,  // 5: ringkv.v1.AppendEntriesBatchResponse.responses:type_name -> ringkv.v1.AppendEntriesResponse
+	0,  // 6: ringkv.v1.RequestVoteRequest.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 7: ringkv.v1.RequestVoteResponse.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 8: ringkv.v1.RequestPreVoteRequest.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 9: ringkv.v1.RequestPreVoteResponse.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 10: ringkv.v1.TimeoutNowRequest.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 11: ringkv.v1.TimeoutNowResponse.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 12: ringkv.v1.InstallSnapshotRequest.header:type_name -> ringkv.v1.RPCHeader
+	13, // 13: ringkv.v1.InstallSnapshotChunk.request:type_name -> ringkv.v1.InstallSnapshotRequest
+	0,  // 14: ringkv.v1.InstallSnapshotResponse.header:type_name -> ringkv.v1.RPCHeader
+	4,  // 15: ringkv.v1.Raft.AppendEntries:input_type -> ringkv.v1.AppendEntriesBatch
+	4,  // 16: ringkv.v1.Raft.AppendEntriesPipeline:input_type -> ringkv.v1.AppendEntriesBatch
+	7,  // 17: ringkv.v1.Raft.RequestVote:input_type -> ringkv.v1.RequestVoteRequest
+	9,  // 18: ringkv.v1.Raft.RequestPreVote:input_type -> ringkv.v1.RequestPreVoteRequest
+	11, // 19: ringkv.v1.Raft.TimeoutNow:input_type -> ringkv.v1.TimeoutNowRequest
+	14, // 20: ringkv.v1.Raft.InstallSnapshot:input_type -> ringkv.v1.InstallSnapshotChunk
+	6,  // 21: ringkv.v1.Raft.AppendEntries:output_type -> ringkv.v1.AppendEntriesBatchResponse
+	6,  // 22: ringkv.v1.Raft.AppendEntriesPipeline:output_type -> ringkv.v1.AppendEntriesBatchResponse
+	8,  // 23: ringkv.v1.Raft.RequestVote:output_type -> ringkv.v1.RequestVoteResponse
+	10, // 24: ringkv.v1.Raft.RequestPreVote:output_type -> ringkv.v1.RequestPreVoteResponse
+	12, // 25: ringkv.v1.Raft.TimeoutNow:output_type -> ringkv.v1.TimeoutNowResponse
+	15, // 26: ringkv.v1.Raft.InstallSnapshot:output_type -> ringkv.v1.InstallSnapshotResponse
+	21, // [21:27] is the sub-list for method output_type
+	15, // [15:21] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_raft_proto_init() }
@@ -1312,7 +1416,7 @@ func file_ringkv_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_raft_proto_rawDesc), len(file_ringkv_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

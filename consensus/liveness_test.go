@@ -1,0 +1,252 @@
+package consensus
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// trLiveness is the LivenessSource of one node of a trCluster: its
+// replicas as they were when it was made (stopped ones report Shutdown).
+type trLiveness map[uint32]*raft.Raft
+
+func newTrLiveness(c *trCluster, n *trNode) trLiveness {
+	l := trLiveness{}
+	for g, reps := range c.reps {
+		for _, rep := range reps {
+			if rep.node == n {
+				l[g] = rep.r
+			}
+		}
+	}
+	return l
+}
+
+func (l trLiveness) LivenessReport() LivenessReport {
+	rep := LivenessReport{Followed: map[string][]GroupTerm{}}
+	for g, r := range l {
+		switch r.State() {
+		case raft.Leader:
+			rep.Led = append(rep.Led, GroupTerm{Group: g, Term: r.CurrentTerm()})
+		case raft.Follower:
+			if _, id := r.LeaderWithID(); id != "" {
+				rep.Followed[string(id)] = append(rep.Followed[string(id)], GroupTerm{Group: g, Term: r.CurrentTerm()})
+			}
+		}
+	}
+	return rep
+}
+
+func (l trLiveness) Following(group uint32) (string, uint64, bool) {
+	r, ok := l[group]
+	if !ok || r.State() != raft.Follower {
+		return "", 0, false
+	}
+	_, id := r.LeaderWithID()
+	return string(id), r.CurrentTerm(), id != ""
+}
+
+// TestLivenessStandsForIdleHeartbeats: once the nodes exchange liveness
+// messages, idle groups send (almost) no heartbeats or idle appends, yet a
+// leadership confirmation still travels and is answered, and when a node
+// goes away the groups it led elect new leaders.
+func TestLivenessStandsForIdleHeartbeats(t *testing.T) {
+	const groups = 4
+	nodes := startTrNodes(t, 3, TransportConfig{})
+	c := startTrCluster(t, nodes, groups, trRaftConfig)
+	for _, n := range nodes {
+		n.tr.SetLiveness(newTrLiveness(c, n))
+		n.tr.SetLiveness(newTrLiveness(c, n)) // ignored
+	}
+	leaders := c.waitLeaders(t)
+	sum := func(name string, labels map[string]string) (v float64) {
+		for _, n := range nodes {
+			v += n.metric(t, name, labels)
+		}
+		return v
+	}
+	travelled := func() float64 {
+		return sum("ringkv_consensus_transport_rpcs_sent_total", map[string]string{"rpc": rpcHeartbeat}) +
+			sum("ringkv_consensus_transport_rpcs_sent_total", map[string]string{"rpc": rpcPipeline})
+	}
+	const elided, injected = "ringkv_consensus_transport_heartbeats_elided_total", "ringkv_consensus_transport_heartbeats_injected_total"
+	trPollUntil(t, 30*time.Second, "heartbeats stood for", func() error {
+		if e, i := sum(elided, nil), sum(injected, nil); e < 50 || i < 20 {
+			return fmt.Errorf("elided %v, injected %v", e, i)
+		}
+		return nil
+	})
+	// How many still travel depends on the machine's load (a liveness
+	// message delayed past its timeout stands for nothing): logged only.
+	e0, s0 := sum(elided, nil), travelled()
+	trPollUntil(t, 10*time.Second, "more idle traffic", func() error {
+		if e := sum(elided, nil) - e0; e < 100 {
+			return fmt.Errorf("elided %v", e)
+		}
+		return nil
+	})
+	t.Logf("idle groups: %v heartbeats and appends elided while %v travelled", sum(elided, nil)-e0, travelled()-s0)
+
+	// A leadership confirmation travels and is answered.
+	lead := leaders[0]
+	hb := sum("ringkv_consensus_transport_rpcs_sent_total", map[string]string{"rpc": rpcHeartbeat})
+	gt, ok := lead.node.tr.Group(0).(*groupTransport)
+	if !ok {
+		t.Fatal("not a groupTransport")
+	}
+	end := gt.BeginUrgent()
+	err := lead.r.VerifyLeader().Error()
+	end()
+	if err != nil {
+		t.Fatalf("verify leader: %v", err)
+	}
+	if got := sum("ringkv_consensus_transport_rpcs_sent_total", map[string]string{"rpc": rpcHeartbeat}); got <= hb {
+		t.Errorf("heartbeats sent for a leadership confirmation: got %v, want > %v", got-hb, 0)
+	}
+
+	// The leader's node goes away: its groups elect new leaders.
+	gone := lead.node
+	for _, reps := range c.reps {
+		for _, rep := range reps {
+			if rep.node == gone {
+				rep.stop(t)
+			}
+		}
+	}
+	if err := gone.tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	trPollUntil(t, 30*time.Second, "new leaders", func() error {
+		for g := range uint32(groups) {
+			l, err := c.leader(g)
+			if err != nil {
+				return err
+			}
+			if l.node == gone {
+				return fmt.Errorf("group %d led by the departed node", g)
+			}
+		}
+		return nil
+	})
+	t.Logf("every group had a leader %v after %s went away", time.Since(start), gone.id)
+}
+
+func TestLivenessConfig(t *testing.T) {
+	cfg := DefaultTransportConfig()
+	cfg.NodeID = "n1"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	cfg.LivenessTimeout = cfg.LivenessInterval
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "LivenessTimeout") {
+		t.Errorf("got %v, want a LivenessTimeout error", err)
+	}
+	tr, err := NewTransport(TransportConfig{NodeID: "n1", LivenessInterval: time.Second}, &trResolver{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := tr.cfg.LivenessTimeout, 3*time.Second; got != want {
+		t.Errorf("filled LivenessTimeout: got %v, want %v", got, want)
+	}
+	tr.SetLiveness(trLiveness{}) // sends nothing: no group
+	if err := tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tr.SetLiveness(trLiveness{}) // closed: ignored
+
+	c := testConfig(t, "n1")
+	for _, tc := range []struct {
+		name  string
+		quiet time.Duration
+		ok    bool
+	}{
+		{"off", 0, true},
+		{"heartbeat timeout", c.HeartbeatTimeout, true},
+		{"3x lease", 3 * c.LeaderLeaseTimeout, true},
+		{"below heartbeat timeout", c.HeartbeatTimeout / 2, false},
+		{"beyond 3x lease", 3*c.LeaderLeaseTimeout + time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c.QuietHeartbeatTimeout = tc.quiet
+			err := c.Validate()
+			if got := err == nil; got != tc.ok {
+				t.Errorf("QuietHeartbeatTimeout %v: got %v, want ok %v", tc.quiet, err, tc.ok)
+			}
+		})
+	}
+}
+
+// TestQuietLeaderTimeouts: a group's leader runs with the quiet
+// heartbeat timeout, its followers with the normal one; a transfer
+// restores the normal one before it starts, and the new leader goes quiet.
+func TestQuietLeaderTimeouts(t *testing.T) {
+	_, mgrs := newCluster(t, 1)
+	cfg := testConfig(t, "n1")
+	check := func() error {
+		lead := leaderOf(mgrs, 0)
+		if lead == nil {
+			return errors.New("no leader")
+		}
+		for id, m := range mgrs {
+			g, ok := m.Group(0)
+			if !ok {
+				return fmt.Errorf("%s has no group", id)
+			}
+			want := cfg.HeartbeatTimeout
+			if g == lead {
+				want = cfg.QuietHeartbeatTimeout
+			}
+			if got := g.raft.ReloadableConfig().HeartbeatTimeout; got != want {
+				return fmt.Errorf("%s (%v): heartbeat timeout %v, want %v", id, g.raft.State(), got, want)
+			}
+		}
+		return nil
+	}
+	waitFor(t, 10*time.Second, "quiet leader, normal followers", check)
+	lead := leaderOf(mgrs, 0)
+	if err := lead.transferLeadership(""); err != nil {
+		t.Fatalf("transfer: %v", err)
+	}
+	waitFor(t, 10*time.Second, "the new leader quiet, the old one normal", check)
+}
+
+// TestManagerLivenessReport: the Manager reports the groups it leads and,
+// by leader, those it follows, each at its term.
+func TestManagerLivenessReport(t *testing.T) {
+	_, mgrs := newCluster(t, 1)
+	waitFor(t, 10*time.Second, "a consistent report", func() error {
+		lead := leaderOf(mgrs, 0)
+		if lead == nil {
+			return errors.New("no leader")
+		}
+		term := lead.raft.CurrentTerm()
+		for id, m := range mgrs {
+			rep := m.LivenessReport()
+			leader, ft, ok := m.Following(0)
+			if id == lead.nodeID {
+				if len(rep.Led) != 1 || rep.Led[0] != (GroupTerm{Group: 0, Term: term}) {
+					return fmt.Errorf("leader %s reports led %v, want group 0 at term %d", id, rep.Led, term)
+				}
+				if ok {
+					return fmt.Errorf("leader %s says it follows %s", id, leader)
+				}
+				continue
+			}
+			if got := rep.Followed[lead.nodeID]; len(got) != 1 || got[0] != (GroupTerm{Group: 0, Term: term}) {
+				return fmt.Errorf("follower %s reports followed %v, want group 0 at term %d", id, rep.Followed, term)
+			}
+			if !ok || leader != lead.nodeID || ft != term {
+				return fmt.Errorf("follower %s: Following = %q %d %v, want %s %d", id, leader, ft, ok, lead.nodeID, term)
+			}
+		}
+		return nil
+	})
+	if _, _, ok := mgrs["n1"].Following(99); ok {
+		t.Error("Following(99) on a node without group 99: got ok")
+	}
+}
