@@ -328,6 +328,10 @@ func codeError(code kvpb.ErrorCode, msg string) (outcome, error) {
 		return final, fmt.Errorf("%w: %s", ErrConflict, msg)
 	case kvpb.ErrorCode_ERROR_CODE_INSUFFICIENT_STORAGE:
 		return final, fmt.Errorf("%w: %s", ErrInsufficientStorage, msg)
+	case kvpb.ErrorCode_ERROR_CODE_OVERLOADED:
+		// Refused before anything was done: safe to retry, after the
+		// backoff call applies before every retry.
+		return retry, fmt.Errorf("%w: %s", ErrOverloaded, msg)
 	default:
 		return final, fmt.Errorf("%w: code %d: %s", errInternal, int32(code), msg)
 	}

@@ -35,7 +35,8 @@
 // (too few replicas or no leader), ErrTimeout (also matches
 // context.DeadlineExceeded), ErrOutcomeUnknown, ErrInvalidArgument,
 // ErrUnauthenticated and ErrPermissionDenied (a secure cluster refused the
-// caller, see Security), ErrClosed.
+// caller, see Security), ErrOverloaded (a node at its admission bound,
+// returned once the retries ran out), ErrClosed.
 //
 // A call is retried, on another node where there is one, with exponential
 // backoff and full jitter (BackoffBase doubling up to BackoffMax, at most
@@ -46,7 +47,10 @@
 //   - the node answered that it is shutting down, or that it could not
 //     reach enough replicas or a leader without applying anything (reads
 //     at any level; linearizable writes and CAS, which the node reports as
-//     not applied unless their outcome is unknown).
+//     not applied unless their outcome is unknown);
+//   - the node refused it at once because it was at an admission bound
+//     (ErrOverloaded: requests or bytes in flight, a Raft group's queued
+//     proposals), reads and writes alike.
 //
 // An authentication refusal is final, with one exception: a Client that
 // logs in (WithCredentials) renews its token after an UNAUTHENTICATED

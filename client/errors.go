@@ -53,6 +53,14 @@ var (
 	// nothing was applied. The node serves reads meanwhile and takes
 	// writes again by itself once space is freed. It is not retried.
 	ErrInsufficientStorage = errors.New("client: insufficient storage")
+	// ErrOverloaded is returned when the node refused the call at once
+	// because it was at one of its admission bounds (requests or bytes in
+	// flight, a Raft group's queued proposals): nothing was applied. The
+	// client retries such calls, reads and writes, after its backoff
+	// (BackoffBase doubling up to BackoffMax), trying the other nodes
+	// first; the error is returned, wrapped in ErrUnavailable, only when
+	// MaxAttempts or the deadline run out.
+	ErrOverloaded = errors.New("client: node overloaded")
 	// ErrClosed is returned by calls made after Close, or cut short by it.
 	ErrClosed = errors.New("client: closed")
 	// errInternal marks an unexpected error reported by a node.

@@ -10,6 +10,10 @@ var (
 	// outcome is unknown: the deadline passed or leadership was lost while
 	// it was being committed. It may still commit. Never retry it blindly.
 	ErrAmbiguous = errors.New("consensus: outcome unknown, the write may still commit")
+	// ErrOverloaded is returned by writes refused at once because their
+	// group already has Config.MaxPendingProposals proposals queued:
+	// nothing was appended; retry after a backoff.
+	ErrOverloaded = errors.New("consensus: too many proposals queued in the group")
 	// ErrNoGroup is returned for a partition this node hosts no group for.
 	ErrNoGroup = errors.New("consensus: no raft group for partition on this node")
 	// ErrClosed is returned after Close.

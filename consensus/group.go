@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/ringkv/ringkv/replica"
 )
@@ -38,6 +39,9 @@ type Group struct {
 
 	latches latchSet
 	reads   readBatcher
+	// proposals bounds the proposals queued in raft and not yet applied
+	// (Config.MaxPendingProposals); nil: no bound.
+	proposals *semaphore.Weighted
 	// refusals feeds the Manager's watchdog (watchdog.go).
 	refusals refusalStreak
 	// timeouts are the group's normal raft timeouts, which a transfer
@@ -371,10 +375,19 @@ func (g *Group) transferLeadership(target raft.ServerID) error {
 // proposeData replicates a command (encodeMerge, encodeBatch) and waits
 // until it is applied here.
 func (g *Group) proposeData(ctx context.Context, data []byte) error {
+	release := func() {}
+	if g.proposals != nil {
+		if !g.proposals.TryAcquire(1) {
+			g.m.proposalsRefused.Inc()
+			return fmt.Errorf("consensus: group %d: %w", g.id, ErrOverloaded)
+		}
+		release = func() { g.proposals.Release(1) }
+	}
 	g.fence.RLock()
 	if g.transferring {
 		done := g.transferred
 		g.fence.RUnlock()
+		release()
 		// Not appended. Wait for the transfer, so that the error names
 		// the next leader and the caller goes there at once.
 		select {
@@ -386,7 +399,13 @@ func (g *Group) proposeData(ctx context.Context, data []byte) error {
 	f := g.raft.Apply(data, timeout(ctx))
 	g.fence.RUnlock()
 	done := make(chan error, 1) // buffered: the waiter may leave on ctx
-	go func() { done <- g.raftOutcome(f.Error()) }()
+	go func() {
+		// The proposal holds its place until raft answers, not until
+		// ctx ends: it stays queued in raft until then.
+		err := g.raftOutcome(f.Error())
+		release()
+		done <- err
+	}()
 	var err error
 	select {
 	case err = <-done:

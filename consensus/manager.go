@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
@@ -76,6 +77,12 @@ type Config struct {
 	// a group in the middle of a slow transfer, longer keeps a stuck
 	// partition unavailable longer.
 	StuckLeaderTimeout time.Duration
+	// MaxPendingProposals bounds the proposals (writes handed to
+	// raft.Apply and not yet applied) one group queues on its leader;
+	// beyond it a write is refused at once with ErrOverloaded (not
+	// appended: safe to retry) instead of waiting in raft's queue. 0: no
+	// bound. Default 1024.
+	MaxPendingProposals int
 	// Founder says this node created the cluster's ring (gossip.Founded):
 	// at Start it bootstraps the group of every partition that has no
 	// state yet, with itself as the only voter. No other node ever
@@ -105,6 +112,8 @@ func DefaultConfig() Config {
 		ReconcileInterval:     time.Second,
 		CatchUpEntries:        64,
 		StuckLeaderTimeout:    10 * time.Second,
+
+		MaxPendingProposals: 1024,
 	}
 }
 
@@ -132,6 +141,9 @@ func (c Config) Validate() error {
 	}
 	if q := c.QuietHeartbeatTimeout; q != 0 && (q < c.HeartbeatTimeout || q > 3*c.LeaderLeaseTimeout) {
 		errs = append(errs, fmt.Errorf("consensus: QuietHeartbeatTimeout %v must be 0 or within [HeartbeatTimeout %v, 3x LeaderLeaseTimeout %v]", q, c.HeartbeatTimeout, 3*c.LeaderLeaseTimeout))
+	}
+	if c.MaxPendingProposals < 0 {
+		errs = append(errs, fmt.Errorf("consensus: MaxPendingProposals must not be negative (0: no bound), got %d", c.MaxPendingProposals))
 	}
 	if c.SnapshotThreshold == 0 {
 		errs = append(errs, errors.New("consensus: SnapshotThreshold must be positive"))
@@ -556,6 +568,9 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 		timeouts = &groupTimeouts{heartbeat: mg.cfg.HeartbeatTimeout, election: mg.cfg.ElectionTimeout}
 	}
 	g := &Group{id: p, nodeID: mg.cfg.NodeID, timeouts: timeouts, raft: r, trans: trans, fsm: f, logs: logs, stable: stable, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features, ignoreIntents: mg.cfg.UnsafeIgnoreIntents}
+	if mg.cfg.MaxPendingProposals > 0 {
+		g.proposals = semaphore.NewWeighted(int64(mg.cfg.MaxPendingProposals))
+	}
 	mg.mu.Lock()
 	mg.mu.groups[p] = g
 	mg.mu.Unlock()

@@ -18,6 +18,7 @@ type metrics struct {
 	snapshotInstalls prometheus.Counter
 	drainTransfers   prometheus.Counter
 	groupRestarts    *prometheus.CounterVec
+	proposalsRefused prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, error) {
@@ -61,8 +62,12 @@ func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, er
 			Help: "Raft groups this node's watchdog restarted, by reason (leadership_transfer_stuck: the group's leader refused every write for StuckLeaderTimeout, hashicorp/raft#696).",
 		}, []string{"reason"}),
 	}
+	m.proposalsRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ringkv", Subsystem: "consensus", Name: "proposals_refused_total",
+		Help: "Writes refused at once because their group had MaxPendingProposals proposals queued (ErrOverloaded).",
+	})
 	m.groupRestarts.WithLabelValues(restartTransferStuck) // the series exists at 0, for alerts
-	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, m.groupRestarts, groupCollector{groups}} {
+	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, m.groupRestarts, m.proposalsRefused, groupCollector{groups}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register consensus metrics: %w", err)
 		}

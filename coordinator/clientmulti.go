@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"context"
 	"fmt"
 	"time"
@@ -19,11 +21,12 @@ func (s *ClientServer) MGet(ctx context.Context, req *kvpb.ClientMGetRequest) (*
 		resp.Error, resp.Message = clientCode(err, level, false), err.Error()
 		return resp, nil
 	}
-	if !s.c.gate.enter() {
-		resp.Error, resp.Message = clientCode(ErrDraining, level, false), ErrDraining.Error()
+	release, err := s.c.enter(PlaneDRPC, int64(proto.Size(req)))
+	if err != nil {
+		resp.Error, resp.Message = clientCode(err, level, false), err.Error()
 		return resp, nil
 	}
-	defer s.c.gate.exit()
+	defer release()
 	res, err := s.c.MGet(ctx, req.GetKeys(), level)
 	if err != nil {
 		resp.Error, resp.Message = clientCode(err, level, false), err.Error()
@@ -62,11 +65,12 @@ func (s *ClientServer) MSet(ctx context.Context, req *kvpb.ClientMSetRequest) (*
 		resp.Error, resp.Message = clientCode(err, level, true), err.Error()
 		return resp, nil
 	}
-	if !s.c.gate.enter() {
-		resp.Error, resp.Message = clientCode(ErrDraining, level, true), ErrDraining.Error()
+	release, err := s.c.enter(PlaneDRPC, int64(proto.Size(req)))
+	if err != nil {
+		resp.Error, resp.Message = clientCode(err, level, true), err.Error()
 		return resp, nil
 	}
-	defer s.c.gate.exit()
+	defer release()
 	if err := s.c.MSet(ctx, pairs, level); err != nil {
 		resp.Error, resp.Message = clientCode(err, level, true), err.Error()
 	}

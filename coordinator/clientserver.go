@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"context"
 	"errors"
 	"fmt"
@@ -96,6 +98,8 @@ func clientCode(err error, level Level, isWrite bool) kvpb.ErrorCode {
 		return kvpb.ErrorCode_ERROR_CODE_OUTCOME_UNKNOWN
 	case errors.Is(err, replica.ErrDiskFull):
 		return kvpb.ErrorCode_ERROR_CODE_INSUFFICIENT_STORAGE
+	case overloaded(err):
+		return kvpb.ErrorCode_ERROR_CODE_OVERLOADED
 	case errors.Is(err, ErrUnavailable):
 		if !isWrite || level == Linearizable {
 			return kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE_NOT_APPLIED
@@ -255,11 +259,12 @@ func (s *ClientServer) List(ctx context.Context, req *kvpb.ClientListRequest) (*
 	ctx, cancel := s.budget(ctx, req.GetTimeoutMicros())
 	defer cancel()
 	resp := &kvpb.ClientListResponse{Header: s.header()}
-	if !s.c.gate.enter() {
-		resp.Error, resp.Message = clientCode(ErrDraining, Quorum, false), ErrDraining.Error()
+	release, err := s.c.enter(PlaneDRPC, int64(proto.Size(req)))
+	if err != nil {
+		resp.Error, resp.Message = clientCode(err, Quorum, false), err.Error()
 		return resp, nil
 	}
-	defer s.c.gate.exit()
+	defer release()
 	level, err := levelFromWire(req.GetConsistency())
 	var pairs []Pair
 	if err == nil {
@@ -278,12 +283,11 @@ func (s *ClientServer) List(ctx context.Context, req *kvpb.ClientListRequest) (*
 
 // run executes one operation on the coordinator and describes its outcome.
 func (s *ClientServer) run(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientResult {
-	if !s.c.gate.enter() {
-		res := refusedResult()
-		res.Leader = s.leaderOf(op.GetKey())
-		return res
+	release, err := s.c.enter(PlaneDRPC, int64(len(op.GetKey())+len(op.GetValue())+len(op.GetExpected())))
+	if err != nil {
+		return &kvpb.ClientResult{Error: clientCode(err, Quorum, false), Message: err.Error(), Leader: s.leaderOf(op.GetKey())}
 	}
-	defer s.c.gate.exit()
+	defer release()
 	res := &kvpb.ClientResult{}
 	key := op.GetKey()
 	level, err := levelFromWire(op.GetConsistency())

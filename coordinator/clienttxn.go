@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"context"
 	"fmt"
 	"time"
@@ -20,11 +22,12 @@ func (s *ClientServer) Txn(ctx context.Context, req *kvpb.ClientTxnRequest) (*kv
 	if len(tr.Compares)+len(tr.Success)+len(tr.Failure) > 0 {
 		resp.Leader = s.leaderOf(firstKey(tr))
 	}
-	if !s.c.gate.enter() {
-		resp.Error, resp.Message = clientCode(ErrDraining, Linearizable, true), ErrDraining.Error()
+	release, rerr := s.c.enter(PlaneDRPC, int64(proto.Size(req)))
+	if rerr != nil {
+		resp.Error, resp.Message = clientCode(rerr, Linearizable, true), rerr.Error()
 		return resp, nil
 	}
-	defer s.c.gate.exit()
+	defer release()
 	var res TxnResult
 	if err == nil {
 		res, err = s.c.Txn(ctx, tr)

@@ -75,6 +75,28 @@ type Config struct {
 	// BatchReplayInterval is how often the replayer scans the batch
 	// entries of the partitions this node is primary for. Default 10s.
 	BatchReplayInterval time.Duration
+	// MaxInflight bounds the client requests (HTTP data API, Client drpc
+	// service, Redis protocol together) this node runs at once; beyond
+	// it a request is refused at once with ErrOverloaded (HTTP 429,
+	// ERROR_CODE_OVERLOADED, RESP -BUSY). Higher admits more concurrency
+	// at the cost of latency and memory under overload. 0: no bound.
+	// Default 1024.
+	MaxInflight int
+	// MaxInflightBytes bounds the keys and values of the client requests
+	// in flight, as MaxInflight bounds their number. 0: no bound. Default
+	// 64 MiB.
+	MaxInflightBytes int64
+	// MaxPeerInflight bounds the calls of other nodes' coordinators
+	// (replica reads and writes, forwarded linearizable operations) this
+	// node runs at once: a budget of its own, so that a client flood
+	// cannot take it. 0: no bound. Default 4096.
+	MaxPeerInflight int
+	// MaxPeerInflightBytes bounds the records of those calls in flight.
+	// 0: no bound. Default 128 MiB.
+	MaxPeerInflightBytes int64
+	// RetryAfter is what a refused client is told to wait (HTTP
+	// Retry-After, rounded up to whole seconds). Default 1s.
+	RetryAfter time.Duration
 	// UnsafeStaleReads is a deliberately broken mode for testing the chaos
 	// harness's linearizability checker (internal/chaos): linearizable
 	// reads are served from this node's local replica, without read-index
@@ -107,6 +129,12 @@ func DefaultConfig() Config {
 
 		BatchReplayAge:      time.Minute,
 		BatchReplayInterval: 10 * time.Second,
+
+		MaxInflight:          1024,
+		MaxInflightBytes:     64 << 20,
+		MaxPeerInflight:      4096,
+		MaxPeerInflightBytes: 128 << 20,
+		RetryAfter:           time.Second,
 	}
 }
 
@@ -135,10 +163,24 @@ func (c Config) Validate() error {
 		{"MaxHintBytesPerTarget", c.MaxHintBytesPerTarget},
 		{"BatchReplayAge", int64(c.BatchReplayAge)},
 		{"BatchReplayInterval", int64(c.BatchReplayInterval)},
+		{"RetryAfter", int64(c.RetryAfter)},
 	}
 	for _, p := range positive {
 		if p.v <= 0 {
 			errs = append(errs, fmt.Errorf("coordinator: %s must be positive, got %d", p.name, p.v))
+		}
+	}
+	for _, b := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxInflight", int64(c.MaxInflight)},
+		{"MaxInflightBytes", c.MaxInflightBytes},
+		{"MaxPeerInflight", int64(c.MaxPeerInflight)},
+		{"MaxPeerInflightBytes", c.MaxPeerInflightBytes},
+	} {
+		if b.v < 0 {
+			errs = append(errs, fmt.Errorf("coordinator: %s must not be negative (0: no bound), got %d", b.name, b.v))
 		}
 	}
 	if c.DefaultListLimit > c.MaxListLimit {

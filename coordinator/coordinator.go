@@ -38,6 +38,8 @@ type Coordinator struct {
 	// gate refuses client requests while draining and counts those in
 	// flight (drain.go).
 	gate drainGate
+	// adm bounds the requests in flight (admission.go).
+	adm *admission
 
 	// hooks stop transactions across partitions midway (tests only; set
 	// before use).
@@ -65,6 +67,10 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	adm, err := newAdmission(cfg, deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	var hints *handoff
 	if cfg.HintedHandoff {
 		if hints, err = newHandoff(cfg, deps, log); err != nil {
@@ -78,6 +84,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		log:      log, // the embedding node adds node_id
 		metrics:  m,
 		hints:    hints,
+		adm:      adm,
 		lifetime: ctx,
 		cancel:   cancel,
 		rng:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(cfg.NodeID)))), //nolint:gosec // jitter, not secrets

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"sync"
 	"time"
-
-	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
 // Draining
@@ -136,22 +134,24 @@ func (c *Coordinator) WaitIdle(ctx context.Context) error {
 	}
 }
 
-// refusedResult is the Client service's answer to an operation refused
-// because the node drains.
-func refusedResult() *kvpb.ClientResult {
-	return &kvpb.ClientResult{Error: clientCode(ErrDraining, Quorum, false), Message: ErrDraining.Error()}
-}
-
-// drainHTTP refuses the HTTP data API's requests with 503 while draining
-// and counts the others in flight.
-func drainHTTP(c *Coordinator, next http.Handler) http.Handler {
+// admitHTTP refuses the HTTP data API's requests with 503 while draining
+// and with 429 beyond the client budget (both with Retry-After), and
+// counts the others in flight. A request's bytes are its body's declared
+// length and its query (a chunked body counts as its query only; the
+// handlers bound what they read).
+func admitHTTP(c *Coordinator, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !c.gate.enter() {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, ErrDraining)
+		release, err := c.enter(PlaneHTTP, max(r.ContentLength, 0)+int64(len(r.URL.RawQuery)))
+		if err != nil {
+			wait := time.Second
+			if overloaded(err) {
+				wait = c.RetryAfter()
+			}
+			setRetryAfter(w, wait)
+			writeError(w, err)
 			return
 		}
-		defer c.gate.exit()
+		defer release()
 		next.ServeHTTP(w, r)
 	})
 }

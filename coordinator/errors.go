@@ -39,6 +39,13 @@ var (
 	// ErrNotReplica is returned by ReplicaServer.Merge for a record of a
 	// partition this node does not replicate in the ring it holds.
 	ErrNotReplica = errors.New("coordinator: not a replica of the partition")
+	// ErrOverloaded is returned to requests refused at once because the
+	// node is at an admission bound (admission.go): client or peer
+	// requests or bytes in flight, or a Raft group's queued proposals
+	// (it wraps consensus.ErrOverloaded then). Nothing was done; retry
+	// after a backoff. HTTP 429 with Retry-After, the Client service's
+	// ERROR_CODE_OVERLOADED, RESP -BUSY.
+	ErrOverloaded = errors.New("coordinator: overloaded")
 	// ErrNotDraining is returned by WaitIdle when StartDrain was not
 	// called (or Undrain was since).
 	ErrNotDraining = errors.New("coordinator: not draining")

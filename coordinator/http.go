@@ -32,7 +32,8 @@ import (
 //
 // Every call takes ?consistency=one|quorum|all (default quorum); /api/set
 // also accepts it in the JSON body. Bad input answers 400, too few replicas
-// 503, a corrupt key on every replica 500, each with {"error":"..."}.
+// 503, a corrupt key on every replica 500, a node at its admission bound
+// 429 with Retry-After, each with {"error":"..."}.
 func HTTPHandler(c *Coordinator) http.Handler {
 	h := &httpAPI{c: c}
 	mux := http.NewServeMux()
@@ -46,7 +47,7 @@ func HTTPHandler(c *Coordinator) http.Handler {
 	mux.HandleFunc("/api/txn", h.txn)
 	mux.HandleFunc("/api/mset", h.mset)
 	mux.HandleFunc("/api/mget", h.mget)
-	return drainHTTP(c, mux)
+	return admitHTTP(c, mux)
 }
 
 type httpAPI struct {
@@ -377,6 +378,9 @@ func StatusFor(err error) int {
 	case errors.Is(err, replica.ErrDiskFull):
 		// The node's disk is full: nothing applied, reads still served.
 		return http.StatusInsufficientStorage
+	case overloaded(err):
+		// Refused at an admission bound: nothing done, retry later.
+		return http.StatusTooManyRequests
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrClosed), errors.Is(err, ErrDraining), errors.Is(err, ErrNotUpgraded):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):

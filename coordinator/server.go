@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/ringkv/ringkv/internal/loglimit"
 	"github.com/ringkv/ringkv/proto/kvpb"
@@ -27,6 +29,28 @@ type ReplicaServer struct {
 	// refuseNotReplica, refuseInvalid).
 	refused *prometheus.CounterVec
 	logs    loglimit.Limiter // one warning a minute per reason
+	// adm admits calls into the peer budget (SetAdmission); nil: no
+	// bound.
+	adm atomic.Pointer[Coordinator]
+}
+
+// SetAdmission makes the server take each call from c's peer budget
+// (Config.MaxPeerInflight, MaxPeerInflightBytes) and refuse it at once,
+// with ErrOverloaded, when that budget is full. Safe to call while
+// serving.
+func (s *ReplicaServer) SetAdmission(c *Coordinator) { s.adm.Store(c) }
+
+// admit takes one call of n bytes from the peer budget.
+func (s *ReplicaServer) admit(n int) (func(), error) {
+	c := s.adm.Load()
+	if c == nil {
+		return func() {}, nil
+	}
+	release, err := c.Admit(PlanePeer, int64(n))
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return release, nil
 }
 
 // ReplicaServerOptions configure a ReplicaServer. The zero value serves
@@ -91,8 +115,14 @@ func NewReplicaServer(store *replica.Store, clock *replica.Clock, opts ReplicaSe
 //     would otherwise win over every write for as long as it is ahead.
 //
 // Each refusal is counted by reason and logged (one line a minute per
-// reason).
+// reason). Beyond the peer budget (SetAdmission) a call is refused at
+// once, coded as ErrOverloaded, and merges nothing.
 func (s *ReplicaServer) Merge(ctx context.Context, req *kvpb.MergeRequest) (*kvpb.MergeResponse, error) {
+	release, err := s.admit(proto.Size(req))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	r := s.ring()
 	entries := make([]replica.Entry, len(req.GetRecords()))
 	for i, kr := range req.GetRecords() {
@@ -161,6 +191,11 @@ func (s *ReplicaServer) refuse(reason string, err error) error {
 // Read returns one result per requested key, in order. A record that fails
 // its checksum is reported as STATUS_CORRUPT, never returned.
 func (s *ReplicaServer) Read(_ context.Context, req *kvpb.ReadRequest) (*kvpb.ReadResponse, error) {
+	release, err := s.admit(proto.Size(req))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	out := make([]*kvpb.ReadResult, len(req.GetKeys()))
 	for i, k := range req.GetKeys() {
 		rec, err := s.store.Get(k.GetPartition(), k.GetKey())
@@ -181,6 +216,11 @@ func (s *ReplicaServer) Read(_ context.Context, req *kvpb.ReadRequest) (*kvpb.Re
 
 // Scan answers a partition scan (see ScanRequest).
 func (s *ReplicaServer) Scan(_ context.Context, req *kvpb.ScanRequest) (*kvpb.ScanResponse, error) {
+	release, err := s.admit(proto.Size(req))
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	res, err := scanLocal(s.store, ScanRequest{
 		Partitions: req.GetPartitions(),
 		Prefix:     req.GetPrefix(),

@@ -26,6 +26,7 @@ const (
 	codeConflict    uint64 = 9  // ErrConflict
 	codeDiskFull    uint64 = 10 // replica.ErrDiskFull
 	codeNotReplica  uint64 = 11 // ErrNotReplica
+	codeOverloaded  uint64 = 12 // ErrOverloaded, consensus.ErrOverloaded
 )
 
 // errPeer marks errors that came back from a peer's Replica service.
@@ -54,6 +55,8 @@ func codeFor(err error) uint64 {
 		return codeDiskFull
 	case errors.Is(err, ErrNotReplica):
 		return codeNotReplica
+	case overloaded(err):
+		return codeOverloaded
 	default:
 		return codeInternal
 	}
@@ -85,6 +88,8 @@ func errorFor(err error) error {
 		return fmt.Errorf("%w: %w", replica.ErrDiskFull, err)
 	case codeNotReplica:
 		return fmt.Errorf("%w: %w", ErrNotReplica, err)
+	case codeOverloaded:
+		return fmt.Errorf("%w: %w", ErrOverloaded, err)
 	default:
 		return fmt.Errorf("%w: %w", errPeer, err)
 	}

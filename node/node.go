@@ -292,6 +292,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("node: replica service: %w", err)
 	}
+	rs.SetAdmission(n.coord) // other coordinators' calls take the peer budget
 	if err := kvpb.DRPCRegisterReplica(mux, rs); err != nil {
 		return nil, fmt.Errorf("node: register replica service: %w", err)
 	}

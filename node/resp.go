@@ -40,7 +40,7 @@ func (n *Node) serveRESP() error {
 	cfg := resp.DefaultConfig()
 	cfg.Logger = n.log.With("component", "resp")
 	cfg.RequestTimeout = n.cfg.Coordinator.RequestTimeout
-	deps := resp.Deps{Store: respStore{n.coord}}
+	deps := resp.Deps{Store: respStore{n.coord}, Admit: respAdmit{n.coord}}
 	if n.pki != nil {
 		deps.Auth = respAuth{n}
 	}
@@ -82,6 +82,14 @@ func (s respStore) Set(ctx context.Context, key, value []byte, level coordinator
 
 func (s respStore) CompareAndSet(ctx context.Context, key []byte, expected *[]byte, value []byte, e resp.Expiry) (coordinator.CASResult, error) {
 	return s.Coordinator.CompareAndSet(ctx, key, expected, value, expiryOptions(e)...) //nolint:wrapcheck // as above
+}
+
+// respAdmit takes the Redis protocol's commands from the coordinator's
+// client budget.
+type respAdmit struct{ c *coordinator.Coordinator }
+
+func (a respAdmit) Admit(n int64) (func(), error) {
+	return a.c.Admit(coordinator.PlaneRESP, n) //nolint:wrapcheck // ErrOverloaded is the API
 }
 
 // RESPAddr returns the bound Redis protocol address, or "" when it is

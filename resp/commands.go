@@ -136,6 +136,18 @@ func (s *Server) dispatch(c redcon.Conn, sess *session, cmd redcon.Command) {
 		c.WriteError("ERR wrong number of arguments for '" + name + "' command")
 		return
 	}
+	if def.data && s.deps.Admit != nil {
+		n := 0
+		for _, a := range cmd.Args {
+			n += len(a)
+		}
+		release, err := s.deps.Admit.Admit(int64(n))
+		if err != nil {
+			writeErr(c, err)
+			return
+		}
+		defer release()
+	}
 	def.run(s, c, sess, cmd.Args[1:])
 }
 
@@ -167,6 +179,10 @@ func writeErr(c redcon.Conn, err error) {
 		c.WriteError(errNoAuth)
 	case errors.Is(err, auth.ErrPermissionDenied):
 		c.WriteError("NOPERM " + msg)
+	case errors.Is(err, coordinator.ErrOverloaded), errors.Is(err, consensus.ErrOverloaded):
+		// Refused at an admission bound, nothing done: Redis's word for
+		// "busy, try again later".
+		c.WriteError("BUSY " + msg)
 	default:
 		c.WriteError("ERR " + msg)
 	}

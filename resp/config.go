@@ -120,8 +120,20 @@ type Authenticator interface {
 	Conn(ctx context.Context, c net.Conn) context.Context
 }
 
+// Admitter bounds the commands in flight (the node's admission control,
+// coordinator.Coordinator.Admit on the Redis plane). Nil in Deps: no
+// bound.
+type Admitter interface {
+	// Admit takes one command of n bytes (its arguments) without
+	// waiting. It returns the function that gives it back, called once
+	// the command is answered, or an error (matching
+	// coordinator.ErrOverloaded) that the server answers with -BUSY.
+	Admit(n int64) (release func(), err error)
+}
+
 // Deps are the server's collaborators.
 type Deps struct {
 	Store Store // required
 	Auth  Authenticator
+	Admit Admitter
 }

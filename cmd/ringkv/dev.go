@@ -35,6 +35,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
+	lim := addLimitFlags(fs, node.DefaultConfig())
 	secure := fs.Bool("secure", false, "TLS everywhere and authentication: make a CA, node certificates and a root client certificate under DATA/certs, and enable auth")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -51,6 +52,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	lc := localCluster{
 		nodes: *nodes, dataDir: *data, httpPort: *httpPort, rpcPort: *rpcPort, gossipPort: *gossipPort, respPort: *respPort,
+		limits: lim,
 	}
 	if *secure {
 		if lc.certsDir, err = devCerts(*data, *nodes); err != nil {
@@ -84,6 +86,7 @@ type localCluster struct {
 	httpPort, rpcPort, gossipPort int    // of n1; node i uses port+i-1; 0 picks free ports
 	respPort                      int    // as above; negative: no Redis protocol
 	certsDir                      string // set: node i uses certsDir/n<i> (a secure cluster)
+	limits                        *limits // nil: the defaults
 }
 
 // startLocalCluster starts lc's nodes on loopback, each seeded with the
@@ -107,6 +110,9 @@ func startLocalCluster(ctx context.Context, lc localCluster, log *slog.Logger) (
 		if lc.certsDir != "" {
 			cfg.CertsDir = filepath.Join(lc.certsDir, cfg.ID)
 			cfg.GossipKeyringFile = filepath.Join(lc.certsDir, pki.GossipKeyFile)
+		}
+		if lc.limits != nil {
+			lc.limits.apply(&cfg)
 		}
 		cfg.GossipProfile = localProfile
 		cfg.Consensus.ReconcileInterval = localReconcile

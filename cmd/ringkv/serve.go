@@ -90,6 +90,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.GossipKeyringFile, "gossip-key-file", envDefault("RINGKV_GOSSIP_KEY_FILE", ""), "gossip keyring: one base64 key per line, the first encrypts, all decrypt ('ringkv certs create-gossip-key' writes one); SIGHUP reloads it; empty: gossip is not encrypted (env RINGKV_GOSSIP_KEY_FILE)")
 	insecure := fs.Bool("insecure", false, "allow listening on a non-loopback address without --certs-dir: plaintext, no authentication")
 	fs.BoolVar(&cfg.MetricsOpen, "metrics-open", false, "serve /metrics and /api/stats to anyone on a secure node (default: the metrics permission)")
+	lim := addLimitFlags(fs, cfg)
 	fast := fs.Bool("fast-gossip", false, "use loopback timers for gossip and raft reconfiguration (tests)")
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error (env RINGKV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
@@ -113,6 +114,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	cfg.Replica.MinFreeBytes = *minFree // 0: derived from the memtable size
+	lim.apply(&cfg)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, fs.Args())
 	}

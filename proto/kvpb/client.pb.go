@@ -133,6 +133,11 @@ const (
 	// space is freed, and serves reads. Not applied; safe to retry on
 	// another node.
 	ErrorCode_ERROR_CODE_INSUFFICIENT_STORAGE ErrorCode = 15
+	// The node is at one of its admission bounds (client requests or bytes
+	// in flight, a Raft group's queued proposals) and refused the call at
+	// once: nothing was applied; retry after a backoff, on this node or
+	// another.
+	ErrorCode_ERROR_CODE_OVERLOADED ErrorCode = 16
 )
 
 // Enum value maps for ErrorCode.
@@ -153,6 +158,7 @@ var (
 		13: "ERROR_CODE_NOT_IMPLEMENTED",
 		14: "ERROR_CODE_CONFLICT",
 		15: "ERROR_CODE_INSUFFICIENT_STORAGE",
+		16: "ERROR_CODE_OVERLOADED",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":             0,
@@ -170,6 +176,7 @@ var (
 		"ERROR_CODE_NOT_IMPLEMENTED":         13,
 		"ERROR_CODE_CONFLICT":                14,
 		"ERROR_CODE_INSUFFICIENT_STORAGE":    15,
+		"ERROR_CODE_OVERLOADED":              16,
 	}
 )
 
@@ -2363,7 +2370,7 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x0fCONSISTENCY_ONE\x10\x01\x12\x16\n" +
 	"\x12CONSISTENCY_QUORUM\x10\x02\x12\x13\n" +
 	"\x0fCONSISTENCY_ALL\x10\x03\x12\x1c\n" +
-	"\x18CONSISTENCY_LINEARIZABLE\x10\x04*\xca\x03\n" +
+	"\x18CONSISTENCY_LINEARIZABLE\x10\x04*\xe5\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bERROR_CODE_INVALID_ARGUMENT\x10\x01\x12\x1a\n" +
@@ -2380,7 +2387,8 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\x18ERROR_CODE_AUTH_DISABLED\x10\v\x12\x1e\n" +
 	"\x1aERROR_CODE_NOT_IMPLEMENTED\x10\r\x12\x17\n" +
 	"\x13ERROR_CODE_CONFLICT\x10\x0e\x12#\n" +
-	"\x1fERROR_CODE_INSUFFICIENT_STORAGE\x10\x0f2\xe6\x04\n" +
+	"\x1fERROR_CODE_INSUFFICIENT_STORAGE\x10\x0f\x12\x19\n" +
+	"\x15ERROR_CODE_OVERLOADED\x10\x102\xe6\x04\n" +
 	"\x06Client\x12C\n" +
 	"\bTopology\x12\x1a.ringkv.v1.TopologyRequest\x1a\x1b.ringkv.v1.TopologyResponse\x129\n" +
 	"\x02Do\x12\x18.ringkv.v1.ClientRequest\x1a\x19.ringkv.v1.ClientResponse\x12F\n" +
