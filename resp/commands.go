@@ -136,7 +136,7 @@ func (s *Server) dispatch(c redcon.Conn, sess *session, cmd redcon.Command) {
 		c.WriteError("ERR wrong number of arguments for '" + name + "' command")
 		return
 	}
-	if def.data && s.deps.Admit != nil {
+	if s.deps.Admit != nil && touchesStore(name, def) {
 		n := 0
 		for _, a := range cmd.Args {
 			n += len(a)
@@ -149,6 +149,14 @@ func (s *Server) dispatch(c redcon.Conn, sess *session, cmd redcon.Command) {
 		defer release()
 	}
 	def.run(s, c, sess, cmd.Args[1:])
+}
+
+// touchesStore says whether a command reads or writes the store, and so
+// takes a place in the node's admission budget (Deps.Admit): the commands
+// with keys, and the key-space walks. Connection commands (PING, HELLO,
+// AUTH...) are always answered.
+func touchesStore(name string, def command) bool {
+	return def.first > 0 || name == "scan" || name == "keys" || name == "dbsize"
 }
 
 // clip shortens an argument quoted in an error as Redis does (128 bytes)

@@ -82,10 +82,10 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // localCluster says how to lay out a cluster of nodes in this process.
 type localCluster struct {
 	nodes                         int
-	dataDir                       string // node i uses dataDir/n<i>
-	httpPort, rpcPort, gossipPort int    // of n1; node i uses port+i-1; 0 picks free ports
-	respPort                      int    // as above; negative: no Redis protocol
-	certsDir                      string // set: node i uses certsDir/n<i> (a secure cluster)
+	dataDir                       string  // node i uses dataDir/n<i>
+	httpPort, rpcPort, gossipPort int     // of n1; node i uses port+i-1; 0 picks free ports
+	respPort                      int     // as above; negative: no Redis protocol
+	certsDir                      string  // set: node i uses certsDir/n<i> (a secure cluster)
 	limits                        *limits // nil: the defaults
 }
 
