@@ -94,6 +94,7 @@ func (d *ClientDriver) ErrorKind(err error) string {
 		err  error
 		name string
 	}{
+		{client.ErrOverloaded, "overloaded"}, // before unavailable: retries run out as both
 		{client.ErrTimeout, "timeout"}, {client.ErrUnavailable, "unavailable"}, {client.ErrOutcomeUnknown, "outcome_unknown"},
 		{client.ErrCorrupt, "corrupt"}, {client.ErrInvalidArgument, "invalid"}, {client.ErrClosed, "closed"},
 	} {

@@ -40,6 +40,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	rate := fs.Float64("rate", 0, "open loop at this many ops/s (latency from each op's scheduled start); 0: closed loop")
 	listLimit := fs.Int("list-limit", def.ListLimit, "page size of workload L")
 	opTimeout := fs.Duration("op-timeout", def.OpTimeout, "deadline of each operation")
+	attempts := fs.Int("attempts", 0, "client attempts per operation (1: never retried, so a node's refusals count at once as errors of kind overloaded); 0: the client's default")
 	seed := fs.Uint64("seed", def.Seed, "random seed of key choices")
 	target := fs.String("target", "", "comma-separated drpc addresses of an existing cluster; empty starts a local 3-node cluster in a temporary directory")
 	secure := addSecureFlags(fs) // how to reach a secure --target
@@ -139,6 +140,10 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				return fmt.Errorf("bench: %w", err)
 			}
 		}
+	}
+	if *attempts > 0 {
+		cd := client.DefaultConfig()
+		clientOpts = append(clientOpts, client.WithRetry(*attempts, cd.BackoffBase, cd.BackoffMax))
 	}
 	c, err := client.New(addrs, clientOpts...)
 	if err != nil {
