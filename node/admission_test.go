@@ -52,8 +52,8 @@ func sumSeries(t *testing.T, httpAddr, name string) float64 {
 func TestHTTPFloodIsRefusedAtOnce(t *testing.T) {
 	const (
 		bound   = 4
-		workers = 32
-		each    = 25
+		workers = 12
+		each    = 60
 	)
 	nodes := startClusterWith(t, 3, func(c *Config) {
 		c.Coordinator.MaxInflight = bound
@@ -74,11 +74,12 @@ func TestHTTPFloodIsRefusedAtOnce(t *testing.T) {
 	// Let the cluster settle first: every group has its three voters and
 	// is led by its partition's primary (where reconcile moves it after
 	// forming), and no term moved for a second. On a machine too loaded
-	// for raft to keep its leaders (heartbeats late without any flood)
-	// the election check is left out, the rest still runs.
+	// for raft to keep its leaders (heartbeats late without any flood),
+	// and under the race detector, the election check is left out; the
+	// rest still runs.
 	var before float64
 	changed := time.Now()
-	settled := pollUntil(30*time.Second, func() bool {
+	settled := !raceEnabled && pollUntil(30*time.Second, func() bool {
 		if now := raftTerms(); now != before {
 			before, changed = now, time.Now()
 		}
@@ -92,7 +93,7 @@ func TestHTTPFloodIsRefusedAtOnce(t *testing.T) {
 		}
 		return time.Since(changed) > time.Second
 	})
-	if !settled {
+	if !settled && !raceEnabled {
 		t.Log("the groups did not settle in 30s (a loaded machine): elections are not checked")
 	}
 
@@ -105,13 +106,17 @@ func TestHTTPFloodIsRefusedAtOnce(t *testing.T) {
 		errMsg     string
 		took       time.Duration
 	}
+	perWorker := each
+	if raceEnabled {
+		perWorker = each / 3 // CI's budget: the race detector slows each request several times
+	}
 	answers := make([][]answer, workers)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range each {
+			for i := range perWorker {
 				body := fmt.Sprintf(`{"key":"flood:%d:%d","value":"v"}`, w, i)
 				req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+target+"/api/set", strings.NewReader(body))
 				if err != nil {
@@ -179,7 +184,13 @@ func TestHTTPFloodIsRefusedAtOnce(t *testing.T) {
 	if got := sumSeries(t, target, "ringkv_coordinator_admission_refused_total"); got != float64(len(refused)) {
 		t.Errorf("refusals counted: got %v, want %d", got, len(refused))
 	}
-	if after := raftTerms(); settled && after != before {
+	switch after := raftTerms(); {
+	case after == before:
+	case !settled || raceEnabled:
+		// Under the race detector raft misses heartbeats on a shared
+		// machine without any flood: not a verdict on admission.
+		t.Logf("raft terms moved during the flood: sum %v -> %v (not checked: settled %v, race detector %v)", before, after, settled, raceEnabled)
+	default:
 		t.Errorf("raft terms moved during the flood (an election): sum %v -> %v", before, after)
 	}
 	// The node is healthy and serves at once.

@@ -153,10 +153,11 @@ func (s *Server) dispatch(c redcon.Conn, sess *session, cmd redcon.Command) {
 
 // touchesStore says whether a command reads or writes the store, and so
 // takes a place in the node's admission budget (Deps.Admit): the commands
-// with keys, and the key-space walks. Connection commands (PING, HELLO,
-// AUTH...) are always answered.
+// with keys, the key-space walks and EXEC (its queue runs as one
+// transaction; the commands queued after MULTI were not admitted one by
+// one). Connection commands (PING, HELLO, AUTH...) are always answered.
 func touchesStore(name string, def command) bool {
-	return def.first > 0 || name == "scan" || name == "keys" || name == "dbsize"
+	return def.first > 0 || name == "scan" || name == "keys" || name == "dbsize" || name == "exec"
 }
 
 // clip shortens an argument quoted in an error as Redis does (128 bytes)
