@@ -227,7 +227,10 @@ func TestOverloadedAcrossTheWire(t *testing.T) {
 func TestReplicaServerPeerBudget(t *testing.T) {
 	tc := newTestCluster(t, func(c *Config) { c.MaxPeerInflight = 1 })
 	c := tc.coords["n1"]
-	rs := NewReplicaServer(tc.stores["n1"], replica.NewClock(nil, 0), nil)
+	rs, err := NewReplicaServer(tc.stores["n1"], replica.NewClock(nil, 0), ReplicaServerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rs.SetAdmission(c)
 	release, err := c.Admit(PlanePeer, 1)
 	if err != nil {
