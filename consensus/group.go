@@ -372,17 +372,22 @@ func (g *Group) transferLeadership(target raft.ServerID) error {
 	return g.raftOutcome(wrapFuture(f, "leadership transfer"))
 }
 
+// releaseProposal gives back the place proposeData took in the group's
+// queue of proposals.
+func (g *Group) releaseProposal() {
+	if g.proposals != nil {
+		g.proposals.Release(1)
+	}
+}
+
 // proposeData replicates a command (encodeMerge, encodeBatch) and waits
 // until it is applied here.
 func (g *Group) proposeData(ctx context.Context, data []byte) error {
-	release := func() {}
-	if g.proposals != nil {
-		if !g.proposals.TryAcquire(1) {
-			g.m.proposalsRefused.Inc()
-			return fmt.Errorf("consensus: group %d: %w", g.id, ErrOverloaded)
-		}
-		release = func() { g.proposals.Release(1) }
+	if g.proposals != nil && !g.proposals.TryAcquire(1) {
+		g.m.proposalsRefused.Inc()
+		return fmt.Errorf("consensus: group %d: %w", g.id, ErrOverloaded)
 	}
+	release := g.releaseProposal // a method value, not a closure: the goroutine below stays proposeData.func1 (goleak's ignore list names it)
 	g.fence.RLock()
 	if g.transferring {
 		done := g.transferred
