@@ -5,13 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ringkv/ringkv/ring"
 )
 
 // memDriver is an in-memory store; failEvery>0 fails every n-th call with
@@ -19,12 +23,14 @@ import (
 type memDriver struct {
 	mu        sync.Mutex
 	m         map[string][]byte
+	ver       map[string]uint64 // each key's version: its writes so far
+	txns      [][]string        // the key sets of committed transactions
 	calls     atomic.Int64
 	failEvery int64
 	stall     time.Duration
 }
 
-func newMem() *memDriver { return &memDriver{m: map[string][]byte{}} }
+func newMem() *memDriver { return &memDriver{m: map[string][]byte{}, ver: map[string]uint64{}} }
 
 var errInjected = errors.New("injected")
 
@@ -64,6 +70,7 @@ func (d *memDriver) Put(ctx context.Context, key string, value []byte, _ string)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.m[key] = bytes.Clone(value)
+	d.ver[key]++
 	return nil
 }
 
@@ -78,6 +85,39 @@ func (d *memDriver) CompareAndSet(ctx context.Context, key string, expected, val
 		return false, nil
 	}
 	d.m[key] = bytes.Clone(value)
+	d.ver[key]++
+	return true, nil
+}
+
+func (d *memDriver) ReadVersions(ctx context.Context, keys []string, _ string) ([]uint64, error) {
+	if err := d.enter(ctx); err != nil {
+		return nil, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]uint64, len(keys))
+	for i, k := range keys {
+		out[i] = d.ver[k]
+	}
+	return out, nil
+}
+
+func (d *memDriver) CommitIfVersions(ctx context.Context, keys []string, versions []uint64, value []byte) (bool, error) {
+	if err := d.enter(ctx); err != nil {
+		return false, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i, k := range keys {
+		if d.ver[k] != versions[i] {
+			return false, nil
+		}
+	}
+	for _, k := range keys {
+		d.m[k] = bytes.Clone(value)
+		d.ver[k]++
+	}
+	d.txns = append(d.txns, slices.Clone(keys))
 	return true, nil
 }
 
@@ -120,8 +160,8 @@ func TestRunCountsEveryOperation(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Ops != 2000 || res.Errors != 0 {
-				t.Fatalf("ops %d errors %d, want 2000 and 0", res.Ops, res.Errors)
+			if res.Ops+res.Conflicts != 2000 || res.Errors != 0 {
+				t.Fatalf("ops %d conflicts %d errors %d, want 2000 in all and 0 errors", res.Ops, res.Conflicts, res.Errors)
 			}
 			if res.Throughput <= 0 || res.Latency.P50 < 1 || res.Latency.Max < res.Latency.P99 || len(res.Distribution) != len(DistributionQuantiles) {
 				t.Fatalf("bad measurements: %+v", res)
@@ -267,6 +307,10 @@ func TestValidate(t *testing.T) {
 		func(s *Spec) { s.Rate = -1 },
 		func(s *Spec) { s.Workload, s.ListLimit = WorkloadL, 0 },
 		func(s *Spec) { s.OpTimeout = 0 },
+		func(s *Spec) { s.Workload, s.TxnKeys = WorkloadT, 0 },
+		func(s *Spec) { s.Workload, s.TxnKeys = WorkloadT, MaxTxnKeys+1 },
+		func(s *Spec) { s.Workload, s.Partitions = WorkloadT, 48 },
+		func(s *Spec) { s.Workload, s.TxnKeys, s.Partitions = WorkloadT, 8, 4 },
 	}
 	for i, mutate := range bad {
 		s := DefaultSpec()
@@ -356,3 +400,79 @@ func TestReports(t *testing.T) {
 		t.Fatalf("json round trip: %+v", back)
 	}
 }
+
+// Workload T: every committed transaction wrote K keys in K different
+// partitions (or K keys of one partition with TxnSamePartition), every
+// key's version counts the transactions that wrote it (none lost,
+// none invented), and the commits plus the conflicts are the operations.
+func TestTxnWorkload(t *testing.T) {
+	for _, tc := range []struct {
+		k    int
+		same bool
+		dist string
+	}{{2, false, Uniform}, {4, false, Uniform}, {4, false, Zipfian}, {4, true, Uniform}, {3, true, Zipfian}} {
+		t.Run(fmt.Sprintf("k%d-same%v-%s", tc.k, tc.same, tc.dist), func(t *testing.T) {
+			d := newMem()
+			s := spec(WorkloadT, 3000)
+			s.TxnKeys, s.TxnSamePartition, s.Distribution, s.Concurrency = tc.k, tc.same, tc.dist, 16
+			s.Keys = 200 // few keys per partition: some conflicts, some zipfian draws that miss
+			res, err := Run(context.Background(), d, s, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Ops+res.Conflicts != 3000 || res.Errors != 0 || int64(len(d.txns)) != res.Ops {
+				t.Fatalf("ops %d conflicts %d errors %d, %d commits stored", res.Ops, res.Conflicts, res.Errors, len(d.txns))
+			}
+			writes := map[string]uint64{}
+			for _, keys := range d.txns {
+				parts := map[int]bool{}
+				for _, k := range keys {
+					parts[PartitionOf(k, s.Partitions)] = true
+					writes[k]++
+				}
+				if len(keys) != tc.k || len(parts) != map[bool]int{false: tc.k, true: 1}[tc.same] {
+					t.Fatalf("transaction over %v: %d partitions", keys, len(parts))
+				}
+			}
+			for k, n := range writes {
+				if d.ver[k] != n {
+					t.Fatalf("%s at version %d after %d transactions wrote it", k, d.ver[k], n)
+				}
+			}
+		})
+	}
+}
+
+func TestTxnWorkloadRefusals(t *testing.T) {
+	s := spec(WorkloadT, 10)
+	if _, err := Run(context.Background(), plainDriver{newMem()}, s, nil); !errors.Is(err, ErrInvalidSpec) {
+		t.Fatalf("a driver without transactions: %v, want ErrInvalidSpec", err)
+	}
+	s.Keys, s.TxnKeys = 3, 4
+	if _, err := Run(context.Background(), newMem(), s, nil); !errors.Is(err, ErrInvalidSpec) {
+		t.Fatalf("4 keys of 3 partitions: %v, want ErrInvalidSpec", err)
+	}
+	s.TxnSamePartition = true
+	if _, err := Run(context.Background(), newMem(), s, nil); !errors.Is(err, ErrInvalidSpec) {
+		t.Fatalf("4 keys of one partition out of 3 keys: %v, want ErrInvalidSpec", err)
+	}
+	if l := s.Label(); l != "T4-1p" {
+		t.Fatalf("label %q", l)
+	}
+}
+
+// PartitionOf is the ring's partitioning.
+func TestPartitionOfMatchesRing(t *testing.T) {
+	r, err := ring.New(ring.Config{Partitions: 64, ReplicationFactor: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 1000 {
+		if got, want := PartitionOf(Key(i), 64), int(r.PartitionOf([]byte(Key(i)))); got != want {
+			t.Fatalf("%s: partition %d, the ring says %d", Key(i), got, want)
+		}
+	}
+}
+
+// plainDriver hides memDriver's transactions: it has Driver's methods only.
+type plainDriver struct{ Driver }

@@ -25,6 +25,19 @@ type Driver interface {
 	ErrorKind(err error) string
 }
 
+// TxnDriver is a Driver that runs workload T: a read of K keys, then a
+// transaction that writes them all only if none changed since.
+type TxnDriver interface {
+	Driver
+	// ReadVersions reads keys in one snapshot and returns each one's
+	// version (0: absent) as CommitIfVersions compares it.
+	ReadVersions(ctx context.Context, keys []string, level string) ([]uint64, error)
+	// CommitIfVersions atomically sets every key to value if each key's
+	// version still equals versions[i], else reads them. A version that
+	// changed is committed == false with a nil error.
+	CommitIfVersions(ctx context.Context, keys []string, versions []uint64, value []byte) (committed bool, err error)
+}
+
 // ErrorKindOf is a fallback classifier for drivers: context deadlines are
 // "timeout", cancellation "canceled", anything else "other".
 func ErrorKindOf(err error) string {

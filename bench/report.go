@@ -32,9 +32,10 @@ func (r Report) WriteJSON(w io.Writer) error {
 	return nil
 }
 
-// peerFor returns the peer result for res's workload, if any.
+// peerFor returns the peer result for res's workload (of the same
+// Spec.Label), if any.
 func (r Report) peerFor(res Result) (Result, bool) {
-	i := slices.IndexFunc(r.Peer, func(p Result) bool { return p.Spec.Workload == res.Spec.Workload })
+	i := slices.IndexFunc(r.Peer, func(p Result) bool { return p.Spec.Label() == res.Spec.Label() })
 	if i < 0 {
 		return Result{}, false
 	}
@@ -44,10 +45,12 @@ func (r Report) peerFor(res Result) (Result, bool) {
 // WriteTable writes a readable table: every result, then the peer's, and,
 // for results with a peer result of the same workload, the throughput
 // and p99 ratios (ours over theirs: a throughput ratio above 1 and a p99
-// ratio below 1 favour ringkv).
+// ratio below 1 favour ringkv). "misses" are CAS misses and workload T's
+// conflicts, with their share of the attempts (for T: conflicts over
+// commits plus conflicts).
 func (r Report) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "target\tworkload\tlevel\tops/s\tp50\tp90\tp99\tp99.9\tmax\terrors\tvs peer ops/s\tvs peer p99\t")
+	fmt.Fprintln(tw, "target\tworkload\tlevel\tops/s\tp50\tp90\tp99\tp99.9\tmax\terrors\tmisses\tvs peer ops/s\tvs peer p99\t")
 	row := func(res Result, compare bool) {
 		ratio, p99 := "", ""
 		if p, ok := r.peerFor(res); compare && ok && p.Throughput > 0 {
@@ -65,9 +68,16 @@ func (r Report) WriteTable(w io.Writer) error {
 			slices.Sort(kinds)
 			errs += " (" + strings.Join(kinds, " ") + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Target, res.Spec.Workload, res.Spec.Level,
+		misses := ""
+		switch {
+		case res.Conflicts > 0:
+			misses = fmt.Sprintf("%d (%.2f%%)", res.Conflicts, 100*float64(res.Conflicts)/float64(res.Ops+res.Conflicts))
+		case res.CASMisses > 0:
+			misses = fmt.Sprintf("%d (%.2f%%)", res.CASMisses, 100*float64(res.CASMisses)/float64(max(res.Ops, 1)))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", res.Target, res.Spec.Label(), res.Spec.Level,
 			res.Throughput, us(res.Latency.P50), us(res.Latency.P90), us(res.Latency.P99), us(res.Latency.P999), us(res.Latency.Max),
-			errs, ratio, p99)
+			errs, misses, ratio, p99)
 	}
 	for _, res := range r.Results {
 		row(res, true)
@@ -149,7 +159,12 @@ svg text{font-size:12px;font-family:system-ui,sans-serif}
 </body></html>
 `))
 
-func label(res Result) string { return res.Target + " " + res.Spec.Level }
+func label(res Result) string {
+	if res.Spec.Workload == WorkloadT {
+		return res.Target + " " + res.Spec.Label()
+	}
+	return res.Target + " " + res.Spec.Level
+}
 
 var palette = []string{"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7"}
 

@@ -13,7 +13,7 @@ import (
 // partition's leader. Levels are client.ParseConsistency names.
 type ClientDriver struct{ c *client.Client }
 
-var _ Driver = (*ClientDriver)(nil)
+var _ TxnDriver = (*ClientDriver)(nil)
 
 // NewClientDriver wraps c; the caller still owns (and closes) it.
 func NewClientDriver(c *client.Client) *ClientDriver { return &ClientDriver{c: c} }
@@ -75,6 +75,42 @@ func (d *ClientDriver) CompareAndSet(ctx context.Context, key string, expected, 
 	return true, nil
 }
 
+// ReadVersions reads keys with one MGet at lvl (at linearizable, one
+// snapshot: a lock-free double read when they span partitions).
+func (d *ClientDriver) ReadVersions(ctx context.Context, keys []string, lvl string) ([]uint64, error) {
+	opt, err := level(lvl)
+	if err != nil {
+		return nil, err
+	}
+	res, err := d.c.MGet(ctx, keys, opt)
+	if err != nil {
+		return nil, fmt.Errorf("bench: mget: %w", err)
+	}
+	versions := make([]uint64, len(res))
+	for i, r := range res {
+		if r.Found {
+			versions[i] = r.Version
+		}
+	}
+	return versions, nil
+}
+
+// CommitIfVersions runs one transaction: if every key's version equals
+// versions[i] (client.VersionEquals), set every key to value, else get
+// them. A transaction the node gave up on after conflicting with others
+// on every retry (client.ErrConflict) is an error of kind "conflict".
+func (d *ClientDriver) CommitIfVersions(ctx context.Context, keys []string, versions []uint64, value []byte) (bool, error) {
+	txn := d.c.Txn(ctx)
+	for i, k := range keys {
+		txn.If(client.VersionEquals(k, versions[i])).Then(client.SetOp(k, value)).Else(client.GetOp(k))
+	}
+	resp, err := txn.Commit()
+	if err != nil {
+		return false, fmt.Errorf("bench: txn: %w", err)
+	}
+	return resp.Succeeded, nil
+}
+
 // List reads up to limit pairs with prefix at level.
 func (d *ClientDriver) List(ctx context.Context, prefix string, limit int, lvl string) (int, error) {
 	opt, err := level(lvl)
@@ -96,7 +132,7 @@ func (d *ClientDriver) ErrorKind(err error) string {
 	}{
 		{client.ErrOverloaded, "overloaded"}, // before unavailable: retries run out as both
 		{client.ErrTimeout, "timeout"}, {client.ErrUnavailable, "unavailable"}, {client.ErrOutcomeUnknown, "outcome_unknown"},
-		{client.ErrCorrupt, "corrupt"}, {client.ErrInvalidArgument, "invalid"}, {client.ErrClosed, "closed"},
+		{client.ErrCorrupt, "corrupt"}, {client.ErrConflict, "conflict"}, {client.ErrInvalidArgument, "invalid"}, {client.ErrClosed, "closed"},
 	} {
 		if errors.Is(err, k.err) {
 			return k.name

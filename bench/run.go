@@ -27,12 +27,16 @@ type Result struct {
 	Target string `json:"target"`
 	Spec   Spec   `json:"spec"`
 	// Ops counts operations that succeeded (a CAS that lost its race
-	// succeeded: it is also counted in CASMisses); Errors those that
+	// succeeded: it is also counted in CASMisses; a workload-T
+	// transaction whose compare failed did not: it is counted in
+	// Conflicts only, and its latency is not recorded, so that Ops and
+	// Throughput count committed transactions); Errors those that
 	// failed, also by kind.
 	Ops          int64            `json:"ops"`
 	Errors       int64            `json:"errors"`
 	ErrorsByKind map[string]int64 `json:"errors_by_kind,omitempty"`
 	CASMisses    int64            `json:"cas_misses,omitempty"`
+	Conflicts    int64            `json:"txn_conflicts,omitempty"`
 	// Elapsed is the wall time from the first operation's start to the
 	// last one's end; Throughput is Ops/Elapsed.
 	ElapsedSeconds float64 `json:"elapsed_s"`
@@ -116,6 +120,17 @@ func Run(ctx context.Context, d Driver, s Spec, progress func(Progress)) (Result
 		return Result{}, err
 	}
 	r := &runner{d: d, s: s, value: makeValue(s.ValueSize, s.Seed), stop: make(chan struct{}), byKind: map[string]int64{}}
+	if s.Workload == WorkloadT {
+		td, ok := d.(TxnDriver)
+		if !ok {
+			return Result{}, fmt.Errorf("%w: workload T needs a TxnDriver; %s is not one", ErrInvalidSpec, d.Name())
+		}
+		plan, err := newTxnPlan(s)
+		if err != nil {
+			return Result{}, err
+		}
+		r.td, r.plan = td, plan
+	}
 	return r.run(ctx, progress), nil
 }
 
@@ -123,6 +138,8 @@ type runner struct {
 	d     Driver
 	s     Spec
 	value []byte
+	td    TxnDriver // workload T only
+	plan  *txnPlan  // workload T only
 
 	start    time.Time
 	stop     chan struct{} // closed when no more operations may start
@@ -131,6 +148,7 @@ type runner struct {
 	ops      atomic.Int64
 	errs     atomic.Int64
 	misses   atomic.Int64
+	conflict atomic.Int64
 
 	mu     sync.Mutex
 	byKind map[string]int64
@@ -188,6 +206,7 @@ func (r *runner) run(ctx context.Context, progress func(Progress)) Result {
 		Ops:            r.ops.Load(),
 		Errors:         r.errs.Load(),
 		CASMisses:      r.misses.Load(),
+		Conflicts:      r.conflict.Load(),
 		ElapsedSeconds: elapsed.Seconds(),
 		Latency: Latency{
 			P50: r.hist.ValueAtQuantile(50), P90: r.hist.ValueAtQuantile(90), P99: r.hist.ValueAtQuantile(99),
@@ -285,6 +304,10 @@ func (r *runner) worker(ctx context.Context, w int) {
 		octx, cancel := context.WithTimeout(ctx, r.s.OpTimeout)
 		err := r.op(octx, rng, keys, hot)
 		cancel()
+		if errors.Is(err, errConflict) {
+			r.conflict.Add(1)
+			continue
+		}
 		if err != nil {
 			r.errs.Add(1)
 			kinds[r.d.ErrorKind(err)]++
@@ -315,6 +338,17 @@ func (r *runner) op(ctx context.Context, rng *rand.Rand, keys, hot chooser) erro
 		swapped, err := r.d.CompareAndSet(ctx, k, expected, strconv.AppendInt(nil, int64(n+1), 10), r.s.Level)
 		if err == nil && !swapped {
 			r.misses.Add(1)
+		}
+		return err
+	case WorkloadT:
+		ks := r.plan.pick(rng, keys, nil)
+		versions, err := r.td.ReadVersions(ctx, ks, r.s.Level)
+		if err != nil {
+			return err
+		}
+		committed, err := r.td.CommitIfVersions(ctx, ks, versions, r.value)
+		if err == nil && !committed {
+			return errConflict
 		}
 		return err
 	case WorkloadL:

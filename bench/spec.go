@@ -3,9 +3,12 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Workload names.
@@ -16,10 +19,11 @@ const (
 	WorkloadW   = "W"   // write only
 	WorkloadCAS = "CAS" // read, then compare-and-set the value to the next integer
 	WorkloadL   = "L"   // prefix list
+	WorkloadT   = "T"   // read K keys, then a transaction writing them if none changed
 )
 
 // Workloads lists every workload in the order reports show them.
-var Workloads = []string{WorkloadA, WorkloadB, WorkloadC, WorkloadW, WorkloadCAS, WorkloadL}
+var Workloads = []string{WorkloadA, WorkloadB, WorkloadC, WorkloadW, WorkloadCAS, WorkloadL, WorkloadT}
 
 // readFraction is the share of reads in each read/update workload.
 var readFraction = map[string]float64{WorkloadA: 0.5, WorkloadB: 0.95, WorkloadC: 1, WorkloadW: 0}
@@ -57,6 +61,17 @@ type Spec struct {
 	Rate float64 `json:"rate"`
 	// ListLimit is the page size of workload L.
 	ListLimit int `json:"list_limit"`
+	// TxnKeys is K, the keys of each workload-T transaction (at most
+	// MaxTxnKeys).
+	TxnKeys int `json:"txn_keys,omitempty"`
+	// TxnSamePartition puts workload T's K keys in one partition; by
+	// default they fall in K different partitions.
+	TxnSamePartition bool `json:"txn_same_partition,omitempty"`
+	// Partitions is the number of partitions (a power of two) of the
+	// ringkv cluster under test, by which workload T groups the keys as
+	// the ring does (PartitionOf). A peer gets the same spec, so it runs
+	// the same key names.
+	Partitions int `json:"partitions,omitempty"`
 	// OpTimeout bounds every operation.
 	OpTimeout time.Duration `json:"op_timeout"`
 	// Seed makes key choices repeatable.
@@ -76,6 +91,8 @@ func DefaultSpec() Spec {
 		Concurrency:  32,
 		Duration:     10 * time.Second,
 		ListLimit:    100,
+		TxnKeys:      2,
+		Partitions:   64,
 		OpTimeout:    5 * time.Second,
 		Seed:         1,
 	}
@@ -118,10 +135,43 @@ func (s Spec) Validate() error {
 	if s.Workload == WorkloadL && s.ListLimit < 1 {
 		bad("list limit must be positive, got %d", s.ListLimit)
 	}
+	if s.Workload == WorkloadT {
+		if s.TxnKeys < 1 || s.TxnKeys > MaxTxnKeys {
+			bad("txn keys must be in [1, %d], got %d", MaxTxnKeys, s.TxnKeys)
+		}
+		if s.Partitions < 1 || s.Partitions&(s.Partitions-1) != 0 {
+			bad("partitions must be a power of two, got %d", s.Partitions)
+		} else if !s.TxnSamePartition && s.TxnKeys > s.Partitions {
+			bad("%d txn keys in different partitions need as many partitions, got %d", s.TxnKeys, s.Partitions)
+		}
+	}
 	if s.OpTimeout <= 0 {
 		bad("op timeout must be positive")
 	}
 	return errors.Join(errs...)
+}
+
+// MaxTxnKeys bounds Spec.TxnKeys: ringkv's limit of keys per transaction.
+const MaxTxnKeys = 128
+
+// Label names the spec's workload in reports: the workload, and for T
+// its K and "-1p" when the keys share one partition ("T4", "T2-1p").
+func (s Spec) Label() string {
+	if s.Workload != WorkloadT {
+		return s.Workload
+	}
+	l := fmt.Sprintf("%s%d", s.Workload, s.TxnKeys)
+	if s.TxnSamePartition {
+		l += "-1p"
+	}
+	return l
+}
+
+// PartitionOf returns key's partition among partitions (a power of two):
+// the one whose slice of the uint64 token space holds xxhash64(key), as
+// ring.Ring.PartitionOf computes it.
+func PartitionOf(key string, partitions int) int {
+	return int(xxhash.Sum64String(key) >> (64 - bits.TrailingZeros(uint(partitions))))
 }
 
 // Key returns the name of key i.

@@ -15,7 +15,8 @@
 // to (etcd's serializable gets); any other level reads linearizably,
 // etcd's default. Writes and compare-and-set (a transaction comparing
 // the value, or the create revision for put-if-absent) always go
-// through etcd's raft log.
+// through etcd's raft log. Workload T reads its keys in one transaction
+// of range requests and commits one comparing each key's ModRevision.
 package main
 
 import (
@@ -76,7 +77,7 @@ func run(ctx context.Context, in io.Reader, out, progress io.Writer) error {
 	}
 	for _, s := range job.Specs {
 		res, err := bench.Run(ctx, d, s, func(p bench.Progress) {
-			fmt.Fprintf(progress, "\retcd %-3s %-12s %6.1fs %10d ops %9.0f ops/s %6d errors", p.Spec.Workload, p.Spec.Level,
+			fmt.Fprintf(progress, "\retcd %-3s %-12s %6.1fs %10d ops %9.0f ops/s %6d errors", p.Spec.Label(), p.Spec.Level,
 				p.Elapsed.Seconds(), p.Ops, p.Interval, p.Errors)
 		})
 		if err != nil {
@@ -90,6 +91,8 @@ func run(ctx context.Context, in io.Reader, out, progress io.Writer) error {
 	}
 	return nil
 }
+
+var _ bench.TxnDriver = (*driver)(nil)
 
 // driver implements bench.Driver over etcd's client, spreading calls over
 // several connections.
@@ -151,6 +154,45 @@ func (d *driver) CompareAndSet(ctx context.Context, key string, expected, value 
 		cmp = clientv3.Compare(clientv3.Value(key), "=", string(expected))
 	}
 	resp, err := d.client().Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(value))).Commit()
+	if err != nil {
+		return false, fmt.Errorf("etcd txn: %w", err)
+	}
+	return resp.Succeeded, nil
+}
+
+// ReadVersions reads keys in one etcd transaction of K range requests (a
+// snapshot at one revision) and returns each key's ModRevision (0:
+// absent). etcd serves a read-only transaction linearizably.
+func (d *driver) ReadVersions(ctx context.Context, keys []string, _ string) ([]uint64, error) {
+	ops := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = clientv3.OpGet(k)
+	}
+	resp, err := d.client().Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("etcd txn read: %w", err)
+	}
+	versions := make([]uint64, len(keys))
+	for i, r := range resp.Responses {
+		if kvs := r.GetResponseRange().GetKvs(); len(kvs) > 0 {
+			versions[i] = uint64(kvs[0].ModRevision) //nolint:gosec // revisions are positive
+		}
+	}
+	return versions, nil
+}
+
+// CommitIfVersions is one etcd transaction: if every key's ModRevision
+// equals what was read, put value in each, else get them.
+func (d *driver) CommitIfVersions(ctx context.Context, keys []string, versions []uint64, value []byte) (bool, error) {
+	cmps := make([]clientv3.Cmp, len(keys))
+	puts := make([]clientv3.Op, len(keys))
+	gets := make([]clientv3.Op, len(keys))
+	for i, k := range keys {
+		cmps[i] = clientv3.Compare(clientv3.ModRevision(k), "=", int64(versions[i])) //nolint:gosec // read from etcd's int64
+		puts[i] = clientv3.OpPut(k, string(value))
+		gets[i] = clientv3.OpGet(k)
+	}
+	resp, err := d.client().Txn(ctx).If(cmps...).Then(puts...).Else(gets...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("etcd txn: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,7 +29,7 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	def := bench.DefaultSpec()
-	workloads := fs.String("workloads", strings.Join(bench.Workloads, ","), "comma-separated workloads: A (50/50), B (95/5), C (reads), W (writes), CAS, L (lists)")
+	workloads := fs.String("workloads", strings.Join(bench.Workloads, ","), "comma-separated workloads: A (50/50), B (95/5), C (reads), W (writes), CAS, L (lists), T (read-modify-write transactions of --txn-keys keys)")
 	levels := fs.String("levels", "one,quorum,all,linearizable", "comma-separated consistency levels, each run in turn")
 	keys := fs.Int("keys", def.Keys, "key space")
 	hotKeys := fs.Int("hot-keys", def.HotKeys, "CAS counters")
@@ -39,6 +40,8 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	ops := fs.Int64("ops", 0, "operations of each workload at each level (0: --duration only)")
 	rate := fs.Float64("rate", 0, "open loop at this many ops/s (latency from each op's scheduled start); 0: closed loop")
 	listLimit := fs.Int("list-limit", def.ListLimit, "page size of workload L")
+	txnKeys := fs.String("txn-keys", strconv.Itoa(def.TxnKeys), "comma-separated key counts of workload T's transactions, each run in turn (keys in as many partitions)")
+	txnSame := fs.Bool("txn-same-partition", false, "workload T's keys all fall in one partition")
 	opTimeout := fs.Duration("op-timeout", def.OpTimeout, "deadline of each operation")
 	attempts := fs.Int("attempts", 0, "client attempts per operation (1: never retried, so a node's refusals count at once as errors of kind overloaded); 0: the client's default")
 	seed := fs.Uint64("seed", def.Seed, "random seed of key choices")
@@ -80,9 +83,18 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	base.Keys, base.HotKeys, base.ValueSize, base.Distribution = *keys, *hotKeys, *valueSize, *dist
 	base.Concurrency, base.Duration, base.Ops, base.Rate = *concurrency, *duration, *ops, *rate
 	base.ListLimit, base.OpTimeout, base.Seed = *listLimit, *opTimeout, *seed
+	base.TxnSamePartition = *txnSame
+	var ks []int
+	for _, k := range splitList(*txnKeys) {
+		n, err := strconv.Atoi(k)
+		if err != nil {
+			return fmt.Errorf("%w: --txn-keys: %w", errUsage, err)
+		}
+		ks = append(ks, n)
+	}
 	var specs []bench.Spec
 	for _, wl := range splitList(*workloads) {
-		for _, lvl := range splitList(*levels) {
+		for i, lvl := range splitList(*levels) {
 			if _, err := client.ParseConsistency(lvl); err != nil {
 				return fmt.Errorf("%w: --levels: %w", errUsage, err)
 			}
@@ -91,10 +103,25 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			if s.Workload == bench.WorkloadCAS && lvl != "linearizable" && slices.Contains(splitList(*levels), "linearizable") {
 				continue // compare-and-set is always linearizable: run it once
 			}
-			if err := s.Validate(); err != nil {
-				return fmt.Errorf("%w: %w", errUsage, err)
+			variants := []bench.Spec{s}
+			if s.Workload == bench.WorkloadT {
+				// Transactions are linearizable whatever the level: one
+				// run per key count.
+				if i > 0 {
+					continue
+				}
+				variants = nil
+				for _, k := range ks {
+					s.Level, s.TxnKeys = "linearizable", k
+					variants = append(variants, s)
+				}
 			}
-			specs = append(specs, s)
+			for _, s := range variants {
+				if err := s.Validate(); err != nil {
+					return fmt.Errorf("%w: %w", errUsage, err)
+				}
+				specs = append(specs, s)
+			}
 		}
 	}
 	if len(specs) == 0 {
@@ -161,6 +188,19 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			return err
 		}
 	}
+	if slices.ContainsFunc(specs, func(s bench.Spec) bool { return s.Workload == bench.WorkloadT }) {
+		// Workload T groups the keys by the cluster's partitions.
+		p, err := clusterPartitions(ctx, c)
+		if err != nil {
+			return err
+		}
+		for i := range specs {
+			specs[i].Partitions = p
+			if err := specs[i].Validate(); err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+		}
+	}
 	// Each workload runs on ringkv at every level and then on the peer,
 	// before the next workload: the figures a ratio compares are taken
 	// seconds apart, so that a noisy machine's slow minutes fall on both
@@ -171,17 +211,17 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "\r%-80s\rringkv %-3s %-12s %9.0f ops/s  p99 %s\n", "", s.Workload, s.Level, res.Throughput, time.Duration(res.Latency.P99)*time.Microsecond)
+		fmt.Fprintf(stderr, "\r%-80s\rringkv %-3s %-12s %9.0f ops/s  p99 %s\n", "", s.Label(), s.Level, res.Throughput, time.Duration(res.Latency.P99)*time.Microsecond)
 		rep.Results = append(rep.Results, res)
 		if ctx.Err() != nil {
 			return fmt.Errorf("bench: %w", ctx.Err())
 		}
-		lastLevel := i == len(specs)-1 || specs[i+1].Workload != s.Workload
-		if len(peerAddrs) == 0 || !lastLevel || peerDone[s.Workload] {
+		lastLevel := i == len(specs)-1 || specs[i+1].Label() != s.Label()
+		if len(peerAddrs) == 0 || !lastLevel || peerDone[s.Label()] {
 			continue
 		}
 		firstPeerJob := len(peerDone) == 0 // preloads the peer's key space
-		peerDone[s.Workload] = true
+		peerDone[s.Label()] = true
 		ps := s
 		ps.Level = *etcdLevel
 		peerRes, err := runEtcdPeer(ctx, peerAddrs, []bench.Spec{ps}, firstPeerJob, stderr)
@@ -209,8 +249,28 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // progressLine returns a progress callback that rewrites one line.
 func progressLine(w io.Writer, target string) func(bench.Progress) {
 	return func(p bench.Progress) {
-		fmt.Fprintf(w, "\r%s %-3s %-12s %5.1fs %10d ops %9.0f ops/s %6d errors", target, p.Spec.Workload, p.Spec.Level,
+		fmt.Fprintf(w, "\r%s %-3s %-12s %5.1fs %10d ops %9.0f ops/s %6d errors", target, p.Spec.Label(), p.Spec.Level,
 			p.Elapsed.Seconds(), p.Ops, p.Interval, p.Errors)
+	}
+}
+
+// clusterPartitions returns the cluster's number of partitions from the
+// client's topology, polling until the client has learned one.
+func clusterPartitions(ctx context.Context, c *client.Client) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		top, err := c.Topology()
+		if err == nil && top.Partitions > 0 {
+			return top.Partitions, nil
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("bench: the cluster's partitions: %w (last: %v)", ctx.Err(), err)
+		case <-tick.C:
+		}
 	}
 }
 

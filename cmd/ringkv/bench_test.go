@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		for _, s := range job.Specs {
-			fmt.Fprintf(os.Stderr, "fake peer ran %s preload=%v\n", s.Workload, job.Preload)
+			fmt.Fprintf(os.Stderr, "fake peer ran %s preload=%v\n", s.Label(), job.Preload)
 		}
 		var out []bench.Result
 		for _, s := range job.Specs {
@@ -58,16 +58,16 @@ func TestBenchShortSmoke(t *testing.T) {
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("json: %v\n%s", err, stdout.String())
 	}
-	// 6 workloads x 4 levels, CAS once (it is always linearizable).
-	if len(rep.Results) != 5*4+1 {
-		t.Fatalf("%d results, want 21", len(rep.Results))
+	// 7 workloads x 4 levels, CAS and T once (always linearizable).
+	if len(rep.Results) != 5*4+2 {
+		t.Fatalf("%d results, want 22", len(rep.Results))
 	}
 	// --short runs each workload and level for 300 ms: one error of a
 	// loaded machine (an outcome unknown while a leadership transfer
 	// settles, seen once in CI at load 10: 9 ops, 1 unknown) is tolerated,
 	// more than a tenth of the operations is not.
 	for _, r := range rep.Results {
-		if r.Ops == 0 || r.Errors > max(1, r.Ops/10) {
+		if r.Ops == 0 || r.Errors > max(1, r.Ops/10) || (r.Spec.Workload == bench.WorkloadT && r.Spec.Partitions != 64) {
 			t.Errorf("%s at %s: %d ops, %d errors %v", r.Spec.Workload, r.Spec.Level, r.Ops, r.Errors, r.ErrorsByKind)
 		}
 	}
@@ -79,6 +79,9 @@ func TestBenchShortSmoke(t *testing.T) {
 	log := stderr.String()
 	at := 0
 	for i, wl := range bench.Workloads {
+		if wl == bench.WorkloadT {
+			wl = "T2" // 2 keys by default
+		}
 		lastLevel := "linearizable"
 		ours := strings.Index(log[at:], fmt.Sprintf("ringkv %-3s %-12s", wl, lastLevel))
 		peer := strings.Index(log[at:], fmt.Sprintf("fake peer ran %s preload=%v\n", wl, i == 0))
@@ -104,11 +107,36 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"bench", "--compare", "etcd="},
 		{"bench", "--keys", "0"},
 		{"bench", "extra"},
+		{"bench", "--workloads", "T", "--txn-keys", "two"},
+		{"bench", "--workloads", "T", "--txn-keys", "0"},
 	} {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), args, &stdout, &stderr)
 		if err == nil || !strings.Contains(err.Error(), "usage") {
 			t.Errorf("%v: %v, want a usage error", args, err)
+		}
+	}
+}
+
+// Workload T on the embedded cluster: 4 keys in 4 partitions, then 4
+// keys in one, each transaction committed or a counted conflict.
+func TestBenchTxnWorkload(t *testing.T) {
+	for _, same := range []string{"false", "true"} {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), []string{"bench", "--short", "--json", "--workloads", "T", "--txn-keys", "4", "--txn-same-partition=" + same}, &stdout, &stderr)
+		if err != nil {
+			t.Fatalf("bench: %v\n%s", err, stderr.String())
+		}
+		var rep bench.Report
+		if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+			t.Fatalf("json: %v\n%s", err, stdout.String())
+		}
+		if len(rep.Results) != 1 {
+			t.Fatalf("%d results, want 1", len(rep.Results))
+		}
+		r := rep.Results[0]
+		if r.Spec.TxnKeys != 4 || r.Spec.Level != "linearizable" || r.Ops == 0 || r.Errors > max(1, r.Ops/10) {
+			t.Fatalf("same partition %s: %+v", same, r)
 		}
 	}
 }
