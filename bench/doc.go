@@ -4,9 +4,13 @@
 // the separate module under bench/etcd) are compared in one run.
 //
 // Workloads: A (50% read, 50% update), B (95/5), C (read only), W (write
-// only), CAS (read-modify-write increments on a hot set of keys) and L
-// (prefix lists). Keys are chosen uniformly or from a zipfian
-// distribution. Run drives a workload closed-loop (N callers, each
+// only), CAS (read-modify-write increments on a hot set of keys), L
+// (prefix lists) and T (transactions: read K keys in one snapshot, then
+// one transaction that writes all K if no key's version changed since,
+// else reads them; a failed compare is a conflict, counted apart from
+// commits and errors). T's keys fall in K different partitions of the
+// ring, or with Spec.TxnSamePartition all in one; the driver must be a
+// TxnDriver. Keys are chosen uniformly or from a zipfian distribution. Run drives a workload closed-loop (N callers, each
 // issuing its next operation when the last one returns) or open-loop (a
 // target rate: operations are scheduled at fixed intervals and each
 // one's latency is measured from its scheduled start, so a stall that

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -268,7 +269,7 @@ func clusterPartitions(ctx context.Context, c *client.Client) (int, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("bench: the cluster's partitions: %w (last: %v)", ctx.Err(), err)
+			return 0, fmt.Errorf("bench: the cluster's partitions: %w", errors.Join(ctx.Err(), err))
 		case <-tick.C:
 		}
 	}
