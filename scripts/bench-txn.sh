@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# bench-txn.sh FIRST LAST: rounds of workload T (transactions) beside etcd's Txn,
+# each round on three `ringkv serve` processes (started fresh, then stopped) and
+# then on `ringkv bench`'s embedded cluster, as in docs/BENCHMARKS.md
+# "Transactions (workload T)". Run from the repository root.
+#   RINGKV     the ringkv binary (go build -o /tmp/ringkv ./cmd/ringkv)
+#   RINGKV_BENCH_ETCD  the etcd peer driver (cd bench/etcd && go build -o /tmp/ringkv-bench-etcd .)
+#   ETCD       etcd's client endpoints (../shared/peers/etcd.sh start DIR prints them)
+#   OUT        where the JSON reports and the log (load average per run) go
+#   DIR        the serve processes' data (wiped each round)
+# Serve ports: HTTP 1808i, drpc 1900i, gossip 1710i, pprof 1606i (i = 1..3).
+set -u
+: "${RINGKV:?}" "${RINGKV_BENCH_ETCD:?}" "${ETCD:?}"
+OUT=${OUT:-/tmp/bench-txn}; DIR=${DIR:-/tmp/bench-txn-serve}
+export RINGKV_BENCH_ETCD
+TARGET=127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003
+mkdir -p "$OUT"
+
+serve_start() {
+  rm -rf "$DIR"; mkdir -p "$DIR"
+  for i in 1 2 3; do
+    join=""; [ "$i" -gt 1 ] && join="--join 127.0.0.1:17101"
+    # shellcheck disable=SC2086 # join is empty or two words
+    "$RINGKV" serve --id "n$i" --data "$DIR/n$i" --http "127.0.0.1:1808$i" --rpc "127.0.0.1:1900$i" \
+      --gossip "127.0.0.1:1710$i" --resp "" $join --pprof "127.0.0.1:1606$i" >"$DIR/n$i.log" 2>&1 &
+    echo $! >"$DIR/n$i.pid"
+    [ "$i" -eq 1 ] && sleep 1
+  done
+  for _ in $(seq 1 300); do
+    ok=0
+    for i in 1 2 3; do curl -fsS -m 1 -o /dev/null "http://127.0.0.1:1808$i/ready" 2>/dev/null && ok=$((ok+1)); done
+    [ $ok -eq 3 ] && return 0
+    sleep 0.2
+  done
+  echo "serve processes not ready; logs in $DIR" >&2; return 1
+}
+
+serve_stop() {
+  for i in 1 2 3; do
+    p=$(cat "$DIR/n$i.pid"); kill "$p" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$p" 2>/dev/null || true
+  done
+}
+
+run() { # name, then bench's arguments
+  local name=$1; shift
+  echo "$(date -u +%H:%M:%S) $name start load: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/log"
+  "$RINGKV" bench --duration 10s --compare "etcd=$ETCD" --json "$@" >"$OUT/$name.json" 2>"$OUT/$name.err"
+  echo "$(date -u +%H:%M:%S) $name end rc=$? load: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/log"
+}
+
+for r in $(seq "$1" "$2"); do
+  serve_start || exit 1
+  run "srv-x-$r" --target $TARGET --workloads T --txn-keys 2,4
+  run "srv-1p-$r" --target $TARGET --workloads CAS,T --txn-keys 2,4 --txn-same-partition
+  serve_stop
+  run "emb-x-$r" --workloads T --txn-keys 2,4
+  run "emb-1p-$r" --workloads CAS,T --txn-keys 2,4 --txn-same-partition
+done
