@@ -3,7 +3,8 @@
 # against three serve processes on scripts/bench-txn.sh's ports, already preloaded (any bench run
 # without --preload=false does it): per raft-group operation, the calls per transaction and their mean
 # latency on the leaders (ringkv_consensus_op_duration_seconds), and the three nodes' CPU profiles
-# over 8 s in $OUT/n1.cpu..n3.cpu. RINGKV names the ringkv binary.
+# over 8 s in $OUT/n1.cpu..n3.cpu. RINGKV names the ringkv binary. It does not check whose processes
+# hold those ports: make sure they are yours (ss -ltnp), on a shared machine another engineer's may.
 : "${RINGKV:?}"; OUT=${OUT:-/tmp/bench-txn}; export OUT; mkdir -p "$OUT"
 scrape() { for i in 1 2 3; do curl -s http://127.0.0.1:1808$i/metrics; done | grep -E '^ringkv_consensus_op_duration_seconds_(count|sum)|^ringkv_coordinator_txn_duration_seconds_(count|sum)|^ringkv_consensus_read_index_rounds_total' ; }
 scrape > "$OUT"/m0
