@@ -6,7 +6,9 @@
 //	replica.Store        Badger under DataDir/replica, group-committed, fsync before ack
 //	gossip.Gossip        memberlist on GossipAddr; the ring, persisted in DataDir/ring.state
 //	coordinator          request path; RPCTransport to peers
-//	drpc server          RPCAddr: the Replica service (coordinator.ReplicaServer)
+//	drpc server          RPCAddr: the Replica service (coordinator.ReplicaServer) and the
+//	                     others, behind peerCheck (peercheck.go: callers of another
+//	                     cluster or unknown to the membership) and, secure, planeGuard
 //	consensus.Manager    a raft group per partition; its drpc transport and log store
 //	HTTP server          HTTPAddr: /api/* (coordinator.HTTPHandler), /health, /ready,
 //	                     /api/stats, /api/cluster/* (admin.go), /metrics

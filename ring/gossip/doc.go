@@ -21,6 +21,12 @@
 //   - A peer whose wire range does not overlap this node's is refused by
 //     memberlist's alive and merge delegates (wire.go): it never becomes
 //     a member, and both sides log it at Error, once a minute per peer.
+//   - The cluster id (cluster.go): drawn by the founder, persisted in
+//     DataDir/cluster.id, advertised in the metadata, adopted by a node
+//     that has none from its ring's members. A peer advertising another
+//     id is refused like one of no common wire version; a peer or a node
+//     without an id is let through. Both refusals are counted in
+//     ringkv_gossip_peers_refused_total{reason}.
 //
 // # Logging
 //
