@@ -34,7 +34,7 @@ var allowed = map[string][]string{
 	"backup":               {"client", "proto/kvpb", "replica", "internal/crc"},
 	"examples/quickstart":  {"client"},
 	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb", "internal/pki", "auth", "resp", "internal/loglimit", "internal/rpcconn"},
-	"resp":                 {"coordinator", "consensus", "auth", "internal/loglimit"},
+	"resp":                 {"coordinator", "consensus", "replica", "auth", "internal/loglimit"},
 	"cmd/ringkv":           {"*"},
 	"internal/testcluster": {"internal/pki", "internal/rpcconn", "internal/hosts"},
 	"internal/hosts":       {},
