@@ -1,0 +1,40 @@
+#!/bin/bash
+# Overload must-show: open loop at 10x capacity for 60 s against ringkv dev.
+T=127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003
+PID=$(cat /tmp/adm-dev.pid)
+RATE=${RATE:-37000}
+terms() { s=0; for p in 18081 18082 18083; do v=$(curl -s localhost:$p/metrics | awk '/^ringkv_consensus_term\{/ {s+=$2} END {print s}'); s=$((s+${v%.*})); done; echo $s; }
+metric() { curl -s localhost:$1/metrics | awk -v n="$2" 'index($0,n)==1 {s+=$NF} END {printf "%d\n", s}'; }
+rm -f /tmp/adm-stop /tmp/adm-rss-peak /tmp/adm-probe.txt
+echo "uptime before: $(uptime)"
+echo "terms before: $(terms)"
+echo "rss before kB: $(ps -o rss= -p $PID)"
+# RSS sampler
+( peak=0; while kill -0 $PID 2>/dev/null && [ ! -f /tmp/adm-stop ]; do r=$(ps -o rss= -p $PID); [ "$r" -gt "$peak" ] && peak=$r; echo $peak > /tmp/adm-rss-peak; sleep 0.5; done ) &
+SAMP=$!
+# HTTP probe: one set every 50 ms, code and time
+( i=0; while [ ! -f /tmp/adm-stop ]; do curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -XPOST localhost:18081/api/set -d "{\"key\":\"probe:$i\",\"value\":\"v\"}"; i=$((i+1)); sleep 0.05; done > /tmp/adm-probe.txt ) &
+PROBE=$!
+START=$(date +%s.%N)
+/tmp/adm-bin/ringkv bench --target $T --workloads W --levels quorum --duration 60s --concurrency 4096 --rate $RATE --attempts 1 --op-timeout 5s --preload=false > /tmp/adm-over.txt 2>/tmp/adm-over.err
+END=$(date +%s.%N)
+touch /tmp/adm-stop
+wait $PROBE
+# recovery: time until a write answers 200 and then 20 in a row do, each faster than 0.3 s
+ok=0; first=""
+while [ $ok -lt 20 ]; do
+  out=$(curl -s -o /dev/null -w '%{http_code} %{time_total}' -XPOST localhost:18081/api/set -d '{"key":"after","value":"v"}')
+  code=${out% *}; t=${out#* }
+  if [ "$code" = 200 ] && awk -v t=$t 'BEGIN{exit !(t<0.3)}'; then ok=$((ok+1)); [ -z "$first" ] && first=$(date +%s.%N); else ok=0; first=""; fi
+  sleep 0.05
+done
+echo "bench ran: $(echo "$END - $START" | bc) s"
+echo "recovered (first of 20 consecutive fast 200s) after: $(echo "$first - $END" | bc) s"
+wait $SAMP
+echo "rss peak kB: $(cat /tmp/adm-rss-peak)"
+echo "terms after: $(terms)"
+for p in 18081 18082 18083; do echo "node $p refused: $(metric $p ringkv_coordinator_admission_refused_total) proposals refused: $(metric $p ringkv_consensus_proposals_refused_total)"; done
+echo "probe: $(wc -l < /tmp/adm-probe.txt) requests"; awk '{c[$1]++} END {for (k in c) print "  status", k, c[k]}' /tmp/adm-probe.txt
+for code in 200 429; do awk -v c=$code '$1==c {print $2}' /tmp/adm-probe.txt | sort -n > /tmp/adm-lat-$code.txt; n=$(wc -l < /tmp/adm-lat-$code.txt); [ $n -gt 0 ] && echo "  $code latency s: p50 $(sed -n "$((n/2+1))p" /tmp/adm-lat-$code.txt) p99 $(sed -n "$(( (n*99+99)/100 ))p" /tmp/adm-lat-$code.txt) max $(tail -1 /tmp/adm-lat-$code.txt)"; done
+echo "uptime after: $(uptime)"
+tail -2 /tmp/adm-over.txt
