@@ -1,8 +1,15 @@
 #!/bin/bash
-# Overload must-show: open loop at 10x capacity for 60 s against ringkv dev.
+# Overload (docs/BENCHMARKS.md, "Overload"): open loop at RATE writes/s
+# for 60 s against a `ringkv dev` started with
+#   ringkv dev --http-port 18081 --rpc-port 19001 --gossip-port 17001 --resp-port 16381
+# DEV_PID is that process's pid (its RSS is sampled); RINGKV the binary.
+# Prints raft terms before and after, peak RSS, refusals per node, an
+# HTTP probe's statuses and latencies, and the time to normal service.
+set -u
 T=127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003
-PID=$(cat /tmp/adm-dev.pid)
+PID=${DEV_PID:?set DEV_PID to the ringkv dev process id}
 RATE=${RATE:-37000}
+RINGKV=${RINGKV:-ringkv}
 terms() { s=0; for p in 18081 18082 18083; do v=$(curl -s localhost:$p/metrics | awk '/^ringkv_consensus_term\{/ {s+=$2} END {print s}'); s=$((s+${v%.*})); done; echo $s; }
 metric() { curl -s localhost:$1/metrics | awk -v n="$2" 'index($0,n)==1 {s+=$NF} END {printf "%d\n", s}'; }
 rm -f /tmp/adm-stop /tmp/adm-rss-peak /tmp/adm-probe.txt
@@ -16,7 +23,7 @@ SAMP=$!
 ( i=0; while [ ! -f /tmp/adm-stop ]; do curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -XPOST localhost:18081/api/set -d "{\"key\":\"probe:$i\",\"value\":\"v\"}"; i=$((i+1)); sleep 0.05; done > /tmp/adm-probe.txt ) &
 PROBE=$!
 START=$(date +%s.%N)
-/tmp/adm-bin/ringkv bench --target $T --workloads W --levels quorum --duration 60s --concurrency 4096 --rate $RATE --attempts 1 --op-timeout 5s --preload=false > /tmp/adm-over.txt 2>/tmp/adm-over.err
+"$RINGKV" bench --target $T --workloads W --levels quorum --duration 60s --concurrency 4096 --rate $RATE --attempts 1 --op-timeout 5s --preload=false > /tmp/adm-over.txt 2>/tmp/adm-over.err
 END=$(date +%s.%N)
 touch /tmp/adm-stop
 wait $PROBE
