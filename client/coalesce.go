@@ -26,7 +26,7 @@ import (
 // is, so a write would wait for the slowest write of its batch (each waits
 // for its replicas' fsyncs); measured on `ringkv bench`'s local cluster,
 // coalescing writes cost QUORUM writes 17% of their throughput
-// (docs/BENCHMARKS.md), while reads, answered from memory, gained.
+// (docs/bench/HISTORY.md), while reads, answered from memory, gained.
 
 // laneKey names a lane: a node and a read level.
 type laneKey struct {

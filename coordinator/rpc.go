@@ -34,7 +34,7 @@ type RPCConfig struct {
 	// waiting for a busy connection go together in the next RPC, so under
 	// load a peer gets fewer, larger merges (and commits them in fewer
 	// fsyncs). Measured on 2 cores, 2 beat 8 by 20-35% in throughput for
-	// QUORUM reads, writes and mixes (docs/BENCHMARKS.md). Default 2.
+	// QUORUM reads, writes and mixes (docs/bench/HISTORY.md). Default 2.
 	ConnsPerPeer int
 	// InvokeConnsPerPeer is how many connections carry forwarded
 	// linearizable calls and scans to each peer, one call each at a time,

@@ -10,7 +10,7 @@ package replica
 // keys for a while each level holds an old version of each, so every
 // level's bloom filter says yes and each costs a block seek. On the
 // bench's local cluster, after the workloads before it, that read was 15%
-// of the CPU samples of QUORUM writes (docs/BENCHMARKS.md).
+// of the CPU samples of QUORUM writes (docs/bench/HISTORY.md).
 //
 // It is owned by the committer goroutine, the only writer of records, so
 // it needs no lock. It stays true to Badger because every write of a
