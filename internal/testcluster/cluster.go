@@ -209,7 +209,7 @@ func freeAddr(t testing.TB) string {
 	if lo := ephemeralLow(); lo > minPickPort {
 		for range 200 {
 			port := minPickPort + rand.IntN(lo-minPickPort) //nolint:gosec // port choice, not security
-			if addr := fmt.Sprintf("127.0.0.1:%d", port); portFree(addr) {
+			if addr := fmt.Sprintf("127.0.0.1:%d", port); portFree(addr) && handOut(port) {
 				return addr
 			}
 		}
@@ -221,6 +221,30 @@ func freeAddr(t testing.TB) string {
 	addr := l.Addr().String()
 	_ = l.Close() // we only wanted the number
 	return addr
+}
+
+// handedOut holds the ports freeAddr returned in this test process:
+// tests of the package start clusters in parallel, and a port picked for
+// one node must not be picked again for another before the first binds
+// it (seen: "bind: address already in use" on a node's RESP port).
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// handOut reserves port for good, reporting false if it was handed out
+// already.
+func handOut(port int) bool {
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = make(map[int]bool)
+	}
+	if handedOut.ports[port] {
+		return false
+	}
+	handedOut.ports[port] = true
+	return true
 }
 
 // minPickPort is the lowest port freeAddr picks.

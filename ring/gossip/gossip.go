@@ -31,6 +31,10 @@ type Gossip struct {
 		sync.Mutex
 		md meta
 	}
+	// updating serializes setMeta's calls of memberlist's UpdateNode,
+	// which is not safe to run twice at once (the race detector caught
+	// the ring's advertiser and the cluster id's adoption together).
+	updating sync.Mutex
 	// refused limits the log lines about peers refused for their wire
 	// protocol (wire.go).
 	refused refusals
@@ -710,6 +714,8 @@ func (g *Gossip) SetStarting(on bool) error {
 // setMeta applies change to this node's metadata and asks memberlist to
 // spread it.
 func (g *Gossip) setMeta(change func(*meta)) error {
+	g.updating.Lock()
+	defer g.updating.Unlock()
 	g.adv.Lock()
 	md := g.adv.md
 	change(&md)
