@@ -76,6 +76,9 @@ func TestWipedNodeRecoversByAntiEntropy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
+	// Mostly waiting (repair rounds, catch-up): beside the other
+	// parallel tests, to keep CI within its budget.
+	t.Parallel()
 	keys := 10000
 	if os.Getenv("RINGKV_LONG_TESTS") != "" {
 		keys = 100000

@@ -21,6 +21,9 @@ func TestSnapshotCatchUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes")
 	}
+	// Mostly waiting (repair rounds, catch-up): beside the other
+	// parallel tests, to keep CI within its budget.
+	t.Parallel()
 	writes := 8000
 	if os.Getenv("RINGKV_LONG_TESTS") != "" {
 		writes = 50000
