@@ -88,9 +88,15 @@ func (t *Transport) livenessLoop(src LivenessSource) {
 	}
 }
 
-// sendLiveness sends rep to each known peer, over its stream (opened if
-// needed). A full stream queue drops the message: the next one follows.
+// sendLiveness sends rep to each known peer and to every leader rep
+// follows, over its stream (opened if needed). A full stream queue drops the message: the next one follows.
 func (t *Transport) sendLiveness(rep LivenessReport) {
+	// Every node this one follows must hear from it, even one it never
+	// sent anything to (a node leading no group dials nobody): its
+	// leader elides heartbeats only on the follower's word.
+	for leader := range rep.Followed {
+		_, _ = t.peerFor(raft.ServerAddress(leader)) // an unknown node: nothing to send to
+	}
 	t.mu.Lock()
 	peers := make([]*peer, 0, len(t.mu.peers))
 	for _, p := range t.mu.peers {
