@@ -73,8 +73,10 @@ type Compare struct {
 	TTL     time.Duration     // CompareTTLAtLeast
 }
 
-// holds judges c against the key's record (found false: none) at now.
-func (c Compare) holds(rec replica.Record, found bool, now time.Time) bool {
+// Holds judges c against the key's record (found false: none) at now,
+// as a leader does: for a caller that evaluates a transaction over
+// records of its own (RESP's EXEC runs queued commands on a snapshot).
+func (c Compare) Holds(rec replica.Record, found bool, now time.Time) bool {
 	live := found && rec.Live(now)
 	switch c.Kind {
 	case CompareValue:
@@ -252,7 +254,7 @@ func evaluate(t *Txn, cur map[string]current, now time.Time) (TxnResult, []repli
 	ok := true
 	for _, c := range t.Compares {
 		k := cur[string(c.Key)]
-		if !c.holds(k.rec, k.found, now) {
+		if !c.Holds(k.rec, k.found, now) {
 			ok = false
 			break
 		}

@@ -53,7 +53,7 @@ func TestCompareHolds(t *testing.T) {
 		{"unknown kind", Compare{Kind: 9}, live, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := tc.c.holds(tc.rec, tc.found, now); got != tc.want {
+			if got := tc.c.Holds(tc.rec, tc.found, now); got != tc.want {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})

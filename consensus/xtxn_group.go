@@ -286,7 +286,7 @@ func (g *Group) Prepare(ctx context.Context, req *PrepareRequest) (PrepareResult
 	}
 	for _, c := range req.Compares {
 		k := cur[string(c.Key)]
-		if !c.holds(k.rec, k.found, now) {
+		if !c.Holds(k.rec, k.found, now) {
 			res.Holds = false
 			break
 		}

@@ -502,21 +502,19 @@ func (st *execStore) ListFrom(context.Context, []byte, []byte, int, coordinator.
 }
 
 // Txn runs the one-key transactions of GETDEL and MSETNX on the
-// snapshot: value and absent compares, then gets, sets and deletes.
+// snapshot: their compares judged as a leader judges them
+// (consensus.Compare.Holds), then gets, sets and deletes.
 func (st *execStore) Txn(_ context.Context, req *coordinator.TxnRequest) (coordinator.TxnResult, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	holds := true
 	for _, cmp := range req.Compares {
-		cur, ok := st.lookup(cmp.Key)
-		switch cmp.Kind {
-		case consensus.CompareValue:
-			holds = holds && ok && bytes.Equal(cur.Value, cmp.Value)
-		case consensus.CompareAbsent:
-			holds = holds && !ok
-		default:
+		if cmp.Kind == consensus.CompareVersion {
+			// The snapshot's own writes have no version yet.
 			return coordinator.TxnResult{}, fmt.Errorf("%w: %v compare", errNotInTxn, cmp.Kind)
 		}
+		cur, ok := st.lookup(cmp.Key)
+		holds = holds && cmp.Holds(replica.Record{Value: cur.Value, ExpiresAt: cur.ExpiresAt}, ok, st.now)
 	}
 	ops := req.Failure
 	if holds {
