@@ -31,6 +31,13 @@ type Config struct {
 	ScrubPerSec float64
 	// ScrubBytesPerSec bounds the bytes the scrubber reads. Default 8 MiB/s.
 	ScrubBytesPerSec float64
+	// ScrubPassInterval is the shortest time from the start of one scrub
+	// pass to the start of the next. A pass over a large store takes
+	// longer anyway (R/ScrubPerSec); on a small or empty one the scrubber
+	// otherwise re-reads every partition back to back, waking the node
+	// several times a second while it is idle. Default 1m; negative
+	// starts each pass as soon as the last one ends.
+	ScrubPassInterval time.Duration
 	// TombstoneGrace is how long a tombstone, or a value past its expiry,
 	// is kept at least. After it, such a record is collected once every
 	// replica of its partition holds it (or a newer record, or nothing). Default 72h; negative never
@@ -50,15 +57,16 @@ type Config struct {
 // DefaultConfig returns fresh defaults.
 func DefaultConfig() Config {
 	return Config{
-		Interval:         time.Minute,
-		KeysPerSec:       20000,
-		BytesPerSec:      16 << 20,
-		PageRecords:      256,
-		ScrubPerSec:      2000,
-		ScrubBytesPerSec: 8 << 20,
-		TombstoneGrace:   72 * time.Hour,
-		GCInterval:       10 * time.Minute,
-		RPCTimeout:       10 * time.Second,
+		Interval:          time.Minute,
+		KeysPerSec:        20000,
+		BytesPerSec:       16 << 20,
+		PageRecords:       256,
+		ScrubPerSec:       2000,
+		ScrubBytesPerSec:  8 << 20,
+		ScrubPassInterval: time.Minute,
+		TombstoneGrace:    72 * time.Hour,
+		GCInterval:        10 * time.Minute,
+		RPCTimeout:        10 * time.Second,
 	}
 }
 
@@ -81,6 +89,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ScrubBytesPerSec == 0 {
 		c.ScrubBytesPerSec = d.ScrubBytesPerSec
+	}
+	if c.ScrubPassInterval == 0 {
+		c.ScrubPassInterval = d.ScrubPassInterval
 	}
 	if c.TombstoneGrace == 0 {
 		c.TombstoneGrace = d.TombstoneGrace

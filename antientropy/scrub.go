@@ -24,9 +24,6 @@ func (s *Service) runScrubber(ctx context.Context) {
 		for p := range parts {
 			var start []byte
 			for {
-				if err := s.scrubKeys.WaitN(ctx, page); err != nil {
-					return
-				}
 				var corrupt [][]byte
 				next, checked, n, err := s.deps.Scrub.Verify(p, start, page, func(key []byte) { corrupt = append(corrupt, key) })
 				if err != nil {
@@ -39,6 +36,11 @@ func (s *Service) runScrubber(ctx context.Context) {
 					break
 				}
 				s.metrics.scrubbed.Add(float64(checked))
+				// Records are paid for once read, so an empty partition
+				// costs one token, not a page of them.
+				if err := s.scrubKeys.WaitN(ctx, max(1, min(checked, s.scrubKeys.Burst()))); err != nil {
+					return
+				}
 				for _, key := range corrupt {
 					s.repairCorrupt(ctx, p, key)
 				}
@@ -52,7 +54,11 @@ func (s *Service) runScrubber(ctx context.Context) {
 			}
 		}
 		s.metrics.scrubPasses.Inc()
-		s.log.Debug("scrub pass done", "partitions", parts, "took", time.Since(passStart))
+		took := time.Since(passStart)
+		s.log.Debug("scrub pass done", "partitions", parts, "took", took)
+		if rest := s.cfg.ScrubPassInterval - took; rest > 0 && !wait(ctx, rest) {
+			return
+		}
 	}
 }
 

@@ -677,3 +677,33 @@ func TestTreeAndFetchRefuseOtherPartitions(t *testing.T) {
 		t.Errorf("Tree of its own partition %d: %v", mine, err)
 	}
 }
+
+// TestScrubPassInterval: on an empty store a pass is over at once, and the
+// next one starts only ScrubPassInterval after the last one started, so an
+// idle node is not re-read back to back; a negative interval runs passes
+// back to back.
+func TestScrubPassInterval(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+	}{{"spaced", 300 * time.Millisecond}, {"back to back", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := manual()
+			cfg.ScrubPerSec = 2000
+			cfg.ScrubPassInterval = tc.interval
+			start := time.Now()
+			nodes := newCluster(t, cfg, "n1")
+			svc := nodes["n1"].svc
+			poll(t, "three scrub passes", func() error {
+				if got := testutil.ToFloat64(svc.metrics.scrubPasses); got < 3 {
+					return fmt.Errorf("%v passes", got)
+				}
+				return nil
+			})
+			took := time.Since(start)
+			if tc.interval > 0 && took < 2*tc.interval {
+				t.Fatalf("three passes in %v, want at least %v between starts", took, tc.interval)
+			}
+		})
+	}
+}
