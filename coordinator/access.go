@@ -26,9 +26,24 @@ type Authenticator interface {
 }
 
 // allow asks Deps.Auth whether the caller in ctx may do op on key (for
-// OpList: on every key with prefix key). The node's own components,
+// OpList: on every key with prefix key), then takes the operation's
+// tokens from the rate limits that apply (ratelimit.go): an error
+// wrapping ErrOverloaded when one is spent. The node's own components,
 // calling with System's context, are always allowed.
 func (c *Coordinator) allow(ctx context.Context, op auth.Op, key []byte) error {
+	if err := c.permit(ctx, op, key); err != nil {
+		return err
+	}
+	if c.rates != nil && op != auth.OpAdmin && !isSystem(ctx) {
+		return c.rates.take(ctx, key, time.Now())
+	}
+	return nil
+}
+
+// permit is allow without the rate limits: for the second permission an
+// operation needs on a key it already paid for (a compare-and-set reads
+// and writes its key; a transaction may compare and write one key).
+func (c *Coordinator) permit(ctx context.Context, op auth.Op, key []byte) error {
 	if c.deps.Auth == nil || isSystem(ctx) {
 		return nil
 	}

@@ -97,6 +97,10 @@ type Config struct {
 	// RetryAfter is what a refused client is told to wait (HTTP
 	// Retry-After, rounded up to whole seconds). Default 1s.
 	RetryAfter time.Duration
+	// RateLimits bound the rate of client operations on key prefixes and
+	// of users (ratelimit.go): beyond a rule's rate an operation is
+	// refused at once with ErrOverloaded. Per node. None by default.
+	RateLimits []RateLimit
 	// UnsafeStaleReads is a deliberately broken mode for testing the chaos
 	// harness's linearizability checker (internal/chaos): linearizable
 	// reads are served from this node's local replica, without read-index
@@ -182,6 +186,9 @@ func (c Config) Validate() error {
 		if b.v < 0 {
 			errs = append(errs, fmt.Errorf("coordinator: %s must not be negative (0: no bound), got %d", b.name, b.v))
 		}
+	}
+	if err := validateRateLimits(c.RateLimits); err != nil {
+		errs = append(errs, err)
 	}
 	if c.DefaultListLimit > c.MaxListLimit {
 		errs = append(errs, fmt.Errorf("coordinator: DefaultListLimit %d exceeds MaxListLimit %d", c.DefaultListLimit, c.MaxListLimit))

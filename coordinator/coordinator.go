@@ -40,6 +40,9 @@ type Coordinator struct {
 	gate drainGate
 	// adm bounds the requests in flight (admission.go).
 	adm *admission
+	// rates bounds the rate of operations per prefix and per user
+	// (ratelimit.go); nil without rules.
+	rates *rateLimits
 
 	// hooks stop transactions across partitions midway (tests only; set
 	// before use).
@@ -71,6 +74,11 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	names, _ := deps.Auth.(CallerNamer)
+	rates, err := newRateLimits(cfg.RateLimits, names, deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	var hints *handoff
 	if cfg.HintedHandoff {
 		if hints, err = newHandoff(cfg, deps, log); err != nil {
@@ -85,6 +93,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		metrics:  m,
 		hints:    hints,
 		adm:      adm,
+		rates:    rates,
 		lifetime: ctx,
 		cancel:   cancel,
 		rng:      rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(len(cfg.NodeID)))), //nolint:gosec // jitter, not secrets

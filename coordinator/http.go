@@ -391,7 +391,18 @@ func StatusFor(err error) int {
 }
 
 func writeError(w http.ResponseWriter, err error) {
-	writeJSON(w, StatusFor(err), map[string]string{"error": err.Error()})
+	code := StatusFor(err)
+	if code == http.StatusTooManyRequests && w.Header().Get("Retry-After") == "" {
+		// Refused past admission (a rate limit, a group's queued
+		// proposals): a rate limit knows its wait, the rest say a second.
+		wait := time.Second
+		var rl *RateLimitedError
+		if errors.As(err, &rl) {
+			wait = rl.Wait
+		}
+		setRetryAfter(w, wait)
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
 
 // writeJSON writes v as a JSON response with status code.

@@ -87,7 +87,7 @@ func (c *Coordinator) CompareAndSet(ctx context.Context, key []byte, expected *[
 	if err := c.allow(ctx, auth.OpWrite, key); err != nil {
 		return res, err
 	}
-	if err := c.allow(ctx, auth.OpRead, key); err != nil {
+	if err := c.permit(ctx, auth.OpRead, key); err != nil {
 		return res, err
 	}
 	if len(value) > c.cfg.MaxValueBytes {

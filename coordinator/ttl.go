@@ -141,7 +141,7 @@ func (c *Coordinator) setExpiry(ctx context.Context, op string, key []byte, ttl 
 	if err := c.allow(ctx, auth.OpWrite, key); err != nil {
 		return false, err
 	}
-	if err := c.allow(ctx, auth.OpRead, key); err != nil {
+	if err := c.permit(ctx, auth.OpRead, key); err != nil {
 		return false, err
 	}
 	ctx, cancel := c.withTimeout(ctx)

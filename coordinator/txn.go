@@ -122,6 +122,16 @@ func (c *Coordinator) checkTxn(ctx context.Context, req *TxnRequest) (*consensus
 	// TTLs count from the HLC's wall time now, as Set's do (WithTTL).
 	now := c.deps.Clock.Now().WallTime()
 	t := &consensus.Txn{Compares: req.Compares}
+	// A key pays the rate limits once, however many compares and ops
+	// name it.
+	paid := make(map[string]bool)
+	allowKey := func(op auth.Op, key []byte) error {
+		if paid[string(key)] {
+			return c.permit(ctx, op, key)
+		}
+		paid[string(key)] = true
+		return c.allow(ctx, op, key)
+	}
 	for _, cmp := range req.Compares {
 		if err := c.checkKey(ctx, cmp.Key); err != nil {
 			return nil, fmt.Errorf("compare: %w", err)
@@ -129,15 +139,15 @@ func (c *Coordinator) checkTxn(ctx context.Context, req *TxnRequest) (*consensus
 		if len(cmp.Value) > c.cfg.MaxValueBytes {
 			return nil, fmt.Errorf("%w: compare value is %d bytes, limit %d", ErrInvalidArgument, len(cmp.Value), c.cfg.MaxValueBytes)
 		}
-		if err := c.allow(ctx, auth.OpRead, cmp.Key); err != nil {
+		if err := allowKey(auth.OpRead, cmp.Key); err != nil {
 			return nil, err
 		}
 	}
 	var err error
-	if t.Success, err = c.txnOps(ctx, "success", req.Success, now); err != nil {
+	if t.Success, err = c.txnOps(ctx, "success", req.Success, now, allowKey); err != nil {
 		return nil, err
 	}
-	if t.Failure, err = c.txnOps(ctx, "failure", req.Failure, now); err != nil {
+	if t.Failure, err = c.txnOps(ctx, "failure", req.Failure, now, allowKey); err != nil {
 		return nil, err
 	}
 	if err := consensus.ValidateTxn(t); err != nil {
@@ -146,7 +156,7 @@ func (c *Coordinator) checkTxn(ctx context.Context, req *TxnRequest) (*consensus
 	return t, nil
 }
 
-func (c *Coordinator) txnOps(ctx context.Context, branch string, ops []TxnOp, now time.Time) ([]consensus.Op, error) {
+func (c *Coordinator) txnOps(ctx context.Context, branch string, ops []TxnOp, now time.Time, allowKey func(auth.Op, []byte) error) ([]consensus.Op, error) {
 	out := make([]consensus.Op, len(ops))
 	for i, op := range ops {
 		if err := c.checkKey(ctx, op.Key); err != nil {
@@ -155,11 +165,11 @@ func (c *Coordinator) txnOps(ctx context.Context, branch string, ops []TxnOp, no
 		out[i] = consensus.Op{Kind: op.Kind, Key: op.Key}
 		switch op.Kind {
 		case consensus.OpGet:
-			if err := c.allow(ctx, auth.OpRead, op.Key); err != nil {
+			if err := allowKey(auth.OpRead, op.Key); err != nil {
 				return nil, err
 			}
 		case consensus.OpSet, consensus.OpDelete:
-			if err := c.allow(ctx, auth.OpWrite, op.Key); err != nil {
+			if err := allowKey(auth.OpWrite, op.Key); err != nil {
 				return nil, err
 			}
 		default:

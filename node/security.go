@@ -317,6 +317,17 @@ func (z authorizer) Authorize(ctx context.Context, act auth.Action) error {
 	return z.n.authorize(ctx, c, act)
 }
 
+// CallerName names the user who made the request in ctx, for per-user
+// rate limits (coordinator.CallerNamer): "" for a node, an anonymous
+// caller or one whose credentials do not verify (Authorize refuses it).
+func (z authorizer) CallerName(ctx context.Context) string {
+	c, err := z.n.authenticate(ctx)
+	if err != nil || c.node || c.anonymous {
+		return ""
+	}
+	return c.principal.User
+}
+
 // authorize decides whether c may do act.
 func (n *Node) authorize(ctx context.Context, c caller, act auth.Action) error {
 	if c.node {

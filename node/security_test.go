@@ -20,6 +20,7 @@ import (
 	"storj.io/drpc/drpcerr"
 
 	"github.com/ringkv/ringkv/auth"
+	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/internal/testlog"
@@ -460,5 +461,48 @@ func TestHandshakeFailuresLoggedOnce(t *testing.T) {
 	})
 	if n := strings.Count(logs.String(), "tls handshake failed"); n != 3 {
 		t.Fatalf("%d log lines for 16 failed handshakes from one host, want 3 (one per port):\n%s", n, logs.String())
+	}
+}
+
+// TestUserRateLimit: a user rule bounds that user's operations, named by
+// its client certificate or its password, and no one else's.
+func TestUserRateLimit(t *testing.T) {
+	certs := t.TempDir()
+	testCerts(t, certs, 1, "alice", "root")
+	nodes := startClusterWith(t, 1, func(c *Config) {
+		c.CertsDir = filepath.Join(certs, c.ID)
+		c.Auth = auth.LocalConfig()
+		c.Ring = ring.Config{Partitions: 16, ReplicationFactor: 3}
+		c.Coordinator.RateLimits = []coordinator.RateLimit{{Kind: coordinator.RateUser, Name: "alice", PerSec: 0.001, Burst: 2}}
+	})
+	base := "https://" + nodes[0].HTTPAddr()
+	anon := httpsClient(t, certs, "")
+	root := httpsClient(t, certs, "root")
+	alice := httpsClient(t, certs, "alice")
+	waitUntil(t, 30*time.Second, "auth enable", func() bool {
+		code, _ := call(t, anon, "POST", base+"/api/auth/enable", `{"root_password":"rootpass1"}`)
+		return code == http.StatusOK
+	})
+	for _, step := range []struct{ path, body string }{
+		{"/api/auth/roles", `{"name":"reader","permissions":[{"access":"read","prefix":""}]}`},
+		{"/api/auth/users", `{"name":"alice","password":"alicepass","roles":["reader"]}`},
+	} {
+		if code, out := call(t, root, "POST", base+step.path, step.body); code != http.StatusOK {
+			t.Fatalf("%s: %d %v", step.path, code, out)
+		}
+	}
+	for i := range 2 {
+		if code, out := call(t, alice, "GET", base+"/api/get?key=k", ""); code != http.StatusNotFound {
+			t.Fatalf("alice's get %d: %d %v, want 404 (allowed, absent)", i, code, out)
+		}
+	}
+	code, out := call(t, anon, "GET", base+"/api/get?key=k", "", "Authorization", "Basic "+basic("alice", "alicepass"))
+	if code != http.StatusTooManyRequests || !strings.Contains(fmt.Sprint(out["error"]), "user:alice") {
+		t.Fatalf("alice's third get, by password: %d %v, want 429 naming user:alice", code, out)
+	}
+	for i := range 5 {
+		if code, out := call(t, root, "GET", base+"/api/get?key=k", ""); code != http.StatusNotFound {
+			t.Fatalf("root's get %d: %d %v", i, code, out)
+		}
 	}
 }

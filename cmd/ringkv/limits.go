@@ -2,8 +2,10 @@ package main
 
 import (
 	"flag"
+	"strings"
 	"time"
 
+	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/node"
 )
 
@@ -14,6 +16,30 @@ type limits struct {
 	inflightBytes, peerInflightBytes int64
 	proposals                        int
 	retryAfter                       time.Duration
+	rates                            rateFlags
+}
+
+// rateFlags is the repeatable --rate-limit flag.
+type rateFlags []coordinator.RateLimit
+
+func (r *rateFlags) String() string {
+	if r == nil {
+		return ""
+	}
+	rules := make([]string, len(*r))
+	for i, l := range *r {
+		rules[i] = l.String()
+	}
+	return strings.Join(rules, " ")
+}
+
+func (r *rateFlags) Set(v string) error {
+	l, err := coordinator.ParseRateLimit(v)
+	if err != nil {
+		return err //nolint:wrapcheck // the flag package names the flag
+	}
+	*r = append(*r, l)
+	return nil
 }
 
 // addLimitFlags registers the admission flags on fs, with cfg's values
@@ -26,6 +52,7 @@ func addLimitFlags(fs *flag.FlagSet, cfg node.Config) *limits {
 	fs.Int64Var(&l.peerInflightBytes, "max-peer-inflight-bytes", cfg.Coordinator.MaxPeerInflightBytes, "bytes of those calls in flight; 0: no bound")
 	fs.IntVar(&l.proposals, "max-pending-proposals", cfg.Consensus.MaxPendingProposals, "writes one raft group queues on its leader; beyond it a write is refused at once (overloaded); 0: no bound")
 	fs.DurationVar(&l.retryAfter, "retry-after", cfg.Coordinator.RetryAfter, "what refused clients are told to wait (HTTP Retry-After, whole seconds)")
+	fs.Var(&l.rates, "rate-limit", "a rate limit, repeatable: prefix:PREFIX=RATE[,BURST] bounds the operations on keys with that prefix (the longest matching rule applies), user:NAME=RATE[,BURST] those of a user (needs authentication; user:*= gives every other user a bucket of its own); RATE is operations a second, per node; beyond it an operation is refused at once as overloaded")
 	return l
 }
 
@@ -35,4 +62,5 @@ func (l *limits) apply(cfg *node.Config) {
 	cfg.Coordinator.MaxPeerInflight, cfg.Coordinator.MaxPeerInflightBytes = l.peerInflight, l.peerInflightBytes
 	cfg.Consensus.MaxPendingProposals = l.proposals
 	cfg.Coordinator.RetryAfter = l.retryAfter
+	cfg.Coordinator.RateLimits = append([]coordinator.RateLimit(nil), l.rates...)
 }

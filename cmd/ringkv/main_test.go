@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"io"
 	"regexp"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/internal/testlog"
+	"github.com/ringkv/ringkv/node"
 )
 
 func TestUsageErrors(t *testing.T) {
@@ -30,6 +32,8 @@ func TestUsageErrors(t *testing.T) {
 		{"serve bad hint window", []string{"serve", "--hint-window", "soon"}},
 		{"serve bad hints switch", []string{"serve", "--hints=maybe"}},
 		{"dev bad nodes", []string{"dev", "--nodes", "0"}},
+		{"serve bad rate limit", []string{"serve", "--rate-limit", "prefix:logs/=fast"}},
+		{"dev bad rate limit kind", []string{"dev", "--rate-limit", "host:x=5"}},
 		{"get without key", []string{"get"}},
 		{"set with one arg", []string{"set", "k"}},
 		{"list with two args", []string{"list", "a", "b"}},
@@ -239,5 +243,21 @@ func TestNewLogger(t *testing.T) {
 		if _, err := newLogger(io.Discard, bad[0], bad[1]); !errors.Is(err, errUsage) {
 			t.Errorf("newLogger(%q, %q): got %v, want a usage error", bad[0], bad[1], err)
 		}
+	}
+}
+
+func TestRateLimitFlags(t *testing.T) {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	lim := addLimitFlags(fs, node.DefaultConfig())
+	if err := fs.Parse([]string{"--rate-limit", "prefix:logs/=100,200", "--rate-limit", "user:*=5"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := node.DefaultConfig()
+	lim.apply(&cfg)
+	if got := lim.rates.String(); got != "prefix:logs/=100,200 user:*=5,5" {
+		t.Fatalf("parsed %q", got)
+	}
+	if len(cfg.Coordinator.RateLimits) != 2 || cfg.Coordinator.RateLimits[1].Name != "*" {
+		t.Fatalf("applied %+v", cfg.Coordinator.RateLimits)
 	}
 }
