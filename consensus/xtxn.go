@@ -456,7 +456,9 @@ func (g *Group) readTxnRecord(id TxnID) (*TxnRecord, error) {
 // partition (DecideTxn): under the record
 // key's latch, after the term's barrier, it applies decide to the stored
 // record and proposes the result as one record, stamped above the stored
-// one. A COMMITTED decision's Raft commit is the transaction's commit
+// one, in one command with the anchor's own resolve (resolveEntries,
+// under its keys' latches): the anchor's intents of id are cleared, and
+// on a commit its writes merged, by the decision itself. A COMMITTED decision's Raft commit is the transaction's commit
 // point. It returns the record as it stands after the call. Errors:
 // ErrTxnAborted / ErrTxnCommitted (the other decision came first),
 // *NotLeaderError, ErrAmbiguous, ErrNotUpgraded.
@@ -481,11 +483,33 @@ func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitT
 	if !g.speaksXTxn() {
 		return nil, errNotUpgradedXTxn
 	}
+	// The anchor's own share is resolved in the decision's entry: its
+	// intents of id cleared and, on a commit, its writes merged. Their
+	// latches come after the record key's (reserved keys sort first).
+	keys, err := g.intentKeysOf(id)
+	if err != nil {
+		return nil, err
+	}
+	if len(keys) > 0 {
+		releaseKeys, err := g.lockKeys(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		defer releaseKeys()
+		if err := g.leaderReady(ctx); err != nil {
+			return nil, err
+		}
+	}
+	entries, err := g.resolveEntries(id, keys, next.Status == TxnCommitted, commitTS, writes)
+	if err != nil {
+		return nil, err
+	}
 	stored, serr := g.store.Get(g.id, key)
 	found := serr == nil
 	rec := replica.Record{Value: next.appendBinary(nil)}
 	g.stamp(&rec, stored, found)
-	if err := g.proposeData(ctx, encodeBatch([]replica.Entry{{Partition: g.id, Key: key, Record: rec}})); err != nil {
+	entries = append(entries, replica.Entry{Partition: g.id, Key: key, Record: rec})
+	if err := g.proposeData(ctx, encodeBatch(entries)); err != nil {
 		return nil, err
 	}
 	return next, nil

@@ -393,18 +393,9 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 	if err := g.leaderReady(ctx); err != nil {
 		return 0, err
 	}
-	var keys []string
-	err := g.store.Scan(g.id, []byte(intentPrefix), nil, func(k []byte, rec replica.Record) bool {
-		if rec.Tombstone {
-			return true
-		}
-		if in, err := decodeIntent(rec.Value); err == nil && in.ID == id {
-			keys = append(keys, strings.TrimPrefix(string(k), intentPrefix))
-		}
-		return true
-	})
+	keys, err := g.intentKeysOf(id)
 	if err != nil {
-		return 0, fmt.Errorf("consensus: scan intents: %w", err)
+		return 0, err
 	}
 	if len(keys) == 0 {
 		// Nothing here, by this node's state: answer only while still
@@ -423,6 +414,45 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 	if err := g.leaderReady(ctx); err != nil {
 		return 0, err
 	}
+	entries, err := g.resolveEntries(id, keys, commit, commitTS, writes)
+	if err != nil || len(entries) == 0 {
+		return 0, err
+	}
+	if !g.speaksXTxn() {
+		return 0, errNotUpgradedXTxn
+	}
+	if err := g.proposeData(ctx, encodeBatch(entries)); err != nil {
+		return 0, err
+	}
+	return clearedIntents(entries), nil
+}
+
+// intentKeysOf returns, sorted, the keys of the partition that hold id's
+// intent in this node's store.
+func (g *Group) intentKeysOf(id TxnID) ([]string, error) {
+	var keys []string
+	err := g.store.Scan(g.id, []byte(intentPrefix), nil, func(k []byte, rec replica.Record) bool {
+		if rec.Tombstone {
+			return true
+		}
+		if in, err := decodeIntent(rec.Value); err == nil && in.ID == id {
+			keys = append(keys, strings.TrimPrefix(string(k), intentPrefix))
+		}
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consensus: scan intents: %w", err)
+	}
+	return keys, nil
+}
+
+// resolveEntries builds the records that resolve id on keys (the caller
+// holds their latches, after leaderReady): for each key still holding
+// id's intent, the intent's tombstone and, when commit is set and writes
+// (those of this partition: Entry.Partition) have the key, its write
+// stamped at commitTS, or just above the key's record if that is newer
+// (an eventual write came in meanwhile).
+func (g *Group) resolveEntries(id TxnID, keys []string, commit bool, commitTS replica.Timestamp, writes []replica.Entry) ([]replica.Entry, error) {
 	byKey := make(map[string]replica.Record)
 	if commit {
 		for _, w := range writes {
@@ -439,7 +469,7 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 		key := []byte(k)
 		in, stored, _, err := g.readIntentRaw(key)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		if in == nil || in.ID != id {
 			continue // cleared meanwhile
@@ -457,22 +487,18 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 		}
 		entries = append(entries, replica.Entry{Partition: g.id, Key: key, Record: rec})
 	}
-	if len(entries) == 0 {
-		return 0, nil
-	}
-	if !g.speaksXTxn() {
-		return 0, errNotUpgradedXTxn
-	}
-	if err := g.proposeData(ctx, encodeBatch(entries)); err != nil {
-		return 0, err
-	}
-	cleared := 0
+	return entries, nil
+}
+
+// clearedIntents counts the intent tombstones among entries.
+func clearedIntents(entries []replica.Entry) int {
+	n := 0
 	for _, e := range entries {
 		if bytes.HasPrefix(e.Key, []byte(intentPrefix)) {
-			cleared++
+			n++
 		}
 	}
-	return cleared, nil
+	return n
 }
 
 // ForgetTxn tombstones id's decided record on this node, the leader of its

@@ -120,6 +120,11 @@ func TestCrossPartitionPrimitives(t *testing.T) {
 	if st, err := onLeaderValue(ctx, mgrs, 0, func(g *Group) (*TxnRecord, error) { return g.DecideTxn(ctx, id, true, commitTS, writes) }); err != nil || st.Status != TxnCommitted {
 		t.Fatalf("commit: %+v %v", st, err)
 	}
+	// The decision's entry resolved the anchor's share: its key reads the
+	// committed write, with no intent left, before any resolve.
+	if rec, err := onLeaderValue(ctx, mgrs, 0, func(g *Group) (replica.Record, error) { return g.Get(ctx, a) }); err != nil || string(rec.Value) != "5" || rec.Timestamp != commitTS {
+		t.Fatalf("anchor key after the decision: %+v %v, want 5 at the commit timestamp", rec, err)
+	}
 	resolve := func(id TxnID, p uint32, commit bool, ts replica.Timestamp, w []replica.Entry) (int, error) {
 		return onLeaderValue(ctx, mgrs, p, func(g *Group) (int, error) { return g.ResolveTxn(ctx, id, commit, ts, w) })
 	}
@@ -129,8 +134,9 @@ func TestCrossPartitionPrimitives(t *testing.T) {
 	if n, err := resolve(id, 1, true, commitTS, writes); err != nil || n != 0 {
 		t.Fatalf("resolve again: %d %v, want 0 cleared", n, err)
 	}
-	if n, err := resolve(id, 0, true, commitTS, writes); err != nil || n != 1 {
-		t.Fatalf("resolve anchor: %d %v", n, err)
+	// The decision resolved the anchor's own share in its entry.
+	if n, err := resolve(id, 0, true, commitTS, writes); err != nil || n != 0 {
+		t.Fatalf("resolve anchor after the decision: %d %v, want 0 cleared", n, err)
 	}
 	waitFor(t, 10*time.Second, "every replica to hold the committed writes", func() error {
 		for node, s := range c.stores {

@@ -169,8 +169,9 @@ func TestCrossPartitionTransfer(t *testing.T) {
 	for _, c := range []*Coordinator{n1, n9} {
 		got += testutil.ToFloat64(c.metrics.intentsResolved.WithLabelValues(byCoordinator)) + testutil.ToFloat64(c.metrics.intentsResolved.WithLabelValues(byReader))
 	}
-	if got < 9 {
-		t.Errorf("intents resolved by the coordinators and readers: %v, want 9 (three transactions over three partitions)", got)
+	if got < 6 {
+		// The anchor's intents are cleared by the decision itself.
+		t.Errorf("intents resolved by the coordinators and readers: %v, want 6 (three transactions over two partitions besides the anchor)", got)
 	}
 }
 
