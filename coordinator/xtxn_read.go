@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"sync"
 
 	"github.com/ringkv/ringkv/consensus"
@@ -41,8 +43,10 @@ func (k keyRead) sameVersion(o keyRead) bool {
 	return !k.found || k.rec.Timestamp == o.rec.Timestamp
 }
 
-// readPass reads every key linearizably, concurrently.
-func (c *Coordinator) readPass(ctx context.Context, keys [][]byte) ([]keyRead, error) {
+// readPass reads every key linearizably, concurrently. With local set, a
+// key whose partition this node replicates is read from the local replica
+// instead (localRead), without a round to its leader.
+func (c *Coordinator) readPass(ctx context.Context, keys [][]byte, local bool) ([]keyRead, error) {
 	out := make([]keyRead, len(keys))
 	sem := make(chan struct{}, snapshotParallelism)
 	var wg sync.WaitGroup
@@ -52,6 +56,12 @@ func (c *Coordinator) readPass(ctx context.Context, keys [][]byte) ([]keyRead, e
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			if local {
+				if rec, found, ok := c.localRead(k); ok {
+					out[i] = keyRead{rec: rec, found: found}
+					return
+				}
+			}
 			rec, found, err := c.linGet(ctx, k)
 			out[i] = keyRead{rec: rec, found: found, err: err}
 		}()
@@ -65,17 +75,43 @@ func (c *Coordinator) readPass(ctx context.Context, keys [][]byte) ([]keyRead, e
 	return out, nil
 }
 
+// localRead reads key from this node's replica of its partition, without
+// Raft and without looking at intents: ok false when this node does not
+// replicate the partition or the read fails. The first pass of a double
+// read uses it. Its answer may be stale, but it is a version the key held
+// at some instant before the read (a replica applies only what its group
+// committed; a record under an intent is the value before the
+// transaction), and the second pass is linearizable: when it finds the
+// same version, the key held it from that instant through the second
+// read, so all the keys still held their versions together at the
+// instant between the two passes. A stale first read only costs a third
+// pass.
+func (c *Coordinator) localRead(key []byte) (rec replica.Record, found, ok bool) {
+	p, replicas, err := c.placement("get", key, Linearizable)
+	if err != nil || c.deps.Store == nil || !slices.Contains(replicas, c.cfg.NodeID) {
+		return rec, false, false
+	}
+	rec, err = c.deps.Store.Get(p, key)
+	switch {
+	case errors.Is(err, replica.ErrNotFound):
+		return replica.Record{}, false, true
+	case err != nil:
+		return rec, false, false
+	}
+	return rec, !rec.Tombstone && rec.Live(c.now()), true
+}
+
 // snapshotTxn answers the read-only transaction t from a double read. ok
 // false (and no error) says every try saw a write land between its
 // passes: run t through the locking protocol instead.
 func (c *Coordinator) snapshotTxn(ctx context.Context, t *consensus.Txn) (res consensus.TxnResult, ok bool, err error) {
 	keys := t.Keys()
-	first, err := c.readPass(ctx, keys)
+	first, err := c.readPass(ctx, keys, true)
 	if err != nil {
 		return res, false, err
 	}
 	for range snapshotTries {
-		second, err := c.readPass(ctx, keys)
+		second, err := c.readPass(ctx, keys, false)
 		if err != nil {
 			return res, false, err
 		}
