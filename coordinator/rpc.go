@@ -39,7 +39,12 @@ type RPCConfig struct {
 	// InvokeConnsPerPeer is how many connections carry forwarded
 	// linearizable calls and scans to each peer, one call each at a time,
 	// apart from merges and reads so that neither waits behind the other.
-	// Default 8.
+	// A forwarded write holds its connection for a Raft round: a
+	// transaction across partitions sends each peer its prepares,
+	// decision, resolves and reads, and at 8 its reads waited behind the
+	// raft rounds (in one run the double read took 82 ms at the
+	// coordinator where each leader answered its gets in 7 ms).
+	// Connections are dialed on first use. Default 64.
 	InvokeConnsPerPeer int
 	// MaxBatch caps how many waiting operations one RPC carries. Default 512.
 	MaxBatch int
@@ -63,7 +68,7 @@ type RPCConfig struct {
 
 // DefaultRPCConfig returns fresh defaults.
 func DefaultRPCConfig() RPCConfig {
-	return RPCConfig{ConnsPerPeer: 2, InvokeConnsPerPeer: 8, MaxBatch: 512, QueueDepth: 4096, DialTimeout: time.Second}
+	return RPCConfig{ConnsPerPeer: 2, InvokeConnsPerPeer: 64, MaxBatch: 512, QueueDepth: 4096, DialTimeout: time.Second}
 }
 
 // fill sets the zero fields of c to their defaults.
