@@ -48,8 +48,10 @@
 // several it is the protocol of docs/ARCHITECTURE.md "Transactions across
 // partitions" (xtxn.go): prepares in parallel on every participant's
 // leader, wound-wait on the intents they meet (consensus.OnConflict), the
-// anchor's decision as the commit point, then resolve and forget in the
-// background. Linearizable gets, sets, compare-and-sets and
+// anchor's decision as the commit point (its entry also resolves the
+// anchor), then resolve and forget in the background. A read-only one
+// is a double read (xtxn_read.go), the first pass from this node's own
+// replicas. Linearizable gets, sets, compare-and-sets and
 // single-partition transactions read or write through intents on the
 // leader they reach (xtxn_intents.go: getOn, writeThrough), here or, for
 // operations forwarded by peers, in LinearizableServer through its

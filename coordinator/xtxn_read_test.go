@@ -93,3 +93,39 @@ func TestSnapshotReadsSeeTotals(t *testing.T) {
 		t.Fatalf("read-only transaction with a compare: %+v %v", res, err)
 	}
 }
+
+// TestLocalReadFirstPass pins down the first pass of a double read: a
+// node that replicates the key's partition reads its own replica (a
+// tombstone or a missing key is not found), one that does not falls back
+// to the leader.
+func TestLocalReadFirstPass(t *testing.T) {
+	n1, n9, _ := newLinNode(t)
+	ctx := t.Context()
+	keys := spread(t, n1, "local", 2)
+	if err := n1.Set(ctx, keys[0], []byte("v"), Linearizable); err != nil {
+		t.Fatal(err)
+	}
+	if rec, found, ok := n1.localRead(keys[0]); !ok || !found || string(rec.Value) != "v" {
+		t.Fatalf("local read of a written key: %+v found %v ok %v", rec, found, ok)
+	}
+	if _, found, ok := n1.localRead(keys[1]); !ok || found {
+		t.Fatalf("local read of a missing key: found %v ok %v, want not found, ok", found, ok)
+	}
+	if err := n1.Delete(ctx, keys[0], Linearizable); err != nil {
+		t.Fatal(err)
+	}
+	if rec, found, ok := n1.localRead(keys[0]); !ok || found || !rec.Tombstone {
+		t.Fatalf("local read of a deleted key: %+v found %v ok %v, want its tombstone, not found", rec, found, ok)
+	}
+	if _, _, ok := n9.localRead(keys[0]); ok {
+		t.Fatal("a node that replicates no partition read locally")
+	}
+	// n9 reads through the leader in both passes, n1 from its replica
+	// first: both answer the same snapshot.
+	for _, c := range []*Coordinator{n1, n9} {
+		res, err := c.MGet(ctx, keys, Linearizable)
+		if err != nil || len(res) != 2 || res[0].Found || res[1].Found {
+			t.Fatalf("mget of a deleted and a missing key: %+v %v", res, err)
+		}
+	}
+}
