@@ -8,10 +8,11 @@
 #   ETCD       etcd's client endpoints (../shared/peers/etcd.sh start DIR prints them)
 #   OUT        where the JSON reports and the log (load average per run) go
 #   DIR        the serve processes' data (wiped each round)
+#   KEYS       --txn-keys of every run (default 2,4)
 # Serve ports: HTTP 1808i, drpc 1900i, gossip 1710i, pprof 1606i (i = 1..3).
 set -u
 : "${RINGKV:?}" "${RINGKV_BENCH_ETCD:?}" "${ETCD:?}"
-OUT=${OUT:-/tmp/bench-txn}; DIR=${DIR:-/tmp/bench-txn-serve}
+OUT=${OUT:-/tmp/bench-txn}; DIR=${DIR:-/tmp/bench-txn-serve}; KEYS=${KEYS:-2,4}
 export RINGKV_BENCH_ETCD
 TARGET=127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003
 mkdir -p "$OUT"
@@ -60,9 +61,9 @@ run() { # name, then bench's arguments
 
 for r in $(seq "$1" "$2"); do
   serve_start || exit 1
-  run "srv-x-$r" --target $TARGET --workloads T --txn-keys 2,4
-  run "srv-1p-$r" --target $TARGET --workloads CAS,T --txn-keys 2,4 --txn-same-partition
+  run "srv-x-$r" --target $TARGET --workloads T --txn-keys "$KEYS"
+  run "srv-1p-$r" --target $TARGET --workloads CAS,T --txn-keys "$KEYS" --txn-same-partition
   serve_stop
-  run "emb-x-$r" --workloads T --txn-keys 2,4
-  run "emb-1p-$r" --workloads CAS,T --txn-keys 2,4 --txn-same-partition
+  run "emb-x-$r" --workloads T --txn-keys "$KEYS"
+  run "emb-1p-$r" --workloads CAS,T --txn-keys "$KEYS" --txn-same-partition
 done
