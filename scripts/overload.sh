@@ -5,7 +5,11 @@
 # DEV_PID is that process's pid (its RSS is sampled); RINGKV the binary.
 # Prints raft terms before and after, peak RSS, refusals per node, an
 # HTTP probe's statuses and latencies, and the time to normal service.
+# GEN_CPUS (e.g. 1) pins the load generator and the probe to those CPUs
+# with taskset; start `ringkv dev` with `taskset -c 0` so that the nodes
+# and the generator do not share a core.
 set -u
+PIN=(); [ -n "${GEN_CPUS:-}" ] && PIN=(taskset -c "$GEN_CPUS")
 T=127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003
 PID=${DEV_PID:?set DEV_PID to the ringkv dev process id}
 RATE=${RATE:-37000}
@@ -20,10 +24,10 @@ echo "rss before kB: $(ps -o rss= -p $PID)"
 ( peak=0; while kill -0 $PID 2>/dev/null && [ ! -f /tmp/adm-stop ]; do r=$(ps -o rss= -p $PID); [ "$r" -gt "$peak" ] && peak=$r; echo $peak > /tmp/adm-rss-peak; sleep 0.5; done ) &
 SAMP=$!
 # HTTP probe: one set every 50 ms, code and time
-( i=0; while [ ! -f /tmp/adm-stop ]; do curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -XPOST localhost:18081/api/set -d "{\"key\":\"probe:$i\",\"value\":\"v\"}"; i=$((i+1)); sleep 0.05; done > /tmp/adm-probe.txt ) &
+( i=0; while [ ! -f /tmp/adm-stop ]; do ${PIN[@]+"${PIN[@]}"} curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -XPOST localhost:18081/api/set -d "{\"key\":\"probe:$i\",\"value\":\"v\"}"; i=$((i+1)); sleep 0.05; done > /tmp/adm-probe.txt ) &
 PROBE=$!
 START=$(date +%s.%N)
-"$RINGKV" bench --target $T --workloads W --levels quorum --duration 60s --concurrency 4096 --rate $RATE --attempts 1 --op-timeout 5s --preload=false > /tmp/adm-over.txt 2>/tmp/adm-over.err
+${PIN[@]+"${PIN[@]}"} "$RINGKV" bench --target $T --workloads W --levels quorum --duration 60s --concurrency 4096 --rate $RATE --attempts 1 --op-timeout 5s --preload=false > /tmp/adm-over.txt 2>/tmp/adm-over.err
 END=$(date +%s.%N)
 touch /tmp/adm-stop
 wait $PROBE
