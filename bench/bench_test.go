@@ -476,3 +476,47 @@ func TestPartitionOfMatchesRing(t *testing.T) {
 
 // plainDriver hides memDriver's transactions: it has Driver's methods only.
 type plainDriver struct{ Driver }
+
+// PutBatch makes memDriver a BatchPutter: every pair through Put.
+func (d *memDriver) PutBatch(ctx context.Context, keys []string, values [][]byte, level string) error {
+	for i, k := range keys {
+		if err := d.Put(ctx, k, values[i], level); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestPreloadBatchedWritesEveryKeyItsOwnValue(t *testing.T) {
+	s := DefaultSpec()
+	s.Keys, s.ValueSize, s.Concurrency = 1001, 16, 4
+	d := newMem()
+	var last atomic.Int64
+	if err := PreloadBatched(t.Context(), d, s, 64, func(n int64) {
+		for old := last.Load(); n > old && !last.CompareAndSwap(old, n); old = last.Load() {
+		}
+	}); err != nil {
+		t.Fatalf("PreloadBatched: got %v, want nil", err)
+	}
+	if len(d.m) != s.Keys || last.Load() != int64(s.Keys) {
+		t.Fatalf("PreloadBatched: stored %d keys, reported %d; want %d", len(d.m), last.Load(), s.Keys)
+	}
+	seen := map[string]bool{}
+	for i := range s.Keys {
+		v, ok := d.m[Key(i)]
+		if !ok || len(v) != s.ValueSize {
+			t.Fatalf("key %d: got %q, want a value of %d bytes", i, v, s.ValueSize)
+		}
+		seen[string(v)] = true
+	}
+	if len(seen) < s.Keys/2 {
+		t.Errorf("distinct values: got %d of %d keys, want each key its own", len(seen), s.Keys)
+	}
+	if err := PreloadBatched(t.Context(), d, s, 0, nil); !errors.Is(err, ErrInvalidSpec) {
+		t.Errorf("batch 0: got %v, want ErrInvalidSpec", err)
+	}
+	d.failEvery = 3
+	if err := PreloadBatched(t.Context(), d, s, 16, nil); !errors.Is(err, errInjected) {
+		t.Errorf("failing driver: got %v, want the injected failure", err)
+	}
+}

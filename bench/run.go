@@ -387,9 +387,12 @@ func newChooser(rng *rand.Rand, dist string, n int) chooser {
 }
 
 // makeValue returns size printable bytes.
+// alphabet is what values are made of: printable, so that reports and
+// logs can show them.
+const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
 func makeValue(size int, seed uint64) []byte {
 	rng := rand.New(rand.NewPCG(seed, 0))
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 	v := make([]byte, size)
 	for i := range v {
 		v[i] = alphabet[rng.IntN(len(alphabet))]

@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,5 +52,17 @@ func TestProposalsBoundValidate(t *testing.T) {
 	cfg.MaxPendingProposals = -1
 	if err := cfg.Validate(); err == nil {
 		t.Fatal("negative MaxPendingProposals accepted")
+	}
+}
+
+func TestLogCacheEntriesValidate(t *testing.T) {
+	cfg := testConfig(t, "n1")
+	cfg.LogCacheEntries = -1
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "LogCacheEntries") {
+		t.Fatalf("negative LogCacheEntries: got %v, want an error naming it", err)
+	}
+	cfg.LogCacheEntries = 0 // the default
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("zero LogCacheEntries: got %v, want nil", err)
 	}
 }

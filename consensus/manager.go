@@ -59,6 +59,13 @@ type Config struct {
 	// Defaults 8192 and 1024.
 	SnapshotThreshold uint64
 	TrailingLogs      uint64
+	// LogCacheEntries is how many of its newest log entries each group
+	// keeps in memory (raft.LogCache) for replication to read back
+	// instead of a Badger lookup each; the cache pins the entries'
+	// commands (keys and values), so a node holds up to groups x
+	// LogCacheEntries x command size. A follower further behind reads
+	// the store. Default 64; zero means the default.
+	LogCacheEntries int
 	// SnapshotInterval is how often a group checks whether to snapshot.
 	// Default 10s.
 	SnapshotInterval time.Duration
@@ -109,6 +116,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:     8192,
 		TrailingLogs:          1024,
 		SnapshotInterval:      10 * time.Second,
+		LogCacheEntries:       DefaultLogCacheEntries,
 		ReconcileInterval:     time.Second,
 		CatchUpEntries:        64,
 		StuckLeaderTimeout:    10 * time.Second,
@@ -144,6 +152,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPendingProposals < 0 {
 		errs = append(errs, fmt.Errorf("consensus: MaxPendingProposals must not be negative (0: no bound), got %d", c.MaxPendingProposals))
+	}
+	if c.LogCacheEntries < 0 {
+		errs = append(errs, fmt.Errorf("consensus: LogCacheEntries must not be negative (0: the default), got %d", c.LogCacheEntries))
 	}
 	if c.SnapshotThreshold == 0 {
 		errs = append(errs, errors.New("consensus: SnapshotThreshold must be positive"))
@@ -233,6 +244,9 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LogCacheEntries == 0 {
+		cfg.LogCacheEntries = DefaultLogCacheEntries
 	}
 	mg := &Manager{cfg: cfg, deps: deps, log: log}
 	mg.mu.groups = make(map[uint32]*Group)
@@ -481,11 +495,10 @@ func (mg *Manager) ensureGroups(r *ring.Ring, bootstrap bool) error {
 	return nil
 }
 
-// logCacheEntries is how many of its newest log entries a group keeps in
-// memory (raft.LogCache) for replication to read back. Small: a follower
-// that is further behind reads the store, and the cache pins the entries'
-// values.
-const logCacheEntries = 64
+// DefaultLogCacheEntries is Config.LogCacheEntries' default. Small: a
+// follower that is further behind reads the store, and the cache pins the
+// entries' values.
+const DefaultLogCacheEntries = 64
 
 func (mg *Manager) createGroup(p uint32, bootstrap bool) error {
 	mg.mu.Lock()
@@ -543,7 +556,7 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 	}
 	// Raft reads back the entries it just appended to replicate them: the
 	// newest come from memory instead of a Badger lookup each.
-	cached, err := raft.NewLogCache(logCacheEntries, logs)
+	cached, err := raft.NewLogCache(mg.cfg.LogCacheEntries, logs)
 	if err != nil {
 		return fmt.Errorf("consensus: log cache of group %d: %w", p, err)
 	}

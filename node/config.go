@@ -72,6 +72,17 @@ type Config struct {
 	// AntiEntropy tunes Merkle-tree exchanges, the scrubber and tombstone
 	// collection; NodeID and Logger are filled in by the node.
 	AntiEntropy antientropy.Config
+	// MemoryBudgetBytes sizes every memory consumer that has a setting
+	// from one number, each a fixed fraction of it (SizeForMemory):
+	// Badger's memtables, block and index caches, the version cache, the
+	// Raft groups' log caches and the admission byte budgets. Open fills
+	// each of those fields that is zero or holds its default; one set to
+	// anything else keeps its value. The budget bounds those consumers,
+	// not the process: the Go runtime's garbage, goroutines, buffers and
+	// memory-mapped files come on top (docs/OPERATIONS.md, "Memory").
+	// Default 0: no budget, the components' defaults (the sizes of a
+	// 1 GiB budget). At least MinMemoryBudgetBytes when set.
+	MemoryBudgetBytes int64
 	// Logger receives every component's logs; nil discards.
 	Logger *slog.Logger
 	// DiskStallTimeout is how long an fsync may run before the node
@@ -148,6 +159,9 @@ func (c Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateAdvertise()...)
+	if c.MemoryBudgetBytes != 0 && c.MemoryBudgetBytes < MinMemoryBudgetBytes {
+		errs = append(errs, fmt.Errorf("node: MemoryBudgetBytes %d is below the minimum %d (64 MiB)", c.MemoryBudgetBytes, MinMemoryBudgetBytes))
+	}
 	if c.ChaosClockOffset != 0 && !c.ChaosHooks {
 		errs = append(errs, errors.New("node: ChaosClockOffset is test-only and needs ChaosHooks"))
 	}

@@ -102,6 +102,7 @@ type Node struct {
 // Open starts a node: it opens the store, binds the listeners, joins gossip
 // and starts serving. On error everything opened so far is closed again.
 func Open(cfg Config, deps Deps) (_ *Node, err error) {
+	cfg = cfg.withMemoryBudget()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -35,6 +35,12 @@ type Config struct {
 	// Default 16 MiB, minimum 1 MiB. One Badger transaction holds at most 15%
 	// of it, so it also bounds how much one group commit can carry.
 	MemTableBytes int64
+	// VersionCacheEntries bounds the version cache (versions.go): the
+	// newest version of the most recently merged keys, about 100 bytes an
+	// entry with a short key, so that a merge of a newer write skips its
+	// Badger read. Default 131,072 (about 13 MiB). Fewer entries save
+	// memory; a merge of a key that fell out reads Badger.
+	VersionCacheEntries int
 	// MaxBatchEntries caps the entries the committer gathers into one group
 	// commit. Default 1024. Larger batches mean fewer commits under load and
 	// a longer wait for the callers in the batch.
@@ -80,13 +86,14 @@ type Config struct {
 
 // Defaults used for zero Config fields.
 const (
-	DefaultBlockCacheBytes   = 16 << 20
-	DefaultIndexCacheBytes   = 8 << 20
-	DefaultMemTableBytes     = 16 << 20
-	DefaultMaxBatchEntries   = 1024
-	DefaultSyncLinger        = 4 * time.Millisecond
-	DefaultLingerBelow       = 16
-	DefaultDiskCheckInterval = 250 * time.Millisecond
+	DefaultBlockCacheBytes     = 16 << 20
+	DefaultIndexCacheBytes     = 8 << 20
+	DefaultMemTableBytes       = 16 << 20
+	DefaultVersionCacheEntries = 1 << 17
+	DefaultMaxBatchEntries     = 1024
+	DefaultSyncLinger          = 4 * time.Millisecond
+	DefaultLingerBelow         = 16
+	DefaultDiskCheckInterval   = 250 * time.Millisecond
 
 	minMemTableBytes = 1 << 20
 )
@@ -109,14 +116,15 @@ func DefaultMinFreeBytes(memTableBytes int64) int64 { return 4 * memTableBytes }
 // left empty: callers must set it (or InMemory).
 func DefaultConfig() Config {
 	return Config{
-		BlockCacheBytes:   DefaultBlockCacheBytes,
-		IndexCacheBytes:   DefaultIndexCacheBytes,
-		MemTableBytes:     DefaultMemTableBytes,
-		MaxBatchEntries:   DefaultMaxBatchEntries,
-		SyncLinger:        DefaultSyncLinger,
-		LingerBelow:       DefaultLingerBelow,
-		MinFreeBytes:      DefaultMinFreeBytes(DefaultMemTableBytes),
-		DiskCheckInterval: DefaultDiskCheckInterval,
+		BlockCacheBytes:     DefaultBlockCacheBytes,
+		IndexCacheBytes:     DefaultIndexCacheBytes,
+		MemTableBytes:       DefaultMemTableBytes,
+		VersionCacheEntries: DefaultVersionCacheEntries,
+		MaxBatchEntries:     DefaultMaxBatchEntries,
+		SyncLinger:          DefaultSyncLinger,
+		LingerBelow:         DefaultLingerBelow,
+		MinFreeBytes:        DefaultMinFreeBytes(DefaultMemTableBytes),
+		DiskCheckInterval:   DefaultDiskCheckInterval,
 	}
 }
 
@@ -130,6 +138,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MemTableBytes == 0 {
 		c.MemTableBytes = DefaultMemTableBytes
+	}
+	if c.VersionCacheEntries == 0 {
+		c.VersionCacheEntries = DefaultVersionCacheEntries
 	}
 	if c.MaxBatchEntries == 0 {
 		c.MaxBatchEntries = DefaultMaxBatchEntries
@@ -173,6 +184,9 @@ func (c Config) Validate() error {
 	}
 	if c.MemTableBytes != 0 && c.MemTableBytes < minMemTableBytes {
 		errs = append(errs, fmt.Errorf("replica: MemTableBytes %d is below the minimum %d", c.MemTableBytes, minMemTableBytes))
+	}
+	if c.VersionCacheEntries < 0 {
+		errs = append(errs, fmt.Errorf("replica: VersionCacheEntries %d is negative", c.VersionCacheEntries))
 	}
 	if c.MaxBatchEntries < 0 {
 		errs = append(errs, fmt.Errorf("replica: MaxBatchEntries %d is negative", c.MaxBatchEntries))
@@ -320,7 +334,7 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 		reqs:           make(chan *request),
 		closing:        make(chan struct{}),
 		observer:       deps.Observer,
-		versions:       newVersionCache(versionCacheEntries),
+		versions:       newVersionCache(cfg.VersionCacheEntries),
 	}
 	if cfg.InMemory {
 		s.maxRecordBytes = int(valueThreshold)

@@ -673,6 +673,7 @@ func TestValidate(t *testing.T) {
 		{"negative index cache", Config{Dir: "d", IndexCacheBytes: -1}, 1},
 		{"memtable too small", Config{Dir: "d", MemTableBytes: 1000}, 1},
 		{"negative batch", Config{Dir: "d", MaxBatchEntries: -1}, 1},
+		{"negative version cache", Config{Dir: "d", VersionCacheEntries: -1}, 1},
 		{"everything wrong", Config{BlockCacheBytes: -1, IndexCacheBytes: -1, MemTableBytes: -1, MaxBatchEntries: -1}, 5},
 	}
 	for _, tc := range tests {

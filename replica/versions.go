@@ -24,7 +24,7 @@ package replica
 // write delivered again) is ordered by reading Badger as before: the two
 // may differ in value, tombstone or expiry only.
 //
-// Size: at most versionCacheEntries keys; when full, an eighth of them (as
+// Size: at most Config.VersionCacheEntries keys; when full, an eighth of them (as
 // Go's map iteration picks them) is evicted.
 type versionCache struct {
 	m   map[string]cachedVersion
@@ -41,10 +41,6 @@ type cachedVersion struct {
 	nodeID    string
 	hash      uint64 // recordHash of the stored key and encoding
 }
-
-// versionCacheEntries bounds the cache: about 100 bytes an entry with a
-// short key, so about 13 MiB.
-const versionCacheEntries = 1 << 17
 
 func newVersionCache(maxEntries int) *versionCache {
 	return &versionCache{m: make(map[string]cachedVersion), max: maxEntries}

@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ringkv/ringkv/bench"
@@ -54,6 +55,9 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	jsonOut := fs.Bool("json", false, "print the report as JSON instead of a table")
 	report := fs.String("report", "", "also write a self-contained HTML report to this file")
 	preloadKeys := fs.Bool("preload", true, "write the key space and CAS counters before the workloads (skip when --target already holds them)")
+	preloadLevel := fs.String("preload-level", "quorum", "consistency level of the preload's writes")
+	preloadBatch := fs.Int("preload-batch", 0, "preload in pipelined batches of this many keys per caller, each key its own random value (large key spaces); 0: one write per key, every key the same value; the CAS counters are written only when 0")
+	preloadOnly := fs.Bool("preload-only", false, "preload, then exit without running the workloads")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address while the bench runs (profiles the embedded cluster too)")
 	short := fs.Bool("short", false, "smoke test: 1,000 keys, 8 callers, 300ms per workload and level, 30s op deadline")
 	if err := fs.Parse(args); err != nil {
@@ -182,12 +186,35 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 
 	rep := bench.Report{Command: "ringkv bench " + strings.Join(args, " "), Machine: machine(), Started: time.Now().UTC()}
 	preload := base
-	preload.Level = "quorum"
-	if *preloadKeys {
+	preload.Level = *preloadLevel
+	if _, err := client.ParseConsistency(preload.Level); err != nil {
+		return fmt.Errorf("%w: --preload-level: %w", errUsage, err)
+	}
+	switch {
+	case !*preloadKeys:
+	case *preloadBatch > 0:
+		fmt.Fprintf(stderr, "preloading %d keys in batches of %d at %s\n", base.Keys, *preloadBatch, preload.Level)
+		start := time.Now()
+		var last atomic.Int64
+		report := func(n int64) {
+			old := last.Load()
+			if s := int64(time.Since(start) / (5 * time.Second)); s > old && last.CompareAndSwap(old, s) {
+				fmt.Fprintf(stderr, "preloaded %d keys in %s\n", n, time.Since(start).Round(time.Second))
+			}
+		}
+		if err := bench.PreloadBatched(ctx, d, preload, *preloadBatch, report); err != nil {
+			return err
+		}
+		el := time.Since(start)
+		fmt.Fprintf(stderr, "preloaded %d keys in %s (%.0f keys/s)\n", base.Keys, el.Round(time.Millisecond), float64(base.Keys)/el.Seconds())
+	default:
 		fmt.Fprintf(stderr, "preloading %d keys and %d counters\n", base.Keys, base.HotKeys)
 		if err := bench.Preload(ctx, d, preload); err != nil {
 			return err
 		}
+	}
+	if *preloadOnly {
+		return nil
 	}
 	if slices.ContainsFunc(specs, func(s bench.Spec) bool { return s.Workload == bench.WorkloadT }) {
 		// Workload T groups the keys by the cluster's partitions.

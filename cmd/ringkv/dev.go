@@ -36,6 +36,8 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
 	lim := addLimitFlags(fs, node.DefaultConfig())
+	var budget byteSize
+	fs.Var(&budget, "memory-budget", memoryBudgetUsage+"; per node (the soft limit is this times --nodes)")
 	secure := fs.Bool("secure", false, "TLS everywhere and authentication: make a CA, node certificates and a root client certificate under DATA/certs, and enable auth")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
@@ -46,14 +48,18 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *nodes < 1 || *nodes > 9 {
 		return fmt.Errorf("%w: --nodes must be 1..9", errUsage)
 	}
+	if budget != 0 && budget < node.MinMemoryBudgetBytes {
+		return fmt.Errorf("%w: --memory-budget %d is below the minimum 64MiB", errUsage, budget)
+	}
 	log, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {
 		return err
 	}
 	lc := localCluster{
 		nodes: *nodes, dataDir: *data, httpPort: *httpPort, rpcPort: *rpcPort, gossipPort: *gossipPort, respPort: *respPort,
-		limits: lim,
+		limits: lim, memoryBudget: int64(budget),
 	}
+	setMemoryLimit(int64(budget), *nodes)
 	if *secure {
 		if lc.certsDir, err = devCerts(*data, *nodes); err != nil {
 			return err
@@ -87,6 +93,7 @@ type localCluster struct {
 	respPort                      int     // as above; negative: no Redis protocol
 	certsDir                      string  // set: node i uses certsDir/n<i> (a secure cluster)
 	limits                        *limits // nil: the defaults
+	memoryBudget                  int64   // node.Config.MemoryBudgetBytes of every node
 }
 
 // startLocalCluster starts lc's nodes on loopback, each seeded with the
@@ -114,6 +121,7 @@ func startLocalCluster(ctx context.Context, lc localCluster, log *slog.Logger) (
 		if lc.limits != nil {
 			lc.limits.apply(&cfg)
 		}
+		cfg.MemoryBudgetBytes = lc.memoryBudget
 		cfg.GossipProfile = localProfile
 		cfg.Consensus.ReconcileInterval = localReconcile
 		cfg.Logger = log

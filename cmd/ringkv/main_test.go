@@ -34,6 +34,10 @@ func TestUsageErrors(t *testing.T) {
 		{"dev bad nodes", []string{"dev", "--nodes", "0"}},
 		{"serve bad rate limit", []string{"serve", "--rate-limit", "prefix:logs/=fast"}},
 		{"dev bad rate limit kind", []string{"dev", "--rate-limit", "host:x=5"}},
+		{"serve bad memory budget", []string{"serve", "--memory-budget", "lots"}},
+		{"serve memory budget below the minimum", []string{"serve", "--id", "s1", "--data", t.TempDir(), "--memory-budget", "1MiB"}},
+		{"dev bad memory budget", []string{"dev", "--memory-budget", "-5MiB"}},
+		{"dev memory budget below the minimum", []string{"dev", "--memory-budget", "63MiB"}},
 		{"get without key", []string{"get"}},
 		{"set with one arg", []string{"set", "k"}},
 		{"list with two args", []string{"list", "a", "b"}},
@@ -63,7 +67,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestServeHintEnvIsValidated(t *testing.T) {
-	for _, env := range []string{"RINGKV_HINTS", "RINGKV_HINT_WINDOW", "RINGKV_HINT_REPLAY_RATE"} {
+	for _, env := range []string{"RINGKV_HINTS", "RINGKV_HINT_WINDOW", "RINGKV_HINT_REPLAY_RATE", "RINGKV_MEMORY_BUDGET"} {
 		t.Run(env, func(t *testing.T) {
 			t.Setenv(env, "not-a-value")
 			var out bytes.Buffer

@@ -83,6 +83,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.AntiEntropy.TombstoneGrace, "tombstone-grace", cfg.AntiEntropy.TombstoneGrace, "how long tombstones are kept at least before collection; negative never collects")
 	fs.DurationVar(&cfg.AntiEntropy.GCInterval, "gc-interval", cfg.AntiEntropy.GCInterval, "how often collectable tombstones are looked for")
 	fs.DurationVar(&cfg.Replica.SyncLinger, "sync-linger", cfg.Replica.SyncLinger, "longest an fsync waits for more committed writes under load while it covers fewer than 16 (ends early after a quiet quarter of it; fewer, larger fsyncs); negative: sync at once")
+	var budget byteSize
+	fs.Var(&budget, "memory-budget", memoryBudgetUsage+" (env RINGKV_MEMORY_BUDGET)")
 	fs.Int64Var(&cfg.Replica.MemTableBytes, "memtable-bytes", cfg.Replica.MemTableBytes, "size of one Badger memtable (two are held); smaller suits a small disk")
 	minFree := fs.Int64("min-free-bytes", 0, "free space of the data directory below which the node refuses writes (HTTP 507) and hands its raft leadership away, until space is freed; it must cover what Badger may write after that (memtable flushes, compactions); 0: four memtables; negative: no guard (a full disk crashes the node)")
 	fs.DurationVar(&cfg.DiskStallTimeout, "disk-stall-timeout", cfg.DiskStallTimeout, "an fsync running longer than this makes the node hand its raft leadership away and report itself not ready; negative: never")
@@ -106,7 +108,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.Consensus.UnsafeIgnoreIntents, "unsafe-ignore-intents", false, "TEST ONLY, BROKEN: raft groups ignore the intents of transactions across partitions")
 	if err := setFromEnv(fs, map[string]string{
 		"hints": "RINGKV_HINTS", "hint-window": "RINGKV_HINT_WINDOW", "hint-replay-rate": "RINGKV_HINT_REPLAY_RATE",
-		"drain-timeout": "RINGKV_DRAIN_TIMEOUT",
+		"drain-timeout": "RINGKV_DRAIN_TIMEOUT", "memory-budget": "RINGKV_MEMORY_BUDGET",
 	}); err != nil {
 		return err
 	}
@@ -114,6 +116,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
 	cfg.Replica.MinFreeBytes = *minFree // 0: derived from the memtable size
+	cfg.MemoryBudgetBytes = int64(budget)
 	lim.apply(&cfg)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: serve takes no arguments, got %q", errUsage, fs.Args())
@@ -141,6 +144,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if err := checkSecure(cfg, *insecure); err != nil {
 		return err
+	}
+	if limit := setMemoryLimit(cfg.MemoryBudgetBytes, 1); limit > 0 {
+		log.Info("memory budget", "budget_bytes", cfg.MemoryBudgetBytes, "go_memory_limit_bytes", limit)
 	}
 	reg := newRegistry()
 	n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg})

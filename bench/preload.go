@@ -1,0 +1,108 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ringkv/ringkv/client"
+)
+
+// BatchPutter is the optional ability of a Driver to write many keys in
+// one pipelined call; PreloadBatched needs it.
+type BatchPutter interface {
+	// PutBatch writes values[i] under keys[i] at level; the writes are
+	// not atomic together. It returns the first failure.
+	PutBatch(ctx context.Context, keys []string, values [][]byte, level string) error
+}
+
+// PutBatch writes the pairs through client.Batch: the writes bound for
+// one node travel in one RPC.
+func (d *ClientDriver) PutBatch(ctx context.Context, keys []string, values [][]byte, lvl string) error {
+	opt, err := level(lvl)
+	if err != nil {
+		return err
+	}
+	ops := make([]client.Op, len(keys))
+	for i, k := range keys {
+		ops[i] = client.SetOp(k, values[i], opt)
+	}
+	for i, r := range d.c.Batch(ctx, ops) {
+		if r.Err != nil {
+			return fmt.Errorf("bench: batch set %s: %w", keys[i], r.Err)
+		}
+	}
+	return nil
+}
+
+// PreloadBatched is Preload for large key spaces: Spec.Concurrency
+// callers each write batches of batch keys at Spec.Level (OpTimeout per
+// batch), every key its own value of ValueSize random bytes (seeded from
+// Spec.Seed and the key's index, so that values differ and compress as
+// little as Preload's shared value would not). It writes the keys
+// Key(0)..Key(Keys-1) and not the CAS counters. done, if not nil, is
+// called with the keys written so far after each batch, from the
+// callers' goroutines. It returns ErrInvalidSpec for a bad spec or
+// batch, and every caller's failure joined.
+func PreloadBatched(ctx context.Context, d BatchPutter, s Spec, batch int, done func(int64)) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if batch < 1 {
+		return fmt.Errorf("%w: batch must be positive, got %d", ErrInvalidSpec, batch)
+	}
+	var (
+		next    atomic.Int64
+		written atomic.Int64
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		errs    []error
+	)
+	for w := range s.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(s.Seed, uint64(w)+1))
+			keys := make([]string, 0, batch)
+			values := make([][]byte, 0, batch)
+			for ctx.Err() == nil {
+				first := int(next.Add(int64(batch)) - int64(batch))
+				if first >= s.Keys {
+					return
+				}
+				keys, values = keys[:0], values[:0]
+				for i := first; i < min(first+batch, s.Keys); i++ {
+					v := make([]byte, s.ValueSize)
+					for j := range v {
+						v[j] = alphabet[rng.IntN(len(alphabet))]
+					}
+					keys, values = append(keys, Key(i)), append(values, v)
+				}
+				bctx, cancel := context.WithTimeout(ctx, s.OpTimeout)
+				err := d.PutBatch(bctx, keys, values, s.Level)
+				cancel()
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+					return
+				}
+				n := written.Add(int64(len(keys)))
+				if done != nil {
+					done(n)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("bench: preload: %w", err)
+	}
+	return nil
+}
