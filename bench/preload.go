@@ -38,6 +38,27 @@ func (d *ClientDriver) PutBatch(ctx context.Context, keys []string, values [][]b
 	return nil
 }
 
+// preloadAttempts is how many times PreloadBatched tries a batch: a
+// batch that fails (a replica write timed out on a loaded machine) is
+// written again whole, which is harmless since every write of it sets
+// the same value.
+const preloadAttempts = 5
+
+// putBatchRetrying writes one batch, each attempt within s.OpTimeout,
+// trying again after a failure up to preloadAttempts times in all.
+func putBatchRetrying(ctx context.Context, d BatchPutter, keys []string, values [][]byte, s Spec) error {
+	var err error
+	for range preloadAttempts {
+		bctx, cancel := context.WithTimeout(ctx, s.OpTimeout)
+		err = d.PutBatch(bctx, keys, values, s.Level)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("bench: preload batch failed %d times: %w", preloadAttempts, err)
+}
+
 // PreloadBatched is Preload for large key spaces: Spec.Concurrency
 // callers each write batches of batch keys at Spec.Level (OpTimeout per
 // batch), every key its own value of ValueSize random bytes (seeded from
@@ -45,7 +66,8 @@ func (d *ClientDriver) PutBatch(ctx context.Context, keys []string, values [][]b
 // little as Preload's shared value would not). It writes the keys
 // Key(0)..Key(Keys-1) and not the CAS counters. done, if not nil, is
 // called with the keys written so far after each batch, from the
-// callers' goroutines. It returns ErrInvalidSpec for a bad spec or
+// callers' goroutines. A failed batch is tried again, up to
+// preloadAttempts times. It returns ErrInvalidSpec for a bad spec or
 // batch, and every caller's failure joined.
 func PreloadBatched(ctx context.Context, d BatchPutter, s Spec, batch int, done func(int64)) error {
 	if err := s.Validate(); err != nil {
@@ -81,9 +103,7 @@ func PreloadBatched(ctx context.Context, d BatchPutter, s Spec, batch int, done 
 					}
 					keys, values = append(keys, Key(i)), append(values, v)
 				}
-				bctx, cancel := context.WithTimeout(ctx, s.OpTimeout)
-				err := d.PutBatch(bctx, keys, values, s.Level)
-				cancel()
+				err := putBatchRetrying(ctx, d, keys, values, s)
 				if err != nil {
 					mu.Lock()
 					errs = append(errs, err)

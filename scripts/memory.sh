@@ -5,8 +5,9 @@
 # e.g. scripts/memory.sh /tmp/ringkv 1000000 100 --memory-budget 256MiB
 # Starts a fresh 3-node cluster of BIN on 127.0.0.1 (ports 2818x/2910x/
 # 2720x, data in a temporary directory under MEM_DIR, default /tmp), loads
-# KEYS keys (`ringkv bench --preload-only`, batches of 256 at level one,
-# every key its own value), then reads random keys for READ_SECS (default
+# KEYS keys (`ringkv bench --preload-only`, batches of 256 at level
+# LOAD_LEVEL, default quorum, every key its own value; at one, the writes
+# to the other replicas can fall behind a fast load and time out), then reads random keys for READ_SECS (default
 # 30) seconds (workload C at one). After start, after loading and after
 # the read pass it prints, per node: VmRSS, VmHWM, RssAnon, RssFile (from
 # /proc/PID/status), the Go heap in use and the runtime's total
@@ -35,7 +36,7 @@ for i in 1 2 3; do
   join=(); [ "$i" -gt 1 ] && join=(--join 127.0.0.1:27201)
   [ -n "${HEAP_DIR:-}" ] && join+=(--pprof "127.0.0.1:2616$i")
   "$bin" serve --id "n$i" --data "$dir/n$i" --http "127.0.0.1:2818$i" --rpc "127.0.0.1:2910$i" \
-    --gossip "127.0.0.1:2720$i" --resp "" "${join[@]}" "$@" >"$dir/n$i.log" 2>&1 &
+    --gossip "127.0.0.1:2720$i" --resp "" --drain-timeout 0 "${join[@]}" "$@" >"$dir/n$i.log" 2>&1 &
   pids+=($!)
   [ "$i" -eq 1 ] && sleep 1
 done
@@ -60,11 +61,11 @@ report() { # report STAGE
       >"$HEAP_DIR/heap-$1-$keys-$value.txt" 2>/dev/null || true
   fi
 }
-echo "ringkv: $keys keys of $value B, serve flags: ${*:-(none)}; $(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || true)"
+echo "ringkv: $keys keys of $value B loaded at ${LOAD_LEVEL:-quorum}, serve flags: ${*:-(none)}; $(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || true)"
 report started
 start=$(date +%s)
 "$bin" bench --target "$targets" --keys "$keys" --value-size "$value" --preload-batch 256 \
-  --preload-level one --preload-only --concurrency 16 --op-timeout 60s 2>&1 | tail -1
+  --preload-level "${LOAD_LEVEL:-quorum}" --preload-only --concurrency 16 --op-timeout 60s 2>&1 | tail -1
 echo "loaded in $(( $(date +%s) - start )) s"
 report loaded
 cmp=(); if [ -n "${ETCD_DIR:-}" ]; then cmp=(--compare "etcd=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379" --etcd-level serializable); fi
