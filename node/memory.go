@@ -22,7 +22,7 @@ const (
 	memTableDivisor        = 64   // each of the two memtables: 2/64 together
 	blockCacheDivisor      = 64   // Badger's block cache
 	indexCacheDivisor      = 128  // Badger's index and bloom filter cache
-	versionEntryDivisor    = 8192 // version cache entries, about 100 B each: ~1.2%
+	versionEntryDivisor    = 8192 // version cache entries, about 350 B each: ~4%
 	logCacheDivisor        = 16 << 20
 	inflightBytesDivisor   = 16 // clients' requests in flight
 	peerInflightBytesDiv   = 8  // other coordinators' calls in flight
@@ -53,12 +53,12 @@ type MemorySizes struct {
 //	Badger memtables     2 x budget/64   (3.1%)
 //	Badger block cache   budget/64       (1.6%)
 //	Badger index cache   budget/128      (0.8%)
-//	version cache        budget/8192 entries of ~100 B (~1.2%)
+//	version cache        budget/8192 entries of ~350 B (~4%)
 //	Raft log cache       budget/16 MiB entries per group, within [8, 64]
 //	client bytes in flight   budget/16   (6.3%)
 //	peer bytes in flight     budget/8    (12.5%)
 //
-// About a quarter of the budget; the rest is left to what no setting
+// Under a third of the budget; the rest is left to what no setting
 // bounds directly: the Go runtime's garbage (GOGC), goroutine stacks,
 // connection buffers, Badger's compactions and the Raft groups' own
 // state. SizeForMemory(DefaultMemoryBudgetBytes) returns the defaults.

@@ -36,9 +36,11 @@ type Config struct {
 	// of it, so it also bounds how much one group commit can carry.
 	MemTableBytes int64
 	// VersionCacheEntries bounds the version cache (versions.go): the
-	// newest version of the most recently merged keys, about 100 bytes an
-	// entry with a short key, so that a merge of a newer write skips its
-	// Badger read. Default 131,072 (about 13 MiB). Fewer entries save
+	// newest version of the most recently merged keys, so that a merge of
+	// a newer write skips its Badger read. An entry costs about 350 bytes
+	// with a short key, the map's overhead included (10.5-11.8 MB measured
+	// at 32,768 entries, docs/BENCHMARKS.md "Memory"). Default 131,072
+	// (about 45 MB). Fewer entries save
 	// memory; a merge of a key that fell out reads Badger.
 	VersionCacheEntries int
 	// MaxBatchEntries caps the entries the committer gathers into one group

@@ -7,7 +7,9 @@
 # 2720x, data in a temporary directory under MEM_DIR, default /tmp), loads
 # KEYS keys (`ringkv bench --preload-only`, batches of 256 at level
 # LOAD_LEVEL, default quorum, every key its own value; at one, the writes
-# to the other replicas can fall behind a fast load and time out), then reads random keys for READ_SECS (default
+# to the other replicas can fall behind a fast load and time out; BATCH
+# keys a batch, default 256; a load that fails, after retries, is
+# reported with the keys it wrote and the script goes on), then reads random keys for READ_SECS (default
 # 30) seconds (workload C at one). After start, after loading and after
 # the read pass it prints, per node: VmRSS, VmHWM, RssAnon, RssFile (from
 # /proc/PID/status), the Go heap in use and the runtime's total
@@ -64,8 +66,10 @@ report() { # report STAGE
 echo "ringkv: $keys keys of $value B loaded at ${LOAD_LEVEL:-quorum}, serve flags: ${*:-(none)}; $(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || true)"
 report started
 start=$(date +%s)
-"$bin" bench --target "$targets" --keys "$keys" --value-size "$value" --preload-batch 256 \
-  --preload-level "${LOAD_LEVEL:-quorum}" --preload-only --concurrency 16 --op-timeout 60s 2>&1 | tail -1
+"$bin" bench --target "$targets" --keys "$keys" --value-size "$value" --preload-batch "${BATCH:-256}" \
+  --preload-level "${LOAD_LEVEL:-quorum}" --preload-only --concurrency 16 --op-timeout 60s >"$dir/load.log" 2>&1 || true
+grep '^preloaded' "$dir/load.log" | tail -1
+grep -v '^preload' "$dir/load.log" | tail -1 | cut -c1-300 # a failure, if any: the figures below are then those of a partial load
 echo "loaded in $(( $(date +%s) - start )) s"
 report loaded
 cmp=(); if [ -n "${ETCD_DIR:-}" ]; then cmp=(--compare "etcd=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379" --etcd-level serializable); fi
