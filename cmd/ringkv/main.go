@@ -61,6 +61,10 @@ Usage:
   ringkv bench [flags]              load a cluster (a local one by default,
                                     --secure for a secure one), optionally
                                     beside etcd (--compare), and report
+  ringkv ring simulate [flags]      run the claim on a made-up ring of many
+                                    members (--members 1000 --partitions 4096):
+                                    balance, movement of a join and a leave,
+                                    the claim's run time
 
 The data, backup and restore commands talk drpc to any node (--addr, env RINGKV_ADDR, default
 127.0.0.1:9001) through the Go client library and take
@@ -111,6 +115,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return clusterCommand(ctx, rest, stdout, stderr)
 	case "bench":
 		return benchCommand(ctx, rest, stdout, stderr)
+	case "ring":
+		return ringCommand(rest, stdout, stderr)
 	case "backup":
 		return backupCommand(ctx, rest, stdout, stderr)
 	case "restore":
