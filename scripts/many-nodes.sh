@@ -21,6 +21,7 @@
 #      roots: eventual writes move by anti-entropy), with the data it received (its data directory and the cluster's
 #      snapshot and anti-entropy byte counters before and after);
 #   5. peak RSS (VmHWM) of every process.
+# After step 1 it also takes the CPU the idle processes use over 20 s.
 # Every phase gives up after PHASE_TIMEOUT (600) seconds, says so and goes
 # on. EXTRA_FLAGS adds serve flags (e.g. a memory budget). Every process it
 # starts is killed on exit; KEEP=1 keeps the data directory and logs.
@@ -117,26 +118,41 @@ conv_count='. as $views | (map(.ring_version) | max) as $v | [range(0; .[0].part
     and .partitions[$q].leader == .node_id))] | length'
 
 # wait_for NAME T0 JQ N JOINED I...: polls the views of nodes I... until JQ
-# holds; prints the seconds since T0 (or "not within PHASE_TIMEOUT").
+# holds; prints the seconds since T0 at the start of the poll round that saw
+# it, and that round's length (the figure's resolution), or "NOT within
+# PHASE_TIMEOUT".
 wait_for() {
   local name=$1 t0=$2 prog=$3 n=$4 joined=$5; shift 5
-  local views
+  local views tr at ok
   while :; do
+    tr=$(now)
+    at=$(since "$t0")
     views=$(fetch "$@")
-    local ok=0
+    ok=0
     jq -e --argjson n "$n" --argjson joined "$joined" "$prog" <<<"$views" >/dev/null || ok=$?
     [ "$ok" -le 1 ] || { echo "wait_for $name: jq failed ($ok)" >&2; exit 1; }
     if [ "$ok" = 0 ]; then
-      printf '  %-58s %6.2f s\n' "$name" "$(since "$t0")"
+      printf '  %-58s %7.2f s (poll round %.2f s)\n' "$name" "$at" "$(since "$tr")"
       return 0
     fi
-    if [ "$(echo "$(since "$t0") > $phase_timeout" | bc)" = 1 ]; then
+    if [ "$(echo "$at > $phase_timeout" | bc)" = 1 ]; then
       printf '  %-58s NOT within %s s (%s views, %s of %s partitions converged)\n' "$name" "$phase_timeout" \
         "$(jq length <<<"$views")" "$(jq "$conv_count" <<<"$views" 2>/dev/null || echo '?')" "$parts"
       return 1
     fi
-    sleep 0.2
+    sleep 0.1
   done
+}
+
+# cpu SECONDS PID...: the processes' CPU (utime+stime) over SECONDS, as %
+# of one core.
+cpu() {
+  local s=$1 t1=0 t2=0 p hz; shift
+  hz=$(getconf CLK_TCK)
+  for p in "$@"; do t1=$((t1 + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
+  sleep "$s"
+  for p in "$@"; do t2=$((t2 + $(awk '{print $14+$15}' "/proc/$p/stat"))); done
+  echo "scale=1; ($t2-$t1)*100/$hz/$s" | bc
 }
 
 # metric NAME I...: the sum of a metric's samples over nodes I.
@@ -164,6 +180,8 @@ wait_for "membership converged (every node sees $nodes alive)" "$t0" "$gossip_ok
 wait_for "ring converged (one version, $nodes joined, on every node)" "$t0" "$ring_ok" "$nodes" "$nodes" "${alive[@]}" || true
 wait_for "every partition converged, every group led" "$t0" "$conv_ok" "$nodes" "$nodes" "${alive[@]}" || true
 echo "  uptime: $(uptime)"
+live_pids=$(for i in "${alive[@]}"; do echo "${pids[i]}"; done)
+echo "  CPU of the $nodes idle processes over 20 s: $(cpu 20 $live_pids)% of one core; uptime: $(uptime)"
 
 echo "2. preload $keys keys of $vsize B at QUORUM"
 targets=$(for i in "${alive[@]}"; do printf '127.0.0.1:%s,' "$(rpc "$i")"; done)
@@ -180,7 +198,7 @@ vi=$((10#${victim#n}))
 led=$(jq -c --arg v "$victim" '[.[] | select(.node_id == $v) | .partitions[] | select(.hosted and .leader == $v) | .partition]' <<<"$views")
 hwm_victim=$(awk '/VmHWM/ {print $2}' "/proc/${pids[vi]}/status")
 echo "  $victim leads $(jq length <<<"$led") groups"
-alive=($(for i in "${alive[@]}"; do [ "$i" != "$vi" ] && echo "$i"; done))
+alive=($(for i in "${alive[@]}"; do if [ "$i" != "$vi" ]; then echo "$i"; fi; done))
 n_alive=${#alive[@]}
 kill -KILL "${pids[vi]}"
 tk=$(now)
