@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -133,19 +132,7 @@ func TestHTTPRefusesBeyondBudget(t *testing.T) {
 	defer srv.Close()
 	set := func() (*http.Response, map[string]string) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/api/set", strings.NewReader(`{"key":"k","value":"v"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := srv.Client().Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() { _ = resp.Body.Close() }() // read fully below
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
+		resp, b := httpDo(t, srv, http.MethodPost, "/api/set", `{"key":"k","value":"v"}`)
 		var out map[string]string
 		_ = json.Unmarshal(b, &out) // {"success":true} is not a map of strings: checked by status
 		return resp, out
