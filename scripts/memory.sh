@@ -68,8 +68,10 @@ report started
 start=$(date +%s)
 "$bin" bench --target "$targets" --keys "$keys" --value-size "$value" --preload-batch "${BATCH:-256}" \
   --preload-level "${LOAD_LEVEL:-quorum}" --preload-only --concurrency 16 --op-timeout 60s >"$dir/load.log" 2>&1 || true
-grep '^preloaded' "$dir/load.log" | tail -1
-grep -v '^preload' "$dir/load.log" | tail -1 | cut -c1-300 # a failure, if any: the figures below are then those of a partial load
+grep '^preloaded' "$dir/load.log" | tail -1 || true
+# a failure, if any: the figures below are then those of a partial load
+# (|| true: with nothing but the preloaded line, grep -v selects nothing)
+{ grep -v '^preload' "$dir/load.log" || true; } | tail -1 | cut -c1-300
 echo "loaded in $(( $(date +%s) - start )) s"
 report loaded
 cmp=(); if [ -n "${ETCD_DIR:-}" ]; then cmp=(--compare "etcd=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379" --etcd-level serializable); fi
