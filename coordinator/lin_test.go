@@ -59,13 +59,7 @@ func (s *serverLin) LinGet(ctx context.Context, _ string, p uint32, key []byte) 
 	if err != nil {
 		return replica.Record{}, false, errorFor(err)
 	}
-	if err := redirectError(p, resp.GetRedirect()); err != nil {
-		return replica.Record{}, false, err
-	}
-	if !resp.GetFound() {
-		return replica.Record{}, false, nil
-	}
-	return recordFromWire(resp.GetRecord()), true, nil
+	return linGetAnswer(p, resp)
 }
 
 func (s *serverLin) LinPut(ctx context.Context, _ string, p uint32, key, value []byte, tombstone bool, expiresAt time.Time) error {

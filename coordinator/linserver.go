@@ -75,14 +75,14 @@ func (s *LinearizableServer) Get(ctx context.Context, req *kvpb.LinGetRequest) (
 			return &kvpb.LinGetResponse{Redirect: r}, err
 		}
 		if !found {
-			return &kvpb.LinGetResponse{}, nil
+			return &kvpb.LinGetResponse{Record: absentToWire(rec)}, nil
 		}
 		return &kvpb.LinGetResponse{Found: true, Record: recordToWire(rec)}, nil
 	}
 	rec, err := g.Get(ctx, req.GetKey())
 	switch {
 	case err == nil && !rec.Tombstone && !rec.Live(g.Now()):
-		return &kvpb.LinGetResponse{}, nil
+		return &kvpb.LinGetResponse{Record: absentToWire(rec)}, nil
 	case err == nil:
 		return &kvpb.LinGetResponse{Found: true, Record: recordToWire(rec)}, nil
 	case errors.Is(err, replica.ErrNotFound):
@@ -199,4 +199,19 @@ func (s *LinearizableServer) Applied(_ context.Context, req *kvpb.AppliedRequest
 		return nil, rpcError(err)
 	}
 	return &kvpb.AppliedResponse{AppliedIndex: idx}, nil
+}
+
+// absentToWire is the record of a key a linearizable get finds absent (a
+// tombstone, an expired record, or none: rec's zero value), without its
+// value: nil when there is none. Its timestamp is the version the double
+// read of a read-only transaction compares (xtxn_read.go): an absent key
+// written and deleted between two reads has a new one. A node of an
+// earlier version sends no record, and its absent keys compare as
+// version 0.
+func absentToWire(rec replica.Record) *kvpb.Record {
+	if rec.Timestamp == 0 {
+		return nil
+	}
+	rec.Value = nil
+	return recordToWire(rec)
 }

@@ -78,10 +78,21 @@ func (t *RPCTransport) LinGet(ctx context.Context, node string, p uint32, key []
 	if err != nil {
 		return replica.Record{}, false, err
 	}
+	return linGetAnswer(p, resp)
+}
+
+// linGetAnswer decodes the answer to a Linearizable.Get of a key in
+// partition p: the redirect as an error, else the record and whether the
+// key is present. An absent key's record, when the leader sent one
+// (absentToWire), carries only its version.
+func linGetAnswer(p uint32, resp *kvpb.LinGetResponse) (replica.Record, bool, error) {
 	if err := redirectError(p, resp.GetRedirect()); err != nil {
 		return replica.Record{}, false, err
 	}
 	if !resp.GetFound() {
+		if w := resp.GetRecord(); w != nil {
+			return recordFromWire(w), false, nil
+		}
 		return replica.Record{}, false, nil
 	}
 	return recordFromWire(resp.GetRecord()), true, nil

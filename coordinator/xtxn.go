@@ -40,6 +40,9 @@ var errTxnStopped = errors.New("coordinator: transaction stopped by a test hook"
 type xtxnHooks struct {
 	afterPrepare func(consensus.TxnID) bool
 	afterCommit  func(consensus.TxnID) bool
+	// snapshotRead runs before (after false) and after each key's read
+	// in pass (1, 2, ...) of a double read.
+	snapshotRead func(pass int, key []byte, after bool)
 }
 
 // xtxnPart is one participant partition's share of a transaction.

@@ -36,17 +36,20 @@ type keyRead struct {
 	err   error
 }
 
+// sameVersion reports whether two reads of a key found the same version.
+// An absent key has one too: its tombstone's or expired record's
+// timestamp, 0 when it has no record. Two absent reads of a key written
+// and deleted between them differ, so the snapshot is not answered from
+// them.
 func (k keyRead) sameVersion(o keyRead) bool {
-	if k.found != o.found {
-		return false
-	}
-	return !k.found || k.rec.Timestamp == o.rec.Timestamp
+	return k.found == o.found && k.rec.Timestamp == o.rec.Timestamp
 }
 
 // readPass reads every key linearizably, concurrently. With local set, a
 // key whose partition this node replicates is read from the local replica
 // instead (localRead), without a round to its leader.
-func (c *Coordinator) readPass(ctx context.Context, keys [][]byte, local bool) ([]keyRead, error) {
+func (c *Coordinator) readPass(ctx context.Context, keys [][]byte, local bool, pass int) ([]keyRead, error) {
+	hook := c.hooks.snapshotRead
 	out := make([]keyRead, len(keys))
 	sem := make(chan struct{}, snapshotParallelism)
 	var wg sync.WaitGroup
@@ -56,6 +59,10 @@ func (c *Coordinator) readPass(ctx context.Context, keys [][]byte, local bool) (
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
+			if hook != nil {
+				hook(pass, k, false)
+				defer hook(pass, k, true)
+			}
 			if local {
 				if rec, found, ok := c.localRead(k); ok {
 					out[i] = keyRead{rec: rec, found: found}
@@ -106,12 +113,12 @@ func (c *Coordinator) localRead(key []byte) (rec replica.Record, found, ok bool)
 // passes: run t through the locking protocol instead.
 func (c *Coordinator) snapshotTxn(ctx context.Context, t *consensus.Txn) (res consensus.TxnResult, ok bool, err error) {
 	keys := t.Keys()
-	first, err := c.readPass(ctx, keys, true)
+	first, err := c.readPass(ctx, keys, true, 1)
 	if err != nil {
 		return res, false, err
 	}
-	for range snapshotTries {
-		second, err := c.readPass(ctx, keys, false)
+	for try := range snapshotTries {
+		second, err := c.readPass(ctx, keys, false, try+2)
 		if err != nil {
 			return res, false, err
 		}

@@ -1,7 +1,10 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -127,5 +130,87 @@ func TestLocalReadFirstPass(t *testing.T) {
 		if err != nil || len(res) != 2 || res[0].Found || res[1].Found {
 			t.Fatalf("mget of a deleted and a missing key: %+v %v", res, err)
 		}
+	}
+}
+
+// TestDoubleReadSeesWriteAndDeleteOfAbsentKey builds the history in which
+// two reads that both find a key absent are not the same version: A is
+// absent and B is b0; T1 = {A=1, B=b1} commits between the first pass's
+// reads of A and B, and T2 = {delete A, B=b2} between the second pass's
+// reads of B and A. Both passes read A absent and B as b1, yet {A absent,
+// B=b1} never held: the states were {absent, b0}, {1, b1}, {absent, b2}.
+// The read must answer one of them, which it can only do if A's two
+// absent reads differ (T2's tombstone has a version; none before T1).
+func TestDoubleReadSeesWriteAndDeleteOfAbsentKey(t *testing.T) {
+	n1, n9, _ := newLinNode(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	keys := spread(t, n1, "absent", 2)
+	a, b := keys[0], keys[1]
+	if err := n1.Set(ctx, b, []byte("b0"), Linearizable); err != nil {
+		t.Fatal(err)
+	}
+	aRead1, bRead2 := make(chan struct{}), make(chan struct{})
+	var hookErr error
+	var mu sync.Mutex
+	commit := func(name string, ops ...TxnOp) {
+		if _, err := n1.Txn(ctx, &TxnRequest{Success: ops}); err != nil {
+			mu.Lock()
+			hookErr = fmt.Errorf("%s: %w", name, err)
+			mu.Unlock()
+		}
+	}
+	// n9 replicates nothing: both passes read on the leader, through the
+	// Linearizable service's answer as a remote node's would be decoded.
+	n9.hooks.snapshotRead = func(pass int, key []byte, after bool) {
+		switch {
+		case pass == 1 && after && bytes.Equal(key, a):
+			close(aRead1)
+		case pass == 1 && !after && bytes.Equal(key, b):
+			<-aRead1
+			commit("T1", set(a, "1"), set(b, "b1"))
+		case pass == 2 && after && bytes.Equal(key, b):
+			close(bRead2)
+		case pass == 2 && !after && bytes.Equal(key, a):
+			<-bRead2
+			commit("T2", TxnOp{Kind: consensus.OpDelete, Key: a}, set(b, "b2"))
+		}
+	}
+	res, err := n9.Txn(ctx, &TxnRequest{Success: []TxnOp{getOp(a), getOp(b)}})
+	n9.hooks.snapshotRead = nil
+	if hookErr != nil {
+		t.Fatal(hookErr)
+	}
+	if err != nil || len(res.Results) != 2 {
+		t.Fatalf("read of A and B: %+v %v", res, err)
+	}
+	type state struct {
+		a string // "" when absent
+		b string
+	}
+	value := func(r consensus.OpResult) string {
+		if !r.Found {
+			return ""
+		}
+		return string(r.Record.Value)
+	}
+	got := state{value(res.Results[0]), value(res.Results[1])}
+	held := []state{{"", "b0"}, {"1", "b1"}, {"", "b2"}}
+	if !slices.Contains(held, got) {
+		t.Fatalf("the read answered A=%q B=%q, a state that never held (the states were %+v)", got.a, got.b, held)
+	}
+	if changed := testutil.ToFloat64(n9.metrics.snapshotReads.WithLabelValues("changed")); changed < 1 {
+		t.Errorf("no pass saw a change (%v)", changed)
+	}
+	// The version of an absent key crosses the wire: a remote read of the
+	// deleted A carries T2's tombstone, with no value.
+	rec, found, err := n9.linGet(ctx, a)
+	if err != nil || found || !rec.Tombstone || rec.Timestamp == 0 || rec.Value != nil {
+		t.Fatalf("remote read of a deleted key: %+v found %v err %v, want its tombstone's version only", rec, found, err)
+	}
+	// A key never written has no version.
+	rec, found, err = n9.linGet(ctx, []byte("absent-never-written"))
+	if err != nil || found || rec.Timestamp != 0 {
+		t.Fatalf("remote read of a key never written: %+v found %v err %v", rec, found, err)
 	}
 }
