@@ -32,7 +32,8 @@ func TestMain(m *testing.M) {
 		// resolve of a transaction started as its group shut down waits
 		// on a VerifyLeader future that hashicorp/raft no longer answers
 		// once it is shut down (seen once in CI, 2026-12-04).
-		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*readBatcher).run"))
+		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*readBatcher).run"),
+		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).leaderReady.func1"))
 }
 
 // startCluster opens n in-process nodes on free loopback ports and waits

@@ -23,6 +23,7 @@ func TestMain(m *testing.M) {
 		// VerifyLeader future hashicorp/raft no longer answers (see
 		// client/cluster_test.go's TestMain).
 		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*readBatcher).run"),
+		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).leaderReady.func1"),
 		// hashicorp/raft#696: see consensus/transport_test.go's TestMain.
 		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*Raft).leadershipTransfer"),
 		goleak.IgnoreAnyFunction("github.com/hashicorp/raft.(*Raft).leaderLoop.func2"),

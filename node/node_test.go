@@ -38,7 +38,8 @@ func TestMain(m *testing.M) {
 		// A leadership round started as a group shut down waits on a
 		// VerifyLeader future hashicorp/raft no longer answers (see
 		// client/cluster_test.go's TestMain; seen in this suite too).
-		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*readBatcher).run"))
+		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*readBatcher).run"),
+		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).leaderReady.func1"))
 }
 
 // startCluster opens n in-process nodes on free loopback ports and waits
