@@ -182,6 +182,19 @@ func TestTxnStrictSerializability(t *testing.T) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(cl)))
 			var seen checkState // this client's last reads
+			// on runs fn on the leader, noting which node that was: after
+			// an unknown outcome the client waits until that node no
+			// longer leads, so that it does not pile up more unknown
+			// operations on a deposed leader that still believes it
+			// leads (each one is concurrent with the rest of the history
+			// and multiplies the checker's search).
+			var lastNode string
+			on := func(ctx context.Context, fn func(g *Group) error) error {
+				return onLeaderOf(ctx, mgrs, p, func(g *Group) error {
+					lastNode = g.nodeID
+					return fn(g)
+				})
+			}
 			for n := range opsEach {
 				op := checkOp{Kind: checkKind(rng.IntN(4))}
 				val := fmt.Sprintf("c%d-%d", cl, n)
@@ -216,7 +229,7 @@ func TestTxnStrictSerializability(t *testing.T) {
 						}
 					}
 					var res TxnResult
-					err = onLeaderOf(opCtx, mgrs, p, func(g *Group) error {
+					err = on(opCtx, func(g *Group) error {
 						var err error
 						res, err = g.Txn(opCtx, txn)
 						return err
@@ -232,12 +245,12 @@ func TestTxnStrictSerializability(t *testing.T) {
 					}
 				case checkPut:
 					op.Key, op.Value = rng.IntN(checkKeys), val
-					err = onLeaderOf(opCtx, mgrs, p, func(g *Group) error {
+					err = on(opCtx, func(g *Group) error {
 						return g.Put(opCtx, keys[op.Key], []byte(op.Value), false, time.Time{})
 					})
 				case checkGet:
 					op.Key = rng.IntN(checkKeys)
-					err = onLeaderOf(opCtx, mgrs, p, func(g *Group) error {
+					err = on(opCtx, func(g *Group) error {
 						rec, err := g.Get(opCtx, keys[op.Key])
 						switch {
 						case errors.Is(err, replica.ErrNotFound):
@@ -260,7 +273,7 @@ func TestTxnStrictSerializability(t *testing.T) {
 						e := []byte(op.Expected)
 						expected = &e
 					}
-					err = onLeaderOf(opCtx, mgrs, p, func(g *Group) error {
+					err = on(opCtx, func(g *Group) error {
 						var err error
 						op.Succeeded, _, _, err = g.CompareAndSet(opCtx, keys[op.Key], expected, []byte(op.Value), time.Time{})
 						return err
@@ -284,6 +297,9 @@ func TestTxnStrictSerializability(t *testing.T) {
 				mu.Lock()
 				history = append(history, porcupine.Operation{ClientId: cl, Input: op, Call: call, Return: ret})
 				mu.Unlock()
+				if op.Unknown {
+					awaitDeposed(ctx, mgrs, p, lastNode)
+				}
 			}
 		}()
 	}
@@ -323,5 +339,24 @@ func TestTxnStrictSerializability(t *testing.T) {
 			_ = f.Close()
 		}
 		t.Fatalf("history not strictly serializable: %s", res)
+	}
+}
+
+// awaitDeposed waits, for at most 5 s, until node no longer leads
+// partition p's group (another node leads, or none does yet).
+func awaitDeposed(ctx context.Context, mgrs map[string]*Manager, p uint32, node string) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if g := leaderOf(mgrs, p); g == nil || g.nodeID != node {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
 	}
 }
