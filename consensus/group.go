@@ -292,7 +292,12 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 	if err != nil {
 		return false, nil, false, fmt.Errorf("consensus: key latch: %w", err)
 	}
-	defer release()
+	handed := false // proposeLatched took the latch over
+	defer func() {
+		if !handed {
+			release()
+		}
+	}()
 	// No leadership round trip for a write: if this node was deposed, its
 	// proposal cannot commit (the majority has seen a newer term), so a
 	// decision made on its state is never applied (a decision to write
@@ -328,7 +333,8 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 	}
 	// Stamp above every timestamp seen for the key.
 	g.stamp(&next, cur, found)
-	if err := g.proposeData(ctx, encodeMerge(key, next)); err != nil {
+	handed = true
+	if err := g.proposeLatched(ctx, encodeMerge(key, next), release); err != nil {
 		return false, nil, false, err
 	}
 	return true, nil, false, nil
@@ -383,11 +389,27 @@ func (g *Group) releaseProposal() {
 // proposeData replicates a command (encodeMerge, encodeBatch) and waits
 // until it is applied here.
 func (g *Group) proposeData(ctx context.Context, data []byte) error {
+	return g.proposeLatched(ctx, data, nil)
+}
+
+// proposeLatched is proposeData for a caller holding key latches: it
+// takes over unlatch (may be nil) and calls it once raft has answered the
+// proposal, not when ctx ends. A proposal given up on (ErrAmbiguous) may
+// still be applied later; while it is in flight, the next update of its
+// keys must not decide on the applied state, which lacks it (a CAS judged
+// there would succeed against a value the pending write replaces).
+func (g *Group) proposeLatched(ctx context.Context, data []byte, unlatch func()) error {
+	handed := false
+	defer func() {
+		if !handed && unlatch != nil {
+			unlatch()
+		}
+	}()
 	if g.proposals != nil && !g.proposals.TryAcquire(1) {
 		g.m.proposalsRefused.Inc()
 		return fmt.Errorf("consensus: group %d: %w", g.id, ErrOverloaded)
 	}
-	release := g.releaseProposal // a method value, not a closure: the goroutine below stays proposeData.func1 (goleak's ignore list names it)
+	release := g.releaseProposal // a method value, not a closure: the goroutine below stays proposeLatched.func2 (goleak's ignore list names it)
 	g.fence.RLock()
 	if g.transferring {
 		done := g.transferred
@@ -403,12 +425,16 @@ func (g *Group) proposeData(ctx context.Context, data []byte) error {
 	}
 	f := g.raft.Apply(data, timeout(ctx))
 	g.fence.RUnlock()
+	handed = true
 	done := make(chan error, 1) // buffered: the waiter may leave on ctx
 	go func() {
 		// The proposal holds its place until raft answers, not until
 		// ctx ends: it stays queued in raft until then.
 		err := g.raftOutcome(f.Error())
 		release()
+		if unlatch != nil {
+			unlatch()
+		}
 		done <- err
 	}()
 	var err error

@@ -39,12 +39,12 @@ func TestMain(m *testing.M) {
 		// hashicorp/raft leaves a future unanswered when it shuts down
 		// with the future still in its buffered apply or verify channel
 		// (Barrier and Apply give their futures no shutdown channel): the
-		// goroutine waiting on it (proposeData's, readBatcher's,
+		// goroutine waiting on it (proposeLatched's, readBatcher's,
 		// leaderReady's barrier) waits for ever. Seen once in a full -race
 		// run of this package, and leaderReady's once in ten -race runs of
 		// TestTxnStrictSerializability; the client, coordinator and node
 		// suites ignore them too.
-		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).proposeData.func1"),
+		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).proposeLatched.func2"),
 		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*readBatcher).run"),
 		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).leaderReady.func1"),
 	)

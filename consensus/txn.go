@@ -307,12 +307,24 @@ func (g *Group) Txn(ctx context.Context, t *Txn) (TxnResult, error) {
 		return TxnResult{}, err
 	}
 	keys := t.Keys()
+	var held []func()
+	unlatch := func() {
+		for _, r := range held {
+			r()
+		}
+	}
+	handed := false // proposeLatched took the latches over
+	defer func() {
+		if !handed {
+			unlatch()
+		}
+	}()
 	for _, k := range keys {
 		release, err := g.latches.acquire(ctx, string(k))
 		if err != nil {
 			return TxnResult{}, fmt.Errorf("consensus: key latch: %w", err)
 		}
-		defer release()
+		held = append(held, release)
 	}
 	if err := g.leaderReady(ctx); err != nil {
 		return TxnResult{}, err
@@ -356,7 +368,8 @@ func (g *Group) Txn(ctx context.Context, t *Txn) (TxnResult, error) {
 		c := cur[string(w.Key)]
 		g.stamp(&w.Record, c.rec, c.found)
 	}
-	if err := g.proposeData(ctx, encodeBatch(writes)); err != nil {
+	handed = true
+	if err := g.proposeLatched(ctx, encodeBatch(writes), unlatch); err != nil {
 		return TxnResult{}, err
 	}
 	return res, nil
