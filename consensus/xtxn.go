@@ -463,12 +463,24 @@ func (g *Group) readTxnRecord(id TxnID) (*TxnRecord, error) {
 // ErrTxnAborted / ErrTxnCommitted (the other decision came first),
 // *NotLeaderError, ErrAmbiguous, ErrNotUpgraded.
 func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitTS replica.Timestamp, writes []replica.Entry) (*TxnRecord, error) {
+	var held []func()
+	unlatch := func() {
+		for _, r := range held {
+			r()
+		}
+	}
+	handed := false // proposeLatched took the latches over
+	defer func() {
+		if !handed {
+			unlatch()
+		}
+	}()
 	key := txnRecordKey(id)
 	release, err := g.latches.acquire(ctx, string(key))
 	if err != nil {
 		return nil, fmt.Errorf("consensus: record latch: %w", err)
 	}
-	defer release()
+	held = append(held, release)
 	if err := g.leaderReady(ctx); err != nil {
 		return nil, err
 	}
@@ -495,7 +507,7 @@ func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitT
 		if err != nil {
 			return nil, err
 		}
-		defer releaseKeys()
+		held = append(held, releaseKeys)
 		if err := g.leaderReady(ctx); err != nil {
 			return nil, err
 		}
@@ -509,7 +521,8 @@ func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitT
 	rec := replica.Record{Value: next.appendBinary(nil)}
 	g.stamp(&rec, stored, found)
 	entries = append(entries, replica.Entry{Partition: g.id, Key: key, Record: rec})
-	if err := g.proposeData(ctx, encodeBatch(entries)); err != nil {
+	handed = true
+	if err := g.proposeLatched(ctx, encodeBatch(entries), unlatch); err != nil {
 		return nil, err
 	}
 	return next, nil

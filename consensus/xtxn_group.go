@@ -230,6 +230,18 @@ func (g *Group) checkIntents(keys [][]byte) error {
 // forgotten), ErrNotUpgraded, *NotLeaderError (nothing written),
 // ErrAmbiguous (may have been written).
 func (g *Group) Prepare(ctx context.Context, req *PrepareRequest) (PrepareResult, error) {
+	var held []func()
+	unlatch := func() {
+		for _, r := range held {
+			r()
+		}
+	}
+	handed := false // proposeLatched took the latches over
+	defer func() {
+		if !handed {
+			unlatch()
+		}
+	}()
 	start := time.Now()
 	defer g.m.observe("prepare", start)
 	if err := checkPrepare(req); err != nil {
@@ -248,7 +260,7 @@ func (g *Group) Prepare(ctx context.Context, req *PrepareRequest) (PrepareResult
 	if err != nil {
 		return PrepareResult{}, err
 	}
-	defer release()
+	held = append(held, release)
 	if err := g.leaderReady(ctx); err != nil {
 		return PrepareResult{}, err
 	}
@@ -306,7 +318,8 @@ func (g *Group) Prepare(ctx context.Context, req *PrepareRequest) (PrepareResult
 		g.stamp(&rec, stored, found)
 		entries = append(entries, replica.Entry{Partition: g.id, Key: ik, Record: rec})
 	}
-	if err := g.proposeData(ctx, encodeBatch(entries)); err != nil {
+	handed = true
+	if err := g.proposeLatched(ctx, encodeBatch(entries), unlatch); err != nil {
 		return PrepareResult{}, err
 	}
 	return res, nil
@@ -388,6 +401,18 @@ func (g *Group) TxnStatus(ctx context.Context, id TxnID) (*TxnRecord, error) {
 //
 // Errors: *NotLeaderError, ErrAmbiguous, ErrNotUpgraded.
 func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS replica.Timestamp, writes []replica.Entry) (int, error) {
+	var held []func()
+	unlatch := func() {
+		for _, r := range held {
+			r()
+		}
+	}
+	handed := false // proposeLatched took the latches over
+	defer func() {
+		if !handed {
+			unlatch()
+		}
+	}()
 	start := time.Now()
 	defer g.m.observe("resolve", start)
 	if err := g.leaderReady(ctx); err != nil {
@@ -410,7 +435,7 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 	if err != nil {
 		return 0, err
 	}
-	defer release()
+	held = append(held, release)
 	if err := g.leaderReady(ctx); err != nil {
 		return 0, err
 	}
@@ -421,7 +446,8 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 	if !g.speaksXTxn() {
 		return 0, errNotUpgradedXTxn
 	}
-	if err := g.proposeData(ctx, encodeBatch(entries)); err != nil {
+	handed = true
+	if err := g.proposeLatched(ctx, encodeBatch(entries), unlatch); err != nil {
 		return 0, err
 	}
 	return clearedIntents(entries), nil
@@ -508,12 +534,24 @@ func clearedIntents(entries []replica.Entry) int {
 // PENDING one is refused (ErrInvalidTxn). The tombstone keeps a late
 // prepare of the attempt from writing a new PENDING record.
 func (g *Group) ForgetTxn(ctx context.Context, id TxnID) error {
+	var held []func()
+	unlatch := func() {
+		for _, r := range held {
+			r()
+		}
+	}
+	handed := false // proposeLatched took the latches over
+	defer func() {
+		if !handed {
+			unlatch()
+		}
+	}()
 	key := txnRecordKey(id)
 	release, err := g.latches.acquire(ctx, string(key))
 	if err != nil {
 		return fmt.Errorf("consensus: record latch: %w", err)
 	}
-	defer release()
+	held = append(held, release)
 	if err := g.leaderReady(ctx); err != nil {
 		return err
 	}
@@ -532,7 +570,8 @@ func (g *Group) ForgetTxn(ctx context.Context, id TxnID) error {
 	}
 	tomb := replica.Record{Tombstone: true}
 	g.stamp(&tomb, stored, true)
-	return g.proposeData(ctx, encodeBatch([]replica.Entry{{Partition: g.id, Key: key, Record: tomb}}))
+	handed = true
+	return g.proposeLatched(ctx, encodeBatch([]replica.Entry{{Partition: g.id, Key: key, Record: tomb}}), unlatch)
 }
 
 // Intents reads, linearizably on the leader, every intent held in the
