@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -538,10 +539,14 @@ func trAnswer(t *testing.T, tr raft.Transport, respond func(raft.RPC)) {
 
 // TestIdleCPU reports the CPU that 64 idle groups on each of 3 nodes cost,
 // with the timers DESIGN.md recommends, with and without a heartbeat
-// window. It asserts nothing about time.
+// window. It asserts nothing about time, so it is a measurement, not a
+// check: it runs only with RINGKV_IDLE_CPU=1 (about 15 s alone, 20-odd s
+// beside the rest of CI, whose budget it would spend on nothing it checks).
+//
+//	RINGKV_IDLE_CPU=1 go test -run TestIdleCPU -v ./consensus/
 func TestIdleCPU(t *testing.T) {
-	if testing.Short() {
-		t.Skip("idle measurement takes ~15s")
+	if testing.Short() || os.Getenv("RINGKV_IDLE_CPU") != "1" {
+		t.Skip("a measurement: set RINGKV_IDLE_CPU=1 to run it")
 	}
 	const groups = 64
 	const window = 5 * time.Second

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 FLOOR=${COVERAGE_FLOOR:-70}
 
 go vet ./...
+echo "-- [${SECONDS}s] vet done"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 # Every package under the race detector, but the chaos harness: its CI run
@@ -25,12 +26,15 @@ go test -cover -timeout 5m ./ring/ 2>&1 | tee "$out" || status=1
 first="internal/testcluster cmd/ringkv client node consensus"
 pkgs=$(for p in $first; do echo "github.com/ringkv/ringkv/$p"; done
   go list ./... | grep -v -e /internal/chaos -e '/ring$' $(for p in $first; do echo "-e /$p\$"; done))
+echo "-- [${SECONDS}s] every other package, under the race detector"
 go test -race -cover -timeout 12m $pkgs 2>&1 | tee -a "$out" || status=1
+echo "-- [${SECONDS}s] chaos CI mode"
 go test -cover -count=1 -timeout 6m ./internal/chaos/ 2>&1 | tee -a "$out" || status=1
 # The chaos CI mode once more against a secure cluster (TLS on every port
 # and peer link through the proxies, encrypted gossip): about a minute.
 # Its length is set by every fault kind running once (about 40 s), not
 # by an operation count.
+echo "-- [${SECONDS}s] chaos CI mode, secure cluster"
 RINGKV_CHAOS_SECURE=1 RINGKV_CHAOS_OPS=8000 go test -count=1 -timeout 6m -run 'TestChaos$' ./internal/chaos/ 2>&1 | tee -a "$out" || status=1
 
 # Opt-in: RINGKV_FUZZ_SECONDS=N runs every fuzz target for N seconds

@@ -126,8 +126,12 @@ func enableAuth(ctx context.Context, hc *http.Client, base, password string) err
 	if err != nil {
 		return fmt.Errorf("dev --secure: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	// Two minutes, as waitReady: on two busy cores (CI, under the race
+	// detector) a fresh secure cluster can take tens of seconds to answer
+	// its first linearizable read and compare-and-set.
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	var last error // the last answer that was not ctx's own end
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/auth/enable", bytes.NewReader(body))
 		if err != nil {
@@ -145,10 +149,17 @@ func enableAuth(ctx context.Context, hc *http.Client, base, password string) err
 			}
 			err = fmt.Errorf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(msg)))
 		}
+		cut := ctx.Err() != nil // this attempt was cut off by ctx
+		if !cut {
+			last = err
+		}
 		t := time.NewTimer(200 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if cut && last != nil {
+				return fmt.Errorf("dev --secure: enable authentication: %w (the answer before: %w)", err, last)
+			}
 			return fmt.Errorf("dev --secure: enable authentication: %w", err)
 		case <-t.C:
 		}
