@@ -36,6 +36,10 @@ type Group struct {
 	features Features
 	// ignoreIntents is Config.UnsafeIgnoreIntents (broken, tests only).
 	ignoreIntents bool
+	// afterReady, set only by tests, runs right after leaderReady passes
+	// in ReadIndex and update: where a leader can be deposed and elected
+	// again before it reads its state (TestReelectedLeaderRefuses).
+	afterReady func()
 
 	latches latchSet
 	reads   readBatcher
@@ -117,12 +121,21 @@ func timeout(ctx context.Context) time.Duration {
 }
 
 // leaderReady waits until this node leads the group and has applied
-// everything committed before its term (so its applied state is current).
-// One Barrier per term is shared by every caller; a failed one is
-// reported to those waiting on it and retried by the next caller.
-func (g *Group) leaderReady(ctx context.Context) error {
+// everything committed before its term (so its applied state is current),
+// and returns that term. One Barrier per term is shared by every caller; a
+// failed one is reported to those waiting on it and retried by the next
+// caller.
+//
+// The applied state is current only while the node stays in that term: a
+// caller that goes on to read it must check inTerm after confirming
+// leadership (verifyIn) or before proposing a decision made on it
+// (proposeLatched's term). A leader deposed and elected again between
+// leaderReady and its read would otherwise confirm leadership in the new
+// term while its applied state lacks what the term between committed, and
+// answer, or decide, on it.
+func (g *Group) leaderReady(ctx context.Context) (uint64, error) {
 	if g.raft.State() != raft.Leader {
-		return g.notLeader()
+		return 0, g.notLeader()
 	}
 	term := g.raft.CurrentTerm()
 	g.mu.Lock()
@@ -145,12 +158,32 @@ func (g *Group) leaderReady(ctx context.Context) error {
 	select {
 	case <-b.ch:
 		if b.err != nil {
-			return g.notLeader() // not applied; the caller retries
+			return 0, g.notLeader() // not applied; the caller retries
 		}
-		return nil
+		return term, nil
 	case <-ctx.Done():
-		return fmt.Errorf("consensus: group %d leader not ready: %w", g.id, ctx.Err())
+		return 0, fmt.Errorf("consensus: group %d leader not ready: %w", g.id, ctx.Err())
 	}
+}
+
+// inTerm answers not-the-leader unless this node is still in term, the
+// one leaderReady returned. A node leads at most once per term, so a
+// leadership confirmed after this check and in the same term (verifyIn)
+// is the leadership the barrier made current.
+func (g *Group) inTerm(term uint64) error {
+	if g.raft.CurrentTerm() != term {
+		return g.notLeader()
+	}
+	return nil
+}
+
+// verifyIn confirms leadership with a heartbeat round (shared, as
+// readBatcher does), then that the node is still in term.
+func (g *Group) verifyIn(ctx context.Context, term uint64) error {
+	if err := g.reads.verify(ctx, g); err != nil {
+		return err
+	}
+	return g.inTerm(term)
 }
 
 // barrier is one term's leader barrier: err is set before ch is closed.
@@ -174,11 +207,15 @@ func (b *barrier) done() bool {
 // leadership with one heartbeat round (shared by every read waiting at that
 // moment) and waits until that index is applied. No log entry is written.
 func (g *Group) ReadIndex(ctx context.Context) error {
-	if err := g.leaderReady(ctx); err != nil {
+	term, err := g.leaderReady(ctx)
+	if err != nil {
 		return err
 	}
+	if g.afterReady != nil {
+		g.afterReady()
+	}
 	index := g.raft.CommitIndex()
-	if err := g.reads.verify(ctx, g); err != nil {
+	if err := g.verifyIn(ctx, term); err != nil {
 		return err
 	}
 	if err := g.fsm.waitApplied(ctx, g.raft, index); err != nil {
@@ -304,8 +341,12 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 	// nothing is confirmed below). The barrier of leaderReady plus the
 	// latch (held until the entry is applied here) make the applied state
 	// current for this key.
-	if err := g.leaderReady(ctx); err != nil {
+	term, err := g.leaderReady(ctx)
+	if err != nil {
 		return false, nil, false, err
+	}
+	if g.afterReady != nil {
+		g.afterReady()
 	}
 	// A transaction's intent locks the key: never write under it.
 	if err := g.checkIntents([][]byte{key}); err != nil {
@@ -323,7 +364,7 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 		// state, so answer only if still the leader (as a read-only
 		// transaction does); a deposed leader that has not yet noticed
 		// would otherwise answer a failed CAS with a stale value.
-		if err := g.reads.verify(ctx, g); err != nil {
+		if err := g.verifyIn(ctx, term); err != nil {
 			return false, nil, false, err
 		}
 		if !live {
@@ -334,7 +375,7 @@ func (g *Group) update(ctx context.Context, key []byte, decide func(cur replica.
 	// Stamp above every timestamp seen for the key.
 	g.stamp(&next, cur, found)
 	handed = true
-	if err := g.proposeLatched(ctx, encodeMerge(key, next), release); err != nil {
+	if err := g.proposeLatched(ctx, term, encodeMerge(key, next), release); err != nil {
 		return false, nil, false, err
 	}
 	return true, nil, false, nil
@@ -389,7 +430,7 @@ func (g *Group) releaseProposal() {
 // proposeData replicates a command (encodeMerge, encodeBatch) and waits
 // until it is applied here.
 func (g *Group) proposeData(ctx context.Context, data []byte) error {
-	return g.proposeLatched(ctx, data, nil)
+	return g.proposeLatched(ctx, 0, data, nil)
 }
 
 // proposeLatched is proposeData for a caller holding key latches: it
@@ -398,7 +439,15 @@ func (g *Group) proposeData(ctx context.Context, data []byte) error {
 // still be applied later; while it is in flight, the next update of its
 // keys must not decide on the applied state, which lacks it (a CAS judged
 // there would succeed against a value the pending write replaces).
-func (g *Group) proposeLatched(ctx context.Context, data []byte, unlatch func()) error {
+//
+// term, when not 0, is the term leaderReady returned to a caller that
+// decided data on this node's applied state: the proposal is refused as
+// not-the-leader unless the node is still in it. (What this does not
+// close: a caller descheduled between this check and raft's dispatch of
+// the entry for as long as a step-down and a new election take; raft
+// answers entries queued while it is no leader with ErrNotLeader, so the
+// entry must also miss that whole time.)
+func (g *Group) proposeLatched(ctx context.Context, term uint64, data []byte, unlatch func()) error {
 	handed := false
 	defer func() {
 		if !handed && unlatch != nil {
@@ -421,6 +470,11 @@ func (g *Group) proposeLatched(ctx context.Context, data []byte, unlatch func())
 		case <-done:
 		case <-ctx.Done():
 		}
+		return g.notLeader()
+	}
+	if term != 0 && g.raft.CurrentTerm() != term {
+		g.fence.RUnlock()
+		release()
 		return g.notLeader()
 	}
 	f := g.raft.Apply(data, timeout(ctx))

@@ -326,7 +326,8 @@ func (g *Group) Txn(ctx context.Context, t *Txn) (TxnResult, error) {
 		}
 		held = append(held, release)
 	}
-	if err := g.leaderReady(ctx); err != nil {
+	term, err := g.leaderReady(ctx)
+	if err != nil {
 		return TxnResult{}, err
 	}
 	// A cross-partition transaction's intent locks its keys for reads as
@@ -354,7 +355,7 @@ func (g *Group) Txn(ctx context.Context, t *Txn) (TxnResult, error) {
 	if len(writes) == 0 {
 		// Nothing to propose: answer only if still the leader, so that
 		// a deposed leader never answers from its stale state.
-		if err := g.reads.verify(ctx, g); err != nil {
+		if err := g.verifyIn(ctx, term); err != nil {
 			return TxnResult{}, err
 		}
 		return res, nil
@@ -369,7 +370,7 @@ func (g *Group) Txn(ctx context.Context, t *Txn) (TxnResult, error) {
 		g.stamp(&w.Record, c.rec, c.found)
 	}
 	handed = true
-	if err := g.proposeLatched(ctx, encodeBatch(writes), unlatch); err != nil {
+	if err := g.proposeLatched(ctx, term, encodeBatch(writes), unlatch); err != nil {
 		return TxnResult{}, err
 	}
 	return res, nil

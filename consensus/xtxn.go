@@ -481,7 +481,8 @@ func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitT
 		return nil, fmt.Errorf("consensus: record latch: %w", err)
 	}
 	held = append(held, release)
-	if err := g.leaderReady(ctx); err != nil {
+	term, err := g.leaderReady(ctx)
+	if err != nil {
 		return nil, err
 	}
 	cur, err := g.readTxnRecord(id)
@@ -508,8 +509,11 @@ func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitT
 			return nil, err
 		}
 		held = append(held, releaseKeys)
-		if err := g.leaderReady(ctx); err != nil {
+		// Still in the term whose applied state decided next.
+		if again, err := g.leaderReady(ctx); err != nil {
 			return nil, err
+		} else if again != term {
+			return nil, g.notLeader()
 		}
 	}
 	entries, err := g.resolveEntries(id, keys, next.Status == TxnCommitted, commitTS, writes)
@@ -522,7 +526,7 @@ func (g *Group) decideTxn(ctx context.Context, id TxnID, want TxnStatus, commitT
 	g.stamp(&rec, stored, found)
 	entries = append(entries, replica.Entry{Partition: g.id, Key: key, Record: rec})
 	handed = true
-	if err := g.proposeLatched(ctx, encodeBatch(entries), unlatch); err != nil {
+	if err := g.proposeLatched(ctx, term, encodeBatch(entries), unlatch); err != nil {
 		return nil, err
 	}
 	return next, nil

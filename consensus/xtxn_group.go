@@ -261,7 +261,8 @@ func (g *Group) Prepare(ctx context.Context, req *PrepareRequest) (PrepareResult
 		return PrepareResult{}, err
 	}
 	held = append(held, release)
-	if err := g.leaderReady(ctx); err != nil {
+	term, err := g.leaderReady(ctx)
+	if err != nil {
 		return PrepareResult{}, err
 	}
 	now := g.Now()
@@ -319,7 +320,7 @@ func (g *Group) Prepare(ctx context.Context, req *PrepareRequest) (PrepareResult
 		entries = append(entries, replica.Entry{Partition: g.id, Key: ik, Record: rec})
 	}
 	handed = true
-	if err := g.proposeLatched(ctx, encodeBatch(entries), unlatch); err != nil {
+	if err := g.proposeLatched(ctx, term, encodeBatch(entries), unlatch); err != nil {
 		return PrepareResult{}, err
 	}
 	return res, nil
@@ -415,7 +416,8 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 	}()
 	start := time.Now()
 	defer g.m.observe("resolve", start)
-	if err := g.leaderReady(ctx); err != nil {
+	term, err := g.leaderReady(ctx)
+	if err != nil {
 		return 0, err
 	}
 	keys, err := g.intentKeysOf(id)
@@ -426,7 +428,7 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 		// Nothing here, by this node's state: answer only while still
 		// the leader, so that a deposed leader never reports a
 		// participant resolved that its successor is not.
-		if err := g.reads.verify(ctx, g); err != nil {
+		if err := g.verifyIn(ctx, term); err != nil {
 			return 0, err
 		}
 		return 0, nil
@@ -436,8 +438,11 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 		return 0, err
 	}
 	held = append(held, release)
-	if err := g.leaderReady(ctx); err != nil {
+	// Still in the term whose applied state found keys.
+	if again, err := g.leaderReady(ctx); err != nil {
 		return 0, err
+	} else if again != term {
+		return 0, g.notLeader()
 	}
 	entries, err := g.resolveEntries(id, keys, commit, commitTS, writes)
 	if err != nil || len(entries) == 0 {
@@ -447,7 +452,7 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 		return 0, errNotUpgradedXTxn
 	}
 	handed = true
-	if err := g.proposeLatched(ctx, encodeBatch(entries), unlatch); err != nil {
+	if err := g.proposeLatched(ctx, term, encodeBatch(entries), unlatch); err != nil {
 		return 0, err
 	}
 	return clearedIntents(entries), nil
@@ -552,7 +557,8 @@ func (g *Group) ForgetTxn(ctx context.Context, id TxnID) error {
 		return fmt.Errorf("consensus: record latch: %w", err)
 	}
 	held = append(held, release)
-	if err := g.leaderReady(ctx); err != nil {
+	term, err := g.leaderReady(ctx)
+	if err != nil {
 		return err
 	}
 	cur, err := g.readTxnRecord(id)
@@ -571,7 +577,7 @@ func (g *Group) ForgetTxn(ctx context.Context, id TxnID) error {
 	tomb := replica.Record{Tombstone: true}
 	g.stamp(&tomb, stored, true)
 	handed = true
-	return g.proposeLatched(ctx, encodeBatch([]replica.Entry{{Partition: g.id, Key: key, Record: tomb}}), unlatch)
+	return g.proposeLatched(ctx, term, encodeBatch([]replica.Entry{{Partition: g.id, Key: key, Record: tomb}}), unlatch)
 }
 
 // Intents reads, linearizably on the leader, every intent held in the
