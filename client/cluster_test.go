@@ -226,9 +226,11 @@ func TestClientAgainstCluster(t *testing.T) {
 		t.Fatalf("list async: %v %v", kvs, err)
 	}
 
-	// Batch: many operations, mixed kinds and levels.
+	// Batch: many operations, mixed kinds and levels. A batch's
+	// operations run concurrently, so the tail's writes go to keys the
+	// batch does not also read (300-302).
 	var ops []client.Op
-	for i := range 300 {
+	for i := range 303 {
 		ops = append(ops, client.SetOp(fmt.Sprintf("batch:%03d", i), fmt.Appendf(nil, "v%d", i)))
 	}
 	for i, r := range c.Batch(ctx, ops) {
@@ -242,9 +244,9 @@ func TestClientAgainstCluster(t *testing.T) {
 	}
 	ops = append(ops,
 		client.GetOp("batch:absent"),
-		client.DeleteOp("batch:000", client.WithConsistency(client.Linearizable)),
-		client.PutIfAbsentOp("batch:001", []byte("x")),
-		client.CompareAndSetOp("batch:002", []byte("v2"), []byte("w2")),
+		client.DeleteOp("batch:300", client.WithConsistency(client.Linearizable)),
+		client.PutIfAbsentOp("batch:301", []byte("x")),
+		client.CompareAndSetOp("batch:302", []byte("v302"), []byte("w2")),
 		client.GetOp(""),
 	)
 	res, err := c.BatchAsync(ctx, ops).Wait()
@@ -261,7 +263,7 @@ func TestClientAgainstCluster(t *testing.T) {
 		tail[3].Err != nil || !errors.Is(tail[4].Err, client.ErrInvalidArgument) {
 		t.Fatalf("batch tail: %+v", tail)
 	}
-	if v, err := c.Get(ctx, "batch:002", client.WithConsistency(client.Linearizable)); err != nil || string(v) != "w2" {
+	if v, err := c.Get(ctx, "batch:302", client.WithConsistency(client.Linearizable)); err != nil || string(v) != "w2" {
 		t.Fatalf("after batch cas: %q %v", v, err)
 	}
 

@@ -9,25 +9,43 @@ FLOOR=${COVERAGE_FLOOR:-70}
 go vet ./...
 echo "-- [${SECONDS}s] vet done"
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
-# Every package under the race detector, but the chaos harness: its CI run
-# (internal/chaos, at most 3 minutes) goes alone afterwards, without -race,
-# so that its fault schedule and operation count do not compete with the
-# other integration suites for the two cores.
+# Every package under the race detector but three: ring (below), the
+# integration suite internal/testcluster (below) and the chaos harness,
+# whose CI run (internal/chaos, about 3 minutes) goes alone afterwards,
+# without -race, so that its fault schedule and operation count do not
+# compete with the other suites for the two cores.
 status=0
 # ring is pure code (no goroutines, no I/O: internal/lint checks it), so
 # the race detector has nothing to find there and only makes its property
 # tests a hundred times slower (2 s plain, minutes under -race, which also
 # cut the seeds). It runs alone first, without -race, at full strength.
 go test -cover -timeout 5m ./ring/ 2>&1 | tee "$out" || status=1
+# The integration suite (internal/testcluster, about 4.5 minutes) runs in
+# the background, beside the race detector's packages: its servers are
+# plain builds (RaceServers) and most of its time is waiting on real
+# processes (failovers, TTLs, anti-entropy rounds), about one core in all,
+# so it runs without -race in its own process (the client library it
+# drives runs under the race detector in client's own tests).
+tcout=$(mktemp)
+trap 'rm -f "$out" "$tcout"' EXIT
+echo "-- [${SECONDS}s] internal/testcluster (background, no -race)"
+go test -cover -count=1 -timeout 12m ./internal/testcluster/ >"$tcout" 2>&1 &
+tcpid=$!
 # go test starts the packages in the order given, two at a time on two
-# cores: the longest first (internal/testcluster, about 5 minutes), so that
-# the rest run beside it instead of after it.
-first="internal/testcluster cmd/ringkv client node consensus"
+# cores: the longest first, so that the short ones fill in behind them.
+# cmd/ringkv's bench tests (TestBench*) start a three-node cluster in the
+# test's own process and load it: under the race detector and beside the
+# rest they took minutes and timed out; they run just after, without it.
+first="cmd/ringkv node consensus client ring/gossip coordinator"
 pkgs=$(for p in $first; do echo "github.com/ringkv/ringkv/$p"; done
-  go list ./... | grep -v -e /internal/chaos -e '/ring$' $(for p in $first; do echo "-e /$p\$"; done))
+  go list ./... | grep -v -e /internal/chaos -e /internal/testcluster -e '/ring$' $(for p in $first; do echo "-e /$p\$"; done))
 echo "-- [${SECONDS}s] every other package, under the race detector"
-go test -race -cover -timeout 12m $pkgs 2>&1 | tee -a "$out" || status=1
+go test -race -cover -timeout 12m -skip '^TestBench' $pkgs 2>&1 | tee -a "$out" || status=1
+echo "-- [${SECONDS}s] cmd/ringkv's bench tests, no -race"
+go test -count=1 -timeout 6m -run '^TestBench' ./cmd/ringkv/ 2>&1 | tee -a "$out" || status=1
+echo "-- [${SECONDS}s] waiting for internal/testcluster"
+wait "$tcpid" || status=1
+cat "$tcout" | tee -a "$out"
 echo "-- [${SECONDS}s] chaos CI mode"
 go test -cover -count=1 -timeout 6m ./internal/chaos/ 2>&1 | tee -a "$out" || status=1
 # The chaos CI mode once more against a secure cluster (TLS on every port

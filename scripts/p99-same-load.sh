@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# p99-same-load.sh FIRST LAST: issue 22's "p99 at the same offered load at
+# ONE and ALL": rounds of open-loop `ringkv bench --rate` beside etcd at
+# the same rate, on three `ringkv serve` processes (fresh each round) and
+# on the embedded cluster. Writes (W) at one and all at WRATE beside etcd's
+# puts; reads (C) at one beside etcd's serializable gets, and at all
+# beside its linearizable gets, at RRATE. Latency is taken from each
+# operation's scheduled start (no coordinated omission). Same variables
+# as scripts/bench-compare.sh, plus WRATE (default 1500) and RRATE
+# (default 2000). scripts/bench-summary.py does not read these: the p99s
+# are in each report's JSON (p99_ms of results and peer).
+set -u
+: "${RINGKV:?}" "${RINGKV_BENCH_ETCD:?}" "${ETCD:?}"
+OUT=${OUT:-/tmp/p99-same-load}; DIR=${DIR:-/tmp/p99-same-load-serve}; DURATION=${DURATION:-10s}
+WRATE=${WRATE:-1500}; RRATE=${RRATE:-2000}
+export RINGKV_BENCH_ETCD
+# shellcheck source=scripts/serve3.sh
+. "$(dirname "$0")/serve3.sh"
+mkdir -p "$OUT"
+
+run() { # name, then bench's arguments
+  local name=$1; shift
+  echo "$(date -u +%H:%M:%S) $name start load: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/log"
+  "$RINGKV" bench --duration "$DURATION" --compare "etcd=$ETCD" --json "$@" >"$OUT/$name.json" 2>"$OUT/$name.err"
+  echo "$(date -u +%H:%M:%S) $name end rc=$? load: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/log"
+}
+
+round() { # prefix, then bench's target arguments
+  local p=$1; shift
+  run "$p-w" "$@" --workloads W --levels one,all --rate "$WRATE"
+  run "$p-c-one" "$@" --workloads C --levels one --rate "$RRATE" --etcd-level serializable
+  run "$p-c-all" "$@" --workloads C --levels all --rate "$RRATE"
+}
+
+for r in $(seq "$1" "$2"); do
+  serve_start || exit 1
+  round "srv-$r" --target $TARGET
+  serve_stop
+  round "emb-$r"
+done
