@@ -77,5 +77,13 @@ while read -r line; do
     echo "coverage of $pkg is $pct%, below the $FLOOR% floor"; fail=1
   fi
 done < <(grep -E 'coverage: [0-9.]+% of statements' "$out")
-[ $status -eq 0 ] || { echo "tests failed"; exit 1; }
+# A failing integration test dumps its nodes' logs (thousands of lines)
+# after its own messages; CI shows the tail of the output, so the failures
+# are repeated here, last: each "--- FAIL" and the test files' own lines
+# (t.Errorf, t.Fatalf, t.Logf), not the nodes' logs.
+if [ $status -ne 0 ]; then
+  echo "== failures (repeated from above)"
+  grep -E -e '^\s*--- FAIL' -e '^\s+[A-Za-z0-9_]+_test\.go:[0-9]+: ' -e '^panic: ' -e '^FAIL\s' "$out" | cut -c1-400 | tail -n 120 || true
+  echo "tests failed"; exit 1
+fi
 exit $fail
