@@ -5,14 +5,17 @@
 # on the embedded cluster. Writes (W) at one and all at WRATE beside etcd's
 # puts; reads (C) at one beside etcd's serializable gets, and at all
 # beside its linearizable gets, at RRATE. Latency is taken from each
-# operation's scheduled start (no coordinated omission). Same variables
+# operation's scheduled start (no coordinated omission). SET=quorum runs
+# the other levels instead: W at quorum and linearizable at WRATE, CAS at
+# CASRATE (default 400), C at quorum and linearizable at RRATE, each
+# beside etcd's linearizable operation. Same variables
 # as scripts/bench-compare.sh, plus WRATE (default 1500) and RRATE
 # (default 2000). scripts/bench-summary.py does not read these: the p99s
 # are in each report's JSON (p99_ms of results and peer).
 set -u
 : "${RINGKV:?}" "${RINGKV_BENCH_ETCD:?}" "${ETCD:?}"
 OUT=${OUT:-/tmp/p99-same-load}; DIR=${DIR:-/tmp/p99-same-load-serve}; DURATION=${DURATION:-10s}
-WRATE=${WRATE:-1500}; RRATE=${RRATE:-2000}
+WRATE=${WRATE:-1500}; RRATE=${RRATE:-2000}; CASRATE=${CASRATE:-400}; SET=${SET:-oneall}
 export RINGKV_BENCH_ETCD
 # shellcheck source=scripts/serve3.sh
 . "$(dirname "$0")/serve3.sh"
@@ -27,6 +30,12 @@ run() { # name, then bench's arguments
 
 round() { # prefix, then bench's target arguments
   local p=$1; shift
+  if [ "$SET" = quorum ]; then
+    run "$p-wq" "$@" --workloads W --levels quorum,linearizable --rate "$WRATE"
+    run "$p-cas" "$@" --workloads CAS --levels linearizable --rate "$CASRATE"
+    run "$p-cq" "$@" --workloads C --levels quorum,linearizable --rate "$RRATE"
+    return
+  fi
   run "$p-w" "$@" --workloads W --levels one,all --rate "$WRATE"
   run "$p-c-one" "$@" --workloads C --levels one --rate "$RRATE" --etcd-level serializable
   run "$p-c-all" "$@" --workloads C --levels all --rate "$RRATE"
