@@ -10,8 +10,8 @@
 # CASRATE (default 400), C at quorum and linearizable at RRATE, each
 # beside etcd's linearizable operation. Same variables
 # as scripts/bench-compare.sh, plus WRATE (default 1500) and RRATE
-# (default 2000). scripts/bench-summary.py does not read these: the p99s
-# are in each report's JSON (p99_ms of results and peer).
+# (default 2000). scripts/p99-summary.py OUT tabulates them (each
+# report's JSON: latency.p99_us of results and peer).
 set -u
 : "${RINGKV:?}" "${RINGKV_BENCH_ETCD:?}" "${ETCD:?}"
 OUT=${OUT:-/tmp/p99-same-load}; DIR=${DIR:-/tmp/p99-same-load-serve}; DURATION=${DURATION:-10s}
