@@ -7,6 +7,8 @@ import (
 	"slices"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/ringkv/ringkv/internal/varint"
 )
 
 // state is the decoded auth record. A state that has been cached is never
@@ -132,8 +134,8 @@ func (d *decoder) byte() (byte, error) {
 }
 
 func (d *decoder) uvarint() (uint64, error) {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 || (n > 1 && d.b[n-1] == 0) { // a zero last byte: not the shortest form
+	v, n := varint.Uvarint(d.b)
+	if n <= 0 { // varint refuses a longer form than the shortest
 		return 0, errBadVarint
 	}
 	d.b = d.b[n:]

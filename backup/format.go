@@ -11,6 +11,7 @@ import (
 	"io"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/varint"
 
 	"github.com/ringkv/ringkv/replica"
 )
@@ -148,12 +149,12 @@ func (r *Reader) Next() ([]byte, replica.Record, error) {
 		}
 		return nil, replica.Record{}, fmt.Errorf("read frame at offset %d: %w", at, err)
 	}
-	r.bytes += int64(uvarintLen(n)) + int64(len(frame))
+	r.bytes += int64(varint.Len(n)) + int64(len(frame))
 	body := frame[:n]
 	if got, want := crc.Sum(body), binary.BigEndian.Uint32(frame[n:]); got != want {
 		return nil, replica.Record{}, fmt.Errorf("%w: frame checksum %08x, want %08x, at offset %d", ErrCorrupt, got, want, at)
 	}
-	klen, k := binary.Uvarint(body)
+	klen, k := varint.Uvarint(body)
 	if k <= 0 || klen > uint64(len(body)-k) {
 		return nil, replica.Record{}, fmt.Errorf("%w: bad key length at offset %d", ErrCorrupt, at)
 	}
@@ -202,12 +203,3 @@ func (r *Reader) Bytes() int64 { return r.bytes }
 // SHA256 returns the hex SHA-256 of the bytes read so far; after Next
 // returned io.EOF, of the whole file.
 func (r *Reader) SHA256() string { return hex.EncodeToString(r.sum.Sum(nil)) }
-
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
-}

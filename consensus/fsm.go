@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/ringkv/ringkv/internal/varint"
 	"github.com/ringkv/ringkv/replica"
 )
 
@@ -91,7 +92,7 @@ func decodeMerge(b []byte) ([]byte, replica.Record, error) {
 // decodeBytes reads a uvarint length and that many bytes from b; the
 // result aliases b.
 func decodeBytes(b []byte) (field, rest []byte, err error) {
-	n, w := binary.Uvarint(b)
+	n, w := varint.Uvarint(b)
 	if w <= 0 || n > uint64(len(b)-w) {
 		return nil, nil, fmt.Errorf("%w: bad length", ErrCorruptCommand)
 	}
@@ -112,7 +113,7 @@ func decodeCommand(dst []replica.Entry, group uint32, b []byte) ([]replica.Entry
 		}
 		return append(dst, replica.Entry{Partition: group, Key: key, Record: rec}), nil
 	case opBatch:
-		n, w := binary.Uvarint(b[2:])
+		n, w := varint.Uvarint(b[2:])
 		// Every entry takes at least a key byte, two lengths and a record.
 		if w <= 0 || n == 0 || n > uint64(len(b)) {
 			return dst, fmt.Errorf("%w: bad batch count", ErrCorruptCommand)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/varint"
 
 	"github.com/hashicorp/raft"
 
@@ -591,7 +592,7 @@ func (d *logDecoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	v, n := varint.Uvarint(d.b)
 	if n <= 0 {
 		d.err = fmt.Errorf("%w: bad uvarint in log entry", ErrCorruptLog)
 		return 0
@@ -604,7 +605,7 @@ func (d *logDecoder) varint() int64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.b)
+	v, n := varint.Varint(d.b)
 	if n <= 0 {
 		d.err = fmt.Errorf("%w: bad varint in log entry", ErrCorruptLog)
 		return 0

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ringkv/ringkv/internal/varint"
 	"github.com/ringkv/ringkv/replica"
 )
 
@@ -177,7 +178,7 @@ func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	v, n := varint.Uvarint(d.b)
 	if n <= 0 {
 		d.err = fmt.Errorf("%w: bad varint", ErrCorruptCommand)
 		return 0
@@ -190,7 +191,7 @@ func (d *decoder) varint() int64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.b)
+	v, n := varint.Varint(d.b)
 	if n <= 0 {
 		d.err = fmt.Errorf("%w: bad varint", ErrCorruptCommand)
 		return 0

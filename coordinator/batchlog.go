@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ringkv/ringkv/internal/varint"
 	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring"
 )
@@ -79,14 +80,14 @@ func decodeBatch(b []byte) ([]replica.Entry, error) {
 		return nil, fmt.Errorf("%w: batch entry without version %d", ErrCorrupt, batchVersion)
 	}
 	b = b[1:]
-	n, k := binary.Uvarint(b)
+	n, k := varint.Uvarint(b)
 	if k <= 0 || n > uint64(len(b)) {
 		return nil, fmt.Errorf("%w: batch entry count", ErrCorrupt)
 	}
 	b = b[k:]
 	out := make([]replica.Entry, 0, n)
 	for range n {
-		l, k := binary.Uvarint(b)
+		l, k := varint.Uvarint(b)
 		if k <= 0 || l > uint64(len(b)-k) {
 			return nil, fmt.Errorf("%w: batch record length", ErrCorrupt)
 		}

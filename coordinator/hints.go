@@ -53,6 +53,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/varint"
 
 	"golang.org/x/time/rate"
 
@@ -123,7 +124,7 @@ func decodeHint(b []byte) (replica.Entry, error) {
 	}
 	e := replica.Entry{Partition: binary.BigEndian.Uint32(body[1:5])}
 	rest := body[5:]
-	n, k := binary.Uvarint(rest)
+	n, k := varint.Uvarint(rest)
 	if k <= 0 || n > uint64(len(rest)-k) {
 		return replica.Entry{}, fmt.Errorf("%w: hint key length", ErrCorrupt)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/varint"
 )
 
 // Record is the one stored unit per key: a value or a tombstone, stamped with
@@ -110,16 +111,7 @@ func expiryNanos(t time.Time) int64 {
 
 // encodedLen returns the length of r's encoding.
 func (r Record) encodedLen() int {
-	return recordHeaderLen + uvarintLen(uint64(len(r.NodeID))) + len(r.NodeID) + len(r.Value) + recordCRCLen
-}
-
-func uvarintLen(x uint64) int {
-	n := 1
-	for x >= 0x80 {
-		x >>= 7
-		n++
-	}
-	return n
+	return recordHeaderLen + varint.Len(uint64(len(r.NodeID))) + len(r.NodeID) + len(r.Value) + recordCRCLen
 }
 
 // AppendBinary appends the encoding of r to b and returns the extended
@@ -170,8 +162,8 @@ func decodeRecord(b []byte, copyValue bool) (Record, error) {
 		r.ExpiresAt = time.Unix(0, ns).UTC()
 	}
 	rest := body[recordHeaderLen:]
-	n, k := binary.Uvarint(rest)
-	if k <= 0 || k != uvarintLen(n) {
+	n, k := varint.Uvarint(rest)
+	if k <= 0 {
 		return Record{}, fmt.Errorf("%w: bad node id length", ErrCorrupt)
 	}
 	rest = rest[k:]

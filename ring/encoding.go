@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/varint"
 )
 
 // Encoding (format 1), all integers unsigned varints unless noted:
@@ -84,7 +85,7 @@ func (d *decoder) uvarint() uint64 {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Uvarint(d.b)
+	v, n := varint.Uvarint(d.b)
 	if n <= 0 {
 		d.fail("bad varint")
 		return 0

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/varint"
 
 	"github.com/ringkv/ringkv/ring"
 )
@@ -109,7 +110,7 @@ func decodeRecord(b []byte) (record, error) {
 	if want, got := binary.BigEndian.Uint32(b[5:9]), crc.Sum(rest); got != want {
 		return bad("checksum %08x, want %08x", got, want)
 	}
-	n, k := binary.Uvarint(rest)
+	n, k := varint.Uvarint(rest)
 	if k <= 0 || n > uint64(len(rest)-k) {
 		return bad("ring length")
 	}
@@ -119,7 +120,7 @@ func decodeRecord(b []byte) (record, error) {
 		return bad("%w", err)
 	}
 	rest = rest[n:]
-	count, k := binary.Uvarint(rest)
+	count, k := varint.Uvarint(rest)
 	if k <= 0 || count > recordHistory {
 		return bad("history length")
 	}
@@ -132,7 +133,7 @@ func decodeRecord(b []byte) (record, error) {
 		var c madeChange
 		copy(c.id[:], rest)
 		rest = rest[len(c.id):]
-		if c.version, k = binary.Uvarint(rest); k <= 0 {
+		if c.version, k = varint.Uvarint(rest); k <= 0 {
 			return bad("history version")
 		}
 		rest = rest[k:]
