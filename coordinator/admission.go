@@ -75,7 +75,7 @@ const (
 // budget is one bound of requests and bytes in flight; a nil semaphore
 // is no bound.
 type budget struct {
-	requests *semaphore.Weighted
+	requests *bound
 	bytes    *semaphore.Weighted
 	maxBytes int64
 }
@@ -83,7 +83,7 @@ type budget struct {
 func newBudget(requests int, bytes int64) budget {
 	b := budget{maxBytes: bytes}
 	if requests > 0 {
-		b.requests = semaphore.NewWeighted(int64(requests))
+		b.requests = newBound(requests)
 	}
 	if bytes > 0 {
 		b.bytes = semaphore.NewWeighted(bytes)
@@ -96,6 +96,10 @@ type admission struct {
 	client, peer budget
 	retryAfter   time.Duration
 	m            *admissionMetrics
+	// The client bound's range and the scheduling latency it keeps
+	// (adaptive.go); target 0: a fixed bound.
+	minInflight, maxInflight int64
+	target                   time.Duration
 }
 
 func newAdmission(cfg Config, reg prometheus.Registerer) (*admission, error) {
@@ -103,13 +107,23 @@ func newAdmission(cfg Config, reg prometheus.Registerer) (*admission, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &admission{
-		client:     newBudget(cfg.MaxInflight, cfg.MaxInflightBytes),
-		peer:       newBudget(cfg.MaxPeerInflight, cfg.MaxPeerInflightBytes),
-		retryAfter: cfg.RetryAfter,
-		m:          m,
-	}, nil
+	a := &admission{
+		client:      newBudget(cfg.MaxInflight, cfg.MaxInflightBytes),
+		peer:        newBudget(cfg.MaxPeerInflight, cfg.MaxPeerInflightBytes),
+		retryAfter:  cfg.RetryAfter,
+		m:           m,
+		maxInflight: int64(cfg.MaxInflight),
+		minInflight: int64(min(cfg.MinInflight, cfg.MaxInflight)),
+	}
+	if cfg.MaxInflight > 0 && cfg.SchedLatencyTarget > 0 {
+		a.target = cfg.SchedLatencyTarget
+	}
+	m.limit.Set(float64(cfg.MaxInflight))
+	return a, nil
 }
+
+// adaptive reports whether the client bound follows the scheduler.
+func (a *admission) adaptive() bool { return a.target > 0 }
 
 // admit takes one request of n bytes from p's budget, without waiting.
 // It returns the function that gives it back (call it once, when the
@@ -121,14 +135,14 @@ func (a *admission) admit(p Plane, n int64) (func(), error) {
 	if p == PlanePeer {
 		b = &a.peer
 	}
-	if b.requests != nil && !b.requests.TryAcquire(1) {
+	if b.requests != nil && !b.requests.tryAcquire() {
 		a.m.refused[p][refusedInflight].Inc()
 		return nil, fmt.Errorf("%w: %s requests in flight at the node's bound; retry after %s", ErrOverloaded, p, a.retryAfter)
 	}
 	n = max(0, min(n, b.maxBytes))
 	if b.bytes != nil && n > 0 && !b.bytes.TryAcquire(n) {
 		if b.requests != nil {
-			b.requests.Release(1)
+			b.requests.release()
 		}
 		a.m.refused[p][refusedBytes].Inc()
 		return nil, fmt.Errorf("%w: %s request bytes in flight at the node's bound; retry after %s", ErrOverloaded, p, a.retryAfter)
@@ -141,7 +155,7 @@ func (a *admission) admit(p Plane, n int64) (func(), error) {
 			b.bytes.Release(n)
 		}
 		if b.requests != nil {
-			b.requests.Release(1)
+			b.requests.release()
 		}
 	}, nil
 }
@@ -202,6 +216,8 @@ const (
 type admissionMetrics struct {
 	refused  [numPlanes][2]prometheus.Counter
 	inflight [numPlanes]prometheus.Gauge
+	limit    prometheus.Gauge // the client bound (adaptive.go)
+	schedP99 prometheus.Gauge // what it follows
 }
 
 func newAdmissionMetrics(reg prometheus.Registerer) (*admissionMetrics, error) {
@@ -221,7 +237,11 @@ func newAdmissionMetrics(reg prometheus.Registerer) (*admissionMetrics, error) {
 			return nil, fmt.Errorf("register admission metrics: %w", err)
 		}
 	}
-	m := &admissionMetrics{}
+	limit, schedP99, err := newAdaptMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("register admission metrics: %w", err)
+	}
+	m := &admissionMetrics{limit: limit, schedP99: schedP99}
 	for p := range numPlanes {
 		m.inflight[p] = inflight.WithLabelValues(p.String())
 		m.refused[p][refusedInflight] = refused.WithLabelValues(p.String(), reasonInflight)

@@ -80,8 +80,20 @@ type Config struct {
 	// it a request is refused at once with ErrOverloaded (HTTP 429,
 	// ERROR_CODE_OVERLOADED, RESP -BUSY). Higher admits more concurrency
 	// at the cost of latency and memory under overload. 0: no bound.
-	// Default 1024.
+	// Default 1024. With SchedLatencyTarget the bound moves between
+	// MinInflight and MaxInflight (adaptive.go).
 	MaxInflight int
+	// MinInflight is the least the client bound shrinks to when the
+	// scheduler is late; a MaxInflight below it is the floor as well (a
+	// fixed bound). Default 16.
+	MinInflight int
+	// SchedLatencyTarget is the p99 of the time runnable goroutines wait
+	// for a CPU that the client bound keeps: beyond it, the bound shrinks
+	// toward MinInflight so that raft's heartbeats are not starved into
+	// elections by admitted work; under it, a bound that refused grows
+	// back toward MaxInflight. Default 50ms; 0: a fixed bound of
+	// MaxInflight.
+	SchedLatencyTarget time.Duration
 	// MaxInflightBytes bounds the keys and values of the client requests
 	// in flight, as MaxInflight bounds their number. 0: no bound. Default
 	// 64 MiB.
@@ -135,6 +147,8 @@ func DefaultConfig() Config {
 		BatchReplayInterval: 10 * time.Second,
 
 		MaxInflight:          1024,
+		MinInflight:          16,
+		SchedLatencyTarget:   50 * time.Millisecond,
 		MaxInflightBytes:     64 << 20,
 		MaxPeerInflight:      4096,
 		MaxPeerInflightBytes: 128 << 20,
@@ -179,6 +193,8 @@ func (c Config) Validate() error {
 		v    int64
 	}{
 		{"MaxInflight", int64(c.MaxInflight)},
+		{"MinInflight", int64(c.MinInflight)},
+		{"SchedLatencyTarget", int64(c.SchedLatencyTarget)},
 		{"MaxInflightBytes", c.MaxInflightBytes},
 		{"MaxPeerInflight", int64(c.MaxPeerInflight)},
 		{"MaxPeerInflightBytes", c.MaxPeerInflightBytes},
@@ -189,6 +205,9 @@ func (c Config) Validate() error {
 	}
 	if err := validateRateLimits(c.RateLimits); err != nil {
 		errs = append(errs, err)
+	}
+	if c.SchedLatencyTarget > 0 && c.MaxInflight > 0 && c.MinInflight < 1 {
+		errs = append(errs, fmt.Errorf("coordinator: MinInflight must be at least 1 when the client bound adapts (SchedLatencyTarget %s), got %d", c.SchedLatencyTarget, c.MinInflight))
 	}
 	if c.DefaultListLimit > c.MaxListLimit {
 		errs = append(errs, fmt.Errorf("coordinator: DefaultListLimit %d exceeds MaxListLimit %d", c.DefaultListLimit, c.MaxListLimit))

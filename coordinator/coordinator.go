@@ -105,6 +105,9 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 		c.bg.Go(func() { c.sweep(ctx) })
 	}
 	c.bg.Go(func() { c.replayBatches(ctx) })
+	if adm.adaptive() {
+		c.bg.Go(func() { adm.adapt(ctx) })
+	}
 	return c, nil
 }
 

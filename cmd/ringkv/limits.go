@@ -12,7 +12,9 @@ import (
 // limits are the admission bounds of a node (docs/OPERATIONS.md,
 // "Admission control"): `serve` and `dev` take the same flags.
 type limits struct {
-	inflight, peerInflight           int
+	inflight, minInflight            int
+	peerInflight                     int
+	schedTarget                      time.Duration
 	inflightBytes, peerInflightBytes int64
 	proposals                        int
 	retryAfter                       time.Duration
@@ -46,7 +48,9 @@ func (r *rateFlags) Set(v string) error {
 // as their defaults, and returns where they are parsed into.
 func addLimitFlags(fs *flag.FlagSet, cfg node.Config) *limits {
 	l := &limits{}
-	fs.IntVar(&l.inflight, "max-inflight", cfg.Coordinator.MaxInflight, "client requests (HTTP, drpc, Redis together) a node runs at once; beyond it a request is refused at once (HTTP 429 with Retry-After, drpc OVERLOADED, RESP -BUSY); 0: no bound")
+	fs.IntVar(&l.inflight, "max-inflight", cfg.Coordinator.MaxInflight, "client requests (HTTP, drpc, Redis together) a node runs at once; beyond it a request is refused at once (HTTP 429 with Retry-After, drpc OVERLOADED, RESP -BUSY); the bound shrinks toward --min-inflight while the Go scheduler is late (--sched-latency-target); 0: no bound")
+	fs.IntVar(&l.minInflight, "min-inflight", cfg.Coordinator.MinInflight, "the least the client bound shrinks to while the scheduler is late")
+	fs.DurationVar(&l.schedTarget, "sched-latency-target", cfg.Coordinator.SchedLatencyTarget, "p99 of the time runnable goroutines wait for a CPU that the client bound keeps (it shrinks beyond, so that admitted work cannot starve raft's heartbeats into elections, and grows back under it); 0: a fixed bound of --max-inflight")
 	fs.Int64Var(&l.inflightBytes, "max-inflight-bytes", cfg.Coordinator.MaxInflightBytes, "bytes of keys and values of the client requests in flight; beyond it requests are refused as above; 0: no bound")
 	fs.IntVar(&l.peerInflight, "max-peer-inflight", cfg.Coordinator.MaxPeerInflight, "calls of other nodes' coordinators (replica reads and writes) a node runs at once, a budget apart from clients'; 0: no bound")
 	fs.Int64Var(&l.peerInflightBytes, "max-peer-inflight-bytes", cfg.Coordinator.MaxPeerInflightBytes, "bytes of those calls in flight; 0: no bound")
@@ -59,6 +63,7 @@ func addLimitFlags(fs *flag.FlagSet, cfg node.Config) *limits {
 // apply sets the parsed bounds on cfg.
 func (l *limits) apply(cfg *node.Config) {
 	cfg.Coordinator.MaxInflight, cfg.Coordinator.MaxInflightBytes = l.inflight, l.inflightBytes
+	cfg.Coordinator.MinInflight, cfg.Coordinator.SchedLatencyTarget = l.minInflight, l.schedTarget
 	cfg.Coordinator.MaxPeerInflight, cfg.Coordinator.MaxPeerInflightBytes = l.peerInflight, l.peerInflightBytes
 	cfg.Consensus.MaxPendingProposals = l.proposals
 	cfg.Coordinator.RetryAfter = l.retryAfter
