@@ -16,13 +16,16 @@ RATE=${RATE:-37000}
 RINGKV=${RINGKV:-ringkv}
 terms() { s=0; for p in 18081 18082 18083; do v=$(curl -s localhost:$p/metrics | awk '/^ringkv_consensus_term\{/ {s+=$2} END {print s}'); s=$((s+${v%.*})); done; echo $s; }
 metric() { curl -s localhost:$1/metrics | awk -v n="$2" 'index($0,n)==1 {s+=$NF} END {printf "%d\n", s}'; }
-rm -f /tmp/adm-stop /tmp/adm-rss-peak /tmp/adm-probe.txt
+rm -f /tmp/adm-stop /tmp/adm-rss-peak /tmp/adm-probe.txt /tmp/adm-limit.txt
 echo "uptime before: $(uptime)"
 echo "terms before: $(terms)"
 echo "rss before kB: $(ps -o rss= -p $PID)"
 # RSS sampler
 ( peak=0; while kill -0 $PID 2>/dev/null && [ ! -f /tmp/adm-stop ]; do r=$(ps -o rss= -p $PID); [ "$r" -gt "$peak" ] && peak=$r; echo $peak > /tmp/adm-rss-peak; sleep 0.5; done ) &
 SAMP=$!
+# the client bound of node 18081 (it adapts: ARCHITECTURE "Admission control"), every 0.5 s
+( while [ ! -f /tmp/adm-stop ]; do echo "$(date +%s.%N) $(metric 18081 ringkv_coordinator_admission_client_limit)"; sleep 0.5; done > /tmp/adm-limit.txt ) &
+LIM=$!
 # HTTP probe: one set every 50 ms, code and time
 ( i=0; while [ ! -f /tmp/adm-stop ]; do ${PIN[@]+"${PIN[@]}"} curl -s -o /dev/null -w '%{http_code} %{time_total}\n' -XPOST localhost:18081/api/set -d "{\"key\":\"probe:$i\",\"value\":\"v\"}"; i=$((i+1)); sleep 0.05; done > /tmp/adm-probe.txt ) &
 PROBE=$!
@@ -30,7 +33,7 @@ START=$(date +%s.%N)
 ${PIN[@]+"${PIN[@]}"} "$RINGKV" bench --target $T --workloads W --levels quorum --duration 60s --concurrency 4096 --rate $RATE --attempts 1 --op-timeout 5s --preload=false > /tmp/adm-over.txt 2>/tmp/adm-over.err
 END=$(date +%s.%N)
 touch /tmp/adm-stop
-wait $PROBE
+wait $PROBE $LIM
 # recovery: time until a write answers 200 and then 20 in a row do, each faster than 0.3 s
 ok=0; first=""
 while [ $ok -lt 20 ]; do
@@ -45,6 +48,7 @@ wait $SAMP
 echo "rss peak kB: $(cat /tmp/adm-rss-peak)"
 echo "terms after: $(terms)"
 for p in 18081 18082 18083; do echo "node $p refused: $(metric $p ringkv_coordinator_admission_refused_total) proposals refused: $(metric $p ringkv_consensus_proposals_refused_total)"; done
+echo "client bound of 18081 during the run: min $(awk '{print $2}' /tmp/adm-limit.txt | sort -n | head -1), max $(awk '{print $2}' /tmp/adm-limit.txt | sort -n | tail -1), last $(tail -1 /tmp/adm-limit.txt | awk '{print $2}'); now $(metric 18081 ringkv_coordinator_admission_client_limit)"
 echo "probe: $(wc -l < /tmp/adm-probe.txt) requests"; awk '{c[$1]++} END {for (k in c) print "  status", k, c[k]}' /tmp/adm-probe.txt
 for code in 200 429; do awk -v c=$code '$1==c {print $2}' /tmp/adm-probe.txt | sort -n > /tmp/adm-lat-$code.txt; n=$(wc -l < /tmp/adm-lat-$code.txt); [ $n -gt 0 ] && echo "  $code latency s: p50 $(sed -n "$((n/2+1))p" /tmp/adm-lat-$code.txt) p99 $(sed -n "$(( (n*99+99)/100 ))p" /tmp/adm-lat-$code.txt) max $(tail -1 /tmp/adm-lat-$code.txt)"; done
 echo "uptime after: $(uptime)"
