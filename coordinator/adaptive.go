@@ -23,8 +23,10 @@ import (
 // /sched/latencies:seconds, the whole process's): every adaptInterval,
 // if the p99 of that wait over the interval exceeds
 // Config.SchedLatencyTarget the bound shrinks (by half beyond twice the
-// target, by a quarter otherwise); if it stayed under the target and
-// the bound refused a request, the bound grows by a sixteenth. It starts
+// target, by a quarter otherwise); if it stayed under half the target
+// and the bound refused a request, the bound grows by a sixty-fourth
+// (at least one: near the floor it creeps back rather than overshoots);
+// in between it holds. It starts
 // at MaxInflight, so an unloaded node admits as much as a fixed bound
 // would, and a flood shrinks it within a few intervals, before the
 // heartbeats' timeouts. The peer budget stays fixed: its calls are
@@ -74,8 +76,8 @@ func nextLimit(cur, lo, hi int64, p99, target time.Duration, refused bool) int64
 		cur /= 2
 	case p99 > target:
 		cur -= cur / 4
-	case refused:
-		cur += max(1, cur/16)
+	case refused && p99 <= target/2:
+		cur += max(1, cur/64)
 	}
 	return min(max(cur, lo), hi)
 }

@@ -14,7 +14,7 @@ import (
 )
 
 func TestNextLimit(t *testing.T) {
-	const target = 50 * time.Millisecond
+	const target = 40 * time.Millisecond
 	for _, tc := range []struct {
 		name    string
 		cur     int64
@@ -23,13 +23,15 @@ func TestNextLimit(t *testing.T) {
 		want    int64
 	}{
 		{"far beyond the target: halved", 1024, 150 * time.Millisecond, false, 512},
-		{"beyond the target: a quarter off", 1024, 80 * time.Millisecond, true, 768},
+		{"beyond the target: a quarter off", 1024, 60 * time.Millisecond, true, 768},
 		{"halving stops at the floor", 20, time.Second, false, 16},
-		{"under the target, refusing: a sixteenth more", 512, 10 * time.Millisecond, true, 544},
+		{"under half the target, refusing: a sixty-fourth more", 512, 10 * time.Millisecond, true, 520},
+		{"at half the target, refusing: grows", 512, target / 2, true, 520},
 		{"growth is at least one", 16, time.Millisecond, true, 17},
 		{"growth stops at the ceiling", 1020, time.Millisecond, true, 1024},
 		{"under the target, not refusing: unchanged", 300, time.Millisecond, false, 300},
-		{"at the target exactly: not late", 300, target, true, 318},
+		{"between half the target and the target: holds", 300, 30 * time.Millisecond, true, 300},
+		{"at the target exactly: not late, holds", 300, target, true, 300},
 	} {
 		if got := nextLimit(tc.cur, 16, 1024, tc.p99, target, tc.refused); got != tc.want {
 			t.Errorf("%s: nextLimit(%d, p99 %s, refused %v) = %d, want %d", tc.name, tc.cur, tc.p99, tc.refused, got, tc.want)
@@ -120,15 +122,16 @@ func TestAdaptStepMovesTheClientBound(t *testing.T) {
 	if _, err := a.admit(PlaneRESP, 1); !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("with 32 in flight against 32: %v", err)
 	}
-	// Refused while the scheduler keeps up: grows by a sixteenth.
+	// Refused while the scheduler keeps up: grows by one (a sixty-fourth,
+	// at least one).
 	a.adaptStep(time.Millisecond, 1000)
-	if got := a.client.requests.limit.Load(); got != 34 {
-		t.Fatalf("limit after a refusing interval on time: %d, want 34", got)
+	if got := a.client.requests.limit.Load(); got != 33 {
+		t.Fatalf("limit after a refusing interval on time: %d, want 33", got)
 	}
 	// Nothing refused since: stays.
 	a.adaptStep(time.Millisecond, 1000)
-	if got := a.client.requests.limit.Load(); got != 34 {
-		t.Fatalf("limit after a quiet interval: %d, want 34", got)
+	if got := a.client.requests.limit.Load(); got != 33 {
+		t.Fatalf("limit after a quiet interval: %d, want 33", got)
 	}
 	for range 10 {
 		a.adaptStep(time.Second, 1000)

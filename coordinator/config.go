@@ -91,7 +91,7 @@ type Config struct {
 	// for a CPU that the client bound keeps: beyond it, the bound shrinks
 	// toward MinInflight so that raft's heartbeats are not starved into
 	// elections by admitted work; under it, a bound that refused grows
-	// back toward MaxInflight. Default 50ms; 0: a fixed bound of
+	// back toward MaxInflight. Default 25ms; 0: a fixed bound of
 	// MaxInflight.
 	SchedLatencyTarget time.Duration
 	// MaxInflightBytes bounds the keys and values of the client requests
@@ -148,7 +148,7 @@ func DefaultConfig() Config {
 
 		MaxInflight:          1024,
 		MinInflight:          16,
-		SchedLatencyTarget:   50 * time.Millisecond,
+		SchedLatencyTarget:   25 * time.Millisecond,
 		MaxInflightBytes:     64 << 20,
 		MaxPeerInflight:      4096,
 		MaxPeerInflightBytes: 128 << 20,
