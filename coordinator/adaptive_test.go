@@ -197,7 +197,7 @@ func TestSchedulerLoadShrinksTheBound(t *testing.T) {
 	for range 32 * runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for !stop.Load() && ctx.Err() == nil {
-				for i := 0; i < 1e5; i++ { //nolint:revive // spin
+				for i := 0; i < 1e5; i++ { // spin: keep the CPU busy
 				}
 			}
 		})

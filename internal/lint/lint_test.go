@@ -20,18 +20,18 @@ const module = "github.com/ringkv/ringkv"
 // allowed lists, for each package, the ringkv packages it may import
 // directly (non-test code). A package missing here may not exist.
 var allowed = map[string][]string{
-	"ring":                 {"internal/crc"},
-	"auth":                 {},
-	"ring/gossip":          {"ring", "internal/crc"},
-	"replica":              {"internal/crc"},
+	"ring":                 {"internal/crc", "internal/varint"},
+	"auth":                 {"internal/varint"},
+	"ring/gossip":          {"ring", "internal/crc", "internal/varint"},
+	"replica":              {"internal/crc", "internal/varint"},
 	"proto":                {},
 	"proto/kvpb":           {},
-	"coordinator":          {"ring", "replica", "proto/kvpb", "consensus", "internal/rpcconn", "auth", "internal/workgroup", "internal/crc", "internal/loglimit"},
-	"consensus":            {"ring", "replica", "proto/kvpb", "internal/rpcconn", "internal/crc"},
+	"coordinator":          {"ring", "replica", "proto/kvpb", "consensus", "internal/rpcconn", "auth", "internal/workgroup", "internal/crc", "internal/loglimit", "internal/varint"},
+	"consensus":            {"ring", "replica", "proto/kvpb", "internal/rpcconn", "internal/crc", "internal/varint"},
 	"antientropy":          {"ring", "proto/kvpb", "internal/rpcconn"},
 	"client":               {"proto/kvpb", "internal/rpcconn", "internal/pki", "auth", "internal/workgroup"},
 	"bench":                {"client"},
-	"backup":               {"client", "proto/kvpb", "replica", "internal/crc"},
+	"backup":               {"client", "proto/kvpb", "replica", "internal/crc", "internal/varint"},
 	"examples/quickstart":  {"client"},
 	"node":                 {"coordinator", "consensus", "antientropy", "replica", "ring", "ring/gossip", "proto/kvpb", "internal/pki", "auth", "resp", "internal/loglimit", "internal/rpcconn"},
 	"resp":                 {"coordinator", "consensus", "replica", "auth", "internal/loglimit"},
@@ -47,6 +47,7 @@ var allowed = map[string][]string{
 	"internal/chaos":       {"client", "internal/testcluster", "internal/pki", "internal/hosts", "internal/txncheck"},
 	"internal/txncheck":    {},
 	"internal/crc":         {},
+	"internal/varint":      {},
 	"internal/lint":        {},
 }
 
