@@ -2,13 +2,10 @@ package coordinator
 
 import (
 	"context"
-	"fmt"
 	"math"
 	rtmetrics "runtime/metrics"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The client budget's request bound follows the Go scheduler
@@ -41,8 +38,8 @@ const (
 	schedLatencies  = "/sched/latencies:seconds"
 )
 
-// bound is a count of requests in flight against a limit that may move;
-// a zero limit is no bound. Safe for concurrent use.
+// bound is a count of requests in flight against a limit (at least 1)
+// that may move. Safe for concurrent use.
 type bound struct {
 	limit    atomic.Int64
 	inflight atomic.Int64
@@ -57,7 +54,7 @@ func newBound(limit int) *bound {
 
 // tryAcquire takes a slot if one is free, without waiting.
 func (b *bound) tryAcquire() bool {
-	if b.inflight.Add(1) > b.limit.Load() && b.limit.Load() > 0 {
+	if b.inflight.Add(1) > b.limit.Load() {
 		b.inflight.Add(-1)
 		b.refused.Add(1)
 		return false
@@ -85,8 +82,8 @@ func nextLimit(cur, lo, hi int64, p99, target time.Duration, refused bool) int64
 // schedSampler reads the process's scheduling latencies, one interval at
 // a time.
 type schedSampler struct {
-	sample []rtmetrics.Sample
-	prev   []uint64
+	sample      []rtmetrics.Sample
+	prev, delta []uint64
 }
 
 func newSchedSampler() *schedSampler {
@@ -103,17 +100,17 @@ func (s *schedSampler) next() (time.Duration, uint64) {
 		return 0, 0 // not supported by this runtime: no signal
 	}
 	h := s.sample[0].Value.Float64Histogram()
-	delta := make([]uint64, len(h.Counts))
+	s.delta = s.delta[:0]
 	var total uint64
 	for i, c := range h.Counts {
 		if i < len(s.prev) {
 			c -= s.prev[i]
 		}
-		delta[i] = c
+		s.delta = append(s.delta, c)
 		total += c
 	}
 	s.prev = append(s.prev[:0], h.Counts...)
-	return histQuantile(delta, h.Buckets, total, 0.99), total
+	return histQuantile(s.delta, h.Buckets, total, 0.99), total
 }
 
 // histQuantile is the upper edge of the bucket holding quantile q of
@@ -169,22 +166,4 @@ func (a *admission) adaptStep(p99 time.Duration, n uint64) {
 		b.limit.Store(next)
 		a.m.limit.Set(float64(next))
 	}
-}
-
-// adaptMetrics are the adaptive bound's gauges.
-func newAdaptMetrics(reg prometheus.Registerer) (limit, schedP99 prometheus.Gauge, err error) {
-	limit = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: "ringkv", Subsystem: "coordinator", Name: "admission_client_limit",
-		Help: "The client budget's current bound on requests in flight (between --min-inflight and --max-inflight, following the scheduler's latency; 0: no bound).",
-	})
-	schedP99 = prometheus.NewGauge(prometheus.GaugeOpts{
-		Namespace: "ringkv", Subsystem: "coordinator", Name: "sched_latency_p99_seconds",
-		Help: "p99 of the time runnable goroutines waited for a CPU over the last adjustment interval (the process's; what the client bound follows).",
-	})
-	for _, col := range []prometheus.Collector{limit, schedP99} {
-		if err := reg.Register(col); err != nil {
-			return nil, nil, fmt.Errorf("register %T: %w", col, err)
-		}
-	}
-	return limit, schedP99, nil
 }

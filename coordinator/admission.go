@@ -232,14 +232,18 @@ func newAdmissionMetrics(reg prometheus.Registerer) (*admissionMetrics, error) {
 		Namespace: "ringkv", Subsystem: "coordinator", Name: "admission_inflight",
 		Help: "Requests admitted and not yet answered, by plane.",
 	}, []string{"plane"})
-	for _, col := range []prometheus.Collector{refused, inflight} {
+	limit := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "ringkv", Subsystem: "coordinator", Name: "admission_client_limit",
+		Help: "The client budget's current bound on requests in flight (between --min-inflight and --max-inflight, following the scheduler's latency; 0: no bound).",
+	})
+	schedP99 := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "ringkv", Subsystem: "coordinator", Name: "sched_latency_p99_seconds",
+		Help: "p99 of the time runnable goroutines waited for a CPU over the last adjustment interval (the process's; what the client bound follows).",
+	})
+	for _, col := range []prometheus.Collector{refused, inflight, limit, schedP99} {
 		if err := reg.Register(col); err != nil {
 			return nil, fmt.Errorf("register admission metrics: %w", err)
 		}
-	}
-	limit, schedP99, err := newAdaptMetrics(reg)
-	if err != nil {
-		return nil, fmt.Errorf("register admission metrics: %w", err)
 	}
 	m := &admissionMetrics{limit: limit, schedP99: schedP99}
 	for p := range numPlanes {

@@ -82,23 +82,7 @@ func main() {
 			total++
 			continue
 		}
-		var frames []string
-		for fr := range stk.Frames() {
-			fn := fr.Func
-			if i := strings.LastIndex(fn, "/"); i >= 0 {
-				fn = fn[i+1:]
-			}
-			frames = append(frames, fn)
-			if len(frames) >= 10 {
-				break
-			}
-		}
-		// skip runtime frames at the top
-		k := 0
-		for k < len(frames)-1 && (strings.HasPrefix(frames[k], "runtime.") || strings.HasPrefix(frames[k], "time.") || strings.HasPrefix(frames[k], "sync.") || strings.HasPrefix(frames[k], "internal/")) {
-			k++
-		}
-		key := strings.Join(frames[k:min(k+3, len(frames))], " < ")
+		key := frameKey(stk)
 		if key == "" {
 			key = "(no stack)"
 		}
