@@ -7,7 +7,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"storj.io/drpc/drpcerr"
 
@@ -74,8 +73,7 @@ type pipeServer struct {
 
 	work    chan *kvpb.ClientPipeOp // to the workers; closed when reading ends
 	workers sync.WaitGroup
-	started int          // workers started; owned by the reader
-	idle    atomic.Int32 // workers waiting for work
+	started int // workers started; owned by the reader
 
 	mu       sync.Mutex
 	inflight map[uint64]struct{}      // ids of operations handed over and not yet answered
@@ -105,7 +103,17 @@ func (p *pipeServer) read() error {
 			return drpcerr.WithCode(err, uint64(kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT))
 		}
 		for _, op := range req.GetOps() {
-			if p.idle.Load() == 0 && p.started < maxPipeInflight {
+			// A worker waiting on the channel takes op at once. Only when
+			// none is waiting does the reader start one (within the bound)
+			// and wait for the first to be free. (A count of idle workers
+			// would be stale: a worker counted idle may just have taken
+			// the previous operation, and op would wait behind it.)
+			select {
+			case p.work <- op:
+				continue
+			default:
+			}
+			if p.started < maxPipeInflight {
 				p.started++
 				p.workers.Add(1)
 				go p.worker()
@@ -144,9 +152,7 @@ func (p *pipeServer) claimIDs(ops []*kvpb.ClientPipeOp) error {
 func (p *pipeServer) worker() {
 	defer p.workers.Done()
 	for {
-		p.idle.Add(1)
 		op, ok := <-p.work
-		p.idle.Add(-1)
 		if !ok {
 			return
 		}

@@ -89,7 +89,7 @@ func TestPipe(t *testing.T) {
 	tc.trans.setStall("n2", true)
 	sendPipe(t, stream,
 		&kvpb.ClientPipeOp{Id: 1, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("slow"), Value: []byte("v"), Consistency: all}, TimeoutMicros: 2_000_000},
-		&kvpb.ClientPipeOp{Id: 2, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("k"), Value: []byte("v"), Consistency: kvpb.Consistency_CONSISTENCY_ONE}},
+		&kvpb.ClientPipeOp{Id: 2, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("k"), Value: []byte("v"), Consistency: kvpb.Consistency_CONSISTENCY_QUORUM}},
 		&kvpb.ClientPipeOp{Id: 3, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET}}, // empty key
 	)
 	results := map[uint64]*kvpb.ClientResult{}
@@ -118,14 +118,16 @@ func TestPipe(t *testing.T) {
 		t.Fatalf("the stalled write was answered first: order %v", order)
 	}
 	if r := results[2]; r.GetError() != 0 {
-		t.Fatalf("set at one: %v", r)
+		t.Fatalf("set at quorum: %v", r)
 	}
 	if r := results[3]; r.GetError() != kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
 		t.Fatalf("get of the empty key: %v", r)
 	}
 
-	// Sent after the stalled write, answered before it too.
-	sendPipe(t, stream, &kvpb.ClientPipeOp{Id: 4, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET, Key: []byte("k"), Consistency: kvpb.Consistency_CONSISTENCY_ONE}})
+	// Sent after the stalled write, answered before it too. (Both at
+	// QUORUM, which needs n1 and n3 only: a read at ONE need not see a
+	// write at ONE.)
+	sendPipe(t, stream, &kvpb.ClientPipeOp{Id: 4, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET, Key: []byte("k"), Consistency: kvpb.Consistency_CONSISTENCY_QUORUM}})
 	for len(results) < 3 {
 		recv()
 	}
@@ -285,4 +287,39 @@ func TestPipeRefusesDuplicateIDs(t *testing.T) {
 		absent("dup-c")
 		absent("dup-d")
 	})
+}
+
+// TestPipeFastOperationNeverWaitsBehindASlowOne: in message after
+// message, a write stuck on a stalled replica (its budget far beyond the
+// test's) and an operation that needs no replica: each quick one is
+// answered while every stuck one is still running, so no operation was
+// handed to a worker busy with another. (The reader once counted idle
+// workers, and a worker counted idle that had just taken the previous
+// operation left the next one queued behind it.)
+func TestPipeFastOperationNeverWaitsBehindASlowOne(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	stream := openPipe(t, servePipe(t, NewClientServer(tc.coords["n1"], nil)))
+	tc.trans.setStall("n2", true)
+	const rounds = 200
+	for i := range uint64(rounds) {
+		sendPipe(t, stream,
+			&kvpb.ClientPipeOp{Id: 2 * i, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("slow"), Value: []byte("v"), Consistency: kvpb.Consistency_CONSISTENCY_ALL}, TimeoutMicros: 60_000_000},
+			&kvpb.ClientPipeOp{Id: 2*i + 1, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET}}, // empty key: refused at once
+		)
+		for answered := false; !answered; {
+			resp, err := stream.Recv()
+			if err != nil {
+				t.Fatalf("round %d: recv: %v", i, err)
+			}
+			for _, r := range resp.GetResults() {
+				if r.GetId()%2 == 0 {
+					t.Fatalf("round %d: the stuck write %d was answered (%v) before the quick operation sent with it", i, r.GetId(), r.GetResult())
+				}
+				if r.GetId() != 2*i+1 || r.GetResult().GetError() != kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT {
+					t.Fatalf("round %d: answer %d: %v", i, r.GetId(), r.GetResult())
+				}
+				answered = true
+			}
+		}
+	}
 }
