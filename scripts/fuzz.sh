@@ -5,8 +5,13 @@
 # (at least 1). A crasher fails the run: go test writes it under the
 # package's testdata/fuzz/<Target>/, where plain `go test` replays it
 # from then on. See docs/RELIABILITY.md, "Fuzzing".
+# PICK=K runs only K of the targets: those from index ROTATE*K (modulo
+# the number of targets) on, in the sorted list, so that runs with
+# ROTATE = 0, 1, 2, ... take every target in turn (CI passes the
+# commit count: see .ci/run).
 #   bash scripts/fuzz.sh [SECONDS]           one target after another
 #   JOBS=3 bash scripts/fuzz.sh 600          three at a time
+#   PICK=3 ROTATE=7 bash scripts/fuzz.sh 20  targets 21-23 (mod n), 20 s each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-600}
@@ -20,6 +25,14 @@ for dir in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname |
     list+=("$dir $target")
   done
 done
+if [ -n "${PICK:-}" ]; then
+  n=${#list[@]}; k=$PICK; [ "$k" -le "$n" ] || k=$n
+  start=$(( (${ROTATE:-0} * k) % n ))
+  picked=()
+  for ((i = 0; i < k; i++)); do picked+=("${list[$(( (start + i) % n ))]}"); done
+  echo "fuzz: $k of $n targets, from index $start (ROTATE=${ROTATE:-0})"
+  list=("${picked[@]}")
+fi
 # fuzz DIR TARGET: one target; its log and result go under $logs.
 fuzz() {
   local dir=$1 target=$2 name log
