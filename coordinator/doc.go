@@ -105,8 +105,9 @@
 //   - ClientServer.Batch: one per operation of the batch, at most
 //     batchParallelism at a time, all done before Batch returns.
 //   - ClientServer.Pipe: per stream, a reader (the handler), one writer
-//     and up to maxPipeInflight workers, started as operations arrive and
-//     kept until the stream ends; all stop with the stream.
+//     and up to maxPipeInflight workers: one is started when an operation
+//     arrives and no worker is waiting for one, and kept until the stream
+//     ends; all stop with the stream.
 //   - The hint loop (handoff.run), when HintedHandoff is on: started by
 //     New under bg, ticks every HintReplayInterval and starts at
 //     most one session per hint target, which it waits for; stopped by
