@@ -100,6 +100,10 @@ type admission struct {
 	// (adaptive.go); target 0: a fixed bound.
 	minInflight, maxInflight int64
 	target                   time.Duration
+	// refusals holds the error of each kind of refusal, made once: a
+	// flood is refused at tens of thousands a second, and formatting
+	// each refusal's message took CPU from the requests admitted.
+	refusals [numPlanes][2]error
 }
 
 func newAdmission(cfg Config, reg prometheus.Registerer) (*admission, error) {
@@ -119,6 +123,10 @@ func newAdmission(cfg Config, reg prometheus.Registerer) (*admission, error) {
 		a.target = cfg.SchedLatencyTarget
 	}
 	m.limit.Set(float64(cfg.MaxInflight))
+	for p := range numPlanes {
+		a.refusals[p][refusedInflight] = fmt.Errorf("%w: %s requests in flight at the node's bound; retry after %s", ErrOverloaded, p, a.retryAfter)
+		a.refusals[p][refusedBytes] = fmt.Errorf("%w: %s request bytes in flight at the node's bound; retry after %s", ErrOverloaded, p, a.retryAfter)
+	}
 	return a, nil
 }
 
@@ -137,7 +145,7 @@ func (a *admission) admit(p Plane, n int64) (func(), error) {
 	}
 	if b.requests != nil && !b.requests.tryAcquire() {
 		a.m.refused[p][refusedInflight].Inc()
-		return nil, fmt.Errorf("%w: %s requests in flight at the node's bound; retry after %s", ErrOverloaded, p, a.retryAfter)
+		return nil, a.refusals[p][refusedInflight]
 	}
 	n = max(0, min(n, b.maxBytes))
 	if b.bytes != nil && n > 0 && !b.bytes.TryAcquire(n) {
@@ -145,7 +153,7 @@ func (a *admission) admit(p Plane, n int64) (func(), error) {
 			b.requests.release()
 		}
 		a.m.refused[p][refusedBytes].Inc()
-		return nil, fmt.Errorf("%w: %s request bytes in flight at the node's bound; retry after %s", ErrOverloaded, p, a.retryAfter)
+		return nil, a.refusals[p][refusedBytes]
 	}
 	gauge := a.m.inflight[p]
 	gauge.Inc()

@@ -283,11 +283,27 @@ func (s *ClientServer) List(ctx context.Context, req *kvpb.ClientListRequest) (*
 
 // run executes one operation on the coordinator and describes its outcome.
 func (s *ClientServer) run(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientResult {
-	release, err := s.c.enter(PlaneDRPC, int64(len(op.GetKey())+len(op.GetValue())+len(op.GetExpected())))
-	if err != nil {
-		return &kvpb.ClientResult{Error: clientCode(err, Quorum, false), Message: err.Error(), Leader: s.leaderOf(op.GetKey())}
+	release, refused := s.admit(op)
+	if refused != nil {
+		return refused
 	}
 	defer release()
+	return s.runAdmitted(ctx, op)
+}
+
+// admit takes op's place in the node's client budget: it returns the
+// function that gives it back, or the answer to op when it is refused
+// (overloaded or draining).
+func (s *ClientServer) admit(op *kvpb.ClientOp) (release func(), refused *kvpb.ClientResult) {
+	release, err := s.c.enter(PlaneDRPC, int64(len(op.GetKey())+len(op.GetValue())+len(op.GetExpected())))
+	if err != nil {
+		return nil, &kvpb.ClientResult{Error: clientCode(err, Quorum, false), Message: err.Error(), Leader: s.leaderOf(op.GetKey())}
+	}
+	return release, nil
+}
+
+// runAdmitted is run for an operation admit admitted.
+func (s *ClientServer) runAdmitted(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientResult {
 	res := &kvpb.ClientResult{}
 	key := op.GetKey()
 	level, err := levelFromWire(op.GetConsistency())

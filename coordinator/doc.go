@@ -105,7 +105,7 @@
 //   - ClientServer.Batch: one per operation of the batch, at most
 //     batchParallelism at a time, all done before Batch returns.
 //   - ClientServer.Pipe: per stream, a reader (the handler), one writer
-//     and up to maxPipeInflight workers: one is started when an operation
+//     and up to maxPipeInflight workers: one is started when an admitted operation
 //     arrives and no worker is waiting for one, and kept until the stream
 //     ends; all stop with the stream.
 //   - The hint loop (handoff.run), when HintedHandoff is on: started by

@@ -19,8 +19,9 @@ import (
 // client back.
 const maxPipeInflight = 1024
 
-// Pipe serves a Pipe stream: every operation that arrives runs at once on
-// a worker of the stream (workers are started as needed, up to
+// Pipe serves a Pipe stream: every operation that arrives is admitted
+// (the node's client budget) or refused at once by the reader, and an
+// admitted one runs at once on a worker of the stream (workers are started as needed, up to
 // maxPipeInflight, and kept until the stream ends, so their stacks are
 // reused), and its answer goes out as soon as it finishes, in whatever
 // order they finish. One writer sends the answers: each message carries
@@ -44,7 +45,7 @@ func (s *ClientServer) Pipe(stream kvpb.DRPCClient_PipeStream) error {
 	defer cancel()
 	p := &pipeServer{
 		s: s, stream: stream, ctx: ctx, cancel: cancel,
-		work: make(chan *kvpb.ClientPipeOp),
+		work: make(chan pipeWork),
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
@@ -71,7 +72,7 @@ type pipeServer struct {
 	ctx    context.Context // the stream's; cancelled when it fails
 	cancel context.CancelFunc
 
-	work    chan *kvpb.ClientPipeOp // to the workers; closed when reading ends
+	work    chan pipeWork // to the workers; closed when reading ends
 	workers sync.WaitGroup
 	started int // workers started; owned by the reader
 
@@ -103,13 +104,23 @@ func (p *pipeServer) read() error {
 			return drpcerr.WithCode(err, uint64(kvpb.ErrorCode_ERROR_CODE_INVALID_ARGUMENT))
 		}
 		for _, op := range req.GetOps() {
+			// Admission first, here: a refused operation is answered
+			// at once without a worker (under a flood most are, and a
+			// hand-off to a worker per refusal took CPU from the
+			// admitted ones).
+			release, refused := p.s.admit(op.GetOp())
+			if refused != nil {
+				p.answer(op.GetId(), refused)
+				continue
+			}
+			w := pipeWork{op: op, release: release}
 			// A worker waiting on the channel takes op at once. Only when
 			// none is waiting does the reader start one (within the bound)
 			// and wait for the first to be free. (A count of idle workers
 			// would be stale: a worker counted idle may just have taken
 			// the previous operation, and op would wait behind it.)
 			select {
-			case p.work <- op:
+			case p.work <- w:
 				continue
 			default:
 			}
@@ -119,8 +130,11 @@ func (p *pipeServer) read() error {
 				go p.worker()
 			}
 			select {
-			case p.work <- op:
+			case p.work <- w:
 			case <-p.ctx.Done():
+				w.release()
+				// Forget its id; nothing is written after a failure.
+				p.answer(op.GetId(), nil)
 				return p.ctx.Err() //nolint:wrapcheck // the stream failed
 			}
 		}
@@ -152,21 +166,36 @@ func (p *pipeServer) claimIDs(ops []*kvpb.ClientPipeOp) error {
 func (p *pipeServer) worker() {
 	defer p.workers.Done()
 	for {
-		op, ok := <-p.work
+		w, ok := <-p.work
 		if !ok {
 			return
 		}
-		ctx, cancel := p.s.budget(p.ctx, op.GetTimeoutMicros())
-		res := p.s.run(ctx, op.GetOp())
+		ctx, cancel := p.s.budget(p.ctx, w.op.GetTimeoutMicros())
+		res := p.s.runAdmitted(ctx, w.op.GetOp())
 		cancel()
-		p.mu.Lock()
-		p.queue = append(p.queue, &kvpb.ClientPipeResult{Id: op.GetId(), Result: res})
-		delete(p.inflight, op.GetId())
-		p.mu.Unlock()
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
+		w.release()
+		p.answer(w.op.GetId(), res)
+	}
+}
+
+// pipeWork is an admitted operation and the release of its admission.
+type pipeWork struct {
+	op      *kvpb.ClientPipeOp
+	release func()
+}
+
+// answer queues op id's result (none when res is nil: the id is only
+// forgotten) for the writer and wakes it.
+func (p *pipeServer) answer(id uint64, res *kvpb.ClientResult) {
+	p.mu.Lock()
+	if res != nil {
+		p.queue = append(p.queue, &kvpb.ClientPipeResult{Id: id, Result: res})
+	}
+	delete(p.inflight, id)
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 

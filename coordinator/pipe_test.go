@@ -323,3 +323,58 @@ func TestPipeFastOperationNeverWaitsBehindASlowOne(t *testing.T) {
 		}
 	}
 }
+
+// TestPipeRefusesBeyondTheBound: with the node's client bound (2) held
+// by two writes stuck on a stalled replica, each further operation of
+// the stream is refused with OVERLOADED at once (by the reader, before
+// any worker), and the stuck writes, admitted, are still answered when
+// their budget ends and give their places back.
+func TestPipeRefusesBeyondTheBound(t *testing.T) {
+	tc := newTestCluster(t, func(c *Config) {
+		c.MaxInflight, c.MinInflight, c.SchedLatencyTarget = 2, 2, 0
+	})
+	s := NewClientServer(tc.coords["n1"], nil)
+	stream := openPipe(t, servePipe(t, s))
+	tc.trans.setStall("n2", true)
+	slow := func(id uint64) *kvpb.ClientPipeOp {
+		return &kvpb.ClientPipeOp{Id: id, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("slow"), Value: []byte("v"), Consistency: kvpb.Consistency_CONSISTENCY_ALL}, TimeoutMicros: 1_000_000}
+	}
+	sendPipe(t, stream, slow(1), slow(2))
+	const refused = 50
+	for i := range uint64(refused) {
+		sendPipe(t, stream, &kvpb.ClientPipeOp{Id: 100 + i, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_GET, Key: []byte("k"), Consistency: kvpb.Consistency_CONSISTENCY_ONE}})
+	}
+	got := map[uint64]kvpb.ErrorCode{}
+	for len(got) < refused+2 {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		for _, r := range resp.GetResults() {
+			got[r.GetId()] = r.GetResult().GetError()
+			if r.GetId() < 100 && len(got) < refused+1 {
+				t.Fatalf("stuck write %d answered (%v) before the refusals", r.GetId(), r.GetResult())
+			}
+		}
+	}
+	for i := range uint64(refused) {
+		if got[100+i] != kvpb.ErrorCode_ERROR_CODE_OVERLOADED {
+			t.Errorf("operation %d beyond the bound: %v, want OVERLOADED", 100+i, got[100+i])
+		}
+	}
+	for _, id := range []uint64{1, 2} {
+		if got[id] != kvpb.ErrorCode_ERROR_CODE_UNAVAILABLE {
+			t.Errorf("stuck write %d: %v, want UNAVAILABLE", id, got[id])
+		}
+	}
+	// Their places are back: the next operation is admitted.
+	tc.trans.setStall("n2", false)
+	sendPipe(t, stream, &kvpb.ClientPipeOp{Id: 3, Op: &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("k"), Value: []byte("v"), Consistency: kvpb.Consistency_CONSISTENCY_QUORUM}})
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	if rs := resp.GetResults(); len(rs) != 1 || rs[0].GetId() != 3 || rs[0].GetResult().GetError() != 0 {
+		t.Fatalf("after the stuck writes were answered: %v", rs)
+	}
+}
