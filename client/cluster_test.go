@@ -33,7 +33,10 @@ func TestMain(m *testing.M) {
 		// on a VerifyLeader future that hashicorp/raft no longer answers
 		// once it is shut down (seen once in CI, 2026-12-04).
 		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*readBatcher).run"),
-		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).leaderReady.func1"))
+		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).leaderReady.func1"),
+		// Likewise a proposal's waiter on an Apply future (consensus's
+		// transport_test.go TestMain).
+		goleak.IgnoreAnyFunction("github.com/ringkv/ringkv/consensus.(*Group).proposeLatched.func2"))
 }
 
 // startCluster opens n in-process nodes on free loopback ports and waits
