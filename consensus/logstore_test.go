@@ -891,7 +891,11 @@ func TestLogStoreUnderRaft(t *testing.T) {
 			terms[n.id] = append(terms[n.id], l.Term)
 		}
 	}
-	if !slices.Equal(terms[nodes[0].id], terms[nodes[1].id]) && !slices.Equal(terms[nodes[0].id], terms[nodes[2].id]) {
+	// Some two members hold the same log (any two: an election just
+	// before the stop may have left the old leader alone without the new
+	// term's first entry, as once in CI).
+	if !slices.Equal(terms[nodes[0].id], terms[nodes[1].id]) && !slices.Equal(terms[nodes[0].id], terms[nodes[2].id]) &&
+		!slices.Equal(terms[nodes[1].id], terms[nodes[2].id]) {
 		t.Errorf("no two members hold the same log after restart: terms %v", terms)
 	}
 	if term, err := nodes[0].logs.GetUint64([]byte("CurrentTerm")); term == 0 || err != nil {
