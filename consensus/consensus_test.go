@@ -121,16 +121,21 @@ type cluster struct {
 	drains *drainSet
 }
 
-func openStore(t testing.TB) *replica.Store {
+func openStore(t testing.TB) *replica.Store { return openStoreIn(t, "") }
+
+// openStoreIn opens a replica store with the node's defaults in dir, or
+// in memory when dir is empty, closed at the end of the test.
+func openStoreIn(tb testing.TB, dir string) *replica.Store {
+	tb.Helper()
 	cfg := replica.DefaultConfig()
-	cfg.InMemory = true
+	cfg.Dir, cfg.InMemory = dir, dir == ""
 	s, err := replica.Open(cfg, replica.Deps{})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		if err := s.Close(); err != nil {
-			t.Error(err)
+			tb.Error(err)
 		}
 	})
 	return s

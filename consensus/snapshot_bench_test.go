@@ -41,7 +41,7 @@ func BenchmarkSnapshotLarge(b *testing.B) {
 	}
 	const group, valueBytes, batch = 7, 1024, 1000
 	keys := mb << 10 // 1 KiB values: about mb MiB of values
-	src := openDiskStore(b, b.TempDir())
+	src := openStoreIn(b, b.TempDir())
 	value := make([]byte, valueBytes)
 	start := time.Now()
 	entries := make([]replica.Entry, 0, batch)
@@ -86,7 +86,7 @@ func BenchmarkSnapshotLarge(b *testing.B) {
 			b.Fatalf("snapshots after create: %v, %v", metas, err)
 		}
 
-		dst := openDiskStore(b, b.TempDir())
+		dst := openStoreIn(b, b.TempDir())
 		t1 := time.Now()
 		_, rc, err := snaps.Open(metas[0].ID)
 		if err != nil {
@@ -111,21 +111,4 @@ func BenchmarkSnapshotLarge(b *testing.B) {
 		b.ReportMetric(create.Seconds(), "create-s")
 		b.ReportMetric(install.Seconds(), "install-s")
 	}
-}
-
-// openDiskStore opens a replica store in dir with the node's defaults.
-func openDiskStore(tb testing.TB, dir string) *replica.Store {
-	tb.Helper()
-	cfg := replica.DefaultConfig()
-	cfg.Dir = dir
-	s, err := replica.Open(cfg, replica.Deps{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := s.Close(); err != nil {
-			tb.Error(err)
-		}
-	})
-	return s
 }
