@@ -166,17 +166,27 @@ func trPollUntil(t *testing.T, d time.Duration, what string, cond func() error) 
 	}
 }
 
-// trFSM is a trivial FSM that keeps every command.
+// trFSM is a trivial FSM that keeps every distinct command once. A test
+// that re-applies a command whose first apply had an unknown outcome
+// (leadership lost mid-commit) then still counts it once, and every
+// replica, applying the same log, keeps the same list.
 type trFSM struct {
 	mu       sync.Mutex
 	cmds     [][]byte
+	seen     map[string]bool
 	restores int
 }
 
 func (f *trFSM) Apply(l *raft.Log) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cmds = append(f.cmds, bytes.Clone(l.Data))
+	if f.seen == nil {
+		f.seen = map[string]bool{}
+	}
+	if !f.seen[string(l.Data)] {
+		f.seen[string(l.Data)] = true
+		f.cmds = append(f.cmds, bytes.Clone(l.Data))
+	}
 	return len(f.cmds)
 }
 
@@ -203,9 +213,13 @@ func (f *trFSM) Restore(rc io.ReadCloser) error {
 			return err
 		}
 	}
+	seen := make(map[string]bool, len(cmds))
+	for _, c := range cmds {
+		seen[string(c)] = true
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cmds = cmds
+	f.cmds, f.seen = cmds, seen
 	f.restores++
 	return nil
 }
@@ -287,8 +301,8 @@ func trRaftConfig() *raft.Config {
 	// Loose enough for a loaded 2-core machine running the race detector
 	// beside the other suites: at the production timers (1 s) leaders of
 	// TestRaftGroupsOverTransport lost leadership mid-apply in a CI run
-	// (2026-12-05), and an apply answered "leadership lost" has an
-	// unknown outcome, which the test cannot count.
+	// (2026-12-05); it still happened once at 2 s (2026-12-06), so
+	// trApplyN also applies again through the next leader.
 	c.HeartbeatTimeout = 2 * time.Second
 	c.ElectionTimeout = 2 * time.Second
 	c.LeaderLeaseTimeout = 2 * time.Second
@@ -375,21 +389,86 @@ func trCommand(group uint32, i int) []byte {
 	return fmt.Appendf(bytes.Repeat([]byte{'.'}, 1000), "g%d-%05d", group, i)
 }
 
-// trApplyN applies commands from..from+n-1 through lead and reports
-// failures with t.Errorf, so it may run in any goroutine.
-func trApplyN(t *testing.T, lead *trReplica, from, n int) bool {
+// waitLeader waits until group has one leader that every live replica
+// knows, and returns it.
+func (c *trCluster) waitLeader(t *testing.T, group uint32) *trReplica {
 	t.Helper()
-	futures := make([]raft.ApplyFuture, n)
-	for i := range futures {
-		futures[i] = lead.r.Apply(trCommand(lead.group, from+i), 10*time.Second)
-	}
-	for i, f := range futures {
-		if err := f.Error(); err != nil {
-			t.Errorf("apply %d to group %d: %v", from+i, lead.group, err)
+	var lead *trReplica
+	trPollUntil(t, 30*time.Second, fmt.Sprintf("group %d elects a leader", group), func() error {
+		l, err := c.leader(group)
+		lead = l
+		return err
+	})
+	return lead
+}
+
+// trApplyN applies commands from..from+n-1 to group through its leader and
+// reports failures with t.Errorf, so it may run in any goroutine. On a
+// loaded machine a leader can lose leadership mid-commit: the commands
+// from the first one answered with such an unknown outcome are applied
+// again through the next leader (trFSM keeps a command once), a few times
+// at most.
+func trApplyN(t *testing.T, c *trCluster, group uint32, from, n int) bool {
+	t.Helper()
+	next := from
+	for attempt := 1; ; attempt++ {
+		lead, err := c.leaderWithin(group, 30*time.Second)
+		if err != nil {
+			t.Errorf("apply to group %d: %v", group, err)
 			return false
 		}
+		futures := make([]raft.ApplyFuture, from+n-next)
+		for i := range futures {
+			futures[i] = lead.r.Apply(trCommand(group, next+i), 10*time.Second)
+		}
+		failed := -1
+		for i, f := range futures {
+			err = f.Error()
+			if err == nil {
+				continue
+			}
+			if !trRetryable(err) || attempt == 5 {
+				t.Errorf("apply %d to group %d (attempt %d): %v", next+i, group, attempt, err)
+				return false
+			}
+			failed = i
+			break
+		}
+		if failed < 0 {
+			return true
+		}
+		// Wait out the rest so that none is still in flight when the next
+		// leader is asked; their outcomes are as unknown as the first's.
+		for _, f := range futures[failed+1:] {
+			_ = f.Error()
+		}
+		t.Logf("apply %d to group %d: %v; again through the next leader", next+failed, group, err)
+		next += failed
 	}
-	return true
+}
+
+// trRetryable reports whether an apply failed because leadership moved:
+// the command may or may not have committed, and the next leader may be
+// asked again.
+func trRetryable(err error) bool {
+	return errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrNotLeader) ||
+		errors.Is(err, raft.ErrLeadershipTransferInProgress)
+}
+
+// leaderWithin is waitLeader for goroutines other than the test's: it
+// returns an error instead of failing the test.
+func (c *trCluster) leaderWithin(group uint32, d time.Duration) (*trReplica, error) {
+	deadline := time.Now().Add(d)
+	for {
+		l, err := c.leader(group)
+		if err == nil {
+			return l, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no leader after %v: %w", d, err)
+		}
+		<-time.After(10 * time.Millisecond)
+	}
 }
 
 // waitConverged waits until every live replica of group holds want
@@ -430,8 +509,8 @@ func TestRaftGroupsOverTransport(t *testing.T) {
 
 	t.Run("every group replicates its commands to all", func(t *testing.T) {
 		var wg sync.WaitGroup
-		for _, lead := range leaders {
-			wg.Go(func() { trApplyN(t, lead, 0, commands) })
+		for g := range leaders {
+			wg.Go(func() { trApplyN(t, c, g, 0, commands) })
 		}
 		wg.Wait()
 		if t.Failed() {
@@ -449,7 +528,7 @@ func TestRaftGroupsOverTransport(t *testing.T) {
 
 	t.Run("a follower that returns after compaction is caught up by snapshot", func(t *testing.T) {
 		const g = 0
-		lead := leaders[g]
+		lead := c.waitLeader(t, g)
 		var follower *trReplica
 		for _, rep := range c.reps[g] {
 			if rep != lead {
@@ -461,10 +540,10 @@ func TestRaftGroupsOverTransport(t *testing.T) {
 		if follower.node.tr.group(g) != nil {
 			t.Fatalf("raft shutdown left group %d registered on %s", g, follower.node.id)
 		}
-		if !trApplyN(t, lead, commands, 100) {
+		if !trApplyN(t, c, g, commands, 100) {
 			t.FailNow()
 		}
-		if err := lead.r.Snapshot().Error(); err != nil {
+		if err := c.waitLeader(t, g).r.Snapshot().Error(); err != nil {
 			t.Fatal(err)
 		}
 		installed := follower.node.metric(t, "ringkv_consensus_transport_snapshots_installed_total", nil)
@@ -489,7 +568,7 @@ func TestRaftGroupsOverTransport(t *testing.T) {
 
 	t.Run("leadership transfer goes through TimeoutNow", func(t *testing.T) {
 		const g = 1
-		old := leaders[g]
+		old := c.waitLeader(t, g)
 		if err := old.r.LeadershipTransfer().Error(); err != nil {
 			t.Fatal(err)
 		}
