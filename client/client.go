@@ -45,8 +45,10 @@ type Client struct {
 		pools   map[string]*pool // by address
 		lanes   map[laneKey]*lane
 		pipes   map[string]*pipe // by address
-		down    map[string]time.Time
-		closed  bool
+		// throttles: by address, when Config.ThrottleRatio > 0
+		throttles map[string]*throttle
+		down      map[string]time.Time
+		closed    bool
 	}
 	rnd struct {
 		sync.Mutex
@@ -112,6 +114,7 @@ func newClient(addrs []string, opts []Option) (*Client, error) {
 		c.creds = &credentials{user: cfg.User, password: cfg.Password}
 	}
 	c.mu.pools = make(map[string]*pool)
+	c.mu.throttles = make(map[string]*throttle)
 	c.mu.lanes = make(map[laneKey]*lane)
 	c.mu.pipes = make(map[string]*pipe)
 	c.mu.down = make(map[string]time.Time)
@@ -377,7 +380,7 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 			addr = addrs[0]
 		}
 		tried = append(tried, addr)
-		how, err := try(ctx, addr)
+		how, err := c.throttled(ctx, addr, try)
 		if err == nil {
 			return nil
 		}
@@ -407,6 +410,25 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 		}
 		c.log.Debug("retrying call", "addr", addr, "attempt", attempt, "err", err)
 	}
+}
+
+// throttled makes the attempt try at addr unless addr's throttle refuses
+// it here (throttle.go), and counts the node's answer.
+func (c *Client) throttled(ctx context.Context, addr string, try tryFunc) (outcome, error) {
+	if c.cfg.ThrottleRatio <= 0 {
+		return try(ctx, addr)
+	}
+	th := memo(c, c.mu.throttles, addr, func() *throttle { return newThrottle(c.cfg.ThrottleRatio) })
+	if th == nil {
+		return final, ErrClosed
+	}
+	if !th.allow() {
+		th.done(false)
+		return retry, fmt.Errorf("%w: refused by the client, not sent: node %s refuses most calls (client-side throttling)", ErrOverloaded, addr)
+	}
+	how, err := try(ctx, addr)
+	th.done(!errors.Is(err, ErrOverloaded))
+	return how, err
 }
 
 // attempt makes one call to addr, logging in first if need be.

@@ -52,6 +52,13 @@
 //     (ErrOverloaded: requests or bytes in flight, a Raft group's queued
 //     proposals), reads and writes alike.
 //
+// A node that refuses many calls as overloaded is throttled by the client
+// itself (throttle.go, Config.ThrottleRatio): beyond about twice what the
+// node accepted over the last 5 s, calls to it fail here with
+// ErrOverloaded without being sent (and are retried elsewhere like a
+// node's refusal), so that a flood of refusals does not take the node's
+// CPU from the work it admitted.
+//
 // An authentication refusal is final, with one exception: a Client that
 // logs in (WithCredentials) renews its token after an UNAUTHENTICATED
 // answer and tries the call once more. A refused call was not applied:

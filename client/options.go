@@ -152,6 +152,13 @@ type Config struct {
 	// instead of taking a connection and a stream each. false sends each
 	// write in an RPC of its own. Default true.
 	PipeWrites bool
+	// ThrottleRatio turns on client-side adaptive throttling
+	// (throttle.go): once a node has refused calls as overloaded, the
+	// client refuses, without sending them, the calls to that node beyond
+	// about ThrottleRatio times what it accepted over the last 5 s
+	// (ErrOverloaded, retried elsewhere like a node's refusal). Default 2,
+	// as the Google SRE book suggests; 0 turns it off.
+	ThrottleRatio float64
 	// Logger receives debug logs; nil discards.
 	Logger *slog.Logger
 }
@@ -171,6 +178,7 @@ func DefaultConfig() Config {
 		BatchChunk:      256,
 		CoalesceConns:   2,
 		PipeWrites:      true,
+		ThrottleRatio:   2,
 	}
 }
 
@@ -204,6 +212,9 @@ func (c Config) Validate() error {
 	if c.User != "" && c.TLS == nil && c.CertsDir == "" {
 		problems = append(problems, "User and Password need TLS or CertsDir: the password would travel in the clear")
 	}
+	if c.ThrottleRatio < 0 || c.ThrottleRatio != c.ThrottleRatio {
+		problems = append(problems, fmt.Sprintf("ThrottleRatio must be 0 (off) or positive, got %v", c.ThrottleRatio))
+	}
 	if c.CoalesceConns < 0 {
 		problems = append(problems, fmt.Sprintf("CoalesceConns must not be negative, got %d", c.CoalesceConns))
 	}
@@ -223,6 +234,10 @@ func WithConfig(cfg Config) Option { return func(c *Config) { *c = cfg } }
 func WithDefaultConsistency(level Consistency) Option {
 	return func(c *Config) { c.Consistency = level }
 }
+
+// WithThrottleRatio sets Config.ThrottleRatio (0 turns client-side
+// throttling off).
+func WithThrottleRatio(k float64) Option { return func(c *Config) { c.ThrottleRatio = k } }
 
 // WithConnsPerNode sets the connection pool size per node.
 func WithConnsPerNode(n int) Option { return func(c *Config) { c.ConnsPerNode = n } }

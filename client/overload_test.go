@@ -73,7 +73,9 @@ func TestOverloadedIsRetried(t *testing.T) {
 		t.Fatalf("refusals: got %v, want 3 (one per attempt)", got)
 	}
 
-	many, err := client.New([]string{nd.RPCAddr()}, client.WithRetry(1000, 5*time.Millisecond, 20*time.Millisecond))
+	// Without client-side throttling, which would refuse most of these
+	// retries itself (TestClientThrottlesANodeThatRefuses).
+	many, err := client.New([]string{nd.RPCAddr()}, client.WithRetry(1000, 5*time.Millisecond, 20*time.Millisecond), client.WithThrottleRatio(0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,4 +96,49 @@ func TestOverloadedIsRetried(t *testing.T) {
 	if err != nil || string(v) != "v" {
 		t.Fatalf("get: %q, %v", v, err)
 	}
+}
+
+// TestClientThrottlesANodeThatRefuses: once a node has refused many calls
+// as overloaded, the client refuses most further calls to it itself
+// (ErrOverloaded, never sent), so the node reads a fraction of them; once
+// the node has room again the client's calls succeed within its window.
+func TestClientThrottlesANodeThatRefuses(t *testing.T) {
+	nodes := startClusterWith(t, 1, func(c *node.Config) { c.Coordinator.MaxInflight = 1 })
+	nd := nodes[0]
+	refused := func() float64 {
+		return metricValue(t, nd.HTTPAddr(), `ringkv_coordinator_admission_refused_total{plane="drpc",reason="inflight"}`)
+	}
+	hold, err := nd.Coordinator().Admit(coordinator.PlaneHTTP, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New([]string{nd.RPCAddr()}, client.WithRetry(1, time.Millisecond, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = c.Close() }()
+	const calls = 400
+	before := refused()
+	local := 0
+	for i := range calls {
+		err := c.Set(t.Context(), fmt.Sprintf("k%d", i), []byte("v"))
+		if !errors.Is(err, client.ErrOverloaded) {
+			t.Fatalf("call %d at the bound: got %v, want ErrOverloaded", i, err)
+		}
+		if strings.Contains(err.Error(), "not sent") {
+			local++
+		}
+	}
+	sent := refused() - before
+	t.Logf("%d calls: %v reached the node, %d refused by the client", calls, sent, local)
+	if sent+float64(local) != calls {
+		t.Errorf("node refusals %v + client refusals %d != %d calls", sent, local, calls)
+	}
+	if sent > calls/4 {
+		t.Errorf("the node refused %v of %d calls: the client did not throttle", sent, calls)
+	}
+	hold()
+	waitFor(t, 15*time.Second, "a call to succeed once the node has room", func() error {
+		return c.Set(t.Context(), "after", []byte("v"))
+	})
 }

@@ -17,6 +17,10 @@ RINGKV=${RINGKV:-ringkv}
 terms() { s=0; for p in 18081 18082 18083; do v=$(curl -s localhost:$p/metrics | awk '/^ringkv_consensus_term\{/ {s+=$2} END {print s}'); s=$((s+${v%.*})); done; echo $s; }
 metric() { curl -s localhost:$1/metrics | awk -v n="$2" 'index($0,n)==1 {s+=$NF} END {printf "%d\n", s}'; }
 rm -f /tmp/adm-stop /tmp/adm-rss-peak /tmp/adm-probe.txt /tmp/adm-limit.txt
+# the raft transport's counters, summed over the nodes: how many
+# heartbeats travelled and how many liveness stood for
+transport() { for p in 18081 18082 18083; do curl -s localhost:$p/metrics; done | awk '/^ringkv_consensus_(transport_(rpcs_sent_total|liveness_sent|heartbeats_(elided|injected))|leader_changes)/ {k=$1; sub(/\{.*/,"",k); if ($1 ~ /rpc="/) {r=$1; sub(/.*rpc="/,"",r); sub(/".*/,"",r); k=k"{"r"}"} s[k]+=$NF} END {for (k in s) printf "  %s %d\n", k, s[k]}' | sort; }
+echo "transport before:"; transport
 echo "uptime before: $(uptime)"
 echo "terms before: $(terms)"
 echo "rss before kB: $(ps -o rss= -p $PID)"
@@ -47,6 +51,7 @@ echo "recovered (first of 20 consecutive fast 200s) after: $(echo "$first - $END
 wait $SAMP
 echo "rss peak kB: $(cat /tmp/adm-rss-peak)"
 echo "terms after: $(terms)"
+echo "transport after:"; transport
 for p in 18081 18082 18083; do echo "node $p refused: $(metric $p ringkv_coordinator_admission_refused_total) proposals refused: $(metric $p ringkv_consensus_proposals_refused_total)"; done
 echo "client bound of 18081 during the run: min $(awk '{print $2}' /tmp/adm-limit.txt | sort -n | head -1), max $(awk '{print $2}' /tmp/adm-limit.txt | sort -n | tail -1), last $(tail -1 /tmp/adm-limit.txt | awk '{print $2}'); now $(metric 18081 ringkv_coordinator_admission_client_limit)"
 echo "probe: $(wc -l < /tmp/adm-probe.txt) requests"; awk '{c[$1]++} END {for (k in c) print "  status", k, c[k]}' /tmp/adm-probe.txt
