@@ -380,7 +380,7 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 			addr = addrs[0]
 		}
 		tried = append(tried, addr)
-		how, err := c.throttled(ctx, addr, try)
+		how, err := c.throttled(ctx, addr, try, attempt == 1)
 		if err == nil {
 			return nil
 		}
@@ -413,8 +413,11 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 }
 
 // throttled makes the attempt try at addr unless addr's throttle refuses
-// it here (throttle.go), and counts the node's answer.
-func (c *Client) throttled(ctx context.Context, addr string, try tryFunc) (outcome, error) {
+// it here (throttle.go), and counts the node's answer. Only a call's
+// first attempt may be refused here: its retries, already spaced by the
+// backoff, always go to a node, so that a burst refused by a bound that
+// shrank for a moment is not failed by the client's memory of it.
+func (c *Client) throttled(ctx context.Context, addr string, try tryFunc, first bool) (outcome, error) {
 	if c.cfg.ThrottleRatio <= 0 {
 		return try(ctx, addr)
 	}
@@ -422,7 +425,7 @@ func (c *Client) throttled(ctx context.Context, addr string, try tryFunc) (outco
 	if th == nil {
 		return final, ErrClosed
 	}
-	if !th.allow() {
+	if first && !th.allow() {
 		th.done(false)
 		return retry, fmt.Errorf("%w: refused by the client, not sent: node %s refuses most calls (client-side throttling)", ErrOverloaded, addr)
 	}

@@ -54,9 +54,9 @@
 //
 // A node that refuses many calls as overloaded is throttled by the client
 // itself (throttle.go, Config.ThrottleRatio): beyond about twice what the
-// node accepted over the last 5 s, calls to it fail here with
-// ErrOverloaded without being sent (and are retried elsewhere like a
-// node's refusal), so that a flood of refusals does not take the node's
+// node accepted over the last 5 s, a call's first attempt fails here
+// with ErrOverloaded without being sent (and is retried, always sent,
+// like after a node's refusal), so that a flood of refusals does not take the node's
 // CPU from the work it admitted.
 //
 // An authentication refusal is final, with one exception: a Client that

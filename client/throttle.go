@@ -23,7 +23,10 @@ import (
 // K = Config.ThrottleRatio (default 2): the node keeps seeing about K
 // calls for each one it accepts, enough to notice at once when it accepts
 // more, while the rest fail here at no cost to it. A node that accepts
-// everything is never throttled. The window is short so that a client
+// everything is never throttled. Only a call's first attempt is refused
+// here; retries, spaced by the backoff, always go to a node (a burst that
+// met a bound shrunk for a moment would otherwise see every retry refused
+// by the memory of its own refusals). The window is short so that a client
 // stops throttling within seconds of the overload's end.
 
 const (
