@@ -393,12 +393,10 @@ func trCommand(group uint32, i int) []byte {
 // knows, and returns it.
 func (c *trCluster) waitLeader(t *testing.T, group uint32) *trReplica {
 	t.Helper()
-	var lead *trReplica
-	trPollUntil(t, 30*time.Second, fmt.Sprintf("group %d elects a leader", group), func() error {
-		l, err := c.leader(group)
-		lead = l
-		return err
-	})
+	lead, err := c.leaderWithin(group, 30*time.Second)
+	if err != nil {
+		t.Fatalf("group %d elects a leader: %v", group, err)
+	}
 	return lead
 }
 
@@ -455,8 +453,9 @@ func trRetryable(err error) bool {
 		errors.Is(err, raft.ErrLeadershipTransferInProgress)
 }
 
-// leaderWithin is waitLeader for goroutines other than the test's: it
-// returns an error instead of failing the test.
+// leaderWithin polls c.leader until it answers or d has passed; it
+// returns an error rather than failing the test, so any goroutine may
+// call it.
 func (c *trCluster) leaderWithin(group uint32, d time.Duration) (*trReplica, error) {
 	deadline := time.Now().Add(d)
 	for {
