@@ -235,10 +235,14 @@ func mountTmpfs(t *testing.T, size int64) string {
 // TestFillTmpfs writes 64 KB values to a store on a 64 MB tmpfs until it
 // refuses them: no crash (Badger's SIGBUS), every acknowledged write
 // reads back, and the store writes again once a filler file is removed.
+// The filler must free more than the reserve can grow by after the
+// refusal (a flush turns up to three memtables into tables, which the
+// reserve counts again, 12 MB here) plus the hysteresis (an eighth of
+// the reserve): 8 MB was not always enough.
 func TestFillTmpfs(t *testing.T) {
 	mnt := mountTmpfs(t, 64<<20)
 	filler := filepath.Join(mnt, "filler")
-	if err := os.WriteFile(filler, make([]byte, 8<<20), 0o600); err != nil {
+	if err := os.WriteFile(filler, make([]byte, 24<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
@@ -270,7 +274,7 @@ func TestFillTmpfs(t *testing.T) {
 		t.Fatalf("after %d writes: got %v, want ErrDiskFull", acked, full)
 	}
 	st := s.DiskState()
-	t.Logf("64 MB tmpfs (8 MB filler, 4 MB memtables, reserve at least %d): %d writes of 64 KB acknowledged, then refused; free %d bytes, reserve %d", cfg.MinFreeBytes, acked, st.FreeBytes, s.space.reserve.Load())
+	t.Logf("64 MB tmpfs (24 MB filler, 4 MB memtables, reserve at least %d): %d writes of 64 KB acknowledged, then refused; free %d bytes, reserve %d", cfg.MinFreeBytes, acked, st.FreeBytes, s.space.reserve.Load())
 	check := func() {
 		t.Helper()
 		for i := range acked {
