@@ -57,7 +57,10 @@ type Config struct {
 	// the acknowledgement waits for the shared fsync. A QUORUM or
 	// linearizable write costs an fsync share on several replicas, so on a
 	// loaded node fewer fsyncs leave more CPU and disk for the writes
-	// themselves (docs/bench/HISTORY.md). Default 4ms; negative: sync at once.
+	// themselves (docs/bench/HISTORY.md). The wait never lasts longer than
+	// the recent fsyncs took (their moving average): on a disk whose fsync
+	// is fast, a long linger only adds latency. Default 4ms; negative:
+	// sync at once.
 	SyncLinger time.Duration
 	// LingerBelow is how many writes the syncer holds from which it stops
 	// lingering. Default 16.

@@ -470,3 +470,39 @@ func TestMergeAsync(t *testing.T) {
 		t.Fatalf("done called %d times, want 3", n)
 	}
 }
+
+// TestLingerFor: a linger lasts SyncLinger, but no longer than the syncs
+// take on average; before the first sync, and with the test hook that
+// fixes the quiet gap, the whole SyncLinger.
+func TestLingerFor(t *testing.T) {
+	const most = 4 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		avg  time.Duration
+		gap  time.Duration
+		want time.Duration
+	}{
+		{"no sync yet", 0, 0, most},
+		{"fast disk", 300 * time.Microsecond, 0, 300 * time.Microsecond},
+		{"slow disk", 12 * time.Millisecond, 0, most},
+		{"gap fixed by a test", 300 * time.Microsecond, time.Second, most},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			y := &syncer{lingerMax: most, syncAvg: tc.avg}
+			y.hooks.lingerGap = tc.gap
+			if got := y.lingerFor(); got != tc.want {
+				t.Errorf("lingerFor() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	avg := movingAvg(0, 8*time.Millisecond)
+	if avg != 8*time.Millisecond {
+		t.Fatalf("first sample: %v, want 8ms", avg)
+	}
+	for range 40 {
+		avg = movingAvg(avg, time.Millisecond)
+	}
+	if avg < time.Millisecond || avg > 1100*time.Microsecond {
+		t.Errorf("after 40 syncs of 1ms from 8ms: average %v, want about 1ms", avg)
+	}
+}
