@@ -297,9 +297,9 @@ type Store struct {
 // default is 10 MiB). Values up to the value threshold live in the tree,
 // so every level a record passes through rewrites it: with 64 MiB a store
 // of 1 GB has one level fewer between level 0 and the last, and installing
-// a 1 GB raft snapshot took 16.1 s instead of 22.6 s (docs/BENCHMARKS.md,
-// "A raft snapshot of 1 GB"). It sizes no cache or buffer: memory is the
-// same.
+// a 1 GB raft snapshot took 14.9 s instead of 22.4 s (medians of three;
+// docs/BENCHMARKS.md, "A raft snapshot of 1 GB"). It sizes no cache or
+// buffer: memory is the same.
 const baseLevelBytes = 64 << 20
 
 // Open opens (creating if needed) the store described by cfg and starts its
