@@ -36,7 +36,7 @@ func (t *Transport) heartbeat(g *groupTransport, target raft.ServerAddress, args
 	f := &appendFuture{start: time.Now(), args: args, resp: resp, heartbeat: true, urgent: g.urgent.Load() > 0, done: make(chan struct{})}
 	f.wire = g.appendToWire(args)
 	f.size = proto.Size(f.wire)
-	if err := s.enqueue(f); err != nil {
+	if err := s.enqueue(f, g.closed); err != nil {
 		s.abandon(f, err)
 		return err
 	}
@@ -131,8 +131,11 @@ type appendStream struct {
 }
 
 // enqueue registers f and queues it for the writer. Whoever removes f
-// from pending (the reader, fail, or abandon) completes it.
-func (s *appendStream) enqueue(f *appendFuture) error {
+// from pending (the reader, fail, or abandon) completes it. It gives up
+// when the stream fails or cancel (the group's or the pipeline's close)
+// closes, so that a raft goroutine waiting here on a stuck stream cannot
+// keep the group's Shutdown waiting for it.
+func (s *appendStream) enqueue(f *appendFuture, cancel <-chan struct{}) error {
 	s.mu.Lock()
 	if s.mu.err != nil {
 		err := s.mu.err
@@ -148,6 +151,8 @@ func (s *appendStream) enqueue(f *appendFuture) error {
 		return nil
 	case <-s.ctx.Done():
 		return fmt.Errorf("raft pipeline stream to %s: %w", s.addr, ErrTransportClosed)
+	case <-cancel:
+		return fmt.Errorf("raft pipeline stream to %s: the group's transport closed: %w", s.addr, ErrTransportClosed)
 	}
 }
 
@@ -382,7 +387,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return f, nil
 	}
 	p.g.t.m.sent.WithLabelValues(rpcPipeline).Inc()
-	if err := p.s.enqueue(f); err != nil {
+	if err := p.s.enqueue(f, p.closed); err != nil {
 		p.s.abandon(f, err)
 		return nil, err
 	}
