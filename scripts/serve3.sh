@@ -1,7 +1,8 @@
 # serve3.sh: sourced by the bench scripts. serve_start starts three fresh
 # `ringkv serve` processes of $RINGKV with data under $DIR (HTTP 1808i, drpc
 # 1900i, gossip 1710i, pprof 1606i) and waits until all are ready;
-# serve_stop stops them. TARGET is their drpc addresses.
+# serve_stop stops them. TARGET is their drpc addresses; EXTRA, if set, more
+# flags for every serve process (e.g. --sync-linger -1).
 TARGET=127.0.0.1:19001,127.0.0.1:19002,127.0.0.1:19003
 
 serve_start() {
@@ -15,9 +16,9 @@ serve_start() {
   rm -rf "$DIR"; mkdir -p "$DIR"
   for i in 1 2 3; do
     join=""; [ "$i" -gt 1 ] && join="--join 127.0.0.1:17101"
-    # shellcheck disable=SC2086 # join is empty or two words
+    # shellcheck disable=SC2086 # join is empty or two words; EXTRA, serve's further flags
     "$RINGKV" serve --id "n$i" --data "$DIR/n$i" --http "127.0.0.1:1808$i" --rpc "127.0.0.1:1900$i" \
-      --gossip "127.0.0.1:1710$i" --resp "" $join --pprof "127.0.0.1:1606$i" >"$DIR/n$i.log" 2>&1 &
+      --gossip "127.0.0.1:1710$i" --resp "" $join ${EXTRA:-} --pprof "127.0.0.1:1606$i" >"$DIR/n$i.log" 2>&1 &
     echo $! >"$DIR/n$i.pid"
     [ "$i" -eq 1 ] && sleep 1
   done

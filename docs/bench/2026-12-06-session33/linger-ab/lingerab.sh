@@ -5,7 +5,7 @@ OUT=$1; R=$2; shift 2; mkdir -p $OUT
 DIR=/tmp/s33/lab-serve
 export RINGKV_BENCH_ETCD=/tmp/s33/etcd-driver
 ETCD=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
-. /tmp/s33/serve3x.sh
+. scripts/serve3.sh   # run from the repository root
 for r in $(seq 1 $R); do
  for var in "$@"; do
   IFS=: read -r v RINGKV EXTRA <<< "$var"
