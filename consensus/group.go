@@ -26,6 +26,9 @@ type Group struct {
 	trans  raft.Transport
 	fsm    *fsm
 	logs   raft.LogStore
+	// cachedLogs is logs behind the raft.LogCache raft uses: the newest
+	// entries from memory.
+	cachedLogs raft.LogStore
 	stable raft.StableStore
 	store  Store
 	clock  *replica.Clock
@@ -614,4 +617,24 @@ func (b *readBatcher) run(g *Group, r *verifyRound) {
 		}
 		b.mu.Unlock()
 	}
+}
+
+// shutdown shuts g's raft instance down and waits for it. It closes the
+// group's transport right after starting the shutdown, not after raft's
+// goroutines stopped (raft's own order, in the future's Error): a
+// replication or heartbeat goroutine blocked handing an append to a stuck
+// stream (a peer that is gone) would keep Error waiting for ever, and
+// with it the caller: the reconcile loop restarting a stuck group (seen
+// once in TestChaosHosts: the group never came back) or a node shutting
+// down (seen once in an idle cluster stopped all at once: the last node
+// hung after "shutting down"). Closed, the transport fails those calls and
+// raft's goroutines see the shutdown.
+func (g *Group) shutdown() error {
+	f := g.raft.Shutdown()
+	if c, ok := g.trans.(raft.WithClose); ok {
+		if err := c.Close(); err != nil {
+			g.log.Debug("close the transport of a group shutting down", "group_id", g.id, "err", err)
+		}
+	}
+	return f.Error()
 }

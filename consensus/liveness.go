@@ -4,6 +4,7 @@ package consensus
 // stands for the periodic heartbeats of every group the two nodes share.
 
 import (
+	"context"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -15,6 +16,12 @@ import (
 type GroupTerm struct {
 	Group uint32
 	Term  uint64
+	// Commit is, for a group in LivenessReport.Led, its commit index read
+	// while the node led it at Term (raft.CommitIndex); zero elsewhere.
+	Commit uint64
+	// CommitTerm is the term of the leader's log entry at Commit, when
+	// the transport reports it (risenCommits).
+	CommitTerm uint64
 }
 
 // LivenessReport is what a node tells its peers in one liveness round:
@@ -39,6 +46,29 @@ type LivenessSource interface {
 	// term; ok is false when the node hosts no such group or it is not a
 	// follower.
 	Following(group uint32) (leader string, term uint64, ok bool)
+	// Indexes returns the commit index and the last log index of this
+	// node's group; ok is false when the node hosts no such group.
+	Indexes(group uint32) (commit, last uint64, ok bool)
+	// EntryTerm returns the term of the entry at index in this node's log
+	// of group; ok is false when the node hosts no such group or its log
+	// no longer (or does not yet) hold that entry.
+	EntryTerm(group uint32, index uint64) (term uint64, ok bool)
+}
+
+// commitRounds is how many liveness rounds a leader repeats a group's
+// commit index after it rose, so that a follower whose copy of the entry
+// arrived late, or whose raft was busy, still learns it; raft's own idle
+// append (CommitTimeout) is the backstop.
+const commitRounds = 3
+
+// commitMark is what the liveness loop last saw of a group it leads.
+type commitMark struct {
+	term, commit uint64
+	// entryTerm is the term of the leader's entry at commit.
+	entryTerm uint64
+	// changed is the liveness round in which commit (or term) last
+	// changed.
+	changed uint64
 }
 
 // peerLiveness is the last liveness message from one peer node, as
@@ -78,19 +108,56 @@ func (t *Transport) livenessLoop(src LivenessSource) {
 	defer t.wg.Done()
 	tick := time.NewTicker(t.cfg.LivenessInterval)
 	defer tick.Stop()
-	for {
+	marks := make(map[uint32]commitMark)
+	for round := uint64(1); ; round++ {
 		select {
 		case <-t.lifetime.Done():
 			return
 		case <-tick.C:
 		}
-		t.sendLiveness(src.LivenessReport())
+		rep := src.LivenessReport()
+		t.sendLiveness(rep, risenCommits(marks, rep.Led, round, src.EntryTerm))
 	}
 }
 
+// risenCommits returns the led groups whose commit index changed in the
+// last commitRounds rounds (or that are newly led), with that index and
+// the term of the leader's entry there (from entryTerm, read once per
+// change; a group whose entry is not found is left out), and updates
+// marks (one per led group; others are dropped). A follower holding the
+// entry at that index and term holds the leader's log up to it (raft's
+// log matching), so it may commit that far: the index is committed on the
+// leader.
+func risenCommits(marks map[uint32]commitMark, led []GroupTerm, round uint64, entryTerm func(group uint32, index uint64) (uint64, bool)) []GroupTerm {
+	var risen []GroupTerm
+	seen := make(map[uint32]bool, len(led))
+	for _, gt := range led {
+		seen[gt.Group] = true
+		m, ok := marks[gt.Group]
+		if !ok || m.term != gt.Term || m.commit != gt.Commit {
+			m = commitMark{term: gt.Term, commit: gt.Commit, changed: round}
+			if gt.Commit > 0 {
+				m.entryTerm, _ = entryTerm(gt.Group, gt.Commit)
+			}
+		}
+		marks[gt.Group] = m
+		if m.entryTerm != 0 && round-m.changed < commitRounds {
+			risen = append(risen, GroupTerm{Group: gt.Group, Term: gt.Term, Commit: m.commit, CommitTerm: m.entryTerm})
+		}
+	}
+	for g := range marks {
+		if !seen[g] {
+			delete(marks, g)
+		}
+	}
+	return risen
+}
+
 // sendLiveness sends rep to each known peer and to every leader rep
-// follows, over its stream (opened if needed). A full stream queue drops the message: the next one follows.
-func (t *Transport) sendLiveness(rep LivenessReport) {
+// follows, over its stream (opened if needed), with the commit indexes of
+// risen (led groups, see risenCommits). A full stream queue drops the
+// message: the next one follows.
+func (t *Transport) sendLiveness(rep LivenessReport, risen []GroupTerm) {
 	// Every node this one follows must hear from it, even one it never
 	// sent anything to (a node leading no group dials nobody): its
 	// leader elides heartbeats only on the follower's word.
@@ -107,12 +174,19 @@ func (t *Transport) sendLiveness(rep LivenessReport) {
 		return // nothing to stand for
 	}
 	led, ledTerms := splitGroupTerms(rep.Led)
+	var commitGroups []uint32
+	var commits, commitTerms []uint64
+	for _, gt := range risen {
+		commitGroups = append(commitGroups, gt.Group)
+		commits = append(commits, gt.Commit)
+		commitTerms = append(commitTerms, gt.CommitTerm)
+	}
 	for _, p := range peers {
 		s, err := t.stream(p)
 		if err != nil {
 			continue // unreachable: its groups time out as they would
 		}
-		msg := &kvpb.Liveness{Node: t.cfg.NodeID, LedGroups: led, LedTerms: ledTerms}
+		msg := &kvpb.Liveness{Node: t.cfg.NodeID, LedGroups: led, LedTerms: ledTerms, CommitGroups: commitGroups, CommitIndexes: commits, CommitTerms: commitTerms}
 		msg.FollowedGroups, msg.FollowedTerms = splitGroupTerms(rep.Followed[p.node])
 		if s.sendLiveness(msg) {
 			t.m.livenessSent.Inc()
@@ -155,7 +229,9 @@ func (t *Transport) noteLiveness(msg *kvpb.Liveness, now time.Time) {
 		return
 	}
 	lg, lt := msg.GetLedGroups(), msg.GetLedTerms()
+	led := make(map[uint32]uint64, len(lg))
 	for i := range min(len(lg), len(lt)) {
+		led[lg[i]] = lt[i]
 		leader, term, ok := src.Following(lg[i])
 		if !ok || leader != node || term != lt[i] {
 			continue
@@ -175,6 +251,62 @@ func (t *Transport) noteLiveness(msg *kvpb.Liveness, now time.Time) {
 			Leader:    []byte(node),
 		}, RespChan: resp})
 		t.m.heartbeatsInjected.Inc()
+	}
+	t.noteCommits(src, node, msg, led)
+}
+
+// noteCommits hands each local follower of a group whose commit index the
+// peer node reports (Liveness.commit_groups) the empty AppendEntries its
+// leader's raft would send on its idle tick: previous entry the reported
+// index and its term in the leader's log, commit index the reported
+// index, at the leader's term. Raft checks it as it checks any append:
+// only a follower holding that entry at that term takes the commit index.
+// A group gets it only if it follows node at the term led names for the
+// group, has not committed that far, and holds an entry at that index;
+// it goes through raft's main loop (not the heartbeat fast path, which
+// must not apply entries), on a goroutine of its own so that this
+// stream's reader never waits for a busy raft.
+func (t *Transport) noteCommits(src LivenessSource, node string, msg *kvpb.Liveness, led map[uint32]uint64) {
+	cg, ci, ct := msg.GetCommitGroups(), msg.GetCommitIndexes(), msg.GetCommitTerms()
+	for i := range min(len(cg), len(ci), len(ct)) {
+		group, index, entryTerm := cg[i], ci[i], ct[i]
+		term, ok := led[group]
+		if !ok || index == 0 || entryTerm == 0 || entryTerm > term {
+			continue
+		}
+		leader, ft, ok := src.Following(group)
+		if !ok || leader != node || ft != term {
+			continue
+		}
+		if commit, last, ok := src.Indexes(group); !ok || commit >= index || last < index {
+			continue
+		}
+		g := t.group(group)
+		if g == nil {
+			continue
+		}
+		req := &raft.AppendEntriesRequest{
+			RPCHeader:         raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(node), Addr: []byte(node)},
+			Term:              term,
+			Leader:            []byte(node),
+			PrevLogEntry:      index,
+			PrevLogTerm:       entryTerm,
+			LeaderCommitIndex: index,
+		}
+		t.mu.Lock()
+		if t.mu.closed {
+			t.mu.Unlock()
+			return
+		}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		t.m.commitsInjected.Inc()
+		go func() {
+			defer t.wg.Done()
+			ctx, cancel := context.WithTimeout(t.lifetime, t.cfg.Timeout)
+			defer cancel()
+			_, _ = g.serve(ctx, raft.RPC{Command: req}, false) // the answer is the leader's to have, and it has it
+		}()
 	}
 }
 
@@ -233,15 +365,19 @@ func (mg *Manager) LivenessReport() LivenessReport {
 		term := g.raft.CurrentTerm()
 		state := g.raft.State()
 		var leader raft.ServerID
-		if state == raft.Follower {
+		var commit uint64
+		switch state {
+		case raft.Follower:
 			_, leader = g.raft.LeaderWithID()
+		case raft.Leader:
+			commit = g.raft.CommitIndex()
 		}
 		if g.raft.CurrentTerm() != term {
 			continue
 		}
 		switch {
 		case state == raft.Leader:
-			rep.Led = append(rep.Led, GroupTerm{Group: g.id, Term: term})
+			rep.Led = append(rep.Led, GroupTerm{Group: g.id, Term: term, Commit: commit})
 		case state == raft.Follower && leader != "":
 			rep.Followed[string(leader)] = append(rep.Followed[string(leader)], GroupTerm{Group: g.id, Term: term})
 		}
@@ -265,6 +401,30 @@ func (mg *Manager) Following(group uint32) (leader string, term uint64, ok bool)
 		return "", 0, false
 	}
 	return string(id), term, true
+}
+
+// Indexes implements LivenessSource: the commit index and the last log
+// index of this node's group.
+func (mg *Manager) Indexes(group uint32) (commit, last uint64, ok bool) {
+	g, found := mg.Group(group)
+	if !found {
+		return 0, 0, false
+	}
+	return g.raft.CommitIndex(), g.raft.LastIndex(), true
+}
+
+// EntryTerm implements LivenessSource: the term of the entry at index in
+// this node's log of group (the newest entries from raft's log cache).
+func (mg *Manager) EntryTerm(group uint32, index uint64) (uint64, bool) {
+	g, found := mg.Group(group)
+	if !found {
+		return 0, false
+	}
+	var l raft.Log
+	if err := g.cachedLogs.GetLog(index, &l); err != nil {
+		return 0, false
+	}
+	return l.Term, true
 }
 
 // groupTimeouts are a group's normal raft timeouts.

@@ -11,15 +11,15 @@ import (
 )
 
 // trLiveness is the LivenessSource of one node of a trCluster: its
-// replicas as they were when it was made (stopped ones report Shutdown).
-type trLiveness map[uint32]*raft.Raft
+// replicas (a stopped one reports Shutdown).
+type trLiveness map[uint32]*trReplica
 
 func newTrLiveness(c *trCluster, n *trNode) trLiveness {
 	l := trLiveness{}
 	for g, reps := range c.reps {
 		for _, rep := range reps {
 			if rep.node == n {
-				l[g] = rep.r
+				l[g] = rep
 			}
 		}
 	}
@@ -28,10 +28,11 @@ func newTrLiveness(c *trCluster, n *trNode) trLiveness {
 
 func (l trLiveness) LivenessReport() LivenessReport {
 	rep := LivenessReport{Followed: map[string][]GroupTerm{}}
-	for g, r := range l {
+	for g, tr := range l {
+		r := tr.r
 		switch r.State() {
 		case raft.Leader:
-			rep.Led = append(rep.Led, GroupTerm{Group: g, Term: r.CurrentTerm()})
+			rep.Led = append(rep.Led, GroupTerm{Group: g, Term: r.CurrentTerm(), Commit: r.CommitIndex()})
 		case raft.Follower:
 			if _, id := r.LeaderWithID(); id != "" {
 				rep.Followed[string(id)] = append(rep.Followed[string(id)], GroupTerm{Group: g, Term: r.CurrentTerm()})
@@ -42,12 +43,93 @@ func (l trLiveness) LivenessReport() LivenessReport {
 }
 
 func (l trLiveness) Following(group uint32) (string, uint64, bool) {
-	r, ok := l[group]
-	if !ok || r.State() != raft.Follower {
+	tr, ok := l[group]
+	if !ok || tr.r.State() != raft.Follower {
 		return "", 0, false
 	}
-	_, id := r.LeaderWithID()
-	return string(id), r.CurrentTerm(), id != ""
+	_, id := tr.r.LeaderWithID()
+	return string(id), tr.r.CurrentTerm(), id != ""
+}
+
+func (l trLiveness) Indexes(group uint32) (uint64, uint64, bool) {
+	tr, ok := l[group]
+	if !ok {
+		return 0, 0, false
+	}
+	return tr.r.CommitIndex(), tr.r.LastIndex(), true
+}
+
+func (l trLiveness) EntryTerm(group uint32, index uint64) (uint64, bool) {
+	tr, ok := l[group]
+	if !ok {
+		return 0, false
+	}
+	var e raft.Log
+	if err := tr.logs.GetLog(index, &e); err != nil {
+		return 0, false
+	}
+	return e.Term, true
+}
+
+// TestLivenessCarriesCommitIndex: with raft's idle append (CommitTimeout)
+// an hour away, followers learn the commit index of a group's last write
+// from the leader node's liveness messages alone, and apply it; with no
+// liveness messages they do not.
+func TestLivenessCarriesCommitIndex(t *testing.T) {
+	const groups, commands = 2, 5
+	conf := func() *raft.Config {
+		c := trRaftConfig()
+		c.CommitTimeout = time.Hour
+		return c
+	}
+	for _, liveness := range []bool{true, false} {
+		t.Run(fmt.Sprintf("liveness=%v", liveness), func(t *testing.T) {
+			nodes := startTrNodes(t, 3, TransportConfig{})
+			c := startTrCluster(t, nodes, groups, conf)
+			if liveness {
+				for _, n := range nodes {
+					n.tr.SetLiveness(newTrLiveness(c, n))
+				}
+			}
+			for g, lead := range c.waitLeaders(t) {
+				for i := range commands {
+					if err := lead.r.Apply(fmt.Appendf(nil, "g%d-c%d", g, i), 10*time.Second).Error(); err != nil {
+						t.Fatalf("apply to group %d: %v", g, err)
+					}
+				}
+			}
+			if !liveness {
+				// The last write's commit index reaches no follower: raft's
+				// heartbeats do not carry it and its idle append is an hour
+				// away. Two seconds is long enough for a liveness round
+				// (200 ms) to have carried it, had there been one.
+				deadline := time.Now().Add(2 * time.Second)
+				for time.Now().Before(deadline) {
+					for g := range uint32(groups) {
+						for _, rep := range c.reps[g] {
+							if n, _ := rep.fsm.digest(); n == commands {
+								if rep.r.State() != raft.Leader {
+									t.Fatalf("group %d: follower %s applied the last write without liveness", g, rep.node.id)
+								}
+							}
+						}
+					}
+					time.Sleep(50 * time.Millisecond) // sampling an absence until the deadline, not waiting for a condition
+				}
+				return
+			}
+			for g := range uint32(groups) {
+				c.waitConverged(t, g, commands)
+			}
+			var injected float64
+			for _, n := range nodes {
+				injected += n.metric(t, "ringkv_consensus_transport_commits_injected_total", nil)
+			}
+			if injected == 0 {
+				t.Error("no commit index handed to a follower from liveness")
+			}
+		})
+	}
 }
 
 // TestLivenessStandsForIdleHeartbeats: once the nodes exchange liveness
@@ -219,6 +301,14 @@ func TestQuietLeaderTimeouts(t *testing.T) {
 // by leader, those it follows, each at its term.
 func TestManagerLivenessReport(t *testing.T) {
 	_, mgrs := newCluster(t, 1)
+	for id, m := range mgrs {
+		if _, _, ok := m.Indexes(99); ok {
+			t.Errorf("%s: Indexes of a group it does not host", id)
+		}
+		if _, ok := m.EntryTerm(99, 1); ok {
+			t.Errorf("%s: EntryTerm of a group it does not host", id)
+		}
+	}
 	waitFor(t, 10*time.Second, "a consistent report", func() error {
 		lead := leaderOf(mgrs, 0)
 		if lead == nil {
@@ -229,8 +319,14 @@ func TestManagerLivenessReport(t *testing.T) {
 			rep := m.LivenessReport()
 			leader, ft, ok := m.Following(0)
 			if id == lead.nodeID {
-				if len(rep.Led) != 1 || rep.Led[0] != (GroupTerm{Group: 0, Term: term}) {
-					return fmt.Errorf("leader %s reports led %v, want group 0 at term %d", id, rep.Led, term)
+				if len(rep.Led) != 1 || rep.Led[0].Group != 0 || rep.Led[0].Term != term || rep.Led[0].Commit != lead.raft.CommitIndex() {
+					return fmt.Errorf("leader %s reports led %v, want group 0 at term %d, commit %d", id, rep.Led, term, lead.raft.CommitIndex())
+				}
+				if et, ok := m.EntryTerm(0, rep.Led[0].Commit); !ok || et == 0 || et > term {
+					return fmt.Errorf("leader %s: the term of its entry at its commit index %d: %d %v", id, rep.Led[0].Commit, et, ok)
+				}
+				if commit, last, ok := m.Indexes(0); !ok || commit != rep.Led[0].Commit || last < commit {
+					return fmt.Errorf("leader %s: Indexes = %d %d %v", id, commit, last, ok)
 				}
 				if ok {
 					return fmt.Errorf("leader %s says it follows %s", id, leader)
@@ -248,5 +344,49 @@ func TestManagerLivenessReport(t *testing.T) {
 	})
 	if _, _, ok := mgrs["n1"].Following(99); ok {
 		t.Error("Following(99) on a node without group 99: got ok")
+	}
+}
+
+// TestRisenCommits: a led group's commit index is reported, with its
+// entry's term, for commitRounds rounds after it changes (or the group is
+// newly led), not when its entry is unknown, and groups no longer led are
+// forgotten.
+func TestRisenCommits(t *testing.T) {
+	lookups := 0
+	entryTerm := func(group uint32, index uint64) (uint64, bool) {
+		lookups++
+		if group == 9 {
+			return 0, false // compacted away
+		}
+		return 4, true
+	}
+	marks := map[uint32]commitMark{}
+	got := func(round uint64, led ...GroupTerm) []GroupTerm {
+		return risenCommits(marks, led, round, entryTerm)
+	}
+	if r := got(1, GroupTerm{Group: 1, Term: 5, Commit: 10}, GroupTerm{Group: 9, Term: 5, Commit: 3}, GroupTerm{Group: 2, Term: 5}); len(r) != 1 ||
+		r[0] != (GroupTerm{Group: 1, Term: 5, Commit: 10, CommitTerm: 4}) {
+		t.Fatalf("round 1: %+v", r)
+	}
+	for round := uint64(2); round <= commitRounds; round++ {
+		if r := got(round, GroupTerm{Group: 1, Term: 5, Commit: 10}); len(r) != 1 {
+			t.Fatalf("round %d: %+v, want the repeat", round, r)
+		}
+	}
+	if r := got(commitRounds+1, GroupTerm{Group: 1, Term: 5, Commit: 10}); len(r) != 0 {
+		t.Fatalf("round %d: %+v, want nothing (unchanged for %d rounds)", commitRounds+1, r, commitRounds)
+	}
+	if lookups != 2 {
+		t.Errorf("entry terms looked up %d times, want 2 (once per change)", lookups)
+	}
+	if r := got(10, GroupTerm{Group: 1, Term: 5, Commit: 12}); len(r) != 1 || r[0].Commit != 12 {
+		t.Fatalf("a risen commit: %+v", r)
+	}
+	if r := got(11, GroupTerm{Group: 1, Term: 6, Commit: 12}); len(r) != 1 || r[0].Term != 6 {
+		t.Fatalf("a new term: %+v", r)
+	}
+	got(12)
+	if len(marks) != 0 {
+		t.Errorf("marks of groups no longer led kept: %v", marks)
 	}
 }

@@ -122,6 +122,9 @@ type transportMetrics struct {
 	livenessSent       prometheus.Counter
 	heartbeatsElided   prometheus.Counter
 	heartbeatsInjected prometheus.Counter
+	// commitsInjected counts the idle appends handed to local followers
+	// for a commit index a leader's liveness message reported.
+	commitsInjected prometheus.Counter
 }
 
 func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
@@ -159,8 +162,12 @@ func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
 			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_heartbeats_injected_total",
 			Help: "Heartbeats handed to local followers on behalf of their leader node's liveness message.",
 		}),
+		commitsInjected: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_commits_injected_total",
+			Help: "Idle appends handed to local followers for a commit index their leader node's liveness message reported (raft's CommitTimeout tick, standing in).",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected} {
+	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected} {
 		if err := reg.Register(c); err != nil {
 			return transportMetrics{}, fmt.Errorf("register raft transport metrics: %w", err)
 		}

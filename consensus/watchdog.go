@@ -228,20 +228,7 @@ func (mg *Manager) checkStuck(w *stuckWatch, g *Group) bool {
 // instance's (ErrClosed once Close began); the old one is shut down
 // either way.
 func (mg *Manager) restartGroup(g *Group, reason string) error {
-	shutdown := g.raft.Shutdown()
-	// Close the group's transport now, not after raft's goroutines
-	// stopped (raft's own order, in the future's Error): the group being
-	// restarted is stuck, and a replication goroutine of its blocked
-	// handing an append to a stuck stream would keep Error waiting, and
-	// with it this reconcile loop and every other group's (seen once in
-	// TestChaosHosts: the group never came back). Closed, the transport
-	// fails those calls and raft's goroutines see the shutdown.
-	if c, ok := g.trans.(raft.WithClose); ok {
-		if err := c.Close(); err != nil {
-			mg.log.Debug("close the transport of a restarting group", "group_id", g.id, "err", err)
-		}
-	}
-	if err := shutdown.Error(); err != nil {
+	if err := g.shutdown(); err != nil {
 		return fmt.Errorf("consensus: shut down group %d: %w", g.id, err)
 	}
 	if err := mg.startGroup(g.id, false, g.logs, g.stable); err != nil {

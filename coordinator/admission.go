@@ -104,6 +104,8 @@ type admission struct {
 	// flood is refused at tens of thousands a second, and formatting
 	// each refusal's message took CPU from the requests admitted.
 	refusals [numPlanes][2]error
+	// busy, if set, is called for every request admitted (Deps.Busy).
+	busy func()
 }
 
 func newAdmission(cfg Config, reg prometheus.Registerer) (*admission, error) {
@@ -154,6 +156,9 @@ func (a *admission) admit(p Plane, n int64) (func(), error) {
 		}
 		a.m.refused[p][refusedBytes].Inc()
 		return nil, a.refusals[p][refusedBytes]
+	}
+	if a.busy != nil {
+		a.busy()
 	}
 	gauge := a.m.inflight[p]
 	gauge.Inc()

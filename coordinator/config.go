@@ -254,6 +254,11 @@ type Deps struct {
 	// Login serves the Client service's Login; nil answers that
 	// authentication is off.
 	Login Authenticator
+	// Busy, if set, is called for every request admitted (client or
+	// peer), before it runs: the node's idle-procs controller gives the
+	// process its normal GOMAXPROCS back on it (internal/idleprocs). It
+	// must be cheap and safe for concurrent use.
+	Busy func()
 }
 
 func (d Deps) validate() error {

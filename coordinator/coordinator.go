@@ -74,6 +74,7 @@ func New(cfg Config, deps Deps) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	adm.busy = deps.Busy
 	names, _ := deps.Auth.(CallerNamer)
 	rates, err := newRateLimits(cfg.RateLimits, names, deps.Registerer)
 	if err != nil {

@@ -43,6 +43,10 @@ type Deps struct {
 	// them on /metrics. Both nil: a private registry.
 	Registerer prometheus.Registerer
 	Gatherer   prometheus.Gatherer
+	// Busy, if set, is called for every request the node admits (client
+	// or peer): `ringkv serve` passes its idle-procs controller's
+	// (internal/idleprocs). Cheap and safe for concurrent use.
+	Busy func()
 }
 
 // Node is one running ringkv node.
@@ -253,6 +257,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		Lin:        n.trans,
 		Auth:       authz,
 		Login:      logins,
+		Busy:       deps.Busy,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node: coordinator: %w", err)

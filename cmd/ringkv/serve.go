@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ringkv/ringkv/internal/idleprocs"
 	"github.com/ringkv/ringkv/node"
 )
 
@@ -97,6 +98,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error (env RINGKV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, drain for at most this long before stopping (hand over raft leadership, refuse new client requests, finish those in flight, flush hints); 0 stops at once; a second signal cuts the drain short (env RINGKV_DRAIN_TIMEOUT)")
+	idleAfter := fs.Duration("idle-procs-after", 10*time.Second, "after this long using under a tenth of one core, second after second, run the Go scheduler on one P (an idle node's timers then wake one thread, not two or more); back to GOMAXPROCS at the first request or a busier second; 0: never (env RINGKV_IDLE_PROCS_AFTER)")
 	pprofAddr := fs.String("pprof", envDefault("RINGKV_PPROF", ""), "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off (env RINGKV_PPROF)")
 	// Test-only hooks for the chaos harness (internal/chaos); see
 	// docs/RELIABILITY.md. They are not listed in the usage text's examples
@@ -109,6 +111,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err := setFromEnv(fs, map[string]string{
 		"hints": "RINGKV_HINTS", "hint-window": "RINGKV_HINT_WINDOW", "hint-replay-rate": "RINGKV_HINT_REPLAY_RATE",
 		"drain-timeout": "RINGKV_DRAIN_TIMEOUT", "memory-budget": "RINGKV_MEMORY_BUDGET",
+		"idle-procs-after": "RINGKV_IDLE_PROCS_AFTER",
 	}); err != nil {
 		return err
 	}
@@ -148,10 +151,32 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if limit := setMemoryLimit(cfg.MemoryBudgetBytes, 1); limit > 0 {
 		log.Info("memory budget", "budget_bytes", cfg.MemoryBudgetBytes, "go_memory_limit_bytes", limit)
 	}
+	idle, err := idleprocs.New(idleprocs.Config{After: *idleAfter})
+	if err != nil {
+		return fmt.Errorf("%w: --idle-procs-after: %w", errUsage, err)
+	}
 	reg := newRegistry()
-	n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg})
+	deps := node.Deps{Registerer: reg, Gatherer: reg}
+	if idle != nil {
+		deps.Busy = idle.Busy
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "ringkv", Subsystem: "node", Name: "idle_one_proc",
+			Help: "1 while the process runs the Go scheduler on one P because it is idle (--idle-procs-after), else 0.",
+		}, func() float64 {
+			if idle.Idle() {
+				return 1
+			}
+			return 0
+		}))
+	}
+	n, err := node.Open(cfg, deps)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if idle != nil {
+		// Stops with ctx (the first SIGTERM), restoring GOMAXPROCS
+		// before the drain.
+		go idle.Run(ctx)
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -475,8 +475,16 @@ type Liveness struct {
 	// receiver as their leader, at followed_terms.
 	FollowedGroups []uint32 `protobuf:"varint,4,rep,packed,name=followed_groups,json=followedGroups,proto3" json:"followed_groups,omitempty"`
 	FollowedTerms  []uint64 `protobuf:"varint,5,rep,packed,name=followed_terms,json=followedTerms,proto3" json:"followed_terms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// commit_groups are led groups (each also in led_groups) whose commit
+	// index changed within the last few liveness rounds, at commit_indexes;
+	// commit_terms are the terms of the sender's log entries at those
+	// indexes. It stands for raft's idle append that would tell a follower
+	// the commit index (consensus/liveness.go).
+	CommitGroups  []uint32 `protobuf:"varint,6,rep,packed,name=commit_groups,json=commitGroups,proto3" json:"commit_groups,omitempty"`
+	CommitIndexes []uint64 `protobuf:"varint,7,rep,packed,name=commit_indexes,json=commitIndexes,proto3" json:"commit_indexes,omitempty"`
+	CommitTerms   []uint64 `protobuf:"varint,8,rep,packed,name=commit_terms,json=commitTerms,proto3" json:"commit_terms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Liveness) Reset() {
@@ -540,6 +548,27 @@ func (x *Liveness) GetFollowedGroups() []uint32 {
 func (x *Liveness) GetFollowedTerms() []uint64 {
 	if x != nil {
 		return x.FollowedTerms
+	}
+	return nil
+}
+
+func (x *Liveness) GetCommitGroups() []uint32 {
+	if x != nil {
+		return x.CommitGroups
+	}
+	return nil
+}
+
+func (x *Liveness) GetCommitIndexes() []uint64 {
+	if x != nil {
+		return x.CommitIndexes
+	}
+	return nil
+}
+
+func (x *Liveness) GetCommitTerms() []uint64 {
+	if x != nil {
+		return x.CommitTerms
 	}
 	return nil
 }
@@ -1272,14 +1301,17 @@ const file_ringkv_v1_raft_proto_rawDesc = "" +
 	"\x10no_retry_backoff\x18\t \x01(\bR\x0enoRetryBackoff\"\x82\x01\n" +
 	"\x12AppendEntriesBatch\x12;\n" +
 	"\brequests\x18\x01 \x03(\v2\x1f.ringkv.v1.AppendEntriesRequestR\brequests\x12/\n" +
-	"\bliveness\x18\x02 \x01(\v2\x13.ringkv.v1.LivenessR\bliveness\"\xaa\x01\n" +
+	"\bliveness\x18\x02 \x01(\v2\x13.ringkv.v1.LivenessR\bliveness\"\x99\x02\n" +
 	"\bLiveness\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
 	"led_groups\x18\x02 \x03(\rR\tledGroups\x12\x1b\n" +
 	"\tled_terms\x18\x03 \x03(\x04R\bledTerms\x12'\n" +
 	"\x0ffollowed_groups\x18\x04 \x03(\rR\x0efollowedGroups\x12%\n" +
-	"\x0efollowed_terms\x18\x05 \x03(\x04R\rfollowedTerms\"\\\n" +
+	"\x0efollowed_terms\x18\x05 \x03(\x04R\rfollowedTerms\x12#\n" +
+	"\rcommit_groups\x18\x06 \x03(\rR\fcommitGroups\x12%\n" +
+	"\x0ecommit_indexes\x18\a \x03(\x04R\rcommitIndexes\x12!\n" +
+	"\fcommit_terms\x18\b \x03(\x04R\vcommitTerms\"\\\n" +
 	"\x1aAppendEntriesBatchResponse\x12>\n" +
 	"\tresponses\x18\x01 \x03(\v2 .ringkv.v1.AppendEntriesResponseR\tresponses\"\x85\x02\n" +
 	"\x12RequestVoteRequest\x12\x14\n" +
