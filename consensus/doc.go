@@ -93,12 +93,13 @@
 // dies or is cut off its messages stop and everything times out as it
 // would without heartbeats. Heartbeats of a leadership confirmation
 // (reads) always travel. A leader's message also names the groups whose
-// commit index rose in its term in the last three rounds, with that
-// index; the follower's node hands each such group that follows it,
-// holds the entry and has not committed that far the empty append raft's
-// idle tick would have carried (through raft's main loop, where raft
-// checks the entry's term as for any append), so followers learn a
-// write's commit within a round and CommitTimeout can be 2 s. A group
+// commit index changed in the last three rounds, with that index and the
+// term of its entry there; the follower's node hands each such group
+// that follows it, holds an entry at that index and has not committed
+// that far the empty append raft's idle tick would have carried (through
+// raft's main loop, where raft checks the entry's term as for any
+// append), so followers learn a write's commit within a round and
+// CommitTimeout can be 2 s. A group
 // this node leads runs with
 // Config.QuietHeartbeatTimeout (3s) instead of HeartbeatTimeout, so raft
 // wakes its heartbeat goroutines a third as often; its followers keep

@@ -29,11 +29,11 @@ type Group struct {
 	// cachedLogs is logs behind the raft.LogCache raft uses: the newest
 	// entries from memory.
 	cachedLogs raft.LogStore
-	stable raft.StableStore
-	store  Store
-	clock  *replica.Clock
-	log    *slog.Logger
-	m      *metrics
+	stable     raft.StableStore
+	store      Store
+	clock      *replica.Clock
+	log        *slog.Logger
+	m          *metrics
 	// features, if set, says whether every member applies the commands
 	// of a wire version (Txn proposes opBatch only then).
 	features Features

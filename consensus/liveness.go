@@ -56,7 +56,7 @@ type LivenessSource interface {
 }
 
 // commitRounds is how many liveness rounds a leader repeats a group's
-// commit index after it rose, so that a follower whose copy of the entry
+// commit index after it changed, so that a follower whose copy of the entry
 // arrived late, or whose raft was busy, still learns it; raft's own idle
 // append (CommitTimeout) is the backstop.
 const commitRounds = 3
