@@ -7,10 +7,11 @@
 // each wake-up also wakes an idle P's thread to look for work (a futex
 // wake, a spinning search, an epoll wait): half of an idle node's CPU
 // profile. On one P the thread that ran the timer runs the goroutine it
-// woke, and nothing else wakes. A node is idle when its process used
-// less than a tenth of one core in each second for a while (Controller's
-// After); it leaves one P at once when a request is admitted (Busy) or
-// when a second's CPU use crosses that tenth.
+// woke, and nothing else wakes. A node is idle when it admitted no
+// request and its process used less than a tenth of one core, second
+// after second, for a while (Config.After); it leaves one P at once when
+// a request is admitted (Busy) or when a second's CPU use crosses that
+// tenth.
 package idleprocs
 
 import (
@@ -54,6 +55,8 @@ type Controller struct {
 	// cgroup quota).
 	envSet bool
 	idle   atomic.Bool
+	// active: Busy was called since Run last looked (while not idle).
+	active atomic.Bool
 	kick   chan struct{}
 	// switches counts changes of GOMAXPROCS, both ways (tests, metrics).
 	switches atomic.Uint64
@@ -120,10 +123,17 @@ func (c *Controller) Switches() uint64 {
 }
 
 // Busy tells c that work arrived: if the process is on one P, Run
-// restores the normal GOMAXPROCS at once. Cheap when not idle (one atomic
-// load); safe on a nil Controller.
+// restores the normal GOMAXPROCS at once; otherwise the interval does not
+// count as idle. Cheap (atomic loads; a store only on the first call of
+// an interval); safe on a nil Controller.
 func (c *Controller) Busy() {
-	if c == nil || !c.idle.Load() {
+	if c == nil {
+		return
+	}
+	if !c.idle.Load() {
+		if !c.active.Load() {
+			c.active.Store(true)
+		}
 		return
 	}
 	select {
@@ -166,11 +176,14 @@ func (c *Controller) Run(ctx context.Context) {
 		}
 		elapsed := now.Sub(prev)
 		busy := used-last > limit(elapsed)
+		active := c.active.Swap(false)
 		last, prev = used, now
 		switch {
 		case busy:
 			quietFor = 0
 			c.wake()
+		case active:
+			quietFor = 0 // requests, however light: not idle
 		case !c.idle.Load():
 			quietFor += elapsed
 			if quietFor >= c.cfg.After {

@@ -57,8 +57,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func start(t *testing.T, envSet bool) (*Controller, *fakeProcs, context.CancelFunc, <-chan struct{}) {
 	t.Helper()
+	return startAfter(t, envSet, 30*time.Millisecond)
+}
+
+func startAfter(t *testing.T, envSet bool, after time.Duration) (*Controller, *fakeProcs, context.CancelFunc, <-chan struct{}) {
+	t.Helper()
 	f := &fakeProcs{}
-	c := newController(Config{After: 30 * time.Millisecond, Threshold: DefaultThreshold, Interval: 10 * time.Millisecond}, 4, envSet, f.cpu, f.set)
+	c := newController(Config{After: after, Threshold: DefaultThreshold, Interval: 10 * time.Millisecond}, 4, envSet, f.cpu, f.set)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); c.Run(ctx) }()
@@ -84,6 +89,21 @@ func TestIdleThenBusy(t *testing.T) {
 	if got := c.Switches(); got != 2 {
 		t.Errorf("switches: got %d, want 2", got)
 	}
+}
+
+// TestRequestsKeepItBusy: a process that admits requests, however light
+// its CPU use, does not go to one P.
+func TestRequestsKeepItBusy(t *testing.T) {
+	c, f, _, _ := startAfter(t, false, 250*time.Millisecond)
+	deadline := time.Now().Add(600 * time.Millisecond) // idle well before, without the requests
+	for time.Now().Before(deadline) {
+		c.Busy()
+		if c.Idle() {
+			t.Fatalf("went to one P while admitting requests: %v", f.history())
+		}
+		time.Sleep(time.Millisecond) // a light stream of requests, not a wait for a condition
+	}
+	waitFor(t, "one P once the requests stop", c.Idle)
 }
 
 // TestBusySecondWakes: on one P, an interval that used more than the

@@ -130,6 +130,23 @@ func (c *Cluster) waitIdle(t *testing.T) {
 		}
 		return nil
 	})
+	// And every process on one P (serve's --idle-procs-after, 10 s): the
+	// failovers below start from the state an idle cluster is in.
+	c.WaitFor(60*time.Second, "every node on one P", func(ctx context.Context) error {
+		for _, nd := range c.Nodes {
+			if !nd.Running() {
+				continue
+			}
+			v, err := nd.Metric(ctx, "ringkv_node_idle_one_proc")
+			if err != nil {
+				return err
+			}
+			if v != 1 {
+				return fmt.Errorf("%s not on one P", nd.ID)
+			}
+		}
+		return nil
+	})
 }
 
 // busiestLeader returns the running node that leads the most groups and
