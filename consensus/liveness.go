@@ -155,8 +155,9 @@ func risenCommits(marks map[uint32]commitMark, led []GroupTerm, round uint64, en
 
 // sendLiveness sends rep to each known peer and to every leader rep
 // follows, over its stream (opened if needed), with the commit indexes of
-// risen (led groups, see risenCommits). A full stream queue drops the
-// message: the next one follows.
+// risen (led groups, see risenCommits) but those of groups that sent
+// entries within the last LivenessInterval (their appends carry it). A
+// full stream queue drops the message: the next one follows.
 func (t *Transport) sendLiveness(rep LivenessReport, risen []GroupTerm) {
 	// Every node this one follows must hear from it, even one it never
 	// sent anything to (a node leading no group dials nobody): its
@@ -176,7 +177,11 @@ func (t *Transport) sendLiveness(rep LivenessReport, risen []GroupTerm) {
 	led, ledTerms := splitGroupTerms(rep.Led)
 	var commitGroups []uint32
 	var commits, commitTerms []uint64
+	now := time.Now().UnixNano()
 	for _, gt := range risen {
+		if g := t.group(gt.Group); g != nil && now-g.sentEntries.Load() < int64(t.cfg.LivenessInterval) {
+			continue // its appends carry the commit index
+		}
 		commitGroups = append(commitGroups, gt.Group)
 		commits = append(commits, gt.Commit)
 		commitTerms = append(commitTerms, gt.CommitTerm)

@@ -27,7 +27,11 @@ type groupTransport struct {
 	// urgent counts the group's VerifyLeader rounds in flight: while it is
 	// above zero its heartbeats skip the HeartbeatWindow.
 	urgent atomic.Int32
-	closed chan struct{} // closed by closeLocked
+	// sentEntries is when the group last sent an append carrying entries
+	// (unix nanoseconds): while appends flow they carry the commit index
+	// to the followers, and the liveness messages leave it out.
+	sentEntries atomic.Int64
+	closed      chan struct{} // closed by closeLocked
 	// logs is the group's log durability, if its log store reports it
 	// (SetLogDurability); nil: every stored entry counts as durable.
 	logs atomic.Pointer[LogDurability]
@@ -207,6 +211,9 @@ func (g *groupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 		return g.t.heartbeat(g, target, args, resp)
 	}
 	g.t.m.sent.WithLabelValues(rpcAppendEntries).Inc()
+	if len(args.Entries) > 0 {
+		g.sentEntries.Store(time.Now().UnixNano())
+	}
 	req := &kvpb.AppendEntriesBatch{Requests: []*kvpb.AppendEntriesRequest{g.appendToWire(args)}}
 	return g.t.call(target, g.t.cfg.Timeout, func(ctx context.Context, client kvpb.DRPCRaftClient) error {
 		g.t.m.frames.WithLabelValues(rpcAppendEntries).Inc()

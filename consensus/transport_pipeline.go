@@ -376,6 +376,9 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		f.complete(nil)
 	} else {
 		f.size = proto.Size(f.wire)
+		if len(f.wire.Entries) > 0 {
+			p.g.sentEntries.Store(f.start.UnixNano())
+		}
 	}
 	select {
 	case p.inflight <- f:
