@@ -454,6 +454,14 @@ func (c *Cluster) WaitConverged(timeout time.Duration) {
 // with cond's last error after timeout.
 func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func(ctx context.Context) error) {
 	c.t.Helper()
+	c.WaitForEvery(timeout, 50*time.Millisecond, what, cond)
+}
+
+// WaitForEvery is WaitFor polling every interval: for a condition that
+// frequent polling would itself disturb (a node's idle state, which a
+// scrape of /metrics every 50 ms keeps above a tenth of a core).
+func (c *Cluster) WaitForEvery(timeout, interval time.Duration, what string, cond func(ctx context.Context) error) {
+	c.t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last error
 	for {
@@ -466,7 +474,7 @@ func (c *Cluster) WaitFor(timeout time.Duration, what string, cond func(ctx cont
 		if time.Now().After(deadline) {
 			c.t.Fatalf("waiting for %s: %v", what, last)
 		}
-		timer := time.NewTimer(50 * time.Millisecond)
+		timer := time.NewTimer(interval)
 		<-timer.C
 	}
 }

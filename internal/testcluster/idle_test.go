@@ -131,8 +131,9 @@ func (c *Cluster) waitIdle(t *testing.T) {
 		return nil
 	})
 	// And every process on one P (serve's --idle-procs-after, 10 s): the
-	// failovers below start from the state an idle cluster is in.
-	c.WaitFor(60*time.Second, "every node on one P", func(ctx context.Context) error {
+	// failovers below start from the state an idle cluster is in. Polled
+	// every second: scraping /metrics every 50 ms keeps a node busy.
+	c.WaitForEvery(60*time.Second, time.Second, "every node on one P", func(ctx context.Context) error {
 		for _, nd := range c.Nodes {
 			if !nd.Running() {
 				continue
