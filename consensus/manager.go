@@ -56,7 +56,7 @@ type Config struct {
 	// follower whose replication failed. DESIGN.md measured that 50ms
 	// makes two thirds of idle traffic over 64 groups; each tick also
 	// wakes three goroutines on the leader (liveness.go answers it).
-	// Default 2s: the liveness messages carry a group's risen commit index
+	// Default 2s: the liveness messages carry a group's new commit index
 	// to its followers within a round (LivenessInterval, 200ms), so the
 	// tick is the backstop; a follower back from a failure with nothing
 	// new written waits up to two ticks to be caught up.
