@@ -636,5 +636,8 @@ func (g *Group) shutdown() error {
 			g.log.Debug("close the transport of a group shutting down", "group_id", g.id, "err", err)
 		}
 	}
-	return f.Error()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("consensus: shut down group %d: %w", g.id, err)
+	}
+	return nil
 }

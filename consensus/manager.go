@@ -330,7 +330,7 @@ func (mg *Manager) Close() error {
 			defer wg.Done()
 			if err := g.shutdown(); err != nil {
 				emu.Lock()
-				errs = append(errs, fmt.Errorf("consensus: shutdown group %d: %w", g.id, err))
+				errs = append(errs, err)
 				emu.Unlock()
 			}
 		}()

@@ -2,7 +2,6 @@ package consensus
 
 import (
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -229,7 +228,7 @@ func (mg *Manager) checkStuck(w *stuckWatch, g *Group) bool {
 // either way.
 func (mg *Manager) restartGroup(g *Group, reason string) error {
 	if err := g.shutdown(); err != nil {
-		return fmt.Errorf("consensus: shut down group %d: %w", g.id, err)
+		return err
 	}
 	if err := mg.startGroup(g.id, false, g.logs, g.stable); err != nil {
 		return err
