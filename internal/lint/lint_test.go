@@ -39,6 +39,7 @@ var allowed = map[string][]string{
 	"internal/testcluster": {"internal/pki", "internal/rpcconn", "internal/hosts"},
 	"internal/hosts":       {},
 	"internal/loglimit":    {},
+	"internal/idleprocs":   {},
 	"internal/workgroup":   {},
 	"internal/fault":       {},
 	"internal/testlog":     {},
