@@ -67,8 +67,8 @@ type commitMark struct {
 	// entryTerm is the term of the leader's entry at commit.
 	entryTerm uint64
 	// changed is the liveness round in which commit (or term) last
-	// changed.
-	changed uint64
+	// changed; led the last round in which the node led the group.
+	changed, led uint64
 }
 
 // peerLiveness is the last liveness message from one peer node, as
@@ -130,9 +130,7 @@ func (t *Transport) livenessLoop(src LivenessSource) {
 // leader.
 func risenCommits(marks map[uint32]commitMark, led []GroupTerm, round uint64, entryTerm func(group uint32, index uint64) (uint64, bool)) []GroupTerm {
 	var risen []GroupTerm
-	seen := make(map[uint32]bool, len(led))
 	for _, gt := range led {
-		seen[gt.Group] = true
 		m, ok := marks[gt.Group]
 		if !ok || m.term != gt.Term || m.commit != gt.Commit {
 			m = commitMark{term: gt.Term, commit: gt.Commit, changed: round}
@@ -140,13 +138,14 @@ func risenCommits(marks map[uint32]commitMark, led []GroupTerm, round uint64, en
 				m.entryTerm, _ = entryTerm(gt.Group, gt.Commit)
 			}
 		}
+		m.led = round
 		marks[gt.Group] = m
 		if m.entryTerm != 0 && round-m.changed < commitRounds {
 			risen = append(risen, GroupTerm{Group: gt.Group, Term: gt.Term, Commit: m.commit, CommitTerm: m.entryTerm})
 		}
 	}
-	for g := range marks {
-		if !seen[g] {
+	for g, m := range marks {
+		if m.led != round {
 			delete(marks, g)
 		}
 	}

@@ -12,8 +12,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/ringkv/ringkv/ring/gossip"
 )
 
 // sumSeries adds up every series of a metric family on a node's /metrics.
@@ -232,28 +230,14 @@ func pollUntil(timeout time.Duration, cond func() bool) bool {
 // TestBusyOnAdmit: every request the node admits calls Deps.Busy (the
 // idle-procs controller of `ringkv serve` wakes on it).
 func TestBusyOnAdmit(t *testing.T) {
-	cfg := DefaultConfig()
-	cfg.ID = "solo"
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
-	cfg.GossipProfile = gossip.Local
 	var calls atomic.Int64
-	nd, err := Open(cfg, Deps{Busy: func() { calls.Add(1) }})
+	nd, err := Open(soloConfig(t), Deps{Busy: func() { calls.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = nd.Close() }() // the test's verdict is above
 	waitUntil(t, 10*time.Second, "a write", func() bool {
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+nd.HTTPAddr()+"/api/set", strings.NewReader(`{"key":"k","value":"v"}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = resp.Body.Close() // status only
-		return resp.StatusCode == http.StatusOK
+		return postBody(t, "http://"+nd.HTTPAddr()+"/api/set", strings.NewReader(`{"key":"k","value":"v"}`)) == http.StatusOK
 	})
 	if calls.Load() == 0 {
 		t.Fatal("Deps.Busy never called for an admitted write")

@@ -261,12 +261,19 @@ func TestClusterServesAndReports(t *testing.T) {
 	}
 }
 
-func TestRestartKeepsData(t *testing.T) {
+// soloConfig is the config of a one-node cluster "solo" on loopback, in
+// a temporary directory.
+func soloConfig(t *testing.T) Config {
 	cfg := DefaultConfig()
 	cfg.ID = "solo"
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr, cfg.RPCAddr, cfg.GossipAddr = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
 	cfg.GossipProfile = gossip.Local
+	return cfg
+}
+
+func TestRestartKeepsData(t *testing.T) {
+	cfg := soloConfig(t)
 	ctx := t.Context()
 	for round := range 2 {
 		nd, err := Open(cfg, Deps{})
