@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -8,6 +9,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
 // trLiveness is the LivenessSource of one node of a trCluster: its
@@ -395,5 +399,46 @@ func TestRisenCommits(t *testing.T) {
 	got(12)
 	if len(marks) != 0 {
 		t.Errorf("marks of groups no longer led kept: %v", marks)
+	}
+}
+
+// TestElidableNeedsTheLiveStream: an idle append repeating the last one a
+// pipeline sent is answered for a follower whose liveness stands for it
+// only while the stream that carried the last one is up. A follower whose
+// connection broke restarted, maybe with an empty log (a wiped node
+// rejoining): its liveness stands for it again as soon as a heartbeat
+// names the leader, and an elided append would keep its log empty for
+// good (2026-12-06: a wiped node's groups, 1 or 2 in 64, never refilled).
+func TestElidableNeedsTheLiveStream(t *testing.T) {
+	tr, err := NewTransport(TransportConfig{NodeID: "n1"}, &trResolver{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tr.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	now := time.Now()
+	tr.mu.Lock()
+	tr.mu.live["n2"] = &peerLiveness{at: now, followed: map[uint32]uint64{7: 3}}
+	tr.mu.Unlock()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	g := &groupTransport{t: tr, group: 7}
+	last := &kvpb.AppendEntriesRequest{Term: 3, PrevLogEntry: 40, PrevLogTerm: 3, LeaderCommitIndex: 40}
+	p := &pipeline{g: g, s: &appendStream{ctx: ctx}, target: "n2", last: last}
+	same := proto.Clone(last).(*kvpb.AppendEntriesRequest)
+	if !p.elidable(same, now) {
+		t.Fatal("an idle append repeating the last one, follower live: not elided")
+	}
+	newer := proto.Clone(last).(*kvpb.AppendEntriesRequest)
+	newer.LeaderCommitIndex = 41
+	if p.elidable(newer, now) {
+		t.Error("an append with a new commit index elided")
+	}
+	cancel() // the stream failed: the follower's process may be another
+	if p.elidable(same, now) {
+		t.Error("an idle append elided after the stream that carried the last one failed")
 	}
 }

@@ -400,11 +400,20 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 // elidable reports whether w, about to be sent at now, may be answered
 // without sending it: it carries no entries and says nothing the last
 // empty request this pipeline sent did not (same term, previous entry and
-// commit index), the group is not confirming its leadership, and the
-// follower's liveness stands for it (Transport.standsFor).
+// commit index), the stream that request went on has not failed, the
+// group is not confirming its leadership, and the follower's liveness
+// stands for it (Transport.standsFor).
+//
+// The stream matters: a follower's process that restarted (its
+// connection broke) may have lost its log, a wiped node rejoining, and
+// its liveness stands for it again as soon as a heartbeat tells it the
+// leader. Answering for it would leave that group's log empty there
+// for good; sent for real, the request fails on the broken stream,
+// raft closes the pipeline, and its next append finds the follower's
+// log.
 func (p *pipeline) elidable(w *kvpb.AppendEntriesRequest, now time.Time) bool {
 	last := p.last
-	if len(w.Entries) > 0 || last == nil || p.g.urgent.Load() > 0 ||
+	if len(w.Entries) > 0 || last == nil || p.g.urgent.Load() > 0 || p.s.ctx.Err() != nil ||
 		w.Term != last.Term || w.PrevLogEntry != last.PrevLogEntry || w.PrevLogTerm != last.PrevLogTerm ||
 		w.LeaderCommitIndex != last.LeaderCommitIndex {
 		return false

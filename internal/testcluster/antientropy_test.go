@@ -104,6 +104,19 @@ func TestWipedNodeRecoversByAntiEntropy(t *testing.T) {
 	}
 	c.WaitFor(120*time.Second, "equal trees before the wipe", c.rootsEqual)
 
+	// Each raft group's commit index before the wipe: the wiped node's
+	// groups must get their logs back too (an idle append answered for
+	// it from liveness once left a group or two of 64 empty there).
+	commits := map[uint32]uint64{}
+	for _, nd := range []*Node{n1, c.Nodes[2]} {
+		st, err := nd.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range st.Groups {
+			commits[g.Partition] = max(commits[g.Partition], g.CommitIndex)
+		}
+	}
 	n2.Stop()
 	if err := os.RemoveAll(n2.DataDir); err != nil {
 		t.Fatal(err)
@@ -117,6 +130,22 @@ func TestWipedNodeRecoversByAntiEntropy(t *testing.T) {
 	c.WaitFor(10*time.Minute, "anti-entropy to repair the wiped node", c.rootsEqual)
 	took := time.Since(wiped)
 	t.Logf("anti-entropy brought every partition's root on the wiped node equal to its peers' for %d keys in %v (from restart)", keys+missed, took)
+	c.WaitFor(60*time.Second, "the wiped node's raft groups to apply their logs", func(ctx context.Context) error {
+		st, err := n2.Stats(ctx)
+		if err != nil {
+			return err
+		}
+		applied := map[uint32]uint64{}
+		for _, g := range st.Groups {
+			applied[g.Partition] = g.AppliedIndex
+		}
+		for p, want := range commits {
+			if applied[p] < want {
+				return fmt.Errorf("group %d on %s applied %d of %d", p, n2.ID, applied[p], want)
+			}
+		}
+		return nil
+	})
 
 	// Reads at ONE through n2 answer from n2's own replica first.
 	var notFound, wrong atomic.Int64
