@@ -79,6 +79,15 @@
 // and backs off (1 min, doubling to 32 min) before restarting that group
 // again.
 //
+// # Groups that start empty
+//
+// A group instance that starts with no state and does not bootstrap (a
+// member being added, or a node that lost its disk and rejoined under its
+// id) withholds its votes and pre-votes, in its transport, until its log
+// reaches the first commit index a leader's append names (votegate.go):
+// an empty voter would otherwise grant any candidate its vote, and a
+// write it had acknowledged before the loss could be lost.
+//
 // # Idle groups
 //
 // An idle group costs almost nothing on the network (liveness.go): every

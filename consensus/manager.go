@@ -567,22 +567,34 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 	if err != nil {
 		return fmt.Errorf("consensus: log cache of group %d: %w", p, err)
 	}
-	if bootstrap {
-		has, err := raft.HasExistingState(logs, stable, snaps)
-		if err != nil {
-			return fmt.Errorf("consensus: inspect group %d: %w", p, err)
+	has, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return fmt.Errorf("consensus: inspect group %d: %w", p, err)
+	}
+	var started atomic.Pointer[raft.Raft]
+	switch {
+	case bootstrap && !has:
+		cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(mg.cfg.NodeID)}}}
+		if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, cfg); err != nil {
+			return fmt.Errorf("consensus: bootstrap group %d: %w", p, err)
 		}
-		if !has {
-			cfg := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: rc.LocalID, Address: raft.ServerAddress(mg.cfg.NodeID)}}}
-			if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, cfg); err != nil {
-				return fmt.Errorf("consensus: bootstrap group %d: %w", p, err)
-			}
+	case !has:
+		// Empty: a node that lost its disk must not vote before it has
+		// refilled (votegate.go).
+		if gt, ok := trans.(interface{ GateVotes(func() uint64) }); ok {
+			gt.GateVotes(func() uint64 {
+				if r := started.Load(); r != nil {
+					return r.LastIndex()
+				}
+				return 0
+			})
 		}
 	}
 	r, err := raft.NewRaft(rc, &countingFSM{fsm: f, m: mg.m}, cached, stable, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
+	started.Store(r)
 	var timeouts *groupTimeouts
 	if mg.cfg.QuietHeartbeatTimeout > mg.cfg.HeartbeatTimeout {
 		timeouts = &groupTimeouts{heartbeat: mg.cfg.HeartbeatTimeout, election: mg.cfg.ElectionTimeout}

@@ -35,6 +35,9 @@ type groupTransport struct {
 	// logs is the group's log durability, if its log store reports it
 	// (SetLogDurability); nil: every stored entry counts as durable.
 	logs atomic.Pointer[LogDurability]
+	// gate withholds the group's votes while it refills after starting
+	// empty (GateVotes, votegate.go).
+	gate voteGate
 
 	mu struct {
 		sync.Mutex

@@ -53,6 +53,7 @@ func (t *Transport) handleAppend(ctx context.Context, w *kvpb.AppendEntriesReque
 		return fail(err)
 	}
 	req := appendFromWire(w)
+	g.gate.noteAppend(req)
 	hb := fast && isHeartbeat(req)
 	rpcName := rpcAppendEntries
 	switch {
@@ -237,6 +238,10 @@ func (s raftServer) RequestVote(ctx context.Context, in *kvpb.RequestVoteRequest
 		return nil, rpcError(err)
 	}
 	s.t.m.received.WithLabelValues(rpcRequestVote).Inc()
+	if g.gate.withhold() {
+		s.t.m.votesWithheld.Inc()
+		return &kvpb.RequestVoteResponse{Header: headerToWire(g.withheldHeader()), Term: in.GetTerm()}, nil
+	}
 	out, err := g.serve(ctx, raft.RPC{Command: &raft.RequestVoteRequest{
 		RPCHeader: headerFromWire(in.GetHeader()), Term: in.GetTerm(), Candidate: in.GetCandidate(),
 		LastLogIndex: in.GetLastLogIndex(), LastLogTerm: in.GetLastLogTerm(), LeadershipTransfer: in.GetLeadershipTransfer(),
@@ -257,6 +262,10 @@ func (s raftServer) RequestPreVote(ctx context.Context, in *kvpb.RequestPreVoteR
 		return nil, rpcError(err)
 	}
 	s.t.m.received.WithLabelValues(rpcRequestPreVote).Inc()
+	if g.gate.withhold() {
+		s.t.m.votesWithheld.Inc()
+		return &kvpb.RequestPreVoteResponse{Header: headerToWire(g.withheldHeader()), Term: in.GetTerm()}, nil
+	}
 	out, err := g.serve(ctx, raft.RPC{Command: &raft.RequestPreVoteRequest{
 		RPCHeader: headerFromWire(in.GetHeader()), Term: in.GetTerm(),
 		LastLogIndex: in.GetLastLogIndex(), LastLogTerm: in.GetLastLogTerm(),

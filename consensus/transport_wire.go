@@ -125,6 +125,9 @@ type transportMetrics struct {
 	// commitsInjected counts the idle appends handed to local followers
 	// for a commit index a leader's liveness message reported.
 	commitsInjected prometheus.Counter
+	// votesWithheld counts vote and pre-vote requests refused by a group
+	// that started empty and has not refilled (votegate.go).
+	votesWithheld prometheus.Counter
 }
 
 func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
@@ -166,8 +169,12 @@ func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
 			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_commits_injected_total",
 			Help: "Idle appends handed to local followers for a commit index their leader node's liveness message reported (raft's CommitTimeout tick, standing in).",
 		}),
+		votesWithheld: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_votes_withheld_total",
+			Help: "Vote and pre-vote requests refused by a local group that started with no state (a node that lost its disk) until its log reached its leader's commit index.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected} {
+	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld} {
 		if err := reg.Register(c); err != nil {
 			return transportMetrics{}, fmt.Errorf("register raft transport metrics: %w", err)
 		}
