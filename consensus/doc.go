@@ -84,9 +84,18 @@
 // A group instance that starts with no state and does not bootstrap (a
 // member being added, or a node that lost its disk and rejoined under its
 // id) withholds its votes and pre-votes, in its transport, until its log
-// reaches the first commit index a leader's append names (votegate.go):
+// reaches the first commit index a leader's append names (guards.go):
 // an empty voter would otherwise grant any candidate its vote, and a
 // write it had acknowledged before the loss could be lost.
+//
+// # Snapshots a follower already has
+//
+// The transport judges a snapshot before raft sees it (guards.go): one
+// whose last entry the group's log holds is answered with success and not
+// installed, one at or below what the group applied is refused, any other
+// goes to raft. hashicorp/raft would install either, empty the (monotonic)
+// log while keeping its last index, and panic at the next commit
+// (hashicorp/raft#697), or roll the state machine back.
 //
 // # Idle groups
 //

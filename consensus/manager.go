@@ -580,7 +580,7 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 		}
 	case !has:
 		// Empty: a node that lost its disk must not vote before it has
-		// refilled (votegate.go).
+		// refilled (guards.go).
 		if gt, ok := trans.(interface{ GateVotes(func() uint64) }); ok {
 			gt.GateVotes(func() uint64 {
 				if r := started.Load(); r != nil {
@@ -595,6 +595,11 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 		return fmt.Errorf("consensus: start group %d: %w", p, err)
 	}
 	started.Store(r)
+	if gt, ok := trans.(interface {
+		SetSnapshotCheck(func(index, term uint64) snapshotVerdict)
+	}); ok {
+		gt.SetSnapshotCheck(func(index, term uint64) snapshotVerdict { return judgeSnapshot(r, cached, index, term) })
+	}
 	var timeouts *groupTimeouts
 	if mg.cfg.QuietHeartbeatTimeout > mg.cfg.HeartbeatTimeout {
 		timeouts = &groupTimeouts{heartbeat: mg.cfg.HeartbeatTimeout, election: mg.cfg.ElectionTimeout}

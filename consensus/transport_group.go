@@ -36,8 +36,11 @@ type groupTransport struct {
 	// (SetLogDurability); nil: every stored entry counts as durable.
 	logs atomic.Pointer[LogDurability]
 	// gate withholds the group's votes while it refills after starting
-	// empty (GateVotes, votegate.go).
+	// empty (GateVotes, guards.go).
 	gate voteGate
+	// snapCheck judges incoming snapshots (SetSnapshotCheck, guards.go);
+	// nil: every one goes to raft.
+	snapCheck atomic.Pointer[func(index, term uint64) snapshotVerdict]
 
 	mu struct {
 		sync.Mutex
@@ -338,6 +341,11 @@ func (g *groupTransport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddr
 			}
 		}
 		out, err := st.CloseAndRecv()
+		// Finish the stream before call cancels its context: drpc ends
+		// the whole connection under a stream cancelled unfinished, and
+		// the next call on it fails with "context canceled" (a second
+		// snapshot right after the first did, 2026-12-06).
+		_ = st.Close() // the answer, or CloseAndRecv's error, is what matters
 		if err != nil {
 			return fmt.Errorf("install snapshot on %s: %w", target, callError(err))
 		}

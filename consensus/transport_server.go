@@ -240,7 +240,7 @@ func (s raftServer) RequestVote(ctx context.Context, in *kvpb.RequestVoteRequest
 	s.t.m.received.WithLabelValues(rpcRequestVote).Inc()
 	if g.gate.withhold() {
 		s.t.m.votesWithheld.Inc()
-		return &kvpb.RequestVoteResponse{Header: headerToWire(g.withheldHeader()), Term: in.GetTerm()}, nil
+		return &kvpb.RequestVoteResponse{Header: headerToWire(g.localHeader()), Term: in.GetTerm()}, nil
 	}
 	out, err := g.serve(ctx, raft.RPC{Command: &raft.RequestVoteRequest{
 		RPCHeader: headerFromWire(in.GetHeader()), Term: in.GetTerm(), Candidate: in.GetCandidate(),
@@ -264,7 +264,7 @@ func (s raftServer) RequestPreVote(ctx context.Context, in *kvpb.RequestPreVoteR
 	s.t.m.received.WithLabelValues(rpcRequestPreVote).Inc()
 	if g.gate.withhold() {
 		s.t.m.votesWithheld.Inc()
-		return &kvpb.RequestPreVoteResponse{Header: headerToWire(g.withheldHeader()), Term: in.GetTerm()}, nil
+		return &kvpb.RequestPreVoteResponse{Header: headerToWire(g.localHeader()), Term: in.GetTerm()}, nil
 	}
 	out, err := g.serve(ctx, raft.RPC{Command: &raft.RequestPreVoteRequest{
 		RPCHeader: headerFromWire(in.GetHeader()), Term: in.GetTerm(),
@@ -323,6 +323,22 @@ func (s raftServer) InstallSnapshot(stream kvpb.DRPCRaft_InstallSnapshotStream) 
 		Peers: in.GetPeers(), Configuration: in.GetConfiguration(), ConfigurationIndex: in.GetConfigurationIndex(), Size: in.GetSize(),
 	}
 	data := &chunkReader{stream: stream, buf: first.GetData()}
+	if v := g.snapshotVerdict(req.LastLogIndex, req.LastLogTerm); v != snapshotInstall {
+		// The follower has it already (guards.go, "Snapshots a follower
+		// already has"): read the data to its end and answer for raft:
+		// success if the log holds its last entry, else a refusal.
+		if _, err := io.Copy(io.Discard, io.LimitReader(data, in.GetSize())); err != nil {
+			return fmt.Errorf("drain snapshot: %w", err)
+		}
+		if err := awaitCloseSend(stream, in.GetSize()); err != nil {
+			return err
+		}
+		t.m.snapshotsSkipped.WithLabelValues(v.String()).Inc()
+		if err := stream.SendAndClose(&kvpb.InstallSnapshotResponse{Header: headerToWire(g.localHeader()), Term: in.GetTerm(), Success: v == snapshotHeld}); err != nil {
+			return fmt.Errorf("answer install snapshot: %w", err)
+		}
+		return nil
+	}
 	out, err := g.serve(ctx, raft.RPC{Command: req, Reader: io.LimitReader(data, in.GetSize())}, false)
 	if err != nil {
 		return rpcError(err)
@@ -334,10 +350,28 @@ func (s raftServer) InstallSnapshot(stream kvpb.DRPCRaft_InstallSnapshotStream) 
 	if resp.Success {
 		t.m.snapshotsInstalled.Inc()
 	}
+	if err := awaitCloseSend(stream, in.GetSize()); err != nil {
+		return err
+	}
 	if err := stream.SendAndClose(&kvpb.InstallSnapshotResponse{Header: headerToWire(resp.RPCHeader), Term: resp.Term, Success: resp.Success}); err != nil {
 		return fmt.Errorf("answer install snapshot: %w", err)
 	}
 	return nil
+}
+
+// awaitCloseSend waits, once the snapshot's size bytes are read (raft
+// reads them to the end whatever it answers), for the sender's CloseSend:
+// an answer that ends the stream before it arrives fails the sender's
+// close ("context canceled") in place of the answer.
+func awaitCloseSend(stream kvpb.DRPCRaft_InstallSnapshotStream, size int64) error {
+	switch _, err := stream.Recv(); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err != nil:
+		return fmt.Errorf("snapshot stream: awaiting the sender's close: %w", err)
+	default:
+		return rpcError(fmt.Errorf("consensus: snapshot stream carries more than its size %d", size))
+	}
 }
 
 // closeOnDone closes stream when ctx ends. The returned func stops that,

@@ -126,8 +126,12 @@ type transportMetrics struct {
 	// for a commit index a leader's liveness message reported.
 	commitsInjected prometheus.Counter
 	// votesWithheld counts vote and pre-vote requests refused by a group
-	// that started empty and has not refilled (votegate.go).
+	// that started empty and has not refilled (guards.go).
 	votesWithheld prometheus.Counter
+	// snapshotsSkipped counts snapshots answered without installing them,
+	// by reason: held (the log holds their last entry: success) or stale
+	// (at or below what the group applied: refused) (guards.go).
+	snapshotsSkipped *prometheus.CounterVec
 }
 
 func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
@@ -173,8 +177,12 @@ func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
 			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_votes_withheld_total",
 			Help: "Vote and pre-vote requests refused by a local group that started with no state (a node that lost its disk) until its log reached its leader's commit index.",
 		}),
+		snapshotsSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_snapshots_skipped_total",
+			Help: "Snapshots from a leader answered without installing them, by reason: held (the local group's log held their last entry; answered with success) or stale (at or below what the group had applied; refused).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld} {
+	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld, m.snapshotsSkipped} {
 		if err := reg.Register(c); err != nil {
 			return transportMetrics{}, fmt.Errorf("register raft transport metrics: %w", err)
 		}

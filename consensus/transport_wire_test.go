@@ -291,3 +291,37 @@ func TestNewTransportValidates(t *testing.T) {
 		}
 	})
 }
+
+// TestSnapshotsBackToBack: snapshots sent one after another to the same
+// peer all arrive. The sender once cancelled each snapshot stream's
+// context before the stream had finished, drpc ended the connection for
+// it, and the next call on that connection failed with "context
+// canceled" (2026-12-06).
+func TestSnapshotsBackToBack(t *testing.T) {
+	nodes := startTrNodes(t, 2, TransportConfig{})
+	a, b := nodes[0].tr.Group(7), nodes[1].tr.Group(7)
+	trAnswer(t, b, func(rpc raft.RPC) {
+		cmd, ok := rpc.Command.(*raft.InstallSnapshotRequest)
+		if !ok {
+			rpc.Respond(nil, fmt.Errorf("unexpected %T", rpc.Command))
+			return
+		}
+		_, err := io.Copy(io.Discard, rpc.Reader)
+		rpc.Respond(&raft.InstallSnapshotResponse{Term: cmd.Term, Success: true}, err)
+	})
+	data := bytes.Repeat([]byte("s"), 2*snapshotChunkBytes+5)
+	for i := range 5 {
+		req := &raft.InstallSnapshotRequest{
+			RPCHeader:       raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("n1"), Addr: []byte("n1")},
+			SnapshotVersion: raft.SnapshotVersionMax, Term: 6, Leader: []byte("n1"),
+			LastLogIndex: uint64(60 + i), LastLogTerm: 4, Size: int64(len(data)),
+		}
+		var resp raft.InstallSnapshotResponse
+		if err := a.InstallSnapshot("n2", "n2", req, &resp, bytes.NewReader(data)); err != nil {
+			t.Fatalf("snapshot %d: %v", i, err)
+		}
+		if !resp.Success {
+			t.Fatalf("snapshot %d: %+v", i, resp)
+		}
+	}
+}

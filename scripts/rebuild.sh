@@ -6,7 +6,9 @@
 # Starts a fresh 3-node cluster of BIN on 127.0.0.1 (ports 2828x/2920x/
 # 2730x, data in a temporary directory under REBUILD_DIR, default /tmp),
 # loads KEYS keys of VALUE bytes (`ringkv bench --preload-only`, batches
-# of BATCH keys, default 256), stops n3, removes its data directory and
+# of BATCH keys, default 256, LOAD_CONC callers, default 16; a load
+# refused as overloaded stops short, and the keys written are printed:
+# for 1 KiB values BATCH=64 LOAD_CONC=8 wrote 984,256 of 1,000,000), stops n3, removes its data directory and
 # starts it again with --join, as OPERATIONS.md says for a node that lost
 # its disk; then polls, every POLL seconds (default 1), until n3 holds
 # the data again, and prints the time from the restart.
@@ -74,7 +76,7 @@ targets=127.0.0.1:29201,127.0.0.1:29202,127.0.0.1:29203
 echo "ringkv: $keys keys of $value B loaded at $level, tier $tier, serve flags: ${ae[*]} ${*:-}; $(git -C "$(dirname "$0")" rev-parse --short HEAD 2>/dev/null || true)"
 t0=$(date +%s)
 "$bin" bench --target "$targets" --keys "$keys" --value-size "$value" --preload-batch "${BATCH:-256}" \
-  --preload-level "$level" --preload-only --concurrency 16 --op-timeout 60s >"$dir/load.log" 2>&1 || true
+  --preload-level "$level" --preload-only --concurrency "${LOAD_CONC:-16}" --op-timeout 60s >"$dir/load.log" 2>&1 || true
 grep '^preloaded' "$dir/load.log" | tail -1 || true
 { grep -v '^preload' "$dir/load.log" || true; } | tail -1 | cut -c1-300
 echo "loaded in $(( $(date +%s) - t0 )) s; data: n1 $(du -sm "$dir/n1" | cut -f1) MiB, n3 $(du -sm "$dir/n3" | cut -f1) MiB"
@@ -158,7 +160,6 @@ print(f"groups on n3 behind their commit index at the stop: {len(behind)} of {le
     else
       echo "rebuilt: n3 holds the data again after $now s (tier raft); data: n1 $(du -sm "$dir/n1" | cut -f1) MiB, n3 $(du -sm "$dir/n3" | cut -f1) MiB"
     fi
-    echo "replica store (ringkv_replica_disk_bytes, as Badger last measured it): n1 $(( $(metric_sum 1 '^ringkv_replica_disk_bytes') / 1048576 )) MiB, n3 $(( $(metric_sum 3 '^ringkv_replica_disk_bytes') / 1048576 )) MiB"
     installed=$(metric_sum 3 '^ringkv_consensus_transport_snapshots_installed_total')
     echo "n3: raft snapshots installed $installed, anti-entropy records pulled $(metric_sum 3 '^ringkv_antientropy_keys_repaired_total.*pulled')"
     break

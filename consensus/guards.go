@@ -1,5 +1,8 @@
 package consensus
 
+// Guards a follower's transport applies for its group, answering for raft
+// where hashicorp/raft would vote or install unsafely.
+
 import (
 	"sync"
 
@@ -91,10 +94,86 @@ func (v *voteGate) withhold() bool {
 // state and does not bootstrap.
 func (g *groupTransport) GateVotes(lastIndex func() uint64) { g.gate.close(lastIndex) }
 
-// withheldHeader is the header of the answer of a group whose gate
-// withholds its vote; the answer is not granted, at the candidate's term
-// (a higher one would make the candidate step down).
-func (g *groupTransport) withheldHeader() raft.RPCHeader {
+// localHeader is the header of an answer the transport gives for the
+// group itself: a withheld vote (not granted, at the candidate's term: a
+// higher one would make the candidate step down) or a redundant snapshot.
+func (g *groupTransport) localHeader() raft.RPCHeader {
 	id := []byte(g.t.cfg.NodeID)
 	return raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: id, Addr: id}
+}
+
+// Snapshots a follower already has
+//
+// hashicorp/raft v1.8.0 installs every snapshot a leader sends. Two kinds
+// crash or corrupt a follower with a LogStore that declares itself
+// monotonic, as ours does: raft deletes the whole log after the install
+// but keeps its own idea of the last index, so when that index was beyond
+// the snapshot the next commit index an append brings panics the process
+// reading an entry that is gone ("log not found", hashicorp/raft#697,
+// open); and a snapshot older than what the follower has applied rolls
+// its state machine back. A leader sends such a snapshot when its view of
+// the follower lags the follower, as when the follower caught up from an
+// earlier snapshot and the log after it while this one was chosen or
+// streamed (scripts/rebuild.sh, refilling a wiped node with snapshots
+// every 64 entries, crashed it so, 2026-12-06). So the transport judges a
+// snapshot before raft sees it (Manager's snapshotCheck):
+//   - snapshotHeld: the group's log holds its last entry, index and term:
+//     answered with success and not installed (the Raft paper's
+//     InstallSnapshot rule 6: keep the log); the leader appends from that
+//     entry, which the follower holds;
+//   - snapshotStale: its last entry is at or below what the group has
+//     applied and the log does not hold it (it lies in the follower's own
+//     snapshot): refused, not installed; the leader retries later, with a
+//     newer snapshot once it has taken one;
+//   - snapshotInstall: anything else goes to raft as before.
+
+// snapshotVerdict is what the transport does with an incoming snapshot.
+type snapshotVerdict int
+
+func (v snapshotVerdict) String() string {
+	switch v {
+	case snapshotHeld:
+		return "held"
+	case snapshotStale:
+		return "stale"
+	default:
+		return "install"
+	}
+}
+
+const (
+	snapshotInstall snapshotVerdict = iota
+	snapshotHeld
+	snapshotStale
+)
+
+// SetSnapshotCheck gives the transport check, which judges a snapshot
+// ending at index with term against the group's log and applied index.
+// The Manager sets it after raft starts.
+func (g *groupTransport) SetSnapshotCheck(check func(index, term uint64) snapshotVerdict) {
+	g.snapCheck.Store(&check)
+}
+
+// snapshotVerdict judges a snapshot ending at index with term.
+func (g *groupTransport) snapshotVerdict(index, term uint64) snapshotVerdict {
+	c := g.snapCheck.Load()
+	if c == nil || index == 0 {
+		return snapshotInstall
+	}
+	return (*c)(index, term)
+}
+
+// judgeSnapshot is the Manager's snapshot check over a group's raft and
+// log: see "Snapshots a follower already has".
+func judgeSnapshot(r *raft.Raft, logs raft.LogStore, index, term uint64) snapshotVerdict {
+	if r.LastIndex() >= index {
+		var l raft.Log
+		if logs.GetLog(index, &l) == nil && l.Term == term {
+			return snapshotHeld
+		}
+	}
+	if index <= r.AppliedIndex() {
+		return snapshotStale
+	}
+	return snapshotInstall
 }

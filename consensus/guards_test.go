@@ -1,7 +1,10 @@
 package consensus
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,5 +126,79 @@ func TestVoteGate(t *testing.T) {
 	}
 	if g2.gate.withhold() {
 		t.Error("an ungated group withholds its vote")
+	}
+}
+
+// TestSnapshotsTheFollowerHasAnsweredByTransport: a snapshot whose last
+// entry (index and term) the target group's log holds is answered with
+// success by the target's transport, and one at or below what the group
+// applied that its log does not hold is refused; neither reaches raft
+// (hashicorp/raft#697: installing them would empty a monotonic log while
+// raft kept its last index, and the next commit panicked), and their data
+// is read to its end. Any other snapshot reaches raft as before.
+func TestSnapshotsTheFollowerHasAnsweredByTransport(t *testing.T) {
+	nodes := startTrNodes(t, 2, TransportConfig{})
+	a, b := nodes[0].tr.Group(7), nodes[1].tr.Group(7)
+	gb, ok := b.(*groupTransport)
+	if !ok {
+		t.Fatal("not a groupTransport")
+	}
+	// The follower applied up to 29 (its own snapshot) and its log holds
+	// entries 30..50 at term 4.
+	gb.SetSnapshotCheck(func(index, term uint64) snapshotVerdict {
+		switch {
+		case index >= 30 && index <= 50 && term == 4:
+			return snapshotHeld
+		case index < 30:
+			return snapshotStale
+		}
+		return snapshotInstall
+	})
+	var reached atomic.Int32
+	trAnswer(t, b, func(rpc raft.RPC) {
+		reached.Add(1)
+		cmd, ok := rpc.Command.(*raft.InstallSnapshotRequest)
+		if !ok {
+			rpc.Respond(nil, fmt.Errorf("unexpected %T", rpc.Command))
+			return
+		}
+		_, err := io.Copy(io.Discard, rpc.Reader)
+		rpc.Respond(&raft.InstallSnapshotResponse{Term: cmd.Term, Success: true}, err)
+	})
+	data := bytes.Repeat([]byte("s"), 2*snapshotChunkBytes+5)
+	install := func(index, term uint64) *raft.InstallSnapshotResponse {
+		t.Helper()
+		req := &raft.InstallSnapshotRequest{
+			RPCHeader:       raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("n1"), Addr: []byte("n1")},
+			SnapshotVersion: raft.SnapshotVersionMax, Term: 6, Leader: []byte("n1"),
+			LastLogIndex: index, LastLogTerm: term, Size: int64(len(data)),
+		}
+		var resp raft.InstallSnapshotResponse
+		if err := a.InstallSnapshot("n2", "n2", req, &resp, bytes.NewReader(data)); err != nil {
+			t.Fatalf("snapshot at %d/%d: %v", index, term, err)
+		}
+		return &resp
+	}
+	if resp := install(40, 4); !resp.Success || resp.Term != 6 {
+		t.Fatalf("snapshot the log holds: %+v", resp)
+	}
+	if resp := install(20, 3); resp.Success || resp.Term != 6 {
+		t.Fatalf("snapshot below what was applied: %+v", resp)
+	}
+	if n := reached.Load(); n != 0 {
+		t.Fatalf("a snapshot the follower has reached raft (%d)", n)
+	}
+	for reason, want := range map[string]float64{"held": 1, "stale": 1} {
+		if got := nodes[1].metric(t, "ringkv_consensus_transport_snapshots_skipped_total", map[string]string{"reason": reason}); got != want {
+			t.Errorf("snapshots skipped as %s: %v, want %v", reason, got, want)
+		}
+	}
+	for _, c := range []struct{ index, term uint64 }{{40, 5}, {60, 4}} {
+		if resp := install(c.index, c.term); !resp.Success {
+			t.Fatalf("snapshot at %d/%d: %+v", c.index, c.term, resp)
+		}
+	}
+	if n := reached.Load(); n != 2 {
+		t.Errorf("snapshots the follower lacks that reached raft: %d, want 2", n)
 	}
 }
