@@ -161,7 +161,7 @@ print(f"groups on n3 behind their commit index at the stop: {len(behind)} of {le
       echo "rebuilt: n3 holds the data again after $now s (tier raft); data: n1 $(du -sm "$dir/n1" | cut -f1) MiB, n3 $(du -sm "$dir/n3" | cut -f1) MiB"
     fi
     installed=$(metric_sum 3 '^ringkv_consensus_transport_snapshots_installed_total')
-    echo "n3: raft snapshots installed $installed, anti-entropy records pulled $(metric_sum 3 '^ringkv_antientropy_keys_repaired_total.*pulled')"
+    echo "n3: raft snapshots installed $installed, answered without installing $(metric_sum 3 '^ringkv_consensus_transport_snapshots_skipped_total'), anti-entropy records pulled $(metric_sum 3 '^ringkv_antientropy_keys_repaired_total.*pulled')"
     break
   fi
   if [ "$secs" -ge "${TIMEOUT:-1800}" ]; then echo "not rebuilt within ${TIMEOUT:-1800} s: $progress" >&2; exit 1; fi
