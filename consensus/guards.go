@@ -116,7 +116,7 @@ func (g *groupTransport) localHeader() raft.RPCHeader {
 // earlier snapshot and the log after it while this one was chosen or
 // streamed (scripts/rebuild.sh, refilling a wiped node with snapshots
 // every 64 entries, crashed it so, 2026-12-06). So the transport judges a
-// snapshot before raft sees it (Manager's snapshotCheck):
+// snapshot before raft sees it (judgeSnapshot, set by the Manager):
 //   - snapshotHeld: the group's log holds its last entry, index and term:
 //     answered with success and not installed (the Raft paper's
 //     InstallSnapshot rule 6: keep the log); the leader appends from that
