@@ -1,10 +1,7 @@
 package consensus
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,16 +18,7 @@ import (
 // reached the first non-zero commit index an append named; then requests
 // reach raft again, for good, even if the log later reads lower.
 func TestVoteGate(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	tr, err := NewTransport(TransportConfig{NodeID: "n3"}, &trResolver{}, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tr.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tr := newLoneTransport(t, "n3", prometheus.NewRegistry())
 	g, ok := tr.Group(5).(*groupTransport)
 	if !ok {
 		t.Fatal("not a groupTransport")
@@ -155,29 +143,14 @@ func TestSnapshotsTheFollowerHasAnsweredByTransport(t *testing.T) {
 		return snapshotInstall
 	})
 	var reached atomic.Int32
-	trAnswer(t, b, func(rpc raft.RPC) {
-		reached.Add(1)
-		cmd, ok := rpc.Command.(*raft.InstallSnapshotRequest)
-		if !ok {
-			rpc.Respond(nil, fmt.Errorf("unexpected %T", rpc.Command))
-			return
-		}
-		_, err := io.Copy(io.Discard, rpc.Reader)
-		rpc.Respond(&raft.InstallSnapshotResponse{Term: cmd.Term, Success: true}, err)
-	})
-	data := bytes.Repeat([]byte("s"), 2*snapshotChunkBytes+5)
+	trAnswerSnapshots(t, b, &reached)
 	install := func(index, term uint64) *raft.InstallSnapshotResponse {
 		t.Helper()
-		req := &raft.InstallSnapshotRequest{
-			RPCHeader:       raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("n1"), Addr: []byte("n1")},
-			SnapshotVersion: raft.SnapshotVersionMax, Term: 6, Leader: []byte("n1"),
-			LastLogIndex: index, LastLogTerm: term, Size: int64(len(data)),
-		}
-		var resp raft.InstallSnapshotResponse
-		if err := a.InstallSnapshot("n2", "n2", req, &resp, bytes.NewReader(data)); err != nil {
+		resp, err := trSendSnapshot(a, index, term)
+		if err != nil {
 			t.Fatalf("snapshot at %d/%d: %v", index, term, err)
 		}
-		return &resp
+		return resp
 	}
 	if resp := install(40, 4); !resp.Success || resp.Term != 6 {
 		t.Fatalf("snapshot the log holds: %+v", resp)

@@ -424,15 +424,7 @@ func TestRisenCommits(t *testing.T) {
 // names the leader, and an elided append would keep its log empty for
 // good (2026-12-06: a wiped node's groups, 1 or 2 in 64, never refilled).
 func TestElidableNeedsTheLiveStream(t *testing.T) {
-	tr, err := NewTransport(TransportConfig{NodeID: "n1"}, &trResolver{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := tr.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	tr := newLoneTransport(t, "n1", nil)
 	now := time.Now()
 	tr.mu.Lock()
 	tr.mu.live["n2"] = &peerLiveness{at: now, followed: map[uint32]uint64{7: 3}}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -299,8 +300,27 @@ func TestNewTransportValidates(t *testing.T) {
 // canceled" (2026-12-06).
 func TestSnapshotsBackToBack(t *testing.T) {
 	nodes := startTrNodes(t, 2, TransportConfig{})
-	a, b := nodes[0].tr.Group(7), nodes[1].tr.Group(7)
-	trAnswer(t, b, func(rpc raft.RPC) {
+	a := nodes[0].tr.Group(7)
+	trAnswerSnapshots(t, nodes[1].tr.Group(7), nil)
+	for i := range 5 {
+		resp, err := trSendSnapshot(a, uint64(60+i), 4)
+		if err != nil {
+			t.Fatalf("snapshot %d: %v", i, err)
+		}
+		if !resp.Success {
+			t.Fatalf("snapshot %d: %+v", i, resp)
+		}
+	}
+}
+
+// trAnswerSnapshots answers, as raft would, every snapshot that reaches
+// tr's consumer with success once its data is read, counting them in
+// reached if it is not nil.
+func trAnswerSnapshots(t *testing.T, tr raft.Transport, reached *atomic.Int32) {
+	trAnswer(t, tr, func(rpc raft.RPC) {
+		if reached != nil {
+			reached.Add(1)
+		}
 		cmd, ok := rpc.Command.(*raft.InstallSnapshotRequest)
 		if !ok {
 			rpc.Respond(nil, fmt.Errorf("unexpected %T", rpc.Command))
@@ -309,19 +329,34 @@ func TestSnapshotsBackToBack(t *testing.T) {
 		_, err := io.Copy(io.Discard, rpc.Reader)
 		rpc.Respond(&raft.InstallSnapshotResponse{Term: cmd.Term, Success: true}, err)
 	})
+}
+
+// trSendSnapshot sends, from a to n2, a snapshot of two chunks and a bit
+// ending at index with term, at term 6.
+func trSendSnapshot(a raft.Transport, index, term uint64) (*raft.InstallSnapshotResponse, error) {
 	data := bytes.Repeat([]byte("s"), 2*snapshotChunkBytes+5)
-	for i := range 5 {
-		req := &raft.InstallSnapshotRequest{
-			RPCHeader:       raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("n1"), Addr: []byte("n1")},
-			SnapshotVersion: raft.SnapshotVersionMax, Term: 6, Leader: []byte("n1"),
-			LastLogIndex: uint64(60 + i), LastLogTerm: 4, Size: int64(len(data)),
-		}
-		var resp raft.InstallSnapshotResponse
-		if err := a.InstallSnapshot("n2", "n2", req, &resp, bytes.NewReader(data)); err != nil {
-			t.Fatalf("snapshot %d: %v", i, err)
-		}
-		if !resp.Success {
-			t.Fatalf("snapshot %d: %+v", i, resp)
-		}
+	req := &raft.InstallSnapshotRequest{
+		RPCHeader:       raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("n1"), Addr: []byte("n1")},
+		SnapshotVersion: raft.SnapshotVersionMax, Term: 6, Leader: []byte("n1"),
+		LastLogIndex: index, LastLogTerm: term, Size: int64(len(data)),
 	}
+	var resp raft.InstallSnapshotResponse
+	err := a.InstallSnapshot("n2", "n2", req, &resp, bytes.NewReader(data))
+	return &resp, err
+}
+
+// newLoneTransport is a Transport of node id with no peers, closed when
+// the test ends.
+func newLoneTransport(t *testing.T, id string, reg prometheus.Registerer) *Transport {
+	t.Helper()
+	tr, err := NewTransport(TransportConfig{NodeID: id}, &trResolver{}, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := tr.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return tr
 }
