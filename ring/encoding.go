@@ -11,10 +11,12 @@ import (
 	"github.com/ringkv/ringkv/internal/varint"
 )
 
-// Encoding (format 1), all integers unsigned varints unless noted:
+// Encoding (format 1, or 2 for a ring that has split), all integers
+// unsigned varints unless noted:
 //
-//	"RK" 0x01          magic and format (3 bytes)
+//	"RK" 0x01|0x02     magic and format (3 bytes)
 //	log2(P)            1 byte
+//	log2(P0)           1 byte, format 2 only: the first P (Base), < P
 //	N                  1 byte
 //	version
 //	#members, then per member (sorted by ID, IDs distinct and non-empty):
@@ -24,12 +26,21 @@ import (
 //
 // The encoding is canonical: Decode accepts only what MarshalBinary of the
 // decoded ring would produce, byte for byte.
+// A ring that never split is format 1, byte for byte as before splits
+// existed.
 var magic = []byte{'R', 'K', 1}
+
+const formatSplit = 2
 
 func (r *Ring) encode() []byte {
 	b := make([]byte, 0, 16+len(r.members)*16+len(r.table)*len(r.active))
 	b = append(b, magic...)
-	b = append(b, byte(bits.TrailingZeros(uint(r.cfg.Partitions))), byte(r.cfg.ReplicationFactor))
+	b = append(b, byte(bits.TrailingZeros(uint(r.cfg.Partitions))))
+	if r.cfg.base != r.cfg.Partitions {
+		b[len(magic)-1] = formatSplit
+		b = append(b, byte(bits.TrailingZeros(uint(r.cfg.base))))
+	}
+	b = append(b, byte(r.cfg.ReplicationFactor))
 	b = binary.AppendUvarint(b, r.version)
 	b = binary.AppendUvarint(b, uint64(len(r.members)))
 	index := make(map[string]int, len(r.members))
@@ -113,7 +124,8 @@ func (d *decoder) string() string {
 // of min(N, #Joined) distinct Joined members per partition. Every error
 // wraps ErrInvalid. It never panics. The ring does not retain b.
 func Decode(b []byte) (*Ring, error) {
-	if !bytes.HasPrefix(b, magic) || len(b) < len(magic)+4 {
+	if len(b) < len(magic)+4 || !bytes.HasPrefix(b, magic[:len(magic)-1]) ||
+		(b[len(magic)-1] != magic[len(magic)-1] && b[len(magic)-1] != formatSplit) {
 		return nil, fmt.Errorf("%w: bad magic or format", ErrInvalid)
 	}
 	body := b[:len(b)-4]
@@ -122,11 +134,17 @@ func Decode(b []byte) (*Ring, error) {
 	}
 	d := &decoder{b: body[len(magic):]}
 	logP := d.byte()
+	logBase := logP
+	if b[len(magic)-1] == formatSplit {
+		if logBase = d.byte(); d.err == nil && logBase >= logP {
+			d.fail("log2 first partitions %d not below log2 partitions %d", logBase, logP)
+		}
+	}
 	n := d.byte()
 	if d.err == nil && logP > 16 {
 		d.fail("log2 partitions %d > 16", logP)
 	}
-	cfg := Config{Partitions: 1 << (logP & 31), ReplicationFactor: int(n)}
+	cfg := Config{Partitions: 1 << (logP & 31), ReplicationFactor: int(n), base: 1 << (logBase & 31)}
 	if d.err == nil {
 		if err := cfg.Validate(); err != nil {
 			return nil, err

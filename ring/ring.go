@@ -78,6 +78,10 @@ func build(cfg Config, version uint64, members []Member, table [][]string) *Ring
 // Version returns the ring's version: 0 for a new ring, +1 per transition.
 func (r *Ring) Version() uint64 { return r.version }
 
+// Base returns P0, the number of partitions the cluster was created with:
+// Partitions until the first split.
+func (r *Ring) Base() int { return r.cfg.base }
+
 // Partitions returns P.
 func (r *Ring) Partitions() int { return r.cfg.Partitions }
 

@@ -1,11 +1,17 @@
 package ring
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/partid"
 )
+
+func partidChildren(r *Ring, id uint32) [2]uint32 { return partid.Children(r.Base(), id) }
 
 // TestSplit: a split doubles P, bumps the version, keeps the members, and
 // gives every key a child of its partition with the same replicas; the
@@ -98,5 +104,86 @@ func TestSplitLimit(t *testing.T) {
 	}
 	if _, err := r.Split(); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("split past MaxPartitions: %v, want ErrInvalid", err)
+	}
+}
+
+// TestSplitIDs: before any split ids are indexes and the ring encodes in
+// format 1 as it always did; after two splits the ring keeps its base
+// through encoding and joins, every key's id is a child of its id before
+// the split, ids of every level are distinct, and Index and ReplicasOf
+// know only the ring's own level.
+func TestSplitIDs(t *testing.T) {
+	r := grow(t, Config{Partitions: 16, ReplicationFactor: 3}, 4, noZone)[4]
+	if r.Base() != 16 {
+		t.Fatalf("base %d before a split", r.Base())
+	}
+	for p := range uint32(16) {
+		if r.ID(p) != p {
+			t.Fatalf("id of %d before a split: %d", p, r.ID(p))
+		}
+	}
+	if enc, _ := r.MarshalBinary(); enc[2] != 1 {
+		t.Fatalf("a ring that never split encodes in format %d", enc[2])
+	}
+	s1, err := r.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := s1.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2, err = s2.Join(Member{ID: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := s2.MarshalBinary()
+	d, err := Decode(enc)
+	if err != nil || d.Base() != 16 || d.Partitions() != 64 || d.Hash() != s2.Hash() || enc[2] != formatSplit {
+		t.Fatalf("decode of a twice-split ring: %v %v (format %d)", d, err, enc[2])
+	}
+	seen := map[uint32]int{}
+	for _, ring := range []*Ring{r, s1, s2} {
+		for _, id := range ring.IDs() {
+			if lvl, dup := seen[id]; dup {
+				t.Fatalf("id %d of P=%d also of P=%d", id, ring.Partitions(), lvl)
+			}
+			seen[id] = ring.Partitions()
+			p, ok := ring.Index(id)
+			if !ok || ring.ID(p) != id || !slices.Equal(ring.ReplicasOf(id), ring.Replicas(p)) {
+				t.Fatalf("P=%d: id %d indexes to %d %v", ring.Partitions(), id, p, ok)
+			}
+		}
+	}
+	if _, ok := s1.Index(r.ID(3)); ok {
+		t.Fatal("a split ring indexes an id of its parent's level")
+	}
+	if s1.ReplicasOf(s2.ID(3)) != nil {
+		t.Fatal("a ring gives replicas for an id of a later level")
+	}
+	for i := range 5000 {
+		k := []byte(fmt.Sprintf("key-%d", i))
+		for _, pair := range [][2]*Ring{{r, s1}, {s1, s2}} {
+			before, after := pair[0].IDOf(k), pair[1].IDOf(k)
+			if ch := partidChildren(pair[0], before); after != ch[0] && after != ch[1] {
+				t.Fatalf("key %q: id %d after a split is not a child of %d (%v)", k, after, before, ch)
+			}
+		}
+	}
+}
+
+// TestDecodeRefusesBadBase: a format-2 encoding whose base is not below P
+// is refused.
+func TestDecodeRefusesBadBase(t *testing.T) {
+	r := grow(t, Config{Partitions: 16, ReplicationFactor: 3}, 3, noZone)[3]
+	s, err := r.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := s.MarshalBinary()
+	enc[4] = enc[3] // log2(P0) = log2(P)
+	enc = append(enc[:len(enc)-4], 0, 0, 0, 0)
+	binary.LittleEndian.PutUint32(enc[len(enc)-4:], crc.Sum(enc[:len(enc)-4]))
+	if _, err := Decode(enc); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("base not below P: %v, want ErrInvalid", err)
 	}
 }

@@ -20,10 +20,10 @@ const module = "github.com/ringkv/ringkv"
 // allowed lists, for each package, the ringkv packages it may import
 // directly (non-test code). A package missing here may not exist.
 var allowed = map[string][]string{
-	"ring":                 {"internal/crc", "internal/varint"},
+	"ring":                 {"internal/crc", "internal/varint", "internal/partid"},
 	"auth":                 {"internal/varint"},
 	"ring/gossip":          {"ring", "internal/crc", "internal/varint"},
-	"replica":              {"internal/crc", "internal/varint"},
+	"replica":              {"internal/crc", "internal/varint", "internal/partid"},
 	"proto":                {},
 	"proto/kvpb":           {},
 	"coordinator":          {"ring", "replica", "proto/kvpb", "consensus", "internal/rpcconn", "auth", "internal/workgroup", "internal/crc", "internal/loglimit", "internal/varint"},
@@ -48,6 +48,7 @@ var allowed = map[string][]string{
 	"internal/chaos":       {"client", "internal/testcluster", "internal/pki", "internal/hosts", "internal/txncheck"},
 	"internal/txncheck":    {},
 	"internal/crc":         {},
+	"internal/partid":      {},
 	"internal/varint":      {},
 	"internal/lint":        {},
 }

@@ -39,12 +39,18 @@ const (
 	// OpAdmit makes a Leaving or Removed member, or an alive node absent
 	// from the ring, Joined now.
 	OpAdmit
+	// OpSplit doubles the ring's partitions (ring.Ring.Split): every
+	// partition becomes two children with its replicas. It names no
+	// member (Change.ID must be empty). Nothing in a node acts on a split
+	// ring yet (docs/ARCHITECTURE.md, "Partition split", steps 3-5), so
+	// no command proposes one.
+	OpSplit
 	// opClaim is the claimant's change: it joins every alive node absent
 	// from the ring.
 	opClaim
 )
 
-// String returns "leave", "remove", "admit" or "claim".
+// String returns "leave", "remove", "admit", "split" or "claim".
 func (o Op) String() string {
 	switch o {
 	case OpLeave:
@@ -53,6 +59,8 @@ func (o Op) String() string {
 		return "remove"
 	case OpAdmit:
 		return "admit"
+	case OpSplit:
+		return "split"
 	case opClaim:
 		return "claim"
 	default:
@@ -63,7 +71,7 @@ func (o Op) String() string {
 // Change is one ring change asked for by an operator.
 type Change struct {
 	Op Op
-	// ID is the member the change is about.
+	// ID is the member the change is about; empty for OpSplit.
 	ID string
 	// Check, if set, is called with the ring the change would make, built
 	// from the newest ring, before that ring is proposed; an error refuses
@@ -97,6 +105,11 @@ type Result struct {
 // of one node are decided one at a time.
 func (g *Gossip) Change(ctx context.Context, c Change) (Result, error) {
 	switch c.Op {
+	case OpSplit:
+		if c.ID != "" {
+			return Result{}, fmt.Errorf("%w: split names no member, got %q", ErrConflict, c.ID)
+		}
+		return g.decide(ctx, c)
 	case OpLeave, OpRemove, OpAdmit:
 	default:
 		return Result{}, fmt.Errorf("%w: unknown op %v", ErrConflict, c.Op)
@@ -144,6 +157,8 @@ func evaluate(self string, base *ring.Ring, c Change, alive map[string]meta) (ne
 			return nil, "", fmt.Errorf("admit %s: %w", c.ID, ErrNotAlive)
 		}
 		next, err = base.Join(ring.Member{ID: c.ID, Zone: md.Zone, Status: ring.Joined})
+	case OpSplit:
+		next, err = base.Split()
 	case opClaim:
 		var ids []string
 		next, ids, err = claim(self, base, alive)

@@ -322,3 +322,67 @@ func TestChangeOutcome(t *testing.T) {
 		})
 	}
 }
+
+// TestSplitDecided: a split decided through one node while another node
+// decides a leave: both are made, one after the other, every node ends on
+// the register's ring, which has twice the partitions, the first P as its
+// base, and replays from the start ring in version order. A split naming
+// a member, and one its Check refuses, are refused.
+func TestSplitDecided(t *testing.T) {
+	nodes, _, _ := startCluster(t, 3)
+	start := nodes[0].Ring()
+	if _, err := change(t, nodes[0], OpSplit, "n1"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("split naming a member: %v, want ErrConflict", err)
+	}
+	errTooMany := errors.New("too many partitions")
+	ctx, cancel := context.WithTimeout(t.Context(), convergeTimeout)
+	defer cancel()
+	_, err := nodes[0].Change(ctx, Change{Op: OpSplit, Check: func(next *ring.Ring) error {
+		if next.Partitions() > start.Partitions() {
+			return errTooMany
+		}
+		return nil
+	}})
+	if !errors.Is(err, errTooMany) {
+		t.Fatalf("split refused by its check: %v", err)
+	}
+
+	var wg sync.WaitGroup
+	var split, leave Result
+	var splitErr, leaveErr error
+	wg.Go(func() { split, splitErr = change(t, nodes[1], OpSplit, "") })
+	wg.Go(func() { leave, leaveErr = change(t, nodes[2], OpLeave, "n3") })
+	wg.Wait()
+	if splitErr != nil || leaveErr != nil {
+		t.Fatalf("split: %v; leave: %v", splitErr, leaveErr)
+	}
+	final := decided(t, storeFor(t))
+	if final.Partitions() != 2*start.Partitions() || final.Base() != start.Partitions() || final.Version() != start.Version()+2 {
+		t.Fatalf("after a split and a leave: %v (P=%d base %d), from %v", final, final.Partitions(), final.Base(), start)
+	}
+	waitFor(t, "every node on the split ring", func() string {
+		for _, g := range nodes {
+			if r := g.Ring(); r.Hash() != final.Hash() {
+				return fmt.Sprintf("%s holds %v, the register %v", g.cfg.NodeID, r, final)
+			}
+		}
+		return ""
+	})
+	r := start
+	for v := start.Version() + 1; v <= final.Version(); v++ {
+		switch v {
+		case split.Version:
+			r, err = r.Split()
+		case leave.Version:
+			r, err = r.Leave("n3")
+		default:
+			t.Fatalf("version %d made by neither change (split %d, leave %d)", v, split.Version, leave.Version)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.Hash() != final.Hash() {
+		t.Fatalf("replay gives %v, the register holds %v", r, final)
+	}
+}

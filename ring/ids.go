@@ -1,0 +1,44 @@
+package ring
+
+import "github.com/ringkv/ringkv/internal/partid"
+
+// ID returns the id of partition p, an index under this ring's P: p
+// itself until the cluster's first split, then P+p (internal/partid). Ids
+// name partitions wherever they are stored or sent, so that a partition
+// keeps its name while its parent or children exist beside it.
+func (r *Ring) ID(p uint32) uint32 { return partid.ID(r.cfg.base, r.cfg.Partitions, p) }
+
+// IDOf returns the id of key's partition: ID(PartitionOf(key)).
+func (r *Ring) IDOf(key []byte) uint32 { return r.ID(r.PartitionOf(key)) }
+
+// Index returns the index under this ring's P of partition id, and false
+// if id names no partition of this ring's P (one of a level before or
+// after a split).
+func (r *Ring) Index(id uint32) (uint32, bool) {
+	s, err := partid.Locate(r.cfg.base, id)
+	if err != nil || s.Level != r.cfg.Partitions {
+		return 0, false
+	}
+	return s.Index, true
+}
+
+// IDs returns the id of every partition in index order. The slice is a
+// fresh copy owned by the caller.
+func (r *Ring) IDs() []uint32 {
+	ids := make([]uint32, r.cfg.Partitions)
+	for p := range ids {
+		ids[p] = r.ID(uint32(p))
+	}
+	return ids
+}
+
+// ReplicasOf returns the preference list of the partition with id, as
+// Replicas does for an index; nil if id names no partition of this ring's
+// P.
+func (r *Ring) ReplicasOf(id uint32) []string {
+	p, ok := r.Index(id)
+	if !ok {
+		return nil
+	}
+	return r.Replicas(p)
+}
