@@ -140,7 +140,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	rcfg.Dir = filepath.Join(cfg.DataDir, "replica")
 	rcfg.Logger = log.With("component", "replica")
 	n.trees = antientropy.NewTrees()
-	rdeps := replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees)}
+	rdeps := replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees), BasePartitions: n.basePartitions}
 	if cfg.ChaosHooks {
 		rdeps.SyncFault = n.syncFault
 	}
@@ -584,4 +584,20 @@ func (m membership) SpeaksWire(version int) bool {
 func (m membership) Alive(id string) bool {
 	info, ok := m.g.Member(id)
 	return ok && info.Liveness == gossip.Alive
+}
+
+// basePartitions is the replica store's source of the cluster's first P
+// (replica.Deps.BasePartitions): the ring's base once this node holds a
+// decided ring, 0 before (a joiner's own ring config may differ from the
+// cluster's). Gossip is opened after the store, before anything else
+// uses it.
+func (n *Node) basePartitions() int {
+	if n.gossip == nil {
+		return 0
+	}
+	r := n.gossip.Ring()
+	if r.Version() == 0 {
+		return 0
+	}
+	return r.Base()
 }

@@ -282,13 +282,17 @@ func (s *Store) newMergeOp(entries []Entry) (*mergeOp, error) {
 		if n > s.maxRecordBytes {
 			return nil, fmt.Errorf("%w: entry %d: record of %d bytes exceeds %d", ErrInvalidEntry, i, n, s.maxRecordBytes)
 		}
+		if _, err := s.locate(e.Partition); err != nil {
+			return nil, fmt.Errorf("%w: entry %d: %w", ErrInvalidEntry, i, err)
+		}
 		size += recordKeyPrefixLen + len(e.Key) + n
 	}
 	buf := make([]byte, 0, size)
 	op := &mergeOp{items: make([]mergeItem, len(entries))}
 	for i, e := range entries {
+		span, _ := s.locate(e.Partition) // checked above; the base never changes
 		start := len(buf)
-		buf = recordKey(buf, e.Partition, e.Key)
+		buf = recordKey(buf, span.Storage, e.Key)
 		key := buf[start:len(buf):len(buf)]
 		start = len(buf)
 		buf = e.Record.AppendBinary(buf)
@@ -299,7 +303,7 @@ func (s *Store) newMergeOp(entries []Entry) (*mergeOp, error) {
 			end := len(enc) - recordCRCLen
 			rec.Value = enc[end-len(e.Record.Value) : end : end]
 		}
-		op.items[i] = mergeItem{partition: e.Partition, key: key, enc: enc, rec: rec}
+		op.items[i] = mergeItem{partition: span.Storage, key: key, enc: enc, rec: rec}
 	}
 	return op, nil
 }

@@ -41,8 +41,12 @@
 //	's' | group uint32 BE | name            -> Raft stable-store value (consensus.LogStore, via the raw API)
 //	'h' | uint16 BE len(target) | target | seq uint64 BE -> hint     (coordinator hinted handoff, via the raw API)
 //
-// Keys of one partition are contiguous and sorted by user key, which is what
-// Scan and per-partition anti-entropy iterate. The record encoding is
+// A record's partition is its storage partition: the key's partition under
+// the cluster's first P, whatever partition id a call names, so that a
+// partition split moves nothing (partitions.go). Keys of one storage
+// partition are contiguous and sorted by user key, which is what Scan and
+// per-partition anti-entropy iterate; a split partition's scan keeps the
+// keys of its hash range. The record encoding is
 // documented beside AppendBinary in record.go.
 //
 // The raw API (WriteRaw, DeleteRaw, GetRaw, ScanRaw, LastRaw) reads and writes whole

@@ -32,6 +32,11 @@ var (
 	// of that call was applied. Also joined to a commit error caused by a
 	// full file system (ENOSPC).
 	ErrDiskFull = errors.New("replica: insufficient storage")
+	// ErrUnknownPartition is returned (wrapped) by reads and scans of a
+	// partition id that names no partition of the cluster's base
+	// (SetBasePartitions); merges refuse such an entry with
+	// ErrInvalidEntry.
+	ErrUnknownPartition = errors.New("replica: unknown partition")
 )
 
 // CorruptError reports a stored record that failed verification. It matches

@@ -10,6 +10,9 @@ import (
 // removed one. Observers (anti-entropy's Merkle trees) keep order-independent
 // digests up to date from it without reading the store.
 type Change struct {
+	// Partition is the storage partition: the key's partition under the
+	// cluster's first P (partitions.go), whatever id the write addressed;
+	// KeyHash places the key in a partition of any later P.
 	Partition uint32
 	// KeyHash is xxhash64 of the user key (the same hash the ring places
 	// keys with).

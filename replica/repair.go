@@ -39,6 +39,10 @@ func (s *Store) ScanSnapshot(ctx context.Context, partition uint32, begin func()
 	if err := ctx.Err(); err != nil {
 		return err //nolint:wrapcheck // documented: ctx.Err() itself
 	}
+	span, err := s.locate(partition)
+	if err != nil {
+		return err
+	}
 	// Not cancellable once handed over: the committer answers at once (it
 	// only opens a read transaction), and the transaction it opened must
 	// come back here to be discarded.
@@ -48,7 +52,7 @@ func (s *Store) ScanSnapshot(ctx context.Context, partition uint32, begin func()
 	}
 	txn := op.txn
 	defer txn.Discard()
-	prefix := recordKey(nil, partition, nil)
+	prefix := recordKey(nil, span.Storage, nil)
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefix
 	opts.PrefetchValues = false
@@ -57,6 +61,10 @@ func (s *Store) ScanSnapshot(ctx context.Context, partition uint32, begin func()
 	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
 		userKey := item.Key()[recordKeyPrefixLen:]
+		keyHash := xxhash.Sum64(userKey)
+		if !span.Whole && !span.Contains(keyHash) {
+			continue
+		}
 		var recHash uint64
 		err := item.Value(func(v []byte) error {
 			if _, derr := decodeRecord(v, false); derr != nil {
@@ -72,7 +80,7 @@ func (s *Store) ScanSnapshot(ctx context.Context, partition uint32, begin func()
 		if err != nil {
 			return fmt.Errorf("snapshot scan partition %d: read value: %w", partition, err)
 		}
-		if !fn(xxhash.Sum64(userKey), recHash) {
+		if !fn(keyHash, recHash) {
 			return nil
 		}
 	}
@@ -111,8 +119,12 @@ func (s *Store) Verify(partition uint32, start []byte, limit int, corrupt func(k
 		return nil, 0, 0, ErrClosed
 	}
 	defer s.release()
-	prefix := recordKey(nil, partition, nil)
-	seek := recordKey(nil, partition, start)
+	span, err := s.locate(partition)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	prefix := recordKey(nil, span.Storage, nil)
+	seek := recordKey(nil, span.Storage, start)
 	err = s.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
 		opts.Prefix = prefix
@@ -121,6 +133,9 @@ func (s *Store) Verify(partition uint32, start []byte, limit int, corrupt func(k
 		defer it.Close()
 		for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
 			item := it.Item()
+			if !holds(span, item.Key()[recordKeyPrefixLen:]) {
+				continue
+			}
 			if checked == limit {
 				next = bytes.Clone(item.Key()[recordKeyPrefixLen:])
 				return nil
@@ -157,7 +172,11 @@ func (s *Store) Verify(partition uint32, start []byte, limit int, corrupt func(k
 // Errors: ErrClosed, ctx.Err() or a Badger error, as for Merge. Safe for
 // concurrent use.
 func (s *Store) Quarantine(ctx context.Context, partition uint32, key []byte) (bool, error) {
-	op := &condDeleteOp{partition: partition, key: recordKey(nil, partition, key), quarantine: true}
+	span, err := s.locate(partition)
+	if err != nil {
+		return false, err
+	}
+	op := &condDeleteOp{partition: span.Storage, key: recordKey(nil, span.Storage, key), quarantine: true}
 	if err := s.submit(ctx, op); err != nil {
 		return false, err
 	}
@@ -171,7 +190,11 @@ func (s *Store) Quarantine(ctx context.Context, partition uint32, key []byte) (b
 // Errors: ErrClosed, ctx.Err() or a Badger error, as for Merge. Safe for
 // concurrent use.
 func (s *Store) DeleteIfEqual(ctx context.Context, partition uint32, key []byte, rec Record) (bool, error) {
-	op := &condDeleteOp{partition: partition, key: recordKey(nil, partition, key), want: &rec}
+	span, err := s.locate(partition)
+	if err != nil {
+		return false, err
+	}
+	op := &condDeleteOp{partition: span.Storage, key: recordKey(nil, span.Storage, key), want: &rec}
 	if err := s.submit(ctx, op); err != nil {
 		return false, err
 	}

@@ -112,8 +112,12 @@ func (sn *Snapshot) Scan(partition uint32, start []byte, fn func(key []byte, rec
 	if sn.mu.txn == nil {
 		return ErrClosed
 	}
-	prefix := recordKey(nil, partition, nil)
-	if err := s.scanRecords(sn.mu.txn, "backup", partition, prefix, recordKey(nil, partition, start), fn); err != nil {
+	span, err := s.locate(partition)
+	if err != nil {
+		return err
+	}
+	prefix := recordKey(nil, span.Storage, nil)
+	if err := s.scanRecords(sn.mu.txn, "backup", partition, span, prefix, recordKey(nil, span.Storage, start), fn); err != nil {
 		return fmt.Errorf("snapshot scan partition %d: %w", partition, err)
 	}
 	return nil

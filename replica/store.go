@@ -15,6 +15,8 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/dgraph-io/badger/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/internal/partid"
 )
 
 // Config configures a Store. The zero value of every field but Dir means its
@@ -221,6 +223,11 @@ type Deps struct {
 	// blocks stalls it. A test seam (node's --chaos-hooks); nil in
 	// production.
 	SyncFault func() error
+	// BasePartitions, if set, is asked for the cluster's first P
+	// (partitions.go) until it answers non-zero (0: not known yet); the
+	// answer is then kept as by SetBasePartitions. Nil: only
+	// SetBasePartitions sets it.
+	BasePartitions func() int
 }
 
 // Entry is one record to merge under a partition and key.
@@ -245,6 +252,10 @@ type Store struct {
 	// corruptSeen counts corrupt records found by any reader; the
 	// committer resets versions when it moves.
 	corruptSeen atomic.Uint64
+	// base is the cluster's first P (SetBasePartitions; partitions.go), 0
+	// until set.
+	base   atomic.Int64
+	baseFn func() int // Deps.BasePartitions
 
 	maxRecordBytes int
 	// valueThreshold is Badger's: values this long or longer go to the
@@ -349,6 +360,7 @@ func Open(cfg Config, deps Deps) (*Store, error) {
 		reqs:           make(chan *request),
 		closing:        make(chan struct{}),
 		observer:       deps.Observer,
+		baseFn:         deps.BasePartitions,
 		versions:       newVersionCache(cfg.VersionCacheEntries),
 	}
 	if cfg.InMemory {
@@ -552,9 +564,13 @@ func (s *Store) Get(partition uint32, key []byte) (Record, error) {
 		return Record{}, ErrClosed
 	}
 	defer s.release()
+	span, err := s.locate(partition)
+	if err != nil {
+		return Record{}, err
+	}
 	var rec Record
-	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(recordKey(nil, partition, key))
+	err = s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(recordKey(nil, span.Storage, key))
 		if err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
@@ -589,13 +605,17 @@ func (s *Store) Scan(partition uint32, prefix, start []byte, fn func(key []byte,
 		return ErrClosed
 	}
 	defer s.release()
-	seekPrefix := recordKey(nil, partition, prefix)
+	span, err := s.locate(partition)
+	if err != nil {
+		return err
+	}
+	seekPrefix := recordKey(nil, span.Storage, prefix)
 	seek := seekPrefix
 	if bytes.Compare(start, prefix) > 0 {
-		seek = recordKey(nil, partition, start)
+		seek = recordKey(nil, span.Storage, start)
 	}
-	err := s.db.View(func(txn *badger.Txn) error {
-		return s.scanRecords(txn, "scan", partition, seekPrefix, seek, func(key []byte, rec Record, _ uint64) bool {
+	err = s.db.View(func(txn *badger.Txn) error {
+		return s.scanRecords(txn, "scan", partition, span, seekPrefix, seek, func(key []byte, rec Record, _ uint64) bool {
 			return fn(key, rec)
 		})
 	})
@@ -605,11 +625,12 @@ func (s *Store) Scan(partition uint32, prefix, start []byte, fn func(key []byte,
 	return nil
 }
 
-// scanRecords iterates txn's records of partition under prefix from
-// seek, in key order, calling fn with each record that decodes and its
-// Badger version until fn returns false. Records failing verification are
-// skipped and reported as found by where.
-func (s *Store) scanRecords(txn *badger.Txn, where string, partition uint32, prefix, seek []byte, fn func(key []byte, rec Record, version uint64) bool) error {
+// scanRecords iterates txn's records of partition (located at span) under
+// prefix from seek, in key order, calling fn with each record that
+// belongs to the partition and decodes, and its Badger version, until fn
+// returns false. Records failing verification are skipped and reported as
+// found by where.
+func (s *Store) scanRecords(txn *badger.Txn, where string, partition uint32, span partid.Span, prefix, seek []byte, fn func(key []byte, rec Record, version uint64) bool) error {
 	opts := badger.DefaultIteratorOptions
 	opts.Prefix = prefix
 	opts.PrefetchValues = false // values are mostly inline in the LSM tree
@@ -617,6 +638,9 @@ func (s *Store) scanRecords(txn *badger.Txn, where string, partition uint32, pre
 	defer it.Close()
 	for it.Seek(seek); it.ValidForPrefix(prefix); it.Next() {
 		item := it.Item()
+		if !holds(span, item.Key()[recordKeyPrefixLen:]) {
+			continue
+		}
 		var rec Record
 		err := item.Value(func(v []byte) error {
 			var derr error
