@@ -42,3 +42,18 @@ func (r *Ring) ReplicasOf(id uint32) []string {
 	}
 	return r.Replicas(p)
 }
+
+// IDOfHash returns the id of the partition of a key whose xxhash64 is h:
+// IDOf for a caller that has the hash (the replica store's observer).
+func (r *Ring) IDOfHash(h uint64) uint32 { return r.ID(uint32(h >> r.shift)) }
+
+// IDsOf returns, in ascending order, the ids of the partitions whose
+// preference list contains member: PartitionsOf as ids. The slice is a
+// fresh copy owned by the caller.
+func (r *Ring) IDsOf(member string) []uint32 {
+	ps := r.PartitionsOf(member)
+	for k, p := range ps {
+		ps[k] = r.ID(p)
+	}
+	return ps
+}

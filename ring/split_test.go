@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/ringkv/ringkv/internal/crc"
 	"github.com/ringkv/ringkv/internal/partid"
 )
@@ -185,5 +187,35 @@ func TestDecodeRefusesBadBase(t *testing.T) {
 	binary.LittleEndian.PutUint32(enc[len(enc)-4:], crc.Sum(enc[:len(enc)-4]))
 	if _, err := Decode(enc); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("base not below P: %v, want ErrInvalid", err)
+	}
+}
+
+// TestIDsOfMember: IDsOf and IDOfHash agree with PartitionsOf and
+// PartitionOf through ID, before and after a split.
+func TestIDsOfMember(t *testing.T) {
+	r := grow(t, Config{Partitions: 16, ReplicationFactor: 2}, 4, noZone)[4]
+	s, err := r.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ring := range []*Ring{r, s} {
+		for _, m := range ring.Active() {
+			ids := ring.IDsOf(m.ID)
+			ps := ring.PartitionsOf(m.ID)
+			if len(ids) != len(ps) || len(ids) == 0 {
+				t.Fatalf("P=%d %s: ids %v, partitions %v", ring.Partitions(), m.ID, ids, ps)
+			}
+			for k := range ids {
+				if ids[k] != ring.ID(ps[k]) || !slices.Contains(ring.ReplicasOf(ids[k]), m.ID) {
+					t.Fatalf("P=%d %s: id %d for partition %d", ring.Partitions(), m.ID, ids[k], ps[k])
+				}
+			}
+		}
+		for i := range 1000 {
+			k := []byte(fmt.Sprint(i))
+			if ring.IDOfHash(xxhash.Sum64(k)) != ring.IDOf(k) {
+				t.Fatalf("P=%d key %q: IDOfHash %d, IDOf %d", ring.Partitions(), k, ring.IDOfHash(xxhash.Sum64(k)), ring.IDOf(k))
+			}
+		}
 	}
 }
