@@ -1,6 +1,13 @@
 package ring
 
-import "github.com/ringkv/ringkv/internal/partid"
+import (
+	"math/bits"
+	"slices"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/ringkv/ringkv/internal/partid"
+)
 
 // ID returns the id of partition p, an index under this ring's P: p
 // itself until the cluster's first split, then P+p (internal/partid). Ids
@@ -56,4 +63,40 @@ func (r *Ring) IDsOf(member string) []uint32 {
 		ps[k] = r.ID(p)
 	}
 	return ps
+}
+
+// KeyIn reports whether key belongs to the partition with id, of this
+// ring's P or of any other level of the cluster (an ancestor or a
+// descendant of key's partition here): false for an id that names no
+// partition of the cluster.
+func (r *Ring) KeyIn(id uint32, key []byte) bool {
+	s, err := partid.Locate(r.cfg.base, id)
+	return err == nil && s.Contains(xxhash.Sum64(key))
+}
+
+// Holds reports whether member replicates, in this ring, any of the keys
+// of the partition with id, which may be of another level than this
+// ring's P: for an id of a later level (this ring is behind), its
+// ancestor's replicas; for one of an earlier level (the asker is behind),
+// any of its descendants'.
+func (r *Ring) Holds(member string, id uint32) bool {
+	s, err := partid.Locate(r.cfg.base, id)
+	if err != nil {
+		return false
+	}
+	P := r.cfg.Partitions
+	switch {
+	case s.Level == P:
+		return slices.Contains(r.Replicas(s.Index), member)
+	case s.Level > P:
+		return slices.Contains(r.Replicas(s.Index>>(bits.TrailingZeros(uint(s.Level))-bits.TrailingZeros(uint(P)))), member)
+	default:
+		d := bits.TrailingZeros(uint(P)) - bits.TrailingZeros(uint(s.Level))
+		for p := s.Index << d; p < (s.Index+1)<<d; p++ {
+			if slices.Contains(r.Replicas(p), member) {
+				return true
+			}
+		}
+		return false
+	}
 }

@@ -219,3 +219,55 @@ func TestIDsOfMember(t *testing.T) {
 		}
 	}
 }
+
+// TestHoldsAcrossLevels: a member holds an id of any level exactly when
+// it replicates one of that id's keys in the ring, and KeyIn places a key
+// in its partition's ancestors and descendants alone.
+func TestHoldsAcrossLevels(t *testing.T) {
+	r := grow(t, Config{Partitions: 8, ReplicationFactor: 2}, 5, noZone)[5]
+	s, err := r.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Let the claim move children apart: a join after the split.
+	if s, err = s.Join(Member{ID: "late"}); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := s.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys [][]byte
+	for i := range 4000 {
+		keys = append(keys, []byte(fmt.Sprint("k", i)))
+	}
+	for _, other := range []*Ring{r, s, s2} {
+		for _, id := range other.IDs() {
+			for _, m := range s.Members() {
+				want := false
+				for _, k := range keys {
+					if other.IDOf(k) == id && slices.Contains(s.Replicas(s.PartitionOf(k)), m.ID) {
+						want = true
+						break
+					}
+				}
+				if got := s.Holds(m.ID, id); got != want {
+					t.Fatalf("ring P=%d: Holds(%s, id %d of P=%d) = %v, want %v", s.Partitions(), m.ID, id, other.Partitions(), got, want)
+				}
+			}
+		}
+	}
+	for _, k := range keys[:500] {
+		for _, other := range []*Ring{r, s, s2} {
+			if !s.KeyIn(other.IDOf(k), k) {
+				t.Fatalf("key %q not in its own id %d of P=%d", k, other.IDOf(k), other.Partitions())
+			}
+			if other.Partitions() > 1 && s.KeyIn(other.IDOf(k)^1, k) {
+				t.Fatalf("key %q in its sibling id %d", k, other.IDOf(k)^1)
+			}
+		}
+	}
+	if s.Holds("n1", 9) || s.KeyIn(9, keys[0]) { // between levels 8 and 16
+		t.Fatal("an id that names no partition is held")
+	}
+}
