@@ -100,3 +100,22 @@ func (r *Ring) Holds(member string, id uint32) bool {
 		return false
 	}
 }
+
+// ChildIDs returns the ids of the two partitions that the partition with
+// id splits into. id must name a partition of the cluster (LevelOf > 0).
+func (r *Ring) ChildIDs(id uint32) [2]uint32 { return partid.Children(r.cfg.base, id) }
+
+// ParentID returns the id of the partition that id was split from, and
+// false for a partition of the cluster's first P. id must name a
+// partition of the cluster (LevelOf > 0).
+func (r *Ring) ParentID(id uint32) (uint32, bool) { return partid.Parent(r.cfg.base, id) }
+
+// LevelOf returns the P under which id names a partition (Base for the
+// first P, then 2·Base, ...), or 0 if it names none.
+func (r *Ring) LevelOf(id uint32) int {
+	s, err := partid.Locate(r.cfg.base, id)
+	if err != nil {
+		return 0
+	}
+	return s.Level
+}

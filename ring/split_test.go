@@ -271,3 +271,31 @@ func TestHoldsAcrossLevels(t *testing.T) {
 		t.Fatal("an id that names no partition is held")
 	}
 }
+
+// TestFamilyIDs: ChildIDs, ParentID and LevelOf through the ring agree
+// with the ids of two consecutive split rings.
+func TestFamilyIDs(t *testing.T) {
+	r := grow(t, Config{Partitions: 4, ReplicationFactor: 1}, 1, noZone)[1]
+	s, err := r.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range uint32(4) {
+		id := r.ID(p)
+		c := s.ChildIDs(id)
+		if c != [2]uint32{s.ID(2 * p), s.ID(2*p + 1)} || s.LevelOf(id) != 4 || s.LevelOf(c[0]) != 8 {
+			t.Fatalf("id %d: children %v, levels %d %d", id, c, s.LevelOf(id), s.LevelOf(c[0]))
+		}
+		for _, ch := range c {
+			if par, ok := s.ParentID(ch); !ok || par != id {
+				t.Fatalf("parent of %d: %d %v, want %d", ch, par, ok, id)
+			}
+		}
+		if _, ok := s.ParentID(id); ok {
+			t.Fatalf("first-level id %d has a parent", id)
+		}
+	}
+	if s.LevelOf(5) != 0 {
+		t.Fatal("an id between levels has a level")
+	}
+}
