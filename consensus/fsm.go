@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -164,6 +165,10 @@ type fsm struct {
 	// logs, if set, is the group's log durability: an entry is applied
 	// only once the local log is durable through it (LogStore.StoreLogs).
 	logs LogDurability
+	// split is set once the group's opSplit entry is applied (split.go);
+	// onSplit, if set, is told then, on the FSM goroutine.
+	split   atomic.Pointer[splitInfo]
+	onSplit func(info *splitInfo, via string)
 
 	mu struct {
 		sync.Mutex
@@ -195,8 +200,35 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	entries := make([]replica.Entry, 0, len(logs))
 	var slots []int
+	merge := func() {
+		if len(entries) == 0 {
+			return
+		}
+		// Raft gives the FSM no context; applying must finish.
+		if err := f.store.MergeUnsynced(context.Background(), entries); err != nil {
+			err = fmt.Errorf("consensus: apply to store: %w", err)
+			for _, i := range slots {
+				out[i] = err
+			}
+		}
+		entries, slots = entries[:0], slots[:0]
+	}
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
+			continue
+		}
+		if f.split.Load() != nil {
+			out[i] = fmt.Errorf("consensus: group %d: %w", f.group, ErrSplit)
+			continue
+		}
+		if isSplit(l.Data) {
+			voters, err := decodeSplit(l.Data)
+			if err != nil {
+				out[i] = err
+				continue
+			}
+			merge() // the children start from everything before the split
+			f.applySplit(&splitInfo{index: l.Index, voters: voters}, "log")
 			continue
 		}
 		var err error
@@ -209,15 +241,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 		slots = append(slots, i)
 	}
-	if len(entries) > 0 {
-		// Raft gives the FSM no context; applying must finish.
-		if err := f.store.MergeUnsynced(context.Background(), entries); err != nil {
-			err = fmt.Errorf("consensus: apply to store: %w", err)
-			for _, i := range slots {
-				out[i] = err
-			}
-		}
-	}
+	merge()
 	if len(logs) > 0 {
 		f.mu.Lock()
 		if f.mu.changed != nil {
@@ -227,6 +251,18 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		f.mu.Unlock()
 	}
 	return out
+}
+
+// applySplit records the split and tells the Manager; a second one (the
+// same entry again after a restart) only tells it again, which finds the
+// children started.
+func (f *fsm) applySplit(info *splitInfo, via string) {
+	if f.split.Load() == nil {
+		f.split.Store(info)
+	}
+	if f.onSplit != nil {
+		f.onSplit(info, via)
+	}
 }
 
 // changes returns a channel closed at the next applied batch.
@@ -271,14 +307,16 @@ func (f *fsm) waitApplied(ctx context.Context, r *raft.Raft, index uint64) error
 // applied in between are in the snapshot too, which is harmless because
 // restoring merges.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	return &snapshot{group: f.group, store: f.store}, nil
+	return &snapshot{group: f.group, store: f.store, split: f.split.Load()}, nil
 }
 
 // Snapshot stream format: repeated (uvarint len(key) | key | uvarint
-// len(record) | record), then a zero-length key as terminator.
+// len(record) | record), then a zero-length key as terminator, then, for
+// a group that has split, the split trailer (split.go).
 type snapshot struct {
 	group uint32
 	store Store
+	split *splitInfo
 }
 
 func (s *snapshot) Persist(sink raft.SnapshotSink) error {
@@ -299,6 +337,9 @@ func (s *snapshot) Persist(sink raft.SnapshotSink) error {
 	}
 	if err == nil {
 		_, err = w.Write([]byte{0})
+	}
+	if err == nil && s.split != nil {
+		_, err = w.Write(appendSplitTrailer(nil, s.split))
 	}
 	if err == nil {
 		err = w.Flush()
@@ -344,7 +385,17 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
 		}
 		if klen == 0 {
-			return flush()
+			if err := flush(); err != nil {
+				return err
+			}
+			info, err := readSplitTrailer(r)
+			if err != nil {
+				return fmt.Errorf("consensus: restore group %d: %w", f.group, err)
+			}
+			if info != nil {
+				f.applySplit(info, "snapshot")
+			}
+			return nil
 		}
 		if klen > replica.MaxKeyBytes {
 			return fmt.Errorf("consensus: restore group %d: key length %d over %d: %w", f.group, klen, replica.MaxKeyBytes, ErrCorruptCommand)

@@ -137,6 +137,9 @@ func timeout(ctx context.Context) time.Duration {
 // term while its applied state lacks what the term between committed, and
 // answer, or decide, on it.
 func (g *Group) leaderReady(ctx context.Context) (uint64, error) {
+	if _, split := g.Split(); split {
+		return 0, fmt.Errorf("consensus: group %d: %w", g.id, ErrSplit)
+	}
 	if g.raft.State() != raft.Leader {
 		return 0, g.notLeader()
 	}
@@ -223,6 +226,10 @@ func (g *Group) ReadIndex(ctx context.Context) error {
 	}
 	if err := g.fsm.waitApplied(ctx, g.raft, index); err != nil {
 		return fmt.Errorf("consensus: group %d wait for apply: %w", g.id, err)
+	}
+	if _, split := g.Split(); split {
+		// The split is at or below index: the children answer now.
+		return fmt.Errorf("consensus: group %d: %w", g.id, ErrSplit)
 	}
 	return nil
 }

@@ -229,6 +229,9 @@ type Manager struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// createMu serializes the starting of groups (ensureGroups, the
+	// children of a split), so that no group is started twice.
+	createMu sync.Mutex
 	// draining: hand leadership away instead of reconciling (drain.go).
 	draining atomic.Bool
 
@@ -271,18 +274,22 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 // reconcile loop. Goroutine: one loop, stopped by Close.
 func (mg *Manager) Start() error {
 	r := mg.deps.Ring.Ring()
-	if mg.cfg.Founder && r != nil {
+	if mg.cfg.Founder && r != nil && r.Partitions() == r.Base() {
 		// Every partition, not only this node's: members that joined
 		// before this ran may already hold some of them, and leaders move
-		// each group to its preference list.
-		for p := range r.Partitions() {
-			if _, ok := mg.Group(uint32(p)); ok {
+		// each group to its preference list. (Not after a split: the
+		// children of a split start from their parents, split.go.)
+		mg.createMu.Lock()
+		for _, p := range r.IDs() {
+			if _, ok := mg.Group(p); ok {
 				continue
 			}
-			if err := mg.createGroup(uint32(p), true); err != nil {
+			if err := mg.createGroup(p, true); err != nil {
+				mg.createMu.Unlock()
 				return err
 			}
 		}
+		mg.createMu.Unlock()
 	}
 	if err := mg.ensureGroups(r, false); err != nil {
 		return err
@@ -423,6 +430,7 @@ func (mg *Manager) loop(ctx context.Context) {
 			}
 		}
 		changes.log(mg.log)
+		mg.splitParents(ctx, r)
 		mg.watchLeaders(watch, r)
 	}
 }
@@ -447,7 +455,7 @@ func (mg *Manager) watchLeaders(watch *leaderWatch, r *ring.Ring) {
 	}
 	led := map[uint32]bool{}
 	leading := 0
-	for _, p := range r.PartitionsOf(mg.cfg.NodeID) {
+	for _, p := range r.IDsOf(mg.cfg.NodeID) {
 		g, ok := mg.Group(p)
 		if !ok {
 			led[p] = false
@@ -487,13 +495,30 @@ func (mg *Manager) noteLeader(g *Group) {
 }
 
 // ensureGroups creates the group of every partition r assigns this node.
+// The child of a split starts from its parent here (split.go) when this
+// node has, or may still receive, the parent's entries: while this node
+// runs the parent group unsplit, or holds the parent's state without
+// running it (after a restart: the parent is started, so that it applies
+// the split), the child waits. A node without the parent starts the child
+// empty, and the child's leader sends it the child's snapshot.
 func (mg *Manager) ensureGroups(r *ring.Ring, bootstrap bool) error {
 	if r == nil {
 		return nil
 	}
-	for _, p := range r.PartitionsOf(mg.cfg.NodeID) {
+	mg.createMu.Lock()
+	defer mg.createMu.Unlock()
+	for _, p := range r.IDsOf(mg.cfg.NodeID) {
 		if _, ok := mg.Group(p); ok {
 			continue
+		}
+		if parent, ok := r.ParentID(p); ok {
+			wait, err := mg.awaitParent(p, parent)
+			if err != nil {
+				return err
+			}
+			if wait {
+				continue
+			}
 		}
 		if err := mg.createGroup(p, bootstrap); err != nil {
 			return err
@@ -552,6 +577,7 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 	rc.BatchApplyCh = true
 	rc.Logger = glog
 	f := &fsm{group: p, store: mg.deps.Store}
+	f.onSplit = func(info *splitInfo, via string) { mg.splitApplied(p, info, via) }
 	trans := mg.deps.Transports.Group(p)
 	if d, ok := logs.(LogDurability); ok {
 		// StoreLogs returns before the fsync: the FSM and the transport
@@ -672,7 +698,7 @@ func (c *changeCounts) log(l *slog.Logger) {
 // server the ring no longer lists (handing leadership away first if it is
 // this node), and last hand leadership to the partition's primary.
 func (mg *Manager) reconcile(ctx context.Context, g *Group, r *ring.Ring) (change, error) {
-	want := r.Replicas(g.id)
+	want := r.ReplicasOf(g.id) // none for a parent the ring has split past
 	if len(want) == 0 {
 		return change{}, nil
 	}

@@ -81,6 +81,39 @@ func TestSplitAddressing(t *testing.T) {
 			t.Fatalf("Verify(%d): %d checked, %v; want %d", id, checked, err, len(want))
 		}
 	}
+	// A reserved key is in every child's scan, and in one child's
+	// ScanSnapshot only (partid.DigestID's).
+	reserved := []byte("\x00ringkv/intent/" + string(keys[2]))
+	mustMerge(t, s, Entry{Partition: ids[2][1], Key: reserved, Record: rec(10, "n1", "i")})
+	c := partid.Children(base, ids[2][0])
+	inSnap := 0
+	for _, id := range c {
+		found := false
+		if err := s.Scan(id, reserved, nil, func(k []byte, _ Record) bool { found = true; return false }); err != nil || !found {
+			t.Fatalf("Scan(%d) of a reserved key: found %v, %v", id, found, err)
+		}
+		if err := s.ScanSnapshot(context.Background(), id, nil, func(kh, _ uint64) bool {
+			if kh == xxhash.Sum64(reserved) {
+				inSnap++
+				if want := partid.DigestID(base, 2*base, ids[2][0], kh); id != want {
+					t.Fatalf("reserved key digested by %d, DigestID says %d", id, want)
+				}
+			}
+			return true
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if inSnap != 1 {
+		t.Fatalf("the reserved key is in %d children's ScanSnapshot, want 1", inSnap)
+	}
+	if err := s.Merge(context.Background(), []Entry{{Partition: ids[2][1], Key: reserved, Record: Record{Timestamp: 11, NodeID: "n1", Tombstone: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.DeleteIfEqual(context.Background(), ids[2][1], reserved, Record{Timestamp: 11, NodeID: "n1", Tombstone: true}); err != nil || !ok {
+		t.Fatalf("collect the reserved tombstone: %v %v", ok, err)
+	}
+
 	// A tombstone collected by a split id.
 	tomb := Record{Timestamp: 20, NodeID: "n1", Tombstone: true}
 	mustMerge(t, s, Entry{Partition: ids[0][2], Key: keys[0], Record: tomb})

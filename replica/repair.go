@@ -62,7 +62,7 @@ func (s *Store) ScanSnapshot(ctx context.Context, partition uint32, begin func()
 		item := it.Item()
 		userKey := item.Key()[recordKeyPrefixLen:]
 		keyHash := xxhash.Sum64(userKey)
-		if !span.Whole && !span.Contains(keyHash) {
+		if !span.Digests(keyHash, int(s.base.Load())) {
 			continue
 		}
 		var recHash uint64

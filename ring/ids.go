@@ -119,3 +119,13 @@ func (r *Ring) LevelOf(id uint32) int {
 	}
 	return s.Level
 }
+
+// DigestIDOf returns the id of the partition whose anti-entropy digest
+// counts a record that a replica stores in storage partition storage (the
+// Partition of a replica.Change) with key hash hash: the key's partition,
+// or for one of the cluster's own records stored away from its hash's
+// partition, the first partition of its storage partition
+// (partid.DigestID, replica.Store.ScanSnapshot).
+func (r *Ring) DigestIDOf(storage uint32, hash uint64) uint32 {
+	return partid.DigestID(r.cfg.base, r.cfg.Partitions, storage, hash)
+}

@@ -299,3 +299,28 @@ func TestFamilyIDs(t *testing.T) {
 		t.Fatal("an id between levels has a level")
 	}
 }
+
+// TestDigestIDOf: a key stored in its own storage partition is digested
+// in its partition; one stored elsewhere, in the first partition of that
+// storage partition at the ring's P.
+func TestDigestIDOf(t *testing.T) {
+	r := grow(t, Config{Partitions: 4, ReplicationFactor: 1}, 1, noZone)[1]
+	s, err := r.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		h := xxhash.Sum64([]byte(fmt.Sprint(i)))
+		own := uint32(h >> 62)
+		if got := s.DigestIDOf(own, h); got != s.IDOfHash(h) {
+			t.Fatalf("hash %x in its own storage %d: %d, want %d", h, own, got, s.IDOfHash(h))
+		}
+		other := (own + 1) % 4
+		if got := s.DigestIDOf(other, h); got != s.ID(2*other) {
+			t.Fatalf("hash %x stored in %d: %d, want %d", h, other, got, s.ID(2*other))
+		}
+		if got := r.DigestIDOf(other, h); got != other {
+			t.Fatalf("before the split, hash %x stored in %d: %d", h, other, got)
+		}
+	}
+}

@@ -54,6 +54,34 @@ func (s Span) Contains(hash uint64) bool {
 	return hash>>(64-bits.TrailingZeros(uint(s.Level))) == uint64(s.Index)
 }
 
+// Digests reports whether a record stored in the span's storage partition
+// whose key hashes to hash counts in the span's partition for anti-entropy
+// digests: by its hash when the hash falls in the storage partition; a
+// record stored away from its hash's partition (the cluster's own records:
+// an intent lives by the key it guards) counts in the first partition of
+// its storage partition at the span's level. DigestID places a record the
+// same way.
+func (s Span) Digests(hash uint64, base int) bool {
+	if s.Whole {
+		return true
+	}
+	if hash>>(64-bits.TrailingZeros(uint(base))) != uint64(s.Storage) {
+		return s.Index == s.Storage<<(bits.TrailingZeros(uint(s.Level))-bits.TrailingZeros(uint(base)))
+	}
+	return s.Contains(hash)
+}
+
+// DigestID returns the id of the partition, under P partitions, whose
+// digest counts a record stored in storage partition storage with key hash
+// hash (Span.Digests).
+func DigestID(base, partitions int, storage uint32, hash uint64) uint32 {
+	down := bits.TrailingZeros(uint(partitions)) - bits.TrailingZeros(uint(base))
+	if hash>>(64-bits.TrailingZeros(uint(base))) != uint64(storage) {
+		return ID(base, partitions, storage<<down)
+	}
+	return ID(base, partitions, uint32(hash>>(64-bits.TrailingZeros(uint(partitions)))))
+}
+
 // validBase reports whether base is a power of two in [1, MaxPartitions].
 func validBase(base int) bool {
 	return base >= 1 && base <= MaxPartitions && bits.OnesCount(uint(base)) == 1

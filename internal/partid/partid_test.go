@@ -124,3 +124,38 @@ func TestLocateInvalid(t *testing.T) {
 		}
 	}
 }
+
+// TestDigests: every record stored in a storage partition counts in
+// exactly one partition's digest at each level, the one DigestID names,
+// whether its key's hash is of that storage partition or not.
+func TestDigests(t *testing.T) {
+	const base = 4
+	for P := base; P <= 4*base; P *= 2 {
+		for storage := range uint32(base) {
+			for k := range 500 {
+				h := xxhash.Sum64(fmt.Appendf(nil, "k%d", k)) // of any storage partition
+				want := DigestID(base, P, storage, h)
+				n := 0
+				for i := range uint32(P) {
+					id := ID(base, P, i)
+					s, err := Locate(base, id)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if s.Storage != storage {
+						continue
+					}
+					if s.Digests(h, base) {
+						n++
+						if id != want {
+							t.Fatalf("P=%d storage %d hash %x: digested by %d, DigestID says %d", P, storage, h, id, want)
+						}
+					}
+				}
+				if n != 1 {
+					t.Fatalf("P=%d storage %d hash %x: digested by %d partitions", P, storage, h, n)
+				}
+			}
+		}
+	}
+}
