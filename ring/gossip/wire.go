@@ -27,8 +27,11 @@ const (
 	// the Linearizable service's Txn (consensus.TxnWireVersion). 3
 	// brought transactions across partitions: intents, which every
 	// leader must read through, and the Linearizable service's Prepare,
-	// Decide, TxnStatus, Resolve and Forget (consensus.XTxnWireVersion).
-	WireVersionMax = 3
+	// Decide, TxnStatus, Resolve and Forget (consensus.XTxnWireVersion). 4
+	// brought partition splits: the ring's encoding of a split ring and
+	// the Raft split command (consensus.SplitWireVersion); a split is
+	// decided only while every member speaks it.
+	WireVersionMax = 4
 )
 
 // WireRange is a range of wire protocol versions, both ends included.
