@@ -25,6 +25,19 @@
 //     snapshot, and adds the changes recorded since begin: the result is
 //     exactly the tree of the current state, with writes going on.
 //
+// Trees are kept per partition id (ring.Ring.ID: the index until the
+// cluster's first split, P+index after), for the ids of the ring the node
+// holds; the node's observer names each change by the id of its key's
+// partition in that ring. When the ring's P doubles (a split), the trees
+// of the parents' ids are dropped (they stop receiving changes) and the
+// children's built from disk; a change of an id whose build has not taken
+// its snapshot yet is read by that build from disk, one after it is
+// recorded in the build's delta. An exchange compares the trees of one id
+// on both sides: a peer asked for an id its ring does not have answers
+// ErrNotReady, and one asked for an id it holds no keys of in its ring
+// (ring.Ring.Holds, which judges ids of a level before or after a split)
+// refuses with ErrNotReplica.
+//
 // Trees are built from disk at start, and rebuilt when a change reports
 // OldUnknown (a corrupt record was replaced or quarantined: its hash was
 // never known). Until built a tree answers ErrNotReady and is not

@@ -24,11 +24,11 @@ func (b *bucketSet) add(i uint32)           { b[i/64] |= 1 << (i % 64) }
 func (b *bucketSet) has(i uint32) bool      { return b[i/64]&(1<<(i%64)) != 0 }
 func (b *bucketSet) hasKey(key []byte) bool { return b.has(Bucket(xxhash.Sum64(key))) }
 
-// exchange compares p's tree with peer's, descending only where hashes
-// differ, and merges the records of the differing leaf buckets both ways:
-// the peer's records that differ from ours are merged here, ours that
-// differ from the peer's are merged there. Records move under the keys and
-// bytes budgets.
+// exchange compares the tree of partition id p with peer's tree of the
+// same id, descending only where hashes differ, and merges the records of
+// the differing leaf buckets both ways: the peer's records that differ
+// from ours are merged here, ours that differ from the peer's are merged
+// there. Records move under the keys and bytes budgets.
 func (s *Service) exchange(ctx context.Context, p uint32, peer string) (exchangeResult, error) {
 	var res exchangeResult
 	idx := []uint32{0}
@@ -36,7 +36,7 @@ func (s *Service) exchange(ctx context.Context, p uint32, peer string) (exchange
 		if level > 0 {
 			idx = Children(idx)
 		}
-		local, err := s.deps.Trees.Nodes(p, level, idx)
+		local, err := s.nodes(p, level, idx)
 		if err != nil {
 			return res, err
 		}

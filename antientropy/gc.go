@@ -33,7 +33,7 @@ func (s *Service) CollectTombstones(ctx context.Context) int {
 		return 0
 	}
 	total := 0
-	for _, p := range r.PartitionsOf(s.cfg.NodeID) {
+	for _, p := range r.IDsOf(s.cfg.NodeID) {
 		if ctx.Err() != nil {
 			break
 		}
@@ -54,7 +54,7 @@ func (s *Service) CollectTombstones(ctx context.Context) int {
 			confirmed[i] = true
 		}
 		ok := true
-		for _, peer := range r.Replicas(p) {
+		for _, peer := range r.ReplicasOf(p) {
 			if peer == s.cfg.NodeID {
 				continue
 			}

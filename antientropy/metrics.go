@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Records moved by exchanges this node initiated: pulled (merged here) or pushed (merged on the peer)."}, []string{"direction"}),
 		bytes: counter("exchange_bytes_total", "Bytes of tree hashes and records sent and received by exchanges this node initiated (protobuf sizes)."),
 		lastFull: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "last_full_repair_timestamp_seconds",
-			Help: "When this node last exchanged the partition successfully with every other replica (Unix seconds)."}, []string{"partition"}),
+			Help: "When this node last exchanged the partition (label: its id) successfully with every other replica (Unix seconds)."}, []string{"partition"}),
 		rebuilds:      counter("tree_rebuilds_total", "Partition trees built from disk (at start and after corruption)."),
 		scrubbed:      counter("scrub_records_total", "Stored records the scrubber re-read and verified."),
 		scrubCorrupt:  counter("scrub_corrupt_total", "Corrupt records the scrubber found and quarantined (each counted once)."),

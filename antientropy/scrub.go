@@ -10,8 +10,9 @@ import (
 
 // runScrubber re-reads every stored record, partition by partition, at
 // ScrubPerSec records and ScrubBytesPerSec bytes, and repairs each that
-// fails its checksum (see repairCorrupt). It scrubs every partition of the
-// ring, replicated here or not: a record is verified wherever it is stored.
+// fails its checksum (see repairCorrupt). It scrubs every partition id of
+// the ring, replicated here or not: a record is verified wherever it is
+// stored (the ids of one ring cover every key once).
 func (s *Service) runScrubber(ctx context.Context) {
 	r := s.ringNow(ctx)
 	if r == nil {
@@ -20,8 +21,8 @@ func (s *Service) runScrubber(ctx context.Context) {
 	page := max(1, min(s.cfg.PageRecords, s.scrubKeys.Burst()))
 	for ctx.Err() == nil {
 		passStart := time.Now()
-		parts := uint32(s.deps.Ring.Ring().Partitions())
-		for p := range parts {
+		ids := s.deps.Ring.Ring().IDs()
+		for _, p := range ids {
 			var start []byte
 			for {
 				var corrupt [][]byte
@@ -55,7 +56,7 @@ func (s *Service) runScrubber(ctx context.Context) {
 		}
 		s.metrics.scrubPasses.Inc()
 		took := time.Since(passStart)
-		s.log.Debug("scrub pass done", "partitions", parts, "took", took)
+		s.log.Debug("scrub pass done", "partitions", len(ids), "took", took)
 		if rest := s.cfg.ScrubPassInterval - took; rest > 0 && !wait(ctx, rest) {
 			return
 		}
@@ -63,10 +64,11 @@ func (s *Service) runScrubber(ctx context.Context) {
 }
 
 // repairCorrupt quarantines key's corrupt record (it then reads as
-// missing) and merges in whatever the partition's other live replicas hold
-// for the key; the merge keeps the newest of those. If no replica answers
-// with a record the key stays missing here until one does (the next
-// exchange compares it again).
+// missing) and merges in whatever the other live replicas of key's
+// partition hold for the key; the merge keeps the newest of those. If no
+// replica answers with a record the key stays missing here until one does
+// (the next exchange compares it again). p is the id the scrubber found
+// key under.
 func (s *Service) repairCorrupt(ctx context.Context, p uint32, key []byte) {
 	removed, err := s.deps.Scrub.Quarantine(ctx, p, key)
 	if err != nil {
@@ -77,7 +79,7 @@ func (s *Service) repairCorrupt(ctx context.Context, p uint32, key []byte) {
 		return // repaired meanwhile (a merge replaced it)
 	}
 	s.metrics.scrubCorrupt.Inc()
-	recs := s.readPeers(ctx, p, key)
+	recs := s.readPeers(ctx, key)
 	if len(recs) == 0 {
 		s.log.Warn("corrupt record quarantined with no healthy replica to repair it from", "partition", p)
 		return
@@ -89,11 +91,14 @@ func (s *Service) repairCorrupt(ctx context.Context, p uint32, key []byte) {
 	s.metrics.scrubRepaired.Inc()
 }
 
-// readPeers returns the records the other live replicas of p hold for key.
-func (s *Service) readPeers(ctx context.Context, p uint32, key []byte) []*kvpb.KeyedRecord {
+// readPeers returns the records the other live replicas of key's partition
+// hold for key, asked under its id in the ring held now (which may have
+// split since the scrubber's pass began).
+func (s *Service) readPeers(ctx context.Context, key []byte) []*kvpb.KeyedRecord {
 	r := s.deps.Ring.Ring()
+	p := r.IDOf(key)
 	var out []*kvpb.KeyedRecord
-	for _, peer := range r.Replicas(p) {
+	for _, peer := range r.ReplicasOf(p) {
 		if peer == s.cfg.NodeID || (s.deps.Liveness != nil && !s.deps.Liveness.Alive(peer)) {
 			continue
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -56,17 +55,19 @@ func checkShape(fanout, depth uint32) error {
 }
 
 // checkOurs returns ErrNotReplica (counted and logged) unless this node
-// replicates p in the ring it holds. A node with no ring yet answers as
-// before (its trees are not ready).
+// replicates, in the ring it holds, keys of the partition with id p. p
+// may be an id of another level than the ring's P (ring.Ring.Holds): a
+// peer whose ring is one split ahead or behind is still served. A node
+// with no ring yet answers as before (its trees are not ready).
 func (s *Service) checkOurs(rpc string, p uint32) error {
 	r := s.deps.Ring.Ring()
 	if r == nil || r.Partitions() == 0 || len(r.Active()) == 0 {
 		return nil
 	}
-	if int(p) < r.Partitions() && slices.Contains(r.Replicas(p), s.cfg.NodeID) {
+	if r.Holds(s.cfg.NodeID, p) {
 		return nil
 	}
-	err := fmt.Errorf("%w: %s of partition %d, which ring version %d does not place on %s", ErrNotReplica, rpc, p, r.Version(), s.cfg.NodeID)
+	err := fmt.Errorf("%w: %s of partition id %d, which ring version %d does not place on %s", ErrNotReplica, rpc, p, r.Version(), s.cfg.NodeID)
 	s.metrics.refused.Inc()
 	now, last := time.Now().UnixNano(), s.lastRefusal.Load()
 	if now-last >= int64(time.Minute) && s.lastRefusal.CompareAndSwap(last, now) {
@@ -75,9 +76,24 @@ func (s *Service) checkOurs(rpc string, p uint32) error {
 	return drpcerr.WithCode(err, codeNotOurs)
 }
 
+// nodes returns nodes of this node's tree of partition id p, as
+// Trees.Nodes does, for an exchange or a peer. An id the ring does not
+// have (one of the level before or after a split) has no tree to compare,
+// ErrNotReady, even while its tree is not dropped yet: the store's
+// observer reports its keys' changes under the ring's ids.
+func (s *Service) nodes(p uint32, level int, idx []uint32) ([]uint64, error) {
+	if r := s.deps.Ring.Ring(); r != nil {
+		if _, ok := r.Index(p); !ok {
+			return nil, fmt.Errorf("%w: partition id %d is not of ring version %d (%d partitions)", ErrNotReady, p, r.Version(), r.Partitions())
+		}
+	}
+	return s.deps.Trees.Nodes(p, level, idx)
+}
+
 // Tree serves nodes of this node's tree of a partition (kvpb.DRPCRepairServer).
 // It refuses another tree shape (ErrBadRequest) and a partition this node
-// does not replicate (ErrNotReplica).
+// does not replicate (ErrNotReplica), and answers ErrNotReady for one
+// whose tree is not built (being built, or of another ring's level).
 func (s *Service) Tree(_ context.Context, req *kvpb.TreeRequest) (*kvpb.TreeResponse, error) {
 	if err := checkShape(req.GetFanout(), req.GetDepth()); err != nil {
 		return nil, drpcerr.WithCode(err, codeBad)
@@ -85,7 +101,7 @@ func (s *Service) Tree(_ context.Context, req *kvpb.TreeRequest) (*kvpb.TreeResp
 	if err := s.checkOurs("tree", req.GetPartition()); err != nil {
 		return nil, err
 	}
-	hashes, err := s.deps.Trees.Nodes(req.GetPartition(), int(req.GetLevel()), req.GetNodes())
+	hashes, err := s.nodes(req.GetPartition(), int(req.GetLevel()), req.GetNodes())
 	if err != nil {
 		return nil, drpcerr.WithCode(err, codeFor(err))
 	}

@@ -21,9 +21,11 @@ import (
 // The node implements it over replica.Store.
 type Store interface {
 	// ScanSnapshot calls fn with the key hash and record hash of every
-	// record of partition in one snapshot; begin is called at the
+	// record of partition (an id: for a split partition, the records of
+	// its hash range) in one snapshot; begin is called once, at the
 	// snapshot's moment, ordered with the change stream fed to
-	// Trees.Apply (see replica.Store.ScanSnapshot).
+	// Trees.Apply, before ScanSnapshot returns nil (see
+	// replica.Store.ScanSnapshot).
 	ScanSnapshot(ctx context.Context, partition uint32, begin func(), fn func(keyHash, recHash uint64) bool) error
 	// Records calls fn, in key order from start (inclusive; nil: the
 	// first), with every readable record of partition, its record hash
@@ -97,6 +99,10 @@ type Service struct {
 	keys, bytes *rate.Limiter
 	// scrubKeys and scrubBytes budget the scrubber's reads.
 	scrubKeys, scrubBytes *rate.Limiter
+
+	// treesLevel is the P of the ring whose ids the trees were last kept
+	// for (runBuilder's goroutine only).
+	treesLevel int
 
 	lifetime context.Context
 	cancel   context.CancelFunc
@@ -188,19 +194,19 @@ func (s *Service) ringNow(ctx context.Context) *ring.Ring {
 	}
 }
 
-// runBuilder builds every partition's tree from disk, then rebuilds
-// stale ones (after a corrupt record was replaced or removed).
+// runBuilder builds the tree of every partition id of the ring, then
+// rebuilds stale ones (after a corrupt record was replaced or removed) and
+// follows the ring: once its P doubles (a split) the trees of the ids it
+// no longer has are dropped and those of its new ids built.
 func (s *Service) runBuilder(ctx context.Context) {
 	r := s.ringNow(ctx)
 	if r == nil {
 		return
 	}
 	start := time.Now()
-	for p := range uint32(r.Partitions()) {
-		if ctx.Err() != nil {
-			return
-		}
-		s.rebuild(ctx, p)
+	s.syncTrees(ctx, r)
+	if ctx.Err() != nil {
+		return
 	}
 	s.log.Info("merkle trees built", "partitions", r.Partitions(), "took", time.Since(start))
 	tick := time.NewTicker(time.Second)
@@ -210,13 +216,33 @@ func (s *Service) runBuilder(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case p := <-s.deps.Trees.rebuild:
-			s.rebuild(ctx, p)
-		case <-tick.C:
-			for p := range uint32(s.deps.Ring.Ring().Partitions()) {
-				if s.deps.Trees.needsBuild(p) {
-					s.rebuild(ctx, p)
-				}
+			if _, ok := s.deps.Ring.Ring().Index(p); ok { // not a tree dropped since
+				s.rebuild(ctx, p)
 			}
+		case <-tick.C:
+			s.syncTrees(ctx, s.deps.Ring.Ring())
+		}
+	}
+}
+
+// syncTrees drops, once r's P differs from the last ring's, the trees of
+// ids r does not have (those of the level before a split: the store's
+// observer reports their keys' changes under r's ids, so they would only
+// grow wrong), and builds r's missing and stale ones.
+func (s *Service) syncTrees(ctx context.Context, r *ring.Ring) {
+	ids := r.IDs()
+	if r.Partitions() != s.treesLevel {
+		for _, p := range s.deps.Trees.retain(ids) {
+			s.metrics.lastFull.DeleteLabelValues(fmt.Sprint(p))
+		}
+		s.treesLevel = r.Partitions()
+	}
+	for _, p := range ids {
+		if ctx.Err() != nil {
+			return
+		}
+		if s.deps.Trees.needsBuild(p) {
+			s.rebuild(ctx, p)
 		}
 	}
 }
@@ -224,18 +250,24 @@ func (s *Service) runBuilder(ctx context.Context) {
 // rebuild builds p's tree from a snapshot plus the changes since.
 func (s *Service) rebuild(ctx context.Context, p uint32) {
 	fresh := NewTree()
-	err := s.deps.Store.ScanSnapshot(ctx, p, func() { s.deps.Trees.beginRebuild(p) }, func(kh, rh uint64) bool {
+	var pt *partTree // set at the snapshot's moment, before ScanSnapshot returns
+	err := s.deps.Store.ScanSnapshot(ctx, p, func() { pt = s.deps.Trees.beginRebuild(p) }, func(kh, rh uint64) bool {
 		fresh.Update(kh, 0, rh)
 		return true
 	})
+	if err == nil && pt == nil {
+		err = errors.New("antientropy: the store's snapshot never began")
+	}
 	if err != nil {
-		s.deps.Trees.abortRebuild(p)
+		if pt != nil {
+			pt.abortRebuild()
+		}
 		if ctx.Err() == nil {
 			s.log.Warn("merkle tree build failed", "partition", p, "err", err)
 		}
 		return
 	}
-	s.deps.Trees.finishRebuild(p, fresh)
+	pt.finishRebuild(fresh)
 	s.metrics.rebuilds.Inc()
 }
 
@@ -266,11 +298,11 @@ type Report struct {
 	Skipped []string `json:"skipped,omitempty"`
 }
 
-// Repair exchanges partitions (all this node replicates when empty) with
-// every other live replica now, and returns what it did. Partitions this
-// node does not replicate are ignored. It runs in the caller's goroutine
-// under the same rate limits as scheduled exchanges. Errors: ErrClosed;
-// ctx.Err().
+// Repair exchanges partitions, by id (all this node replicates when
+// empty), with every other live replica now, and returns what it did. Ids
+// of partitions this node does not replicate in the ring it holds are
+// ignored. It runs in the caller's goroutine under the same rate limits
+// as scheduled exchanges. Errors: ErrClosed; ctx.Err().
 func (s *Service) Repair(ctx context.Context, partitions []uint32) (Report, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -289,8 +321,8 @@ func (s *Service) Repair(ctx context.Context, partitions []uint32) (Report, erro
 	return rep, nil
 }
 
-// cycle exchanges the given partitions (nil: all of this node's) with each
-// of their other live replicas, one exchange at a time. Every replica
+// cycle exchanges the given partition ids (nil: all of this node's) with
+// each of their other live replicas, one exchange at a time. Every replica
 // initiates with every other, so a pair is compared twice per interval;
 // the second comparison is one root RPC when the first repaired them.
 func (s *Service) cycle(ctx context.Context, only []uint32, onDemand bool) Report {
@@ -299,12 +331,12 @@ func (s *Service) cycle(ctx context.Context, only []uint32, onDemand bool) Repor
 	if r == nil {
 		return rep
 	}
-	for _, p := range r.PartitionsOf(s.cfg.NodeID) {
+	for _, p := range r.IDsOf(s.cfg.NodeID) {
 		if only != nil && !slices.Contains(only, p) {
 			continue
 		}
 		full := true
-		for _, peer := range r.Replicas(p) {
+		for _, peer := range r.ReplicasOf(p) {
 			if peer == s.cfg.NodeID {
 				continue
 			}

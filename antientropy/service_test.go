@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,9 +79,17 @@ func fromWire(w *kvpb.Record) replica.Record {
 	return r
 }
 
-type staticRing struct{ r *ring.Ring }
+// ringHolder is a node's RingSource: a test changes its ring as gossip
+// would.
+type ringHolder struct{ p atomic.Pointer[ring.Ring] }
 
-func (s staticRing) Ring() *ring.Ring { return s.r }
+func holding(r *ring.Ring) *ringHolder {
+	h := &ringHolder{}
+	h.p.Store(r)
+	return h
+}
+
+func (h *ringHolder) Ring() *ring.Ring { return h.p.Load() }
 
 // localPeers calls the other test nodes' services and stores directly.
 type localPeers struct{ nodes map[string]*testNode }
@@ -119,6 +129,7 @@ func (l localPeers) Read(_ context.Context, node string, keys []*kvpb.ReadKey) (
 type testNode struct {
 	id    string
 	dir   string
+	ring  *ringHolder
 	store *replica.Store
 	trees *Trees
 	svc   *Service
@@ -142,18 +153,25 @@ func testRing(t testing.TB, ids ...string) *ring.Ring {
 }
 
 // newCluster starts one Service per id over on-disk stores, connected in
-// memory. cfg is applied to every node (NodeID filled in).
+// memory, on testRing(ids). cfg is applied to every node (NodeID filled
+// in).
 func newCluster(t testing.TB, cfg Config, ids ...string) map[string]*testNode {
 	t.Helper()
-	r := testRing(t, ids...)
+	return newClusterOn(t, cfg, testRing(t, ids...), ids...)
+}
+
+// newClusterOn is newCluster on ring r, which each node holds in its own
+// ringHolder.
+func newClusterOn(t testing.TB, cfg Config, r *ring.Ring, ids ...string) map[string]*testNode {
+	t.Helper()
 	nodes := map[string]*testNode{}
 	for _, id := range ids {
-		n := &testNode{id: id, dir: filepath.Join(t.TempDir(), id), trees: NewTrees(), reg: prometheus.NewRegistry()}
+		n := &testNode{id: id, dir: filepath.Join(t.TempDir(), id), ring: holding(r), trees: NewTrees(), reg: prometheus.NewRegistry()}
 		n.open(t)
 		c := cfg
 		c.NodeID = id
 		svc, err := New(c, Deps{Trees: n.trees, Store: testStore{n.store}, Scrub: testStore{n.store}, Collect: testStore{n.store},
-			Peers: localPeers{nodes}, Ring: staticRing{r}, Registerer: n.reg})
+			Peers: localPeers{nodes}, Ring: n.ring, Registerer: n.reg})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -175,31 +193,49 @@ func newCluster(t testing.TB, cfg Config, ids ...string) map[string]*testNode {
 	return nodes
 }
 
+// open opens n's store, whose observer feeds n's trees as the node's
+// does: each change under the id of its key's partition in n's ring.
 func (n *testNode) open(t testing.TB) {
 	t.Helper()
-	s, err := replica.Open(replica.Config{Dir: n.dir, MemTableBytes: 1 << 20}, replica.Deps{Observer: func(cs []replica.Change) {
+	observe := func(cs []replica.Change) {
+		r := n.ring.Ring()
 		out := make([]Change, len(cs))
 		for i, c := range cs {
-			out[i] = Change{Partition: c.Partition, KeyHash: c.KeyHash, Old: c.Old, New: c.New, OldUnknown: c.OldUnknown}
+			out[i] = Change{Partition: r.IDOfHash(c.KeyHash), KeyHash: c.KeyHash, Old: c.Old, New: c.New, OldUnknown: c.OldUnknown}
 		}
 		n.trees.Apply(out)
-	}})
+	}
+	s, err := replica.Open(replica.Config{Dir: n.dir, MemTableBytes: 1 << 20},
+		replica.Deps{Observer: observe, BasePartitions: func() int { return testPartitions }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n.store = s
 }
 
+// waitReady waits until n holds a built tree for every id of its ring,
+// and no other.
 func (n *testNode) waitReady(t testing.TB) {
 	t.Helper()
 	poll(t, "trees of "+n.id+" built", func() error {
-		for p := range uint32(testPartitions) {
+		ids := n.ring.Ring().IDs()
+		for _, p := range ids {
 			if _, ok := n.trees.Root(p); !ok {
 				return fmt.Errorf("partition %d not ready", p)
 			}
 		}
+		if held := treeIDs(n.trees); !slices.Equal(held, ids) {
+			return fmt.Errorf("trees of %v, want %v", held, ids)
+		}
 		return nil
 	})
+}
+
+// treeIDs returns, ascending, the ids trees holds an entry for.
+func treeIDs(trees *Trees) []uint32 {
+	trees.mu.RLock()
+	defer trees.mu.RUnlock()
+	return slices.Sorted(maps.Keys(trees.mu.parts))
 }
 
 func poll(t testing.TB, what string, cond func() error) {
@@ -228,8 +264,15 @@ func put(t *testing.T, n *testNode, key string, rec replica.Record) {
 	}
 }
 
+// rootsEqual compares the nodes' trees of every id of their ring (one
+// they all hold).
 func rootsEqual(nodes map[string]*testNode) error {
-	for p := range uint32(testPartitions) {
+	var ids []uint32
+	for _, n := range nodes {
+		ids = n.ring.Ring().IDs()
+		break
+	}
+	for _, p := range ids {
 		var want uint64
 		first := true
 		for id, n := range nodes {
@@ -430,7 +473,7 @@ func TestScrubberQuarantinesAndRepairs(t *testing.T) {
 	n2.open(t)
 	n2.reg = prometheus.NewRegistry()
 	svc, err := New(func() Config { c := cfg; c.NodeID = "n2"; return c }(), Deps{Trees: n2.trees, Store: testStore{n2.store},
-		Scrub: testStore{n2.store}, Peers: localPeers{nodes}, Ring: staticRing{testRing(t, "n1", "n2", "n3")}, Registerer: n2.reg})
+		Scrub: testStore{n2.store}, Peers: localPeers{nodes}, Ring: n2.ring, Registerer: n2.reg})
 	if err != nil {
 		t.Fatal(err)
 	}

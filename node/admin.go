@@ -21,7 +21,7 @@ import (
 //	POST /api/cluster/leave?id=X     -> ChangeAnswer  (gossip.OpLeave)
 //	POST /api/cluster/remove?id=X    -> ChangeAnswer  (gossip.OpRemove)
 //	POST /api/cluster/admit?id=X     -> ChangeAnswer  (gossip.OpAdmit)
-//	POST /api/cluster/repair[?partition=P] -> RepairResult (repair.go)
+//	POST /api/cluster/repair[?partition=ID] -> RepairResult (repair.go)
 //	POST /api/cluster/drain[?id=SELF][&timeout=D] -> DrainReport (drain.go)
 //	POST /api/cluster/undrain[?id=SELF]   -> DrainReport (drain.go)
 //
@@ -72,7 +72,7 @@ type ClusterStatus struct {
 	PartitionCount    int           `json:"partition_count"`
 	ReplicationFactor int           `json:"replication_factor"`
 	Members           []MemberStats `json:"members"`
-	// Partitions has one entry per partition, in order.
+	// Partitions has one entry per partition of the ring, in index order.
 	Partitions []PartitionStatus `json:"partitions"`
 	// Converged is true when this node runs a group for every partition
 	// the ring assigns it and each of those groups is Converged. Groups
@@ -85,6 +85,8 @@ type ClusterStatus struct {
 // runs a group for it, the group's configuration as this node knows it
 // (the leader's is authoritative).
 type PartitionStatus struct {
+	// Partition is the partition's id (ring.Ring.ID): its index until the
+	// cluster's first split, P+index after.
 	Partition  uint32   `json:"partition"`
 	Preference []string `json:"preference"`
 	// Hosted: this node runs a group for the partition. The fields
@@ -124,16 +126,16 @@ func (n *Node) ClusterStatus() ClusterStatus {
 		Partitions:        make([]PartitionStatus, rg.Partitions()),
 		Converged:         true,
 	}
-	for p := range st.Partitions {
-		ps := PartitionStatus{Partition: uint32(p), Preference: slices.Clone(rg.Replicas(uint32(p)))}
+	for p, id := range rg.IDs() {
+		ps := PartitionStatus{Partition: id, Preference: slices.Clone(rg.ReplicasOf(id))}
 		if ps.Preference == nil {
 			ps.Preference = []string{}
 		}
 		assigned := slices.Contains(ps.Preference, n.cfg.ID)
-		if root, ok := n.trees.Root(uint32(p)); ok {
+		if root, ok := n.trees.Root(id); ok {
 			ps.MerkleRoot = fmt.Sprintf("%016x", root)
 		}
-		if g, ok := n.groups.Group(uint32(p)); ok {
+		if g, ok := n.groups.Group(id); ok {
 			ps.Hosted = true
 			ps.State = g.Raft().State().String()
 			ps.Leader = g.Leader()
@@ -267,13 +269,13 @@ func (n *Node) checkMajorities(id string, op gossip.Op, next *ring.Ring) error {
 		errRefused, op, id, strings.Join(parts, " "))
 }
 
-// partitionsWithoutMajority returns, in order, the partitions of r whose
-// preference list has fewer than floor(len/2)+1 members for which alive
-// is true (every partition with an empty list among them).
+// partitionsWithoutMajority returns, in order, the ids of the partitions
+// of r whose preference list has fewer than floor(len/2)+1 members for
+// which alive is true (every partition with an empty list among them).
 func partitionsWithoutMajority(r *ring.Ring, alive func(id string) bool) []uint32 {
 	var bad []uint32
-	for p := range r.Partitions() {
-		pref := r.Replicas(uint32(p))
+	for _, p := range r.IDs() {
+		pref := r.ReplicasOf(p)
 		live := 0
 		for _, id := range pref {
 			if alive(id) {
@@ -281,7 +283,7 @@ func partitionsWithoutMajority(r *ring.Ring, alive func(id string) bool) []uint3
 			}
 		}
 		if live < len(pref)/2+1 {
-			bad = append(bad, uint32(p))
+			bad = append(bad, p)
 		}
 	}
 	return bad

@@ -61,7 +61,8 @@ type Stats struct {
 	PartitionCount    int           `json:"partition_count"`
 	ReplicationFactor int           `json:"replication_factor"`
 	Members           []MemberStats `json:"members"`
-	// Partitions lists the partitions this node replicates.
+	// Partitions lists the ids of the partitions this node replicates
+	// (ring.Ring.IDsOf), ascending.
 	Partitions []uint32 `json:"partitions"`
 	// Groups lists this node's Raft groups.
 	Groups []GroupStats `json:"groups"`
@@ -179,7 +180,7 @@ func (n *Node) stats(w http.ResponseWriter, _ *http.Request) {
 		RingVersion:       r.Version(),
 		PartitionCount:    r.Partitions(),
 		ReplicationFactor: r.ReplicationFactor(),
-		Partitions:        r.PartitionsOf(n.cfg.ID),
+		Partitions:        r.IDsOf(n.cfg.ID),
 		Members:           n.memberStats(),
 		Groups:            n.groupStats(),
 	}

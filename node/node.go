@@ -140,7 +140,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	rcfg.Dir = filepath.Join(cfg.DataDir, "replica")
 	rcfg.Logger = log.With("component", "replica")
 	n.trees = antientropy.NewTrees()
-	rdeps := replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees), BasePartitions: n.basePartitions}
+	rdeps := replica.Deps{Registerer: deps.Registerer, Observer: treeObserver(n.trees.Apply, n.decidedRing), BasePartitions: n.basePartitions}
 	if cfg.ChaosHooks {
 		rdeps.SyncFault = n.syncFault
 	}
@@ -588,16 +588,25 @@ func (m membership) Alive(id string) bool {
 
 // basePartitions is the replica store's source of the cluster's first P
 // (replica.Deps.BasePartitions): the ring's base once this node holds a
-// decided ring, 0 before (a joiner's own ring config may differ from the
-// cluster's). Gossip is opened after the store, before anything else
-// uses it.
+// decided ring, 0 before.
 func (n *Node) basePartitions() int {
+	if r := n.decidedRing(); r != nil {
+		return r.Base()
+	}
+	return 0
+}
+
+// decidedRing returns the ring this node holds once it is a decided one
+// (version above 0), nil before: a joiner's own ring config may differ
+// from the cluster's. The replica store asks it (basePartitions,
+// treeObserver) from its committer: gossip is opened after the store,
+// before anything else uses it.
+func (n *Node) decidedRing() *ring.Ring {
 	if n.gossip == nil {
-		return 0
+		return nil
 	}
-	r := n.gossip.Ring()
-	if r.Version() == 0 {
-		return 0
+	if r := n.gossip.Ring(); r.Version() > 0 {
+		return r
 	}
-	return r.Base()
+	return nil
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/ringkv/ringkv/internal/loglimit"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
 )
 
 // aeStore adapts replica.Store to what antientropy reads and repairs
@@ -102,16 +104,31 @@ func (a aeStore) DeleteIfEqual(ctx context.Context, p uint32, key []byte, rec *k
 	return ok, nil
 }
 
-// treeObserver feeds the replica store's committed changes to trees. It
-// runs on the committer goroutine only, so buf needs no lock.
-func treeObserver(trees *antientropy.Trees) replica.Observer {
+// treeObserver feeds the replica store's committed changes to apply
+// (the node's antientropy.Trees), each under the id of its key's partition
+// in the ring ringNow returns, so that the trees follow the ring's ids
+// through a split. ringNow returns nil while the node holds no decided
+// ring: no split can have happened then, and the change's storage
+// partition (its key's partition under the cluster's first P) is its id.
+// It runs on the committer goroutine only, so buf needs no lock.
+func treeObserver(apply func([]antientropy.Change), ringNow func() *ring.Ring) replica.Observer {
 	var buf []antientropy.Change
 	return func(cs []replica.Change) {
+		r := ringNow()
 		buf = buf[:0]
 		for _, c := range cs {
-			buf = append(buf, antientropy.Change{Partition: c.Partition, KeyHash: c.KeyHash, Old: c.Old, New: c.New, OldUnknown: c.OldUnknown})
+			// c.Partition is the record's storage partition; its digest
+			// belongs to the key's partition, or for one of the
+			// cluster's own records stored away from its hash's
+			// partition (an intent), to the first partition of that
+			// storage partition, as the store's ScanSnapshot counts it.
+			id := c.Partition
+			if r != nil {
+				id = r.DigestIDOf(c.Partition, c.KeyHash)
+			}
+			buf = append(buf, antientropy.Change{Partition: id, KeyHash: c.KeyHash, Old: c.Old, New: c.New, OldUnknown: c.OldUnknown})
 		}
-		trees.Apply(buf)
+		apply(buf)
 	}
 }
 
@@ -137,26 +154,46 @@ type RepairResult struct {
 	antientropy.Report
 }
 
-// clusterRepair serves POST /api/cluster/repair[?partition=P]: this node
-// exchanges the partition (every partition it replicates, without one)
-// with every other live replica now, and answers when done.
+// clusterRepair serves POST /api/cluster/repair[?partition=ID]: this node
+// exchanges the partition with that id in its ring (every partition it
+// replicates, without one) with every other live replica now, and answers
+// when done.
 func (n *Node) clusterRepair(w http.ResponseWriter, r *http.Request) {
 	if !allowMethod(w, r, http.MethodPost) {
 		return
 	}
-	var parts []uint32
+	var ids []uint32
 	if s := r.URL.Query().Get("partition"); s != "" {
-		p, err := strconv.ParseUint(s, 10, 32)
-		if err != nil || int(p) >= n.gossip.Ring().Partitions() {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("bad partition %q: want 0..%d", s, n.gossip.Ring().Partitions()-1)})
+		id, err := repairPartition(n.gossip.Ring(), s)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": err.Error()})
 			return
 		}
-		parts = []uint32{uint32(p)}
+		ids = []uint32{id}
 	}
-	rep, err := n.ae.Repair(r.Context(), parts)
+	rep, err := n.ae.Repair(r.Context(), ids)
 	if err != nil {
 		writeAdminError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, RepairResult{NodeID: n.cfg.ID, Report: rep})
+}
+
+// errBadPartition marks a partition parameter that names no partition of
+// the ring.
+var errBadPartition = errors.New("bad partition")
+
+// repairPartition parses the repair endpoint's partition parameter: the
+// id of a partition of rg (rg.Index), which is its index until the
+// cluster's first split, and P+index after one. The error says which ids
+// are valid.
+func repairPartition(rg *ring.Ring, s string) (uint32, error) {
+	id, err := strconv.ParseUint(s, 10, 32)
+	if err == nil {
+		if _, ok := rg.Index(uint32(id)); ok {
+			return uint32(id), nil
+		}
+	}
+	ids := rg.IDs()
+	return 0, fmt.Errorf("%w %q: want a partition id of ring version %d, %d..%d", errBadPartition, s, rg.Version(), ids[0], ids[len(ids)-1])
 }
