@@ -384,11 +384,11 @@ func (s *BackupServer) restore(ctx context.Context, records []*kvpb.KeyedRecord)
 		if err := c.deps.Clock.Update(rec.Timestamp); err != nil {
 			return fmt.Errorf("%w: record %d: %w", ErrInvalidArgument, i, err)
 		}
-		p := r.PartitionOf(key)
-		replicas := r.Replicas(p)
+		id := r.IDOf(key)
+		replicas := r.ReplicasOf(id)
 		need[i] = Quorum.required(len(replicas))
 		for _, node := range replicas {
-			byNode[node] = append(byNode[node], replica.Entry{Partition: p, Key: key, Record: rec})
+			byNode[node] = append(byNode[node], replica.Entry{Partition: id, Key: key, Record: rec})
 			owners[node] = append(owners[node], i)
 		}
 	}
@@ -427,7 +427,7 @@ func (s *BackupServer) restore(ctx context.Context, records []*kvpb.KeyedRecord)
 	}
 	for i := range records {
 		if acks[i] < need[i] {
-			return &UnavailableError{Op: "restore", Level: Quorum, Required: need[i], Answered: acks[i], Replicas: len(r.Replicas(r.PartitionOf(records[i].GetKey()))), Cause: last}
+			return &UnavailableError{Op: "restore", Level: Quorum, Required: need[i], Answered: acks[i], Replicas: len(r.ReplicasOf(r.IDOf(records[i].GetKey()))), Cause: last}
 		}
 	}
 	return nil

@@ -120,7 +120,7 @@ func (c *Coordinator) loggedBatch(ctx context.Context, pairs []MSetPair, level L
 			return err
 		}
 		entries[i] = replica.Entry{
-			Partition: r.PartitionOf(p.Key),
+			Partition: r.IDOf(p.Key),
 			Key:       bytes.Clone(p.Key),
 			Record:    replica.Record{Value: bytes.Clone(p.Value), Timestamp: ts, ExpiresAt: wo.expiry(ts), NodeID: c.cfg.NodeID},
 		}
@@ -161,8 +161,9 @@ func ttlOption(ttl time.Duration) []WriteOption {
 }
 
 // writeEntries writes every entry (but those skip marks) into its
-// partition's replicas at level, up to mgetParallel at once, and returns
-// the first error.
+// key's partition's replicas in r at level, up to mgetParallel at once,
+// and returns the first error. Entries are addressed by their key's id in
+// r: a replayed batch may have been logged under a ring before a split.
 func (c *Coordinator) writeEntries(ctx context.Context, r *ring.Ring, entries []replica.Entry, skip []bool, level Level) error {
 	errs := make(chan error, len(entries)) // one send per entry, never blocks
 	sem := make(chan struct{}, mgetParallel)
@@ -171,11 +172,12 @@ func (c *Coordinator) writeEntries(ctx context.Context, r *ring.Ring, entries []
 		if skip != nil && skip[i] {
 			continue
 		}
+		e.Partition = r.IDOf(e.Key)
 		sem <- struct{}{} // every holder releases it without waiting
 		started++
 		if !c.bg.Go(func() {
 			defer func() { <-sem }()
-			errs <- c.writeEntry(ctx, "mset", r.Replicas(e.Partition), e, level)
+			errs <- c.writeEntry(ctx, "mset", r.ReplicasOf(e.Partition), e, level)
 		}) {
 			<-sem
 			errs <- ErrClosed
@@ -215,8 +217,8 @@ func (c *Coordinator) replayOnce(ctx context.Context) error {
 	}
 	cutoff := c.deps.Clock.Physical().Add(-c.cfg.BatchReplayAge)
 	var errs []error
-	for p := range uint32(r.Partitions()) {
-		if !c.isPrimary(r.Replicas(p)) {
+	for _, p := range r.IDs() {
+		if !c.isPrimary(r.ReplicasOf(p)) {
 			continue
 		}
 		type old struct {

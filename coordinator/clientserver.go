@@ -158,14 +158,16 @@ func (s *ClientServer) leaderOf(key []byte) string {
 	if r == nil || s.c.deps.Groups == nil || len(key) == 0 {
 		return ""
 	}
-	if g, ok := s.c.deps.Groups.Group(r.PartitionOf(key)); ok {
+	if g, ok := s.c.deps.Groups.Group(r.IDOf(key)); ok {
 		return g.Leader()
 	}
 	return ""
 }
 
 // Topology reports the ring, the members and the partition leaders this
-// node knows.
+// node knows. The table is indexed by partition index under the ring's P,
+// which clients compute from a key's hash; each partition's leader is
+// that of the raft group with its id.
 func (s *ClientServer) Topology(_ context.Context, _ *kvpb.TopologyRequest) (*kvpb.TopologyResponse, error) {
 	resp := &kvpb.TopologyResponse{Header: s.header()}
 	r := s.c.deps.Ring.Ring()
@@ -185,7 +187,7 @@ func (s *ClientServer) Topology(_ context.Context, _ *kvpb.TopologyRequest) (*kv
 	for p := range resp.Table {
 		tp := &kvpb.TopologyPartition{Replicas: append([]string(nil), r.Replicas(uint32(p))...)}
 		if s.c.deps.Groups != nil {
-			if g, ok := s.c.deps.Groups.Group(uint32(p)); ok {
+			if g, ok := s.c.deps.Groups.Group(r.ID(uint32(p))); ok {
 				tp.Leader = g.Leader()
 			}
 		}

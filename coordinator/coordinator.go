@@ -228,14 +228,15 @@ func (c *Coordinator) withTimeout(ctx context.Context) (context.Context, context
 	return context.WithTimeout(ctx, c.cfg.RequestTimeout)
 }
 
-// placement returns the partition and preference list of key.
+// placement returns the id of key's partition (ring.Ring.IDOf) and its
+// preference list.
 func (c *Coordinator) placement(op string, key []byte, level Level) (uint32, []string, error) {
 	r := c.deps.Ring.Ring()
 	if r == nil || len(r.Active()) == 0 {
 		return 0, nil, &UnavailableError{Op: op, Level: level, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
-	p := r.PartitionOf(key)
-	return p, r.Replicas(p), nil
+	id := r.IDOf(key)
+	return id, r.ReplicasOf(id), nil
 }
 
 // write stamps rec with a fresh HLC timestamp (and, given a TTL in opts,
@@ -686,8 +687,9 @@ type keyedRecord struct {
 // key order, and cutoff: the largest key every replica's answer is complete
 // up to (nil when no answer was truncated, i.e. the scan is done).
 func (c *Coordinator) listPage(ctx context.Context, r *ring.Ring, prefix, from []byte, level Level) ([]keyedRecord, []byte, error) {
-	parts := r.Partitions()
-	// per partition: replicas in read order, how many answered, how far we got
+	ids := r.IDs()
+	// per partition (by index in r): replicas in read order, how many
+	// answered, how far we got
 	type partState struct {
 		order    []string
 		next     int // next replica in order to ask
@@ -695,9 +697,9 @@ func (c *Coordinator) listPage(ctx context.Context, r *ring.Ring, prefix, from [
 		asked    int // replicas asked in the current round
 		need     int
 	}
-	states := make([]partState, parts)
-	for p := range parts {
-		reps := r.Replicas(uint32(p))
+	states := make([]partState, len(ids))
+	for p, id := range ids {
+		reps := r.ReplicasOf(id)
 		states[p] = partState{order: c.readOrder(reps), need: level.required(len(reps))}
 	}
 	merged := make(map[string]replica.Record)
@@ -709,7 +711,7 @@ func (c *Coordinator) listPage(ctx context.Context, r *ring.Ring, prefix, from [
 		for p := range states {
 			s := &states[p]
 			for s.asked = 0; s.answered+s.asked < s.need && s.next < len(s.order); s.next++ {
-				byNode[s.order[s.next]] = append(byNode[s.order[s.next]], uint32(p))
+				byNode[s.order[s.next]] = append(byNode[s.order[s.next]], ids[p])
 				s.asked++
 			}
 		}
@@ -738,7 +740,11 @@ func (c *Coordinator) listPage(ctx context.Context, r *ring.Ring, prefix, from [
 				continue
 			}
 			for _, res := range rep.results {
-				states[res.Partition].answered++
+				p, ok := r.Index(res.Partition)
+				if !ok {
+					continue // not a partition asked for: no answer
+				}
+				states[p].answered++
 				for i, k := range res.Keys {
 					if old, ok := merged[string(k)]; !ok || res.Records[i].Newer(old) {
 						merged[string(k)] = res.Records[i]

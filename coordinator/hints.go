@@ -22,13 +22,17 @@ package coordinator
 //   - Hints older than HintWindow are dropped (at replay, and by a sweep
 //     while the target stays down), as are the hints of a member the ring
 //     marks removed (or no longer lists); both are left to anti-entropy.
+//   - A hint is replayed by its key: re-addressed to the key's partition
+//     id in the ring at replay (a split since it was stored changes the
+//     id), and dropped when the target no longer replicates that
+//     partition.
 //   - A target holds at most MaxHintBytesPerTarget of hints; beyond it new
 //     hints are dropped. Every drop is counted by reason.
 //
 // Key and value layout (the replica package documents the namespace):
 //
 //	key:   'h' | uint16 BE len(target) | target | seq uint64 BE
-//	value: version (1) | partition uint32 BE | uvarint len(key) | key |
+//	value: version (1) | partition id uint32 BE | uvarint len(key) | key |
 //	       record (replica.Record.AppendBinary) | CRC-32C of all before it
 //
 // seq is the hint's creation time in Unix nanoseconds, made strictly
@@ -487,12 +491,18 @@ func (h *handoff) scan(target string, prefix, start []byte, mode sessionMode) (h
 				b.drops = append(b.drops, hintDrop{k, size, dropCorrupt})
 				break
 			}
-			if r != nil && (int(e.Partition) >= r.Partitions() || !slices.Contains(r.Replicas(e.Partition), target)) {
-				// The ring moved the partition away from target since the
-				// hint was written: target would refuse it (ErrNotReplica);
-				// its new replicas get the write from anti-entropy.
-				b.drops = append(b.drops, hintDrop{k, size, dropMoved})
-				break
+			if r != nil {
+				// Judged and addressed by key: the hint may name its
+				// partition by an id of a ring before a split.
+				e.Partition = r.IDOf(e.Key)
+				if !slices.Contains(r.ReplicasOf(e.Partition), target) {
+					// The ring moved the key's partition away from target
+					// since the hint was written: target would refuse it
+					// (ErrNotReplica); its new replicas get the write from
+					// anti-entropy.
+					b.drops = append(b.drops, hintDrop{k, size, dropMoved})
+					break
+				}
 			}
 			b.keys = append(b.keys, k)
 			b.entries = append(b.entries, e)

@@ -339,8 +339,15 @@ func newHandoffRig(t *testing.T, store *replica.Store, mutate func(*Config)) *ha
 	return rig
 }
 
+// entry returns hint number i, addressed as a write addresses it: by its
+// key's partition id in a ring of ring.DefaultConfig (the rig's).
 func entry(i int) replica.Entry {
-	return replica.Entry{Partition: uint32(i % 4), Key: fmt.Appendf(nil, "k%d", i), Record: replica.Record{Value: fmt.Appendf(nil, "v%d", i), Timestamp: replica.Timestamp(i + 1), NodeID: "n1"}}
+	r, err := ring.New(ring.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
+	key := fmt.Appendf(nil, "k%d", i)
+	return replica.Entry{Partition: r.IDOf(key), Key: key, Record: replica.Record{Value: fmt.Appendf(nil, "v%d", i), Timestamp: replica.Timestamp(i + 1), NodeID: "n1"}}
 }
 
 // run runs one planning round synchronously and returns the modes chosen.
@@ -594,8 +601,10 @@ func TestHintsSurviveRestart(t *testing.T) {
 func TestHintsDroppedForMovedPartitions(t *testing.T) {
 	rig := newHandoffRig(t, openMemStore(t), func(c *Config) { c.HintReplayBatch = 64 })
 	r := rig.ring.Ring()
+	keys := make([][]byte, r.Partitions()) // a key of each partition
 	for p := range uint32(r.Partitions()) {
-		rig.h.add("n3", replica.Entry{Partition: p, Key: fmt.Appendf(nil, "k%d", p), Record: replica.Record{Value: []byte("v"), Timestamp: 1, NodeID: "n1"}})
+		keys[p] = findKey(t, fmt.Sprintf("p%d-", p), func(k []byte) bool { return r.PartitionOf(k) == p })
+		rig.h.add("n3", replica.Entry{Partition: p, Key: keys[p], Record: replica.Record{Value: []byte("v"), Timestamp: 1, NodeID: "n1"}})
 	}
 	joined, err := r.Join(ring.Member{ID: "n4"})
 	if err != nil {
@@ -622,7 +631,7 @@ func TestHintsDroppedForMovedPartitions(t *testing.T) {
 		t.Fatalf("replayed: got %v, want %d", got, r.Partitions()-moved)
 	}
 	for p := range uint32(r.Partitions()) {
-		_, err := rig.dest.Get(p, fmt.Appendf(nil, "k%d", p))
+		_, err := rig.dest.Get(p, keys[p])
 		if delivered := err == nil; delivered != slices.Contains(joined.Replicas(p), "n3") {
 			t.Errorf("partition %d: delivered %v, n3 a replica %v", p, delivered, !delivered)
 		}

@@ -169,7 +169,8 @@ func (c *Coordinator) onLeader(ctx context.Context, op string, key []byte, run f
 	return c.onPartitionLeader(ctx, op, p, replicas, run)
 }
 
-// onPartitionLeader is onLeader for partition p with the given replicas.
+// onPartitionLeader is onLeader for the partition with id p (its raft
+// group's id) with the given replicas.
 func (c *Coordinator) onPartitionLeader(ctx context.Context, op string, p uint32, replicas []string, run func(ctx context.Context, node string, p uint32, g *consensus.Group) error) error {
 	if len(replicas) == 0 {
 		return &UnavailableError{Op: op, Level: Linearizable, Required: 1, Cause: fmt.Errorf("partition %d has no replicas", p)}
@@ -251,27 +252,32 @@ const linListParallelism = 16
 // leaders); a partition that fails there, say because leadership moved,
 // is retried alone through onPartitionLeader, which follows redirects.
 func (c *Coordinator) linListPage(ctx context.Context, r *ring.Ring, prefix, from []byte) ([]keyedRecord, []byte, error) {
-	parts := r.Partitions()
-	results := make([]ScanResult, parts)
-	errs := make([]error, parts)
-	byNode := map[string][]uint32{}
-	for p := range parts {
+	ids := r.IDs()
+	// results and errs are by index in r; requests name partitions by id.
+	results := make([]ScanResult, len(ids))
+	errs := make([]error, len(ids))
+	byNode := map[string][]int{}
+	for p, id := range ids {
 		target := ""
-		if g, ok := c.deps.Groups.Group(uint32(p)); ok {
+		if g, ok := c.deps.Groups.Group(id); ok {
 			target = g.Leader()
 		}
-		if reps := r.Replicas(uint32(p)); target == "" && len(reps) > 0 {
+		if reps := r.ReplicasOf(id); target == "" && len(reps) > 0 {
 			target = reps[0]
 		}
-		byNode[target] = append(byNode[target], uint32(p))
+		byNode[target] = append(byNode[target], p)
 	}
 	var wg sync.WaitGroup
-	retry := make(chan uint32, parts)
+	retry := make(chan int, len(ids))
 	for node, ps := range byNode {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got := c.linScanOn(ctx, node, ps, prefix, from)
+			asked := make([]uint32, len(ps))
+			for i, p := range ps {
+				asked[i] = ids[p]
+			}
+			got := c.linScanOn(ctx, node, asked, prefix, from)
 			for i, p := range ps {
 				if got[i].Err != nil {
 					retry <- p
@@ -290,8 +296,8 @@ func (c *Coordinator) linListPage(ctx context.Context, r *ring.Ring, prefix, fro
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			errs[p] = c.onPartitionLeader(ctx, "list", p, r.Replicas(p), func(ctx context.Context, node string, p uint32, _ *consensus.Group) error {
-				got := c.linScanOn(ctx, node, []uint32{p}, prefix, from)
+			errs[p] = c.onPartitionLeader(ctx, "list", ids[p], r.ReplicasOf(ids[p]), func(ctx context.Context, node string, id uint32, _ *consensus.Group) error {
+				got := c.linScanOn(ctx, node, []uint32{id}, prefix, from)
 				results[p] = got[0].Result
 				return got[0].Err
 			})
@@ -318,7 +324,19 @@ func (c *Coordinator) linListPage(ctx context.Context, r *ring.Ring, prefix, fro
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return bytes.Compare(out[i].key, out[j].key) < 0 })
-	return out, cutoff, nil
+	// On a split ring a reserved key shows in every partition of its
+	// storage partition (replica.Store.Scan): keep one, the newest.
+	kept := out[:0]
+	for _, kr := range out {
+		if n := len(kept); n > 0 && bytes.Equal(kept[n-1].key, kr.key) {
+			if kr.rec.Newer(kept[n-1].rec) {
+				kept[n-1] = kr
+			}
+			continue
+		}
+		kept = append(kept, kr)
+	}
+	return kept, cutoff, nil
 }
 
 // linScanOn reads partitions ps on node: locally (concurrently, through

@@ -58,10 +58,10 @@ func (s *ReplicaServer) admit(n int) (func(), error) {
 // partition (tests of the transport alone).
 type ReplicaServerOptions struct {
 	// NodeID and Ring let Merge refuse records of partitions this node
-	// does not replicate in the ring it holds (ErrNotReplica), of a
-	// partition out of range or whose key hashes to another partition
-	// (ErrInvalidArgument). Either empty disables those checks, as does
-	// a ring with no active member (a node that has not joined yet).
+	// does not replicate in the ring it holds (ErrNotReplica), or named
+	// by a partition id their key does not belong to (ErrInvalidArgument).
+	// Either empty disables those checks, as does a ring with no active
+	// member (a node that has not joined yet).
 	NodeID string
 	Ring   RingSource
 	// Logger; nil discards.
@@ -76,7 +76,7 @@ type ReplicaServerOptions struct {
 const (
 	refuseClock      = "clock_offset" // a record stamped beyond the clock's maximum offset
 	refuseNotReplica = "not_replica"  // a partition this node does not replicate
-	refuseInvalid    = "invalid"      // no key or record, a partition out of range or not the key's
+	refuseInvalid    = "invalid"      // no key or record, or a partition id not the key's
 )
 
 // NewReplicaServer returns a server over store. clock observes the
@@ -105,11 +105,12 @@ func NewReplicaServer(store *replica.Store, clock *replica.Clock, opts ReplicaSe
 
 // Merge durably merges the request's records, answering after fsync. The
 // whole request is refused, nothing merged, when a record:
-//   - has no key or no record, names a partition out of the ring's range,
-//     or one its key does not hash to (ErrInvalidArgument);
-//   - belongs to a partition this node does not replicate in the ring it
-//     holds (ErrNotReplica): a hint or repair of a ring this node does not
-//     share (the sender retries once the rings agree, or drops its hints);
+//   - has no key or no record, or names a partition id its key does not
+//     belong to, at any level of the cluster's splits (ErrInvalidArgument);
+//   - has a key whose partition this node does not replicate in the ring
+//     it holds (ErrNotReplica): a hint or repair of a ring this node does
+//     not share (the sender retries once the rings agree, or drops its
+//     hints);
 //   - is stamped further ahead of this node's clock than the allowed
 //     offset (replica.ErrClockOffset): an LWW timestamp from the future
 //     would otherwise win over every write for as long as it is ahead.
@@ -161,20 +162,21 @@ func (s *ReplicaServer) ring() *ring.Ring {
 	return r
 }
 
-// checkPlacement returns nil when r is nil or key belongs in partition p
-// and this node replicates p in r.
-func (s *ReplicaServer) checkPlacement(r *ring.Ring, p uint32, key []byte) error {
+// checkPlacement returns nil when r is nil or key belongs in the partition
+// with id and this node replicates key's partition in r. The sender's ring
+// may be a split behind or ahead of r, so id may be of another level than
+// r's P: any id whose partition holds the key is accepted (ring.Ring.KeyIn),
+// and replication is judged by the key's partition in r.
+func (s *ReplicaServer) checkPlacement(r *ring.Ring, id uint32, key []byte) error {
 	if r == nil {
 		return nil
 	}
-	if int(p) >= r.Partitions() {
-		return fmt.Errorf("%w: partition %d out of range (the ring has %d)", ErrInvalidArgument, p, r.Partitions())
+	kid := r.IDOf(key)
+	if !r.KeyIn(id, key) {
+		return fmt.Errorf("%w: the key belongs to partition %d (ring version %d, %d partitions), not %d", ErrInvalidArgument, kid, r.Version(), r.Partitions(), id)
 	}
-	if kp := r.PartitionOf(key); kp != p {
-		return fmt.Errorf("%w: the key belongs to partition %d, not %d", ErrInvalidArgument, kp, p)
-	}
-	if !slices.Contains(r.Replicas(p), s.opts.NodeID) {
-		return fmt.Errorf("%w: partition %d is replicated by %v in ring version %d, not by %s", ErrNotReplica, p, r.Replicas(p), r.Version(), s.opts.NodeID)
+	if replicas := r.ReplicasOf(kid); !slices.Contains(replicas, s.opts.NodeID) {
+		return fmt.Errorf("%w: partition %d (of the key addressed to %d) is replicated by %v in ring version %d, not by %s", ErrNotReplica, kid, id, replicas, r.Version(), s.opts.NodeID)
 	}
 	return nil
 }

@@ -56,10 +56,10 @@ func (c *Coordinator) Txn(ctx context.Context, req *TxnRequest) (res TxnResult, 
 		return res, &UnavailableError{Op: "txn", Level: Linearizable, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
 	keys := t.Keys()
-	p := r.PartitionOf(keys[0])
+	p := r.IDOf(keys[0])
 	parts := map[uint32]struct{}{p: {}}
 	for _, k := range keys[1:] {
-		parts[r.PartitionOf(k)] = struct{}{}
+		parts[r.IDOf(k)] = struct{}{}
 	}
 	partitions = len(parts)
 	if c.deps.Groups == nil {
@@ -69,7 +69,7 @@ func (c *Coordinator) Txn(ctx context.Context, req *TxnRequest) (res TxnResult, 
 		return c.xtxn(ctx, r, t)
 	}
 	var refused error // the leader's answer that retrying cannot change
-	err = c.onPartitionLeader(ctx, "txn", p, r.Replicas(p), func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
+	err = c.onPartitionLeader(ctx, "txn", p, r.ReplicasOf(p), func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		var err error
 		if g != nil {
 			err = c.writeThrough(ctx, func() error {

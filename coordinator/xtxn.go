@@ -47,7 +47,7 @@ type xtxnHooks struct {
 
 // xtxnPart is one participant partition's share of a transaction.
 type xtxnPart struct {
-	p        uint32
+	p        uint32   // the partition's id (ring.Ring.IDOf)
 	keys     [][]byte // sorted, distinct
 	compares []consensus.Compare
 }
@@ -66,8 +66,9 @@ func asIntentError(err error) (*consensus.IntentError, bool) {
 	return ie, ok
 }
 
-// onTxnLeader runs run on the leader of partition p (onPartitionLeader),
-// returning the protocol's answers (isTxnAnswer) at once.
+// onTxnLeader runs run on the leader of the partition with id p
+// (onPartitionLeader), returning the protocol's answers (isTxnAnswer) at
+// once.
 func (c *Coordinator) onTxnLeader(ctx context.Context, op string, p uint32, run func(ctx context.Context, node string, g *consensus.Group) error) error {
 	if c.deps.Groups == nil {
 		return &UnavailableError{Op: op, Level: Linearizable, Required: 1, Cause: errors.New("this node runs no raft groups")}
@@ -77,7 +78,7 @@ func (c *Coordinator) onTxnLeader(ctx context.Context, op string, p uint32, run 
 		return &UnavailableError{Op: op, Level: Linearizable, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
 	var answer error
-	err := c.onPartitionLeader(ctx, op, p, r.Replicas(p), func(ctx context.Context, node string, _ uint32, g *consensus.Group) error {
+	err := c.onPartitionLeader(ctx, op, p, r.ReplicasOf(p), func(ctx context.Context, node string, _ uint32, g *consensus.Group) error {
 		err := run(ctx, node, g)
 		if isTxnAnswer(err) {
 			answer = err
@@ -209,13 +210,13 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// splitTxn groups t's keys and compares by partition; the anchor is the
-// partition of the smallest key.
+// splitTxn groups t's keys and compares by partition id; the anchor is
+// the id of the smallest key's partition.
 func splitTxn(r *ring.Ring, t *consensus.Txn) (anchor uint32, parts []*xtxnPart) {
 	keys := t.Keys() // sorted
 	byP := map[uint32]*xtxnPart{}
 	for _, k := range keys {
-		p := r.PartitionOf(k)
+		p := r.IDOf(k)
 		xp := byP[p]
 		if xp == nil {
 			xp = &xtxnPart{p: p}
@@ -225,11 +226,11 @@ func splitTxn(r *ring.Ring, t *consensus.Txn) (anchor uint32, parts []*xtxnPart)
 		xp.keys = append(xp.keys, k)
 	}
 	for _, cmp := range t.Compares {
-		xp := byP[r.PartitionOf(cmp.Key)]
+		xp := byP[r.IDOf(cmp.Key)]
 		xp.compares = append(xp.compares, cmp)
 	}
 	slices.SortFunc(parts, func(a, b *xtxnPart) int { return int(a.p) - int(b.p) })
-	return r.PartitionOf(keys[0]), parts
+	return r.IDOf(keys[0]), parts
 }
 
 // xtxn runs t, whose keys span several partitions, as a transaction
@@ -415,9 +416,9 @@ func (c *Coordinator) xtxnAttempt(ctx context.Context, r *ring.Ring, t *consensu
 				answer += len(op.Key) + len(kr.Record.Value)
 			}
 		case consensus.OpSet:
-			writes = append(writes, replica.Entry{Partition: r.PartitionOf(op.Key), Key: op.Key, Record: replica.Record{Value: op.Value, ExpiresAt: op.ExpiresAt}})
+			writes = append(writes, replica.Entry{Partition: r.IDOf(op.Key), Key: op.Key, Record: replica.Record{Value: op.Value, ExpiresAt: op.ExpiresAt}})
 		case consensus.OpDelete:
-			writes = append(writes, replica.Entry{Partition: r.PartitionOf(op.Key), Key: op.Key, Record: replica.Record{Tombstone: true}})
+			writes = append(writes, replica.Entry{Partition: r.IDOf(op.Key), Key: op.Key, Record: replica.Record{Tombstone: true}})
 		}
 	}
 	if answer > consensus.MaxTxnBytes {
