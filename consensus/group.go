@@ -39,6 +39,9 @@ type Group struct {
 	features Features
 	// ignoreIntents is Config.UnsafeIgnoreIntents (broken, tests only).
 	ignoreIntents bool
+	// ring, if set, places keys and records in partitions (ownsKey,
+	// ownsRecord); nil: every key is the group's.
+	ring RingSource
 	// afterReady, set only by tests, runs right after leaderReady passes
 	// in ReadIndex and update: where a leader can be deposed and elected
 	// again before it reads its state (TestReelectedLeaderRefuses).

@@ -630,7 +630,7 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 	if mg.cfg.QuietHeartbeatTimeout > mg.cfg.HeartbeatTimeout {
 		timeouts = &groupTimeouts{heartbeat: mg.cfg.HeartbeatTimeout, election: mg.cfg.ElectionTimeout}
 	}
-	g := &Group{id: p, nodeID: mg.cfg.NodeID, timeouts: timeouts, raft: r, trans: trans, fsm: f, logs: logs, cachedLogs: cached, stable: stable, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features, ignoreIntents: mg.cfg.UnsafeIgnoreIntents}
+	g := &Group{id: p, nodeID: mg.cfg.NodeID, timeouts: timeouts, raft: r, trans: trans, fsm: f, logs: logs, cachedLogs: cached, stable: stable, store: mg.deps.Store, clock: mg.deps.Clock, log: mg.log, m: mg.m, features: mg.deps.Features, ignoreIntents: mg.cfg.UnsafeIgnoreIntents, ring: mg.deps.Ring}
 	if mg.cfg.MaxPendingProposals > 0 {
 		g.proposals = semaphore.NewWeighted(int64(mg.cfg.MaxPendingProposals))
 	}

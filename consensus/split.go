@@ -362,3 +362,33 @@ func (mg *Manager) openState(id uint32) (groupState, error) {
 	}
 	return groupState{logs: logs, stable: stable, snaps: snaps, has: has}, nil
 }
+
+// ownsKey reports whether key belongs to the group's partition. The
+// store's scans of a split partition keep the cluster's own records of
+// both children of their storage partition (replica.Store.Scan), so a
+// group judges an intent by the key it guards, and a write of a
+// transaction by its key (its Partition may name this partition's parent).
+// Without a ring (tests of one group) every key is the group's.
+func (g *Group) ownsKey(key []byte) bool {
+	if g.ring == nil {
+		return true
+	}
+	r := g.ring.Ring()
+	return r == nil || r.KeyIn(g.id, key)
+}
+
+// ownsRecord reports whether a transaction record stored by this group's
+// storage partition under key is this group's to decide and sweep: the
+// partition ring.Ring.RecordOwner names, the group itself until a split.
+func (g *Group) ownsRecord(key []byte) bool {
+	if g.ring == nil {
+		return true
+	}
+	r := g.ring.Ring()
+	return r == nil || r.RecordOwner(g.id, key) == g.id
+}
+
+// TxnRecordKey returns the reserved key of transaction id's record, which
+// lives in its anchor's partition (ring.Ring.RecordOwner places it after
+// a split).
+func TxnRecordKey(id TxnID) []byte { return txnRecordKey(id) }

@@ -463,7 +463,7 @@ func (g *Group) ResolveTxn(ctx context.Context, id TxnID, commit bool, commitTS 
 func (g *Group) intentKeysOf(id TxnID) ([]string, error) {
 	var keys []string
 	err := g.store.Scan(g.id, []byte(intentPrefix), nil, func(k []byte, rec replica.Record) bool {
-		if rec.Tombstone {
+		if rec.Tombstone || !g.ownsKey(k[len(intentPrefix):]) {
 			return true
 		}
 		if in, err := decodeIntent(rec.Value); err == nil && in.ID == id {
@@ -487,7 +487,7 @@ func (g *Group) resolveEntries(id TxnID, keys []string, commit bool, commitTS re
 	byKey := make(map[string]replica.Record)
 	if commit {
 		for _, w := range writes {
-			if w.Partition == g.id {
+			if g.ownsKey(w.Key) { // by key: w.Partition may name this partition's parent, before a split
 				byKey[string(w.Key)] = w.Record
 			}
 		}
@@ -611,7 +611,7 @@ func (g *Group) scanIntents() ([]KeyIntent, error) {
 	var out []KeyIntent
 	var bad error
 	err := g.store.Scan(g.id, []byte(intentPrefix), nil, func(k []byte, rec replica.Record) bool {
-		if rec.Tombstone {
+		if rec.Tombstone || !g.ownsKey(k[len(intentPrefix):]) {
 			return true
 		}
 		in, err := decodeIntent(rec.Value)
@@ -657,8 +657,8 @@ func (g *Group) SweepTxnRecords(ctx context.Context) ([]TxnRecord, error) {
 func (g *Group) scanTxnRecords() ([]TxnRecord, error) {
 	var out []TxnRecord
 	var bad error
-	err := g.store.Scan(g.id, []byte(txnRecordPrefix), nil, func(_ []byte, rec replica.Record) bool {
-		if rec.Tombstone {
+	err := g.store.Scan(g.id, []byte(txnRecordPrefix), nil, func(k []byte, rec replica.Record) bool {
+		if rec.Tombstone || !g.ownsRecord(k) {
 			return true
 		}
 		r, err := decodeTxnRecord(rec.Value)

@@ -162,11 +162,43 @@ func (c *Coordinator) onLeader(ctx context.Context, op string, key []byte, run f
 	if c.deps.Groups == nil {
 		return &UnavailableError{Op: op, Level: Linearizable, Required: 1, Cause: errors.New("this node runs no raft groups")}
 	}
-	p, replicas, err := c.placement(op, key, Linearizable)
-	if err != nil {
-		return err
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	for {
+		r := c.deps.Ring.Ring()
+		p, replicas, err := c.placement(op, key, Linearizable)
+		if err != nil {
+			return err
+		}
+		err = c.onPartitionLeader(ctx, op, p, replicas, run)
+		if !errors.Is(err, consensus.ErrSplit) {
+			return err
+		}
+		// The partition split: nothing was applied. Again on the key's
+		// child, once this node holds the ring that split it.
+		if err := c.awaitSplitRing(ctx, op, r, err); err != nil {
+			return err
+		}
 	}
-	return c.onPartitionLeader(ctx, op, p, replicas, run)
+}
+
+// awaitSplitRing waits until this node holds a ring of more partitions
+// than r, under which a partition answered ErrSplit (cause): gossip
+// brings it within seconds of the split. It reports the partition
+// unavailable if ctx ends first.
+func (c *Coordinator) awaitSplitRing(ctx context.Context, op string, r *ring.Ring, cause error) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if now := c.deps.Ring.Ring(); now != nil && (r == nil || now.Partitions() > r.Partitions()) {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return &UnavailableError{Op: op, Level: Linearizable, Required: 1, Cause: errors.Join(cause, ctx.Err())}
+		}
+	}
 }
 
 // onPartitionLeader is onLeader for the partition with id p (its raft
@@ -206,7 +238,9 @@ func (c *Coordinator) onPartitionLeader(ctx context.Context, op string, p uint32
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, consensus.ErrAmbiguous):
+		case errors.Is(err, consensus.ErrAmbiguous), errors.Is(err, consensus.ErrSplit):
+			// A split partition applied nothing: its children answer,
+			// under the ring that split it (the caller places again).
 			return err
 		case errors.Is(err, ErrInvalidArgument), errors.Is(err, ErrNotUpgraded), errors.Is(err, ErrConflict):
 			// The leader refused the request itself (a peer's answer

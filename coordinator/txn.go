@@ -9,6 +9,7 @@ import (
 	"github.com/ringkv/ringkv/auth"
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/replica"
+	"github.com/ringkv/ringkv/ring"
 )
 
 // TxnRequest is a transaction as a client sends it (docs/ARCHITECTURE.md,
@@ -51,9 +52,27 @@ func (c *Coordinator) Txn(ctx context.Context, req *TxnRequest) (res TxnResult, 
 	if err != nil {
 		return res, err
 	}
-	r := c.deps.Ring.Ring()
+	ctx, cancel := c.withTimeout(ctx)
+	defer cancel()
+	for {
+		r := c.deps.Ring.Ring()
+		res, partitions, err = c.txnOnce(ctx, r, t)
+		if !errors.Is(err, consensus.ErrSplit) {
+			return res, err
+		}
+		// A partition split under the transaction, which applied nothing
+		// there: again under the ring that split it.
+		if err = c.awaitSplitRing(ctx, "txn", r, err); err != nil {
+			return res, err
+		}
+	}
+}
+
+// txnOnce runs t once under r: Txn but for the retry after a split. It
+// returns the partitions t touches.
+func (c *Coordinator) txnOnce(ctx context.Context, r *ring.Ring, t *consensus.Txn) (res TxnResult, partitions int, err error) {
 	if r == nil || len(r.Active()) == 0 {
-		return res, &UnavailableError{Op: "txn", Level: Linearizable, Required: 1, Cause: errors.New("node has not joined a ring yet")}
+		return res, 0, &UnavailableError{Op: "txn", Level: Linearizable, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
 	keys := t.Keys()
 	p := r.IDOf(keys[0])
@@ -63,10 +82,11 @@ func (c *Coordinator) Txn(ctx context.Context, req *TxnRequest) (res TxnResult, 
 	}
 	partitions = len(parts)
 	if c.deps.Groups == nil {
-		return res, &UnavailableError{Op: "txn", Level: Linearizable, Required: 1, Cause: errors.New("this node runs no raft groups")}
+		return res, partitions, &UnavailableError{Op: "txn", Level: Linearizable, Required: 1, Cause: errors.New("this node runs no raft groups")}
 	}
 	if partitions > 1 {
-		return c.xtxn(ctx, r, t)
+		res, err = c.xtxn(ctx, r, t)
+		return res, partitions, err
 	}
 	var refused error // the leader's answer that retrying cannot change
 	err = c.onPartitionLeader(ctx, "txn", p, r.ReplicasOf(p), func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
@@ -92,7 +112,7 @@ func (c *Coordinator) Txn(ctx context.Context, req *TxnRequest) (res TxnResult, 
 	if err != nil {
 		res = TxnResult{}
 	}
-	return res, err
+	return res, partitions, err
 }
 
 // txnError gives the leader's refusals their coordinator class.

@@ -27,6 +27,7 @@ const (
 	codeDiskFull    uint64 = 10 // replica.ErrDiskFull
 	codeNotReplica  uint64 = 11 // ErrNotReplica
 	codeOverloaded  uint64 = 12 // ErrOverloaded, consensus.ErrOverloaded
+	codeSplit       uint64 = 13 // consensus.ErrSplit
 )
 
 // errPeer marks errors that came back from a peer's Replica service.
@@ -51,6 +52,8 @@ func codeFor(err error) uint64 {
 		return codeAmbiguous
 	case errors.Is(err, consensus.ErrNoGroup):
 		return codeNoGroup
+	case errors.Is(err, consensus.ErrSplit):
+		return codeSplit
 	case errors.Is(err, replica.ErrDiskFull):
 		return codeDiskFull
 	case errors.Is(err, ErrNotReplica):
@@ -76,6 +79,8 @@ func errorFor(err error) error {
 		return fmt.Errorf("%w: %w", consensus.ErrAmbiguous, err)
 	case codeNoGroup:
 		return fmt.Errorf("%w: %w", consensus.ErrNoGroup, err)
+	case codeSplit:
+		return fmt.Errorf("%w: %w", consensus.ErrSplit, err)
 	case codeNotUpgraded:
 		return fmt.Errorf("%w: %w", ErrNotUpgraded, err)
 	case codeTxnAborted:

@@ -106,12 +106,12 @@ func (c *Coordinator) prepareOn(ctx context.Context, p uint32, req *consensus.Pr
 }
 
 func (c *Coordinator) decideOn(ctx context.Context, anchor uint32, id consensus.TxnID, commit bool, ts replica.Timestamp, writes []replica.Entry) (rec *consensus.TxnRecord, err error) {
-	err = c.onTxnLeader(ctx, "decide", anchor, func(ctx context.Context, node string, g *consensus.Group) error {
+	err = c.onRecordLeader(ctx, "decide", anchor, id, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		var err error
 		if g != nil {
 			rec, err = g.DecideTxn(ctx, id, commit, ts, writes)
 		} else {
-			rec, err = c.deps.Lin.LinDecide(ctx, node, anchor, id, commit, ts, writes)
+			rec, err = c.deps.Lin.LinDecide(ctx, node, p, id, commit, ts, writes)
 		}
 		return err //nolint:wrapcheck // classified by onTxnLeader
 	})
@@ -120,43 +120,104 @@ func (c *Coordinator) decideOn(ctx context.Context, anchor uint32, id consensus.
 
 // statusOn reads id's record on its anchor's leader (nil: none).
 func (c *Coordinator) statusOn(ctx context.Context, anchor uint32, id consensus.TxnID) (rec *consensus.TxnRecord, err error) {
-	err = c.onTxnLeader(ctx, "txn_status", anchor, func(ctx context.Context, node string, g *consensus.Group) error {
+	err = c.onRecordLeader(ctx, "txn_status", anchor, id, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		var err error
 		if g != nil {
 			rec, err = g.TxnStatus(ctx, id)
 		} else {
-			rec, err = c.deps.Lin.LinTxnStatus(ctx, node, anchor, id)
+			rec, err = c.deps.Lin.LinTxnStatus(ctx, node, p, id)
 		}
 		return err //nolint:wrapcheck // classified by onTxnLeader
 	})
 	return rec, err
 }
 
-// resolveOn clears id's intents in partition p (merging its writes when
-// commit), counting them as resolved by by.
-func (c *Coordinator) resolveOn(ctx context.Context, p uint32, id consensus.TxnID, commit bool, ts replica.Timestamp, writes []replica.Entry, by string) error {
-	n := 0
-	err := c.onTxnLeader(ctx, "resolve", p, func(ctx context.Context, node string, g *consensus.Group) error {
-		var err error
-		if g != nil {
-			n, err = g.ResolveTxn(ctx, id, commit, ts, writes)
-		} else {
-			n, err = c.deps.Lin.LinResolve(ctx, node, p, id, commit, ts, writes)
+// onRecordLeader runs run on the leader of the partition that owns id's
+// record, anchored at anchor: the anchor itself until a split, then the
+// child ring.Ring.RecordOwner names, placed again under the ring that
+// split it when the anchor answers ErrSplit.
+func (c *Coordinator) onRecordLeader(ctx context.Context, op string, anchor uint32, id consensus.TxnID, run func(ctx context.Context, node string, p uint32, g *consensus.Group) error) error {
+	key := consensus.TxnRecordKey(id)
+	for {
+		r := c.deps.Ring.Ring()
+		p := anchor
+		if r != nil {
+			p = r.RecordOwner(anchor, key)
 		}
-		return err //nolint:wrapcheck // classified by onTxnLeader
-	})
-	if n > 0 {
-		c.metrics.intentsResolved.WithLabelValues(by).Add(float64(n))
+		err := c.onTxnLeader(ctx, op, p, func(ctx context.Context, node string, g *consensus.Group) error { return run(ctx, node, p, g) })
+		if !errors.Is(err, consensus.ErrSplit) {
+			return err
+		}
+		if err := c.awaitSplitRing(ctx, op, r, err); err != nil {
+			return err
+		}
 	}
-	return err
+}
+
+// resolveOn clears id's intents in partition p (merging its writes when
+// commit), counting them as resolved by by. A p that has split is
+// resolved in each of its partitions under the ring that split it (each
+// group takes the writes of its own keys).
+func (c *Coordinator) resolveOn(ctx context.Context, p uint32, id consensus.TxnID, commit bool, ts replica.Timestamp, writes []replica.Entry, by string) error {
+	for {
+		r := c.deps.Ring.Ring()
+		targets := []uint32{p}
+		if r != nil {
+			targets = descendants(r, p)
+		}
+		var errs []error
+		for _, t := range targets {
+			n := 0
+			err := c.onTxnLeader(ctx, "resolve", t, func(ctx context.Context, node string, g *consensus.Group) error {
+				var err error
+				if g != nil {
+					n, err = g.ResolveTxn(ctx, id, commit, ts, writes)
+				} else {
+					n, err = c.deps.Lin.LinResolve(ctx, node, t, id, commit, ts, writes)
+				}
+				return err //nolint:wrapcheck // classified by onTxnLeader
+			})
+			if n > 0 {
+				c.metrics.intentsResolved.WithLabelValues(by).Add(float64(n))
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+		err := errors.Join(errs...)
+		if !errors.Is(err, consensus.ErrSplit) {
+			return err
+		}
+		if err := c.awaitSplitRing(ctx, "resolve", r, err); err != nil {
+			return err
+		}
+	}
+}
+
+// descendants returns the ids under r of the partitions that partition p
+// (of r's level or an earlier one) has split into: p itself at r's level.
+func descendants(r *ring.Ring, p uint32) []uint32 {
+	out := []uint32{p}
+	for {
+		lvl := r.LevelOf(out[0])
+		if lvl == 0 || lvl >= r.Partitions() {
+			return out
+		}
+		next := make([]uint32, 0, 2*len(out))
+		for _, q := range out {
+			c := r.ChildIDs(q)
+			next = append(next, c[0], c[1])
+		}
+		out = next
+	}
 }
 
 func (c *Coordinator) forgetOn(ctx context.Context, anchor uint32, id consensus.TxnID) error {
-	return c.onTxnLeader(ctx, "forget", anchor, func(ctx context.Context, node string, g *consensus.Group) error {
+	return c.onRecordLeader(ctx, "forget", anchor, id, func(ctx context.Context, node string, p uint32, g *consensus.Group) error {
 		if g != nil {
 			return g.ForgetTxn(ctx, id) //nolint:wrapcheck // classified by onTxnLeader
 		}
-		return c.deps.Lin.LinForget(ctx, node, anchor, id) //nolint:wrapcheck // classified by onTxnLeader
+		return c.deps.Lin.LinForget(ctx, node, p, id) //nolint:wrapcheck // classified by onTxnLeader
 	})
 }
 
@@ -255,8 +316,9 @@ func (c *Coordinator) xtxn(ctx context.Context, r *ring.Ring, t *consensus.Txn) 
 	id := consensus.TxnID{Start: c.deps.Clock.Now(), Node: c.cfg.NodeID}
 	backoff := 2 * time.Millisecond
 	var last error
+	next := uint32(0) // the attempt number of the next attempt's id
 	for attempt := range xtxnMaxAttempts {
-		id.Attempt = uint32(attempt) //nolint:gosec // below xtxnMaxAttempts
+		id.Attempt, next = ownedAttempt(r, anchor, id, next)
 		res, retry, err := c.xtxnAttempt(ctx, r, t, id, anchor, parts, participants)
 		if !retry {
 			return res, err
@@ -566,4 +628,18 @@ func truncate(k []byte) []byte {
 		return append(bytes.Clone(k[:32]), "..."...)
 	}
 	return k
+}
+
+// ownedAttempt returns the first attempt number from next on whose
+// record the anchor owns (ring.Ring.RecordOwner: after a split, a
+// record's owner is the child its key hashes into, and the anchor writes
+// it in its prepare), and the number after it. Before a split every
+// number is the anchor's; after k splits one in 2^k is, on average.
+func ownedAttempt(r *ring.Ring, anchor uint32, id consensus.TxnID, next uint32) (attempt, after uint32) {
+	for n := next; ; n++ {
+		id.Attempt = n
+		if r == nil || r.RecordOwner(anchor, consensus.TxnRecordKey(id)) == anchor || n-next >= 1<<16 {
+			return n, n + 1
+		}
+	}
 }

@@ -129,3 +129,18 @@ func (r *Ring) LevelOf(id uint32) int {
 func (r *Ring) DigestIDOf(storage uint32, hash uint64) uint32 {
 	return partid.DigestID(r.cfg.base, r.cfg.Partitions, storage, hash)
 }
+
+// RecordOwner returns the id of the partition whose Raft group owns a
+// record of the cluster's own (a transaction's record) that partition
+// holder stored under key, at this ring's level or holder's, whichever is
+// deeper (a group may run before its node holds the ring that split its
+// parent): the partition of key's hash if that falls in holder's storage
+// partition, else that storage partition's first partition (DigestIDOf).
+// Before a split it is the storage partition itself.
+func (r *Ring) RecordOwner(holder uint32, key []byte) uint32 {
+	s, err := partid.Locate(r.cfg.base, holder)
+	if err != nil {
+		return holder
+	}
+	return partid.DigestID(r.cfg.base, max(r.cfg.Partitions, s.Level), s.Storage, xxhash.Sum64(key))
+}

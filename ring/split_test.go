@@ -324,3 +324,37 @@ func TestDigestIDOf(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordOwner: before a split a record's owner is the partition that
+// stored it; after, the child of its hash when that hash is in the
+// storage partition, else the storage partition's first child; a ring
+// behind a child's level judges at the child's level.
+func TestRecordOwner(t *testing.T) {
+	r := grow(t, Config{Partitions: 4, ReplicationFactor: 1}, 1, noZone)[1]
+	s, err := r.Split()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		key := []byte(fmt.Sprint("\x00ringkv/txn/", i))
+		h := xxhash.Sum64(key)
+		own := uint32(h >> 62)
+		for holder := range uint32(4) {
+			if got := r.RecordOwner(holder, key); got != holder {
+				t.Fatalf("before a split: owner %d of a record of %d", got, holder)
+			}
+			want := s.ID(2 * holder)
+			if holder == own {
+				want = s.IDOfHash(h)
+			}
+			if got := s.RecordOwner(holder, key); got != want {
+				t.Fatalf("after a split: owner %d of %d's record (hash of %d), want %d", got, holder, own, want)
+			}
+			for _, c := range s.ChildIDs(holder) {
+				if got := r.RecordOwner(c, key); got != s.RecordOwner(c, key) {
+					t.Fatalf("a ring behind judges child %d's record %d, the split ring %d", c, got, s.RecordOwner(c, key))
+				}
+			}
+		}
+	}
+}
