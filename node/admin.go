@@ -21,6 +21,7 @@ import (
 //	POST /api/cluster/leave?id=X     -> ChangeAnswer  (gossip.OpLeave)
 //	POST /api/cluster/remove?id=X    -> ChangeAnswer  (gossip.OpRemove)
 //	POST /api/cluster/admit?id=X     -> ChangeAnswer  (gossip.OpAdmit)
+//	POST /api/cluster/split?partitions=N -> ChangeAnswer (gossip.OpSplit; split.go)
 //	POST /api/cluster/repair[?partition=ID] -> RepairResult (repair.go)
 //	POST /api/cluster/drain[?id=SELF][&timeout=D] -> DrainReport (drain.go)
 //	POST /api/cluster/undrain[?id=SELF]   -> DrainReport (drain.go)
@@ -53,6 +54,7 @@ func (n *Node) registerAdmin(mux *http.ServeMux) {
 	mux.HandleFunc("/api/cluster/leave", n.clusterChange(gossip.OpLeave))
 	mux.HandleFunc("/api/cluster/remove", n.clusterChange(gossip.OpRemove))
 	mux.HandleFunc("/api/cluster/admit", n.clusterChange(gossip.OpAdmit))
+	mux.HandleFunc("/api/cluster/split", n.clusterSplit)
 	mux.HandleFunc("/api/cluster/repair", n.clusterRepair)
 	mux.HandleFunc("/api/cluster/drain", n.clusterDrain)
 	mux.HandleFunc("/api/cluster/undrain", n.clusterUndrain)
@@ -203,6 +205,8 @@ type ChangeAnswer struct {
 	RingVersion uint64 `json:"ring_version"`
 	Noop        bool   `json:"noop,omitempty"`
 	Detail      string `json:"detail,omitempty"`
+	// Partitions is the ring's P after a split (POST /api/cluster/split).
+	Partitions int `json:"partitions,omitempty"`
 }
 
 func (n *Node) clusterChange(op gossip.Op) http.HandlerFunc {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -29,7 +30,7 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 		return err
 	}
 	if len(pos) == 0 {
-		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove, admit, repair, drain or undrain", errUsage)
+		return fmt.Errorf("%w: cluster needs a subcommand: status, leave, remove, admit, repair, drain, undrain or split", errUsage)
 	}
 	addr, err := httpAddr.value(fs, stderr)
 	if err != nil {
@@ -61,6 +62,11 @@ func clusterCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 			return fmt.Errorf("%w: cluster status takes no arguments, got %q", errUsage, pos[1:])
 		}
 		return clusterStatus(ctx, api, addr, stdout)
+	case "split":
+		if len(pos) != 1 {
+			return fmt.Errorf("%w: cluster split takes no arguments, got %q", errUsage, pos[1:])
+		}
+		return clusterSplit(ctx, api, addr, stdout)
 	case "leave", "remove", "admit":
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: cluster %s takes one member id", errUsage, sub)
@@ -258,4 +264,27 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// clusterSplit doubles the ring's partitions: it reads P from the node at
+// addr and asks it to split to 2P (POST /api/cluster/split), then says
+// what happened. The groups split by themselves afterwards; `cluster
+// status` shows them converge.
+func clusterSplit(ctx context.Context, api *httpAPI, addr string, stdout io.Writer) error {
+	var st node.ClusterStatus
+	if err := api.callJSON(ctx, http.MethodGet, api.url(addr, "/api/cluster/status"), nil, &st); err != nil {
+		return fmt.Errorf("cluster split: %w", err)
+	}
+	to := 2 * st.PartitionCount
+	var out node.ChangeAnswer
+	u := api.url(addr, "/api/cluster/split?"+url.Values{"partitions": {strconv.Itoa(to)}}.Encode())
+	if err := api.callJSON(ctx, http.MethodPost, u, nil, &out); err != nil {
+		return fmt.Errorf("cluster split to %d partitions: %w", to, err)
+	}
+	if out.Noop {
+		fmt.Fprintf(stdout, "OK: split changed nothing: %s\n", out.Detail)
+		return nil
+	}
+	fmt.Fprintf(stdout, "OK: split from %d to %d partitions, ring version %d; every group splits in its own log now (watch `ringkv cluster status`)\n", st.PartitionCount, out.Partitions, out.RingVersion)
+	return nil
 }

@@ -45,6 +45,8 @@ Usage:
   ringkv cluster repair [--partition P]  run anti-entropy on every member now
   ringkv cluster drain|undrain ID   take a member out of service (and back)
                                     without stopping it
+  ringkv cluster split              double the partitions online (each
+                                    partition's keys and group split in two)
   ringkv backup --to DIR [--since T0|DIR]
                                     back up the cluster as of one timestamp
                                     (--since: incremental), with a manifest
