@@ -214,7 +214,7 @@ func Run(ctx context.Context, cl Cluster, cfg Config) (*Manifest, error) {
 		go func() {
 			defer wg.Done()
 			for p := range work {
-				fi, err := backupPartition(ctx, cl, topo.Replicas[p], p, sessions, hlc, cfg)
+				fi, err := backupPartition(ctx, cl, topo.Replicas[p], p, partitionID(topo, p), sessions, hlc, cfg)
 				if err != nil {
 					errc <- fmt.Errorf("backup: partition %d: %w", p, err)
 					cancel()
@@ -355,15 +355,15 @@ func keepAlive(ctx context.Context, cl Cluster, sessions map[string]session, eve
 
 // backupPartition merges partition p from the pinned replicas among
 // replicas into its file.
-func backupPartition(ctx context.Context, cl Cluster, replicas []string, p int, sessions map[string]session, hlc uint64, cfg Config) (FileInfo, error) {
+func backupPartition(ctx context.Context, cl Cluster, replicas []string, p int, id uint32, sessions map[string]session, hlc uint64, cfg Config) (FileInfo, error) {
 	need := len(replicas)/2 + 1
 	var cursors []*cursor
-	for _, id := range replicas {
-		s, ok := sessions[id]
+	for _, node := range replicas {
+		s, ok := sessions[node]
 		if !ok {
 			continue
 		}
-		cursors = append(cursors, &cursor{name: id, fetch: scanPages(cl, s, p, hlc, cfg)})
+		cursors = append(cursors, &cursor{name: node, fetch: scanPages(cl, s, id, hlc, cfg)})
 	}
 	if len(cursors) < need {
 		return FileInfo{}, fmt.Errorf("%w: %d of %d replicas (%v) pinned, %d needed", ErrTooFewReplicas, len(cursors), len(replicas), replicas, need)
@@ -406,12 +406,13 @@ func backupPartition(ctx context.Context, cl Cluster, replicas []string, p int, 
 	return FileInfo{Name: name, Partition: p, Records: w.Records(), Bytes: w.Bytes(), SHA256: w.SHA256()}, nil
 }
 
-// scanPages returns the pageFunc of partition p on session s: records
-// with timestamps in (Since, hlc], retried up to cfg.Attempts times.
-func scanPages(cl Cluster, s session, p int, hlc uint64, cfg Config) pageFunc {
+// scanPages returns the pageFunc of the partition with id on session s:
+// records with timestamps in (Since, hlc], retried up to cfg.Attempts
+// times.
+func scanPages(cl Cluster, s session, id uint32, hlc uint64, cfg Config) pageFunc {
 	return func(ctx context.Context, start []byte) ([]item, []byte, error) {
 		req := &kvpb.BackupScanRequest{
-			SessionId: s.id, Partition: uint32(p), Start: start, //nolint:gosec // a partition number
+			SessionId: s.id, Partition: id, Start: start,
 			Since: cfg.Since, Until: hlc, AfterVersion: s.after,
 			Limit: uint32(cfg.PageRecords), MaxBytes: uint64(cfg.PageBytes), //nolint:gosec // positive
 		}
@@ -476,4 +477,13 @@ func recordToWire(r replica.Record) *kvpb.Record {
 		w.ExpiresAtUnixNanos = r.ExpiresAt.UnixNano()
 	}
 	return w
+}
+
+// partitionID returns the id of partition index p of topo, which names it
+// in a scan: p until the cluster's first split, P+p after.
+func partitionID(topo client.Topology, p int) uint32 {
+	if topo.BasePartitions == 0 || topo.BasePartitions == topo.Partitions {
+		return uint32(p) //nolint:gosec // below MaxPartitions
+	}
+	return uint32(topo.Partitions + p) //nolint:gosec // below 2*MaxPartitions
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringkv/ringkv/client"
 	"github.com/ringkv/ringkv/replica"
 )
 
@@ -370,5 +371,25 @@ func TestRunRefusesABackupDirectory(t *testing.T) {
 	}
 	if _, err := Restore(t.Context(), nil, RestoreConfig{Dirs: []string{t.TempDir()}}); !errors.Is(err, ErrNoManifest) {
 		t.Fatalf("restore of an empty directory: got %v, want ErrNoManifest", err)
+	}
+}
+
+// TestPartitionID: a backup scans partitions by id: the index until the
+// cluster's first split (or from a server that does not say), P+index
+// after.
+func TestPartitionID(t *testing.T) {
+	for _, tc := range []struct {
+		partitions, base, p int
+		want                uint32
+	}{
+		{64, 64, 5, 5},
+		{64, 0, 5, 5},
+		{128, 64, 5, 133},
+		{256, 64, 255, 511},
+	} {
+		topo := client.Topology{Partitions: tc.partitions, BasePartitions: tc.base}
+		if got := partitionID(topo, tc.p); got != tc.want {
+			t.Errorf("P=%d base %d index %d: id %d, want %d", tc.partitions, tc.base, tc.p, got, tc.want)
+		}
 	}
 }

@@ -353,3 +353,28 @@ func TestAsyncAcrossClose(t *testing.T) {
 		}
 	}
 }
+
+// TestViewBasePartitions: the topology's first P, absent from a server
+// older than splits, is P; one that is not a power of two at most P is
+// refused.
+func TestViewBasePartitions(t *testing.T) {
+	wire := func(p, base uint32) *kvpb.TopologyResponse {
+		resp := &kvpb.TopologyResponse{Partitions: p, BasePartitions: base}
+		for range p {
+			resp.Table = append(resp.Table, &kvpb.TopologyPartition{Replicas: []string{"n1"}})
+		}
+		return resp
+	}
+	for _, tc := range []struct {
+		p, base uint32
+		want    int // 0: refused
+	}{{4, 0, 4}, {4, 4, 4}, {4, 2, 2}, {4, 3, 0}, {4, 8, 0}} {
+		v, err := viewFromWire(wire(tc.p, tc.base))
+		switch {
+		case tc.want == 0 && !errors.Is(err, errBadTopology):
+			t.Errorf("P=%d base %d: %v, want errBadTopology", tc.p, tc.base, err)
+		case tc.want != 0 && (err != nil || v.base != tc.want):
+			t.Errorf("P=%d base %d: %+v %v, want base %d", tc.p, tc.base, v, err, tc.want)
+		}
+	}
+}

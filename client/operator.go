@@ -15,6 +15,10 @@ type Topology struct {
 	RingVersion uint64
 	// Partitions is the number of partitions (a power of two).
 	Partitions int
+	// BasePartitions is the cluster's first number of partitions, kept
+	// across splits (Partitions until the first split, and from a server
+	// older than splits).
+	BasePartitions int
 	// Members lists every member, sorted by id.
 	Members []Member
 	// Replicas holds each partition's preference list (member ids,
@@ -43,7 +47,7 @@ func (c *Client) Topology() (Topology, error) {
 		return Topology{}, fmt.Errorf("%w: no topology learned yet", ErrUnavailable)
 	}
 	v := c.mu.view
-	t := Topology{RingVersion: v.version, Partitions: v.partitions, Replicas: make([][]string, len(v.table))}
+	t := Topology{RingVersion: v.version, Partitions: v.partitions, BasePartitions: v.base, Replicas: make([][]string, len(v.table))}
 	for _, id := range v.ids {
 		m := v.members[id]
 		t.Members = append(t.Members, Member{ID: id, Addr: m.addr, Alive: m.alive})

@@ -17,6 +17,7 @@ import (
 type view struct {
 	version    uint64
 	partitions int
+	base       int // the cluster's first P (partitions before any split)
 	shift      uint
 	members    map[string]member // by id
 	ids        []string          // member ids, sorted
@@ -52,9 +53,17 @@ func viewFromWire(resp *kvpb.TopologyResponse) (*view, error) {
 	if len(resp.GetTable()) != p {
 		return nil, fmt.Errorf("%w: table of %d rows for %d partitions", errBadTopology, len(resp.GetTable()), p)
 	}
+	base := int(resp.GetBasePartitions())
+	if base == 0 {
+		base = p // a server older than splits
+	}
+	if base > p || base&(base-1) != 0 {
+		return nil, fmt.Errorf("%w: first partitions %d for %d partitions", errBadTopology, base, p)
+	}
 	v := &view{
 		version:    resp.GetHeader().GetRingVersion(),
 		partitions: p,
+		base:       base,
 		shift:      shiftFor(p),
 		members:    make(map[string]member, len(resp.GetMembers())),
 		table:      make([][]string, p),

@@ -175,6 +175,7 @@ func (s *ClientServer) Topology(_ context.Context, _ *kvpb.TopologyRequest) (*kv
 		return resp, nil
 	}
 	resp.Partitions = uint32(r.Partitions())
+	resp.BasePartitions = uint32(r.Base())
 	resp.ReplicationFactor = uint32(r.ReplicationFactor())
 	if s.members != nil {
 		for _, m := range s.members.ClientMembers() {

@@ -527,9 +527,14 @@ type TopologyResponse struct {
 	ReplicationFactor uint32            `protobuf:"varint,3,opt,name=replication_factor,json=replicationFactor,proto3" json:"replication_factor,omitempty"`
 	Members           []*TopologyMember `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
 	// table has one entry per partition, in partition order.
-	Table         []*TopologyPartition `protobuf:"bytes,5,rep,name=table,proto3" json:"table,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Table []*TopologyPartition `protobuf:"bytes,5,rep,name=table,proto3" json:"table,omitempty"`
+	// base_partitions is the cluster's first P, kept across splits (0 from
+	// a server older than splits: partitions). A partition's id, which
+	// names it in requests that address a partition (a backup's scans), is
+	// its index while P is the base, and P + index after a split.
+	BasePartitions uint32 `protobuf:"varint,6,opt,name=base_partitions,json=basePartitions,proto3" json:"base_partitions,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *TopologyResponse) Reset() {
@@ -595,6 +600,13 @@ func (x *TopologyResponse) GetTable() []*TopologyPartition {
 		return x.Table
 	}
 	return nil
+}
+
+func (x *TopologyResponse) GetBasePartitions() uint32 {
+	if x != nil {
+		return x.BasePartitions
+	}
+	return 0
 }
 
 // ClientOp is one keyed operation.
@@ -2233,7 +2245,7 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"\bdraining\x18\a \x01(\bR\bdraining\"G\n" +
 	"\x11TopologyPartition\x12\x1a\n" +
 	"\breplicas\x18\x01 \x03(\tR\breplicas\x12\x16\n" +
-	"\x06leader\x18\x02 \x01(\tR\x06leader\"\xfb\x01\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\"\xa4\x02\n" +
 	"\x10TopologyResponse\x12/\n" +
 	"\x06header\x18\x01 \x01(\v2\x17.ringkv.v1.ClientHeaderR\x06header\x12\x1e\n" +
 	"\n" +
@@ -2241,7 +2253,8 @@ const file_ringkv_v1_client_proto_rawDesc = "" +
 	"partitions\x12-\n" +
 	"\x12replication_factor\x18\x03 \x01(\rR\x11replicationFactor\x123\n" +
 	"\amembers\x18\x04 \x03(\v2\x19.ringkv.v1.TopologyMemberR\amembers\x122\n" +
-	"\x05table\x18\x05 \x03(\v2\x1c.ringkv.v1.TopologyPartitionR\x05table\"\xf4\x02\n" +
+	"\x05table\x18\x05 \x03(\v2\x1c.ringkv.v1.TopologyPartitionR\x05table\x12'\n" +
+	"\x0fbase_partitions\x18\x06 \x01(\rR\x0ebasePartitions\"\xf4\x02\n" +
 	"\bClientOp\x12,\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x18.ringkv.v1.ClientOp.KindR\x04kind\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
