@@ -21,6 +21,11 @@
 #      roots: eventual writes move by anti-entropy), with the data it received (its data directory and the cluster's
 #      snapshot and anti-entropy byte counters before and after);
 #   5. peak RSS (VmHWM) of every process.
+# With SPLIT=1, between 2 and 3: the partitions doubled online (POST
+# /api/cluster/split) while `BIN bench` runs workload A at QUORUM and at
+# the linearizable level for SPLIT_LOAD (60s): the time until every node
+# holds the split ring, until every partition of it converged, until
+# every partition's replicas are equal, and the bench's figures and errors.
 # After step 1 it also takes the CPU the idle processes use over 20 s.
 # Every phase gives up after PHASE_TIMEOUT (600) seconds, says so and goes
 # on. EXTRA_FLAGS adds serve flags (e.g. a memory budget). Every process it
@@ -189,6 +194,30 @@ t=$(now)
 "$bin" bench --target "${targets%,}" --workloads W --levels quorum --ops 1 --duration 0 \
   --keys "$keys" --value-size "$vsize" --concurrency 32 >"$dir/bench.txt" 2>&1 || { echo "  bench failed:"; tail -5 "$dir/bench.txt"; }
 echo "  preload took $(since "$t") s; disk used by all data directories: $(du -s --block-size=1 "$dir" | cut -f1) B"
+
+if [ "${SPLIT:-0}" = 1 ]; then
+  echo "2b. split $parts partitions into $((2 * parts)) under load (workload A, QUORUM and linearizable, ${SPLIT_LOAD:-60s})"
+  benchpids=()
+  for level in quorum linearizable; do # at once, 16 callers each
+    "$bin" bench --target "${targets%,}" --workloads A --levels "$level" --preload=false \
+      --keys "$keys" --value-size "$vsize" --duration "${SPLIT_LOAD:-60s}" --concurrency 16 >"$dir/bench-split-$level.txt" 2>&1 &
+    benchpids+=($!)
+  done
+  sleep 5 # the bench under way before the split
+  ts=$(now)
+  curl -fsS -m 30 -X POST "http://127.0.0.1:$(http 1)/api/cluster/split?partitions=$((2 * parts))" || echo "  split refused"
+  echo
+  echo "  split decided after $(since "$ts") s"
+  parts=$((2 * parts))
+  split_ok='length == $n and all(.[]; .partition_count == '"$parts"')'
+  wait_for "every node holds the ring of $parts partitions" "$ts" "$split_ok" "${#alive[@]}" 0 "${alive[@]}" || true
+  wait_for "every partition of $parts converged, every group led" "$ts" "$conv_ok" "${#alive[@]}" "$nodes" "${alive[@]}" || true
+  for b in "${benchpids[@]}"; do wait "$b" || echo "  a bench exited $?"; done
+  for level in quorum linearizable; do
+    echo "  bench at $level during the split:"; tail -8 "$dir/bench-split-$level.txt"
+  done
+  wait_for "every partition's replicas equal (Merkle roots)" "$ts" "$data_ok" "${#alive[@]}" "$nodes" "${alive[@]}" || true
+fi
 
 echo "3. SIGKILL the node leading the most groups"
 views=$(fetch "${alive[@]}")
