@@ -88,6 +88,20 @@
 // an empty voter would otherwise grant any candidate its vote, and a
 // write it had acknowledged before the loss could be lost.
 //
+// # Partition splits
+//
+// When the ring doubles P, the leader of each parent group proposes one
+// opSplit entry naming its voters (split.go). At that index every
+// replica stops applying the parent (later commands, reads and proposals
+// answer ErrSplit, nothing applied), and each of those voters starts the
+// two child groups from a snapshot at index 1 of what its store holds of
+// each child's keys, with those voters as configuration; a replica that
+// starts a child empty is sent that snapshot first. A replica behind the
+// parent's compaction learns the split from a trailer of the parent's
+// snapshot. Groups judge intents by the key they guard and transaction
+// records by ring.Ring.RecordOwner, since a split partition's scans show
+// the cluster's own records of both children of its storage partition.
+//
 // # Snapshots a follower already has
 //
 // The transport judges a snapshot before raft sees it (guards.go): one
