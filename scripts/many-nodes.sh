@@ -234,8 +234,10 @@ tk=$(now)
 pids[vi]=""
 notalive='length == $n and all(.[]; [.members[] | select(.id == "'"$victim"'" and .liveness == "alive")] | length == 0)'
 dead='length == $n and all(.[]; [.members[] | select(.id == "'"$victim"'" and .liveness != "dead")] | length == 0)'
-failed_over='. as $views | length == $n and all('"$led"'[]; . as $q |
-  any($views[]; .partitions[$q].hosted and .partitions[$q].leader == .node_id))'
+# led holds partition ids (an index until a split, P+index after): find
+# each by its id, not by its place in the list.
+failed_over='. as $views | length == $n and all('"$led"'[]; . as $id |
+  any($views[]; .node_id as $me | any(.partitions[]; .partition == $id and .hosted and .leader == $me)))'
 # The three are polled together: none waits for another.
 (wait_for "every other node sees $victim not alive" "$tk" "$notalive" "$n_alive" 0 "${alive[@]}" >"$dir/k1" || true) &
 w1=$!
