@@ -240,6 +240,9 @@ type Manager struct {
 		groups  map[uint32]*Group
 		leaders map[uint32]string
 		closed  bool
+		// starting holds the groups being started (reserve): the
+		// children of splits start in parallel, outside createMu.
+		starting map[uint32]bool
 	}
 }
 
@@ -260,6 +263,7 @@ func NewManager(cfg Config, deps Deps) (*Manager, error) {
 	}
 	mg := &Manager{cfg: cfg, deps: deps, log: log}
 	mg.mu.groups = make(map[uint32]*Group)
+	mg.mu.starting = make(map[uint32]bool)
 	mg.mu.leaders = make(map[uint32]string)
 	m, err := newMetrics(deps.Registerer, mg.Groups)
 	if err != nil {
@@ -508,7 +512,7 @@ func (mg *Manager) ensureGroups(r *ring.Ring, bootstrap bool) error {
 	mg.createMu.Lock()
 	defer mg.createMu.Unlock()
 	for _, p := range r.IDsOf(mg.cfg.NodeID) {
-		if _, ok := mg.Group(p); ok {
+		if _, ok := mg.Group(p); ok || mg.isStarting(p) {
 			continue
 		}
 		if parent, ok := r.ParentID(p); ok {
@@ -520,11 +524,40 @@ func (mg *Manager) ensureGroups(r *ring.Ring, bootstrap bool) error {
 				continue
 			}
 		}
-		if err := mg.createGroup(p, bootstrap); err != nil {
+		if !mg.reserve(p) {
+			continue
+		}
+		err := mg.createGroup(p, bootstrap)
+		mg.unreserve(p)
+		if err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// reserve marks group p as being started, unless it runs or is being
+// started already (then it returns false). unreserve ends the mark.
+func (mg *Manager) reserve(p uint32) bool {
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	if _, ok := mg.mu.groups[p]; ok || mg.mu.starting[p] {
+		return false
+	}
+	mg.mu.starting[p] = true
+	return true
+}
+
+func (mg *Manager) unreserve(p uint32) {
+	mg.mu.Lock()
+	delete(mg.mu.starting, p)
+	mg.mu.Unlock()
+}
+
+func (mg *Manager) isStarting(p uint32) bool {
+	mg.mu.Lock()
+	defer mg.mu.Unlock()
+	return mg.mu.starting[p]
 }
 
 // DefaultLogCacheEntries is Config.LogCacheEntries' default. Small: a
