@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# A split of 64 partitions into 128 on three `ringkv serve` processes under
+# scripts/split3.sh (RINGKV=BIN, DIR=scratch): a split of 64 partitions into 128 on three `ringkv serve` processes under
 # workload A at QUORUM and at the linearizable level (16 callers each, 30 s),
 # the split 5 s in. Prints each bench's per-second rate and summary.
 set -euo pipefail
-cd /work/main
+cd "$(dirname "$0")/.."
 DIR=${DIR:-/tmp/split3} RINGKV=${RINGKV:-/tmp/ringkv}
 export DIR RINGKV
 source scripts/serve3.sh
