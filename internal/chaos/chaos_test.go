@@ -98,6 +98,44 @@ func TestChaos(t *testing.T) {
 	}
 }
 
+// TestChaosPartitionSplit doubles the ring's partitions under the chaos
+// workload, between a kill and an isolation, on three nodes: porcupine
+// checks the linearizable history across the split, and no acknowledged
+// QUORUM write may be lost (docs/ARCHITECTURE.md, "Partition split").
+// Each split doubles the groups for the rest of the run, so the run
+// stops after a few faults.
+func TestChaosPartitionSplit(t *testing.T) {
+	cfg := Config{
+		Seed:        seed(t),
+		Cluster:     ClusterConfig{Nodes: 3, Spares: 0, Partitions: 8},
+		Workload:    WorkloadConfig{Workers: 16, ActiveKeys: 128, QuorumWorkers: 4, QuorumInterval: 20 * time.Millisecond},
+		Faults:      []FaultKind{FaultPartitionSplit, FaultKill, FaultIsolate},
+		EveryKind:   true,
+		MinOps:      int64(envUint(t, "RINGKV_CHAOS_OPS", 5000)),
+		MinFaults:   3,
+		MaxDuration: 90 * time.Second,
+		HoldMin:     2 * time.Second, HoldMax: 3 * time.Second,
+		QuietMin: time.Second, QuietMax: 2 * time.Second,
+		ConvergeBound: 30 * time.Second,
+		CheckTimeout:  time.Minute,
+		ProgressEvery: 5 * time.Second,
+		OutDir:        outDir(t),
+	}
+	res := Run(t, cfg)
+	if !res.Lin.Linearizable() {
+		t.Errorf("not linearizable: %d keys illegal, %d unproven (the checker gave up) (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
+	}
+	if res.Lost > 0 {
+		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
+	}
+	if !res.Converged {
+		t.Errorf("%d sampled QUORUM keys did not reach all their replicas within %s: %v", res.Unconverged, res.ConvBound, res.UnconvergedKeys)
+	}
+	if res.Faults[FaultPartitionSplit.String()] == 0 {
+		t.Error("no split ran")
+	}
+}
+
 // staleReadConfig isolates one node of three, twice, while linearizable
 // reads go through every node's HTTP API.
 func staleReadConfig(t *testing.T, args ...string) Config {

@@ -331,8 +331,9 @@ func (c *Cluster) Skewed() map[string]time.Duration {
 
 // memberStatus is the ring membership part of GET /api/cluster/status.
 type memberStatus struct {
-	RingVersion uint64 `json:"ring_version"`
-	Members     []struct {
+	RingVersion    uint64 `json:"ring_version"`
+	PartitionCount int    `json:"partition_count"`
+	Members        []struct {
 		ID     string `json:"id"`
 		Status string `json:"status"`
 	} `json:"members"`
@@ -492,4 +493,61 @@ func (c *Cluster) Leave(ctx context.Context, id string, timeout time.Duration) e
 	c.mu.Unlock()
 	c.Node(id).Kill()
 	return nil
+}
+
+// SplitPartitions doubles the ring's partitions (POST
+// /api/cluster/split?partitions=2P on a running member, retried on
+// another until one answers) and waits until every running member holds
+// a ring of 2P partitions and reports every group it runs converged. It
+// returns the new P.
+func (c *Cluster) SplitPartitions(ctx context.Context, timeout time.Duration) (int, error) {
+	var from int
+	err := poll(ctx, timeout, func(ctx context.Context) error {
+		for _, nd := range c.RunningMembers() {
+			s, err := c.clusterStatus(ctx, nd)
+			if err != nil {
+				continue
+			}
+			from = s.PartitionCount
+			return nil
+		}
+		return errors.New("chaos: no member answered its status")
+	})
+	if err != nil {
+		return 0, err
+	}
+	to := 2 * from
+	err = poll(ctx, timeout, func(ctx context.Context) error {
+		var errs []error
+		for _, nd := range c.RunningMembers() {
+			code, body, err := c.do(ctx, nd, http.MethodPost, "/api/cluster/split", url.Values{"partitions": {strconv.Itoa(to)}}, nil)
+			if err == nil && code == http.StatusOK {
+				return nil
+			}
+			errs = append(errs, fmt.Errorf("split on %s: HTTP %d %s: %w", nd.ID, code, body, err))
+		}
+		return fmt.Errorf("chaos: %w", errors.Join(errs...))
+	})
+	if err != nil {
+		return 0, err
+	}
+	err = poll(ctx, timeout, func(ctx context.Context) error {
+		for _, nd := range c.RunningMembers() {
+			s, err := c.clusterStatus(ctx, nd)
+			if err != nil {
+				return err
+			}
+			if s.PartitionCount != to {
+				return fmt.Errorf("%s holds a ring of %d partitions", nd.ID, s.PartitionCount)
+			}
+			if !s.Converged {
+				return fmt.Errorf("%s: groups not converged", nd.ID)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("chaos: split to %d partitions: %w", to, err)
+	}
+	return to, nil
 }

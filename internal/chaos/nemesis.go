@@ -38,6 +38,10 @@ const (
 	FaultJoin
 	// FaultLeave makes a joined spare leave, removes it and stops it.
 	FaultLeave
+	// FaultPartitionSplit doubles the ring's partitions (ringkv cluster
+	// split) and waits until every group of the new ring converged. Not
+	// in AllFaults: each one doubles the groups for the rest of the run.
+	FaultPartitionSplit
 	// numProxyFaults ends the kinds of a cluster on loopback (AllFaults);
 	// the host kinds below need ClusterConfig.Hosts (HostFaults).
 	numProxyFaults
@@ -57,7 +61,7 @@ const (
 	numFaultKinds
 )
 
-var faultNames = [...]string{"isolate", "isolate-leader", "split", "bridge", "majorities-ring", "slow", "pause", "kill", "skew-small", "skew-large", "join", "leave",
+var faultNames = [...]string{"isolate", "isolate-leader", "split", "bridge", "majorities-ring", "slow", "pause", "kill", "skew-small", "skew-large", "join", "leave", "partition-split",
 	"host-link", "host-freeze", "host-restart"}
 
 // String names the kind.
@@ -69,11 +73,13 @@ func (k FaultKind) String() string {
 }
 
 // AllFaults lists every kind of a cluster on loopback, join before
-// leave.
+// leave, but FaultPartitionSplit (which a run asks for by name).
 func AllFaults() []FaultKind {
-	out := make([]FaultKind, numProxyFaults)
-	for i := range out {
-		out[i] = FaultKind(i)
+	var out []FaultKind
+	for k := range FaultKind(numProxyFaults) {
+		if k != FaultPartitionSplit {
+			out = append(out, k)
+		}
 	}
 	return out
 }
@@ -194,6 +200,12 @@ func (nm *Nemesis) Inject(ctx context.Context, kind FaultKind) (f Fault, ok bool
 		}
 		nm.joined = append(nm.joined, id)
 		f.Desc = "join " + id
+	case FaultPartitionSplit:
+		p, err := nm.c.SplitPartitions(ctx, 90*time.Second)
+		if err != nil {
+			return f, true, err
+		}
+		f.Desc = fmt.Sprintf("split to %d partitions", p)
 	case FaultLeave:
 		if len(nm.joined) == 0 {
 			return f, false, nil
