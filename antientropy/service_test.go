@@ -691,17 +691,7 @@ func TestTreeAndFetchRefuseOtherPartitions(t *testing.T) {
 	nodes := newCluster(t, manual(), ids...)
 	r := testRing(t, ids...)
 	n1 := nodes["n1"]
-	var mine, other uint32 = testPartitions, testPartitions
-	for p := range uint32(testPartitions) {
-		if slices.Contains(r.Replicas(p), "n1") {
-			mine = p
-		} else {
-			other = p
-		}
-	}
-	if mine == testPartitions || other == testPartitions {
-		t.Fatalf("ring places n1 on every partition or none: %v", r)
-	}
+	mine, other := mineAndOther(t, r, "n1")
 	ctx := t.Context()
 	for _, p := range []uint32{other, 1 << 31} {
 		_, err := n1.svc.Tree(ctx, &kvpb.TreeRequest{Partition: p, Fanout: Fanout, Depth: Depth})
@@ -749,4 +739,22 @@ func TestScrubPassInterval(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mineAndOther returns a partition of r that member replicates and one it
+// does not, failing t if r has none of either.
+func mineAndOther(t *testing.T, r *ring.Ring, member string) (mine, other uint32) {
+	t.Helper()
+	mine, other = testPartitions, testPartitions
+	for p := range uint32(testPartitions) {
+		if slices.Contains(r.Replicas(p), member) {
+			mine = p
+		} else {
+			other = p
+		}
+	}
+	if mine == testPartitions || other == testPartitions {
+		t.Fatalf("ring places %s on every partition or none: %v", member, r)
+	}
+	return mine, other
 }

@@ -230,17 +230,7 @@ func TestCheckOursAcrossSplit(t *testing.T) {
 	}
 	nodes := newClusterOn(t, manual(), r, members...)
 	n1 := nodes["n1"]
-	var mine, other uint32 = testPartitions, testPartitions
-	for p := range uint32(testPartitions) {
-		if slices.Contains(r.Replicas(p), "n1") {
-			mine = p
-		} else {
-			other = p
-		}
-	}
-	if mine == testPartitions || other == testPartitions {
-		t.Fatalf("ring places n1 on every partition or none: %v", r)
-	}
+	mine, other := mineAndOther(t, r, "n1")
 	children := func(p uint32) []uint32 { return []uint32{split.ID(2 * p), split.ID(2*p + 1)} }
 	refused := 0
 	check := func(id uint32, want bool) {

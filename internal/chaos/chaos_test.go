@@ -79,12 +79,7 @@ func TestChaos(t *testing.T) {
 		cfg.CheckTimeout = time.Minute
 	}
 	res := Run(t, cfg)
-	if !res.Lin.Linearizable() {
-		t.Errorf("not linearizable: %d keys illegal, %d unproven (the checker gave up) (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
-	}
-	if res.Lost > 0 {
-		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
-	}
+	checkLinLost(t, res)
 	if !res.Converged {
 		t.Errorf("%d sampled QUORUM keys did not reach all their replicas within %s (membership changed: %v): %v", res.Unconverged, res.ConvBound, res.MembershipChanged, res.UnconvergedKeys)
 	}
@@ -122,15 +117,7 @@ func TestChaosPartitionSplit(t *testing.T) {
 		OutDir:        outDir(t),
 	}
 	res := Run(t, cfg)
-	if !res.Lin.Linearizable() {
-		t.Errorf("not linearizable: %d keys illegal, %d unproven (the checker gave up) (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
-	}
-	if res.Lost > 0 {
-		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
-	}
-	if !res.Converged {
-		t.Errorf("%d sampled QUORUM keys did not reach all their replicas within %s: %v", res.Unconverged, res.ConvBound, res.UnconvergedKeys)
-	}
+	checkRun(t, res)
 	if res.Faults[FaultPartitionSplit.String()] == 0 {
 		t.Error("no split ran")
 	}
@@ -211,15 +198,7 @@ func TestChaosHosts(t *testing.T) {
 		cfg.ConvergeBound = 60 * time.Second
 	}
 	res := Run(t, cfg)
-	if !res.Lin.Linearizable() {
-		t.Errorf("not linearizable: %d keys illegal, %d unproven (the checker gave up) (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
-	}
-	if res.Lost > 0 {
-		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
-	}
-	if !res.Converged {
-		t.Errorf("%d sampled QUORUM keys did not reach all their replicas within %s: %v", res.Unconverged, res.ConvBound, res.UnconvergedKeys)
-	}
+	checkRun(t, res)
 	for _, k := range cfg.Faults {
 		if res.Faults[k.String()] == 0 {
 			t.Errorf("fault %s never ran", k)
@@ -247,4 +226,25 @@ func hostFaults(t *testing.T) []FaultKind {
 		}
 	}
 	return out
+}
+
+// checkLinLost fails t unless res's history is linearizable and no
+// acknowledged QUORUM write was lost.
+func checkLinLost(t *testing.T, res Result) {
+	t.Helper()
+	if !res.Lin.Linearizable() {
+		t.Errorf("not linearizable: %d keys illegal, %d unproven (the checker gave up) (%v)", res.Lin.Illegal, res.Lin.TimedOut, res.Lin.BadKeys)
+	}
+	if res.Lost > 0 {
+		t.Errorf("%d acknowledged QUORUM writes lost (%v)", res.Lost, res.LostKeys)
+	}
+}
+
+// checkRun is checkLinLost, and every sampled QUORUM key converged.
+func checkRun(t *testing.T, res Result) {
+	t.Helper()
+	checkLinLost(t, res)
+	if !res.Converged {
+		t.Errorf("%d sampled QUORUM keys did not reach all their replicas within %s: %v", res.Unconverged, res.ConvBound, res.UnconvergedKeys)
+	}
 }
