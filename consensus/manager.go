@@ -185,7 +185,9 @@ type Progress interface {
 	AppliedIndex(ctx context.Context, node string, group uint32) (uint64, error)
 }
 
-// LogFactory opens a group's log and stable store.
+// LogFactory opens a group's log and stable store. It is called from
+// several goroutines at once (the children of a split start in
+// parallel).
 type LogFactory func(group uint32) (raft.LogStore, raft.StableStore, error)
 
 // Deps are the Manager's collaborators. All but Registerer are required.

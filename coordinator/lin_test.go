@@ -128,10 +128,13 @@ func newLinNode(t *testing.T) (n1, n9 *Coordinator, lin *serverLin) {
 	ccfg.CommitTimeout = 10 * time.Millisecond
 	ccfg.Founder = true
 	clock := replica.NewClock(nil, 0)
+	var logsMu sync.Mutex // the children of a split start at once
 	logs := map[uint32]*raft.InmemStore{}
 	mgr, err := consensus.NewManager(ccfg, consensus.Deps{
 		Store: store, Clock: clock, Ring: src, Transports: inmemTransports{}, Progress: noProgress{},
 		Logs: func(g uint32) (raft.LogStore, raft.StableStore, error) {
+			logsMu.Lock()
+			defer logsMu.Unlock()
 			logs[g] = raft.NewInmemStore()
 			return logs[g], logs[g], nil
 		},
