@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/semaphore"
@@ -591,14 +592,10 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 	if closed {
 		return ErrClosed
 	}
-	snapDir := filepath.Join(mg.cfg.DataDir, strconv.FormatUint(uint64(p), 10))
-	if err := os.MkdirAll(snapDir, 0o755); err != nil {
-		return fmt.Errorf("consensus: snapshot dir: %w", err)
-	}
 	glog := newHCLogger(mg.log.With("group_id", p))
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 2, glog)
+	snaps, err := mg.snapshotStore(p, glog)
 	if err != nil {
-		return fmt.Errorf("consensus: snapshot store of group %d: %w", p, err)
+		return err
 	}
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(mg.cfg.NodeID)
@@ -860,4 +857,18 @@ func (c *countingSink) Write(p []byte) (int, error) {
 	n, err := c.SnapshotSink.Write(p)
 	c.n += int64(n)
 	return n, err //nolint:wrapcheck // an io.Writer passes errors through
+}
+
+// snapshotStore opens group p's raft snapshot store, DataDir/<p>
+// (startGroup's, and openState's to tell whether the group has state).
+func (mg *Manager) snapshotStore(p uint32, glog hclog.Logger) (*raft.FileSnapshotStore, error) {
+	dir := filepath.Join(mg.cfg.DataDir, strconv.FormatUint(uint64(p), 10))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("consensus: snapshot dir: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, glog)
+	if err != nil {
+		return nil, fmt.Errorf("consensus: snapshot store of group %d: %w", p, err)
+	}
+	return snaps, nil
 }

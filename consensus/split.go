@@ -7,10 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -361,13 +358,9 @@ func (mg *Manager) openState(id uint32) (groupState, error) {
 	if err != nil {
 		return groupState{}, fmt.Errorf("consensus: open log of group %d: %w", id, err)
 	}
-	snapDir := filepath.Join(mg.cfg.DataDir, strconv.FormatUint(uint64(id), 10))
-	if err := os.MkdirAll(snapDir, 0o755); err != nil {
-		return groupState{}, fmt.Errorf("consensus: snapshot dir: %w", err)
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(snapDir, 2, newHCLogger(mg.log.With("group_id", id)))
+	snaps, err := mg.snapshotStore(id, newHCLogger(mg.log.With("group_id", id)))
 	if err != nil {
-		return groupState{}, fmt.Errorf("consensus: snapshot store of group %d: %w", id, err)
+		return groupState{}, err
 	}
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
