@@ -32,7 +32,10 @@ import (
 // with a fixed 16 MiB reserve, a node holding 41 MB on a 64 MB tmpfs died
 // of a SIGBUS in a compaction after it had stopped admitting). So the
 // reserve is the larger of Config.MinFreeBytes and the tables' size plus
-// three memtables, recomputed at every check.
+// three memtables, recomputed at every check. The committer does not
+// statfs for every batch: for up to estimateReuse after a statfs, and
+// while its estimate (that free space minus what it admitted since) stays
+// above twice the reserve, it admits on the estimate.
 //
 // While full the store refuses only admitted writes: durable merges
 // (Merge, MergeAsync: client and repair writes) and raw writes to the Raft
@@ -134,14 +137,36 @@ type spaceGuard struct {
 		writeErr error  // a failed commit; cleared by a probe that succeeds
 	}
 
+	// est is the committer's own estimate of the free space, so that admit
+	// need not statfs for every batch: the free space at its last statfs
+	// (at) minus the bytes it admitted since. Used only by admit, on the
+	// committer.
+	est struct {
+		at   time.Time
+		free int64
+	}
+	// reuse is how long an estimate is trusted, in nanoseconds
+	// (estimateReuse; 0 once a test swaps statfs).
+	reuse atomic.Int64
+
 	stop chan struct{} // closed by close
 	done sync.WaitGroup
 }
+
+// estimateReuse is how long admit trusts its estimate of the free space
+// instead of calling statfs, and only while the estimate stays above twice
+// the reserve: another process would have to fill more than the reserve
+// (at least four memtables) within it to get past the guard, and the
+// guard's goroutine and the write error path still catch that. A statfs per
+// committed batch was 2.6% of a serve process's CPU under linearizable
+// writes.
+const estimateReuse = 10 * time.Millisecond
 
 func newSpaceGuard(dir string, minFree, memTableBytes int64, lsmBytes func() int64, interval time.Duration, log *slog.Logger, m *metrics) *spaceGuard {
 	g := &spaceGuard{dir: dir, minFree: minFree, flushes: 3 * memTableBytes, lsmBytes: lsmBytes, log: log, m: m,
 		stop: make(chan struct{})}
 	g.mu.statfs, g.mu.probe = statFree, probeWrite
+	g.reuse.Store(int64(estimateReuse))
 	g.free.Store(-1)
 	g.check()
 	g.done.Add(1)
@@ -214,8 +239,19 @@ func (g *spaceGuard) admit(need int64) bool {
 			return false
 		}
 	}
+	reserve := g.reserve.Load()
+	now := time.Now()
+	if g.est.free-need >= 2*reserve && now.Sub(g.est.at) < time.Duration(g.reuse.Load()) {
+		g.est.free -= need
+		return true
+	}
 	free, ok := g.refresh()
-	if reserve := g.reserve.Load(); ok && free-need < reserve {
+	if ok {
+		g.est.at, g.est.free = now, free-need
+	} else {
+		g.est.at = time.Time{}
+	}
+	if ok && free-need < reserve {
 		g.setFull(true, g.lowReason(free-need, reserve))
 		return false
 	}
@@ -392,6 +428,7 @@ func (g *spaceGuard) setHooks(statfs func(string) (int64, error), probe func(str
 	defer g.mu.Unlock()
 	if statfs != nil {
 		g.mu.statfs = statfs
+		g.reuse.Store(0) // every admit sees the test's free space at once
 	}
 	if probe != nil {
 		g.mu.probe = probe

@@ -297,3 +297,58 @@ func TestFillTmpfs(t *testing.T) {
 	mustMerge(t, s, Entry{Partition: 1, Key: []byte("after"), Record: Record{Value: val, Timestamp: 1, NodeID: "n1"}})
 	check()
 }
+
+// TestAdmitStatfsOnlyNearTheReserve: the committer admits on its estimate
+// (the last statfs minus what it admitted since) while that stays above
+// twice the reserve and is recent, and asks statfs again once the estimate
+// nears the reserve or grows old.
+func TestAdmitStatfsOnlyNearTheReserve(t *testing.T) {
+	const reserve = 1 << 20
+	g := newSpaceGuard(t.TempDir(), reserve, 1, func() int64 { return 0 }, time.Hour, testLogger(t), newMetrics(func() float64 { return 0 }))
+	t.Cleanup(g.close)
+	var calls atomic.Int64
+	var free atomic.Int64
+	free.Store(10 * reserve)
+	g.mu.Lock()
+	g.mu.statfs = func(string) (int64, error) { calls.Add(1); return free.Load(), nil }
+	g.mu.Unlock()
+
+	if !g.admit(reserve) { // statfs: 10 reserves free, 9 left by the estimate
+		t.Fatal("first admit refused")
+	}
+	for range 7 { // 9 → 2 reserves: never below twice the reserve, no statfs
+		if !g.admit(reserve) {
+			t.Fatal("admit on the estimate refused")
+		}
+	}
+	if got := calls.Load(); got != 1 {
+		t.Fatalf("statfs calls while the estimate is far above the reserve: got %d, want 1", got)
+	}
+	// The estimate would fall below twice the reserve: statfs again, which
+	// now says the disk filled behind the store's back.
+	free.Store(reserve + reserve/2)
+	if g.admit(reserve) {
+		t.Fatal("admit below the reserve by a fresh statfs: admitted")
+	}
+	if got := calls.Load(); got != 2 {
+		t.Fatalf("statfs calls near the reserve: got %d, want 2", got)
+	}
+	if !g.full.Load() {
+		t.Fatal("guard not full after a refused admit")
+	}
+
+	// An old estimate is not trusted however large.
+	g2 := newSpaceGuard(t.TempDir(), reserve, 1, func() int64 { return 0 }, time.Hour, testLogger(t), newMetrics(func() float64 { return 0 }))
+	t.Cleanup(g2.close)
+	calls.Store(0)
+	free.Store(100 * reserve)
+	g2.mu.Lock()
+	g2.mu.statfs = func(string) (int64, error) { calls.Add(1); return free.Load(), nil }
+	g2.mu.Unlock()
+	g2.admit(1)
+	g2.est.at = g2.est.at.Add(-estimateReuse)
+	g2.admit(1)
+	if got := calls.Load(); got != 2 {
+		t.Fatalf("statfs calls with an estimate older than estimateReuse: got %d, want 2", got)
+	}
+}
