@@ -89,7 +89,10 @@ func (c *Coordinator) readThrough(ctx context.Context, g *consensus.Group, key [
 	case tx != nil && tx.Status == consensus.TxnCommitted:
 		c.resolveLater(g.ID(), tx, byReader)
 		for _, w := range tx.Writes {
-			if w.Partition == g.ID() && bytes.Equal(w.Key, key) {
+			// By key alone: a transaction writes a key once, and
+			// w.Partition names the key's partition when the transaction
+			// ran, the parent of g's after a split.
+			if bytes.Equal(w.Key, key) {
 				w.Record.Timestamp, w.Record.NodeID = tx.CommitTS, tx.ID.Node
 				return w.Record, !w.Record.Tombstone && w.Record.Live(now), true, nil
 			}
