@@ -27,6 +27,8 @@ type Cluster struct {
 	Net *Net
 
 	t testing.TB
+	// maxPartitions is ClusterConfig.MaxPartitions.
+	maxPartitions int
 	// tls is the root user's client TLS configuration of a secure
 	// cluster (nil: plaintext). Set by StartCluster, read-only after;
 	// every client clones it before use.
@@ -51,6 +53,11 @@ type ClusterConfig struct {
 	Spares int
 	// Partitions of the ring. Default 16.
 	Partitions int
+	// MaxPartitions bounds FaultPartitionSplit: a split that would take
+	// the ring past it is not injected (0: no bound). Each split doubles
+	// the raft groups for the rest of a run, and a run whose target is
+	// not reached would otherwise split until two cores cannot carry it.
+	MaxPartitions int
 	// Args are extra `ringkv serve` flags (e.g. --unsafe-stale-reads).
 	Args []string
 	// Race runs the servers from a race-enabled binary when the tests
@@ -92,7 +99,7 @@ func (c *ClusterConfig) fill() {
 func StartCluster(t testing.TB, cfg ClusterConfig) *Cluster {
 	t.Helper()
 	cfg.fill()
-	c := &Cluster{t: t}
+	c := &Cluster{t: t, maxPartitions: cfg.MaxPartitions}
 	c.mu.skewed = map[string]time.Duration{}
 	// Anti-entropy every 2 s: after a heal or a membership change it is
 	// what brings a replica the eventual writes it missed (hints cover
@@ -495,11 +502,16 @@ func (c *Cluster) Leave(ctx context.Context, id string, timeout time.Duration) e
 	return nil
 }
 
+// errSplitBound: a split would take the ring past
+// ClusterConfig.MaxPartitions.
+var errSplitBound = errors.New("chaos: the ring is at its partition bound")
+
 // SplitPartitions doubles the ring's partitions (POST
 // /api/cluster/split?partitions=2P on a running member, retried on
 // another until one answers) and waits until every running member holds
 // a ring of 2P partitions and reports every group it runs converged. It
-// returns the new P.
+// returns the new P, or the current one and errSplitBound when 2P would
+// pass ClusterConfig.MaxPartitions.
 func (c *Cluster) SplitPartitions(ctx context.Context, timeout time.Duration) (int, error) {
 	var from int
 	err := poll(ctx, timeout, func(ctx context.Context) error {
@@ -517,6 +529,9 @@ func (c *Cluster) SplitPartitions(ctx context.Context, timeout time.Duration) (i
 		return 0, err
 	}
 	to := 2 * from
+	if c.maxPartitions > 0 && to > c.maxPartitions {
+		return from, errSplitBound
+	}
 	err = poll(ctx, timeout, func(ctx context.Context) error {
 		var errs []error
 		for _, nd := range c.RunningMembers() {

@@ -202,6 +202,9 @@ func (nm *Nemesis) Inject(ctx context.Context, kind FaultKind) (f Fault, ok bool
 		f.Desc = "join " + id
 	case FaultPartitionSplit:
 		p, err := nm.c.SplitPartitions(ctx, 90*time.Second)
+		if errors.Is(err, errSplitBound) {
+			return f, false, nil // the ring is at ClusterConfig.MaxPartitions
+		}
 		if err != nil {
 			return f, true, err
 		}
