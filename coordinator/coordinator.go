@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -456,6 +457,20 @@ func (c *Coordinator) read(ctx context.Context, key []byte, level Level) (replic
 		return replica.Record{}, false, err
 	}
 	need := level.required(len(replicas))
+	if need == 1 && c.deps.Store != nil && slices.Contains(replicas, c.cfg.NodeID) {
+		// One answer, and this node holds a replica: the path below would
+		// ask it first and return its answer alone; read it in place,
+		// without that path's contexts, timer, channel and goroutine.
+		rec, err := c.deps.Store.Get(p, key)
+		switch {
+		case errors.Is(err, replica.ErrNotFound):
+			return replica.Record{}, false, nil
+		case err == nil:
+			return rec, rec.Live(c.now()), nil
+		}
+		// The local replica failed (corrupt, closing): ask the others
+		// below, as the general path does after a failed answer.
+	}
 	order := c.readOrder(replicas)
 
 	ctx, cancel := c.withTimeout(ctx)

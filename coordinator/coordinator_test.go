@@ -405,6 +405,54 @@ func TestReadFallsBackOnCorruption(t *testing.T) {
 	_ = p
 }
 
+// TestOneReadOnAReplicaIsLocal: a read at ONE on a node holding a replica
+// is answered by its own store without a call to any other node; when
+// that store fails, the read asks the other replicas.
+func TestOneReadOnAReplicaIsLocal(t *testing.T) {
+	tc := newTestCluster(t, nil)
+	ctx := t.Context()
+	if err := tc.coords["n1"].Set(ctx, []byte("k"), []byte("v"), All); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.coords["n1"].Delete(ctx, []byte("gone"), All); err != nil {
+		t.Fatal(err)
+	}
+	before := tc.trans.calls.Load()
+	if got, found, err := tc.coords["n1"].Get(ctx, []byte("k"), One); err != nil || !found || string(got) != "v" {
+		t.Fatalf("ONE on a replica: %q %v %v", got, found, err)
+	}
+	if got, found, err := tc.coords["n1"].Get(ctx, []byte("gone"), One); err != nil || found || got != nil {
+		t.Fatalf("ONE of a deleted key on a replica: %q %v %v", got, found, err)
+	}
+	if _, found, err := tc.coords["n1"].Get(ctx, []byte("never"), One); err != nil || found {
+		t.Fatalf("ONE of a missing key on a replica: %v %v", found, err)
+	}
+	if n := tc.trans.calls.Load() - before; n != 0 {
+		t.Fatalf("ONE reads on a replica made %d calls to other nodes, want 0", n)
+	}
+
+	// A failing local store (closed): the others answer.
+	scfg := replica.DefaultConfig()
+	scfg.InMemory = true
+	broken, err := replica.Open(scfg, replica.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.NodeID = "n1"
+	c, err := New(cfg, Deps{Store: broken, Clock: replica.NewClock(nil, 0), Ring: tc.ring, Transport: tc.trans})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() }) // Close always returns nil
+	if err := broken.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got, found, err := c.Get(ctx, []byte("k"), One); err != nil || !found || string(got) != "v" {
+		t.Fatalf("ONE on a replica whose store fails: %q %v %v, want the others' v", got, found, err)
+	}
+}
+
 type corruptingTransport struct {
 	Transport
 	corrupt map[string]bool
