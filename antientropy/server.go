@@ -61,7 +61,7 @@ func checkShape(fanout, depth uint32) error {
 // with no ring yet answers as before (its trees are not ready).
 func (s *Service) checkOurs(rpc string, p uint32) error {
 	r := s.deps.Ring.Ring()
-	if r == nil || r.Partitions() == 0 || len(r.Active()) == 0 {
+	if r == nil || r.Partitions() == 0 || r.ActiveCount() == 0 {
 		return nil
 	}
 	if r.Holds(s.cfg.NodeID, p) {

@@ -185,7 +185,7 @@ func wait(ctx context.Context, d time.Duration) bool {
 // for it; nil if ctx ends first.
 func (s *Service) ringNow(ctx context.Context) *ring.Ring {
 	for {
-		if r := s.deps.Ring.Ring(); r != nil && r.Partitions() > 0 && len(r.Active()) > 0 {
+		if r := s.deps.Ring.Ring(); r != nil && r.Partitions() > 0 && r.ActiveCount() > 0 {
 			return r
 		}
 		if !wait(ctx, 100*time.Millisecond) {

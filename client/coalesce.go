@@ -10,7 +10,8 @@ import (
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
-// Coalescing reads. A drpc connection carries one call at a time, so
+// Coalescing reads, when Config.PipeReads is off (by default Gets travel
+// on the node's pipe, pipe.go). A drpc connection carries one call at a time, so
 // concurrent Gets to a node would each take a connection and a round trip
 // of their own: a write and a read of the socket on both ends, and a
 // stream for the node to set up, per operation. Instead each node has one
@@ -82,7 +83,7 @@ func (c *Client) lane(key laneKey) *lane {
 // write on the node's pipe (unless PipeWrites is off; then in an RPC of
 // its own).
 func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, write bool) (outcome, *kvpb.ClientResult, error) {
-	if write && c.cfg.PipeWrites {
+	if (write && c.cfg.PipeWrites) || (!write && c.cfg.PipeReads) {
 		return c.attemptPipe(ctx, addr, op)
 	}
 	if c.cfg.CoalesceConns <= 0 || write {

@@ -155,7 +155,7 @@ func queued(t *testing.T, c *Client, addr string, want int) {
 // while it waits is never sent.
 func TestCoalesce(t *testing.T) {
 	node, addr := startLaneNode(t)
-	c, err := newClient([]string{addr}, []Option{WithCoalesceConns(1)})
+	c, err := newClient([]string{addr}, []Option{WithCoalesceConns(1), WithPipeReads(false)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +240,7 @@ func TestCoalesce(t *testing.T) {
 // TestCoalesceOff: with CoalesceConns 0 every Get is an RPC of its own.
 func TestCoalesceOff(t *testing.T) {
 	node, addr := startLaneNode(t)
-	c, err := newClient([]string{addr}, []Option{WithCoalesceConns(0)})
+	c, err := newClient([]string{addr}, []Option{WithCoalesceConns(0), WithPipeReads(false)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,20 +81,24 @@
 // free connection. A connection that fails is closed and redialed on
 // demand. A node that refuses connections is skipped for NodeDownFor.
 //
-// Concurrent Gets are coalesced (coalesce.go): each node has a lane per
-// read level, at most CoalesceConns RPCs of a lane are in flight, and the
-// Gets made while they are go together as one Batch RPC when one returns.
-// A Get that finds its lane idle is sent at once on its own goroutine, so
-// a lone caller pays nothing for it; each Get keeps its own result,
-// retries and deadline. WithCoalesceConns(0) turns coalescing off.
+// Writes and Gets travel on a pipe (pipe.go): one long-lived Pipe stream
+// per node, on a connection of its own, on which every operation waiting
+// for the node goes out in one message and the node answers each as it
+// finishes, in any order, so no operation waits for another. A write the
+// stream carried when it failed returns ErrOutcomeUnknown (a Get is
+// retried); one not yet sent is retried elsewhere. A node that does not
+// serve Pipe gets them as Do calls. WithPipeWrites(false) sends every
+// write in an RPC of its own.
 //
-// Writes travel on a pipe (pipe.go): one long-lived Pipe stream per node,
-// on a connection of its own, on which every write waiting for the node
-// goes out in one message and the node answers each as it finishes, in
-// any order, so no write waits for another. A write the stream carried
-// when it failed returns ErrOutcomeUnknown; one not yet sent is retried
-// elsewhere. A node that does not serve Pipe gets writes as Do calls.
-// WithPipeWrites(false) sends every write in an RPC of its own.
+// With WithPipeReads(false), concurrent Gets are coalesced instead
+// (coalesce.go): each node has a lane per read level, at most
+// CoalesceConns RPCs of a lane are in flight, and the Gets made while
+// they are go together as one Batch RPC when one returns. A Get that
+// finds its lane idle is sent at once on its own goroutine, so a lone
+// caller pays nothing for it; each Get keeps its own result, retries and
+// deadline. WithCoalesceConns(0) turns coalescing off. On three `ringkv
+// serve` processes the pipe served ONE reads with a third less server CPU
+// per read than the lanes (docs/BENCHMARKS.md).
 //
 // # Security
 //
@@ -108,7 +112,7 @@
 // for a token with the Client service's Login, on any node, when a call
 // first needs one, and send it as the drpc metadata "authorization" =
 // "Bearer TOKEN" with every call after: unary calls, Batch, the coalesced
-// Gets, and the Pipe streams of writes, which carry it from when they
+// Gets, and the Pipe streams, which carry it from when they
 // open (auth.go). A token is renewed once 80% of its lifetime has passed,
 // in the background while calls go on with the old one; a pipe then lets
 // the node answer what its stream carries and opens a new stream with
@@ -128,7 +132,7 @@
 //   - Under contention, one per lane sending the calls that waited, ending
 //     when the lane has none left (each RPC bounded by its calls'
 //     deadlines).
-//   - One per node written to (its pipe's sender, for the Client's life)
+//   - One per node written to or read from (its pipe's sender, for the Client's life)
 //     and, while the pipe's stream is open, one receiving its answers;
 //     Close ends both.
 //   - With credentials, one per login while it runs (at most one at a

@@ -152,6 +152,10 @@ type Config struct {
 	// instead of taking a connection and a stream each. false sends each
 	// write in an RPC of its own. Default true.
 	PipeWrites bool
+	// PipeReads sends Gets on the node's Pipe stream too, answered as
+	// each finishes, instead of coalescing them into Batch RPCs (lanes,
+	// coalesce.go). Default false.
+	PipeReads bool
 	// ThrottleRatio turns on client-side adaptive throttling
 	// (throttle.go): once a node has refused calls as overloaded, the
 	// client refuses, without sending them, the calls to that node beyond
@@ -178,6 +182,7 @@ func DefaultConfig() Config {
 		BatchChunk:      256,
 		CoalesceConns:   2,
 		PipeWrites:      true,
+		PipeReads:       true,
 		ThrottleRatio:   2,
 	}
 }
@@ -264,6 +269,10 @@ func WithCoalesceConns(n int) Option { return func(c *Config) { c.CoalesceConns 
 // WithPipeWrites sets whether writes travel on a Pipe stream per node
 // (see Config.PipeWrites).
 func WithPipeWrites(on bool) Option { return func(c *Config) { c.PipeWrites = on } }
+
+// WithPipeReads sets whether Gets travel on the node's Pipe stream
+// rather than in coalesced Batch RPCs (see Config.PipeReads).
+func WithPipeReads(on bool) Option { return func(c *Config) { c.PipeReads = on } }
 
 // WithDialer makes every TCP connection to a node with dial (see
 // Config.Dialer).

@@ -15,7 +15,8 @@ import (
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
-// Writes on a stream. A drpc connection carries one call at a time, so a
+// Writes (and, with Config.PipeReads, the default, Gets) on a stream.
+// A drpc connection carries one call at a time, so a
 // write sent as a Do takes a connection and a stream of its own: a write
 // and a read of the socket on each end per operation, and a stream for
 // the node to set up and tear down. Writes are not coalesced into Batch

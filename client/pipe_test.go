@@ -293,6 +293,33 @@ func TestPipeWritesOff(t *testing.T) {
 	}
 }
 
+// TestPipeReads: by default a Get travels on the node's pipe, as writes
+// do; with PipeReads false it goes as an RPC of its own (an idle lane's).
+func TestPipeReads(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("PipeReads=%v", on), func(t *testing.T) {
+			node, addr := startPipeNode(t)
+			c, err := newClient([]string{addr}, []Option{WithPipeReads(on)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = c.Close() }()
+			if _, err := c.Get(t.Context(), "k"); err != nil && !errors.Is(err, ErrNotFound) {
+				t.Fatal(err)
+			}
+			node.mu.Lock()
+			defer node.mu.Unlock()
+			wantStreams, wantDos := 1, 0
+			if !on {
+				wantStreams, wantDos = 0, 1
+			}
+			if node.streams != wantStreams || node.dos != wantDos || node.seen["k"] != wantStreams {
+				t.Fatalf("%d streams, %d Do calls, %d gets on streams; want %d, %d, %d", node.streams, node.dos, node.seen["k"], wantStreams, wantDos, wantStreams)
+			}
+		})
+	}
+}
+
 // TestPipeClose: Close answers a write in flight on a pipe with
 // ErrClosed, and the pipe's goroutines end (Close waits for them).
 func TestPipeClose(t *testing.T) {

@@ -362,7 +362,7 @@ func (s *BackupServer) restore(ctx context.Context, records []*kvpb.KeyedRecord)
 		return fmt.Errorf("%w: %d records in one restore call, limit %d", ErrInvalidArgument, len(records), maxRestoreRecords)
 	}
 	r := c.deps.Ring.Ring()
-	if r == nil || len(r.Active()) == 0 {
+	if r == nil || r.ActiveCount() == 0 {
 		return &UnavailableError{Op: "restore", Level: Quorum, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
 	byNode := map[string][]replica.Entry{}

@@ -107,7 +107,7 @@ func decodeBatch(b []byte) ([]replica.Entry, error) {
 // loggedBatch writes pairs (checked by MSet) as a logged batch at level.
 func (c *Coordinator) loggedBatch(ctx context.Context, pairs []MSetPair, level Level) error {
 	r := c.deps.Ring.Ring()
-	if r == nil || len(r.Active()) == 0 {
+	if r == nil || r.ActiveCount() == 0 {
 		return &UnavailableError{Op: "mset", Level: level, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
 	ctx, cancel := c.withTimeout(ctx)
@@ -212,7 +212,7 @@ func (c *Coordinator) replayBatches(ctx context.Context) {
 // primary for, and tombstones them.
 func (c *Coordinator) replayOnce(ctx context.Context) error {
 	r := c.deps.Ring.Ring()
-	if r == nil || len(r.Active()) == 0 {
+	if r == nil || r.ActiveCount() == 0 {
 		return nil
 	}
 	cutoff := c.deps.Clock.Physical().Add(-c.cfg.BatchReplayAge)

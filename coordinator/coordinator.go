@@ -233,7 +233,7 @@ func (c *Coordinator) withTimeout(ctx context.Context) (context.Context, context
 // preference list.
 func (c *Coordinator) placement(op string, key []byte, level Level) (uint32, []string, error) {
 	r := c.deps.Ring.Ring()
-	if r == nil || len(r.Active()) == 0 {
+	if r == nil || r.ActiveCount() == 0 {
 		return 0, nil, &UnavailableError{Op: op, Level: level, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
 	id := r.IDOf(key)
@@ -640,7 +640,7 @@ func (c *Coordinator) ListFrom(ctx context.Context, prefix, from []byte, limit i
 		return nil, err
 	}
 	r := c.deps.Ring.Ring()
-	if r == nil || len(r.Active()) == 0 {
+	if r == nil || r.ActiveCount() == 0 {
 		return nil, &UnavailableError{Op: "list", Level: level, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
 	page := func(ctx context.Context, from []byte) ([]keyedRecord, []byte, error) {

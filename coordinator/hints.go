@@ -384,7 +384,7 @@ func (h *handoff) plan() map[string]sessionMode {
 // with no active member (nil or empty: this node has not joined or loaded
 // one yet) says nothing about removals, so nothing is dropped on its word.
 func (h *handoff) modeFor(r *ring.Ring, target string) sessionMode {
-	if r != nil && len(r.Active()) > 0 {
+	if r != nil && r.ActiveCount() > 0 {
 		if m, ok := r.Member(target); !ok || m.Status == ring.Removed {
 			return modeDrop
 		}
@@ -468,7 +468,7 @@ func (h *handoff) scan(target string, prefix, start []byte, mode sessionMode) (h
 	var b hintBatch
 	now := h.now()
 	r := h.ring.Ring()
-	if r != nil && (r.Partitions() == 0 || len(r.Active()) == 0) {
+	if r != nil && (r.Partitions() == 0 || r.ActiveCount() == 0) {
 		r = nil // says nothing about placement yet
 	}
 	visited, limited := 0, false

@@ -156,7 +156,7 @@ func (s *ReplicaServer) ring() *ring.Ring {
 		return nil
 	}
 	r := s.opts.Ring.Ring()
-	if r == nil || r.Partitions() == 0 || len(r.Active()) == 0 {
+	if r == nil || r.Partitions() == 0 || r.ActiveCount() == 0 {
 		return nil
 	}
 	return r

@@ -71,7 +71,7 @@ func (c *Coordinator) Txn(ctx context.Context, req *TxnRequest) (res TxnResult, 
 // txnOnce runs t once under r: Txn but for the retry after a split. It
 // returns the partitions t touches.
 func (c *Coordinator) txnOnce(ctx context.Context, r *ring.Ring, t *consensus.Txn) (res TxnResult, partitions int, err error) {
-	if r == nil || len(r.Active()) == 0 {
+	if r == nil || r.ActiveCount() == 0 {
 		return res, 0, &UnavailableError{Op: "txn", Level: Linearizable, Required: 1, Cause: errors.New("node has not joined a ring yet")}
 	}
 	keys := t.Keys()

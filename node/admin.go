@@ -251,7 +251,7 @@ var errRefused = errors.New("refused")
 // preference list has fewer than a majority of members alive, or saying
 // that next has no members left.
 func (n *Node) checkMajorities(id string, op gossip.Op, next *ring.Ring) error {
-	if len(next.Active()) == 0 {
+	if next.ActiveCount() == 0 {
 		return fmt.Errorf("%w: %s %s: it is the last joined member", errRefused, op, id)
 	}
 	alive := func(m string) bool {

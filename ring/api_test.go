@@ -133,6 +133,9 @@ func TestAccessors(t *testing.T) {
 	if got := fmt.Sprint(r.Active()); got != "[{n0  joined} {n1  joined} {n2  joined}]" {
 		t.Errorf("got active %s", got)
 	}
+	if got := r.ActiveCount(); got != 3 {
+		t.Errorf("got ActiveCount %d, want 3 (the leaving member is not active)", got)
+	}
 	if got := len(r.PartitionsOf("n0")); got != 64 {
 		t.Errorf("got n0 in %d partitions, want 64", got)
 	}

@@ -105,6 +105,9 @@ func (r *Ring) Member(id string) (Member, bool) {
 // owned by the caller.
 func (r *Ring) Active() []Member { return slices.Clone(r.active) }
 
+// ActiveCount returns len(Active()) without copying the members.
+func (r *Ring) ActiveCount() int { return len(r.active) }
+
 // PartitionOf returns the partition of key: the one whose slice of the
 // token space contains xxhash64(key), that is xxhash64(key) >> (64-log2 P).
 func (r *Ring) PartitionOf(key []byte) uint32 {
