@@ -546,22 +546,30 @@ func TestHintReplayedByKeyAfterSplit(t *testing.T) {
 	}
 }
 
+// newSplitLinNode is newLinNode whose store knows the ring's base P, so
+// that the test can split the ring (src, holding r) under it.
+func newSplitLinNode(t *testing.T) (n1, n9 *Coordinator, src *staticRing, r *ring.Ring) {
+	t.Helper()
+	n1, n9, _ = newLinNode(t)
+	src, ok := n1.deps.Ring.(*staticRing)
+	if !ok {
+		t.Fatalf("ring source %T", n1.deps.Ring)
+	}
+	r = src.Ring()
+	if err := n1.deps.Store.SetBasePartitions(r.Base()); err != nil {
+		t.Fatal(err)
+	}
+	return n1, n9, src, r
+}
+
 // TestLinearizableAfterSplit: once the ring splits and the raft tier
 // splits every parent group (consensus, step 4), linearizable reads,
 // writes, transactions across partitions and lists name the children by
 // id, on this node's groups (n1) and forwarded (n9); a reserved key,
 // which every child of its storage partition shows, is listed once.
 func TestLinearizableAfterSplit(t *testing.T) {
-	n1, n9, _ := newLinNode(t)
+	n1, n9, src, r := newSplitLinNode(t)
 	ctx := t.Context()
-	src, ok := n1.deps.Ring.(*staticRing)
-	if !ok {
-		t.Fatalf("ring source %T", n1.deps.Ring)
-	}
-	r := src.Ring()
-	if err := n1.deps.Store.SetBasePartitions(r.Base()); err != nil {
-		t.Fatal(err)
-	}
 	var keys [][]byte
 	for i := range 12 {
 		k := fmt.Appendf(nil, "lin/%02d", i)
@@ -651,16 +659,8 @@ func pairsString(pairs []Pair) string {
 // (TestChaosTxnSplit found reads answering the value under the intent:
 // the read matched the record's writes by partition id.)
 func TestCommittedIntentReadAfterSplit(t *testing.T) {
-	n1, n9, _ := newLinNode(t)
+	n1, n9, src, r := newSplitLinNode(t)
 	ctx := t.Context()
-	src, ok := n1.deps.Ring.(*staticRing)
-	if !ok {
-		t.Fatalf("ring source %T", n1.deps.Ring)
-	}
-	r := src.Ring()
-	if err := n1.deps.Store.SetBasePartitions(r.Base()); err != nil {
-		t.Fatal(err)
-	}
 	var pairs []MSetPair
 	seen := map[uint32]bool{}
 	for i := 0; len(pairs) < 4; i++ {
