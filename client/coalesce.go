@@ -78,10 +78,11 @@ func (c *Client) lane(key laneKey) *lane {
 	return memo(c, c.mu.lanes, key, func() *lane { return &lane{c: c, key: key} })
 }
 
-// attemptOp makes one attempt of a single keyed operation at addr: a Get
-// through the node's lane for its level (unless coalescing is off), a
+// attemptOp makes one attempt of a single keyed operation at addr: a
 // write on the node's pipe (unless PipeWrites is off; then in an RPC of
-// its own).
+// its own), a Get on the pipe too (unless PipeReads is off; then through
+// the node's lane for its level, or in an RPC of its own when coalescing
+// is off).
 func (c *Client) attemptOp(ctx context.Context, addr string, op *kvpb.ClientOp, write bool) (outcome, *kvpb.ClientResult, error) {
 	if (write && c.cfg.PipeWrites) || (!write && c.cfg.PipeReads) {
 		return c.attemptPipe(ctx, addr, op)
