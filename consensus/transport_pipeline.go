@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -250,6 +251,10 @@ func (s *appendStream) write() {
 			}
 			timer.Stop()
 		}
+		// Let the groups whose requests are about to be queued (other
+		// reads' heartbeats, other writes' entries) do so: one frame then
+		// carries them too.
+		runtime.Gosched()
 	drain:
 		for len(batch.Requests) < maxFrameRequests && size < maxFrameBytes {
 			select {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 	"time"
 
@@ -210,6 +211,8 @@ func (s raftServer) writePipeline(ctx context.Context, cancel context.CancelFunc
 		case <-ctx.Done():
 			return
 		}
+		// Let the groups about to answer do so: one frame carries them too.
+		runtime.Gosched()
 	drain:
 		for len(batch.Responses) < maxFrameRequests {
 			select {
