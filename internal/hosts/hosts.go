@@ -47,6 +47,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -260,8 +261,61 @@ func (h *Host) LinkUp() error { return ip("-n", h.n.sw, "link", "set", h.port, "
 
 // Freeze stops every process on the host (SIGSTOP); Thaw continues them.
 // A frozen host's kernel still answers (TCP handshakes complete, ARP
-// replies): only its programs stop, as in a VM whose guest hung.
-func (h *Host) Freeze() error { return h.signalAll(syscall.SIGSTOP) }
+// replies): only its programs stop, as in a VM whose guest hung. Freeze
+// returns once every thread of every process is stopped (the signal is
+// asynchronous: on a loaded machine a thread waiting for a CPU stops only
+// when it next runs), or fails after freezeWait.
+func (h *Host) Freeze() error {
+	if err := h.signalAll(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	pids, err := h.Pids()
+	if err != nil {
+		return err
+	}
+	deadline := time.NewTimer(freezeWait)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for _, p := range pids {
+		for !stopped(p) {
+			select {
+			case <-deadline.C:
+				return fmt.Errorf("hosts: process %d of %s not stopped %v after SIGSTOP", p, h.Name, freezeWait)
+			case <-tick.C:
+			}
+		}
+	}
+	return nil
+}
+
+// freezeWait bounds how long Freeze waits for the processes to stop.
+const freezeWait = 5 * time.Second
+
+// stopped reports whether every thread of process pid is stopped (state T
+// or t in /proc), or the process is gone.
+func stopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return true // gone
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		// The state follows the command name, which is in parentheses
+		// and may itself hold spaces or parentheses.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			return false
+		}
+		if st := b[i+2]; st != 'T' && st != 't' {
+			return false
+		}
+	}
+	return true
+}
 
 // Thaw continues every process Freeze stopped.
 func (h *Host) Thaw() error { return h.signalAll(syscall.SIGCONT) }
