@@ -190,7 +190,8 @@ func (nt *Net) Close() error {
 	}
 	for _, h := range hosts {
 		if h != nt.client { // the client host runs no process: only dials
-			errs = append(errs, h.signalAll(syscall.SIGKILL))
+			_, err := h.signalAll(syscall.SIGKILL)
+			errs = append(errs, err)
 		}
 		errs = append(errs, ip("netns", "del", h.NS))
 	}
@@ -266,10 +267,7 @@ func (h *Host) LinkUp() error { return ip("-n", h.n.sw, "link", "set", h.port, "
 // asynchronous: on a loaded machine a thread waiting for a CPU stops only
 // when it next runs), or fails after freezeWait.
 func (h *Host) Freeze() error {
-	if err := h.signalAll(syscall.SIGSTOP); err != nil {
-		return err
-	}
-	pids, err := h.Pids()
+	pids, err := h.signalAll(syscall.SIGSTOP)
 	if err != nil {
 		return err
 	}
@@ -318,7 +316,10 @@ func stopped(pid int) bool {
 }
 
 // Thaw continues every process Freeze stopped.
-func (h *Host) Thaw() error { return h.signalAll(syscall.SIGCONT) }
+func (h *Host) Thaw() error {
+	_, err := h.signalAll(syscall.SIGCONT)
+	return err
+}
 
 // Pids returns the processes running in the host's namespace.
 func (h *Host) Pids() ([]int, error) {
@@ -337,17 +338,18 @@ func (h *Host) Pids() ([]int, error) {
 	return pids, nil
 }
 
-func (h *Host) signalAll(sig syscall.Signal) error {
+// signalAll sends sig to every process of the host and returns them.
+func (h *Host) signalAll(sig syscall.Signal) ([]int, error) {
 	pids, err := h.Pids()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, p := range pids {
 		if err := syscall.Kill(p, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-			return fmt.Errorf("hosts: signal %d: %w", p, err)
+			return nil, fmt.Errorf("hosts: signal %d: %w", p, err)
 		}
 	}
-	return nil
+	return pids, nil
 }
 
 // ip runs `ip args...`; its error carries ip's stderr.
