@@ -18,10 +18,14 @@
 //
 // # Reads
 //
-// Linearizable reads use read-index: no log entry. VerifyLeader rounds are
-// shared: at most one is in flight per group, and every read arriving
-// meanwhile joins the next one (readBatcher). A new leader first commits
-// and applies a Barrier so entries from earlier terms are visible.
+// Linearizable reads use read-index: no log entry. A read captures the
+// commit index, then confirms leadership in a round begun after that: the
+// node's own round (confirm.go), at most one in flight per node, every
+// read of any group arriving meanwhile joining the next, in which each
+// peer answers one Confirm for every group the two share; a group it
+// leaves unconfirmed asks raft's VerifyLeader (rounds shared per group the
+// same way, readBatcher). A new leader first commits and applies a Barrier
+// so entries from earlier terms are visible.
 //
 // # Errors
 //
@@ -154,8 +158,10 @@
 //   - Manager: one reconcile loop (ReconcileInterval), stopped by Close;
 //     it also runs the watchdog's probes and restarts.
 //   - Group: raft's own goroutines (about 25 per group); a verify goroutine
-//     while read-index rounds are pending and a barrier goroutine after
-//     each election won, both ending when their raft call returns.
+//     while raft read-index rounds are pending and a barrier goroutine
+//     after each election won, both ending when their raft call returns.
+//     The Transport runs the node-level confirmation rounds on one
+//     goroutine while any are pending (confirm.go).
 //   - Per linearizable write, one goroutine waits on raft's future so the
 //     caller can leave on its context (the future still completes).
 package consensus

@@ -186,9 +186,23 @@ func (g *Group) inTerm(term uint64) error {
 	return nil
 }
 
-// verifyIn confirms leadership with a heartbeat round (shared, as
-// readBatcher does), then that the node is still in term.
+// verifyIn confirms leadership in a round begun after the call: the
+// node-level round its transport runs for every group with reads waiting
+// (confirm.go), or, when that leaves it unconfirmed or the transport has
+// none, raft's heartbeat round (shared, as readBatcher does); then that
+// the node is still in term.
 func (g *Group) verifyIn(ctx context.Context, term uint64) error {
+	if c, ok := g.trans.(leaderConfirmer); ok {
+		err := c.ConfirmLeadership(ctx, term, g.raft.GetConfiguration().Configuration().Servers)
+		switch {
+		case err == nil:
+			return g.inTerm(term)
+		case !errors.Is(err, errUnconfirmed):
+			return err
+		}
+		// Not confirmed by the node's round: raft's heartbeat round
+		// settles it (and makes a deposed leader step down).
+	}
 	if err := g.reads.verify(ctx, g); err != nil {
 		return err
 	}

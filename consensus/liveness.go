@@ -53,6 +53,9 @@ type LivenessSource interface {
 	// of group; ok is false when the node hosts no such group or its log
 	// no longer (or does not yet) hold that entry.
 	EntryTerm(group uint32, index uint64) (term uint64, ok bool)
+	// Term returns the current raft term of this node's group; ok is
+	// false when the node hosts no such group.
+	Term(group uint32) (term uint64, ok bool)
 }
 
 // commitRounds is how many liveness rounds a leader repeats a group's
@@ -415,6 +418,15 @@ func (mg *Manager) Indexes(group uint32) (commit, last uint64, ok bool) {
 		return 0, 0, false
 	}
 	return g.raft.CommitIndex(), g.raft.LastIndex(), true
+}
+
+// Term implements LivenessSource: the current term of this node's group.
+func (mg *Manager) Term(group uint32) (uint64, bool) {
+	g, found := mg.Group(group)
+	if !found {
+		return 0, false
+	}
+	return g.raft.CurrentTerm(), true
 }
 
 // EntryTerm implements LivenessSource: the term of the entry at index in

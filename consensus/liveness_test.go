@@ -54,6 +54,14 @@ func (l trLiveness) Following(group uint32) (string, uint64, bool) {
 	return string(id), tr.r.CurrentTerm(), id != ""
 }
 
+func (l trLiveness) Term(group uint32) (uint64, bool) {
+	tr, ok := l[group]
+	if !ok {
+		return 0, false
+	}
+	return tr.r.CurrentTerm(), true
+}
+
 func (l trLiveness) Indexes(group uint32) (uint64, uint64, bool) {
 	tr, ok := l[group]
 	if !ok {

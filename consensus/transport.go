@@ -146,6 +146,12 @@ type TransportConfig struct {
 	// only once their liveness has lapsed and its lease has run out.
 	// Default 600ms.
 	LivenessTimeout time.Duration
+	// ConfirmTimeout bounds a node-level leadership confirmation round
+	// (confirm.go): the groups a round leaves unconfirmed then ask raft
+	// (VerifyLeader). Default 300ms; negative turns node-level
+	// confirmation off, and every group confirms its own leadership
+	// through raft.
+	ConfirmTimeout time.Duration
 	// TLS gives the configuration for dialing a peer's address; nil
 	// dials plain TCP (an insecure cluster).
 	TLS func(addr string) *tls.Config
@@ -166,6 +172,7 @@ func DefaultTransportConfig() TransportConfig {
 		DialTimeout:      time.Second,
 		LivenessInterval: 200 * time.Millisecond,
 		LivenessTimeout:  600 * time.Millisecond,
+		ConfirmTimeout:   300 * time.Millisecond,
 	}
 }
 
@@ -230,6 +237,8 @@ func (c TransportConfig) Validate() error {
 //     the next heartbeat or AppendEntriesPipeline;
 //   - once SetLiveness is called, one goroutine sending the liveness
 //     messages;
+//   - while groups confirm their leadership for reads, one goroutine
+//     running the node's confirmation rounds (confirm.go);
 //   - per pipeline, one goroutine delivering completed futures in order to
 //     raft, stopped by the pipeline's Close;
 //   - server side, per incoming stream (in the drpc server's handler
@@ -252,6 +261,8 @@ type Transport struct {
 	// wg counts the transport's goroutines and outbound calls in progress;
 	// Add only under mu while !mu.closed, or from a counted goroutine.
 	wg sync.WaitGroup
+	// confirm runs the node-level leadership confirmations (confirm.go).
+	confirm confirmer
 
 	mu struct {
 		sync.Mutex
@@ -288,6 +299,9 @@ func NewTransport(cfg TransportConfig, resolver Resolver, reg prometheus.Registe
 	}
 	if cfg.LivenessTimeout == 0 {
 		cfg.LivenessTimeout = max(def.LivenessTimeout, 3*cfg.LivenessInterval)
+	}
+	if cfg.ConfirmTimeout == 0 {
+		cfg.ConfirmTimeout = def.ConfirmTimeout
 	}
 	err := cfg.Validate()
 	if resolver == nil {

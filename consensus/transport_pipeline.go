@@ -221,6 +221,7 @@ func (s *appendStream) write() {
 		}
 		batch.Requests = batch.Requests[:0]
 		batch.Liveness = nil
+		batch.Confirm = nil
 		batch.add(f)
 		size := f.size
 		heartbeats := 0
@@ -283,11 +284,16 @@ func (s *appendStream) write() {
 // frame is the batch the stream writer is filling.
 type frame struct{ kvpb.AppendEntriesBatch }
 
-// add puts f's request, or its liveness message, in the frame; a newer
-// liveness message replaces an older one.
+// add puts f's request, or its liveness message or Confirm, in the
+// frame; a newer liveness message or Confirm replaces an older one (a
+// Confirm of an earlier round is one nobody waits for).
 func (b *frame) add(f *appendFuture) {
-	if f.liveness != nil {
+	switch {
+	case f.liveness != nil:
 		b.Liveness = f.liveness
+		return
+	case f.confirm != nil:
+		b.Confirm = f.confirm
 		return
 	}
 	b.Requests = append(b.Requests, f.wire)
@@ -303,6 +309,9 @@ func (s *appendStream) read(conn *rpcconn.Conn) {
 		if err != nil {
 			s.fail(err)
 			return
+		}
+		if a := msg.GetConfirm(); a != nil {
+			s.t.noteConfirmAck(s, a)
 		}
 		for _, r := range msg.GetResponses() {
 			s.mu.Lock()
@@ -322,7 +331,10 @@ func (s *appendStream) read(conn *rpcconn.Conn) {
 type appendFuture struct {
 	// liveness, if set, makes this a liveness message (no request, no
 	// answer, never pending).
-	liveness  *kvpb.Liveness
+	liveness *kvpb.Liveness
+	// confirm, if set, makes this a Confirm (confirm.go): answered by a
+	// ConfirmAck, never pending.
+	confirm   *kvpb.Confirm
 	heartbeat bool
 	urgent    bool
 	start     time.Time

@@ -112,9 +112,11 @@ func (s raftServer) AppendEntriesPipeline(stream kvpb.DRPCRaft_AppendEntriesPipe
 		stopLifetime()
 	}()
 
-	// out feeds the writer; closed by nobody, the writer exits with ctx.
+	// out and acks feed the writer; closed by nobody, the writer exits
+	// with ctx.
 	out := make(chan *kvpb.AppendEntriesResponse, streamQueue)
-	wg.Go(func() { s.writePipeline(ctx, cancel, stream, out) })
+	acks := make(chan *kvpb.ConfirmAck, 1)
+	wg.Go(func() { s.writePipeline(ctx, cancel, stream, out, acks) })
 	workers := make(map[uint32]chan *kvpb.AppendEntriesRequest)
 	for {
 		in, err := stream.Recv()
@@ -126,6 +128,13 @@ func (s raftServer) AppendEntriesPipeline(stream kvpb.DRPCRaft_AppendEntriesPipe
 		}
 		if l := in.GetLiveness(); l != nil {
 			t.noteLiveness(l, time.Now())
+		}
+		if c := in.GetConfirm(); c != nil {
+			select {
+			case acks <- t.answerConfirm(c):
+			case <-ctx.Done():
+				return nil
+			}
 		}
 		for _, req := range in.GetRequests() {
 			if wireIsHeartbeat(req) {
@@ -202,12 +211,16 @@ func (s raftServer) pipelineWorker(ctx context.Context, queue <-chan *kvpb.Appen
 	}
 }
 
-func (s raftServer) writePipeline(ctx context.Context, cancel context.CancelFunc, stream kvpb.DRPCRaft_AppendEntriesPipelineStream, out <-chan *kvpb.AppendEntriesResponse) {
+func (s raftServer) writePipeline(ctx context.Context, cancel context.CancelFunc, stream kvpb.DRPCRaft_AppendEntriesPipelineStream, out <-chan *kvpb.AppendEntriesResponse, acks <-chan *kvpb.ConfirmAck) {
 	batch := &kvpb.AppendEntriesBatchResponse{}
 	for {
+		batch.Responses = batch.Responses[:0]
+		batch.Confirm = nil
 		select {
 		case r := <-out:
-			batch.Responses = append(batch.Responses[:0], r)
+			batch.Responses = append(batch.Responses, r)
+		case a := <-acks:
+			batch.Confirm = a
 		case <-ctx.Done():
 			return
 		}
@@ -220,6 +233,13 @@ func (s raftServer) writePipeline(ctx context.Context, cancel context.CancelFunc
 				batch.Responses = append(batch.Responses, r)
 			default:
 				break drain
+			}
+		}
+		if batch.Confirm == nil {
+			select {
+			case a := <-acks:
+				batch.Confirm = a
+			default:
 			}
 		}
 		err := stream.Send(batch)

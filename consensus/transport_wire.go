@@ -132,6 +132,14 @@ type transportMetrics struct {
 	// by reason: held (the log holds their last entry: success) or stale
 	// (at or below what the group applied: refused) (guards.go).
 	snapshotsSkipped *prometheus.CounterVec
+	// confirmRounds counts node-level leadership confirmation rounds and
+	// confirmGroups observes the groups per round; confirmUnresolved
+	// counts groups a round left unconfirmed (they asked raft);
+	// confirmsAnswered counts peers' Confirms answered here (confirm.go).
+	confirmRounds     prometheus.Counter
+	confirmGroups     prometheus.Histogram
+	confirmUnresolved prometheus.Counter
+	confirmsAnswered  prometheus.Counter
 }
 
 func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
@@ -181,8 +189,25 @@ func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
 			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_snapshots_skipped_total",
 			Help: "Snapshots from a leader answered without installing them, by reason: held (the local group's log held their last entry; answered with success) or stale (at or below what the group had applied; refused).",
 		}, []string{"reason"}),
+		confirmRounds: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_confirm_rounds_total",
+			Help: "Node-level leadership confirmation rounds: one Confirm per peer for every group with linearizable reads waiting.",
+		}),
+		confirmGroups: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_confirm_round_groups",
+			Help:    "Groups confirmed together in one node-level leadership confirmation round.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		confirmUnresolved: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_confirm_unresolved_total",
+			Help: "Groups a node-level confirmation round left without a quorum's answer; their reads asked raft (VerifyLeader).",
+		}),
+		confirmsAnswered: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_confirms_answered_total",
+			Help: "Peers' leadership Confirm messages answered by this node.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld, m.snapshotsSkipped} {
+	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld, m.snapshotsSkipped, m.confirmRounds, m.confirmGroups, m.confirmUnresolved, m.confirmsAnswered} {
 		if err := reg.Register(c); err != nil {
 			return transportMetrics{}, fmt.Errorf("register raft transport metrics: %w", err)
 		}

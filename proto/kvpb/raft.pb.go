@@ -412,7 +412,12 @@ type AppendEntriesBatch struct {
 	// liveness, when set, is the sender's periodic liveness word to the
 	// receiver (sent on the pipeline stream only, about every 200 ms, in a
 	// frame of its own or with requests). Older nodes ignore it.
-	Liveness      *Liveness `protobuf:"bytes,2,opt,name=liveness,proto3" json:"liveness,omitempty"`
+	Liveness *Liveness `protobuf:"bytes,2,opt,name=liveness,proto3" json:"liveness,omitempty"`
+	// confirm, when set, asks the receiver to confirm this node's
+	// leadership of the groups it names (sent on the pipeline stream only;
+	// answered by confirm in AppendEntriesBatchResponse). Older nodes ignore
+	// it, and the sender falls back to raft's own heartbeat round.
+	Confirm       *Confirm `protobuf:"bytes,3,opt,name=confirm,proto3" json:"confirm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -461,6 +466,133 @@ func (x *AppendEntriesBatch) GetLiveness() *Liveness {
 	return nil
 }
 
+func (x *AppendEntriesBatch) GetConfirm() *Confirm {
+	if x != nil {
+		return x.Confirm
+	}
+	return nil
+}
+
+// Confirm asks a peer node whether this node may still lead the groups it
+// names at the terms it names: one message per peer stands for the
+// heartbeat round of every group confirming its leadership for a read
+// (consensus/confirm.go). Groups and terms are parallel lists.
+type Confirm struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the sender's confirmation round; the answer echoes it.
+	Id            uint64   `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Groups        []uint32 `protobuf:"varint,2,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	Terms         []uint64 `protobuf:"varint,3,rep,packed,name=terms,proto3" json:"terms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Confirm) Reset() {
+	*x = Confirm{}
+	mi := &file_ringkv_v1_raft_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Confirm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Confirm) ProtoMessage() {}
+
+func (x *Confirm) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_raft_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Confirm.ProtoReflect.Descriptor instead.
+func (*Confirm) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Confirm) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Confirm) GetGroups() []uint32 {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *Confirm) GetTerms() []uint64 {
+	if x != nil {
+		return x.Terms
+	}
+	return nil
+}
+
+// ConfirmAck answers a Confirm: the groups the receiver hosts whose
+// current term is at most the term the Confirm named, read when the
+// Confirm arrived (the receiver had voted in no later term by then).
+type ConfirmAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Groups        []uint32               `protobuf:"varint,2,rep,packed,name=groups,proto3" json:"groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfirmAck) Reset() {
+	*x = ConfirmAck{}
+	mi := &file_ringkv_v1_raft_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfirmAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfirmAck) ProtoMessage() {}
+
+func (x *ConfirmAck) ProtoReflect() protoreflect.Message {
+	mi := &file_ringkv_v1_raft_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfirmAck.ProtoReflect.Descriptor instead.
+func (*ConfirmAck) Descriptor() ([]byte, []int) {
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ConfirmAck) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ConfirmAck) GetGroups() []uint32 {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
 // Liveness is what a node tells one peer, periodically, about the groups
 // they share: it stands for the heartbeats of those groups
 // (consensus/liveness.go). Groups and terms are parallel lists.
@@ -489,7 +621,7 @@ type Liveness struct {
 
 func (x *Liveness) Reset() {
 	*x = Liveness{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[5]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +633,7 @@ func (x *Liveness) String() string {
 func (*Liveness) ProtoMessage() {}
 
 func (x *Liveness) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[5]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +646,7 @@ func (x *Liveness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Liveness.ProtoReflect.Descriptor instead.
 func (*Liveness) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{5}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Liveness) GetNode() string {
@@ -577,15 +709,17 @@ func (x *Liveness) GetCommitTerms() []uint64 {
 // RPC one response per request in request order; on the stream, responses
 // matched to requests by id, in any order across groups.
 type AppendEntriesBatchResponse struct {
-	state         protoimpl.MessageState   `protogen:"open.v1"`
-	Responses     []*AppendEntriesResponse `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	state     protoimpl.MessageState   `protogen:"open.v1"`
+	Responses []*AppendEntriesResponse `protobuf:"bytes,1,rep,name=responses,proto3" json:"responses,omitempty"`
+	// confirm, when set, answers a Confirm the stream carried.
+	Confirm       *ConfirmAck `protobuf:"bytes,2,opt,name=confirm,proto3" json:"confirm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AppendEntriesBatchResponse) Reset() {
 	*x = AppendEntriesBatchResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[6]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +731,7 @@ func (x *AppendEntriesBatchResponse) String() string {
 func (*AppendEntriesBatchResponse) ProtoMessage() {}
 
 func (x *AppendEntriesBatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[6]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,12 +744,19 @@ func (x *AppendEntriesBatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendEntriesBatchResponse.ProtoReflect.Descriptor instead.
 func (*AppendEntriesBatchResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{6}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AppendEntriesBatchResponse) GetResponses() []*AppendEntriesResponse {
 	if x != nil {
 		return x.Responses
+	}
+	return nil
+}
+
+func (x *AppendEntriesBatchResponse) GetConfirm() *ConfirmAck {
+	if x != nil {
+		return x.Confirm
 	}
 	return nil
 }
@@ -636,7 +777,7 @@ type RequestVoteRequest struct {
 
 func (x *RequestVoteRequest) Reset() {
 	*x = RequestVoteRequest{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[7]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +789,7 @@ func (x *RequestVoteRequest) String() string {
 func (*RequestVoteRequest) ProtoMessage() {}
 
 func (x *RequestVoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[7]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +802,7 @@ func (x *RequestVoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestVoteRequest.ProtoReflect.Descriptor instead.
 func (*RequestVoteRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{7}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RequestVoteRequest) GetGroup() uint32 {
@@ -726,7 +867,7 @@ type RequestVoteResponse struct {
 
 func (x *RequestVoteResponse) Reset() {
 	*x = RequestVoteResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[8]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -738,7 +879,7 @@ func (x *RequestVoteResponse) String() string {
 func (*RequestVoteResponse) ProtoMessage() {}
 
 func (x *RequestVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[8]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -751,7 +892,7 @@ func (x *RequestVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestVoteResponse.ProtoReflect.Descriptor instead.
 func (*RequestVoteResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{8}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RequestVoteResponse) GetHeader() *RPCHeader {
@@ -796,7 +937,7 @@ type RequestPreVoteRequest struct {
 
 func (x *RequestPreVoteRequest) Reset() {
 	*x = RequestPreVoteRequest{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[9]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +949,7 @@ func (x *RequestPreVoteRequest) String() string {
 func (*RequestPreVoteRequest) ProtoMessage() {}
 
 func (x *RequestPreVoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[9]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +962,7 @@ func (x *RequestPreVoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestPreVoteRequest.ProtoReflect.Descriptor instead.
 func (*RequestPreVoteRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{9}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RequestPreVoteRequest) GetGroup() uint32 {
@@ -871,7 +1012,7 @@ type RequestPreVoteResponse struct {
 
 func (x *RequestPreVoteResponse) Reset() {
 	*x = RequestPreVoteResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[10]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1024,7 @@ func (x *RequestPreVoteResponse) String() string {
 func (*RequestPreVoteResponse) ProtoMessage() {}
 
 func (x *RequestPreVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[10]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1037,7 @@ func (x *RequestPreVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestPreVoteResponse.ProtoReflect.Descriptor instead.
 func (*RequestPreVoteResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{10}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RequestPreVoteResponse) GetHeader() *RPCHeader {
@@ -931,7 +1072,7 @@ type TimeoutNowRequest struct {
 
 func (x *TimeoutNowRequest) Reset() {
 	*x = TimeoutNowRequest{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[11]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1084,7 @@ func (x *TimeoutNowRequest) String() string {
 func (*TimeoutNowRequest) ProtoMessage() {}
 
 func (x *TimeoutNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[11]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1097,7 @@ func (x *TimeoutNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeoutNowRequest.ProtoReflect.Descriptor instead.
 func (*TimeoutNowRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{11}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TimeoutNowRequest) GetGroup() uint32 {
@@ -983,7 +1124,7 @@ type TimeoutNowResponse struct {
 
 func (x *TimeoutNowResponse) Reset() {
 	*x = TimeoutNowResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[12]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -995,7 +1136,7 @@ func (x *TimeoutNowResponse) String() string {
 func (*TimeoutNowResponse) ProtoMessage() {}
 
 func (x *TimeoutNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[12]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1008,7 +1149,7 @@ func (x *TimeoutNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeoutNowResponse.ProtoReflect.Descriptor instead.
 func (*TimeoutNowResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{12}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TimeoutNowResponse) GetHeader() *RPCHeader {
@@ -1039,7 +1180,7 @@ type InstallSnapshotRequest struct {
 
 func (x *InstallSnapshotRequest) Reset() {
 	*x = InstallSnapshotRequest{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[13]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1051,7 +1192,7 @@ func (x *InstallSnapshotRequest) String() string {
 func (*InstallSnapshotRequest) ProtoMessage() {}
 
 func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[13]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1064,7 +1205,7 @@ func (x *InstallSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{13}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *InstallSnapshotRequest) GetGroup() uint32 {
@@ -1157,7 +1298,7 @@ type InstallSnapshotChunk struct {
 
 func (x *InstallSnapshotChunk) Reset() {
 	*x = InstallSnapshotChunk{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[14]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1310,7 @@ func (x *InstallSnapshotChunk) String() string {
 func (*InstallSnapshotChunk) ProtoMessage() {}
 
 func (x *InstallSnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[14]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1323,7 @@ func (x *InstallSnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotChunk.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{14}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *InstallSnapshotChunk) GetRequest() *InstallSnapshotRequest {
@@ -1211,7 +1352,7 @@ type InstallSnapshotResponse struct {
 
 func (x *InstallSnapshotResponse) Reset() {
 	*x = InstallSnapshotResponse{}
-	mi := &file_ringkv_v1_raft_proto_msgTypes[15]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1364,7 @@ func (x *InstallSnapshotResponse) String() string {
 func (*InstallSnapshotResponse) ProtoMessage() {}
 
 func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ringkv_v1_raft_proto_msgTypes[15]
+	mi := &file_ringkv_v1_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1377,7 @@ func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{15}
+	return file_ringkv_v1_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InstallSnapshotResponse) GetHeader() *RPCHeader {
@@ -1298,10 +1439,19 @@ const file_ringkv_v1_raft_proto_rawDesc = "" +
 	"\x04term\x18\x06 \x01(\x04R\x04term\x12\x19\n" +
 	"\blast_log\x18\a \x01(\x04R\alastLog\x12\x18\n" +
 	"\asuccess\x18\b \x01(\bR\asuccess\x12(\n" +
-	"\x10no_retry_backoff\x18\t \x01(\bR\x0enoRetryBackoff\"\x82\x01\n" +
+	"\x10no_retry_backoff\x18\t \x01(\bR\x0enoRetryBackoff\"\xb0\x01\n" +
 	"\x12AppendEntriesBatch\x12;\n" +
 	"\brequests\x18\x01 \x03(\v2\x1f.ringkv.v1.AppendEntriesRequestR\brequests\x12/\n" +
-	"\bliveness\x18\x02 \x01(\v2\x13.ringkv.v1.LivenessR\bliveness\"\x99\x02\n" +
+	"\bliveness\x18\x02 \x01(\v2\x13.ringkv.v1.LivenessR\bliveness\x12,\n" +
+	"\aconfirm\x18\x03 \x01(\v2\x12.ringkv.v1.ConfirmR\aconfirm\"G\n" +
+	"\aConfirm\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06groups\x18\x02 \x03(\rR\x06groups\x12\x14\n" +
+	"\x05terms\x18\x03 \x03(\x04R\x05terms\"4\n" +
+	"\n" +
+	"ConfirmAck\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x16\n" +
+	"\x06groups\x18\x02 \x03(\rR\x06groups\"\x99\x02\n" +
 	"\bLiveness\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1d\n" +
 	"\n" +
@@ -1311,9 +1461,10 @@ const file_ringkv_v1_raft_proto_rawDesc = "" +
 	"\x0efollowed_terms\x18\x05 \x03(\x04R\rfollowedTerms\x12#\n" +
 	"\rcommit_groups\x18\x06 \x03(\rR\fcommitGroups\x12%\n" +
 	"\x0ecommit_indexes\x18\a \x03(\x04R\rcommitIndexes\x12!\n" +
-	"\fcommit_terms\x18\b \x03(\x04R\vcommitTerms\"\\\n" +
+	"\fcommit_terms\x18\b \x03(\x04R\vcommitTerms\"\x8d\x01\n" +
 	"\x1aAppendEntriesBatchResponse\x12>\n" +
-	"\tresponses\x18\x01 \x03(\v2 .ringkv.v1.AppendEntriesResponseR\tresponses\"\x85\x02\n" +
+	"\tresponses\x18\x01 \x03(\v2 .ringkv.v1.AppendEntriesResponseR\tresponses\x12/\n" +
+	"\aconfirm\x18\x02 \x01(\v2\x15.ringkv.v1.ConfirmAckR\aconfirm\"\x85\x02\n" +
 	"\x12RequestVoteRequest\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\rR\x05group\x12,\n" +
 	"\x06header\x18\x02 \x01(\v2\x14.ringkv.v1.RPCHeaderR\x06header\x12\x12\n" +
@@ -1383,58 +1534,62 @@ func file_ringkv_v1_raft_proto_rawDescGZIP() []byte {
 	return file_ringkv_v1_raft_proto_rawDescData
 }
 
-var file_ringkv_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_ringkv_v1_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_ringkv_v1_raft_proto_goTypes = []any{
 	(*RPCHeader)(nil),                  // 0: ringkv.v1.RPCHeader
 	(*RaftLog)(nil),                    // 1: ringkv.v1.RaftLog
 	(*AppendEntriesRequest)(nil),       // 2: ringkv.v1.AppendEntriesRequest
 	(*AppendEntriesResponse)(nil),      // 3: ringkv.v1.AppendEntriesResponse
 	(*AppendEntriesBatch)(nil),         // 4: ringkv.v1.AppendEntriesBatch
-	(*Liveness)(nil),                   // 5: ringkv.v1.Liveness
-	(*AppendEntriesBatchResponse)(nil), // 6: ringkv.v1.AppendEntriesBatchResponse
-	(*RequestVoteRequest)(nil),         // 7: ringkv.v1.RequestVoteRequest
-	(*RequestVoteResponse)(nil),        // 8: ringkv.v1.RequestVoteResponse
-	(*RequestPreVoteRequest)(nil),      // 9: ringkv.v1.RequestPreVoteRequest
-	(*RequestPreVoteResponse)(nil),     // 10: ringkv.v1.RequestPreVoteResponse
-	(*TimeoutNowRequest)(nil),          // 11: ringkv.v1.TimeoutNowRequest
-	(*TimeoutNowResponse)(nil),         // 12: ringkv.v1.TimeoutNowResponse
-	(*InstallSnapshotRequest)(nil),     // 13: ringkv.v1.InstallSnapshotRequest
-	(*InstallSnapshotChunk)(nil),       // 14: ringkv.v1.InstallSnapshotChunk
-	(*InstallSnapshotResponse)(nil),    // 15: ringkv.v1.InstallSnapshotResponse
+	(*Confirm)(nil),                    // 5: ringkv.v1.Confirm
+	(*ConfirmAck)(nil),                 // 6: ringkv.v1.ConfirmAck
+	(*Liveness)(nil),                   // 7: ringkv.v1.Liveness
+	(*AppendEntriesBatchResponse)(nil), // 8: ringkv.v1.AppendEntriesBatchResponse
+	(*RequestVoteRequest)(nil),         // 9: ringkv.v1.RequestVoteRequest
+	(*RequestVoteResponse)(nil),        // 10: ringkv.v1.RequestVoteResponse
+	(*RequestPreVoteRequest)(nil),      // 11: ringkv.v1.RequestPreVoteRequest
+	(*RequestPreVoteResponse)(nil),     // 12: ringkv.v1.RequestPreVoteResponse
+	(*TimeoutNowRequest)(nil),          // 13: ringkv.v1.TimeoutNowRequest
+	(*TimeoutNowResponse)(nil),         // 14: ringkv.v1.TimeoutNowResponse
+	(*InstallSnapshotRequest)(nil),     // 15: ringkv.v1.InstallSnapshotRequest
+	(*InstallSnapshotChunk)(nil),       // 16: ringkv.v1.InstallSnapshotChunk
+	(*InstallSnapshotResponse)(nil),    // 17: ringkv.v1.InstallSnapshotResponse
 }
 var file_ringkv_v1_raft_proto_depIdxs = []int32{
 	0,  // 0: ringkv.v1.AppendEntriesRequest.header:type_name -> ringkv.v1.RPCHeader
 	1,  // 1: ringkv.v1.AppendEntriesRequest.entries:type_name -> ringkv.v1.RaftLog
 	0,  // 2: ringkv.v1.AppendEntriesResponse.header:type_name -> ringkv.v1.RPCHeader
 	2,  // 3: ringkv.v1.AppendEntriesBatch.requests:type_name -> ringkv.v1.AppendEntriesRequest
-	5,  // 4: ringkv.v1.AppendEntriesBatch.liveness:type_name -> ringkv.v1.Liveness
-	3,  // 5: ringkv.v1.AppendEntriesBatchResponse.responses:type_name -> ringkv.v1.AppendEntriesResponse
-	0,  // 6: ringkv.v1.RequestVoteRequest.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 7: ringkv.v1.RequestVoteResponse.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 8: ringkv.v1.RequestPreVoteRequest.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 9: ringkv.v1.RequestPreVoteResponse.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 10: ringkv.v1.TimeoutNowRequest.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 11: ringkv.v1.TimeoutNowResponse.header:type_name -> ringkv.v1.RPCHeader
-	0,  // 12: ringkv.v1.InstallSnapshotRequest.header:type_name -> ringkv.v1.RPCHeader
-	13, // 13: ringkv.v1.InstallSnapshotChunk.request:type_name -> ringkv.v1.InstallSnapshotRequest
-	0,  // 14: ringkv.v1.InstallSnapshotResponse.header:type_name -> ringkv.v1.RPCHeader
-	4,  // 15: ringkv.v1.Raft.AppendEntries:input_type -> ringkv.v1.AppendEntriesBatch
-	4,  // 16: ringkv.v1.Raft.AppendEntriesPipeline:input_type -> ringkv.v1.AppendEntriesBatch
-	7,  // 17: ringkv.v1.Raft.RequestVote:input_type -> ringkv.v1.RequestVoteRequest
-	9,  // 18: ringkv.v1.Raft.RequestPreVote:input_type -> ringkv.v1.RequestPreVoteRequest
-	11, // 19: ringkv.v1.Raft.TimeoutNow:input_type -> ringkv.v1.TimeoutNowRequest
-	14, // 20: ringkv.v1.Raft.InstallSnapshot:input_type -> ringkv.v1.InstallSnapshotChunk
-	6,  // 21: ringkv.v1.Raft.AppendEntries:output_type -> ringkv.v1.AppendEntriesBatchResponse
-	6,  // 22: ringkv.v1.Raft.AppendEntriesPipeline:output_type -> ringkv.v1.AppendEntriesBatchResponse
-	8,  // 23: ringkv.v1.Raft.RequestVote:output_type -> ringkv.v1.RequestVoteResponse
-	10, // 24: ringkv.v1.Raft.RequestPreVote:output_type -> ringkv.v1.RequestPreVoteResponse
-	12, // 25: ringkv.v1.Raft.TimeoutNow:output_type -> ringkv.v1.TimeoutNowResponse
-	15, // 26: ringkv.v1.Raft.InstallSnapshot:output_type -> ringkv.v1.InstallSnapshotResponse
-	21, // [21:27] is the sub-list for method output_type
-	15, // [15:21] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	7,  // 4: ringkv.v1.AppendEntriesBatch.liveness:type_name -> ringkv.v1.Liveness
+	5,  // 5: ringkv.v1.AppendEntriesBatch.confirm:type_name -> ringkv.v1.Confirm
+	3,  // 6: ringkv.v1.AppendEntriesBatchResponse.responses:type_name -> ringkv.v1.AppendEntriesResponse
+	6,  // 7: ringkv.v1.AppendEntriesBatchResponse.confirm:type_name -> ringkv.v1.ConfirmAck
+	0,  // 8: ringkv.v1.RequestVoteRequest.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 9: ringkv.v1.RequestVoteResponse.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 10: ringkv.v1.RequestPreVoteRequest.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 11: ringkv.v1.RequestPreVoteResponse.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 12: ringkv.v1.TimeoutNowRequest.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 13: ringkv.v1.TimeoutNowResponse.header:type_name -> ringkv.v1.RPCHeader
+	0,  // 14: ringkv.v1.InstallSnapshotRequest.header:type_name -> ringkv.v1.RPCHeader
+	15, // 15: ringkv.v1.InstallSnapshotChunk.request:type_name -> ringkv.v1.InstallSnapshotRequest
+	0,  // 16: ringkv.v1.InstallSnapshotResponse.header:type_name -> ringkv.v1.RPCHeader
+	4,  // 17: ringkv.v1.Raft.AppendEntries:input_type -> ringkv.v1.AppendEntriesBatch
+	4,  // 18: ringkv.v1.Raft.AppendEntriesPipeline:input_type -> ringkv.v1.AppendEntriesBatch
+	9,  // 19: ringkv.v1.Raft.RequestVote:input_type -> ringkv.v1.RequestVoteRequest
+	11, // 20: ringkv.v1.Raft.RequestPreVote:input_type -> ringkv.v1.RequestPreVoteRequest
+	13, // 21: ringkv.v1.Raft.TimeoutNow:input_type -> ringkv.v1.TimeoutNowRequest
+	16, // 22: ringkv.v1.Raft.InstallSnapshot:input_type -> ringkv.v1.InstallSnapshotChunk
+	8,  // 23: ringkv.v1.Raft.AppendEntries:output_type -> ringkv.v1.AppendEntriesBatchResponse
+	8,  // 24: ringkv.v1.Raft.AppendEntriesPipeline:output_type -> ringkv.v1.AppendEntriesBatchResponse
+	10, // 25: ringkv.v1.Raft.RequestVote:output_type -> ringkv.v1.RequestVoteResponse
+	12, // 26: ringkv.v1.Raft.RequestPreVote:output_type -> ringkv.v1.RequestPreVoteResponse
+	14, // 27: ringkv.v1.Raft.TimeoutNow:output_type -> ringkv.v1.TimeoutNowResponse
+	17, // 28: ringkv.v1.Raft.InstallSnapshot:output_type -> ringkv.v1.InstallSnapshotResponse
+	23, // [23:29] is the sub-list for method output_type
+	17, // [17:23] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_ringkv_v1_raft_proto_init() }
@@ -1448,7 +1603,7 @@ func file_ringkv_v1_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ringkv_v1_raft_proto_rawDesc), len(file_ringkv_v1_raft_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

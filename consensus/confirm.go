@@ -1,0 +1,354 @@
+package consensus
+
+// Leadership confirmation for linearizable reads, per node: one Confirm
+// message per peer stands for the heartbeat round (raft's VerifyLeader) of
+// every group this node leads that has reads waiting.
+//
+// A read captures its group's commit index, then needs proof that no
+// other leader could have committed anything at that moment: that a
+// quorum of the group's voters had not yet voted in a later term. Raft's
+// VerifyLeader gets it with a heartbeat per follower, answered by each
+// follower's raft; with 64 groups, reads of different groups share no
+// round. Here a node's reads of every group join one round: the node
+// sends each peer one Confirm naming the groups (and terms) it shares with
+// that peer, and the peer answers at once with the groups whose current
+// term there is at most the term named. Raft stores a higher term before
+// it grants a vote in it, so a peer whose term is still at most T when the
+// Confirm arrives had voted for no leader of a later term by then; once a
+// quorum (this node included, if it is a voter) answers so, every leader
+// of a later term is elected after the read began, and so commits after
+// it: the captured index is current, as with VerifyLeader. A group the
+// round leaves unconfirmed (no quorum answered within ConfirmTimeout: a
+// cut-off leader, an older peer that ignores Confirm) falls back to raft's
+// VerifyLeader, which also makes a deposed leader step down.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/proto/kvpb"
+)
+
+// errUnconfirmed is returned by ConfirmLeadership when the round ended
+// without a quorum's answer: the caller asks raft (VerifyLeader).
+var errUnconfirmed = errors.New("consensus: leadership not confirmed by a quorum")
+
+// leaderConfirmer is a raft.Transport that can confirm its group's
+// leadership with the node's other groups (groupTransport can).
+type leaderConfirmer interface {
+	ConfirmLeadership(ctx context.Context, term uint64, servers []raft.Server) error
+}
+
+// ConfirmLeadership returns nil once a quorum of servers' voters (this
+// node counting for itself if it is one) has answered that its current
+// term for the group is at most term, in a round that began after the
+// call; errUnconfirmed when the round ended without, or when node-level
+// confirmation is off (ConfirmTimeout < 0); ctx's error if it ends first.
+func (g *groupTransport) ConfirmLeadership(ctx context.Context, term uint64, servers []raft.Server) error {
+	return g.t.confirmLeadership(ctx, g.group, term, servers)
+}
+
+// confirmer runs the node's confirmation rounds: at most one in flight;
+// every group asking meanwhile joins the next, which starts when the
+// current one ends.
+type confirmer struct {
+	mu       sync.Mutex
+	inflight bool
+	next     *confirmRound // waiting to start; nil if none
+	cur      *confirmRound // in flight, for the stream readers' answers
+	lastID   uint64
+}
+
+// confirmRound is one round: its groups, and the peers it asked.
+type confirmRound struct {
+	id uint64
+	// groups is written only before the round starts (under confirmer.mu),
+	// read-only after.
+	groups map[uint32]*confirmGroup
+
+	mu sync.Mutex
+	// asked maps each stream the round went out on to the peer node.
+	asked map[*appendStream]string
+	// waiting counts asked peers yet to answer; open, groups unresolved.
+	waiting, open int
+	ended         bool
+	finished      chan struct{} // closed when waiting or open reaches 0
+}
+
+// confirmGroup is one group's part in a round.
+type confirmGroup struct {
+	term uint64
+	// voters are the group's other voters not yet counted; need the
+	// answers still needed.
+	voters map[string]bool
+	need   int
+	ok     bool          // set before done is closed
+	done   chan struct{} // closed when resolved
+}
+
+func (t *Transport) confirmLeadership(ctx context.Context, group uint32, term uint64, servers []raft.Server) error {
+	if t.cfg.ConfirmTimeout < 0 {
+		return errUnconfirmed
+	}
+	voters := make(map[string]bool, len(servers))
+	self := false
+	for _, s := range servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		if string(s.ID) == t.cfg.NodeID {
+			self = true
+			continue
+		}
+		voters[string(s.ID)] = true
+	}
+	need := (len(voters)+b2i(self))/2 + 1 - b2i(self)
+	if need <= 0 {
+		return nil // a single voter: itself
+	}
+	c := &t.confirm
+	c.mu.Lock()
+	if c.next == nil {
+		c.lastID++
+		c.next = &confirmRound{id: c.lastID, groups: make(map[uint32]*confirmGroup), finished: make(chan struct{})}
+	}
+	r := c.next
+	cg := r.groups[group]
+	if cg == nil {
+		cg = &confirmGroup{term: term, voters: voters, need: need, done: make(chan struct{})}
+		r.groups[group] = cg
+	}
+	if cg.term != term {
+		c.mu.Unlock()
+		return errUnconfirmed // a read of another term: raft settles it
+	}
+	if !c.inflight {
+		c.inflight = true
+		c.next = nil
+		if err := t.begin(); err != nil {
+			c.inflight = false
+			c.mu.Unlock()
+			return err
+		}
+		go t.runConfirms(r)
+	}
+	c.mu.Unlock()
+	select {
+	case <-cg.done:
+		if cg.ok {
+			return nil
+		}
+		return errUnconfirmed
+	case <-ctx.Done():
+		return fmt.Errorf("consensus: confirm leadership of group %d: %w", group, ctx.Err())
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// runConfirms runs rounds, r first, until none is waiting.
+func (t *Transport) runConfirms(r *confirmRound) {
+	defer t.wg.Done()
+	c := &t.confirm
+	for r != nil {
+		t.confirmRound(r)
+		c.mu.Lock()
+		r = c.next
+		c.next = nil
+		if r == nil {
+			c.inflight = false
+		}
+		c.mu.Unlock()
+	}
+}
+
+// confirmRound sends r's Confirm to every peer its groups name and waits
+// until every group is resolved, every peer answered, ConfirmTimeout
+// passed or t closed; groups left open are resolved unconfirmed.
+func (t *Transport) confirmRound(r *confirmRound) {
+	t.m.confirmRounds.Inc()
+	t.m.confirmGroups.Observe(float64(len(r.groups)))
+	msgs := make(map[string]*kvpb.Confirm)
+	for group, cg := range r.groups {
+		for node := range cg.voters {
+			m := msgs[node]
+			if m == nil {
+				m = &kvpb.Confirm{Id: r.id}
+				msgs[node] = m
+			}
+			m.Groups = append(m.Groups, group)
+			m.Terms = append(m.Terms, cg.term)
+		}
+	}
+	streams := make(map[string]*appendStream, len(msgs))
+	r.mu.Lock()
+	r.asked = make(map[*appendStream]string, len(msgs))
+	r.open = len(r.groups)
+	for node := range msgs {
+		p, err := t.peerFor(raft.ServerAddress(node))
+		if err != nil {
+			continue
+		}
+		// Only a stream already open: dialing a peer that is down would
+		// hold the round for DialTimeout. Heartbeats, appends and the
+		// liveness loop (re)open streams.
+		s := p.liveStream()
+		if s == nil {
+			continue // the other voters may do
+		}
+		if _, dup := r.asked[s]; dup {
+			continue
+		}
+		r.asked[s] = node
+		streams[node] = s
+	}
+	r.waiting = len(r.asked)
+	r.mu.Unlock()
+
+	c := &t.confirm
+	c.mu.Lock()
+	c.cur = r
+	c.mu.Unlock()
+	for node, s := range streams {
+		if !s.sendConfirm(msgs[node]) {
+			r.answered(s, nil) // not sent: nothing to wait for
+		}
+	}
+	r.mu.Lock()
+	r.checkFinished()
+	r.mu.Unlock()
+
+	timer := time.NewTimer(t.cfg.ConfirmTimeout)
+	select {
+	case <-r.finished:
+	case <-timer.C:
+	case <-t.lifetime.Done():
+	}
+	timer.Stop()
+	c.mu.Lock()
+	c.cur = nil
+	c.mu.Unlock()
+	r.mu.Lock()
+	r.ended = true
+	for _, cg := range r.groups {
+		if cg.need > 0 {
+			cg.need = 0
+			close(cg.done) // ok stays false
+			t.m.confirmUnresolved.Inc()
+		}
+	}
+	r.mu.Unlock()
+}
+
+// answered counts s's peer's answer to r: groups are those it confirmed
+// (nil: none).
+func (r *confirmRound) answered(s *appendStream, groups []uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	node, ok := r.asked[s]
+	if !ok || r.ended {
+		return
+	}
+	delete(r.asked, s)
+	r.waiting--
+	for _, group := range groups {
+		cg := r.groups[group]
+		if cg == nil || cg.need == 0 || !cg.voters[node] {
+			continue
+		}
+		delete(cg.voters, node)
+		cg.need--
+		if cg.need == 0 {
+			cg.ok = true
+			close(cg.done)
+			r.open--
+		}
+	}
+	r.checkFinished()
+}
+
+// checkFinished closes finished once no peer is left to answer or no
+// group is left open. r.mu is held.
+func (r *confirmRound) checkFinished() {
+	if r.waiting > 0 && r.open > 0 {
+		return
+	}
+	select {
+	case <-r.finished:
+	default:
+		close(r.finished)
+	}
+}
+
+// noteConfirmAck hands the answer a peer sent on s to the round in flight.
+func (t *Transport) noteConfirmAck(s *appendStream, ack *kvpb.ConfirmAck) {
+	c := &t.confirm
+	c.mu.Lock()
+	r := c.cur
+	c.mu.Unlock()
+	if r == nil || r.id != ack.GetId() {
+		return // a round that ended
+	}
+	r.answered(s, ack.GetGroups())
+}
+
+// answerConfirm answers a peer's Confirm: the groups this node hosts
+// whose current term is at most the term named, and which are not
+// refilling after starting empty (their term may have been lost with
+// their disk; guards.go).
+func (t *Transport) answerConfirm(msg *kvpb.Confirm) *kvpb.ConfirmAck {
+	ack := &kvpb.ConfirmAck{Id: msg.GetId()}
+	t.mu.Lock()
+	src := t.mu.liveness
+	t.mu.Unlock()
+	if src == nil {
+		return ack
+	}
+	groups, terms := msg.GetGroups(), msg.GetTerms()
+	for i := range min(len(groups), len(terms)) {
+		g := t.group(groups[i])
+		if g == nil || g.gate.withhold() {
+			continue
+		}
+		if term, ok := src.Term(groups[i]); ok && term <= terms[i] {
+			ack.Groups = append(ack.Groups, groups[i])
+		}
+	}
+	t.m.confirmsAnswered.Inc()
+	return ack
+}
+
+// liveStream returns p's stream if it is open and has not failed, else nil.
+func (p *peer) liveStream() *appendStream {
+	p.mu.Lock()
+	s := p.mu.stream
+	p.mu.Unlock()
+	if s == nil || s.ctx.Err() != nil {
+		return nil
+	}
+	return s
+}
+
+// sendConfirm queues msg for the writer unless the queue is full or the
+// stream has failed; it reports whether it queued it.
+func (s *appendStream) sendConfirm(msg *kvpb.Confirm) bool {
+	f := &appendFuture{confirm: msg, done: make(chan struct{})}
+	select {
+	case s.sendq <- f:
+		return true
+	case <-s.ctx.Done():
+		return false
+	default:
+		return false
+	}
+}
