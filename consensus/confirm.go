@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -55,7 +56,9 @@ func (g *groupTransport) ConfirmLeadership(ctx context.Context, term uint64, ser
 
 // confirmer runs the node's confirmation rounds: at most one in flight;
 // every group asking meanwhile joins the next, which starts when the
-// current one ends.
+// current one ends. A round takes its groups when it is sent, not when
+// its first group asked: reads arriving while the runner is scheduled
+// join it.
 type confirmer struct {
 	mu       sync.Mutex
 	inflight bool
@@ -128,14 +131,12 @@ func (t *Transport) confirmLeadership(ctx context.Context, group uint32, term ui
 		return errUnconfirmed // a read of another term: raft settles it
 	}
 	if !c.inflight {
-		c.inflight = true
-		c.next = nil
 		if err := t.begin(); err != nil {
-			c.inflight = false
 			c.mu.Unlock()
 			return err
 		}
-		go t.runConfirms(r)
+		c.inflight = true
+		go t.runConfirms()
 	}
 	c.mu.Unlock()
 	select {
@@ -156,19 +157,25 @@ func b2i(b bool) int {
 	return 0
 }
 
-// runConfirms runs rounds, r first, until none is waiting.
-func (t *Transport) runConfirms(r *confirmRound) {
+// runConfirms runs rounds until none is waiting. Each round is taken
+// under the lock before its Confirms are sent, so every group in it asked
+// before they were.
+func (t *Transport) runConfirms() {
 	defer t.wg.Done()
 	c := &t.confirm
-	for r != nil {
-		t.confirmRound(r)
+	for {
+		// Let the reads about to ask (runnable now) join this round.
+		runtime.Gosched()
 		c.mu.Lock()
-		r = c.next
+		r := c.next
 		c.next = nil
 		if r == nil {
 			c.inflight = false
+			c.mu.Unlock()
+			return
 		}
 		c.mu.Unlock()
+		t.confirmRound(r)
 	}
 }
 
