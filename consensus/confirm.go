@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -80,7 +81,8 @@ type confirmRound struct {
 	// waiting counts asked peers yet to answer; open, groups unresolved.
 	waiting, open int
 	ended         bool
-	finished      chan struct{} // closed when waiting or open reaches 0
+	// wake tells the round's runner that waiting or open reached 0.
+	wake chan struct{}
 }
 
 // confirmGroup is one group's part in a round.
@@ -118,7 +120,7 @@ func (t *Transport) confirmLeadership(ctx context.Context, group uint32, term ui
 	c.mu.Lock()
 	if c.next == nil {
 		c.lastID++
-		c.next = &confirmRound{id: c.lastID, groups: make(map[uint32]*confirmGroup), finished: make(chan struct{})}
+		c.next = &confirmRound{id: c.lastID, groups: make(map[uint32]*confirmGroup), wake: make(chan struct{}, 1)}
 	}
 	r := c.next
 	cg := r.groups[group]
@@ -179,69 +181,100 @@ func (t *Transport) runConfirms() {
 	}
 }
 
-// confirmRound sends r's Confirm to every peer its groups name and waits
-// until every group is resolved, every peer answered, ConfirmTimeout
-// passed or t closed; groups left open are resolved unconfirmed.
+// confirmEscalate is how long a round waits for the peers it asked
+// first before it asks the group's other voters too.
+const confirmEscalate = 10 * time.Millisecond
+
+// confirmRound asks, for each of r's groups, just enough of its other
+// voters for a quorum (those whose liveness is fresh first, the order
+// rotating from round to round; a peer asked is asked about all its
+// groups), then, if they have not confirmed every group within
+// confirmEscalate or answered without, the other peers; it returns when
+// every group is resolved, every asked peer answered after the rest were
+// asked, ConfirmTimeout passed or t closed. Groups left open are resolved
+// unconfirmed. In a cluster of three, one peer answers each round.
 func (t *Transport) confirmRound(r *confirmRound) {
 	t.m.confirmRounds.Inc()
 	t.m.confirmGroups.Observe(float64(len(r.groups)))
-	msgs := make(map[string]*kvpb.Confirm)
+	order := t.confirmOrder(r)
+	first := make(map[string]*kvpb.Confirm)
+	rest := make(map[string]*kvpb.Confirm)
+	add := func(msgs map[string]*kvpb.Confirm, node string, group uint32, term uint64) {
+		m := msgs[node]
+		if m == nil {
+			m = &kvpb.Confirm{Id: r.id}
+			msgs[node] = m
+		}
+		m.Groups = append(m.Groups, group)
+		m.Terms = append(m.Terms, term)
+	}
+	// The peers asked first: each group's first need voters in order.
+	// Each of them is asked about every group it votes in, so that the
+	// rest, asked later, are other peers (a stream carries one Confirm
+	// of a round).
+	asked := make(map[string]bool)
+	for _, cg := range r.groups {
+		picked := 0
+		for _, node := range order {
+			if picked == cg.need {
+				break
+			}
+			if cg.voters[node] {
+				asked[node] = true
+				picked++
+			}
+		}
+	}
 	for group, cg := range r.groups {
 		for node := range cg.voters {
-			m := msgs[node]
-			if m == nil {
-				m = &kvpb.Confirm{Id: r.id}
-				msgs[node] = m
+			if asked[node] {
+				add(first, node, group, cg.term)
+			} else {
+				add(rest, node, group, cg.term)
 			}
-			m.Groups = append(m.Groups, group)
-			m.Terms = append(m.Terms, cg.term)
 		}
 	}
-	streams := make(map[string]*appendStream, len(msgs))
 	r.mu.Lock()
-	r.asked = make(map[*appendStream]string, len(msgs))
+	r.asked = make(map[*appendStream]string, len(first)+len(rest))
 	r.open = len(r.groups)
-	for node := range msgs {
-		p, err := t.peerFor(raft.ServerAddress(node))
-		if err != nil {
-			continue
-		}
-		// Only a stream already open: dialing a peer that is down would
-		// hold the round for DialTimeout. Heartbeats, appends and the
-		// liveness loop (re)open streams.
-		s := p.liveStream()
-		if s == nil {
-			continue // the other voters may do
-		}
-		if _, dup := r.asked[s]; dup {
-			continue
-		}
-		r.asked[s] = node
-		streams[node] = s
-	}
-	r.waiting = len(r.asked)
 	r.mu.Unlock()
-
 	c := &t.confirm
 	c.mu.Lock()
 	c.cur = r
 	c.mu.Unlock()
-	for node, s := range streams {
-		if !s.sendConfirm(msgs[node]) {
-			r.answered(s, nil) // not sent: nothing to wait for
+	t.sendConfirms(r, first)
+
+	deadline := time.NewTimer(t.cfg.ConfirmTimeout)
+	defer deadline.Stop()
+	escalate := time.NewTimer(confirmEscalate)
+	defer escalate.Stop()
+	escalated := len(rest) == 0
+	for done := false; !done; {
+		r.mu.Lock()
+		open, waiting := r.open, r.waiting
+		r.mu.Unlock()
+		switch {
+		case open == 0, waiting == 0 && escalated:
+			done = true
+			continue
+		case waiting == 0:
+			escalated = true
+			t.sendConfirms(r, rest)
+			continue
+		}
+		select {
+		case <-r.wake:
+		case <-escalate.C:
+			if !escalated {
+				escalated = true
+				t.sendConfirms(r, rest)
+			}
+		case <-deadline.C:
+			done = true
+		case <-t.lifetime.Done():
+			done = true
 		}
 	}
-	r.mu.Lock()
-	r.checkFinished()
-	r.mu.Unlock()
-
-	timer := time.NewTimer(t.cfg.ConfirmTimeout)
-	select {
-	case <-r.finished:
-	case <-timer.C:
-	case <-t.lifetime.Done():
-	}
-	timer.Stop()
 	c.mu.Lock()
 	c.cur = nil
 	c.mu.Unlock()
@@ -255,6 +288,69 @@ func (t *Transport) confirmRound(r *confirmRound) {
 		}
 	}
 	r.mu.Unlock()
+}
+
+// confirmOrder returns the peer nodes r's groups name: those whose
+// liveness message is fresh first, each part rotated by r's id so that
+// rounds spread over the peers.
+func (t *Transport) confirmOrder(r *confirmRound) []string {
+	seen := make(map[string]bool)
+	var nodes []string
+	for _, cg := range r.groups {
+		for node := range cg.voters {
+			if !seen[node] {
+				seen[node] = true
+				nodes = append(nodes, node)
+			}
+		}
+	}
+	slices.Sort(nodes)
+	if n := len(nodes); n > 1 {
+		k := int(r.id % uint64(n))
+		nodes = append(nodes[k:], nodes[:k]...)
+	}
+	now := time.Now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fresh := func(node string) bool {
+		v := t.mu.live[node]
+		return v != nil && now.Sub(v.at) < t.cfg.LivenessTimeout
+	}
+	slices.SortStableFunc(nodes, func(a, b string) int {
+		return b2i(fresh(b)) - b2i(fresh(a))
+	})
+	return nodes
+}
+
+// sendConfirms sends each node its Confirm on the node's open stream
+// (only an open one: dialing a peer that is down would hold the round for
+// DialTimeout; heartbeats, appends and the liveness loop (re)open
+// streams), counting it in r as asked; a node without one is not asked.
+func (t *Transport) sendConfirms(r *confirmRound, msgs map[string]*kvpb.Confirm) {
+	sent := make(map[*appendStream]*kvpb.Confirm, len(msgs))
+	r.mu.Lock()
+	for node, m := range msgs {
+		p, err := t.peerFor(raft.ServerAddress(node))
+		if err != nil {
+			continue
+		}
+		s := p.liveStream()
+		if s == nil {
+			continue
+		}
+		if _, dup := r.asked[s]; dup {
+			continue
+		}
+		r.asked[s] = node
+		r.waiting++
+		sent[s] = m
+	}
+	r.mu.Unlock()
+	for s, m := range sent {
+		if !s.sendConfirm(m) {
+			r.answered(s, nil) // not sent: nothing to wait for
+		}
+	}
 }
 
 // answered counts s's peer's answer to r: groups are those it confirmed
@@ -284,16 +380,15 @@ func (r *confirmRound) answered(s *appendStream, groups []uint32) {
 	r.checkFinished()
 }
 
-// checkFinished closes finished once no peer is left to answer or no
-// group is left open. r.mu is held.
+// checkFinished wakes the round once no asked peer is left to answer or
+// no group is left open. r.mu is held.
 func (r *confirmRound) checkFinished() {
 	if r.waiting > 0 && r.open > 0 {
 		return
 	}
 	select {
-	case <-r.finished:
+	case r.wake <- struct{}{}:
 	default:
-		close(r.finished)
 	}
 }
 
