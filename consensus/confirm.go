@@ -36,6 +36,12 @@ import (
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
+// ConfirmWireVersion is the wire version (ring/gossip) that brought the
+// raft stream's Confirm and ConfirmAck: a leader confirms its leadership
+// per node only while every member speaks it, since an older peer ignores
+// a Confirm (and each round would wait ConfirmTimeout for it).
+const ConfirmWireVersion = 5
+
 // errUnconfirmed is returned by ConfirmLeadership when the round ended
 // without a quorum's answer: the caller asks raft (VerifyLeader).
 var errUnconfirmed = errors.New("consensus: leadership not confirmed by a quorum")
@@ -150,6 +156,23 @@ func (t *Transport) confirmLeadership(ctx context.Context, group uint32, term ui
 	case <-ctx.Done():
 		return fmt.Errorf("consensus: confirm leadership of group %d: %w", group, ctx.Err())
 	}
+}
+
+// speaksConfirm reports whether every member speaks ConfirmWireVersion
+// (always, without Features), asking Features at most once a second: it
+// walks the ring's members.
+func (g *Group) speaksConfirm() bool {
+	if g.features == nil {
+		return true
+	}
+	now := time.Now().UnixNano()
+	if now < g.confirmWire.until.Load() {
+		return g.confirmWire.ok.Load()
+	}
+	ok := g.features.SpeaksWire(ConfirmWireVersion)
+	g.confirmWire.ok.Store(ok)
+	g.confirmWire.until.Store(now + int64(time.Second))
+	return ok
 }
 
 func b2i(b bool) int {

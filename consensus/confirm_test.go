@@ -154,3 +154,21 @@ func TestConfirmQuorum(t *testing.T) {
 		t.Errorf("confirmation off: %v, want errUnconfirmed", err)
 	}
 }
+
+// A leader confirms per node only while every member speaks
+// ConfirmWireVersion.
+func TestSpeaksConfirm(t *testing.T) {
+	g := &Group{}
+	if !g.speaksConfirm() {
+		t.Error("without Features: want true")
+	}
+	g.features = wireFeatures(ConfirmWireVersion - 1)
+	if g.speaksConfirm() {
+		t.Errorf("a member at wire %d: want false", ConfirmWireVersion-1)
+	}
+	g.confirmWire.until.Store(0) // past the cached answer
+	g.features = wireFeatures(ConfirmWireVersion)
+	if !g.speaksConfirm() {
+		t.Errorf("every member at wire %d: want true", ConfirmWireVersion)
+	}
+}

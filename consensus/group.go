@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -37,6 +38,12 @@ type Group struct {
 	// features, if set, says whether every member applies the commands
 	// of a wire version (Txn proposes opBatch only then).
 	features Features
+	// confirmWire caches whether every member speaks ConfirmWireVersion
+	// (speaksConfirm): ok, until unix nanoseconds.
+	confirmWire struct {
+		until atomic.Int64
+		ok    atomic.Bool
+	}
 	// ignoreIntents is Config.UnsafeIgnoreIntents (broken, tests only).
 	ignoreIntents bool
 	// ring, if set, places keys and records in partitions (ownsKey,
@@ -192,7 +199,7 @@ func (g *Group) inTerm(term uint64) error {
 // none, raft's heartbeat round (shared, as readBatcher does); then that
 // the node is still in term.
 func (g *Group) verifyIn(ctx context.Context, term uint64) error {
-	if c, ok := g.trans.(leaderConfirmer); ok {
+	if c, ok := g.trans.(leaderConfirmer); ok && g.speaksConfirm() {
 		err := c.ConfirmLeadership(ctx, term, g.raft.GetConfiguration().Configuration().Servers)
 		switch {
 		case err == nil:

@@ -30,8 +30,11 @@ const (
 	// Decide, TxnStatus, Resolve and Forget (consensus.XTxnWireVersion). 4
 	// brought partition splits: the ring's encoding of a split ring and
 	// the Raft split command (consensus.SplitWireVersion); a split is
-	// decided only while every member speaks it.
-	WireVersionMax = 4
+	// decided only while every member speaks it. 5 brought the node-level
+	// leadership confirmation for reads (the raft stream's Confirm and
+	// ConfirmAck, consensus.ConfirmWireVersion), used only while every
+	// member speaks it.
+	WireVersionMax = 5
 )
 
 // WireRange is a range of wire protocol versions, both ends included.
