@@ -467,13 +467,5 @@ func (p *peer) liveStream() *appendStream {
 // sendConfirm queues msg for the writer unless the queue is full or the
 // stream has failed; it reports whether it queued it.
 func (s *appendStream) sendConfirm(msg *kvpb.Confirm) bool {
-	f := &appendFuture{confirm: msg, done: make(chan struct{})}
-	select {
-	case s.sendq <- f:
-		return true
-	case <-s.ctx.Done():
-		return false
-	default:
-		return false
-	}
+	return s.offer(&appendFuture{confirm: msg, done: make(chan struct{})})
 }

@@ -160,7 +160,13 @@ func (s *appendStream) enqueue(f *appendFuture, cancel <-chan struct{}) error {
 // sendLiveness queues msg for the writer unless the queue is full or the
 // stream has failed; it reports whether it queued it. Nothing answers it.
 func (s *appendStream) sendLiveness(msg *kvpb.Liveness) bool {
-	f := &appendFuture{liveness: msg, done: make(chan struct{})}
+	return s.offer(&appendFuture{liveness: msg, done: make(chan struct{})})
+}
+
+// offer queues f, a message nothing answers through its future, for the
+// writer unless the queue is full or the stream has failed; it reports
+// whether it queued it.
+func (s *appendStream) offer(f *appendFuture) bool {
 	select {
 	case s.sendq <- f:
 		return true
