@@ -130,11 +130,15 @@ func (s raftServer) AppendEntriesPipeline(stream kvpb.DRPCRaft_AppendEntriesPipe
 			t.noteLiveness(l, time.Now())
 		}
 		if c := in.GetConfirm(); c != nil {
+			// Never wait for the writer: an answer it has not taken yet
+			// is to a Confirm whose round has ended (the peer runs one
+			// round at a time), so the newer answer replaces it.
+			ack := t.answerConfirm(c)
 			select {
-			case acks <- t.answerConfirm(c):
-			case <-ctx.Done():
-				return nil
+			case <-acks:
+			default:
 			}
+			acks <- ack // cannot block: this loop is acks' only sender, and it is empty
 		}
 		for _, req := range in.GetRequests() {
 			if wireIsHeartbeat(req) {
