@@ -58,7 +58,7 @@ RINGKV_CHAOS_SECURE=1 RINGKV_CHAOS_OPS=8000 go test -count=1 -timeout 6m -run 'T
 # Opt-in: RINGKV_FUZZ_SECONDS=N runs every fuzz target for N seconds
 # (scripts/fuzz.sh). .ci/run leaves it unset (21 targets at 20 s each do
 # not fit CI's budget; their seed corpora run above as plain tests) and
-# fuzzes two of them in rotation after this script.
+# fuzzes one of them in rotation after this script.
 if [ -n "${RINGKV_FUZZ_SECONDS:-}" ]; then
   bash scripts/fuzz.sh "$RINGKV_FUZZ_SECONDS" 2>&1 | tee -a "$out" || status=1
 fi
