@@ -106,19 +106,17 @@ func (t *Transport) confirmLeadership(ctx context.Context, group uint32, term ui
 	if t.cfg.ConfirmTimeout < 0 {
 		return errUnconfirmed
 	}
-	voters := make(map[string]bool, len(servers))
-	self := false
+	voters, self := 0, false
 	for _, s := range servers {
-		if s.Suffrage != raft.Voter {
-			continue
-		}
-		if string(s.ID) == t.cfg.NodeID {
+		switch {
+		case s.Suffrage != raft.Voter:
+		case string(s.ID) == t.cfg.NodeID:
 			self = true
-			continue
+		default:
+			voters++
 		}
-		voters[string(s.ID)] = true
 	}
-	need := (len(voters)+b2i(self))/2 + 1 - b2i(self)
+	need := (voters+b2i(self))/2 + 1 - b2i(self)
 	if need <= 0 {
 		return nil // a single voter: itself
 	}
@@ -131,7 +129,9 @@ func (t *Transport) confirmLeadership(ctx context.Context, group uint32, term ui
 	r := c.next
 	cg := r.groups[group]
 	if cg == nil {
-		cg = &confirmGroup{term: term, voters: voters, need: need, done: make(chan struct{})}
+		// Only the first read of the group in this round names its
+		// voters; the others join it.
+		cg = &confirmGroup{term: term, voters: otherVoters(servers, t.cfg.NodeID), need: need, done: make(chan struct{})}
 		r.groups[group] = cg
 	}
 	if cg.term != term {
@@ -173,6 +173,17 @@ func (g *Group) speaksConfirm() bool {
 	g.confirmWire.ok.Store(ok)
 	g.confirmWire.until.Store(now + int64(time.Second))
 	return ok
+}
+
+// otherVoters returns the voters among servers other than self.
+func otherVoters(servers []raft.Server, self string) map[string]bool {
+	out := make(map[string]bool, len(servers))
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != self {
+			out[string(s.ID)] = true
+		}
+	}
+	return out
 }
 
 func b2i(b bool) int {

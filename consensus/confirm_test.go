@@ -79,26 +79,14 @@ func TestConfirmLeadership(t *testing.T) {
 			followers = append(followers, n)
 		}
 	}
-	stopNode := func(n *trNode) {
-		for _, reps := range c.reps {
-			for _, rep := range reps {
-				if rep.node == n {
-					rep.stop(t)
-				}
-			}
-		}
-		if err := n.tr.Close(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	stopNode(followers[0])
+	c.stopNode(t, followers[0])
 	trPollUntil(t, 10*time.Second, "confirmed by the other follower", func() error {
 		if lead.r.State() != raft.Leader {
 			return errors.New("lost leadership")
 		}
 		return confirmOf(ctx, lead, lead.r.CurrentTerm())
 	})
-	stopNode(followers[1])
+	c.stopNode(t, followers[1])
 	if err := confirmOf(ctx, lead, lead.r.CurrentTerm()); !errors.Is(err, errUnconfirmed) {
 		t.Errorf("confirm with both followers gone: %v, want errUnconfirmed", err)
 	}

@@ -231,16 +231,7 @@ func TestLivenessStandsForIdleHeartbeats(t *testing.T) {
 
 	// The leader's node goes away: its groups elect new leaders.
 	gone := lead.node
-	for _, reps := range c.reps {
-		for _, rep := range reps {
-			if rep.node == gone {
-				rep.stop(t)
-			}
-		}
-	}
-	if err := gone.tr.Close(); err != nil {
-		t.Fatal(err)
-	}
+	c.stopNode(t, gone)
 	start := time.Now()
 	trPollUntil(t, 30*time.Second, "new leaders", func() error {
 		for g := range uint32(groups) {

@@ -344,6 +344,21 @@ func startTrCluster(t *testing.T, nodes []*trNode, groups int, conf func() *raft
 	return c
 }
 
+// stopNode shuts down every replica on n, then n's transport.
+func (c *trCluster) stopNode(t *testing.T, n *trNode) {
+	t.Helper()
+	for _, reps := range c.reps {
+		for _, rep := range reps {
+			if rep.node == n {
+				rep.stop(t)
+			}
+		}
+	}
+	if err := n.tr.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // leader returns the replica leading group, once exactly one does and
 // every live replica knows it.
 func (c *trCluster) leader(group uint32) (*trReplica, error) {
