@@ -141,21 +141,34 @@ func (a *admission) adaptive() bool { return a.target > 0 }
 // larger than the whole bytes budget is admitted when nothing else holds
 // bytes (it is bounded by MaxValueBytes and the frame limits anyway).
 func (a *admission) admit(p Plane, n int64) (func(), error) {
+	release, reason := a.take(p, n)
+	if release == nil {
+		a.refused(p, reason)
+		return nil, a.refusals[p][reason]
+	}
+	return release, nil
+}
+
+// refused counts a refusal of p for reason (refusedInflight or
+// refusedBytes).
+func (a *admission) refused(p Plane, reason int) { a.m.refused[p][reason].Inc() }
+
+// take is admit without counting a refusal: it returns nil and the
+// reason when the budget is full.
+func (a *admission) take(p Plane, n int64) (func(), int) {
 	b := &a.client
 	if p == PlanePeer {
 		b = &a.peer
 	}
 	if b.requests != nil && !b.requests.tryAcquire() {
-		a.m.refused[p][refusedInflight].Inc()
-		return nil, a.refusals[p][refusedInflight]
+		return nil, refusedInflight
 	}
 	n = max(0, min(n, b.maxBytes))
 	if b.bytes != nil && n > 0 && !b.bytes.TryAcquire(n) {
 		if b.requests != nil {
 			b.requests.release()
 		}
-		a.m.refused[p][refusedBytes].Inc()
-		return nil, a.refusals[p][refusedBytes]
+		return nil, refusedBytes
 	}
 	if a.busy != nil {
 		a.busy()
@@ -170,7 +183,7 @@ func (a *admission) admit(p Plane, n int64) (func(), error) {
 		if b.requests != nil {
 			b.requests.release()
 		}
-	}, nil
+	}, 0
 }
 
 // Admit takes one request of n bytes (its keys and values) from plane p's

@@ -205,7 +205,8 @@ func (s *ClientServer) Do(ctx context.Context, req *kvpb.ClientRequest) (*kvpb.C
 }
 
 // Batch runs the request's operations concurrently (at most
-// batchParallelism at once) and answers each, in request order. A batch of
+// batchParallelism at once, and as many as the client budget admits:
+// batchSlots) and answers each, in request order. A batch of
 // more than maxBatchOps operations is refused with a drpc error.
 func (s *ClientServer) Batch(ctx context.Context, req *kvpb.ClientBatchRequest) (*kvpb.ClientBatchResponse, error) {
 	ops := req.GetOps()
@@ -217,6 +218,7 @@ func (s *ClientServer) Batch(ctx context.Context, req *kvpb.ClientBatchRequest) 
 	defer cancel()
 	results := make([]*kvpb.ClientResult, len(ops))
 	sem := make(chan struct{}, batchParallelism)
+	slots := &batchSlots{freed: make(chan struct{})}
 	var wg sync.WaitGroup
 	for i, op := range ops {
 		sem <- struct{}{}
@@ -224,7 +226,13 @@ func (s *ClientServer) Batch(ctx context.Context, req *kvpb.ClientBatchRequest) 
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			results[i] = s.run(ctx, op)
+			release, refused := s.admitInBatch(ctx, slots, op)
+			if refused != nil {
+				results[i] = refused
+				return
+			}
+			defer release()
+			results[i] = s.runAdmitted(ctx, op)
 		}()
 	}
 	wg.Wait()
@@ -298,11 +306,86 @@ func (s *ClientServer) run(ctx context.Context, op *kvpb.ClientOp) *kvpb.ClientR
 // function that gives it back, or the answer to op when it is refused
 // (overloaded or draining).
 func (s *ClientServer) admit(op *kvpb.ClientOp) (release func(), refused *kvpb.ClientResult) {
-	release, err := s.c.enter(PlaneDRPC, int64(len(op.GetKey())+len(op.GetValue())+len(op.GetExpected())))
+	release, err := s.c.enter(PlaneDRPC, opBytes(op))
 	if err != nil {
-		return nil, &kvpb.ClientResult{Error: clientCode(err, Quorum, false), Message: err.Error(), Leader: s.leaderOf(op.GetKey())}
+		return nil, s.refusal(op, err)
 	}
 	return release, nil
+}
+
+// opBytes is what op counts against the client budget's bytes.
+func opBytes(op *kvpb.ClientOp) int64 {
+	return int64(len(op.GetKey()) + len(op.GetValue()) + len(op.GetExpected()))
+}
+
+// refusal answers op refused at admission with err.
+func (s *ClientServer) refusal(op *kvpb.ClientOp, err error) *kvpb.ClientResult {
+	return &kvpb.ClientResult{Error: clientCode(err, Quorum, false), Message: err.Error(), Leader: s.leaderOf(op.GetKey())}
+}
+
+// batchSlots are the places one Batch call holds in the client budget.
+// A batch's operations run concurrently, and at a small bound (the
+// adaptive one shrinks to MinInflight under load) most of them would be
+// refused by their own batch's running operations: the client then
+// retried each alone, a flood of single calls where there was one RPC.
+// So an operation refused while others of its batch run waits for one of
+// them to end and asks again: the batch runs with the parallelism the
+// budget gives it, never refused by itself. An operation is refused only
+// when none of its batch's operations holds a place (the node is at its
+// bound with other callers' requests), when the node drains, or when the
+// call's deadline ends first.
+type batchSlots struct {
+	mu       sync.Mutex
+	inflight int           // operations of the batch admitted and running
+	freed    chan struct{} // closed, and replaced, when one of them ends
+}
+
+// admitInBatch is admit for an operation of the batch holding slots.
+func (s *ClientServer) admitInBatch(ctx context.Context, b *batchSlots, op *kvpb.ClientOp) (release func(), refused *kvpb.ClientResult) {
+	adm := s.c.adm
+	for {
+		b.mu.Lock()
+		freed := b.freed
+		b.mu.Unlock()
+		if !s.c.gate.enter() {
+			return nil, s.refusal(op, ErrDraining)
+		}
+		// Taken without counting a refusal: a wait for the batch's own
+		// places is not one.
+		taken, reason := adm.take(PlaneDRPC, opBytes(op))
+		if taken != nil {
+			release := func() { taken(); s.c.gate.exit() }
+			b.mu.Lock()
+			b.inflight++
+			b.mu.Unlock()
+			return func() {
+				release()
+				b.mu.Lock()
+				b.inflight--
+				close(b.freed)
+				b.freed = make(chan struct{})
+				b.mu.Unlock()
+			}, nil
+		}
+		s.c.gate.exit()
+		b.mu.Lock()
+		alone := b.inflight == 0
+		b.mu.Unlock()
+		select {
+		case <-freed: // one ended since this operation asked: ask again
+			continue
+		default:
+		}
+		if !alone {
+			select {
+			case <-freed:
+				continue
+			case <-ctx.Done():
+			}
+		}
+		adm.refused(PlaneDRPC, reason)
+		return nil, s.refusal(op, adm.refusals[PlaneDRPC][reason])
+	}
 }
 
 // runAdmitted is run for an operation admit admitted.

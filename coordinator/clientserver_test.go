@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"storj.io/drpc/drpcerr"
 
 	"github.com/ringkv/ringkv/auth"
@@ -347,5 +348,60 @@ func TestClientServerLogin(t *testing.T) {
 				t.Fatalf("got %v (code %v), want code %v and %q", err, got, c.want, c.msg)
 			}
 		})
+	}
+}
+
+// TestBatchWithinItsBound: a batch larger than the client bound runs
+// every operation (its own operations wait for each other's places
+// instead of refusing each other), and is refused only when other
+// callers hold the whole bound.
+func TestBatchWithinItsBound(t *testing.T) {
+	tc := newTestCluster(t, func(c *Config) { c.MaxInflight, c.SchedLatencyTarget = 3, 0 })
+	s := NewClientServer(tc.coords["n1"], fixedMembers{{ID: "n1", RPCAddr: "a:1", Alive: true, Status: "joined"}})
+	ctx := t.Context()
+	var ops []*kvpb.ClientOp
+	for i := range 200 {
+		ops = append(ops, &kvpb.ClientOp{Kind: kvpb.ClientOp_KIND_SET, Key: fmt.Appendf(nil, "b%03d", i), Value: []byte("v")})
+	}
+	resp, err := s.Batch(ctx, &kvpb.ClientBatchRequest{Ops: ops})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range resp.GetResults() {
+		if r.GetError() != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
+			t.Fatalf("op %d of a batch of 200 at a bound of 3: %v", i, r)
+		}
+	}
+	if got := testutil.ToFloat64(tc.coords["n1"].adm.m.refused[PlaneDRPC][refusedInflight]); got != 0 {
+		t.Fatalf("refusals: got %v, want 0", got)
+	}
+
+	// Other callers hold the bound: the batch's operations are refused
+	// at once, nothing applied.
+	var held []func()
+	for range 3 {
+		release, err := tc.coords["n1"].Admit(PlaneHTTP, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, release)
+	}
+	resp, err = s.Batch(ctx, &kvpb.ClientBatchRequest{Ops: []*kvpb.ClientOp{
+		{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("held1"), Value: []byte("v")},
+		{Kind: kvpb.ClientOp_KIND_SET, Key: []byte("held2"), Value: []byte("v")},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range resp.GetResults() {
+		if r.GetError() != kvpb.ErrorCode_ERROR_CODE_OVERLOADED {
+			t.Fatalf("op %d with the bound held by others: %v, want overloaded", i, r)
+		}
+	}
+	for _, release := range held {
+		release()
+	}
+	if _, found, err := tc.coords["n1"].Get(ctx, []byte("held1"), Quorum); err != nil || found {
+		t.Fatalf("a refused operation applied: found=%v err=%v", found, err)
 	}
 }
