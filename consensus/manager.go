@@ -658,6 +658,11 @@ func (mg *Manager) startGroup(p uint32, bootstrap bool, logs raft.LogStore, stab
 	}); ok {
 		gt.SetSnapshotCheck(func(index, term uint64) snapshotVerdict { return judgeSnapshot(r, cached, index, term) })
 	}
+	if gt, ok := trans.(interface {
+		SetPrevCheck(func(index, term uint64) bool)
+	}); ok {
+		gt.SetPrevCheck(func(index, term uint64) bool { return prevInSnapshot(r, logs, snaps, index, term) })
+	}
 	var timeouts *groupTimeouts
 	if mg.cfg.QuietHeartbeatTimeout > mg.cfg.HeartbeatTimeout {
 		timeouts = &groupTimeouts{heartbeat: mg.cfg.HeartbeatTimeout, election: mg.cfg.ElectionTimeout}

@@ -41,6 +41,10 @@ type groupTransport struct {
 	// snapCheck judges incoming snapshots (SetSnapshotCheck, guards.go);
 	// nil: every one goes to raft.
 	snapCheck atomic.Pointer[func(index, term uint64) snapshotVerdict]
+	// prevCheck tells whether an entry is the last of the group's
+	// snapshot, with the log starting right after it (SetPrevCheck,
+	// guards.go); nil: never.
+	prevCheck atomic.Pointer[func(index, term uint64) bool]
 
 	mu struct {
 		sync.Mutex

@@ -54,6 +54,9 @@ func (t *Transport) handleAppend(ctx context.Context, w *kvpb.AppendEntriesReque
 		return fail(err)
 	}
 	req := appendFromWire(w)
+	if g.matchPrevInSnapshot(req) {
+		t.m.prevInSnapshot.Inc()
+	}
 	g.gate.noteAppend(req)
 	hb := fast && isHeartbeat(req)
 	rpcName := rpcAppendEntries

@@ -132,6 +132,9 @@ type transportMetrics struct {
 	// by reason: held (the log holds their last entry: success) or stale
 	// (at or below what the group applied: refused) (guards.go).
 	snapshotsSkipped *prometheus.CounterVec
+	// prevInSnapshot counts appends whose previous entry was the last
+	// entry of the local group's snapshot, not in its log (guards.go).
+	prevInSnapshot prometheus.Counter
 	// confirmRounds counts node-level leadership confirmation rounds and
 	// confirmGroups observes the groups per round; confirmUnresolved
 	// counts groups a round left unconfirmed (they asked raft);
@@ -189,6 +192,10 @@ func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
 			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_snapshots_skipped_total",
 			Help: "Snapshots from a leader answered without installing them, by reason: held (the local group's log held their last entry; answered with success) or stale (at or below what the group had applied; refused).",
 		}, []string{"reason"}),
+		prevInSnapshot: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_appends_prev_in_snapshot_total",
+			Help: "Appends whose previous entry was the last entry of the local group's snapshot, which its log does not hold: matched against the snapshot (hashicorp/raft would refuse them).",
+		}),
 		confirmRounds: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringkv", Subsystem: "consensus", Name: "transport_confirm_rounds_total",
 			Help: "Node-level leadership confirmation rounds: one Confirm per peer for every group with linearizable reads waiting.",
@@ -207,7 +214,7 @@ func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
 			Help: "Peers' leadership Confirm messages answered by this node.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld, m.snapshotsSkipped, m.confirmRounds, m.confirmGroups, m.confirmUnresolved, m.confirmsAnswered} {
+	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld, m.snapshotsSkipped, m.prevInSnapshot, m.confirmRounds, m.confirmGroups, m.confirmUnresolved, m.confirmsAnswered} {
 		if err := reg.Register(c); err != nil {
 			return transportMetrics{}, fmt.Errorf("register raft transport metrics: %w", err)
 		}
