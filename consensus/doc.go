@@ -115,6 +115,16 @@
 // log while keeping its last index, and panic at the next commit
 // (hashicorp/raft#697), or roll the state machine back.
 //
+// # A previous entry in the follower's snapshot
+//
+// An append whose previous entry is the last entry of one of the group's
+// snapshots, same term, applied, with the log beginning right after it,
+// reaches raft without a previous entry and with its commit index cut to
+// what it covers (guards.go): hashicorp/raft checks a previous entry
+// against the snapshot only when the log ends there, and refused such
+// appends for ever on a split child's follower that had entries of its
+// own after the child's first snapshot.
+//
 // # Idle groups
 //
 // An idle group costs almost nothing on the network (liveness.go): every
