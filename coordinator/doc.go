@@ -103,7 +103,9 @@
 //     refuses new work (a request past its closed check gets ErrClosed
 //     rather than starting any), and waits.
 //   - ClientServer.Batch: one per operation of the batch, at most
-//     batchParallelism at a time, all done before Batch returns.
+//     batchParallelism at a time (one that finds the client bound full
+//     while others of its batch run waits for one of them to end:
+//     batchSlots), all done before Batch returns.
 //   - ClientServer.Pipe: per stream, a reader (the handler), one writer
 //     and up to maxPipeInflight workers: one is started when an admitted operation
 //     arrives and no worker is waiting for one, and kept until the stream
