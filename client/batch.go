@@ -74,8 +74,11 @@ type Result struct {
 // concurrently. It returns one Result per op, in order; the operations are
 // not atomic together and may apply in any order. Each operation follows
 // the rules of its single form: one that fails in a way that proves it was
-// not applied is retried on its own; a write whose RPC broke after it was
-// sent gets ErrOutcomeUnknown.
+// not applied is retried on its own, except that the operations a node
+// refused as overloaded go again together, in Batch RPCs, after the
+// backoff (at most MaxAttempts in all, then ErrOverloaded within
+// ErrUnavailable); a write whose RPC broke after it was sent gets
+// ErrOutcomeUnknown.
 func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 	results := make([]Result, len(ops))
 	if c.isClosed() {
@@ -132,25 +135,59 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 		}
 		groups[addr] = append(groups[addr], i)
 	}
-	// retryOps holds operations to run again through the single-op path.
-	var mu sync.Mutex
-	var retryOps []int
-	var wg sync.WaitGroup
-	for _, addr := range order {
-		idx := groups[addr]
-		for start := 0; start < len(idx); start += c.cfg.BatchChunk {
-			chunk := idx[start:min(start+c.cfg.BatchChunk, len(idx))]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				again := c.sendBatch(ctx, addr, sent, chunk, results)
-				mu.Lock()
-				retryOps = append(retryOps, again...)
-				mu.Unlock()
-			}()
+	// retryOps holds operations to run again through the single-op path;
+	// refused, those a node refused as overloaded, which go again in
+	// batches after a backoff: retried one by one, a batch's refused
+	// operations were as many calls to a node already at its bound.
+	var retryOps, refused []int
+	var lastRefusal error
+	send := func(groups map[string][]int, order []string) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, addr := range order {
+			idx := groups[addr]
+			for start := 0; start < len(idx); start += c.cfg.BatchChunk {
+				chunk := idx[start:min(start+c.cfg.BatchChunk, len(idx))]
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					again, over, err := c.sendBatch(ctx, addr, sent, chunk, results)
+					mu.Lock()
+					retryOps = append(retryOps, again...)
+					refused = append(refused, over...)
+					if err != nil {
+						lastRefusal = err
+					}
+					mu.Unlock()
+				}()
+			}
 		}
+		wg.Wait()
 	}
-	wg.Wait()
+	send(groups, order)
+	for attempt := 2; len(refused) > 0; attempt++ {
+		if attempt > c.cfg.MaxAttempts || !c.backoff(ctx, attempt-1) {
+			err := fmt.Errorf("%w after %d attempts: %w", ErrUnavailable, attempt-1, lastRefusal)
+			if ctx.Err() != nil {
+				err = timeoutError(ctx, c.isClosed(), lastRefusal)
+			}
+			for _, i := range refused {
+				results[i] = batchResult(sent[i], nil, err)
+			}
+			break
+		}
+		groups, order = map[string][]int{}, nil
+		for _, i := range refused {
+			addr := c.targets(string(sent[i].GetKey()), levels[i])[0]
+			if _, ok := groups[addr]; !ok {
+				order = append(order, addr)
+			}
+			groups[addr] = append(groups[addr], i)
+		}
+		refused = nil
+		send(groups, order)
+	}
+	var wg sync.WaitGroup
 	for _, i := range retryOps {
 		wg.Add(1)
 		go func() {
@@ -164,8 +201,10 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 }
 
 // sendBatch sends the operations chunk (indexes into ops) to addr as one
-// Batch RPC, fills their results, and returns the operations to retry.
-func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientOp, chunk []int, results []Result) []int {
+// Batch RPC, fills their results, and returns the operations to retry on
+// their own (again) and those refused as overloaded (over, with the last
+// such refusal), whose results it leaves unset.
+func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientOp, chunk []int, results []Result) (again, over []int, overErr error) {
 	req := &kvpb.ClientBatchRequest{Ops: make([]*kvpb.ClientOp, len(chunk))}
 	for j, i := range chunk {
 		req.Ops[j] = ops[i]
@@ -187,8 +226,12 @@ func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientO
 			return resp.GetHeader(), 0, "", "", nil
 		})
 	}
-	var again []int
 	if err != nil {
+		if how == retry && ctx.Err() == nil && errors.Is(err, ErrOverloaded) {
+			// Refused before it was sent (the client's throttle) or as a
+			// whole: the batch goes again as one.
+			return nil, chunk, err
+		}
 		for _, i := range chunk {
 			write := ops[i].GetKind() != kvpb.ClientOp_KIND_GET
 			switch {
@@ -200,7 +243,7 @@ func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientO
 				results[i].Err = err
 			}
 		}
-		return again
+		return again, nil, nil
 	}
 	var refused []int // answered UNAUTHENTICATED, with the token the Client logs in with
 	for j, i := range chunk {
@@ -209,6 +252,9 @@ func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientO
 		if code := r.GetError(); code != kvpb.ErrorCode_ERROR_CODE_UNSPECIFIED {
 			how, err := codeError(code, r.GetMessage())
 			switch {
+			case how == retry && ctx.Err() == nil && errors.Is(err, ErrOverloaded):
+				over, overErr = append(over, i), err
+				continue
 			case how == retry && ctx.Err() == nil:
 				again = append(again, i)
 				continue
@@ -227,7 +273,7 @@ func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientO
 			again = append(again, refused...)
 		}
 	}
-	return again
+	return again, over, overErr
 }
 
 func batchResult(op *kvpb.ClientOp, r *kvpb.ClientResult, err error) Result {

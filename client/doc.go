@@ -50,7 +50,8 @@
 //     not applied unless their outcome is unknown);
 //   - the node refused it at once because it was at an admission bound
 //     (ErrOverloaded: requests or bytes in flight, a Raft group's queued
-//     proposals), reads and writes alike.
+//     proposals), reads and writes alike. The operations of a Batch
+//     refused so go again together, in Batch RPCs, not one call each.
 //
 // A node that refuses many calls as overloaded is throttled by the client
 // itself (throttle.go, Config.ThrottleRatio): beyond about twice what the
