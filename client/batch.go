@@ -228,8 +228,7 @@ func (c *Client) sendBatch(ctx context.Context, addr string, ops []*kvpb.ClientO
 	}
 	if err != nil {
 		if how == retry && ctx.Err() == nil && errors.Is(err, ErrOverloaded) {
-			// Refused before it was sent (the client's throttle) or as a
-			// whole: the batch goes again as one.
+			// Refused as a whole: the batch goes again as one.
 			return nil, chunk, err
 		}
 		for _, i := range chunk {
