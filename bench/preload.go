@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ringkv/ringkv/client"
 )
@@ -41,22 +42,57 @@ func (d *ClientDriver) PutBatch(ctx context.Context, keys []string, values [][]b
 // preloadAttempts is how many times PreloadBatched tries a batch: a
 // batch that fails (a replica write timed out on a loaded machine) is
 // written again whole, which is harmless since every write of it sets
-// the same value.
-const preloadAttempts = 5
+// the same value. A batch the node refused as overloaded (nothing of it
+// done: client.ErrOverloaded) is tried up to preloadOverloadAttempts
+// times, each after a wait of up to preloadBackoffMax: a bulk load meets
+// the node's bound by design (16 loaders of 256-key batches against a
+// bound shrunk to 16 by the load), and gave up on a batch after five
+// quick tries while the others held the bound (2026-12-06, 1,000,000
+// keys of 1 KiB).
+const (
+	preloadAttempts         = 5
+	preloadOverloadAttempts = 60
+	preloadBackoffMax       = 2 * time.Second
+)
 
 // putBatchRetrying writes one batch, each attempt within s.OpTimeout,
-// trying again after a failure up to preloadAttempts times in all.
+// trying again after a failure up to preloadAttempts times in all (up
+// to preloadOverloadAttempts, with a backoff, while the node refuses it
+// as overloaded).
 func putBatchRetrying(ctx context.Context, d BatchPutter, keys []string, values [][]byte, s Spec) error {
+	return putBatchRetryingWith(ctx, d, keys, values, s, preloadBackoffMax)
+}
+
+// putBatchRetryingWith is putBatchRetrying with the longest wait after
+// an overload refusal (tests shorten it).
+func putBatchRetryingWith(ctx context.Context, d BatchPutter, keys []string, values [][]byte, s Spec, backoffMax time.Duration) error {
 	var err error
-	for range preloadAttempts {
+	failed, overloaded := 0, 0
+	for {
 		bctx, cancel := context.WithTimeout(ctx, s.OpTimeout)
 		err = d.PutBatch(bctx, keys, values, s.Level)
 		cancel()
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
+		if !errors.Is(err, client.ErrOverloaded) {
+			if failed++; failed >= preloadAttempts {
+				return fmt.Errorf("bench: preload batch failed %d times: %w", failed, err)
+			}
+			continue
+		}
+		if overloaded++; overloaded >= preloadOverloadAttempts {
+			return fmt.Errorf("bench: preload batch refused as overloaded %d times: %w", overloaded, err)
+		}
+		wait := min(backoffMax, 50*time.Millisecond<<min(overloaded, 10))
+		t := time.NewTimer(rand.N(wait) + 1)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
 	}
-	return fmt.Errorf("bench: preload batch failed %d times: %w", preloadAttempts, err)
 }
 
 // PreloadBatched is Preload for large key spaces: Spec.Concurrency
@@ -67,7 +103,8 @@ func putBatchRetrying(ctx context.Context, d BatchPutter, keys []string, values 
 // Key(0)..Key(Keys-1) and not the CAS counters. done, if not nil, is
 // called with the keys written so far after each batch, from the
 // callers' goroutines. A failed batch is tried again, up to
-// preloadAttempts times. It returns ErrInvalidSpec for a bad spec or
+// preloadAttempts times (more, after a backoff, while the node refuses
+// it as overloaded). It returns ErrInvalidSpec for a bad spec or
 // batch, and every caller's failure joined.
 func PreloadBatched(ctx context.Context, d BatchPutter, s Spec, batch int, done func(int64)) error {
 	if err := s.Validate(); err != nil {
