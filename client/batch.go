@@ -90,12 +90,11 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 	ctx, cancel := c.callContext(ctx)
 	defer cancel()
 
-	// Route: group operations by their first target. sent holds each
-	// operation as sent (the caller's Ops are not modified).
+	// sent holds each operation as sent (the caller's Ops are not
+	// modified); valid, the operations to send.
 	sent := make([]*kvpb.ClientOp, len(ops))
 	levels := make([]Consistency, len(ops))
-	groups := make(map[string][]int)
-	var order []string
+	var valid []int
 	for i, o := range ops {
 		if o.op == nil {
 			results[i].Err = fmt.Errorf("%w: zero Op", ErrInvalidArgument)
@@ -129,11 +128,7 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 			sent[i].Value = []byte{}
 		}
 		levels[i] = level
-		addr := c.targets(string(o.op.GetKey()), level)[0]
-		if _, ok := groups[addr]; !ok {
-			order = append(order, addr)
-		}
-		groups[addr] = append(groups[addr], i)
+		valid = append(valid, i)
 	}
 	// retryOps holds operations to run again through the single-op path;
 	// refused, those a node refused as overloaded, which go again in
@@ -141,7 +136,18 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 	// operations were as many calls to a node already at its bound.
 	var retryOps, refused []int
 	var lastRefusal error
-	send := func(groups map[string][]int, order []string) {
+	// send routes the operations idx by their first target, as single
+	// calls are, and sends each node's in chunks, every chunk at once.
+	send := func(idx []int) {
+		groups := make(map[string][]int)
+		var order []string
+		for _, i := range idx {
+			addr := c.targets(string(sent[i].GetKey()), levels[i])[0]
+			if _, ok := groups[addr]; !ok {
+				order = append(order, addr)
+			}
+			groups[addr] = append(groups[addr], i)
+		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for _, addr := range order {
@@ -164,7 +170,7 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 		}
 		wg.Wait()
 	}
-	send(groups, order)
+	send(valid)
 	for attempt := 2; len(refused) > 0; attempt++ {
 		if attempt > c.cfg.MaxAttempts || !c.backoff(ctx, attempt-1) {
 			err := fmt.Errorf("%w after %d attempts: %w", ErrUnavailable, attempt-1, lastRefusal)
@@ -176,16 +182,9 @@ func (c *Client) Batch(ctx context.Context, ops []Op) []Result {
 			}
 			break
 		}
-		groups, order = map[string][]int{}, nil
-		for _, i := range refused {
-			addr := c.targets(string(sent[i].GetKey()), levels[i])[0]
-			if _, ok := groups[addr]; !ok {
-				order = append(order, addr)
-			}
-			groups[addr] = append(groups[addr], i)
-		}
+		again := refused
 		refused = nil
-		send(groups, order)
+		send(again)
 	}
 	var wg sync.WaitGroup
 	for _, i := range retryOps {

@@ -202,15 +202,28 @@ func (c *Coordinator) Admit(p Plane, n int64) (release func(), err error) {
 // the client budget. The caller calls the returned function once it has
 // answered.
 func (c *Coordinator) enter(p Plane, n int64) (func(), error) {
+	release, reason, err := c.tryEnter(p, n)
+	if release == nil && err == nil {
+		c.adm.refused(p, reason)
+		err = c.adm.refusals[p][reason]
+	}
+	return release, err
+}
+
+// tryEnter is enter without counting or wording an overload refusal: it
+// returns nil and the refusal's reason when the budget is full (a
+// caller that may wait for room decides whether it is a refusal), or
+// ErrDraining.
+func (c *Coordinator) tryEnter(p Plane, n int64) (func(), int, error) {
 	if !c.gate.enter() {
-		return nil, ErrDraining
+		return nil, 0, ErrDraining
 	}
-	release, err := c.adm.admit(p, n)
-	if err != nil {
+	release, reason := c.adm.take(p, n)
+	if release == nil {
 		c.gate.exit()
-		return nil, err
+		return nil, reason, nil
 	}
-	return func() { release(); c.gate.exit() }, nil
+	return func() { release(); c.gate.exit() }, 0, nil
 }
 
 // overloaded reports whether err is a refusal at an admission bound:

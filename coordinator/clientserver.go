@@ -347,14 +347,13 @@ func (s *ClientServer) admitInBatch(ctx context.Context, b *batchSlots, op *kvpb
 		b.mu.Lock()
 		freed := b.freed
 		b.mu.Unlock()
-		if !s.c.gate.enter() {
-			return nil, s.refusal(op, ErrDraining)
-		}
 		// Taken without counting a refusal: a wait for the batch's own
 		// places is not one.
-		taken, reason := adm.take(PlaneDRPC, opBytes(op))
-		if taken != nil {
-			release := func() { taken(); s.c.gate.exit() }
+		release, reason, err := s.c.tryEnter(PlaneDRPC, opBytes(op))
+		if err != nil {
+			return nil, s.refusal(op, err)
+		}
+		if release != nil {
 			b.mu.Lock()
 			b.inflight++
 			b.mu.Unlock()
@@ -367,7 +366,6 @@ func (s *ClientServer) admitInBatch(ctx context.Context, b *batchSlots, op *kvpb
 				b.mu.Unlock()
 			}, nil
 		}
-		s.c.gate.exit()
 		b.mu.Lock()
 		alone := b.inflight == 0
 		b.mu.Unlock()
