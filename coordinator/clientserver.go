@@ -341,40 +341,40 @@ type batchSlots struct {
 }
 
 // admitInBatch is admit for an operation of the batch holding slots.
+// The place is taken, and counted in the batch's inflight, under the
+// batch's lock (tryEnter never waits): an operation that finds the bound
+// full and none of its batch counted knows that no place of its batch
+// is held, not even one just taken by a sibling that has yet to count
+// it.
 func (s *ClientServer) admitInBatch(ctx context.Context, b *batchSlots, op *kvpb.ClientOp) (release func(), refused *kvpb.ClientResult) {
 	adm := s.c.adm
 	for {
 		b.mu.Lock()
 		freed := b.freed
-		b.mu.Unlock()
 		// Taken without counting a refusal: a wait for the batch's own
 		// places is not one.
 		release, reason, err := s.c.tryEnter(PlaneDRPC, opBytes(op))
+		if release != nil {
+			b.inflight++
+		}
+		alone := b.inflight == 0
+		b.mu.Unlock()
 		if err != nil {
 			return nil, s.refusal(op, err)
 		}
 		if release != nil {
-			b.mu.Lock()
-			b.inflight++
-			b.mu.Unlock()
 			return func() {
-				release()
 				b.mu.Lock()
+				release()
 				b.inflight--
 				close(b.freed)
 				b.freed = make(chan struct{})
 				b.mu.Unlock()
 			}, nil
 		}
-		b.mu.Lock()
-		alone := b.inflight == 0
-		b.mu.Unlock()
-		select {
-		case <-freed: // one ended since this operation asked: ask again
-			continue
-		default:
-		}
 		if !alone {
+			// A place of the batch's ends after this ask: freed, read
+			// under the same lock, is closed then.
 			select {
 			case <-freed:
 				continue
