@@ -16,6 +16,17 @@
 // that reads need: a deposed leader's proposal cannot commit, so a decision
 // taken on its stale state is never applied.
 //
+// # The log
+//
+// LogStore is each group's raft.LogStore and raft.StableStore. On a node
+// its entries are in the write-ahead log every group shares
+// (internal/raftwal, NewWALLogStore: one fdatasync for all groups'
+// appends, no entry through Badger), its term and vote in the replica
+// store; NewLogStore keeps the entries in the replica store too, as data
+// format 1 did (MigrateLogs moves them). StoreLogs answers once the
+// entries are visible and reports their durability later: the transport
+// and the FSM hold back what must wait for it (logstore.go).
+//
 // # Reads
 //
 // Linearizable reads use read-index: no log entry. A read captures the

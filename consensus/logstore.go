@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/raftwal"
 	"github.com/ringkv/ringkv/internal/varint"
 
 	"github.com/hashicorp/raft"
@@ -65,8 +66,16 @@ type RawStore interface {
 	LastRaw(prefix []byte) (key, value []byte, err error)
 }
 
+// diskStater is what LogStore asks of a store whose disk may fill up;
+// replica.Store has it.
+type diskStater interface {
+	DiskState() replica.DiskState
+}
+
 var (
 	_ RawStore         = (*replica.Store)(nil)
+	_ diskStater       = (*replica.Store)(nil)
+	_ StallReporter    = (*raftwal.WAL)(nil)
 	_ raft.LogStore    = (*LogStore)(nil)
 	_ raft.StableStore = (*LogStore)(nil)
 )
@@ -100,6 +109,7 @@ var (
 // serialized; reads and stable-store calls are not.
 type LogStore struct {
 	store      RawStore
+	wal        *raftwal.WAL // if set, the log's entries are here, not in store
 	group      uint32
 	logPrefix  []byte // 'l' | group
 	stablePref []byte // 's' | group
@@ -118,6 +128,10 @@ type LogStore struct {
 	// the store as a StallReporter, nil if it is not one.
 	stallLimit atomic.Int64
 	stalls     StallReporter
+	// disk is the store as a diskStater, nil if it is not one: appends to
+	// a WAL are refused while the store's disk is full, as the store
+	// refuses its own log writes.
+	disk diskStater
 
 	// dur tracks durability: StoreLogs returns once its entries are
 	// visible, and the store reports later when they are fsynced.
@@ -133,13 +147,33 @@ type LogStore struct {
 // its first and last log index. It returns a wrapped ErrCorruptLog for a
 // malformed log key, or the store's error.
 func NewLogStore(store RawStore, group uint32) (*LogStore, error) {
+	return newLogStore(store, nil, group)
+}
+
+// NewWALLogStore is NewLogStore with the log's entries in wal, the
+// write-ahead log the node's groups share, instead of in store (which
+// keeps the stable store): a node's groups then share one fdatasync of
+// the WAL, and their entries stay out of Badger. The entries are encoded
+// as in store. A node's log stores are all of one kind (the data
+// directory's format says which; node.MigrateLogs moves a directory's
+// logs into the WAL).
+func NewWALLogStore(store RawStore, wal *raftwal.WAL, group uint32) (*LogStore, error) {
+	return newLogStore(store, wal, group)
+}
+
+func newLogStore(store RawStore, wal *raftwal.WAL, group uint32) (*LogStore, error) {
 	s := &LogStore{
 		store:      store,
+		wal:        wal,
 		group:      group,
 		logPrefix:  binary.BigEndian.AppendUint32([]byte{nsRaftLog}, group),
 		stablePref: binary.BigEndian.AppendUint32([]byte{nsRaftStable}, group),
 	}
 	s.stalls, _ = store.(StallReporter)
+	s.disk, _ = store.(diskStater)
+	if wal != nil {
+		s.stalls = wal
+	}
 	if err := s.loadIndexesLocked(); err != nil {
 		return nil, err
 	}
@@ -183,8 +217,14 @@ func (s *LogStore) LastIndex() (uint64, error) {
 // no entry at index; a wrapped ErrCorruptLog if the stored entry fails to
 // decode or carries another index; otherwise the store's error.
 func (s *LogStore) GetLog(index uint64, log *raft.Log) error {
-	val, err := s.store.GetRaw(s.logKey(index))
-	if errors.Is(err, replica.ErrNotFound) {
+	var val []byte
+	var err error
+	if s.wal != nil {
+		val, err = s.wal.Get(s.group, index)
+	} else {
+		val, err = s.store.GetRaw(s.logKey(index))
+	}
+	if errors.Is(err, replica.ErrNotFound) || errors.Is(err, raftwal.ErrNotFound) {
 		return raft.ErrLogNotFound
 	}
 	if err != nil {
@@ -233,6 +273,9 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
+	if s.wal != nil {
+		return s.storeInWAL(logs)
+	}
 	size := 0
 	for _, l := range logs {
 		size += logKeyLen + encodedLogLen(l)
@@ -271,6 +314,47 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	return nil
 }
 
+// storeInWAL is StoreLogs for a log in a WAL.
+func (s *LogStore) storeInWAL(logs []*raft.Log) error {
+	entries := make([]raftwal.Entry, len(logs))
+	size := 0
+	for _, l := range logs {
+		size += encodedLogLen(l)
+	}
+	buf := make([]byte, 0, size)
+	lo, hi := uint64(math.MaxUint64), uint64(0)
+	for i, l := range logs {
+		start := len(buf)
+		buf = appendLog(buf, l)
+		entries[i] = raftwal.Entry{Index: l.Index, Data: buf[start:len(buf):len(buf)]}
+		lo, hi = min(lo, l.Index), max(hi, l.Index)
+	}
+	if err := s.checkStall(); err != nil {
+		return err
+	}
+	if s.disk != nil {
+		if st := s.disk.DiskState(); st.Full {
+			return fmt.Errorf("store logs %d-%d of group %d: %w: %s", lo, hi, s.group, replica.ErrDiskFull, st.Reason)
+		}
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.brokenErr(); err != nil {
+		return err
+	}
+	durable := func(err error) { s.markDurable(hi, err) }
+	if err := s.wal.Append(s.group, entries, durable); err != nil {
+		return s.failLocked(fmt.Errorf("store logs %d-%d of group %d: %w", lo, hi, s.group, err))
+	}
+	if f := s.first.Load(); f == 0 || lo < f {
+		s.first.Store(lo)
+	}
+	if hi > s.last.Load() {
+		s.last.Store(hi)
+	}
+	return nil
+}
+
 // DeleteRange implements raft.LogStore: it durably deletes the entries with
 // index in [lo, hi] (inclusive; nothing if lo > hi).
 //
@@ -290,7 +374,13 @@ func (s *LogStore) DeleteRange(lo, hi uint64) error {
 		return err
 	}
 	suffix := hi >= s.last.Load() // a conflict truncation, not compaction
-	if err := s.store.WriteRaw(context.Background(), nil, []replica.KeyRange{r}); err != nil {
+	var err error
+	if s.wal != nil {
+		err = s.wal.DeleteRange(s.group, lo, hi)
+	} else {
+		err = s.store.WriteRaw(context.Background(), nil, []replica.KeyRange{r})
+	}
+	if err != nil {
 		return s.failLocked(fmt.Errorf("delete logs %d-%d of group %d: %w", lo, hi, s.group, err))
 	}
 	if suffix && lo > 0 {
@@ -310,6 +400,12 @@ func (s *LogStore) DeleteRange(lo, hi uint64) error {
 // loadIndexesLocked reads the first and last index from the store. writeMu
 // must be held (or s not yet shared).
 func (s *LogStore) loadIndexesLocked() error {
+	if s.wal != nil {
+		first, last := s.wal.Bounds(s.group)
+		s.first.Store(first)
+		s.last.Store(last)
+		return nil
+	}
 	var first, last uint64
 	var ferr error
 	err := s.store.ScanRaw(s.logPrefix, nil, func(key, _ []byte) bool {
@@ -359,7 +455,8 @@ func (s *LogStore) checkStall() error {
 // failLocked marks the LogStore broken unless err shows that nothing was
 // applied, and returns err.
 func (s *LogStore) failLocked(err error) error {
-	if errors.Is(err, replica.ErrInvalidEntry) || errors.Is(err, replica.ErrClosed) || errors.Is(err, replica.ErrDiskFull) {
+	if errors.Is(err, replica.ErrInvalidEntry) || errors.Is(err, replica.ErrClosed) || errors.Is(err, replica.ErrDiskFull) ||
+		errors.Is(err, raftwal.ErrTooLarge) || errors.Is(err, raftwal.ErrClosed) || errors.Is(err, raftwal.ErrNotWritten) {
 		return err // nothing applied: the cached indexes still hold
 	}
 	broken := errors.Join(ErrLogStoreBroken, err)

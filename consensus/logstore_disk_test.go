@@ -64,3 +64,39 @@ func TestLogStoreRefusesAppendsWhileSyncStalls(t *testing.T) {
 	}
 	lsCheckBounds(t, ls, 1, 4)
 }
+
+// fullStore reports a full disk at will.
+type fullStore struct {
+	*replica.Store
+	full atomic.Bool
+}
+
+func (s *fullStore) DiskState() replica.DiskState {
+	if s.full.Load() {
+		return replica.DiskState{Full: true, Reason: "free space below the reserve"}
+	}
+	return s.Store.DiskState()
+}
+
+// A LogStore on a WAL refuses appends while the store's disk is full, as
+// the store refuses its own log writes: nothing stored, nothing broken.
+func TestWALLogStoreDiskFull(t *testing.T) {
+	fs := &fullStore{Store: lsOpenStore(t, "", replica.Deps{})}
+	ls := lsNewOn(t, "wal", fs, lsOpenWAL(t, t.TempDir()), 1)
+	if err := ls.StoreLogs(lsLogs(1, 3, 1)); err != nil {
+		t.Fatalf("StoreLogs: got %v, want nil", err)
+	}
+	fs.full.Store(true)
+	if err := ls.StoreLogs(lsLogs(4, 6, 1)); !errors.Is(err, replica.ErrDiskFull) || errors.Is(err, ErrLogStoreBroken) {
+		t.Fatalf("StoreLogs on a full disk: got %v, want replica.ErrDiskFull, not broken", err)
+	}
+	lsCheckBounds(t, ls, 1, 3)
+	fs.full.Store(false)
+	if err := ls.StoreLogs(lsLogs(4, 6, 1)); err != nil {
+		t.Fatalf("StoreLogs once there is room: got %v, want nil", err)
+	}
+	lsCheckBounds(t, ls, 1, 6)
+	if err := ls.WaitDurable(t.Context(), 6); err != nil {
+		t.Fatalf("WaitDurable: got %v, want nil", err)
+	}
+}

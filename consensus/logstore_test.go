@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/raftwal"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -51,6 +53,35 @@ func lsNew(t testing.TB, store RawStore, group uint32) *LogStore {
 	ls, err := NewLogStore(store, group)
 	if err != nil {
 		t.Fatalf("NewLogStore(group %d): got %v, want nil", group, err)
+	}
+	return ls
+}
+
+// lsKinds are the two places a LogStore keeps its entries: the store
+// itself, or a raftwal.WAL beside it (what a node uses).
+var lsKinds = []string{"badger", "wal"}
+
+// lsOpenWAL opens a WAL in dir, closed when the test ends.
+func lsOpenWAL(t testing.TB, dir string) *raftwal.WAL {
+	t.Helper()
+	w, err := raftwal.Open(dir, raftwal.Options{})
+	if err != nil {
+		t.Fatalf("raftwal.Open: got %v, want nil", err)
+	}
+	t.Cleanup(func() { _ = w.Close() })
+	return w
+}
+
+// lsNewOn returns group's LogStore of kind: on store alone, or with its
+// entries in wal.
+func lsNewOn(t testing.TB, kind string, store RawStore, wal *raftwal.WAL, group uint32) *LogStore {
+	t.Helper()
+	if kind == "badger" {
+		return lsNew(t, store, group)
+	}
+	ls, err := NewWALLogStore(store, wal, group)
+	if err != nil {
+		t.Fatalf("NewWALLogStore(group %d): got %v, want nil", group, err)
 	}
 	return ls
 }
@@ -159,34 +190,37 @@ func TestLogStoreLogs(t *testing.T) {
 		{"delete then append", []step{{store: lsLogs(1, 10, 1)}, {del: [2]uint64{6, 10}}, {store: lsLogs(6, 8, 2)}}, 1, 8, lsSeq(1, 8)},
 		{"empty batch", []step{{store: []*raft.Log{}}}, 0, 0, nil},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			ls := lsNew(t, lsOpenStore(t, "", replica.Deps{}), 7)
-			want := map[uint64]*raft.Log{}
-			for _, st := range tc.steps {
-				if len(st.store) == 1 {
-					if err := ls.StoreLog(st.store[0]); err != nil {
-						t.Fatalf("StoreLog: got %v, want nil", err)
+	for _, kind := range lsKinds {
+		for _, tc := range tests {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				wal := lsOpenWAL(t, t.TempDir())
+				ls := lsNewOn(t, kind, lsOpenStore(t, "", replica.Deps{}), wal, 7)
+				want := map[uint64]*raft.Log{}
+				for _, st := range tc.steps {
+					if len(st.store) == 1 {
+						if err := ls.StoreLog(st.store[0]); err != nil {
+							t.Fatalf("StoreLog: got %v, want nil", err)
+						}
+					} else if err := ls.StoreLogs(st.store); err != nil {
+						t.Fatalf("StoreLogs: got %v, want nil", err)
 					}
-				} else if err := ls.StoreLogs(st.store); err != nil {
-					t.Fatalf("StoreLogs: got %v, want nil", err)
-				}
-				for _, l := range st.store {
-					want[l.Index] = l
-				}
-				if st.del != [2]uint64{} || st.deleteNone {
-					if err := ls.DeleteRange(st.del[0], st.del[1]); err != nil {
-						t.Fatalf("DeleteRange(%d, %d): got %v, want nil", st.del[0], st.del[1], err)
+					for _, l := range st.store {
+						want[l.Index] = l
+					}
+					if st.del != [2]uint64{} || st.deleteNone {
+						if err := ls.DeleteRange(st.del[0], st.del[1]); err != nil {
+							t.Fatalf("DeleteRange(%d, %d): got %v, want nil", st.del[0], st.del[1], err)
+						}
 					}
 				}
-			}
-			lsCheckBounds(t, ls, tc.first, tc.last)
-			if got := lsIndexes(t, ls, 0, 30, want); !slices.Equal(got, tc.present) {
-				t.Errorf("stored indexes: got %v, want %v", got, tc.present)
-			}
-			// A fresh LogStore on the same store agrees.
-			lsCheckBounds(t, lsNew(t, ls.store, 7), tc.first, tc.last)
-		})
+				lsCheckBounds(t, ls, tc.first, tc.last)
+				if got := lsIndexes(t, ls, 0, 30, want); !slices.Equal(got, tc.present) {
+					t.Errorf("stored indexes: got %v, want %v", got, tc.present)
+				}
+				// A fresh LogStore on the same store agrees.
+				lsCheckBounds(t, lsNewOn(t, kind, ls.store, wal, 7), tc.first, tc.last)
+			})
+		}
 	}
 }
 
@@ -264,6 +298,12 @@ func TestLogStoreStable(t *testing.T) {
 }
 
 func TestLogStoreSurvivesReopen(t *testing.T) {
+	for _, kind := range lsKinds {
+		t.Run(kind, func(t *testing.T) { lsSurvivesReopen(t, kind) })
+	}
+}
+
+func lsSurvivesReopen(t *testing.T, kind string) {
 	dir := t.TempDir()
 	logs := lsLogs(1, 100, 3)
 	for round := range 2 {
@@ -273,7 +313,11 @@ func TestLogStoreSurvivesReopen(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Open %d: got %v, want nil", round, err)
 		}
-		ls := lsNew(t, store, 9)
+		wal, err := raftwal.Open(filepath.Join(dir, "wal"), raftwal.Options{})
+		if err != nil {
+			t.Fatalf("raftwal.Open %d: got %v, want nil", round, err)
+		}
+		ls := lsNewOn(t, kind, store, wal, 9)
 		if round == 0 {
 			if err := ls.StoreLogs(logs); err != nil {
 				t.Fatalf("StoreLogs: got %v, want nil", err)
@@ -304,6 +348,9 @@ func TestLogStoreSurvivesReopen(t *testing.T) {
 		}
 		if err := store.Close(); err != nil {
 			t.Fatalf("Close %d: got %v, want nil", round, err)
+		}
+		if err := wal.Close(); err != nil {
+			t.Fatalf("WAL Close %d: got %v, want nil", round, err)
 		}
 	}
 }
@@ -728,6 +775,7 @@ func (w lsLogWriter) Write(p []byte) (int, error) {
 type lsRaftNode struct {
 	id    string
 	dir   string
+	wal   *raftwal.WAL
 	store *replica.Store
 	logs  *LogStore
 	snaps *raft.InmemSnapshotStore
@@ -741,6 +789,12 @@ type lsRaftNode struct {
 // after every member restarts on its reopened store it recovers the same log
 // and replays it.
 func TestLogStoreUnderRaft(t *testing.T) {
+	for _, kind := range lsKinds {
+		t.Run(kind, func(t *testing.T) { lsUnderRaft(t, kind) })
+	}
+}
+
+func lsUnderRaft(t *testing.T, kind string) {
 	const group, commands = 11, 1000
 	nodes := make([]*lsRaftNode, 3)
 	var servers []raft.Server
@@ -758,7 +812,10 @@ func TestLogStoreUnderRaft(t *testing.T) {
 			if err != nil {
 				t.Fatalf("replica.Open: got %v, want nil", err)
 			}
-			n.store, n.logs, n.fsm = store, lsNew(t, store, group), lsNewFSM()
+			if n.wal, err = raftwal.Open(filepath.Join(n.dir, "wal"), raftwal.Options{}); err != nil {
+				t.Fatalf("raftwal.Open: got %v, want nil", err)
+			}
+			n.store, n.logs, n.fsm = store, lsNewOn(t, kind, store, n.wal, group), lsNewFSM()
 			_, n.trans = raft.NewInmemTransport(raft.ServerAddress(n.id))
 		}
 	}
@@ -807,6 +864,12 @@ func TestLogStoreUnderRaft(t *testing.T) {
 					t.Errorf("Close: got %v, want nil", err)
 				}
 				n.store = nil
+			}
+			if n.wal != nil {
+				if err := n.wal.Close(); err != nil {
+					t.Errorf("WAL Close: got %v, want nil", err)
+				}
+				n.wal = nil
 			}
 		}
 	}

@@ -66,6 +66,13 @@ type DiskHealth struct {
 // diskHealth evaluates the store's disk state against the stall bound.
 func (n *Node) diskHealth() DiskHealth {
 	st := n.store.DiskState()
+	// The Raft WAL is on the same disk: its fdatasync stalls and fails too.
+	if n.wal != nil {
+		st.SyncStall = max(st.SyncStall, n.wal.SyncStall())
+		if err := n.wal.Err(); err != nil && !st.SyncFailed {
+			st.SyncFailed, st.Reason = true, "raft WAL: "+err.Error()
+		}
+	}
 	h := DiskHealth{Healthy: true, FreeBytes: st.FreeBytes}
 	stall := n.cfg.diskStallTimeout()
 	switch {

@@ -10,7 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
+	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/coordinator"
+	"github.com/ringkv/ringkv/replica"
 	"github.com/ringkv/ringkv/ring/gossip"
 )
 
@@ -19,21 +23,21 @@ import (
 // refused before anything is opened, with a message naming both formats.
 func TestDiskFormat(t *testing.T) {
 	dir := t.TempDir()
-	if err := checkDiskFormat(dir); err != nil {
-		t.Fatalf("fresh directory: %v", err)
+	if v, err := checkDiskFormat(dir); err != nil || v != 1 {
+		t.Fatalf("fresh directory: %d %v, want format 1", v, err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, formatFile))
 	if err != nil || string(b) != "1\n" {
 		t.Fatalf("FORMAT: got %q (%v), want \"1\\n\"", b, err)
 	}
-	if err := checkDiskFormat(dir); err != nil {
+	if _, err := checkDiskFormat(dir); err != nil {
 		t.Fatalf("second open: %v", err)
 	}
 	for _, bad := range []string{"7\n", "two\n", ""} {
 		if err := os.WriteFile(filepath.Join(dir, formatFile), []byte(bad), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		err := checkDiskFormat(dir)
+		_, err := checkDiskFormat(dir)
 		var fe *FormatError
 		if !errors.Is(err, ErrDiskFormat) || !errors.As(err, &fe) {
 			t.Fatalf("FORMAT %q: got %v, want a *FormatError", bad, err)
@@ -48,6 +52,63 @@ func TestDiskFormat(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "replica")); !os.IsNotExist(err) {
 		t.Errorf("the refused directory was touched: replica/ exists (%v)", err)
+	}
+}
+
+// A directory of format 1, its Raft logs in the store, is converted on
+// open: the logs move into the WAL, FORMAT says 2, and a second open
+// finds them there.
+func TestDiskFormatConverted(t *testing.T) {
+	dir := t.TempDir()
+	if err := writeDiskFormat(dir, 1); err != nil {
+		t.Fatal(err)
+	}
+	rcfg := replica.DefaultConfig()
+	rcfg.Dir = filepath.Join(dir, "replica")
+	store, err := replica.Open(rcfg, replica.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const group = 60000 // not a partition: nothing else touches it
+	ls, err := consensus.NewLogStore(store, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs []*raft.Log
+	for i := uint64(1); i <= 50; i++ {
+		logs = append(logs, &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte("x")})
+	}
+	if err := ls.StoreLogs(logs); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		nd, err := Open(testNodeConfig(t, 1, dir, nil, nil), Deps{})
+		if err != nil {
+			t.Fatalf("open %d: %v", round, err)
+		}
+		if first, last := nd.wal.Bounds(group); first != 1 || last != 50 {
+			t.Errorf("open %d: the WAL holds %d..%d, want 1..50", round, first, last)
+		}
+		if err := nd.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, formatFile)); err != nil || string(b) != "2\n" {
+			t.Fatalf("FORMAT after open %d: %q %v, want 2", round, b, err)
+		}
+	}
+	store, err = replica.Open(rcfg, replica.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if ls, err = consensus.NewLogStore(store, group); err != nil {
+		t.Fatal(err)
+	}
+	if last, _ := ls.LastIndex(); last != 0 {
+		t.Errorf("the store still holds the log up to %d", last)
 	}
 }
 

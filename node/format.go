@@ -8,6 +8,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/internal/raftwal"
 )
 
 // The data directory's on-disk format (the replica store's key layout,
@@ -21,15 +24,19 @@ import (
 // it has converted the directory, so that a rollback binary refuses a
 // directory it cannot read instead of misreading it (docs/OPERATIONS.md,
 // "Upgrades").
+//
+// Format 2 keeps the Raft logs in the write-ahead log DataDir/raftwal
+// (internal/raftwal) instead of the replica store's 'l' keys; a format-1
+// directory is converted on open (openWAL) by moving them there.
 const (
 	// DiskFormat is the format this build writes.
-	DiskFormat = 1
+	DiskFormat = 2
 	// formatFile is the file in the data directory that holds it.
 	formatFile = "FORMAT"
 )
 
 // DiskFormatsRead returns the formats this build opens, oldest first.
-func DiskFormatsRead() []int { return []int{1} }
+func DiskFormatsRead() []int { return []int{1, 2} }
 
 // ErrDiskFormat marks a data directory whose format this build cannot
 // read; the concrete error is a *FormatError.
@@ -55,25 +62,58 @@ func (e *FormatError) Error() string {
 // Is reports whether target is ErrDiskFormat.
 func (e *FormatError) Is(target error) bool { return target == ErrDiskFormat }
 
-// checkDiskFormat reads dir's FORMAT file and returns a *FormatError when
-// this build does not read that format; when the file is missing it
-// writes format 1 (what every older release wrote, and what a new
-// directory gets from this build) durably.
-func checkDiskFormat(dir string) error {
+// checkDiskFormat reads dir's FORMAT file and returns its format, or a
+// *FormatError when this build does not read that format; when the file
+// is missing it writes format 1 (what every older release wrote; a new
+// directory is then converted like any format-1 one, which finds nothing
+// to move) durably.
+func checkDiskFormat(dir string) (int, error) {
 	path := filepath.Join(dir, formatFile)
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return writeDiskFormat(dir, DiskFormat)
+		return 1, writeDiskFormat(dir, 1)
 	case err != nil:
-		return fmt.Errorf("node: read data format: %w", err)
+		return 0, fmt.Errorf("node: read data format: %w", err)
 	}
 	found := strings.TrimSpace(string(b))
 	v, err := strconv.Atoi(found)
 	if err != nil || !slices.Contains(DiskFormatsRead(), v) {
-		return &FormatError{Dir: dir, Found: strconv.Quote(found), Reads: DiskFormatsRead()}
+		return 0, &FormatError{Dir: dir, Found: strconv.Quote(found), Reads: DiskFormatsRead()}
 	}
-	return nil
+	return v, nil
+}
+
+// walOptions are the Raft WAL's: the chaos fsync fault (disk.go) where
+// the store has it too.
+func (n *Node) walOptions() raftwal.Options {
+	var o raftwal.Options
+	if n.cfg.ChaosHooks {
+		o.SyncFault = n.syncFault
+	}
+	return o
+}
+
+// openWAL opens the Raft logs' write-ahead log and, in a directory of
+// format 1, moves the logs kept in the store into it, then writes format
+// 2. A crash before FORMAT says 2 converts again at the next open
+// (consensus.MigrateLogs may run twice).
+func (n *Node) openWAL(format int) error {
+	var err error
+	if n.wal, err = raftwal.Open(filepath.Join(n.cfg.DataDir, "raftwal"), n.walOptions()); err != nil {
+		return fmt.Errorf("node: open raft WAL: %w", err)
+	}
+	if format >= 2 {
+		return nil
+	}
+	groups, entries, err := consensus.MigrateLogs(n.store, n.wal)
+	if err != nil {
+		return fmt.Errorf("node: convert data format 1 to 2: %w", err)
+	}
+	if entries > 0 {
+		n.log.Info("data format 1 converted to 2: raft logs moved into the WAL", "groups", groups, "entries", entries)
+	}
+	return writeDiskFormat(n.cfg.DataDir, 2)
 }
 
 // writeDiskFormat writes FORMAT through a temporary file, fsyncing the

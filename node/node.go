@@ -29,6 +29,7 @@ import (
 	"github.com/ringkv/ringkv/coordinator"
 	"github.com/ringkv/ringkv/internal/loglimit"
 	"github.com/ringkv/ringkv/internal/pki"
+	"github.com/ringkv/ringkv/internal/raftwal"
 	"github.com/ringkv/ringkv/internal/rpcconn"
 	"github.com/ringkv/ringkv/proto/kvpb"
 	"github.com/ringkv/ringkv/replica"
@@ -54,6 +55,7 @@ type Node struct {
 	cfg   Config
 	log   *slog.Logger
 	store *replica.Store
+	wal   *raftwal.WAL // every group's Raft log entries (format 2)
 	clock *replica.Clock
 	// clockOffset shifts the clock's physical time (nanoseconds); only the
 	// test-only chaos hooks set it (Config.ChaosHooks, ChaosClockOffset).
@@ -126,7 +128,8 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("node: create data dir: %w", err)
 	}
-	if err := checkDiskFormat(cfg.DataDir); err != nil {
+	format, err := checkDiskFormat(cfg.DataDir)
+	if err != nil {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log}
@@ -146,6 +149,9 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	}
 	if n.store, err = replica.Open(rcfg, rdeps); err != nil {
 		return nil, fmt.Errorf("node: open replica store: %w", err)
+	}
+	if err := n.openWAL(format); err != nil {
+		return nil, err
 	}
 	if cfg.ChaosHooks && cfg.ChaosClockOffset != 0 {
 		n.clockOffset.Store(int64(cfg.ChaosClockOffset))
@@ -218,7 +224,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 		Ring:       n.gossip,
 		Transports: n.raftTr,
 		Logs: func(group uint32) (raft.LogStore, raft.StableStore, error) {
-			ls, err := consensus.NewLogStore(store, group)
+			ls, err := consensus.NewWALLogStore(store, n.wal, group)
 			if err != nil {
 				return nil, nil, fmt.Errorf("log store: %w", err)
 			}
@@ -467,6 +473,9 @@ func (n *Node) Close() error {
 		}
 		if n.gossip != nil {
 			errs = append(errs, n.gossip.Close())
+		}
+		if n.wal != nil {
+			errs = append(errs, n.wal.Close())
 		}
 		if n.store != nil {
 			errs = append(errs, n.store.Close())

@@ -37,7 +37,7 @@
 // names it:
 //
 //	'r' | partition uint32 BE | user key   -> encoded Record           (Merge, Get, Scan)
-//	'l' | group uint32 BE | index uint64 BE -> encoded Raft log entry  (consensus.LogStore, via the raw API)
+//	'l' | group uint32 BE | index uint64 BE -> encoded Raft log entry  (consensus.LogStore, via the raw API; data format 1 only: a node keeps its logs in internal/raftwal)
 //	's' | group uint32 BE | name            -> Raft stable-store value (consensus.LogStore, via the raw API)
 //	'h' | uint16 BE len(target) | target | seq uint64 BE -> hint     (coordinator hinted handoff, via the raw API)
 //

@@ -25,10 +25,11 @@
 //	kindTruncate: hi uint64 LE, the last index removed
 //	kindEntry, kindMove: the entry's bytes
 //
-// An entry replaces any entry of its group at its index and removes those
-// above it (a Raft log conflict). A move is an entry copied forward out of
-// an old segment (below) and changes nothing else. A truncate removes a
-// range.
+// An entry replaces any entry of its group at its index and leaves the
+// others (as raft-boltdb's StoreLogs: Raft deletes a conflicting suffix
+// itself first); a group's log may have holes. A move is an entry copied
+// forward out of an old segment (below); on replay it is put back the
+// same way. A truncate removes a range.
 //
 // Open replays the segments in order to rebuild each group's index (where
 // each entry lies; entries themselves are read from the files when asked
@@ -60,6 +61,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -77,6 +80,9 @@ var (
 	ErrClosed = errors.New("raftwal: closed")
 	// ErrTooLarge: an entry larger than MaxEntryBytes.
 	ErrTooLarge = errors.New("raftwal: entry too large")
+	// ErrNotWritten marks (joined with the cause) a write that failed and
+	// was cut off the file again: nothing of it stays, and the WAL goes on.
+	ErrNotWritten = errors.New("raftwal: nothing written")
 )
 
 // Record kinds.
@@ -104,6 +110,10 @@ type Options struct {
 	MaxEntryBytes int
 	// NoSync skips fdatasync (tests of logic only; never in a node).
 	NoSync bool
+	// SyncFault, if set, runs before every fdatasync of the syncer (a
+	// chaos hook: it may sleep, a stalled disk, or fail, a failed one);
+	// nil in production.
+	SyncFault func() error
 }
 
 func (o *Options) fill() {
@@ -171,6 +181,7 @@ type WAL struct {
 	groups map[uint32]*glog
 	segs   []*segment // oldest first; the last is active
 	wpos   int64      // bytes written in all, ever (a sync's coverage)
+	synced int64      // wpos covered by the last successful sync
 	closed bool
 	err    error // a failed write or sync: sticky
 	buf    []byte
@@ -183,6 +194,9 @@ type WAL struct {
 	closing bool
 	kick    chan struct{}
 	stopped chan struct{}
+	// syncStart is when the fdatasync in progress began (Unix
+	// nanoseconds; 0: none runs).
+	syncStart atomic.Int64
 }
 
 // Open opens (creating it if need be) the WAL in dir and replays it.
@@ -213,6 +227,7 @@ func Open(dir string, opts Options) (*WAL, error) {
 		}
 	}
 	w.recount()
+	w.synced = w.wpos // read back from the disk
 	go w.syncer()
 	return w, nil
 }
@@ -343,17 +358,17 @@ func seal(dst []byte, start int) {
 // apply changes the index for one record (replay and writes alike).
 func (w *WAL) apply(r record, at loc) {
 	switch r.kind {
-	case kindEntry:
-		w.set(r.group, r.index, at)
-	case kindMove:
+	case kindEntry, kindMove:
 		w.put(r.group, r.index, at)
 	case kindTruncate:
 		w.remove(r.group, r.index, r.hi)
 	}
 }
 
-// set puts the entry at index, removing every entry above it.
-func (w *WAL) set(group uint32, index uint64, at loc) {
+// put puts the entry at index and leaves the others, making holes
+// between it and the log if need be. (A moved entry's old segment may be
+// gone at replay, so the index need not hold it either.)
+func (w *WAL) put(group uint32, index uint64, at loc) {
 	g := w.groups[group]
 	if g == nil {
 		g = &glog{}
@@ -364,35 +379,15 @@ func (w *WAL) set(group uint32, index uint64, at loc) {
 		g.first = index
 		g.locs = append(g.locs[:0], at)
 	case index < g.first:
-		// Below the log: everything else goes (it is above index).
-		g.first = index
-		g.locs = append(g.locs[:0], at)
-	default:
-		pos := index - g.first
-		if pos < uint64(len(g.locs)) {
-			g.locs = g.locs[:pos]
-		}
-		for uint64(len(g.locs)) < pos {
-			g.locs = append(g.locs, loc{}) // a hole
-		}
-		g.locs = append(g.locs, at)
-	}
-}
-
-// put puts the entry at index and leaves the others: a moved entry. The
-// segment it was moved from may be gone, so the index may not hold it.
-func (w *WAL) put(group uint32, index uint64, at loc) {
-	g := w.groups[group]
-	switch {
-	case g == nil || len(g.locs) == 0:
-		w.set(group, index, at)
-	case index < g.first:
 		locs := make([]loc, g.first-index, g.first-index+uint64(len(g.locs)))
 		locs[0] = at
 		g.locs = append(locs, g.locs...)
 		g.first = index
 	case index > g.last():
-		w.set(group, index, at)
+		for g.last() < index-1 {
+			g.locs = append(g.locs, loc{}) // a hole
+		}
+		g.locs = append(g.locs, at)
 	default:
 		g.locs[index-g.first] = at
 	}
@@ -491,9 +486,8 @@ func syncDir(dir string) error {
 // Append writes entries of group, in index order, and returns once they
 // are visible to Get; durable is called (from the syncer, without
 // blocking it for long) once they are on disk, or with the error that
-// kept them from being. An entry replaces the one at its index and
-// removes those above it. durable is not called if Append returns an
-// error.
+// kept them from being. An entry replaces the one at its index, if any.
+// durable is not called if Append returns an error.
 func (w *WAL) Append(group uint32, entries []Entry, durable func(error)) error {
 	if len(entries) == 0 {
 		w.enqueue(durable)
@@ -530,8 +524,8 @@ func (w *WAL) Append(group uint32, entries []Entry, durable func(error)) error {
 	}
 	w.buf = buf[:0]
 	for i, e := range entries {
-		w.removeLive(group, e.Index, ^uint64(0))
-		w.set(group, e.Index, loc{seg: seg.seq, off: offs[i], n: uint32(len(e.Data))}) //nolint:gosec // bounded by MaxEntryBytes
+		w.removeLive(group, e.Index, e.Index)
+		w.put(group, e.Index, loc{seg: seg.seq, off: offs[i], n: uint32(len(e.Data))}) //nolint:gosec // bounded by MaxEntryBytes
 		seg.live++
 	}
 	// The entries are written; a failure to cut the next segment is
@@ -584,13 +578,22 @@ func (w *WAL) usableLocked() error {
 	return w.err
 }
 
-// writeLocked writes buf at the end of seg.
+// writeLocked writes buf at the end of seg. A write that fails (ENOSPC)
+// is cut off the file again, so that nothing of it stays and the WAL
+// goes on; if even that fails, the WAL refuses every write from then on
+// (Open cuts a torn record).
 func (w *WAL) writeLocked(seg *segment, buf []byte) error {
 	if _, err := seg.f.Write(buf); err != nil {
-		// Part of buf may be in the file: the WAL cannot go on (Open cuts
-		// a torn record).
-		w.err = fmt.Errorf("raftwal: write %s: %w", segName(seg.seq), err)
-		return w.err
+		err = fmt.Errorf("raftwal: write %s: %w", segName(seg.seq), err)
+		if terr := seg.f.Truncate(seg.size); terr != nil {
+			w.err = errors.Join(err, terr)
+			return w.err
+		}
+		if _, serr := seg.f.Seek(seg.size, io.SeekStart); serr != nil {
+			w.err = errors.Join(err, serr)
+			return w.err
+		}
+		return errors.Join(ErrNotWritten, err)
 	}
 	seg.size += int64(len(buf))
 	w.wpos += int64(len(buf))
@@ -778,7 +781,16 @@ func (w *WAL) syncer() {
 		seg, pos := w.segs[len(w.segs)-1], w.wpos
 		w.mu.RUnlock()
 		if err == nil && !w.opts.NoSync {
-			if e := unix.Fdatasync(int(seg.f.Fd())); e != nil {
+			w.syncStart.Store(time.Now().UnixNano())
+			var e error
+			if w.opts.SyncFault != nil {
+				e = w.opts.SyncFault()
+			}
+			if e == nil {
+				e = unix.Fdatasync(int(seg.f.Fd()))
+			}
+			w.syncStart.Store(0)
+			if e != nil {
 				err = fmt.Errorf("raftwal: sync %s: %w", segName(seg.seq), e)
 				w.mu.Lock()
 				w.err = err
@@ -789,9 +801,32 @@ func (w *WAL) syncer() {
 			fn(err)
 		}
 		if err == nil {
+			w.mu.Lock()
+			w.synced = max(w.synced, pos)
+			w.mu.Unlock()
 			w.collect(pos)
 		}
 	}
+}
+
+// Err returns the failure that stopped the WAL (a failed fdatasync or a
+// write that could not be undone), nil while it works. A WAL that failed
+// refuses every write until it is reopened: the kernel may have dropped
+// the pages a failed fdatasync could not write.
+func (w *WAL) Err() error {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.err
+}
+
+// SyncStall returns how long the fdatasync in progress has run; 0 when
+// none runs. Safe for concurrent use.
+func (w *WAL) SyncStall() time.Duration {
+	start := w.syncStart.Load()
+	if start == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, start))
 }
 
 // collect deletes the oldest segments that hold no live entry since
@@ -820,9 +855,16 @@ func (w *WAL) Segments() int {
 }
 
 // Close syncs and closes the WAL. Appends and reads after it get
-// ErrClosed.
+// ErrClosed. It returns the final sync's failure, but not a failure Err
+// already reported (the WAL has refused writes since).
 func (w *WAL) Close() error {
-	err := w.Sync()
+	w.mu.RLock()
+	failed, clean := w.err != nil, w.synced == w.wpos
+	w.mu.RUnlock()
+	var err error
+	if !failed && !clean {
+		err = w.Sync()
+	}
 	w.smu.Lock()
 	if w.closing {
 		w.smu.Unlock()

@@ -52,22 +52,25 @@ func wantBounds(t *testing.T, w *WAL, group uint32, first, last uint64) {
 
 // TestAppendGetReopen: entries of several groups read back, before and
 // after a reopen; an entry at an index already held replaces it and
-// removes those above.
+// leaves the others; an entry beyond the log leaves a hole.
 func TestAppendGetReopen(t *testing.T) {
 	dir := t.TempDir()
 	w := open(t, dir, Options{})
 	for g := uint32(1); g <= 3; g++ {
 		mustAppend(t, w, g, entry(g, 1, 0), entry(g, 2, 0), entry(g, 3, 0))
 	}
-	mustAppend(t, w, 2, entry(2, 2, 1)) // a conflict: 2 replaced, 3 gone
+	mustAppend(t, w, 2, entry(2, 2, 1)) // 2 replaced
+	mustAppend(t, w, 3, entry(3, 5, 0)) // a hole at 4
 	check := func(w *WAL) {
 		t.Helper()
 		wantBounds(t, w, 1, 1, 3)
-		wantBounds(t, w, 2, 1, 2)
+		wantBounds(t, w, 2, 1, 3)
 		wantEntry(t, w, 2, 2, entry(2, 2, 1).Data)
+		wantEntry(t, w, 2, 3, entry(2, 3, 0).Data)
 		wantEntry(t, w, 3, 3, entry(3, 3, 0).Data)
-		if _, err := w.Get(2, 3); !errors.Is(err, ErrNotFound) {
-			t.Fatalf("removed entry: %v, want ErrNotFound", err)
+		wantBounds(t, w, 3, 1, 5)
+		if _, err := w.Get(3, 4); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("hole: %v, want ErrNotFound", err)
 		}
 		if _, err := w.Get(9, 1); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("unknown group: %v, want ErrNotFound", err)
@@ -322,10 +325,12 @@ func TestAgainstModel(t *testing.T) {
 					switch {
 					case hi == 0:
 						start = uint64(1 + rng.IntN(5))
-					case rng.IntN(6) == 0: // a conflict
+					case rng.IntN(6) == 0: // replacing entries
 						start = lo + uint64(rng.IntN(int(hi-lo+1)))
 					case rng.IntN(15) == 0: // a gap
 						start = hi + 2 + uint64(rng.IntN(3))
+					case rng.IntN(15) == 0 && lo > 3: // below the log
+						start = lo - 3
 					}
 					gen++
 					var es []Entry
@@ -333,11 +338,6 @@ func TestAgainstModel(t *testing.T) {
 						es = append(es, entry(g, start+i, gen))
 					}
 					mustAppend(t, w, g, es...)
-					for i := range m[g] {
-						if i >= start {
-							delete(m[g], i)
-						}
-					}
 					for _, e := range es {
 						m[g][e.Index] = e.Data
 					}
