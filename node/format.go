@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ringkv/ringkv/consensus"
 	"github.com/ringkv/ringkv/internal/raftwal"
 )
@@ -86,8 +88,8 @@ func checkDiskFormat(dir string) (int, error) {
 
 // walOptions are the Raft WAL's: the chaos fsync fault (disk.go) where
 // the store has it too.
-func (n *Node) walOptions() raftwal.Options {
-	var o raftwal.Options
+func (n *Node) walOptions(reg prometheus.Registerer) raftwal.Options {
+	o := raftwal.Options{Registerer: reg}
 	if n.cfg.ChaosHooks {
 		o.SyncFault = n.syncFault
 	}
@@ -98,9 +100,9 @@ func (n *Node) walOptions() raftwal.Options {
 // format 1, moves the logs kept in the store into it, then writes format
 // 2. A crash before FORMAT says 2 converts again at the next open
 // (consensus.MigrateLogs may run twice).
-func (n *Node) openWAL(format int) error {
+func (n *Node) openWAL(format int, reg prometheus.Registerer) error {
 	var err error
-	if n.wal, err = raftwal.Open(filepath.Join(n.cfg.DataDir, "raftwal"), n.walOptions()); err != nil {
+	if n.wal, err = raftwal.Open(filepath.Join(n.cfg.DataDir, "raftwal"), n.walOptions(reg)); err != nil {
 		return fmt.Errorf("node: open raft WAL: %w", err)
 	}
 	if format >= 2 {

@@ -150,7 +150,7 @@ func Open(cfg Config, deps Deps) (_ *Node, err error) {
 	if n.store, err = replica.Open(rcfg, rdeps); err != nil {
 		return nil, fmt.Errorf("node: open replica store: %w", err)
 	}
-	if err := n.openWAL(format); err != nil {
+	if err := n.openWAL(format, deps.Registerer); err != nil {
 		return nil, err
 	}
 	if cfg.ChaosHooks && cfg.ChaosClockOffset != 0 {

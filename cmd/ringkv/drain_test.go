@@ -67,7 +67,7 @@ func TestVersionCommand(t *testing.T) {
 	if err := run(t.Context(), []string{"version"}, &out, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"ringkv dev", "wire protocol: 1..5 ", "data format: writes 1, reads 1"} {
+	for _, want := range []string{"ringkv dev", "wire protocol: 1..5 ", "data format: writes 2, reads 1, 2"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("version: %q lacks %q", out.String(), want)
 		}

@@ -64,6 +64,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
 	"github.com/ringkv/ringkv/internal/crc"
@@ -114,6 +115,9 @@ type Options struct {
 	// chaos hook: it may sleep, a stalled disk, or fail, a failed one);
 	// nil in production.
 	SyncFault func() error
+	// Registerer, if set, gets the WAL's metrics (ringkv_raftwal_*),
+	// unregistered by Close.
+	Registerer prometheus.Registerer
 }
 
 func (o *Options) fill() {
@@ -173,6 +177,7 @@ type segment struct {
 type WAL struct {
 	dir  string
 	opts Options
+	m    *metrics
 
 	// mu guards the index, the segments and the writes (held across the
 	// write system call, which orders records as the index changes);
@@ -228,6 +233,11 @@ func Open(dir string, opts Options) (*WAL, error) {
 	}
 	w.recount()
 	w.synced = w.wpos // read back from the disk
+	w.m = newMetrics(func() float64 { return float64(w.Segments()) })
+	if err := w.m.register(opts.Registerer); err != nil {
+		w.closeFiles()
+		return nil, err
+	}
 	go w.syncer()
 	return w, nil
 }
@@ -597,6 +607,9 @@ func (w *WAL) writeLocked(seg *segment, buf []byte) error {
 	}
 	seg.size += int64(len(buf))
 	w.wpos += int64(len(buf))
+	if w.m != nil {
+		w.m.written.Add(float64(len(buf)))
+	}
 	return nil
 }
 
@@ -650,6 +663,7 @@ func (w *WAL) moveForwardLocked(s *segment) error {
 			}
 			w.buf = buf[:0]
 			g.locs[i] = loc{seg: active.seq, off: off, n: l.n}
+			w.m.moved.Inc()
 			active.live++
 			s.live--
 			if s.live == 0 {
@@ -789,6 +803,8 @@ func (w *WAL) syncer() {
 			if e == nil {
 				e = unix.Fdatasync(int(seg.f.Fd()))
 			}
+			w.m.syncDuration.Observe(time.Since(time.Unix(0, w.syncStart.Load())).Seconds())
+			w.m.syncAppends.Observe(float64(len(fns)))
 			w.syncStart.Store(0)
 			if e != nil {
 				err = fmt.Errorf("raftwal: sync %s: %w", segName(seg.seq), e)
@@ -878,6 +894,7 @@ func (w *WAL) Close() error {
 	w.closed = true
 	w.closeFiles()
 	w.mu.Unlock()
+	w.m.unregister()
 	if errors.Is(err, ErrClosed) {
 		err = nil
 	}

@@ -9,6 +9,9 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func entry(group uint32, index uint64, gen int) Entry {
@@ -308,7 +311,7 @@ func TestAgainstModel(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 1))
 			dir := t.TempDir()
-			opts := Options{SegmentBytes: 512, KeepSegments: 1 + int(seed%3)}
+			opts := Options{SegmentBytes: 512, KeepSegments: 1 + int(seed%3), NoSync: true} // logic only: the fsyncs are other tests
 			w := open(t, dir, opts)
 			defer func() { _ = w.Close() }()
 			m := model{}
@@ -428,5 +431,35 @@ func TestConcurrentGroups(t *testing.T) {
 	}
 	for g := range uint32(8) {
 		wantBounds(t, w, g, 261, 300) // the last compaction, at 280, removed up to 260
+	}
+}
+
+// TestMetrics: syncs, bytes and segments are counted, and a WAL reopened
+// on the same registry registers again.
+func TestMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	dir := t.TempDir()
+	for round := range 2 {
+		w := open(t, dir, Options{Registerer: reg, SegmentBytes: 256, KeepSegments: 1})
+		mustAppend(t, w, 1, entry(1, uint64(round+1), 0))
+		mustAppend(t, w, 2, entry(2, 1, round))
+		for i := uint64(1); i <= 20; i++ {
+			mustAppend(t, w, 3, entry(3, i, round)) // group 1 and 2's entries get moved
+		}
+		if got := testutil.ToFloat64(w.m.written); got == 0 {
+			t.Errorf("round %d: written_bytes_total 0", round)
+		}
+		if got := testutil.ToFloat64(w.m.segments); got != float64(w.Segments()) {
+			t.Errorf("round %d: segments gauge %v, want %d", round, got, w.Segments())
+		}
+		if got := testutil.ToFloat64(w.m.moved); got == 0 {
+			t.Errorf("round %d: moved_entries_total 0", round)
+		}
+		if n := testutil.CollectAndCount(reg, "ringkv_raftwal_sync_duration_seconds"); n != 1 {
+			t.Errorf("round %d: sync_duration_seconds collected %d series", round, n)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
