@@ -103,7 +103,7 @@ func TestDiskFormatConverted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
+	defer func() { _ = store.Close() }()
 	if ls, err = consensus.NewLogStore(store, group); err != nil {
 		t.Fatal(err)
 	}

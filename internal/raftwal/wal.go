@@ -33,9 +33,12 @@
 //
 // Open replays the segments in order to rebuild each group's index (where
 // each entry lies; entries themselves are read from the files when asked
-// for). A record cut short or failing its checksum at the end of the
-// newest segment is the tail of a write a crash interrupted: the segment
-// is cut there. Anywhere else it is corruption (ErrCorrupt).
+// for). In the newest segment, the first record cut short or failing its
+// checksum is taken for a write a crash interrupted (a crash may persist
+// any subset of the pages written since the last fdatasync, none of them
+// acknowledged): the segment is cut there, dropping what follows. In an
+// older segment, which was fdatasynced whole before the next one began,
+// it is corruption (ErrCorrupt).
 //
 // # Reclaiming space
 //
@@ -94,6 +97,9 @@ const (
 )
 
 const (
+	// maxKeptBuf: a write buffer grown larger than this by a batch of big
+	// entries is not kept for the next one.
+	maxKeptBuf  = 4 << 20
 	headerLen   = 4 + 4 + 1 + 4 + 8 // crc, length, kind, group, index
 	truncateLen = headerLen + 8
 	segSuffix   = ".wal"
@@ -109,7 +115,8 @@ type Options struct {
 	KeepSegments int
 	// MaxEntryBytes bounds one entry (default 64 MiB).
 	MaxEntryBytes int
-	// NoSync skips fdatasync (tests of logic only; never in a node).
+	// NoSync skips fdatasync and directory syncs (tests of logic only;
+	// never in a node).
 	NoSync bool
 	// SyncFault, if set, runs before every fdatasync of the syncer (a
 	// chaos hook: it may sleep, a stalled disk, or fail, a failed one);
@@ -473,9 +480,11 @@ func (w *WAL) cutLocked() error {
 	if err != nil {
 		return fmt.Errorf("raftwal: %w", err)
 	}
-	if err := syncDir(w.dir); err != nil {
-		_ = f.Close()
-		return err
+	if !w.opts.NoSync {
+		if err := syncDir(w.dir); err != nil {
+			_ = f.Close()
+			return err
+		}
 	}
 	w.segs = append(w.segs, &segment{seq: seq, f: f})
 	return nil
@@ -532,7 +541,9 @@ func (w *WAL) Append(group uint32, entries []Entry, durable func(error)) error {
 		w.mu.Unlock()
 		return err
 	}
-	w.buf = buf[:0]
+	if cap(buf) <= maxKeptBuf {
+		w.buf = buf[:0]
+	}
 	for i, e := range entries {
 		w.removeLive(group, e.Index, e.Index)
 		w.put(group, e.Index, loc{seg: seg.seq, off: offs[i], n: uint32(len(e.Data))}) //nolint:gosec // bounded by MaxEntryBytes
