@@ -538,13 +538,59 @@ func (g *Group) proposeLatched(ctx context.Context, term uint64, data []byte, un
 		return g.notLeader()
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("consensus: group %d busy: %w", g.id, context.DeadlineExceeded)
-	default: // ErrLeadershipLost, shutdown, restore: it may have committed
+	case errors.Is(err, raft.ErrLeadershipLost):
+		// Appended, then the leader stepped down: the entry's fate is
+		// decided by the next leader. Learn it rather than answer an
+		// unknown outcome.
+		if settled, serr := g.settleLost(ctx, f.Index(), data); settled {
+			return serr
+		}
+		return fmt.Errorf("%w: %w", ErrAmbiguous, err)
+	default: // shutdown, restore: it may have committed
 		return fmt.Errorf("%w: %w", ErrAmbiguous, err)
 	}
 	if resp, ok := f.Response().(error); ok && resp != nil {
 		return resp
 	}
 	return nil
+}
+
+// maxSettleWait bounds how long settleLost waits for the group to
+// commit past a lost proposal (an election and a catch-up take a few
+// hundred milliseconds; a node cut off from the group never gets there).
+const maxSettleWait = 5 * time.Second
+
+// settleLost learns the fate of a proposal appended at index whose
+// leader (this node) stepped down before it committed
+// (raft.ErrLeadershipLost). It waits, within ctx and maxSettleWait, until
+// this node, now a follower, has applied index, and reads its own log
+// there: an index holds one entry and a committed entry is never
+// replaced, so the proposal committed if and only if that entry is it.
+// settled false: it cannot tell (ctx or the wait ended, the entry was
+// compacted away, the group split before it). Otherwise err is nil when
+// the proposal committed (and is applied here), or a *NotLeaderError
+// when it did not, which is safe to retry.
+func (g *Group) settleLost(ctx context.Context, index uint64, data []byte) (settled bool, err error) {
+	if index == 0 {
+		return false, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, maxSettleWait)
+	defer cancel()
+	if g.fsm.waitApplied(wctx, g.raft, index) != nil {
+		return false, nil
+	}
+	if info := g.fsm.split.Load(); info != nil && info.index < index {
+		return false, nil // the FSM refused it (ErrSplit) if it committed
+	}
+	var l raft.Log
+	if g.logs.GetLog(index, &l) != nil {
+		return false, nil
+	}
+	g.m.settled.Inc()
+	if l.Type == raft.LogCommand && bytes.Equal(l.Data, data) {
+		return true, nil
+	}
+	return true, g.notLeader()
 }
 
 // latchSet serializes updates per key on the leader.

@@ -19,7 +19,10 @@ type metrics struct {
 	drainTransfers   prometheus.Counter
 	groupRestarts    *prometheus.CounterVec
 	proposalsRefused prometheus.Counter
-	splitsApplied    *prometheus.CounterVec
+	// settled counts proposals whose leader stepped down before they
+	// committed and whose fate settleLost learned from the log.
+	settled       prometheus.Counter
+	splitsApplied *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, error) {
@@ -67,12 +70,16 @@ func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, er
 		Namespace: "ringkv", Subsystem: "consensus", Name: "proposals_refused_total",
 		Help: "Writes refused at once because their group had MaxPendingProposals proposals queued (ErrOverloaded).",
 	})
+	m.settled = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ringkv", Subsystem: "consensus", Name: "lost_proposals_settled_total",
+		Help: "Writes whose leader stepped down before they committed (leadership lost) answered with their real outcome, read from the log once this node applied their index, instead of an unknown outcome.",
+	})
 	m.splitsApplied = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "ringkv", Subsystem: "consensus", Name: "splits_applied_total",
 		Help: "Partition splits this node's groups applied, by how they learned of it (log: the split entry; snapshot: a parent snapshot's split trailer).",
 	}, []string{"via"})
 	m.groupRestarts.WithLabelValues(restartTransferStuck) // the series exists at 0, for alerts
-	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, m.groupRestarts, m.proposalsRefused, m.splitsApplied, groupCollector{groups}} {
+	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, m.groupRestarts, m.proposalsRefused, m.settled, m.splitsApplied, groupCollector{groups}} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register consensus metrics: %w", err)
 		}

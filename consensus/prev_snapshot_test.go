@@ -17,6 +17,8 @@ var errCut = errors.New("test: link cut")
 // linkCuts are the switches of one node's transport of one group.
 type linkCuts struct {
 	votes, appends atomic.Bool // refuse outgoing (pre-)votes, appends
+	// lossy: outgoing appends are delivered, their answers lost.
+	lossy atomic.Bool
 }
 
 // prevTransport is a fabric group transport whose incoming appends go
@@ -72,6 +74,10 @@ func (t *prevTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress)
 
 func (t *prevTransport) AppendEntries(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if t.cuts.appends.Load() {
+		return errCut
+	}
+	if t.cuts.lossy.Load() {
+		_ = t.InmemTransport.AppendEntries(id, target, args, resp) // delivered; its answer lost below
 		return errCut
 	}
 	return t.InmemTransport.AppendEntries(id, target, args, resp) //nolint:wrapcheck // a test seam passes errors through
