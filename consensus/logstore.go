@@ -155,7 +155,7 @@ func NewLogStore(store RawStore, group uint32) (*LogStore, error) {
 // keeps the stable store): a node's groups then share one fdatasync of
 // the WAL, and their entries stay out of Badger. The entries are encoded
 // as in store. A node's log stores are all of one kind (the data
-// directory's format says which; node.MigrateLogs moves a directory's
+// directory's format says which; MigrateLogs moves a directory's
 // logs into the WAL).
 func NewWALLogStore(store RawStore, wal *raftwal.WAL, group uint32) (*LogStore, error) {
 	return newLogStore(store, wal, group)
