@@ -273,26 +273,14 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
 	}
-	if s.wal != nil {
-		return s.storeInWAL(logs)
-	}
-	size := 0
-	for _, l := range logs {
-		size += logKeyLen + encodedLogLen(l)
-	}
-	buf := make([]byte, 0, size)
-	sets := make([]replica.KV, len(logs))
 	lo, hi := uint64(math.MaxUint64), uint64(0)
-	for i, l := range logs {
-		start := len(buf)
-		buf = s.appendLogKey(buf, l.Index)
-		key := buf[start:len(buf):len(buf)]
-		start = len(buf)
-		buf = appendLog(buf, l)
-		sets[i] = replica.KV{Key: key, Value: buf[start:len(buf):len(buf)]}
+	for _, l := range logs {
 		lo, hi = min(lo, l.Index), max(hi, l.Index)
 	}
-
+	write, err := s.encodeLogs(logs, lo, hi)
+	if err != nil {
+		return err
+	}
 	if err := s.checkStall(); err != nil {
 		return err
 	}
@@ -301,8 +289,7 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if err := s.brokenErr(); err != nil {
 		return err
 	}
-	durable := func(err error) { s.markDurable(hi, err) }
-	if err := s.store.WriteRawAsync(context.Background(), sets, nil, durable); err != nil {
+	if err := write(func(err error) { s.markDurable(hi, err) }); err != nil {
 		return s.failLocked(fmt.Errorf("store logs %d-%d of group %d: %w", lo, hi, s.group, err))
 	}
 	if f := s.first.Load(); f == 0 || lo < f {
@@ -314,45 +301,42 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	return nil
 }
 
-// storeInWAL is StoreLogs for a log in a WAL.
-func (s *LogStore) storeInWAL(logs []*raft.Log) error {
-	entries := make([]raftwal.Entry, len(logs))
+// encodeLogs encodes logs (indexes lo..hi) for where this LogStore keeps
+// its entries and returns the write that stores them, answering
+// durable once they are fsynced. A WAL's append is refused here while the
+// store's disk is full, as the store refuses its own log writes.
+func (s *LogStore) encodeLogs(logs []*raft.Log, lo, hi uint64) (write func(durable func(error)) error, err error) {
 	size := 0
 	for _, l := range logs {
-		size += encodedLogLen(l)
+		size += logKeyLen + encodedLogLen(l)
 	}
 	buf := make([]byte, 0, size)
-	lo, hi := uint64(math.MaxUint64), uint64(0)
+	if s.wal != nil {
+		if s.disk != nil {
+			if st := s.disk.DiskState(); st.Full {
+				return nil, fmt.Errorf("store logs %d-%d of group %d: %w: %s", lo, hi, s.group, replica.ErrDiskFull, st.Reason)
+			}
+		}
+		entries := make([]raftwal.Entry, len(logs))
+		for i, l := range logs {
+			start := len(buf)
+			buf = appendLog(buf, l)
+			entries[i] = raftwal.Entry{Index: l.Index, Data: buf[start:len(buf):len(buf)]}
+		}
+		return func(durable func(error)) error { return s.wal.Append(s.group, entries, durable) }, nil
+	}
+	sets := make([]replica.KV, len(logs))
 	for i, l := range logs {
 		start := len(buf)
+		buf = s.appendLogKey(buf, l.Index)
+		key := buf[start:len(buf):len(buf)]
+		start = len(buf)
 		buf = appendLog(buf, l)
-		entries[i] = raftwal.Entry{Index: l.Index, Data: buf[start:len(buf):len(buf)]}
-		lo, hi = min(lo, l.Index), max(hi, l.Index)
+		sets[i] = replica.KV{Key: key, Value: buf[start:len(buf):len(buf)]}
 	}
-	if err := s.checkStall(); err != nil {
-		return err
-	}
-	if s.disk != nil {
-		if st := s.disk.DiskState(); st.Full {
-			return fmt.Errorf("store logs %d-%d of group %d: %w: %s", lo, hi, s.group, replica.ErrDiskFull, st.Reason)
-		}
-	}
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	if err := s.brokenErr(); err != nil {
-		return err
-	}
-	durable := func(err error) { s.markDurable(hi, err) }
-	if err := s.wal.Append(s.group, entries, durable); err != nil {
-		return s.failLocked(fmt.Errorf("store logs %d-%d of group %d: %w", lo, hi, s.group, err))
-	}
-	if f := s.first.Load(); f == 0 || lo < f {
-		s.first.Store(lo)
-	}
-	if hi > s.last.Load() {
-		s.last.Store(hi)
-	}
-	return nil
+	return func(durable func(error)) error {
+		return s.store.WriteRawAsync(context.Background(), sets, nil, durable) //nolint:wrapcheck // wrapped by StoreLogs
+	}, nil
 }
 
 // DeleteRange implements raft.LogStore: it durably deletes the entries with

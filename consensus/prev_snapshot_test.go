@@ -97,6 +97,49 @@ func (t *prevTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddre
 	return t.InmemTransport.RequestPreVote(id, target, args, resp) //nolint:wrapcheck // a test seam passes errors through
 }
 
+// cutFabric is a fabric whose group transports are prevTransports, with
+// switches per node and group.
+type cutFabric struct {
+	f     *fabric
+	mu    sync.Mutex
+	cuts  map[string]*linkCuts
+	trans map[string]*prevTransport
+}
+
+func newCutFabric(t testing.TB) *cutFabric {
+	cf := &cutFabric{f: newFabric(), cuts: map[string]*linkCuts{}, trans: map[string]*prevTransport{}}
+	cf.f.wrap = func(node string, group uint32, tr raft.Transport) raft.Transport {
+		inmem, ok := tr.(*raft.InmemTransport)
+		if !ok {
+			panic(fmt.Sprintf("test: fabric transport %T", tr))
+		}
+		pt := newPrevTransport(t, inmem, cf.cutsOf(node, group))
+		cf.mu.Lock()
+		cf.trans[fmt.Sprintf("%s/%d", node, group)] = pt
+		cf.mu.Unlock()
+		return pt
+	}
+	return cf
+}
+
+// cutsOf returns the switches of node's transport of group.
+func (cf *cutFabric) cutsOf(node string, group uint32) *linkCuts {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	k := fmt.Sprintf("%s/%d", node, group)
+	if cf.cuts[k] == nil {
+		cf.cuts[k] = &linkCuts{}
+	}
+	return cf.cuts[k]
+}
+
+// transport returns node's transport of group (nil before it starts).
+func (cf *cutFabric) transport(node string, group uint32) *prevTransport {
+	cf.mu.Lock()
+	defer cf.mu.Unlock()
+	return cf.trans[fmt.Sprintf("%s/%d", node, group)]
+}
+
 // TestAppendMatchedInSnapshot: a split child's group starts from a
 // snapshot at index 1 on every voter, and no log holds entry 1. A voter X
 // becomes the child's first leader and appends its entry 2, which reaches
@@ -108,31 +151,9 @@ func (t *prevTransport) RequestPreVote(id raft.ServerID, target raft.ServerAddre
 // applies everything the leader committed.
 func TestAppendMatchedInSnapshot(t *testing.T) {
 	const P = 2
-	var mu sync.Mutex
-	cuts := map[string]*linkCuts{}
-	cutsOf := func(node string, group uint32) *linkCuts {
-		mu.Lock()
-		defer mu.Unlock()
-		k := fmt.Sprintf("%s/%d", node, group)
-		if cuts[k] == nil {
-			cuts[k] = &linkCuts{}
-		}
-		return cuts[k]
-	}
-	trans := map[string]*prevTransport{}
-	f := newFabric()
-	f.wrap = func(node string, group uint32, tr raft.Transport) raft.Transport {
-		inmem, ok := tr.(*raft.InmemTransport)
-		if !ok {
-			panic(fmt.Sprintf("test: fabric transport %T", tr))
-		}
-		pt := newPrevTransport(t, inmem, cutsOf(node, group))
-		mu.Lock()
-		trans[fmt.Sprintf("%s/%d", node, group)] = pt
-		mu.Unlock()
-		return pt
-	}
-	c, mgrs := newClusterOn(t, f, P)
+	cf := newCutFabric(t)
+	cutsOf := cf.cutsOf
+	c, mgrs := newClusterOn(t, cf.f, P)
 	for _, s := range c.stores {
 		if err := s.SetBasePartitions(P); err != nil {
 			t.Fatal(err)
@@ -213,9 +234,7 @@ func TestAppendMatchedInSnapshot(t *testing.T) {
 		}
 		return nil
 	})
-	mu.Lock()
-	matched := trans[fmt.Sprintf("%s/%d", x, child)].matched.Load()
-	mu.Unlock()
+	matched := cf.transport(x, child).matched.Load()
 	if matched == 0 {
 		t.Fatal("caught up without an append matched in the snapshot: the test did not make the case")
 	}

@@ -3,11 +3,8 @@ package consensus
 import (
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/raft"
 )
 
 // TestLeadershipLostSettled: a write whose leader steps down after
@@ -26,26 +23,9 @@ func TestLeadershipLostSettled(t *testing.T) {
 		{"reached no one", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var mu sync.Mutex
-			cuts := map[string]*linkCuts{}
-			cutsOf := func(node string, group uint32) *linkCuts {
-				mu.Lock()
-				defer mu.Unlock()
-				k := fmt.Sprintf("%s/%d", node, group)
-				if cuts[k] == nil {
-					cuts[k] = &linkCuts{}
-				}
-				return cuts[k]
-			}
-			f := newFabric()
-			f.wrap = func(node string, group uint32, tr raft.Transport) raft.Transport {
-				inmem, ok := tr.(*raft.InmemTransport)
-				if !ok {
-					panic(fmt.Sprintf("test: fabric transport %T", tr))
-				}
-				return newPrevTransport(t, inmem, cutsOf(node, group))
-			}
-			_, mgrs := newClusterOn(t, f, 1)
+			cf := newCutFabric(t)
+			cutsOf := cf.cutsOf
+			_, mgrs := newClusterOn(t, cf.f, 1)
 			l := leaderOf(mgrs, 0)
 			if l == nil {
 				t.Fatal("no leader")
