@@ -52,16 +52,15 @@ func TestLeadershipLostSettled(t *testing.T) {
 			errc := make(chan error, 1)
 			go func() { errc <- l.Put(t.Context(), []byte("k"), []byte("mine"), false, time.Time{}) }()
 			if !tc.reached {
-				// Another leader writes its own entries at X's index.
-				waitFor(t, 30*time.Second, "a leader among the others", func() error {
-					if leaderOf(others, 0) == nil {
-						return errors.New("none")
+				// Another leader writes its own entries at X's index (its
+				// leadership may still move between the others: retry).
+				waitFor(t, 30*time.Second, "the other leader's write", func() error {
+					g := leaderOf(others, 0)
+					if g == nil {
+						return errors.New("no leader among the others")
 					}
-					return nil
+					return g.Put(t.Context(), []byte("k"), []byte("theirs"), false, time.Time{})
 				})
-				if err := leaderOf(others, 0).Put(t.Context(), []byte("k"), []byte("theirs"), false, time.Time{}); err != nil {
-					t.Fatalf("the other leader's write: %v", err)
-				}
 				cutsOf(x, 0).appends.Store(false)
 			}
 			var err error
