@@ -443,15 +443,13 @@ func (w *WAL) remove(group uint32, lo, hi uint64) {
 
 // recount sets every segment's live count from the index.
 func (w *WAL) recount() {
-	bySeq := map[uint64]*segment{}
 	for _, s := range w.segs {
 		s.live = 0
-		bySeq[s.seq] = s
 	}
 	for _, g := range w.groups {
 		for _, l := range g.locs {
-			if l.n != 0 {
-				bySeq[l.seg].live++
+			if s := w.segOf(l.seg); l.n != 0 && s != nil {
+				s.live++
 			}
 		}
 	}
@@ -565,13 +563,12 @@ func (w *WAL) removeLive(group uint32, lo, hi uint64) {
 		return
 	}
 	lo, hi = max(lo, g.first), min(hi, g.last())
-	bySeq := w.segIndex()
 	for i := lo; i <= hi; i++ {
 		l := g.locs[i-g.first]
 		if l.n == 0 {
 			continue
 		}
-		if s := bySeq(l.seg); s != nil {
+		if s := w.segOf(l.seg); s != nil {
 			s.live--
 			if s.live == 0 {
 				s.deadAt = w.wpos
@@ -580,16 +577,14 @@ func (w *WAL) removeLive(group uint32, lo, hi uint64) {
 	}
 }
 
-// segIndex returns a lookup of segments by sequence number (segments are
-// sorted and consecutive).
-func (w *WAL) segIndex() func(uint64) *segment {
+// segOf returns the segment of sequence number seq, nil if there is none
+// (segments are sorted and consecutive). w.mu held.
+func (w *WAL) segOf(seq uint64) *segment {
 	base := w.segs[0].seq
-	return func(seq uint64) *segment {
-		if seq < base || seq-base >= uint64(len(w.segs)) {
-			return nil
-		}
-		return w.segs[seq-base]
+	if seq < base || seq-base >= uint64(len(w.segs)) {
+		return nil
 	}
+	return w.segs[seq-base]
 }
 
 func (w *WAL) usableLocked() error {
@@ -700,7 +695,7 @@ func (w *WAL) Get(group uint32, index uint64) ([]byte, error) {
 	if l.n == 0 {
 		return nil, ErrNotFound
 	}
-	s := w.segIndex()(l.seg)
+	s := w.segOf(l.seg)
 	if s == nil {
 		return nil, fmt.Errorf("%w: group %d index %d in segment %d, which is gone", ErrCorrupt, group, index, l.seg)
 	}
@@ -828,9 +823,6 @@ func (w *WAL) syncer() {
 			fn(err)
 		}
 		if err == nil {
-			w.mu.Lock()
-			w.synced = max(w.synced, pos)
-			w.mu.Unlock()
 			w.collect(pos)
 		}
 	}
@@ -856,11 +848,12 @@ func (w *WAL) SyncStall() time.Duration {
 	return time.Since(time.Unix(0, start))
 }
 
-// collect deletes the oldest segments that hold no live entry since
-// before synced.
+// collect records that a sync covered everything written up to synced
+// and deletes the oldest segments that hold no live entry since before it.
 func (w *WAL) collect(synced int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.synced = max(w.synced, synced)
 	n := 0
 	for n < len(w.segs)-1 && w.segs[n].live == 0 && w.segs[n].deadAt <= synced {
 		n++
