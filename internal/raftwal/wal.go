@@ -84,6 +84,9 @@ var (
 	ErrClosed = errors.New("raftwal: closed")
 	// ErrTooLarge: an entry larger than MaxEntryBytes.
 	ErrTooLarge = errors.New("raftwal: entry too large")
+	// ErrInvalidEntry: an entry the WAL cannot hold (index 0, which raft
+	// never uses): the caller's mistake, nothing written.
+	ErrInvalidEntry = errors.New("raftwal: invalid entry")
 	// ErrNotWritten marks (joined with the cause) a write that failed and
 	// was cut off the file again: nothing of it stays, and the WAL goes on.
 	ErrNotWritten = errors.New("raftwal: nothing written")
@@ -516,7 +519,7 @@ func (w *WAL) Append(group uint32, entries []Entry, durable func(error)) error {
 			return fmt.Errorf("%w: %d bytes, limit %d", ErrTooLarge, len(e.Data), w.opts.MaxEntryBytes)
 		}
 		if e.Index == 0 {
-			return fmt.Errorf("%w: index 0", ErrCorrupt)
+			return fmt.Errorf("%w: index 0", ErrInvalidEntry)
 		}
 		size += headerLen + len(e.Data)
 	}

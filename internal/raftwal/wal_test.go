@@ -283,8 +283,8 @@ func TestTooLarge(t *testing.T) {
 	if err := w.Append(1, []Entry{{Index: 1, Data: make([]byte, 9)}}, nil); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("got %v, want ErrTooLarge", err)
 	}
-	if err := w.Append(1, []Entry{{Index: 0, Data: []byte("x")}}, nil); err == nil {
-		t.Fatal("index 0 accepted")
+	if err := w.Append(1, []Entry{{Index: 0, Data: []byte("x")}}, nil); !errors.Is(err, ErrInvalidEntry) {
+		t.Fatalf("index 0: %v, want ErrInvalidEntry", err)
 	}
 	wantBounds(t, w, 1, 0, 0)
 }
