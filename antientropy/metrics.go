@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/internal/promreg"
 )
 
 // metrics are the Service's collectors: namespace ringkv, subsystem
@@ -22,8 +24,7 @@ type metrics struct {
 	collected     prometheus.Counter
 	refused       prometheus.Counter
 
-	reg prometheus.Registerer
-	all []prometheus.Collector
+	set *promreg.Set
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,25 +49,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		collected:     counter("tombstones_collected_total", "Tombstones removed after their grace period, once every replica was confirmed to hold them."),
 		refused:       counter("requests_refused_total", "Tree and fetch requests refused for a partition this node does not replicate."),
 	}
-	m.all = []prometheus.Collector{m.exchanges, m.differing, m.repaired, m.bytes, m.lastFull, m.rebuilds,
-		m.scrubbed, m.scrubCorrupt, m.scrubRepaired, m.scrubPasses, m.collected, m.refused}
-	if reg == nil {
-		reg = prometheus.NewRegistry()
+	set, err := promreg.Register(reg, m.exchanges, m.differing, m.repaired, m.bytes, m.lastFull, m.rebuilds,
+		m.scrubbed, m.scrubCorrupt, m.scrubRepaired, m.scrubPasses, m.collected, m.refused)
+	if err != nil {
+		return nil, fmt.Errorf("register antientropy metrics: %w", err)
 	}
-	for i, c := range m.all {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.all[:i] {
-				reg.Unregister(done)
-			}
-			return nil, fmt.Errorf("register antientropy metrics: %w", err)
-		}
-	}
-	m.reg = reg
+	m.set = set
 	return m, nil
 }
 
-func (m *metrics) unregister() {
-	for _, c := range m.all {
-		m.reg.Unregister(c)
-	}
-}
+func (m *metrics) unregister() { m.set.Unregister() }

@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/internal/promreg"
 )
 
 type metrics struct {
@@ -79,10 +81,8 @@ func newMetrics(reg prometheus.Registerer, groups func() []*Group) (*metrics, er
 		Help: "Partition splits this node's groups applied, by how they learned of it (log: the split entry; snapshot: a parent snapshot's split trailer).",
 	}, []string{"via"})
 	m.groupRestarts.WithLabelValues(restartTransferStuck) // the series exists at 0, for alerts
-	for _, c := range []prometheus.Collector{m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, m.groupRestarts, m.proposalsRefused, m.settled, m.splitsApplied, groupCollector{groups}} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register consensus metrics: %w", err)
-		}
+	if _, err := promreg.Register(reg, m.opDuration, m.readRounds, m.leaderChanges, m.snapshotDuration, m.snapshotBytes, m.snapshotInstalls, m.drainTransfers, m.groupRestarts, m.proposalsRefused, m.settled, m.splitsApplied, groupCollector{groups}); err != nil {
+		return nil, fmt.Errorf("register consensus metrics: %w", err)
 	}
 	return m, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ringkv/ringkv/internal/promreg"
 	"github.com/ringkv/ringkv/proto/kvpb"
 )
 
@@ -214,10 +215,8 @@ func newTransportMetrics(reg prometheus.Registerer) (transportMetrics, error) {
 			Help: "Peers' leadership Confirm messages answered by this node.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld, m.snapshotsSkipped, m.prevInSnapshot, m.confirmRounds, m.confirmGroups, m.confirmUnresolved, m.confirmsAnswered} {
-		if err := reg.Register(c); err != nil {
-			return transportMetrics{}, fmt.Errorf("register raft transport metrics: %w", err)
-		}
+	if _, err := promreg.Register(reg, m.sent, m.frames, m.received, m.heartbeatBatch, m.snapshotsInstalled, m.livenessSent, m.heartbeatsElided, m.heartbeatsInjected, m.commitsInjected, m.votesWithheld, m.snapshotsSkipped, m.prevInSnapshot, m.confirmRounds, m.confirmGroups, m.confirmUnresolved, m.confirmsAnswered); err != nil {
+		return transportMetrics{}, fmt.Errorf("register raft transport metrics: %w", err)
 	}
 	return m, nil
 }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/semaphore"
 
 	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/internal/promreg"
 )
 
 // Admission control
@@ -279,10 +280,8 @@ func newAdmissionMetrics(reg prometheus.Registerer) (*admissionMetrics, error) {
 		Namespace: "ringkv", Subsystem: "coordinator", Name: "sched_latency_p99_seconds",
 		Help: "p99 of the time runnable goroutines waited for a CPU over the last adjustment interval (the process's; what the client bound follows).",
 	})
-	for _, col := range []prometheus.Collector{refused, inflight, limit, schedP99} {
-		if err := reg.Register(col); err != nil {
-			return nil, fmt.Errorf("register admission metrics: %w", err)
-		}
+	if _, err := promreg.Register(reg, refused, inflight, limit, schedP99); err != nil {
+		return nil, fmt.Errorf("register admission metrics: %w", err)
 	}
 	m := &admissionMetrics{limit: limit, schedP99: schedP99}
 	for p := range numPlanes {

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringkv/ringkv/consensus"
+	"github.com/ringkv/ringkv/internal/promreg"
 )
 
 type metrics struct {
@@ -99,11 +100,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Logged batches (mset at an eventual level) by event: written (logged by this coordinator), replayed (found old and written again by this node's replayer).",
 		}, []string{"event"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.readRepairs, m.txns, m.txnDuration,
-		m.txnAborts, m.txnConflicts, m.intentsResolved, m.abandoned, m.snapshotReads, m.batches} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register coordinator metrics: %w", err)
-		}
+	if _, err := promreg.Register(reg, m.requests, m.duration, m.readRepairs, m.txns, m.txnDuration,
+		m.txnAborts, m.txnConflicts, m.intentsResolved, m.abandoned, m.snapshotReads, m.batches); err != nil {
+		return nil, fmt.Errorf("register coordinator metrics: %w", err)
 	}
 	for _, c := range []string{abortWounded, abortDied, abortExpired, abortAmbiguous, abortUnavailable} {
 		m.txnAborts.WithLabelValues(c)
@@ -211,10 +210,8 @@ func newHintMetrics(reg prometheus.Registerer) (*hintMetrics, error) {
 			Help: "Hints stored and not yet delivered or dropped, by target.",
 		}, []string{"target"}),
 	}
-	for _, c := range []prometheus.Collector{m.stored, m.replayed, m.dropped, m.pending} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register hint metrics: %w", err)
-		}
+	if _, err := promreg.Register(reg, m.stored, m.replayed, m.dropped, m.pending); err != nil {
+		return nil, fmt.Errorf("register hint metrics: %w", err)
 	}
 	for _, r := range []string{dropExpired, dropRemoved, dropOverflow, dropCorrupt, dropError} {
 		m.dropped.WithLabelValues(r) // export zeros, so that a rate() sees the first drop

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/internal/promreg"
 )
 
 // metrics are the store's Prometheus collectors, namespace ringkv, subsystem
@@ -23,7 +25,7 @@ type metrics struct {
 	diskFullEvents  prometheus.Counter
 	diskFullRefused prometheus.Counter
 
-	reg        prometheus.Registerer
+	set        *promreg.Set
 	registered []prometheus.Collector
 }
 
@@ -86,32 +88,16 @@ func newMetrics(diskBytes func() float64) *metrics {
 	return m
 }
 
-// register registers every collector on reg (nil means a private registry).
-// On failure it unregisters what it registered.
+// register registers every collector on reg (nil: none), all or none.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		reg = prometheus.NewRegistry()
+	set, err := promreg.Register(reg, m.registered...)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
 	}
-	for i, c := range m.registered {
-		if err := reg.Register(c); err != nil {
-			for _, done := range m.registered[:i] {
-				reg.Unregister(done)
-			}
-			return fmt.Errorf("register metrics: %w", err)
-		}
-	}
-	m.reg = reg
+	m.set = set
 	return nil
 }
 
 // unregister removes the collectors, so that a store reopened on the same
 // registerer can register again.
-func (m *metrics) unregister() {
-	if m.reg == nil {
-		return
-	}
-	for _, c := range m.registered {
-		m.reg.Unregister(c)
-	}
-	m.reg = nil
-}
+func (m *metrics) unregister() { m.set.Unregister() }

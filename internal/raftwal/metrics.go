@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/internal/promreg"
 )
 
 // metrics are the WAL's Prometheus collectors, namespace ringkv,
@@ -15,7 +17,7 @@ type metrics struct {
 	moved        prometheus.Counter
 	segments     prometheus.GaugeFunc
 
-	reg prometheus.Registerer
+	set *promreg.Set
 }
 
 func newMetrics(segments func() float64) *metrics {
@@ -50,33 +52,16 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.syncDuration, m.syncAppends, m.written, m.moved, m.segments}
 }
 
-// register registers the collectors on reg (nil: none); on failure it
-// unregisters what it registered.
+// register registers the collectors on reg (nil: none), all or none.
 func (m *metrics) register(reg prometheus.Registerer) error {
-	if reg == nil {
-		return nil
+	set, err := promreg.Register(reg, m.collectors()...)
+	if err != nil {
+		return fmt.Errorf("raftwal: register metrics: %w", err)
 	}
-	cs := m.collectors()
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			for _, done := range cs[:i] {
-				reg.Unregister(done)
-			}
-			return fmt.Errorf("raftwal: register metrics: %w", err)
-		}
-	}
-	m.reg = reg
+	m.set = set
 	return nil
 }
 
 // unregister removes the collectors, so that a WAL reopened on the same
 // registerer can register again.
-func (m *metrics) unregister() {
-	if m.reg == nil {
-		return
-	}
-	for _, c := range m.collectors() {
-		m.reg.Unregister(c)
-	}
-	m.reg = nil
-}
+func (m *metrics) unregister() { m.set.Unregister() }

@@ -258,12 +258,12 @@ func Open(cfg Config, deps Deps) (*Gossip, error) {
 
 	mc, err := cfg.memberlistConfig(&delegate{g: g}, g.log, keyring)
 	if err != nil {
-		m.unregister(reg)
+		m.unregister()
 		return nil, err
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		m.unregister(reg)
+		m.unregister()
 		return nil, fmt.Errorf("start memberlist on %s: %w", cfg.BindAddr, err)
 	}
 	g.ml = ml

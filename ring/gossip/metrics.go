@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringkv/ringkv/internal/promreg"
 )
 
 // metrics are this package's Prometheus metrics (namespace ringkv,
@@ -15,6 +17,8 @@ type metrics struct {
 	// peersRefused counts memberlist messages and merges refused, by
 	// reason: wire (no common wire version), cluster (another cluster id).
 	peersRefused *prometheus.CounterVec
+
+	set *promreg.Set
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,11 +43,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"wire", "cluster"} {
 		m.peersRefused.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.members, m.ringVersion, m.ringChanges, m.peersRefused} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("register gossip metrics: %w", err)
-		}
+	set, err := promreg.Register(reg, m.members, m.ringVersion, m.ringChanges, m.peersRefused)
+	if err != nil {
+		return nil, fmt.Errorf("register gossip metrics: %w", err)
 	}
+	m.set = set
 	return m, nil
 }
 
@@ -57,9 +61,4 @@ func (m *metrics) setMembers(ms []MemberInfo) {
 	}
 }
 
-func (m *metrics) unregister(reg prometheus.Registerer) {
-	reg.Unregister(m.members)
-	reg.Unregister(m.ringVersion)
-	reg.Unregister(m.ringChanges)
-	reg.Unregister(m.peersRefused)
-}
+func (m *metrics) unregister() { m.set.Unregister() }
