@@ -169,6 +169,9 @@ type fsm struct {
 	// onSplit, if set, is told then, on the FSM goroutine.
 	split   atomic.Pointer[splitInfo]
 	onSplit func(info *splitInfo, via string)
+	// intents tells the group's intent checks when this node's copy of
+	// the partition can hold no intent (intentWatch).
+	intents intentWatch
 
 	mu struct {
 		sync.Mutex
@@ -200,9 +203,13 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	entries := make([]replica.Entry, 0, len(logs))
 	var slots []int
+	writesIntent := false // an entry of entries writes a live intent
 	merge := func() {
 		if len(entries) == 0 {
 			return
+		}
+		if writesIntent {
+			f.intents.begin()
 		}
 		// Raft gives the FSM no context; applying must finish.
 		if err := f.store.MergeUnsynced(context.Background(), entries); err != nil {
@@ -211,7 +218,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 				out[i] = err
 			}
 		}
-		entries, slots = entries[:0], slots[:0]
+		if writesIntent {
+			f.intents.end()
+		}
+		entries, slots, writesIntent = entries[:0], slots[:0], false
 	}
 	for i, l := range logs {
 		if l.Type != raft.LogCommand {
@@ -235,10 +245,12 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		// A batch's records go into the same store call as every other
 		// command of this raft batch: one Badger commit (see
 		// docs/ARCHITECTURE.md, "Transactions", on atomic visibility).
+		from := len(entries)
 		if entries, err = decodeCommand(entries, f.group, l.Data); err != nil {
 			out[i] = err
 			continue
 		}
+		writesIntent = writesIntent || anyIntent(entries[from:])
 		slots = append(slots, i)
 	}
 	merge()
@@ -365,6 +377,9 @@ func (s *snapshot) Release() {}
 // several times slower (BenchmarkSnapshotLarge).
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer func() { _ = rc.Close() }() // read to the end below
+	// A snapshot may hold intents: it counts as an intent write.
+	f.intents.begin()
+	defer f.intents.end()
 	r := bufio.NewReaderSize(rc, 256<<10)
 	const batch = 512
 	entries := make([]replica.Entry, 0, batch)

@@ -163,10 +163,17 @@ func (g *Group) readIntent(key []byte) (*Intent, replica.Record, bool, error) {
 		// writers and prepares see no intent (resolve still does).
 		return nil, replica.Record{}, false, nil
 	}
+	if g.fsm.intents.none() {
+		// No intent can be live here (intentWatch): skip the store read.
+		// Only the intent is answered: the record and found say nothing.
+		return nil, replica.Record{}, false, nil
+	}
 	return g.readIntentRaw(key)
 }
 
-// readIntentRaw is readIntent whatever Config.UnsafeIgnoreIntents says.
+// readIntentRaw is readIntent whatever Config.UnsafeIgnoreIntents says,
+// and always reads the store: its callers stamp above the stored record,
+// a cleared intent's tombstone included.
 func (g *Group) readIntentRaw(key []byte) (*Intent, replica.Record, bool, error) {
 	rec, err := g.store.Get(g.id, intentKey(key))
 	switch {
@@ -607,20 +614,25 @@ func (g *Group) SweepIntents(ctx context.Context) ([]KeyIntent, error) {
 	return g.Intents(ctx)
 }
 
+// scanIntents reads the live intents of the partition's keys from this
+// node's store; finding none, it marks the group's intentWatch clean.
 func (g *Group) scanIntents() ([]KeyIntent, error) {
 	var out []KeyIntent
-	var bad error
-	err := g.store.Scan(g.id, []byte(intentPrefix), nil, func(k []byte, rec replica.Record) bool {
-		if rec.Tombstone || !g.ownsKey(k[len(intentPrefix):]) {
+	var bad, err error
+	g.fsm.intents.scan(func() bool {
+		err = g.store.Scan(g.id, []byte(intentPrefix), nil, func(k []byte, rec replica.Record) bool {
+			if rec.Tombstone || !g.ownsKey(k[len(intentPrefix):]) {
+				return true
+			}
+			in, err := decodeIntent(rec.Value)
+			if err != nil {
+				bad = errors.Join(bad, err)
+				return true
+			}
+			out = append(out, KeyIntent{Key: bytes.TrimPrefix(k, []byte(intentPrefix)), Intent: in})
 			return true
-		}
-		in, err := decodeIntent(rec.Value)
-		if err != nil {
-			bad = errors.Join(bad, err)
-			return true
-		}
-		out = append(out, KeyIntent{Key: bytes.TrimPrefix(k, []byte(intentPrefix)), Intent: in})
-		return true
+		})
+		return err != nil || bad != nil || len(out) > 0
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consensus: scan intents: %w", err)
