@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +32,7 @@ func BenchmarkRaftAlone(b *testing.B) {
 				wg   sync.WaitGroup
 			)
 			b.ResetTimer()
-			c0, t0 := processCPU(b), time.Now()
+			c0, t0 := trRusage(b), time.Now()
 			for range 32 {
 				wg.Add(1)
 				go func() {
@@ -47,20 +46,12 @@ func BenchmarkRaftAlone(b *testing.B) {
 				}()
 			}
 			wg.Wait()
-			cpu, el := processCPU(b)-c0, time.Since(t0)
+			cpu, el := trRusage(b)-c0, time.Since(t0)
 			b.StopTimer()
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "us-cpu/op")
 			b.ReportMetric(cpu.Seconds()/el.Seconds(), "cores")
 		})
 	}
-}
-
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // startAloneGroups starts groups raft groups of three members each and

@@ -687,7 +687,7 @@ func trIdleTraffic(t *testing.T, nodes []*trNode) (sent, frames float64) {
 }
 
 // trRusage returns the user+system CPU time this process has used.
-func trRusage(t *testing.T) time.Duration {
+func trRusage(t testing.TB) time.Duration {
 	t.Helper()
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
