@@ -385,7 +385,10 @@ func (c *Client) call(ctx context.Context, key string, level Consistency, write 
 			return nil
 		}
 		last = err
-		if ctx.Err() != nil {
+		// Close cancels ctx through an AfterFunc, which may not have run
+		// yet when an attempt it cut short returns: either way, a call
+		// cut short by Close reports ErrClosed.
+		if ctx.Err() != nil || c.isClosed() {
 			if how == final {
 				return err
 			}
