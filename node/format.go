@@ -86,10 +86,11 @@ func checkDiskFormat(dir string) (int, error) {
 	return v, nil
 }
 
-// walOptions are the Raft WAL's: the chaos fsync fault (disk.go) where
-// the store has it too.
+// walOptions are the Raft WAL's: the store's fsync linger (one setting
+// for both syncers), and the chaos fsync fault (disk.go) where the store
+// has it too.
 func (n *Node) walOptions(reg prometheus.Registerer) raftwal.Options {
-	o := raftwal.Options{Registerer: reg}
+	o := raftwal.Options{Registerer: reg, SyncLinger: n.cfg.Replica.SyncLinger}
 	if n.cfg.ChaosHooks {
 		o.SyncFault = n.syncFault
 	}

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/ringkv/ringkv/internal/linger"
 )
 
 // ErrSyncFailed is returned (joined with the cause) for every durable write
@@ -81,8 +83,7 @@ type syncer struct {
 	// 0 when none runs. Read by DiskState.
 	syncStart atomic.Int64
 	// fault is Deps.SyncFault; nil in production.
-	fault     func() error
-	lastBatch int // requests the previous sync answered (linger)
+	fault func() error
 	// The last listing of dir: the .mem and .vlog files in it, the newest
 	// of each kind, and when it was listed. listedMtime is dir's
 	// modification time seen just before, zero when it cannot be trusted
@@ -93,11 +94,9 @@ type syncer struct {
 	listedMtime time.Time
 	listTTL     time.Duration // dirListTTL; tests lengthen it
 
-	lingerMax   time.Duration // Config.SyncLinger; <= 0: no linger
-	lingerBelow int           // Config.LingerBelow, in writes
-	// syncAvg is the moving average of the syncs' durations (0 before the
-	// first): a linger lasts no longer (lingerFor).
-	syncAvg time.Duration
+	// linger is the pause before an fsync under load (Config.SyncLinger,
+	// Config.LingerBelow in writes).
+	linger linger.Policy
 
 	// hooks are test seams, set before the first write; nil in production.
 	hooks struct {
@@ -106,10 +105,6 @@ type syncer struct {
 		beforeSync func() error
 		// synced is told the names of the files each sync fsynced.
 		synced func(names []string)
-		// lingerGap, if positive, replaces the quiet gap (a quarter of
-		// the linger) that ends a linger, and lets a linger last the whole
-		// SyncLinger however fast the syncs are.
-		lingerGap time.Duration
 		// batched is told how many requests each sync answers.
 		batched func(requests int)
 		// listed is called after each listing of the directory.
@@ -121,10 +116,10 @@ type syncer struct {
 // every file there: what Badger recovered at open (written by a process
 // that crashed before its fsync) is durable before anything is served.
 // linger and lingerBelow are Config.SyncLinger and Config.LingerBelow.
-func newSyncer(dir string, log *slog.Logger, m *metrics, linger time.Duration, lingerBelow int, fault func() error) (*syncer, error) {
+func newSyncer(dir string, log *slog.Logger, m *metrics, lingerMax time.Duration, lingerBelow int, fault func() error) (*syncer, error) {
 	y := &syncer{dir: dir, log: log, m: m, wake: make(chan struct{}, 1), fault: fault,
 		files: make(map[string]*os.File), sealed: make(map[string]bool),
-		lingerMax: linger, lingerBelow: lingerBelow, listTTL: dirListTTL}
+		linger: linger.Policy{Max: lingerMax, Below: lingerBelow}, listTTL: dirListTTL}
 	if err := y.sync(true); err != nil {
 		y.closeFiles()
 		return nil, err
@@ -178,10 +173,10 @@ func (y *syncer) run() {
 		var vlog, stop bool
 		batch, vlog, stop = y.take(batch[:0])
 		if len(batch) > 0 && !stop {
-			batch, vlog, stop = y.linger(batch, vlog)
+			batch, vlog, stop = y.lingerFor(batch, vlog)
 		}
 		if len(batch) > 0 {
-			y.lastBatch = len(batch)
+			y.linger.Batched(len(batch))
 			if y.hooks.batched != nil {
 				y.hooks.batched(len(batch))
 			}
@@ -216,78 +211,26 @@ func (y *syncer) take(batch []*request) (_ []*request, vlog, stop bool) {
 	return batch, vlog, stop
 }
 
-// linger adds the requests committed within SyncLinger to batch, until it
-// holds LingerBelow writes or none has come for a quarter of SyncLinger.
-// It lingers only under load: when batch holds more than one request, or
-// the previous sync answered more than one. A lone write on an idle store
-// is synced at once. Close cuts it short (stop): the batch is still synced.
-func (y *syncer) linger(batch []*request, vlog bool) (_ []*request, _, stop bool) {
+// lingerFor adds the requests committed within SyncLinger to batch,
+// until it holds LingerBelow writes or none has come for a quarter of the
+// linger (linger.Policy.Wait). Close cuts it short (stop): the batch is
+// still synced.
+func (y *syncer) lingerFor(batch []*request, vlog bool) (_ []*request, _, stop bool) {
 	n := 0
 	for _, r := range batch {
 		n += r.op.writes()
 	}
-	loaded := len(batch) > 1 || y.lastBatch > 1
-	if y.lingerMax <= 0 || n >= y.lingerBelow || !loaded {
-		return batch, vlog, false
-	}
-	limit := y.lingerFor()
-	deadline := time.Now().Add(limit)
-	gap := limit / 4
-	if y.hooks.lingerGap > 0 {
-		gap = y.hooks.lingerGap
-	}
-	t := time.NewTimer(min(gap, limit))
-	defer t.Stop()
-	for n < y.lingerBelow {
-		select {
-		case <-y.wake:
-			had := len(batch)
-			var more bool
-			batch, more, stop = y.take(batch)
-			vlog = vlog || more
-			for _, r := range batch[had:] {
-				n += r.op.writes()
-			}
-			if stop {
-				return batch, vlog, true
-			}
-			if len(batch) == had {
-				continue // a wake-up for requests already taken
-			}
-			wait := min(gap, time.Until(deadline))
-			if wait <= 0 {
-				return batch, vlog, false
-			}
-			t.Reset(wait)
-		case <-t.C:
-			return batch, vlog, false
+	stop = y.linger.Wait(n, len(batch), y.wake, func() (writes, requests int, stop bool) {
+		had := len(batch)
+		var more bool
+		batch, more, stop = y.take(batch)
+		vlog = vlog || more
+		for _, r := range batch[had:] {
+			writes += r.op.writes()
 		}
-	}
-	return batch, vlog, false
-}
-
-// lingerFor is how long a linger may last: SyncLinger, but no longer than
-// the syncs take on average. Lingering buys fewer fsyncs at the price of
-// the lingering writes' latency; once it waits longer than an fsync
-// takes, the writes pay more than the fsync it saves them (PostgreSQL's
-// commit_delay advice is half an fsync), and writes that arrive during an
-// fsync are batched into the next one anyway. On a disk whose fsync takes
-// 0.2 ms this keeps the linger near 0.2 ms instead of the 4 ms default;
-// on one whose fsync takes several milliseconds, the default stands.
-func (y *syncer) lingerFor() time.Duration {
-	if y.hooks.lingerGap > 0 || y.syncAvg <= 0 {
-		return y.lingerMax
-	}
-	return min(y.lingerMax, y.syncAvg)
-}
-
-// movingAvg folds took into avg (0: none yet), an exponential moving
-// average over about the last eight.
-func movingAvg(avg, took time.Duration) time.Duration {
-	if avg <= 0 {
-		return took
-	}
-	return avg + (took-avg)/8
+		return writes, len(batch) - had, stop
+	})
+	return batch, vlog, stop
 }
 
 // sync fsyncs the files that may hold unsynced committed writes (see
@@ -317,7 +260,7 @@ func (y *syncer) sync(vlog bool) error {
 	}
 	took := time.Since(start)
 	y.m.syncDuration.Observe(took.Seconds())
-	y.syncAvg = movingAvg(y.syncAvg, took)
+	y.linger.Synced(took)
 	return nil
 }
 

@@ -248,11 +248,11 @@ func TestSyncLinger(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := openTest(t, func(c *Config) { c.SyncLinger, c.LingerBelow = tc.linger, 2 })
 			// The second write may be slow to come on a loaded machine.
-			s.syncer.hooks.lingerGap = tc.linger
+			s.syncer.linger.Gap = tc.linger
 			if tc.loaded {
 				// The syncer is idle, waiting for a wake-up that the first
 				// write's hand-off orders after this write.
-				s.syncer.lastBatch = 2
+				s.syncer.linger.Batched(2)
 			}
 			var mu sync.Mutex
 			var sizes []int
@@ -468,41 +468,5 @@ func TestMergeAsync(t *testing.T) {
 	}
 	if n := calls.Load(); n != 3 {
 		t.Fatalf("done called %d times, want 3", n)
-	}
-}
-
-// TestLingerFor: a linger lasts SyncLinger, but no longer than the syncs
-// take on average; before the first sync, and with the test hook that
-// fixes the quiet gap, the whole SyncLinger.
-func TestLingerFor(t *testing.T) {
-	const most = 4 * time.Millisecond
-	for _, tc := range []struct {
-		name string
-		avg  time.Duration
-		gap  time.Duration
-		want time.Duration
-	}{
-		{"no sync yet", 0, 0, most},
-		{"fast disk", 300 * time.Microsecond, 0, 300 * time.Microsecond},
-		{"slow disk", 12 * time.Millisecond, 0, most},
-		{"gap fixed by a test", 300 * time.Microsecond, time.Second, most},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			y := &syncer{lingerMax: most, syncAvg: tc.avg}
-			y.hooks.lingerGap = tc.gap
-			if got := y.lingerFor(); got != tc.want {
-				t.Errorf("lingerFor() = %v, want %v", got, tc.want)
-			}
-		})
-	}
-	avg := movingAvg(0, 8*time.Millisecond)
-	if avg != 8*time.Millisecond {
-		t.Fatalf("first sample: %v, want 8ms", avg)
-	}
-	for range 40 {
-		avg = movingAvg(avg, time.Millisecond)
-	}
-	if avg < time.Millisecond || avg > 1100*time.Microsecond {
-		t.Errorf("after 40 syncs of 1ms from 8ms: average %v, want about 1ms", avg)
 	}
 }

@@ -83,7 +83,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Float64Var(&cfg.AntiEntropy.ScrubPerSec, "scrub-rate", cfg.AntiEntropy.ScrubPerSec, "stored records per second the scrubber verifies; negative disables it")
 	fs.DurationVar(&cfg.AntiEntropy.TombstoneGrace, "tombstone-grace", cfg.AntiEntropy.TombstoneGrace, "how long tombstones are kept at least before collection; negative never collects")
 	fs.DurationVar(&cfg.AntiEntropy.GCInterval, "gc-interval", cfg.AntiEntropy.GCInterval, "how often collectable tombstones are looked for")
-	fs.DurationVar(&cfg.Replica.SyncLinger, "sync-linger", cfg.Replica.SyncLinger, "longest an fsync waits for more committed writes under load while it covers fewer than 16 (never longer than recent fsyncs took; ends early after a quiet quarter of it; fewer, larger fsyncs); negative: sync at once")
+	fs.DurationVar(&cfg.Replica.SyncLinger, "sync-linger", cfg.Replica.SyncLinger, "longest an fsync of the store or of the Raft WAL waits for more writes under load while it covers fewer than 16 (the WAL: 64 appends); never longer than recent fsyncs took, ending early after a quiet quarter of it: fewer, larger fsyncs; negative: sync at once")
 	var budget byteSize
 	fs.Var(&budget, "memory-budget", memoryBudgetUsage+" (env RINGKV_MEMORY_BUDGET)")
 	fs.Int64Var(&cfg.Replica.MemTableBytes, "memtable-bytes", cfg.Replica.MemTableBytes, "size of one Badger memtable (two are held); smaller suits a small disk")

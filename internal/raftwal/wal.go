@@ -71,6 +71,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ringkv/ringkv/internal/crc"
+	"github.com/ringkv/ringkv/internal/linger"
 )
 
 // Errors.
@@ -128,6 +129,15 @@ type Options struct {
 	// Registerer, if set, gets the WAL's metrics (ringkv_raftwal_*),
 	// unregistered by Close.
 	Registerer prometheus.Registerer
+	// SyncLinger is the longest the syncer waits, under load, for more
+	// appends before an fdatasync that would cover fewer than
+	// LingerBelow, never longer than recent fdatasyncs took, ending
+	// early after a quiet quarter of it (internal/linger). 0: the
+	// default, 4 ms; negative: sync at once.
+	SyncLinger time.Duration
+	// LingerBelow: a batch of at least this many appends is synced at
+	// once (default 64).
+	LingerBelow int
 }
 
 func (o *Options) fill() {
@@ -140,7 +150,24 @@ func (o *Options) fill() {
 	if o.MaxEntryBytes <= 0 {
 		o.MaxEntryBytes = 64 << 20
 	}
+	if o.SyncLinger == 0 {
+		o.SyncLinger = DefaultSyncLinger
+	}
+	if o.LingerBelow <= 0 {
+		o.LingerBelow = DefaultLingerBelow
+	}
 }
+
+// Defaults of Options.SyncLinger and Options.LingerBelow. Appends come
+// from every group of the node (three per linearizable write across a
+// cluster of three), so the WAL lingers for more than the replica store
+// (16): with 16, the batches under a linearizable write load were about
+// seven appends; with 64 they cover what arrives within an fdatasync's
+// time (docs/BENCHMARKS.md, "The Raft WAL's fsync linger").
+const (
+	DefaultSyncLinger  = 4 * time.Millisecond
+	DefaultLingerBelow = 64
+)
 
 // Entry is one log entry to append: its index and its bytes (the caller's
 // encoding; the WAL does not retain Data).
@@ -209,6 +236,9 @@ type WAL struct {
 	closing bool
 	kick    chan struct{}
 	stopped chan struct{}
+	// linger is the syncer's pause before an fdatasync under load; the
+	// syncer's alone.
+	linger linger.Policy
 	// syncStart is when the fdatasync in progress began (Unix
 	// nanoseconds; 0: none runs).
 	syncStart atomic.Int64
@@ -220,7 +250,8 @@ func Open(dir string, opts Options) (*WAL, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("raftwal: %w", err)
 	}
-	w := &WAL{dir: dir, opts: opts, groups: map[uint32]*glog{}, kick: make(chan struct{}, 1), stopped: make(chan struct{})}
+	w := &WAL{dir: dir, opts: opts, groups: map[uint32]*glog{}, kick: make(chan struct{}, 1), stopped: make(chan struct{}),
+		linger: linger.Policy{Max: opts.SyncLinger, Below: opts.LingerBelow}}
 	seqs, err := listSegments(dir)
 	if err != nil {
 		return nil, err
@@ -786,19 +817,38 @@ func (w *WAL) enqueue(fn func(error)) {
 	}
 }
 
+// takePending appends the waiting callbacks to fns; closing reports that
+// Close has begun (no more will come).
+func (w *WAL) takePending(fns []func(error)) (_ []func(error), closing bool) {
+	w.smu.Lock()
+	defer w.smu.Unlock()
+	fns = append(fns, w.pending...)
+	clear(w.pending)
+	w.pending = w.pending[:0]
+	return fns, w.closing
+}
+
 // syncer fdatasyncs the active segment for every batch of waiting
 // writes, answers them, and deletes the segments that are dead on disk.
+// Under load it lingers first (Options.SyncLinger), so that one
+// fdatasync covers more appends.
 func (w *WAL) syncer() {
 	defer close(w.stopped)
 	for open := true; open; {
 		_, open = <-w.kick // closed by Close: one last round, then end
-		w.smu.Lock()
-		fns := w.pending
-		w.pending = nil
-		w.smu.Unlock()
+		fns, _ := w.takePending(nil)
 		if len(fns) == 0 {
 			continue
 		}
+		if open && !w.opts.NoSync {
+			stop := w.linger.Wait(len(fns), len(fns), w.kick, func() (writes, requests int, stop bool) {
+				had := len(fns)
+				fns, stop = w.takePending(fns)
+				return len(fns) - had, len(fns) - had, stop
+			})
+			open = !stop
+		}
+		w.linger.Batched(len(fns))
 		w.mu.RLock()
 		err := w.err
 		seg, pos := w.segs[len(w.segs)-1], w.wpos
@@ -812,7 +862,9 @@ func (w *WAL) syncer() {
 			if e == nil {
 				e = unix.Fdatasync(int(seg.f.Fd()))
 			}
-			w.m.syncDuration.Observe(time.Since(time.Unix(0, w.syncStart.Load())).Seconds())
+			took := time.Since(time.Unix(0, w.syncStart.Load()))
+			w.linger.Synced(took)
+			w.m.syncDuration.Observe(took.Seconds())
 			w.m.syncAppends.Observe(float64(len(fns)))
 			w.syncStart.Store(0)
 			if e != nil {

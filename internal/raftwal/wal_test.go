@@ -7,8 +7,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -465,4 +468,95 @@ func TestMetrics(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// lingerWAL opens a WAL whose syncer lingers (under load) until it holds
+// below appends, however long, and counts its fdatasyncs. loaded makes
+// it take the previous batch for a loaded one.
+func lingerWAL(t *testing.T, below int, loaded bool) (*WAL, *atomic.Int64) {
+	t.Helper()
+	var syncs atomic.Int64
+	w := open(t, t.TempDir(), Options{SyncLinger: time.Hour, LingerBelow: below,
+		SyncFault: func() error { syncs.Add(1); return nil }})
+	// Before the first append: its kick orders these before the
+	// syncer's reads.
+	w.linger.Gap = time.Hour
+	if loaded {
+		w.linger.Batched(2)
+	}
+	return w, &syncs
+}
+
+// appendAsync appends one entry of group and returns where its
+// durability is answered.
+func appendAsync(t *testing.T, w *WAL, group uint32) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	if err := w.Append(group, []Entry{entry(group, 1, 0)}, func(err error) { done <- err }); err != nil {
+		t.Fatalf("append group %d: %v", group, err)
+	}
+	return done
+}
+
+func waitDurable(t *testing.T, done <-chan error) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("not durable: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("append not answered within 10 s")
+	}
+}
+
+// TestSyncLinger: under load the syncer waits for more appends before an
+// fdatasync, and one fdatasync answers them all; on an idle WAL a lone
+// append is synced at once; Close during a linger syncs what it holds.
+func TestSyncLinger(t *testing.T) {
+	t.Run("loaded", func(t *testing.T) {
+		w, syncs := lingerWAL(t, 3, true)
+		defer func() { _ = w.Close() }()
+		dones := []<-chan error{appendAsync(t, w, 1)}
+		// Once the syncer took the first append and has not synced it,
+		// it lingers: without the linger it would sync it alone.
+		for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
+			w.smu.Lock()
+			taken := len(w.pending) == 0
+			w.smu.Unlock()
+			if taken {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the syncer did not take the first append within 10 s")
+			}
+		}
+		for g := range uint32(2) {
+			dones = append(dones, appendAsync(t, w, g+2))
+		}
+		for _, d := range dones {
+			waitDurable(t, d)
+		}
+		if n := syncs.Load(); n != 1 {
+			t.Errorf("%d fdatasyncs for three appends, want 1", n)
+		}
+	})
+	t.Run("idle", func(t *testing.T) {
+		w, syncs := lingerWAL(t, 3, false)
+		defer func() { _ = w.Close() }()
+		waitDurable(t, appendAsync(t, w, 1))
+		if n := syncs.Load(); n != 1 {
+			t.Errorf("%d fdatasyncs, want 1", n)
+		}
+	})
+	t.Run("close", func(t *testing.T) {
+		// Close's own sync request is the second of the two the linger
+		// waits for.
+		w, _ := lingerWAL(t, 2, true)
+		done := appendAsync(t, w, 1)
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitDurable(t, done)
+	})
 }
