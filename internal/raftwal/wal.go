@@ -50,6 +50,14 @@
 // is cut, the live entries of segments more than KeepSegments behind the
 // active one are moved forward (copied into the active segment), which
 // frees the old segment at the next sync.
+//
+// # Syncing
+//
+// One syncer goroutine fdatasyncs the active segment for every batch of
+// waiting appends and answers their durability callbacks. Under load it
+// first lingers for more (Options.SyncLinger, internal/linger): never
+// longer than recent fdatasyncs took, so an append waits at most about
+// one more fdatasync, and the node spends fewer of them.
 package raftwal
 
 import (
