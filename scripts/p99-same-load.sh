@@ -8,7 +8,8 @@
 # operation's scheduled start (no coordinated omission). SET=quorum runs
 # the other levels instead: W at quorum and linearizable at WRATE, CAS at
 # CASRATE (default 400), C at quorum and linearizable at RRATE, each
-# beside etcd's linearizable operation. Same variables
+# beside etcd's linearizable operation. SET=lin runs only W at
+# linearizable at WRATE and CAS at CASRATE. Same variables
 # as scripts/bench-compare.sh, plus WRATE (default 1500) and RRATE
 # (default 2000). scripts/p99-summary.py OUT tabulates them (each
 # report's JSON: latency.p99_us of results and peer).
@@ -30,6 +31,11 @@ run() { # name, then bench's arguments
 
 round() { # prefix, then bench's target arguments
   local p=$1; shift
+  if [ "$SET" = lin ]; then
+    run "$p-wl" "$@" --workloads W --levels linearizable --rate "$WRATE"
+    run "$p-cas" "$@" --workloads CAS --levels linearizable --rate "$CASRATE"
+    return
+  fi
   if [ "$SET" = quorum ]; then
     run "$p-wq" "$@" --workloads W --levels quorum,linearizable --rate "$WRATE"
     run "$p-cas" "$@" --workloads CAS --levels linearizable --rate "$CASRATE"
