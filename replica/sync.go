@@ -115,7 +115,7 @@ type syncer struct {
 // newSyncer starts the syncer of the Badger files in dir after one sync of
 // every file there: what Badger recovered at open (written by a process
 // that crashed before its fsync) is durable before anything is served.
-// linger and lingerBelow are Config.SyncLinger and Config.LingerBelow.
+// lingerMax and lingerBelow are Config.SyncLinger and Config.LingerBelow.
 func newSyncer(dir string, log *slog.Logger, m *metrics, lingerMax time.Duration, lingerBelow int, fault func() error) (*syncer, error) {
 	y := &syncer{dir: dir, log: log, m: m, wake: make(chan struct{}, 1), fault: fault,
 		files: make(map[string]*os.File), sealed: make(map[string]bool),
