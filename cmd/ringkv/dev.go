@@ -60,6 +60,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		limits: lim, memoryBudget: int64(budget),
 	}
 	setMemoryLimit(int64(budget), *nodes)
+	defer setProcs(*nodes)()
 	if *secure {
 		if lc.certsDir, err = devCerts(*data, *nodes); err != nil {
 			return err

@@ -1,0 +1,27 @@
+package main
+
+import (
+	"os"
+	"runtime"
+)
+
+// setProcs gives a process that runs several nodes the Go scheduler's Ps
+// of that many processes: GOMAXPROCS times nodes, unless the operator set
+// GOMAXPROCS or the process runs one node. restore puts the value before
+// back.
+//
+// Why: a node's syncers spend much of their time in fdatasync, a system
+// call that keeps its P while it runs; the runtime hands such a P to
+// another thread only when sysmon finds it there (it looks every 20 us to
+// 10 ms) and work waits for it. One process with three nodes has six
+// syncers, against one node's two, on the Ps of one process: its
+// goroutines wait for a P while the cores idle (docs/BENCHMARKS.md, "Three
+// nodes in one process, on the Ps of three").
+func setProcs(nodes int) (restore func()) {
+	if nodes <= 1 || os.Getenv("GOMAXPROCS") != "" {
+		return func() {}
+	}
+	prev := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(prev * nodes)
+	return func() { runtime.GOMAXPROCS(prev) }
+}
