@@ -149,7 +149,8 @@ func benchCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		defer os.RemoveAll(dir) //nolint:errcheck // best effort: a temporary directory
 		lc := localCluster{nodes: 3, dataDir: dir}
-		defer setProcs(lc.nodes)() // the Ps of three processes, one per node
+		_, restoreProcs := setProcs(lc.nodes) // the Ps of three processes, one per node
+		defer restoreProcs()
 		if *secureLocal {
 			if lc.certsDir, err = devCerts(dir, lc.nodes); err != nil {
 				return fmt.Errorf("bench: %w", err)

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/ringkv/ringkv/internal/idleprocs"
 	"github.com/ringkv/ringkv/internal/pki"
 	"github.com/ringkv/ringkv/node"
 	"github.com/ringkv/ringkv/ring"
@@ -35,6 +36,7 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "warn", "debug, info, warn or error")
 	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
 	pprofAddr := fs.String("pprof", "", "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off")
+	idleAfter := fs.Duration("idle-procs-after", 10*time.Second, idleProcsUsage)
 	lim := addLimitFlags(fs, node.DefaultConfig())
 	var budget byteSize
 	fs.Var(&budget, "memory-budget", memoryBudgetUsage+"; per node (the soft limit is this times --nodes)")
@@ -60,7 +62,19 @@ func dev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		limits: lim, memoryBudget: int64(budget),
 	}
 	setMemoryLimit(int64(budget), *nodes)
-	defer setProcs(*nodes)()
+	procs, restoreProcs := setProcs(*nodes)
+	defer restoreProcs()
+	idle, err := idleprocs.New(idleprocs.Config{After: *idleAfter, Procs: procs})
+	if err != nil {
+		return fmt.Errorf("%w: --idle-procs-after: %w", errUsage, err)
+	}
+	if idle != nil {
+		lc.busy = idle.Busy
+		idleCtx, stopIdle := context.WithCancel(ctx)
+		idleDone := make(chan struct{})
+		go func() { defer close(idleDone); idle.Run(idleCtx) }()
+		defer func() { stopIdle(); <-idleDone }() // before restoreProcs
+	}
 	if *secure {
 		if lc.certsDir, err = devCerts(*data, *nodes); err != nil {
 			return err
@@ -95,6 +109,7 @@ type localCluster struct {
 	certsDir                      string  // set: node i uses certsDir/n<i> (a secure cluster)
 	limits                        *limits // nil: the defaults
 	memoryBudget                  int64   // node.Config.MemoryBudgetBytes of every node
+	busy                          func()  // node.Deps.Busy of every node; nil: none
 }
 
 // startLocalCluster starts lc's nodes on loopback, each seeded with the
@@ -127,7 +142,7 @@ func startLocalCluster(ctx context.Context, lc localCluster, log *slog.Logger) (
 		cfg.Consensus.ReconcileInterval = localReconcile
 		cfg.Logger = log
 		reg := newRegistry()
-		n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg})
+		n, err := node.Open(cfg, node.Deps{Registerer: reg, Gatherer: reg, Busy: lc.busy})
 		if err != nil {
 			closeNodes(running, io.Discard)
 			return nil, fmt.Errorf("start %s: %w", cfg.ID, err)

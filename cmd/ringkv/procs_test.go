@@ -11,13 +11,17 @@ func TestSetProcs(t *testing.T) {
 	before := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(before) })
 
-	setProcs(1)()
+	if procs, restore := setProcs(1); procs != 0 {
+		t.Fatalf("one node: setProcs set %d", procs)
+	} else {
+		restore()
+	}
 	if got := runtime.GOMAXPROCS(0); got != before {
 		t.Fatalf("one node: GOMAXPROCS %d, want %d unchanged", got, before)
 	}
-	restore := setProcs(3)
-	if got := runtime.GOMAXPROCS(0); got != 3*before {
-		t.Fatalf("three nodes: GOMAXPROCS %d, want %d", got, 3*before)
+	procs, restore := setProcs(3)
+	if got := runtime.GOMAXPROCS(0); got != 3*before || procs != got {
+		t.Fatalf("three nodes: GOMAXPROCS %d (setProcs said %d), want %d", got, procs, 3*before)
 	}
 	restore()
 	if got := runtime.GOMAXPROCS(0); got != before {
@@ -25,8 +29,8 @@ func TestSetProcs(t *testing.T) {
 	}
 
 	t.Setenv("GOMAXPROCS", strconv.Itoa(before)) // the operator's choice stands
-	restore = setProcs(3)
-	if got := runtime.GOMAXPROCS(0); got != before {
+	procs, restore = setProcs(3)
+	if got := runtime.GOMAXPROCS(0); got != before || procs != 0 {
 		t.Fatalf("GOMAXPROCS set by the operator: %d, want %d unchanged", got, before)
 	}
 	restore()

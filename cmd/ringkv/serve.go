@@ -98,7 +98,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", envDefault("RINGKV_LOG_LEVEL", "info"), "debug, info, warn or error (env RINGKV_LOG_LEVEL)")
 	logFormat := fs.String("log-format", envDefault("RINGKV_LOG_FORMAT", "text"), "text (key=value) or json (one object a line) (env RINGKV_LOG_FORMAT)")
 	drainTimeout := fs.Duration("drain-timeout", 30*time.Second, "on SIGTERM or SIGINT, drain for at most this long before stopping (hand over raft leadership, refuse new client requests, finish those in flight, flush hints); 0 stops at once; a second signal cuts the drain short (env RINGKV_DRAIN_TIMEOUT)")
-	idleAfter := fs.Duration("idle-procs-after", 10*time.Second, "after this long admitting no request and using under a tenth of one core, second after second, run the Go scheduler on one P (an idle node's timers then wake one thread, not two or more); back to GOMAXPROCS at the first request or a busier second; 0: never (env RINGKV_IDLE_PROCS_AFTER)")
+	idleAfter := fs.Duration("idle-procs-after", 10*time.Second, idleProcsUsage+" (env RINGKV_IDLE_PROCS_AFTER)")
 	pprofAddr := fs.String("pprof", envDefault("RINGKV_PPROF", ""), "serve net/http/pprof on this address (e.g. 127.0.0.1:6060); empty: off (env RINGKV_PPROF)")
 	// Test-only hooks for the chaos harness (internal/chaos); see
 	// docs/RELIABILITY.md. They are not listed in the usage text's examples

@@ -42,6 +42,11 @@ type Config struct {
 	// Interval is how often the process's CPU time is read. Zero means
 	// one second.
 	Interval time.Duration
+	// Procs is the normal GOMAXPROCS when the process set one of its own
+	// (ringkv dev: the runtime's value times its nodes): restored as
+	// this number after an idle spell. Zero: the value at New, restored
+	// as the runtime's default unless it came from the environment.
+	Procs int
 }
 
 // Controller switches GOMAXPROCS between one and its value at New. Its
@@ -49,12 +54,12 @@ type Config struct {
 type Controller struct {
 	cfg  Config
 	full int
-	// envSet: GOMAXPROCS came from the environment, so the normal value is
-	// restored as a number; otherwise runtime.SetDefaultGOMAXPROCS
-	// restores the runtime's own default and its updates (a changed
-	// cgroup quota).
-	envSet bool
-	idle   atomic.Bool
+	// fixed: GOMAXPROCS came from the environment or Config.Procs, so
+	// the normal value is restored as a number; otherwise
+	// runtime.SetDefaultGOMAXPROCS restores the runtime's own default and
+	// its updates (a changed cgroup quota).
+	fixed bool
+	idle  atomic.Bool
 	// active: Busy was called since Run last looked (while not idle).
 	active atomic.Bool
 	kick   chan struct{}
@@ -79,19 +84,22 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Interval == 0 {
 		cfg.Interval = time.Second
 	}
-	if cfg.Threshold < 0 || cfg.Threshold >= 1 || cfg.Interval < 0 || cfg.After < cfg.Interval {
-		return nil, fmt.Errorf("idleprocs: Threshold %v must be in (0, 1), Interval %v positive and After %v at least Interval", cfg.Threshold, cfg.Interval, cfg.After)
+	if cfg.Threshold < 0 || cfg.Threshold >= 1 || cfg.Interval < 0 || cfg.After < cfg.Interval || cfg.Procs < 0 {
+		return nil, fmt.Errorf("idleprocs: Threshold %v must be in (0, 1), Interval %v positive, After %v at least Interval and Procs %d not negative", cfg.Threshold, cfg.Interval, cfg.After, cfg.Procs)
 	}
 	full := runtime.GOMAXPROCS(0)
+	_, fixed := os.LookupEnv("GOMAXPROCS")
+	if cfg.Procs > 0 {
+		full, fixed = cfg.Procs, true
+	}
 	if full <= 1 {
 		return nil, nil
 	}
-	_, envSet := os.LookupEnv("GOMAXPROCS")
-	return newController(cfg, full, envSet, processCPU, setProcs), nil
+	return newController(cfg, full, fixed, processCPU, setProcs), nil
 }
 
-func newController(cfg Config, full int, envSet bool, cpu func() (time.Duration, error), set func(int)) *Controller {
-	return &Controller{cfg: cfg, full: full, envSet: envSet, kick: make(chan struct{}, 1), cpu: cpu, setProcs: set}
+func newController(cfg Config, full int, fixed bool, cpu func() (time.Duration, error), set func(int)) *Controller {
+	return &Controller{cfg: cfg, full: full, fixed: fixed, kick: make(chan struct{}, 1), cpu: cpu, setProcs: set}
 }
 
 // processCPU returns the CPU time (user and system) the process used.
@@ -200,7 +208,7 @@ func (c *Controller) wake() {
 	if !c.idle.Load() {
 		return
 	}
-	if c.envSet {
+	if c.fixed {
 		c.setProcs(c.full)
 	} else {
 		c.setProcs(0)

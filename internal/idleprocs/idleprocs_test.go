@@ -157,6 +157,7 @@ func TestNew(t *testing.T) {
 		{After: time.Second, Threshold: 1.5},
 		{After: time.Second, Threshold: -0.1},
 		{After: time.Millisecond, Interval: time.Second},
+		{After: time.Second, Procs: -1},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v): no error", cfg)
@@ -173,6 +174,11 @@ func TestNew(t *testing.T) {
 	}
 	if _, err := c.cpu(); err != nil {
 		t.Errorf("process CPU: %v", err)
+	}
+	runtime.GOMAXPROCS(6) // as ringkv dev sets it for three nodes
+	c, err = New(Config{After: time.Second, Procs: 6})
+	if err != nil || c == nil || c.full != 6 || !c.fixed {
+		t.Fatalf("New with Procs 6: %+v, %v; want the normal value 6, restored as a number", c, err)
 	}
 	runtime.GOMAXPROCS(1)
 	if c, err := New(Config{After: time.Second}); c != nil || err != nil {
