@@ -49,8 +49,9 @@ type Config struct {
 	Procs int
 }
 
-// Controller switches GOMAXPROCS between one and its value at New. Its
-// methods are safe for concurrent use; Run is its one goroutine.
+// Controller switches GOMAXPROCS between one and its normal value (at
+// New, or Config.Procs). Its methods are safe for concurrent use; Run is
+// its one goroutine.
 type Controller struct {
 	cfg  Config
 	full int
