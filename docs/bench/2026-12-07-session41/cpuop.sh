@@ -3,7 +3,7 @@ source scripts/serve3.sh
 export DIR=/tmp/cpuop41/serve RINGKV=/tmp/ringkv RINGKV_BENCH_ETCD=/tmp/ringkv-bench-etcd
 E=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
 OUT=${OUT:-/tmp/cpuop41/out}; mkdir -p $OUT
-EP=$(cat ${ETCD_DIR:-/tmp/etcd41}/n1.pid),$(cat /tmp/etcd41/n2.pid),$(cat /tmp/etcd41/n3.pid)
+ED=${ETCD_DIR:-/tmp/etcd41}; EP=$(cat $ED/n1.pid),$(cat $ED/n2.pid),$(cat $ED/n3.pid)
 for r in $(seq 1 ${ROUNDS:-2}); do
 serve_start || exit 1
 RP=$(cat $DIR/n1.pid),$(cat $DIR/n2.pid),$(cat $DIR/n3.pid)
