@@ -243,13 +243,52 @@ func start(t *testing.T, label string, env []string, name string, args ...string
 		close(p.done)
 	}()
 	t.Cleanup(func() {
-		p.stop(t)
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath) // best effort: a diagnostic
-			t.Logf("--- log of %s (last 4 KiB):\n%s", label, tail(b, 4096))
+		if !t.Failed() {
+			p.stop(t)
+			return
+		}
+		// A failed test: take the goroutines of the process before it
+		// stops (SIGQUIT makes the Go runtime print them and exit), so
+		// that a node stuck in a wait shows where.
+		before, _ := os.ReadFile(logPath) // best effort: a diagnostic
+		p.quit(t)
+		b, _ := os.ReadFile(logPath) // best effort: a diagnostic
+		t.Logf("--- log of %s (last 4 KiB):\n%s", label, tail(before, 4096))
+		if g := goroutinesIn(b[len(before):], "ringkv/ring/gossip."); len(g) > 0 {
+			t.Logf("--- goroutines of %s in ring/gossip at the failure:\n%s", label, tail(g, 16384))
 		}
 	})
 	return p
+}
+
+// quit sends SIGQUIT (the Go runtime prints every goroutine's stack and
+// exits) and waits for the exit; SIGKILL if it has not exited in 10 s.
+func (p *process) quit(t *testing.T) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGQUIT) // it may have exited meanwhile
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s did not exit within 10 s of SIGQUIT", p.name)
+		_ = p.cmd.Process.Kill() // give up on the dump
+		<-p.done
+	}
+}
+
+// goroutinesIn returns the goroutine stacks of a Go runtime dump whose
+// frames mention pkg, separated by blank lines.
+func goroutinesIn(dump []byte, pkg string) []byte {
+	var out []byte
+	for _, g := range bytes.Split(dump, []byte("\n\n")) {
+		if bytes.HasPrefix(bytes.TrimSpace(g), []byte("goroutine ")) && bytes.Contains(g, []byte(pkg)) {
+			out = append(append(out, bytes.TrimSpace(g)...), "\n\n"...)
+		}
+	}
+	return out
 }
 
 // exited returns an error marked errGaveUp if any of procs has exited.
