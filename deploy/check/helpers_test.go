@@ -262,22 +262,8 @@ func start(t *testing.T, label string, env []string, name string, args ...string
 }
 
 // quit sends SIGQUIT (the Go runtime prints every goroutine's stack and
-// exits) and waits for the exit; SIGKILL if it has not exited in 10 s.
-func (p *process) quit(t *testing.T) {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGQUIT) // it may have exited meanwhile
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		t.Errorf("%s did not exit within 10 s of SIGQUIT", p.name)
-		_ = p.cmd.Process.Kill() // give up on the dump
-		<-p.done
-	}
-}
+// exits) and waits for the exit.
+func (p *process) quit(t *testing.T) { p.signal(t, syscall.SIGQUIT, "SIGQUIT", 10*time.Second) }
 
 // goroutinesIn returns the goroutine stacks of a Go runtime dump whose
 // frames mention pkg, separated by blank lines.
@@ -304,17 +290,21 @@ func exited(procs []*process) error {
 }
 
 // stop sends SIGTERM, as Kubernetes and Docker do, and waits for the exit.
-func (p *process) stop(t *testing.T) {
+func (p *process) stop(t *testing.T) { p.signal(t, syscall.SIGTERM, "SIGTERM", 20*time.Second) }
+
+// signal sends sig (named name) and waits for the exit; SIGKILL if it
+// has not exited within wait.
+func (p *process) signal(t *testing.T, sig syscall.Signal, name string, wait time.Duration) {
 	select {
 	case <-p.done:
 		return
 	default:
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM) // it may have exited meanwhile
+	_ = p.cmd.Process.Signal(sig) // it may have exited meanwhile
 	select {
 	case <-p.done:
-	case <-time.After(20 * time.Second):
-		t.Errorf("%s did not exit within 20 s of SIGTERM", p.name)
+	case <-time.After(wait):
+		t.Errorf("%s did not exit within %v of %s", p.name, wait, name)
 		_ = p.cmd.Process.Kill() // give up on a clean exit
 		<-p.done
 	}
