@@ -8,11 +8,7 @@ MAIN=${RINGKV_MAIN:-/tmp/ringkv-main}
 E=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
 OUT=${OUT:-/tmp/confirm43}; mkdir -p "$OUT"
 ROUNDS=${ROUNDS:-5}
-run() { local bin=$1 name=$2; shift 2
-  echo "$(date -u +%T) $name start load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/log"
-  $bin bench --duration 10s --compare etcd=$E --json "$@" > "$OUT/$name.json" 2>/dev/null
-  echo "$(date -u +%T) $name end rc=$? load $(cut -d' ' -f1-3 /proc/loadavg)" >> "$OUT/log"
-}
+RUN_ERR=/dev/null; source docs/bench/2026-12-07-session43/run.sh
 for r in $(seq 1 "$ROUNDS"); do
   run "$RINGKV" "emb-$r-w" --workloads W --levels linearizable
   run "$MAIN" "embmain-$r-w" --workloads W --levels linearizable
